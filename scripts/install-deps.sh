@@ -1,0 +1,32 @@
+#!/usr/bin/env bash
+# Installs every package mailkms needs to build and test, from Debian 12's
+# archive. Safe to run again: apt-get skips what is already there.
+set -euo pipefail
+
+packages=(
+  # toolchain
+  build-essential cmake ninja-build pkg-config
+  # the S/MIME engine: OpenSSL 3 for CMS, GMime 3 for MIME
+  libssl-dev openssl libgmime-3.0-dev
+  # mailkmsctl's subcommands
+  libcli11-dev
+  # tests
+  catch2
+)
+
+if [ "$(id -u)" -ne 0 ]; then
+  sudo=sudo
+else
+  sudo=
+fi
+
+missing=()
+for p in "${packages[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")
+done
+
+if [ ${#missing[@]} -gt 0 ]; then
+  export DEBIAN_FRONTEND=noninteractive
+  $sudo apt-get update -q
+  $sudo apt-get install -y -q --no-install-recommends "${missing[@]}"
+fi

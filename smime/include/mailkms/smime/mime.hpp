@@ -1,0 +1,92 @@
+// Just enough MIME to wrap and unwrap S/MIME layers without disturbing the
+// bytes that signatures cover: a byte-exact header parser, the split of a
+// message into outer header fields and the MIME entity that S/MIME protects,
+// the canonical form for signing (RFC 8551 §3.1), and base64.
+// Never interprets more of a message than the layer it works on.
+#pragma once
+
+#include <cstddef>
+#include <map>
+#include <optional>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "mailkms/smime/result.hpp"
+
+namespace mailkms::smime {
+
+struct MimeLimits {
+  std::size_t max_header_bytes = 1 << 20;  // one header section, all fields together
+  std::size_t max_header_fields = 10'000;
+  std::size_t max_depth = 64;              // nested multiparts and S/MIME layers
+};
+
+struct HeaderField {
+  std::string name;   // as written: "Content-Type"
+  std::string value;  // raw, after the colon: folding and leading space kept
+
+  // The value unfolded and trimmed, for reading (never for re-writing).
+  [[nodiscard]] std::string unfolded() const;
+};
+
+// A MIME entity: its content header fields and its body, CRLF line endings.
+struct Entity {
+  std::vector<HeaderField> headers;
+  std::string body;
+
+  [[nodiscard]] const HeaderField* find(std::string_view name) const;
+  // Header section, empty line, body: the bytes a signature covers.
+  [[nodiscard]] std::string serialize() const;
+};
+
+// An RFC 5322 message as S/MIME sees it: the outer fields stay outside every
+// layer (From, To, Subject, Date, Message-ID, Received, MIME-Version …), the
+// entity (Content-* fields and body) is what gets signed or encrypted.
+struct Message {
+  std::vector<HeaderField> headers;
+  Entity entity;
+
+  [[nodiscard]] const HeaderField* find(std::string_view name) const;
+  // Outer fields, MIME-Version exactly once, the entity.
+  [[nodiscard]] std::string serialize() const;
+};
+
+struct ContentType {
+  std::string type;     // lower-case: "multipart"
+  std::string subtype;  // lower-case: "signed"
+  std::map<std::string, std::string> parameters;  // names lower-case
+
+  [[nodiscard]] bool is(std::string_view t, std::string_view s) const { return type == t && subtype == s; }
+  [[nodiscard]] std::optional<std::string> parameter(std::string_view name) const;
+};
+
+// LF or lone CR line endings become CRLF; CRLF stays.
+std::string to_crlf(std::string_view text);
+
+Result<Message> parse_message(std::string_view raw, const MimeLimits& limits = {});
+// An entity whose every header field is kept (the inside of an S/MIME layer).
+Result<Entity> parse_entity(std::string_view raw, const MimeLimits& limits = {});
+
+// The entity's Content-Type; text/plain when absent (RFC 2045 §5.2).
+Result<ContentType> content_type(const Entity& entity);
+
+// RFC 8551 §3.1: the form an entity must have before it is signed, so that
+// no transport can change it. Parts in 8bit or binary, or with lines longer
+// than 998 octets, are re-encoded as quoted-printable (text) or base64. An
+// entity that is already 7-bit clean is returned byte for byte.
+Result<Entity> canonicalize_for_signing(const Entity& entity, const MimeLimits& limits = {});
+
+// A header value with the given parameters, folded at 76 columns.
+std::string fold_header_value(std::string_view value);
+
+// Base64 with CRLF every 76 characters (RFC 2045 §6.8).
+std::string base64_encode_mime(std::string_view data);
+// Ignores whitespace; any other character outside the alphabet, or bad
+// padding, is an error.
+Result<std::string> base64_decode(std::string_view text);
+
+// The bare address of the first mailbox in a From/To-style value.
+std::optional<std::string> first_address(std::string_view header_value);
+
+}  // namespace mailkms::smime

@@ -1,0 +1,100 @@
+// Signature verification: the signature's mathematics (did the content
+// change?), the signer's chain (do we trust who signed?), revocation, key
+// usage and the From address (RFC 8550/8551). Always returns a verdict from
+// a closed set with a reason a human can read; never throws, never fails
+// for bad input — bad input is the verdict "malformed".
+#pragma once
+
+#include <ctime>
+#include <memory>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "mailkms/smime/algorithms.hpp"
+#include "mailkms/smime/certificate.hpp"
+#include "mailkms/smime/crypto_context.hpp"
+#include "mailkms/smime/mime.hpp"
+#include "mailkms/smime/result.hpp"
+
+namespace mailkms::smime {
+
+enum class SignatureStatus {
+  pass,             // intact, trusted, valid, From matches
+  fail,             // the content or signature was altered
+  untrusted,        // no chain to an anchor, or a certificate not fit to sign mail
+  expired,          // a certificate in the chain is outside its validity
+  revoked,          // a certificate in the chain is revoked
+  signer_mismatch,  // valid, but From is none of the signer's addresses
+  no_signature,     // the entity carries no signature
+  malformed,        // the signature layer cannot be read
+};
+
+std::string_view to_string(SignatureStatus status) noexcept;  // "pass", "signer-mismatch" …
+
+// The anchors inbound signatures may chain to: our roots, the system's,
+// and anchors an administrator added.
+class TrustStore {
+ public:
+  TrustStore();
+  TrustStore(TrustStore&&) noexcept;
+  TrustStore& operator=(TrustStore&&) noexcept;
+  ~TrustStore();
+
+  void add(const Certificate& anchor);
+  // The operating system's roots (Debian: /etc/ssl/certs).
+  Status add_system_roots();
+  [[nodiscard]] X509_STORE* native() const noexcept { return store_; }
+
+ private:
+  X509_STORE* store_;
+};
+
+enum class Revocation { good, revoked, unknown };
+
+// Tells whether a certificate is revoked; CRLs and the keystore implement it.
+class RevocationChecker {
+ public:
+  virtual ~RevocationChecker() = default;
+  virtual Revocation check(const Certificate& certificate, const Certificate& issuer) = 0;
+};
+
+struct VerifyOptions {
+  const TrustStore* trust = nullptr;       // required for anything but "untrusted"
+  RevocationChecker* revocation = nullptr; // optional
+  // The message's From address; when set, it must be one of the signer's.
+  std::optional<std::string> from;
+  // Judge validity at this time instead of now.
+  std::optional<std::time_t> at;
+  MimeLimits limits;
+};
+
+struct SignerReport {
+  Certificate certificate;
+  std::vector<std::string> addresses;
+  std::optional<std::time_t> signing_time;
+  Digest digest = Digest::sha256;
+  std::optional<Capabilities> capabilities;  // what they can read, for encrypting to them later
+  SignatureStatus status = SignatureStatus::untrusted;
+  std::string reason;
+};
+
+struct VerifyResult {
+  SignatureStatus status = SignatureStatus::malformed;
+  std::string reason;
+  // Signed with SHA-1 or a short key: verified, but say so.
+  bool weak = false;
+  std::vector<SignerReport> signers;
+  std::vector<Certificate> certificates;  // every certificate the message carried
+  std::optional<Entity> content;          // the signed entity, when it could be read
+  std::optional<Error> error;             // what was malformed, when status is malformed
+  bool opaque = false;                    // signed-data rather than multipart/signed
+};
+
+// Verifies a multipart/signed or application/pkcs7-mime signed-data entity.
+VerifyResult verify_entity(const CryptoContext& ctx, const Entity& entity, const VerifyOptions& options);
+
+// Verifies a whole message; `options.from` defaults to the message's From.
+VerifyResult verify_message(const CryptoContext& ctx, std::string_view message, VerifyOptions options);
+
+}  // namespace mailkms::smime

@@ -1,0 +1,183 @@
+#include "mailkms/smime/certificate.hpp"
+
+#include <openssl/pem.h>
+#include <openssl/pkcs12.h>
+
+#include <algorithm>
+#include <cctype>
+#include <climits>
+
+#include "ossl.hpp"
+
+namespace mailkms::smime {
+namespace {
+
+std::string name_to_string(const X509_NAME* name) {
+  ossl::Bio out(BIO_new(BIO_s_mem()));
+  X509_NAME_print_ex(out.get(), name, 0, XN_FLAG_RFC2253 & ~ASN1_STRFLGS_ESC_MSB);
+  return ossl::bio_contents(out.get());
+}
+
+std::time_t to_time_t(const ASN1_TIME* t) {
+  std::tm tm{};
+  if (t == nullptr || ASN1_TIME_to_tm(t, &tm) != 1) return 0;
+  return timegm(&tm);
+}
+
+std::shared_ptr<X509> own(X509* x) { return {x, X509_free}; }
+
+}  // namespace
+
+std::string normalize_address(std::string_view address) {
+  std::string out(address);
+  std::transform(out.begin(), out.end(), out.begin(),
+                 [](unsigned char c) { return static_cast<char>(std::tolower(c)); });
+  return out;
+}
+
+Certificate Certificate::share(X509* x509) {
+  X509_up_ref(x509);
+  return Certificate(own(x509));
+}
+
+Result<Certificate> Certificate::from_pem(std::string_view pem) {
+  auto bio = ossl::memory_bio(pem);
+  X509* x = PEM_read_bio_X509(bio.get(), nullptr, nullptr, nullptr);
+  if (x == nullptr) return ossl::error(Errc::invalid_certificate, "not a PEM certificate");
+  return Certificate(own(x));
+}
+
+Result<Certificate> Certificate::from_der(std::string_view der) {
+  if (der.size() > static_cast<std::size_t>(LONG_MAX)) return make_error(Errc::limit_exceeded, "certificate too large");
+  const auto* p = reinterpret_cast<const unsigned char*>(der.data());
+  X509* x = d2i_X509(nullptr, &p, static_cast<long>(der.size()));
+  if (x == nullptr) return ossl::error(Errc::invalid_certificate, "not a DER certificate");
+  return Certificate(own(x));
+}
+
+Result<std::vector<Certificate>> Certificate::all_from_pem(std::string_view pem) {
+  auto bio = ossl::memory_bio(pem);
+  std::vector<Certificate> certs;
+  while (X509* x = PEM_read_bio_X509(bio.get(), nullptr, nullptr, nullptr)) certs.push_back(Certificate(own(x)));
+  ERR_clear_error();  // the loop ends on "no start line"
+  if (certs.empty()) return make_error(Errc::invalid_certificate, "no PEM certificate found");
+  return certs;
+}
+
+std::string Certificate::der() const { return ossl::to_der<X509>(x509_.get(), i2d_X509); }
+
+std::string Certificate::pem() const {
+  ossl::Bio out(BIO_new(BIO_s_mem()));
+  PEM_write_bio_X509(out.get(), x509_.get());
+  return ossl::bio_contents(out.get());
+}
+
+std::string Certificate::subject() const { return name_to_string(X509_get_subject_name(x509_.get())); }
+std::string Certificate::issuer() const { return name_to_string(X509_get_issuer_name(x509_.get())); }
+
+std::string Certificate::serial_hex() const {
+  BIGNUM* bn = ASN1_INTEGER_to_BN(X509_get0_serialNumber(x509_.get()), nullptr);
+  if (bn == nullptr) return {};
+  char* hex = BN_bn2hex(bn);
+  std::string out = hex != nullptr ? hex : "";
+  OPENSSL_free(hex);
+  BN_free(bn);
+  return out;
+}
+
+std::time_t Certificate::not_before() const { return to_time_t(X509_get0_notBefore(x509_.get())); }
+std::time_t Certificate::not_after() const { return to_time_t(X509_get0_notAfter(x509_.get())); }
+
+std::vector<std::string> Certificate::email_addresses() const {
+  std::vector<std::string> out;
+  auto* names = static_cast<GENERAL_NAMES*>(X509_get_ext_d2i(x509_.get(), NID_subject_alt_name, nullptr, nullptr));
+  if (names != nullptr) {
+    for (int i = 0; i < sk_GENERAL_NAME_num(names); ++i) {
+      const GENERAL_NAME* gn = sk_GENERAL_NAME_value(names, i);
+      if (gn->type != GEN_EMAIL) continue;
+      const ASN1_IA5STRING* s = gn->d.rfc822Name;
+      out.push_back(normalize_address(
+          std::string_view(reinterpret_cast<const char*>(ASN1_STRING_get0_data(s)),
+                           static_cast<std::size_t>(ASN1_STRING_length(s)))));
+    }
+    GENERAL_NAMES_free(names);
+  }
+  if (!out.empty()) return out;
+  // Older certificates carry the address only in the subject (RFC 8550 §3).
+  const X509_NAME* subject = X509_get_subject_name(x509_.get());
+  for (int i = -1; (i = X509_NAME_get_index_by_NID(subject, NID_pkcs9_emailAddress, i)) >= 0;) {
+    const ASN1_STRING* s = X509_NAME_ENTRY_get_data(X509_NAME_get_entry(subject, i));
+    out.push_back(normalize_address(std::string_view(reinterpret_cast<const char*>(ASN1_STRING_get0_data(s)),
+                                                     static_cast<std::size_t>(ASN1_STRING_length(s)))));
+  }
+  return out;
+}
+
+bool Certificate::has_email(std::string_view address) const {
+  const std::string wanted = normalize_address(address);
+  const auto all = email_addresses();
+  return std::find(all.begin(), all.end(), wanted) != all.end();
+}
+
+bool Certificate::is_rsa() const {
+  const EVP_PKEY* k = X509_get0_pubkey(x509_.get());
+  return k != nullptr && (EVP_PKEY_is_a(k, "RSA") || EVP_PKEY_is_a(k, "RSA-PSS"));
+}
+
+bool Certificate::is_ec() const {
+  const EVP_PKEY* k = X509_get0_pubkey(x509_.get());
+  return k != nullptr && EVP_PKEY_is_a(k, "EC");
+}
+
+int Certificate::key_bits() const {
+  const EVP_PKEY* k = X509_get0_pubkey(x509_.get());
+  return k != nullptr ? EVP_PKEY_get_bits(k) : 0;
+}
+
+bool operator==(const Certificate& a, const Certificate& b) {
+  return X509_cmp(a.native(), b.native()) == 0;
+}
+
+Result<PrivateKey> PrivateKey::from_pem(const CryptoContext& ctx, std::string_view pem,
+                                        std::optional<std::string_view> passphrase) {
+  auto bio = ossl::memory_bio(pem);
+  std::string pass(passphrase.value_or(""));
+  EVP_PKEY* key = PEM_read_bio_PrivateKey_ex(bio.get(), nullptr, nullptr, passphrase ? pass.data() : nullptr,
+                                             ctx.libctx(), nullptr);
+  OPENSSL_cleanse(pass.data(), pass.size());
+  if (key == nullptr) return ossl::error(Errc::invalid_certificate, "not a PEM private key, or wrong passphrase");
+  return adopt(key);
+}
+
+PrivateKey PrivateKey::adopt(EVP_PKEY* pkey) { return PrivateKey(std::shared_ptr<EVP_PKEY>(pkey, EVP_PKEY_free)); }
+
+bool PrivateKey::matches(const Certificate& cert) const {
+  return X509_check_private_key(cert.native(), pkey_.get()) == 1;
+}
+
+Result<KeyBundle> read_pkcs12(const CryptoContext& ctx, std::string_view der, std::string_view password) {
+  (void)ctx;
+  if (der.size() > static_cast<std::size_t>(LONG_MAX)) return make_error(Errc::limit_exceeded, "PKCS#12 too large");
+  const auto* p = reinterpret_cast<const unsigned char*>(der.data());
+  PKCS12* p12 = d2i_PKCS12(nullptr, &p, static_cast<long>(der.size()));
+  if (p12 == nullptr) return ossl::error(Errc::invalid_certificate, "not a PKCS#12 file");
+  const std::string pass(password);
+  EVP_PKEY* key = nullptr;
+  X509* cert = nullptr;
+  STACK_OF(X509)* ca = nullptr;
+  const int ok = PKCS12_parse(p12, pass.c_str(), &key, &cert, &ca);
+  PKCS12_free(p12);
+  if (ok != 1 || key == nullptr || cert == nullptr) {
+    EVP_PKEY_free(key);
+    X509_free(cert);
+    sk_X509_pop_free(ca, X509_free);
+    return ossl::error(Errc::invalid_certificate, "cannot open PKCS#12 (wrong password, or no key in it)");
+  }
+  KeyBundle bundle{PrivateKey::adopt(key), Certificate::share(cert), {}};
+  X509_free(cert);
+  for (int i = 0; i < sk_X509_num(ca); ++i) bundle.chain.push_back(Certificate::share(sk_X509_value(ca, i)));
+  sk_X509_pop_free(ca, X509_free);
+  return bundle;
+}
+
+}  // namespace mailkms::smime

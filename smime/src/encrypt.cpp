@@ -1,0 +1,89 @@
+#include "mailkms/smime/encrypt.hpp"
+
+#include <openssl/rsa.h>
+
+#include "ossl.hpp"
+#include "smime_entity.hpp"
+
+namespace mailkms::smime {
+namespace {
+
+Status add_recipient(CMS_ContentInfo* cms, const Recipient& recipient) {
+  const Certificate& cert = recipient.certificate;
+  if (!cert.is_rsa() && !cert.is_ec()) {
+    return make_error(Errc::invalid_certificate, "recipient key is neither RSA nor EC: " + cert.subject());
+  }
+  CMS_RecipientInfo* ri = CMS_add1_recipient_cert(cms, cert.native(), CMS_KEY_PARAM);
+  if (ri == nullptr) return ossl::error(Errc::invalid_certificate, "cannot encrypt to " + cert.subject());
+  EVP_PKEY_CTX* pctx = CMS_RecipientInfo_get0_pkey_ctx(ri);
+  if (pctx == nullptr) return ossl::error(Errc::internal, "recipient has no key context");
+  if (cert.is_ec()) {
+    // OpenSSL would default to the SHA-1 KDF; RFC 8551 §2.7.1 wants SHA-256.
+    if (EVP_PKEY_CTX_set_ecdh_kdf_md(pctx, EVP_sha256()) <= 0) {
+      return ossl::error(Errc::internal, "cannot select the ECDH KDF");
+    }
+  } else if (recipient.transport == KeyTransport::rsa_oaep_sha256) {
+    if (EVP_PKEY_CTX_set_rsa_padding(pctx, RSA_PKCS1_OAEP_PADDING) <= 0 ||
+        EVP_PKEY_CTX_set_rsa_oaep_md(pctx, EVP_sha256()) <= 0 ||
+        EVP_PKEY_CTX_set_rsa_mgf1_md(pctx, EVP_sha256()) <= 0) {
+      return ossl::error(Errc::internal, "cannot select RSA-OAEP");
+    }
+  }
+  return Ok{};
+}
+
+}  // namespace
+
+KeyTransport choose_key_transport(const std::optional<Capabilities>& capabilities) {
+  return capabilities && capabilities->rsa_oaep ? KeyTransport::rsa_oaep_sha256 : KeyTransport::rsa_pkcs1v15;
+}
+
+Result<std::string> build_enveloped_data(const CryptoContext& ctx, std::string_view content,
+                                         std::span<const Recipient> recipients, const EncryptOptions& options) {
+  if (recipients.empty()) return make_error(Errc::invalid_argument, "no recipients to encrypt to");
+  if (is_decrypt_only(options.cipher)) {
+    return make_error(Errc::unsupported_algorithm,
+                      std::string(name(options.cipher)) + " is only ever used to read old mail, never to encrypt");
+  }
+  ossl::Cipher cipher(EVP_CIPHER_fetch(ctx.libctx(), openssl_name(options.cipher), nullptr));
+  if (!cipher) return ossl::error(Errc::unsupported_algorithm, "cipher unavailable");
+  ossl::Cms cms(is_aead(options.cipher) ? CMS_AuthEnvelopedData_create_ex(cipher.get(), ctx.libctx(), nullptr)
+                                        : CMS_EnvelopedData_create_ex(cipher.get(), ctx.libctx(), nullptr));
+  if (!cms) return ossl::error(Errc::internal, "cannot start EnvelopedData");
+  for (const auto& r : recipients) MAILKMS_CHECK(add_recipient(cms.get(), r));
+  // Created enveloped data starts out detached; the content belongs inside.
+  if (CMS_set_detached(cms.get(), 0) != 1) return ossl::error(Errc::internal, "cannot embed the content");
+  auto in = ossl::memory_bio(content);
+  if (!in || CMS_final(cms.get(), in.get(), nullptr, CMS_BINARY) != 1) {
+    return ossl::error(Errc::internal, "encryption failed");
+  }
+  std::string der = ossl::to_der<CMS_ContentInfo>(cms.get(), i2d_CMS_ContentInfo);
+  if (der.empty()) return ossl::error(Errc::internal, "cannot encode EnvelopedData");
+  return der;
+}
+
+Result<Entity> encrypt_entity(const CryptoContext& ctx, const Entity& entity, std::span<const Recipient> recipients,
+                              const EncryptOptions& options) {
+  MAILKMS_TRY(der, build_enveloped_data(ctx, entity.serialize(), recipients, options));
+  return detail::pkcs7_mime_entity(is_aead(options.cipher) ? "authEnveloped-data" : "enveloped-data", der);
+}
+
+Result<std::string> encrypt_message(const CryptoContext& ctx, std::string_view message,
+                                    std::span<const Recipient> recipients, const EncryptOptions& options) {
+  MAILKMS_TRY(parsed, parse_message(message, options.limits));
+  MAILKMS_TRY(encrypted, encrypt_entity(ctx, parsed.entity, recipients, options));
+  parsed.entity = std::move(encrypted);
+  return parsed.serialize();
+}
+
+Result<std::string> sign_and_encrypt_message(const CryptoContext& ctx, std::string_view message, Signer& signer,
+                                             const SignOptions& sign_options, std::span<const Recipient> recipients,
+                                             const EncryptOptions& encrypt_options) {
+  MAILKMS_TRY(parsed, parse_message(message, sign_options.limits));
+  MAILKMS_TRY(signed_entity, sign_entity(ctx, parsed.entity, signer, sign_options));
+  MAILKMS_TRY(encrypted, encrypt_entity(ctx, signed_entity, recipients, encrypt_options));
+  parsed.entity = std::move(encrypted);
+  return parsed.serialize();
+}
+
+}  // namespace mailkms::smime

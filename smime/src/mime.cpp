@@ -1,0 +1,404 @@
+#include "mailkms/smime/mime.hpp"
+
+#include <algorithm>
+#include <array>
+#include <cctype>
+#include <cstring>
+
+#include "gmime.hpp"
+#include "mailkms/smime/certificate.hpp"
+
+namespace mailkms::smime {
+namespace {
+
+constexpr std::size_t kMaxLine = 998;  // RFC 5322 §2.1.1, without CRLF
+
+bool iequals(std::string_view a, std::string_view b) {
+  return a.size() == b.size() && std::equal(a.begin(), a.end(), b.begin(), [](char x, char y) {
+           return std::tolower(static_cast<unsigned char>(x)) == std::tolower(static_cast<unsigned char>(y));
+         });
+}
+
+bool istarts_with(std::string_view s, std::string_view prefix) {
+  return s.size() >= prefix.size() && iequals(s.substr(0, prefix.size()), prefix);
+}
+
+std::string_view trim(std::string_view s) {
+  while (!s.empty() && (s.front() == ' ' || s.front() == '\t')) s.remove_prefix(1);
+  while (!s.empty() && (s.back() == ' ' || s.back() == '\t')) s.remove_suffix(1);
+  return s;
+}
+
+struct Parsed {
+  std::vector<HeaderField> fields;
+  std::string_view body;
+};
+
+// Parses the header section of CRLF text. A field's raw value runs from
+// after its colon to before the CRLF that is not followed by folding space.
+Result<Parsed> parse_header_section(std::string_view text, const MimeLimits& limits) {
+  Parsed out;
+  std::size_t pos = 0;
+  while (true) {
+    if (pos > limits.max_header_bytes) {
+      return make_error(Errc::limit_exceeded, "header section larger than " +
+                                                  std::to_string(limits.max_header_bytes) + " bytes");
+    }
+    if (pos >= text.size()) {  // headers only, no body
+      out.body = {};
+      return out;
+    }
+    if (text.compare(pos, 2, "\r\n") == 0) {
+      out.body = text.substr(pos + 2);
+      return out;
+    }
+    // Look for the end of this field only within the limit, so a 10 MB
+    // header line costs no more than the limit to refuse.
+    const std::size_t window = std::min(text.size(), limits.max_header_bytes + 2);
+    std::size_t end = pos;
+    while (true) {
+      end = text.find("\r\n", end);
+      if (end == std::string_view::npos || end >= window) {
+        if (text.size() > window) {
+          return make_error(Errc::limit_exceeded, "header section larger than " +
+                                                      std::to_string(limits.max_header_bytes) + " bytes");
+        }
+        end = text.size();
+        break;
+      }
+      if (end + 2 < text.size() && (text[end + 2] == ' ' || text[end + 2] == '\t')) {
+        end += 2;
+        continue;
+      }
+      break;
+    }
+    const std::string_view line = text.substr(pos, end - pos);
+    const std::size_t colon = line.find(':');
+    if (colon == std::string_view::npos || colon == 0 || line[0] == ' ' || line[0] == '\t') {
+      return make_error(Errc::malformed_mime, "header line without a field name: \"" +
+                                                  std::string(line.substr(0, 60)) + "\"");
+    }
+    const std::string_view name = trim(line.substr(0, colon));
+    if (name.empty() || std::any_of(name.begin(), name.end(), [](unsigned char c) { return c <= 32 || c >= 127; })) {
+      return make_error(Errc::malformed_mime, "invalid header field name");
+    }
+    if (out.fields.size() >= limits.max_header_fields) {
+      return make_error(Errc::limit_exceeded, "more than " + std::to_string(limits.max_header_fields) + " header fields");
+    }
+    out.fields.push_back(HeaderField{std::string(name), std::string(line.substr(colon + 1))});
+    pos = end + 2;
+  }
+}
+
+void write_fields(std::string& out, const std::vector<HeaderField>& fields) {
+  for (const auto& f : fields) {
+    out += f.name;
+    out += ':';
+    out += f.value;
+    out += "\r\n";
+  }
+}
+
+constexpr std::array<signed char, 256> make_decode_table() {
+  std::array<signed char, 256> t{};
+  for (auto& v : t) v = -1;
+  constexpr std::string_view alphabet = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+  for (std::size_t i = 0; i < alphabet.size(); ++i) t[static_cast<unsigned char>(alphabet[i])] = static_cast<signed char>(i);
+  return t;
+}
+constexpr auto kDecode = make_decode_table();
+
+bool needs_transfer_encoding(std::string_view body) {
+  std::size_t line = 0;
+  for (const char ch : body) {
+    const auto c = static_cast<unsigned char>(ch);
+    if (c >= 0x80 || c == 0) return true;
+    if (c == '\n') {
+      line = 0;
+    } else if (++line > kMaxLine + 1) {  // +1: the CR of CRLF
+      return true;
+    }
+  }
+  return false;
+}
+
+// Re-encodes every 8bit/binary or over-long leaf as QP or base64; returns
+// false if the tree is deeper than allowed.
+bool reencode(GMimeObject* object, std::size_t depth, std::size_t max_depth) {
+  if (depth > max_depth) return false;
+  if (GMIME_IS_MULTIPART(object)) {
+    auto* multipart = GMIME_MULTIPART(object);
+    for (int i = 0; i < g_mime_multipart_get_count(multipart); ++i) {
+      if (!reencode(g_mime_multipart_get_part(multipart, i), depth + 1, max_depth)) return false;
+    }
+    return true;
+  }
+  if (GMIME_IS_MESSAGE_PART(object)) {
+    GMimeMessage* inner = g_mime_message_part_get_message(GMIME_MESSAGE_PART(object));
+    if (inner == nullptr || g_mime_message_get_mime_part(inner) == nullptr) return true;
+    return reencode(g_mime_message_get_mime_part(inner), depth + 1, max_depth);
+  }
+  if (GMIME_IS_PART(object)) {
+    auto* part = GMIME_PART(object);
+    const GMimeContentEncoding current = g_mime_part_get_content_encoding(part);
+    if (current == GMIME_CONTENT_ENCODING_DEFAULT || current == GMIME_CONTENT_ENCODING_7BIT ||
+        current == GMIME_CONTENT_ENCODING_8BIT || current == GMIME_CONTENT_ENCODING_BINARY) {
+      const GMimeContentEncoding best = g_mime_part_get_best_content_encoding(part, GMIME_ENCODING_CONSTRAINT_7BIT);
+      if (best == GMIME_CONTENT_ENCODING_QUOTEDPRINTABLE || best == GMIME_CONTENT_ENCODING_BASE64) {
+        g_mime_part_set_content_encoding(part, best);
+      }
+    }
+  }
+  return true;
+}
+
+}  // namespace
+
+std::string HeaderField::unfolded() const {
+  std::string out;
+  out.reserve(value.size());
+  for (std::size_t i = 0; i < value.size(); ++i) {
+    if (value[i] == '\r' && i + 1 < value.size() && value[i + 1] == '\n') {
+      ++i;
+      continue;
+    }
+    out.push_back(value[i]);
+  }
+  return std::string(trim(out));
+}
+
+const HeaderField* Entity::find(std::string_view name) const {
+  for (const auto& f : headers) {
+    if (iequals(f.name, name)) return &f;
+  }
+  return nullptr;
+}
+
+std::string Entity::serialize() const {
+  std::string out;
+  std::size_t size = body.size() + 2;
+  for (const auto& f : headers) size += f.name.size() + f.value.size() + 3;
+  out.reserve(size);
+  write_fields(out, headers);
+  out += "\r\n";
+  out += body;
+  return out;
+}
+
+const HeaderField* Message::find(std::string_view name) const {
+  for (const auto& f : headers) {
+    if (iequals(f.name, name)) return &f;
+  }
+  return nullptr;
+}
+
+std::string Message::serialize() const {
+  std::string out;
+  std::size_t size = entity.body.size() + 64;
+  for (const auto& f : headers) size += f.name.size() + f.value.size() + 3;
+  for (const auto& f : entity.headers) size += f.name.size() + f.value.size() + 3;
+  out.reserve(size);
+  write_fields(out, headers);
+  if (find("MIME-Version") == nullptr) out += "MIME-Version: 1.0\r\n";
+  write_fields(out, entity.headers);
+  out += "\r\n";
+  out += entity.body;
+  return out;
+}
+
+std::optional<std::string> ContentType::parameter(std::string_view name) const {
+  const auto it = parameters.find(std::string(name));
+  if (it == parameters.end()) return std::nullopt;
+  return it->second;
+}
+
+std::string to_crlf(std::string_view text) {
+  bool canonical = true;
+  for (std::size_t i = 0; i < text.size() && canonical; ++i) {
+    if (text[i] == '\n' && (i == 0 || text[i - 1] != '\r')) canonical = false;
+    if (text[i] == '\r' && (i + 1 == text.size() || text[i + 1] != '\n')) canonical = false;
+  }
+  if (canonical) return std::string(text);
+  std::string out;
+  out.reserve(text.size() + text.size() / 32);
+  for (std::size_t i = 0; i < text.size(); ++i) {
+    const char c = text[i];
+    if (c == '\r') {
+      out += "\r\n";
+      if (i + 1 < text.size() && text[i + 1] == '\n') ++i;
+    } else if (c == '\n') {
+      out += "\r\n";
+    } else {
+      out.push_back(c);
+    }
+  }
+  return out;
+}
+
+Result<Message> parse_message(std::string_view raw, const MimeLimits& limits) {
+  const std::string text = to_crlf(raw);
+  MAILKMS_TRY(parsed, parse_header_section(text, limits));
+  Message message;
+  for (auto& field : parsed.fields) {
+    if (istarts_with(field.name, "Content-")) {
+      message.entity.headers.push_back(std::move(field));
+    } else {
+      message.headers.push_back(std::move(field));
+    }
+  }
+  message.entity.body = std::string(parsed.body);
+  return message;
+}
+
+Result<Entity> parse_entity(std::string_view raw, const MimeLimits& limits) {
+  std::string text = to_crlf(raw);
+  auto parsed = parse_header_section(text, limits);
+  if (!parsed) {
+    // Some signers wrap bare text without any MIME header (openssl cms
+    // without -text does): read it as a body of the default type.
+    const std::size_t first_line = text.find("\r\n");
+    if (parsed.error().code == Errc::malformed_mime &&
+        text.substr(0, first_line).find(':') == std::string::npos) {
+      return Entity{{}, std::move(text)};
+    }
+    return std::move(parsed).error();
+  }
+  return Entity{std::move(parsed->fields), std::string(parsed->body)};
+}
+
+Result<ContentType> content_type(const Entity& entity) {
+  const HeaderField* field = entity.find("Content-Type");
+  if (field == nullptr) return ContentType{"text", "plain", {{"charset", "us-ascii"}}};
+  gmime::ensure_initialized();
+  const std::string value = field->unfolded();
+  GMimeContentType* parsed = g_mime_content_type_parse(nullptr, value.c_str());
+  if (parsed == nullptr) return make_error(Errc::malformed_mime, "unparsable Content-Type: " + value.substr(0, 80));
+  gmime::Ptr<GMimeContentType> owner(parsed);
+  ContentType out;
+  out.type = normalize_address(g_mime_content_type_get_media_type(parsed));
+  out.subtype = normalize_address(g_mime_content_type_get_media_subtype(parsed));
+  GMimeParamList* params = g_mime_content_type_get_parameters(parsed);
+  for (int i = 0; i < g_mime_param_list_length(params); ++i) {
+    GMimeParam* p = g_mime_param_list_get_parameter_at(params, i);
+    const char* v = g_mime_param_get_value(p);
+    out.parameters.emplace(normalize_address(g_mime_param_get_name(p)), v != nullptr ? v : "");
+  }
+  return out;
+}
+
+Result<Entity> canonicalize_for_signing(const Entity& entity, const MimeLimits& limits) {
+  if (!needs_transfer_encoding(entity.body)) return entity;
+
+  gmime::ensure_initialized();
+  const std::string serialized = entity.serialize();
+  gmime::Ptr<GMimeStream> in(g_mime_stream_mem_new_with_buffer(serialized.data(), serialized.size()));
+  gmime::Ptr<GMimeParser> parser(g_mime_parser_new_with_stream(in.get()));
+  gmime::Ptr<GMimeObject> root(g_mime_parser_construct_part(parser.get(), nullptr));
+  if (!root) return make_error(Errc::malformed_mime, "the entity to sign does not parse as MIME");
+  if (!reencode(root.get(), 0, limits.max_depth)) {
+    return make_error(Errc::limit_exceeded, "MIME nested deeper than " + std::to_string(limits.max_depth) + " levels");
+  }
+  gmime::Ptr<GMimeStream> out(g_mime_stream_mem_new());
+  GMimeFormatOptions* format = g_mime_format_options_new();
+  g_mime_format_options_set_newline_format(format, GMIME_NEWLINE_FORMAT_DOS);
+  const ssize_t written = g_mime_object_write_to_stream(root.get(), format, out.get());
+  g_mime_format_options_free(format);
+  if (written < 0) return make_error(Errc::internal, "GMime could not write the re-encoded entity");
+  GByteArray* bytes = g_mime_stream_mem_get_byte_array(GMIME_STREAM_MEM(out.get()));
+  return parse_entity(std::string_view(reinterpret_cast<const char*>(bytes->data), bytes->len), limits);
+}
+
+std::string fold_header_value(std::string_view value) {
+  // Break at "; " boundaries so no line exceeds 76 columns where avoidable.
+  std::string out;
+  std::size_t column = 0;
+  std::size_t start = 0;
+  while (start < value.size()) {
+    std::size_t end = value.find("; ", start);
+    std::string_view piece = value.substr(start, end == std::string_view::npos ? std::string_view::npos : end + 1 - start);
+    if (column > 0 && column + piece.size() + 1 > 76) {
+      out += "\r\n\t";
+      column = 8;
+    } else if (column > 0) {
+      out += ' ';
+      ++column;
+    }
+    out += piece;
+    column += piece.size();
+    if (end == std::string_view::npos) break;
+    start = end + 2;
+  }
+  return out;
+}
+
+std::string base64_encode_mime(std::string_view data) {
+  static constexpr char kAlphabet[] = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+  std::string out;
+  out.reserve((data.size() + 2) / 3 * 4 + data.size() / 57 * 2 + 2);
+  const auto* p = reinterpret_cast<const unsigned char*>(data.data());
+  std::size_t n = data.size();
+  std::size_t in_line = 0;
+  while (n > 0) {
+    const std::size_t take = std::min<std::size_t>(3, n);
+    const unsigned v = (p[0] << 16) | (take > 1 ? p[1] << 8 : 0) | (take > 2 ? p[2] : 0);
+    out.push_back(kAlphabet[(v >> 18) & 63]);
+    out.push_back(kAlphabet[(v >> 12) & 63]);
+    out.push_back(take > 1 ? kAlphabet[(v >> 6) & 63] : '=');
+    out.push_back(take > 2 ? kAlphabet[v & 63] : '=');
+    p += take;
+    n -= take;
+    if (++in_line == 19) {  // 19 quanta = 76 characters
+      out += "\r\n";
+      in_line = 0;
+    }
+  }
+  if (in_line != 0) out += "\r\n";
+  return out;
+}
+
+Result<std::string> base64_decode(std::string_view text) {
+  std::string out;
+  out.reserve(text.size() / 4 * 3);
+  unsigned buffer = 0;
+  int bits = 0;
+  int padding = 0;
+  for (const char ch : text) {
+    const auto c = static_cast<unsigned char>(ch);
+    if (c == ' ' || c == '\t' || c == '\r' || c == '\n') continue;
+    if (c == '=') {
+      ++padding;
+      continue;
+    }
+    const int v = kDecode[c];
+    if (v < 0 || padding > 0) return make_error(Errc::invalid_base64, "invalid character in base64 data");
+    buffer = (buffer << 6) | static_cast<unsigned>(v);
+    bits += 6;
+    if (bits >= 8) {
+      bits -= 8;
+      out.push_back(static_cast<char>((buffer >> bits) & 0xff));
+    }
+  }
+  // Leftover bits must be the padding's zero bits: 2 sextets + "==" or 3 + "=".
+  if (padding > 2 || (bits == 6) || (padding > 0 && bits / 2 != padding)) {
+    return make_error(Errc::invalid_base64, "base64 data truncated or wrongly padded");
+  }
+  return out;
+}
+
+std::optional<std::string> first_address(std::string_view header_value) {
+  gmime::ensure_initialized();
+  const std::string value(header_value);
+  InternetAddressList* list = internet_address_list_parse(nullptr, value.c_str());
+  if (list == nullptr) return std::nullopt;
+  gmime::Ptr<InternetAddressList> owner(list);
+  for (int i = 0; i < internet_address_list_length(list); ++i) {
+    InternetAddress* address = internet_address_list_get_address(list, i);
+    if (INTERNET_ADDRESS_IS_MAILBOX(address)) {
+      const char* addr = internet_address_mailbox_get_addr(INTERNET_ADDRESS_MAILBOX(address));
+      if (addr != nullptr && *addr != '\0') return std::string(addr);
+    }
+  }
+  return std::nullopt;
+}
+
+}  // namespace mailkms::smime

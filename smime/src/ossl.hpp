@@ -1,0 +1,77 @@
+// RAII owners for OpenSSL handles, and turning OpenSSL's error queue into an
+// Error. Internal to the engine: public headers never expose these.
+#pragma once
+
+#include <openssl/bio.h>
+#include <openssl/cms.h>
+#include <openssl/err.h>
+#include <openssl/evp.h>
+#include <openssl/kdf.h>
+#include <openssl/x509.h>
+#include <openssl/x509v3.h>
+
+#include <memory>
+#include <span>
+#include <string>
+#include <string_view>
+
+#include "mailkms/smime/result.hpp"
+
+namespace mailkms::smime::ossl {
+
+template <class T, void (*Free)(T*)>
+struct Deleter {
+  void operator()(T* p) const noexcept { Free(p); }
+};
+
+inline void free_x509_stack(STACK_OF(X509) * s) { sk_X509_pop_free(s, X509_free); }
+inline void free_algor_stack(STACK_OF(X509_ALGOR) * s) { sk_X509_ALGOR_pop_free(s, X509_ALGOR_free); }
+inline void free_bio(BIO* b) { BIO_free_all(b); }
+inline void free_openssl(unsigned char* p) { OPENSSL_free(p); }
+
+using Bio = std::unique_ptr<BIO, Deleter<BIO, free_bio>>;
+using Cms = std::unique_ptr<CMS_ContentInfo, Deleter<CMS_ContentInfo, CMS_ContentInfo_free>>;
+using X509Ptr = std::unique_ptr<X509, Deleter<X509, X509_free>>;
+using X509Stack = std::unique_ptr<STACK_OF(X509), Deleter<STACK_OF(X509), free_x509_stack>>;
+using X509Store = std::unique_ptr<X509_STORE, Deleter<X509_STORE, X509_STORE_free>>;
+using X509StoreCtx = std::unique_ptr<X509_STORE_CTX, Deleter<X509_STORE_CTX, X509_STORE_CTX_free>>;
+using AlgorStack = std::unique_ptr<STACK_OF(X509_ALGOR), Deleter<STACK_OF(X509_ALGOR), free_algor_stack>>;
+using Pkey = std::unique_ptr<EVP_PKEY, Deleter<EVP_PKEY, EVP_PKEY_free>>;
+using PkeyCtx = std::unique_ptr<EVP_PKEY_CTX, Deleter<EVP_PKEY_CTX, EVP_PKEY_CTX_free>>;
+using CipherCtx = std::unique_ptr<EVP_CIPHER_CTX, Deleter<EVP_CIPHER_CTX, EVP_CIPHER_CTX_free>>;
+using Cipher = std::unique_ptr<EVP_CIPHER, Deleter<EVP_CIPHER, EVP_CIPHER_free>>;
+using Md = std::unique_ptr<EVP_MD, Deleter<EVP_MD, EVP_MD_free>>;
+using MdCtx = std::unique_ptr<EVP_MD_CTX, Deleter<EVP_MD_CTX, EVP_MD_CTX_free>>;
+using Kdf = std::unique_ptr<EVP_KDF, Deleter<EVP_KDF, EVP_KDF_free>>;
+using KdfCtx = std::unique_ptr<EVP_KDF_CTX, Deleter<EVP_KDF_CTX, EVP_KDF_CTX_free>>;
+using Bytes = std::unique_ptr<unsigned char, Deleter<unsigned char, free_openssl>>;
+using Asn1Object = std::unique_ptr<ASN1_OBJECT, Deleter<ASN1_OBJECT, ASN1_OBJECT_free>>;
+
+// The oldest error on OpenSSL's queue as text, and clears the queue.
+std::string drain_errors();
+
+// An Error whose message is `what` followed by OpenSSL's reason, if any.
+Error error(Errc code, std::string_view what);
+
+// A read-only memory BIO over `data`; the data must outlive the BIO.
+Bio memory_bio(std::span<const unsigned char> data);
+Bio memory_bio(std::string_view data);
+
+// The contents of a memory BIO.
+std::string bio_contents(BIO* bio);
+
+inline std::span<const unsigned char> as_bytes(std::string_view s) {
+  return {reinterpret_cast<const unsigned char*>(s.data()), s.size()};
+}
+
+// DER of an ASN.1 object through an i2d function.
+template <class T>
+std::string to_der(const T* object, int (*i2d)(const T*, unsigned char**)) {
+  unsigned char* out = nullptr;
+  const int len = i2d(object, &out);
+  if (len <= 0) return {};
+  Bytes owner(out);
+  return std::string(reinterpret_cast<const char*>(out), static_cast<std::size_t>(len));
+}
+
+}  // namespace mailkms::smime::ossl

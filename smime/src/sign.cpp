@@ -1,0 +1,233 @@
+#include "mailkms/smime/sign.hpp"
+
+#include <openssl/rsa.h>
+
+#include <algorithm>
+#include <cstring>
+
+#include "der.hpp"
+#include "ossl.hpp"
+#include "smime_entity.hpp"
+
+namespace mailkms::smime {
+namespace {
+
+std::string oid_der(int nid) {
+  return ossl::to_der<ASN1_OBJECT>(OBJ_nid2obj(nid), i2d_ASN1_OBJECT);
+}
+
+// RSASSA-PSS-params (RFC 4055 §3.1) for `digest`, MGF1 with the same
+// digest and a salt as long as the digest: what LocalSigner and the
+// keystore produce.
+std::string pss_parameters(Digest digest, int salt_length) {
+  const std::string hash_alg = der::encode(der::tag::sequence, oid_der(nid(digest)));
+  const std::string mgf = der::encode(der::tag::sequence, oid_der(NID_mgf1) + hash_alg);
+  const std::string salt = der::encode(der::tag::integer, std::string(1, static_cast<char>(salt_length)));
+  return der::encode(der::tag::sequence, der::encode(der::tag::context(0, true), hash_alg) +
+                                             der::encode(der::tag::context(1, true), mgf) +
+                                             der::encode(der::tag::context(2, true), salt));
+}
+
+// DER of the signed attributes as a SET OF, sorted as DER requires: the
+// exact bytes a CMS signature covers (RFC 5652 §5.4).
+Result<std::string> signed_attributes_der(CMS_SignerInfo* si) {
+  std::vector<std::string> encoded;
+  for (int i = 0; i < CMS_signed_get_attr_count(si); ++i) {
+    std::string one = ossl::to_der<X509_ATTRIBUTE>(CMS_signed_get_attr(si, i), i2d_X509_ATTRIBUTE);
+    if (one.empty()) return ossl::error(Errc::internal, "cannot encode a signed attribute");
+    encoded.push_back(std::move(one));
+  }
+  std::sort(encoded.begin(), encoded.end(), [](const std::string& a, const std::string& b) {
+    const int c = std::memcmp(a.data(), b.data(), std::min(a.size(), b.size()));
+    return c != 0 ? c < 0 : a.size() < b.size();
+  });
+  std::string all;
+  for (const auto& e : encoded) all += e;
+  return der::encode(der::tag::set, all);
+}
+
+Status add_signed_attributes(CMS_SignerInfo* si, std::string_view message_digest, const SignOptions& options) {
+  if (CMS_signed_add1_attr_by_NID(si, NID_pkcs9_contentType, V_ASN1_OBJECT, OBJ_nid2obj(NID_pkcs7_data), -1) != 1) {
+    return ossl::error(Errc::internal, "cannot add contentType");
+  }
+  ASN1_TIME* now = X509_gmtime_adj(nullptr, 0);
+  const int time_ok = now != nullptr && CMS_signed_add1_attr_by_NID(si, NID_pkcs9_signingTime, now->type, now, -1) == 1;
+  ASN1_TIME_free(now);
+  if (!time_ok) return ossl::error(Errc::internal, "cannot add signingTime");
+  if (CMS_signed_add1_attr_by_NID(si, NID_pkcs9_messageDigest, V_ASN1_OCTET_STRING, message_digest.data(),
+                                  static_cast<int>(message_digest.size())) != 1) {
+    return ossl::error(Errc::internal, "cannot add messageDigest");
+  }
+  STACK_OF(X509_ALGOR)* raw = nullptr;
+  for (const Cipher c : options.capabilities) {
+    if (is_decrypt_only(c)) continue;  // never invite anyone to use DES or RC2
+    if (CMS_add_simple_smimecap(&raw, nid(c), -1) != 1) return ossl::error(Errc::internal, "cannot add capability");
+  }
+  if (options.advertise_rsa_oaep && CMS_add_simple_smimecap(&raw, NID_rsaesOaep, -1) != 1) {
+    return ossl::error(Errc::internal, "cannot add capability");
+  }
+  ossl::AlgorStack capabilities(raw);
+  if (capabilities && CMS_add_smimecap(si, capabilities.get()) != 1) {
+    return ossl::error(Errc::internal, "cannot add SMIMECapabilities");
+  }
+  return Ok{};
+}
+
+}  // namespace
+
+Result<LocalSigner> LocalSigner::create(CryptoContextPtr ctx, Certificate certificate, PrivateKey key,
+                                        std::vector<Certificate> chain, std::optional<SignatureScheme> scheme) {
+  if (!key.matches(certificate)) {
+    ERR_clear_error();
+    return make_error(Errc::invalid_certificate, "the private key does not belong to the certificate");
+  }
+  const SignatureScheme natural = certificate.is_ec() ? SignatureScheme::ecdsa : SignatureScheme::rsa_pkcs1v15;
+  const SignatureScheme chosen = scheme.value_or(natural);
+  if ((chosen == SignatureScheme::ecdsa) != certificate.is_ec()) {
+    return make_error(Errc::invalid_argument, "signature scheme does not fit the key type");
+  }
+  return LocalSigner(std::move(ctx), std::move(certificate), std::move(key), std::move(chain), chosen);
+}
+
+LocalSigner::LocalSigner(CryptoContextPtr ctx, Certificate certificate, PrivateKey key,
+                         std::vector<Certificate> chain, SignatureScheme scheme)
+    : ctx_(std::move(ctx)),
+      certificate_(std::move(certificate)),
+      key_(std::move(key)),
+      chain_(std::move(chain)),
+      scheme_(scheme) {}
+
+Result<std::string> LocalSigner::sign(Digest digest, std::string_view to_be_signed) {
+  ossl::MdCtx md(EVP_MD_CTX_new());
+  EVP_PKEY_CTX* pctx = nullptr;
+  if (!md || EVP_DigestSignInit_ex(md.get(), &pctx, openssl_name(digest), ctx_->libctx(), nullptr, key_.native(),
+                                   nullptr) != 1) {
+    return ossl::error(Errc::key_operation_failed, "cannot start signing");
+  }
+  if (scheme_ == SignatureScheme::rsa_pss &&
+      (EVP_PKEY_CTX_set_rsa_padding(pctx, RSA_PKCS1_PSS_PADDING) != 1 ||
+       EVP_PKEY_CTX_set_rsa_pss_saltlen(pctx, RSA_PSS_SALTLEN_DIGEST) != 1)) {
+    return ossl::error(Errc::key_operation_failed, "cannot select RSA-PSS");
+  }
+  const auto data = ossl::as_bytes(to_be_signed);
+  std::size_t length = 0;
+  if (EVP_DigestSign(md.get(), nullptr, &length, data.data(), data.size()) != 1) {
+    return ossl::error(Errc::key_operation_failed, "cannot size the signature");
+  }
+  std::string signature(length, '\0');
+  if (EVP_DigestSign(md.get(), reinterpret_cast<unsigned char*>(signature.data()), &length, data.data(),
+                     data.size()) != 1) {
+    return ossl::error(Errc::key_operation_failed, "signing failed");
+  }
+  signature.resize(length);
+  return signature;
+}
+
+Result<std::string> build_signed_data(const CryptoContext& ctx, std::string_view content, bool detached,
+                                      Signer& signer, const SignOptions& options) {
+  if (is_weak(options.digest)) return make_error(Errc::unsupported_algorithm, "refusing to sign with SHA-1");
+  ossl::Md md(EVP_MD_fetch(ctx.libctx(), openssl_name(options.digest), nullptr));
+  if (!md) return ossl::error(Errc::unsupported_algorithm, "digest unavailable");
+
+  // (a) the content's digest
+  unsigned char digest[EVP_MAX_MD_SIZE];
+  unsigned int digest_length = 0;
+  if (EVP_Digest(content.data(), content.size(), digest, &digest_length, md.get(), nullptr) != 1) {
+    return ossl::error(Errc::internal, "cannot digest the content");
+  }
+
+  ossl::X509Stack certs(sk_X509_new_null());
+  for (const auto& c : signer.chain()) {
+    X509_up_ref(c.native());
+    sk_X509_push(certs.get(), c.native());
+  }
+  const unsigned flags = CMS_PARTIAL | CMS_BINARY | (detached ? CMS_DETACHED : 0u);
+  ossl::Cms cms(CMS_sign_ex(nullptr, nullptr, certs.get(), nullptr, flags, ctx.libctx(), nullptr));
+  if (!cms) return ossl::error(Errc::internal, "cannot start SignedData");
+
+  X509* cert = signer.certificate().native();
+  // The public key stands in for the private one: CMS_add1_signer only
+  // checks that it matches the certificate.
+  CMS_SignerInfo* si = CMS_add1_signer(cms.get(), cert, X509_get0_pubkey(cert), md.get(),
+                                       CMS_PARTIAL | CMS_BINARY | CMS_NOSMIMECAP | CMS_CADES);
+  if (si == nullptr) return ossl::error(Errc::invalid_certificate, "cannot add the signer");
+  MAILKMS_CHECK(add_signed_attributes(
+      si, std::string_view(reinterpret_cast<const char*>(digest), digest_length), options));
+
+  // (b) the signature, from wherever the key lives
+  MAILKMS_TRY(to_be_signed, signed_attributes_der(si));
+  MAILKMS_TRY(signature, signer.sign(options.digest, to_be_signed));
+
+  // (c) assembly
+  if (ASN1_STRING_set(CMS_SignerInfo_get0_signature(si), signature.data(), static_cast<int>(signature.size())) != 1) {
+    return ossl::error(Errc::internal, "cannot store the signature");
+  }
+  if (signer.scheme() == SignatureScheme::rsa_pss) {
+    X509_ALGOR* algorithm = nullptr;
+    CMS_SignerInfo_get0_algs(si, nullptr, nullptr, nullptr, &algorithm);
+    const std::string params = pss_parameters(options.digest, static_cast<int>(digest_length));
+    ASN1_STRING* seq = ASN1_STRING_new();
+    ASN1_STRING_set(seq, params.data(), static_cast<int>(params.size()));
+    X509_ALGOR_set0(algorithm, OBJ_nid2obj(NID_rsassaPss), V_ASN1_SEQUENCE, seq);
+  }
+  if (!detached) {
+    ASN1_OCTET_STRING** slot = CMS_get0_content(cms.get());
+    if (slot == nullptr) return ossl::error(Errc::internal, "SignedData has no content slot");
+    ASN1_OCTET_STRING_free(*slot);
+    *slot = ASN1_OCTET_STRING_new();
+    if (*slot == nullptr ||
+        ASN1_OCTET_STRING_set(*slot, reinterpret_cast<const unsigned char*>(content.data()),
+                              static_cast<int>(content.size())) != 1) {
+      return ossl::error(Errc::internal, "cannot embed the content");
+    }
+  }
+  std::string der = ossl::to_der<CMS_ContentInfo>(cms.get(), i2d_CMS_ContentInfo);
+  if (der.empty()) return ossl::error(Errc::internal, "cannot encode SignedData");
+  return der;
+}
+
+Result<Entity> sign_entity(const CryptoContext& ctx, const Entity& entity, Signer& signer,
+                           const SignOptions& options) {
+  MAILKMS_TRY(canonical, canonicalize_for_signing(entity, options.limits));
+  const std::string content = canonical.serialize();
+
+  if (options.opaque) {
+    MAILKMS_TRY(der, build_signed_data(ctx, content, false, signer, options));
+    return detail::pkcs7_mime_entity("signed-data", der);
+  }
+
+  MAILKMS_TRY(der, build_signed_data(ctx, content, true, signer, options));
+  const std::string boundary = detail::make_boundary(content);
+  Entity out;
+  out.headers.push_back(
+      {"Content-Type", " " + fold_header_value("multipart/signed; protocol=\"application/pkcs7-signature\"; micalg=" +
+                                               std::string(micalg(options.digest)) + "; boundary=\"" + boundary +
+                                               "\"")});
+  const std::string signature = base64_encode_mime(der);
+  out.body.reserve(content.size() + signature.size() + 4 * boundary.size() + 256);
+  out.body += "This is an S/MIME signed message\r\n\r\n--";
+  out.body += boundary;
+  out.body += "\r\n";
+  out.body += content;
+  out.body += "\r\n--";
+  out.body += boundary;
+  out.body +=
+      "\r\nContent-Type: application/pkcs7-signature; name=\"smime.p7s\"\r\n"
+      "Content-Transfer-Encoding: base64\r\n"
+      "Content-Disposition: attachment; filename=\"smime.p7s\"\r\n\r\n";
+  out.body += signature;
+  out.body += "--";
+  out.body += boundary;
+  out.body += "--\r\n";
+  return out;
+}
+
+Result<std::string> sign_message(const CryptoContext& ctx, std::string_view message, Signer& signer,
+                                 const SignOptions& options) {
+  MAILKMS_TRY(parsed, parse_message(message, options.limits));
+  MAILKMS_TRY(signed_entity, sign_entity(ctx, parsed.entity, signer, options));
+  parsed.entity = std::move(signed_entity);
+  return parsed.serialize();
+}
+
+}  // namespace mailkms::smime

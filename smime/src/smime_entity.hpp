@@ -1,0 +1,27 @@
+// Shared by the sign, encrypt and open units: building and reading the MIME
+// entities that carry CMS (RFC 8551 §3.2–3.5).
+#pragma once
+
+#include <string>
+#include <string_view>
+
+#include "mailkms/smime/crypto_context.hpp"
+#include "mailkms/smime/mime.hpp"
+#include "mailkms/smime/result.hpp"
+#include "ossl.hpp"
+
+namespace mailkms::smime::detail {
+
+// application/pkcs7-mime entity with the given smime-type and DER body.
+Entity pkcs7_mime_entity(std::string_view smime_type, std::string_view der);
+
+// A fresh multipart boundary that does not occur in `content`.
+std::string make_boundary(std::string_view content);
+
+// The CMS carried in a body encoded per `entity`'s Content-Transfer-Encoding.
+Result<std::string> decode_cms_body(const Entity& entity);
+
+// Parses DER or BER into a CMS structure bound to `ctx`.
+Result<ossl::Cms> parse_cms(const CryptoContext& ctx, std::string_view der);
+
+}  // namespace mailkms::smime::detail

@@ -1,0 +1,348 @@
+#include "mailkms/smime/verify.hpp"
+
+#include <openssl/cmserr.h>
+
+#include "ossl.hpp"
+#include "smime_entity.hpp"
+
+namespace mailkms::smime {
+namespace {
+
+VerifyResult malformed(Error error) {
+  VerifyResult r;
+  r.status = SignatureStatus::malformed;
+  r.reason = error.message;
+  r.error = std::move(error);
+  return r;
+}
+
+struct SignedParts {
+  std::string_view content;
+  std::string_view signature;
+};
+
+// Finds the next delimiter line "--boundary" (RFC 2046 §5.1.1) at or after
+// `from`; sets `closing` for "--boundary--" and `after` past its CRLF.
+std::optional<std::size_t> find_delimiter(std::string_view body, std::string_view delimiter, std::size_t from,
+                                          bool& closing, std::size_t& after) {
+  for (std::size_t p = body.find(delimiter, from); p != std::string_view::npos; p = body.find(delimiter, p + 1)) {
+    if (p != 0 && (p < 2 || body.substr(p - 2, 2) != "\r\n")) continue;
+    std::size_t q = p + delimiter.size();
+    closing = body.substr(q, 2) == "--";
+    if (closing) q += 2;
+    while (q < body.size() && (body[q] == ' ' || body[q] == '\t')) ++q;
+    if (q == body.size()) {
+      after = q;
+      return p;
+    }
+    if (body.substr(q, 2) != "\r\n") continue;  // "--boundaryX…" is another boundary
+    after = q + 2;
+    return p;
+  }
+  return std::nullopt;
+}
+
+// The exact bytes of the signed part and the signature part (RFC 1847 §2.1).
+Result<SignedParts> split_signed(std::string_view body, const std::string& boundary) {
+  const std::string delimiter = "--" + boundary;
+  bool closing = false;
+  std::size_t after = 0;
+  const auto first = find_delimiter(body, delimiter, 0, closing, after);
+  if (!first || closing) return make_error(Errc::malformed_mime, "multipart/signed without its first boundary");
+  const std::size_t content_start = after;
+  const auto second = find_delimiter(body, delimiter, content_start, closing, after);
+  if (!second || closing) return make_error(Errc::malformed_mime, "multipart/signed without a signature part");
+  const std::size_t signature_start = after;
+  const auto third = find_delimiter(body, delimiter, signature_start, closing, after);
+  if (!third) return make_error(Errc::malformed_mime, "multipart/signed without its closing boundary");
+  if (!closing) return make_error(Errc::malformed_mime, "multipart/signed with more than two parts");
+  // The CRLF before each delimiter belongs to the delimiter.
+  if (*second < content_start + 2 || *third < signature_start + 2) {
+    return make_error(Errc::malformed_mime, "empty part in multipart/signed");
+  }
+  return SignedParts{body.substr(content_start, *second - 2 - content_start),
+                     body.substr(signature_start, *third - 2 - signature_start)};
+}
+
+std::optional<std::time_t> signing_time(CMS_SignerInfo* si) {
+  const int index = CMS_signed_get_attr_by_NID(si, NID_pkcs9_signingTime, -1);
+  if (index < 0) return std::nullopt;
+  const ASN1_TYPE* value = X509_ATTRIBUTE_get0_type(CMS_signed_get_attr(si, index), 0);
+  if (value == nullptr || (value->type != V_ASN1_UTCTIME && value->type != V_ASN1_GENERALIZEDTIME)) return std::nullopt;
+  std::tm tm{};
+  if (ASN1_TIME_to_tm(value->value.utctime, &tm) != 1) return std::nullopt;
+  return timegm(&tm);
+}
+
+std::optional<Capabilities> capabilities(CMS_SignerInfo* si) {
+  const auto* value = static_cast<ASN1_STRING*>(
+      CMS_signed_get0_data_by_OBJ(si, OBJ_nid2obj(NID_SMIMECapabilities), -3, V_ASN1_SEQUENCE));
+  if (value == nullptr) return std::nullopt;
+  const unsigned char* p = ASN1_STRING_get0_data(value);
+  X509_ALGORS* algorithms = d2i_X509_ALGORS(nullptr, &p, ASN1_STRING_length(value));
+  if (algorithms == nullptr) {
+    ERR_clear_error();
+    return std::nullopt;
+  }
+  Capabilities caps;
+  for (int i = 0; i < sk_X509_ALGOR_num(algorithms); ++i) {
+    const X509_ALGOR* a = sk_X509_ALGOR_value(algorithms, i);
+    const int n = OBJ_obj2nid(a->algorithm);
+    if (n == NID_rsaesOaep) caps.rsa_oaep = true;
+    if (const auto c = cipher_from_nid(n)) caps.ciphers.push_back(*c);
+  }
+  sk_X509_ALGOR_pop_free(algorithms, X509_ALGOR_free);
+  return caps;
+}
+
+SignatureStatus status_of_chain_error(int error) {
+  switch (error) {
+    case X509_V_ERR_CERT_HAS_EXPIRED:
+    case X509_V_ERR_CERT_NOT_YET_VALID: return SignatureStatus::expired;
+    case X509_V_ERR_CERT_REVOKED: return SignatureStatus::revoked;
+    default: return SignatureStatus::untrusted;
+  }
+}
+
+// Chain, key usage and revocation for one signer whose signature is intact.
+void judge_signer(const CryptoContext& ctx, SignerReport& report, STACK_OF(X509) * carried,
+                  const VerifyOptions& options) {
+  X509* cert = report.certificate.native();
+  if ((X509_get_extension_flags(cert) & EXFLAG_KUSAGE) != 0 &&
+      (X509_get_key_usage(cert) & (KU_DIGITAL_SIGNATURE | KU_NON_REPUDIATION)) == 0) {
+    report.status = SignatureStatus::untrusted;
+    report.reason = "the signer's certificate may not sign: keyUsage has neither digitalSignature nor nonRepudiation";
+    return;
+  }
+  if (options.trust == nullptr) {
+    report.status = SignatureStatus::untrusted;
+    report.reason = "no trust anchors configured";
+    return;
+  }
+  ossl::X509StoreCtx sctx(X509_STORE_CTX_new_ex(ctx.libctx(), nullptr));
+  if (!sctx || X509_STORE_CTX_init(sctx.get(), options.trust->native(), cert, carried) != 1) {
+    report.status = SignatureStatus::untrusted;
+    report.reason = "cannot build a chain: " + ossl::drain_errors();
+    return;
+  }
+  X509_STORE_CTX_set_purpose(sctx.get(), X509_PURPOSE_SMIME_SIGN);
+  if (options.at) X509_VERIFY_PARAM_set_time(X509_STORE_CTX_get0_param(sctx.get()), *options.at);
+  if (X509_verify_cert(sctx.get()) != 1) {
+    const int error = X509_STORE_CTX_get_error(sctx.get());
+    X509* where = X509_STORE_CTX_get_current_cert(sctx.get());
+    report.status = status_of_chain_error(error);
+    report.reason = X509_verify_cert_error_string(error);
+    if (where != nullptr && where != cert) report.reason += " (" + Certificate::share(where).subject() + ")";
+    ERR_clear_error();
+    return;
+  }
+  if (options.revocation != nullptr) {
+    STACK_OF(X509)* chain = X509_STORE_CTX_get0_chain(sctx.get());
+    for (int i = 0; i + 1 < sk_X509_num(chain); ++i) {
+      const Certificate subject = Certificate::share(sk_X509_value(chain, i));
+      const Certificate issuer = Certificate::share(sk_X509_value(chain, i + 1));
+      if (options.revocation->check(subject, issuer) == Revocation::revoked) {
+        report.status = SignatureStatus::revoked;
+        report.reason = "certificate revoked: " + subject.subject();
+        return;
+      }
+    }
+  }
+  if (options.from && !report.certificate.has_email(*options.from)) {
+    report.status = SignatureStatus::signer_mismatch;
+    std::string addresses;
+    for (const auto& a : report.addresses) addresses += (addresses.empty() ? "" : ", ") + a;
+    report.reason = "From <" + *options.from + "> is not an address of the signer (" +
+                    (addresses.empty() ? std::string("none") : addresses) + ")";
+    return;
+  }
+  report.status = SignatureStatus::pass;
+  report.reason = "signed by " + (report.addresses.empty() ? report.certificate.subject() : report.addresses.front());
+}
+
+// The verdict on a parsed SignedData; `detached` is the signed content of
+// a multipart/signed, or empty for opaque signed-data.
+VerifyResult verify_cms(const CryptoContext& ctx, CMS_ContentInfo* cms, std::optional<std::string_view> detached,
+                        const VerifyOptions& options) {
+  VerifyResult result;
+  if (OBJ_obj2nid(CMS_get0_type(cms)) != NID_pkcs7_signed) {
+    return malformed(make_error(Errc::malformed_cms, "the signature is not a CMS SignedData"));
+  }
+  STACK_OF(CMS_SignerInfo)* infos = CMS_get0_SignerInfos(cms);
+  if (sk_CMS_SignerInfo_num(infos) <= 0) {
+    result.status = SignatureStatus::no_signature;
+    result.reason = "SignedData without signers";
+    return result;
+  }
+  ossl::X509Stack carried(CMS_get1_certs(cms));
+  for (int i = 0; i < sk_X509_num(carried.get()); ++i) {
+    result.certificates.push_back(Certificate::share(sk_X509_value(carried.get(), i)));
+  }
+
+  // The mathematics: content digest and signature, for every signer.
+  ossl::Bio content_in = detached ? ossl::memory_bio(*detached) : nullptr;
+  ossl::Bio content_out(BIO_new(BIO_s_mem()));
+  const bool intact = CMS_verify(cms, nullptr, nullptr, content_in.get(), content_out.get(),
+                                 CMS_NO_SIGNER_CERT_VERIFY | CMS_BINARY) == 1;
+  std::string math_error;
+  bool certificate_missing = false;
+  if (!intact) {
+    const unsigned long code = ERR_peek_error();
+    certificate_missing = ERR_GET_LIB(code) == ERR_LIB_CMS && ERR_GET_REASON(code) == CMS_R_SIGNER_CERTIFICATE_NOT_FOUND;
+    math_error = ossl::drain_errors();
+  }
+  if (!detached && intact) {
+    auto parsed = parse_entity(ossl::bio_contents(content_out.get()), options.limits);
+    if (!parsed) return malformed(std::move(parsed).error());
+    result.content = std::move(*parsed);
+  }
+
+  CMS_set1_signers_certs(cms, nullptr, 0);
+  ERR_clear_error();
+  for (int i = 0; i < sk_CMS_SignerInfo_num(infos); ++i) {
+    CMS_SignerInfo* si = sk_CMS_SignerInfo_value(infos, i);
+    X509* cert = nullptr;
+    X509_ALGOR* digest_algorithm = nullptr;
+    CMS_SignerInfo_get0_algs(si, nullptr, &cert, &digest_algorithm, nullptr);
+    if (cert == nullptr) {
+      result.status = SignatureStatus::untrusted;
+      result.reason = "the signer's certificate is not in the message";
+      continue;
+    }
+    SignerReport report{Certificate::share(cert), {}, signing_time(si), Digest::sha256, capabilities(si),
+                        SignatureStatus::fail, {}};
+    report.addresses = report.certificate.email_addresses();
+    const int digest_nid = digest_algorithm != nullptr ? OBJ_obj2nid(digest_algorithm->algorithm) : NID_undef;
+    if (const auto d = digest_from_nid(digest_nid)) {
+      report.digest = *d;
+    } else {
+      report.reason = std::string("signed with unsupported digest ") + OBJ_nid2sn(digest_nid);
+      result.signers.push_back(std::move(report));
+      continue;
+    }
+    if (intact) {
+      judge_signer(ctx, report, carried.get(), options);
+    } else {
+      report.reason = "the content or the signature was altered (" + math_error + ")";
+    }
+    if (is_weak(report.digest) || (report.certificate.is_rsa() && report.certificate.key_bits() < 2048)) {
+      result.weak = true;
+    }
+    result.signers.push_back(std::move(report));
+  }
+  if (!intact && certificate_missing) {
+    result.status = SignatureStatus::untrusted;
+    result.reason = "the signer's certificate is not in the message";
+    return result;
+  }
+  if (result.signers.empty()) return result;
+  // One good signature makes the message good (RFC 5652 §5.1).
+  const SignerReport* verdict = &result.signers.front();
+  for (const auto& s : result.signers) {
+    if (s.status == SignatureStatus::pass) {
+      verdict = &s;
+      break;
+    }
+  }
+  result.status = verdict->status;
+  result.reason = verdict->reason;
+  if (result.weak) result.reason += "; weak: SHA-1 digest or RSA key under 2048 bits";
+  return result;
+}
+
+}  // namespace
+
+std::string_view to_string(SignatureStatus status) noexcept {
+  switch (status) {
+    case SignatureStatus::pass: return "pass";
+    case SignatureStatus::fail: return "fail";
+    case SignatureStatus::untrusted: return "untrusted";
+    case SignatureStatus::expired: return "expired";
+    case SignatureStatus::revoked: return "revoked";
+    case SignatureStatus::signer_mismatch: return "signer-mismatch";
+    case SignatureStatus::no_signature: return "no-signature";
+    case SignatureStatus::malformed: return "malformed";
+  }
+  return "malformed";
+}
+
+TrustStore::TrustStore() : store_(X509_STORE_new()) {}
+TrustStore::TrustStore(TrustStore&& other) noexcept : store_(other.store_) { other.store_ = nullptr; }
+TrustStore& TrustStore::operator=(TrustStore&& other) noexcept {
+  std::swap(store_, other.store_);
+  return *this;
+}
+TrustStore::~TrustStore() { X509_STORE_free(store_); }
+
+void TrustStore::add(const Certificate& anchor) {
+  X509_STORE_add_cert(store_, anchor.native());
+  ERR_clear_error();  // adding the same anchor twice is not an error
+}
+
+Status TrustStore::add_system_roots() {
+  if (X509_STORE_set_default_paths(store_) != 1) return ossl::error(Errc::io_error, "cannot load the system roots");
+  return Ok{};
+}
+
+VerifyResult verify_entity(const CryptoContext& ctx, const Entity& entity, const VerifyOptions& options) {
+  auto type = content_type(entity);
+  if (!type) return malformed(std::move(type).error());
+
+  if (type->is("multipart", "signed")) {
+    const auto protocol = type->parameter("protocol");
+    if (!protocol || (*protocol != "application/pkcs7-signature" && *protocol != "application/x-pkcs7-signature")) {
+      VerifyResult r;
+      r.status = SignatureStatus::no_signature;
+      r.reason = "multipart/signed with protocol \"" + protocol.value_or("") + "\" is not S/MIME";
+      return r;
+    }
+    const auto boundary = type->parameter("boundary");
+    if (!boundary || boundary->empty()) return malformed(make_error(Errc::malformed_mime, "multipart/signed without boundary"));
+    auto parts = split_signed(entity.body, *boundary);
+    if (!parts) return malformed(std::move(parts).error());
+    auto signature_entity = parse_entity(parts->signature, options.limits);
+    if (!signature_entity) return malformed(std::move(signature_entity).error());
+    auto der = detail::decode_cms_body(*signature_entity);
+    if (!der) return malformed(std::move(der).error());
+    auto cms = detail::parse_cms(ctx, *der);
+    if (!cms) return malformed(std::move(cms).error());
+    VerifyResult result = verify_cms(ctx, cms->get(), parts->content, options);
+    auto content = parse_entity(parts->content, options.limits);
+    if (!content) return malformed(std::move(content).error());
+    result.content = std::move(*content);
+    if (const auto label = type->parameter("micalg"); label && !result.signers.empty()) {
+      const auto declared = parse_digest(*label);
+      if (declared != result.signers.front().digest) {
+        result.reason += "; note: micalg \"" + *label + "\" differs from the digest used, " +
+                         std::string(name(result.signers.front().digest));
+      }
+    }
+    return result;
+  }
+
+  if (type->is("application", "pkcs7-mime") || type->is("application", "x-pkcs7-mime")) {
+    auto der = detail::decode_cms_body(entity);
+    if (!der) return malformed(std::move(der).error());
+    auto cms = detail::parse_cms(ctx, *der);
+    if (!cms) return malformed(std::move(cms).error());
+    VerifyResult result = verify_cms(ctx, cms->get(), std::nullopt, options);
+    result.opaque = true;
+    return result;
+  }
+
+  VerifyResult r;
+  r.status = SignatureStatus::no_signature;
+  r.reason = "the message is not signed (" + type->type + "/" + type->subtype + ")";
+  return r;
+}
+
+VerifyResult verify_message(const CryptoContext& ctx, std::string_view message, VerifyOptions options) {
+  auto parsed = parse_message(message, options.limits);
+  if (!parsed) return malformed(std::move(parsed).error());
+  if (!options.from) {
+    if (const HeaderField* from = parsed->find("From")) options.from = first_address(from->unfolded());
+  }
+  return verify_entity(ctx, parsed->entity, options);
+}
+
+}  // namespace mailkms::smime
