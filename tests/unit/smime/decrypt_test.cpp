@@ -1,0 +1,113 @@
+#include <catch2/catch.hpp>
+
+#include "mailkms/smime/encrypt.hpp"
+#include "mailkms/smime/open.hpp"
+#include "test_support.hpp"
+
+using namespace mailkms;
+using namespace mailkms::smime;
+
+namespace {
+
+template <class T>
+T must(Result<T> r) {
+  if (!r) FAIL(r.error().describe());
+  return std::move(r).value();
+}
+
+// Counts unwrap requests and passes them on, like a keystore client would.
+class CountingUnwrapper final : public KeyUnwrapper {
+ public:
+  explicit CountingUnwrapper(LocalKeyUnwrapper inner) : inner_(std::move(inner)) {}
+  const Certificate& certificate() const override { return inner_.certificate(); }
+  Result<SecretBytes> unwrap(const WrappedKey& wrapped) override {
+    ++calls;
+    last_was_agreement = std::holds_alternative<KeyAgreementInput>(wrapped);
+    return inner_.unwrap(wrapped);
+  }
+  int calls = 0;
+  bool last_was_agreement = false;
+
+ private:
+  LocalKeyUnwrapper inner_;
+};
+
+}  // namespace
+
+TEST_CASE("encrypt then decrypt in the engine, through the unwrap interface", "[decrypt]") {
+  for (const Cipher cipher : {Cipher::aes256_cbc, Cipher::aes128_cbc, Cipher::aes256_gcm, Cipher::aes128_gcm,
+                              Cipher::des_ede3_cbc}) {
+    for (const std::string user : {"alice", "carol"}) {
+      DYNAMIC_SECTION(name(cipher) << " to " << user) {
+        const std::vector<Recipient> to{{test::cert(user), KeyTransport::rsa_oaep_sha256}};
+        EncryptOptions options;
+        options.cipher = cipher;
+        const std::string m = must(encrypt_message(*test::context(), test::sample_message(), to, options));
+        CountingUnwrapper key(test::unwrapper(user));
+        KeyUnwrapper* keys[] = {&key};
+        const Opened opened = open_message(*test::context(), m, keys, {});
+        REQUIRE_FALSE(opened.error);
+        CHECK(key.calls == 1);
+        CHECK(key.last_was_agreement == (user == "carol"));
+        CHECK(opened.layers.at(0).cipher == cipher);
+        CHECK(opened.layers.at(0).recipient == test::cert(user));
+        CHECK(opened.content.body == "The figures are attached in spirit.\r\nRegards, Alice\r\n");
+      }
+    }
+  }
+}
+
+TEST_CASE("legacy ciphers are never used to encrypt", "[encrypt]") {
+  const std::vector<Recipient> to{{test::cert("alice")}};
+  EncryptOptions options;
+  options.cipher = Cipher::rc2_40;
+  const auto r = encrypt_message(*test::legacy_context(), test::sample_message(), to, options);
+  REQUIRE_FALSE(r);
+  CHECK(r.error().code == Errc::unsupported_algorithm);
+}
+
+TEST_CASE("a message for someone else is refused with the recipients named", "[decrypt]") {
+  const std::vector<Recipient> to{{test::cert("bob")}};
+  const std::string m = must(encrypt_message(*test::context(), test::sample_message(), to, {}));
+  auto key = test::unwrapper("alice");
+  KeyUnwrapper* keys[] = {&key};
+  const Opened opened = open_message(*test::context(), m, keys, {});
+  REQUIRE(opened.error);
+  CHECK(opened.error->code == Errc::no_matching_recipient);
+  CHECK(opened.error->message.find("CN=issuing") != std::string::npos);
+}
+
+TEST_CASE("altered ciphertext never yields content", "[decrypt]") {
+  for (const Cipher cipher : {Cipher::aes256_cbc, Cipher::aes256_gcm}) {
+    DYNAMIC_SECTION(name(cipher)) {
+      const std::vector<Recipient> to{{test::cert("alice")}};
+      EncryptOptions options;
+      options.cipher = cipher;
+      const std::string der = must(build_enveloped_data(*test::context(), std::string(4096, 'a'), to, options));
+      auto key = test::unwrapper("alice");
+      KeyUnwrapper* keys[] = {&key};
+      std::string tampered = der;
+      tampered[tampered.size() - (cipher == Cipher::aes256_gcm ? 30 : 5)] ^= 0x01;
+      const auto r = decrypt_cms(*test::context(), tampered, keys);
+      if (cipher == Cipher::aes256_gcm) {
+        REQUIRE_FALSE(r);  // GCM authenticates: any change is caught
+        CHECK(r.error().code == Errc::decryption_failed);
+      } else if (r) {
+        CHECK(r->content != std::string(4096, 'a'));  // CBC: garbage, never the plaintext
+      }
+    }
+  }
+}
+
+TEST_CASE("a wrong key-transport block looks like any wrong key (no padding oracle)", "[decrypt]") {
+  const std::vector<Recipient> to{{test::cert("alice")}};
+  const std::string der = must(build_enveloped_data(*test::context(), "secret\r\n", to, {}));
+  auto key = test::unwrapper("alice");
+  KeyTransportInput garbage;
+  garbage.encrypted_key = std::string(256, '\x42');
+  garbage.content_key_length = 32;
+  // The unwrapper answers with a random key of the right size, not an error.
+  const auto cek = key.unwrap(garbage);
+  REQUIRE(cek);
+  CHECK(cek->size() == 32);
+}
