@@ -1,0 +1,9 @@
+#!/usr/bin/env bash
+# Builds the benchmarks in Release and runs them: each prints its table next
+# to a baseline measured in the same run. Pass --quick for a short run.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+./scripts/install-deps.sh
+cmake -G Ninja -S . -B build/release -DCMAKE_BUILD_TYPE=Release -DMAILKMS_TESTS=OFF >/dev/null
+cmake --build build/release --target smime_bench
+./build/release/bench/smime_bench "$@"
