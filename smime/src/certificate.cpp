@@ -59,7 +59,15 @@ Result<std::vector<Certificate>> Certificate::all_from_pem(std::string_view pem)
   auto bio = ossl::memory_bio(pem);
   std::vector<Certificate> certs;
   while (X509* x = PEM_read_bio_X509(bio.get(), nullptr, nullptr, nullptr)) certs.push_back(Certificate(own(x)));
-  ERR_clear_error();  // the loop ends on "no start line"
+  // The loop ends on "no start line" at the end of the bundle; anything
+  // else means a certificate in it is broken, and dropping it silently
+  // would drop trust anchors with it.
+  const unsigned long code = ERR_peek_last_error();
+  if (code != 0 && !(ERR_GET_LIB(code) == ERR_LIB_PEM && ERR_GET_REASON(code) == PEM_R_NO_START_LINE)) {
+    return ossl::error(Errc::invalid_certificate,
+                       "certificate " + std::to_string(certs.size() + 1) + " of the PEM bundle is unreadable");
+  }
+  ERR_clear_error();
   if (certs.empty()) return make_error(Errc::invalid_certificate, "no PEM certificate found");
   return certs;
 }
@@ -141,9 +149,10 @@ bool operator==(const Certificate& a, const Certificate& b) {
 Result<PrivateKey> PrivateKey::from_pem(const CryptoContext& ctx, std::string_view pem,
                                         std::optional<std::string_view> passphrase) {
   auto bio = ossl::memory_bio(pem);
+  // Always a passphrase, empty when none was given: with none, OpenSSL
+  // would prompt on the terminal, or read stdin.
   std::string pass(passphrase.value_or(""));
-  EVP_PKEY* key = PEM_read_bio_PrivateKey_ex(bio.get(), nullptr, nullptr, passphrase ? pass.data() : nullptr,
-                                             ctx.libctx(), nullptr);
+  EVP_PKEY* key = PEM_read_bio_PrivateKey_ex(bio.get(), nullptr, nullptr, pass.data(), ctx.libctx(), nullptr);
   OPENSSL_cleanse(pass.data(), pass.size());
   if (key == nullptr) return ossl::error(Errc::invalid_certificate, "not a PEM private key, or wrong passphrase");
   return adopt(key);
@@ -155,8 +164,25 @@ bool PrivateKey::matches(const Certificate& cert) const {
   return X509_check_private_key(cert.native(), pkey_.get()) == 1;
 }
 
+namespace {
+
+// PKCS12_parse works in the thread's default library context; point that
+// at ours for the duration, so legacy PBE (RC2-40 exports) follows ctx.
+class DefaultContextScope {
+ public:
+  explicit DefaultContextScope(OSSL_LIB_CTX* ctx) : previous_(OSSL_LIB_CTX_set0_default(ctx)) {}
+  ~DefaultContextScope() { OSSL_LIB_CTX_set0_default(previous_); }
+  DefaultContextScope(const DefaultContextScope&) = delete;
+  DefaultContextScope& operator=(const DefaultContextScope&) = delete;
+
+ private:
+  OSSL_LIB_CTX* previous_;
+};
+
+}  // namespace
+
 Result<KeyBundle> read_pkcs12(const CryptoContext& ctx, std::string_view der, std::string_view password) {
-  (void)ctx;
+  const DefaultContextScope scope(ctx.libctx());
   if (der.size() > static_cast<std::size_t>(LONG_MAX)) return make_error(Errc::limit_exceeded, "PKCS#12 too large");
   const auto* p = reinterpret_cast<const unsigned char*>(der.data());
   PKCS12* p12 = d2i_PKCS12(nullptr, &p, static_cast<long>(der.size()));

@@ -206,12 +206,6 @@ Result<WrappedKey> wrapped_key_for(const detail::RecipientEntry& entry, std::siz
   return WrappedKey{in};
 }
 
-// RC2 shares one OID for every key size; the size is in the parameters.
-Cipher reported_cipher(Cipher cipher, int key_length) {
-  if (cipher != Cipher::rc2_128) return cipher;
-  return key_length == 5 ? Cipher::rc2_40 : key_length == 8 ? Cipher::rc2_64 : Cipher::rc2_128;
-}
-
 struct GcmParameters {
   std::string nonce;
   std::size_t tag_length = 12;
@@ -282,7 +276,7 @@ Result<DecryptedBytes> decrypt_cms(const CryptoContext& ctx, std::string_view cm
   MAILKMS_TRY(parts, detail::parse_enveloped(der));
 
   MAILKMS_TRY(algorithm, parse_algorithm(parts.content_encryption_algorithm));
-  const auto cipher = cipher_from_nid(algorithm.nid);
+  const auto cipher = detail::content_cipher(algorithm);
   if (!cipher) {
     return make_error(Errc::unsupported_algorithm,
                       std::string("content encrypted with unsupported ") + OBJ_nid2sn(algorithm.nid));
@@ -295,7 +289,9 @@ Result<DecryptedBytes> decrypt_cms(const CryptoContext& ctx, std::string_view cm
   if (is_aead(*cipher) != parts.authenticated) {
     return make_error(Errc::malformed_cms, "cipher does not match the content type (GCM needs AuthEnvelopedData)");
   }
-  ossl::Cipher evp(EVP_CIPHER_fetch(ctx.libctx(), openssl_name(*cipher), nullptr));
+  // Every RC2 variant is RC2-CBC; the key size comes from its parameters.
+  const bool rc2 = *cipher == Cipher::rc2_40 || *cipher == Cipher::rc2_64 || *cipher == Cipher::rc2_128;
+  ossl::Cipher evp(EVP_CIPHER_fetch(ctx.libctx(), rc2 ? "RC2-CBC" : openssl_name(*cipher), nullptr));
   if (!evp) return ossl::error(Errc::unsupported_algorithm, "cipher unavailable");
   ossl::CipherCtx cctx(EVP_CIPHER_CTX_new());
   if (!cctx || EVP_DecryptInit_ex2(cctx.get(), evp.get(), nullptr, nullptr, nullptr) != 1) {
@@ -374,7 +370,7 @@ Result<DecryptedBytes> decrypt_cms(const CryptoContext& ctx, std::string_view cm
                                                    : "decryption failed: wrong key or corrupted content");
   }
   plain.resize(static_cast<std::size_t>(n + tail));
-  return DecryptedBytes{std::move(plain), reported_cipher(*cipher, static_cast<int>(key_length)), parts.authenticated,
+  return DecryptedBytes{std::move(plain), *cipher, parts.authenticated,
                         *recipient};
 }
 

@@ -3,7 +3,10 @@
 #include <openssl/rsa.h>
 
 #include "ossl.hpp"
+#include "sign_internal.hpp"
 #include "smime_entity.hpp"
+#include "spooled_message.hpp"
+#include "stream.hpp"
 
 namespace mailkms::smime {
 namespace {
@@ -38,8 +41,10 @@ KeyTransport choose_key_transport(const std::optional<Capabilities>& capabilitie
   return capabilities && capabilities->rsa_oaep ? KeyTransport::rsa_oaep_sha256 : KeyTransport::rsa_pkcs1v15;
 }
 
-Result<std::string> build_enveloped_data(const CryptoContext& ctx, std::string_view content,
-                                         std::span<const Recipient> recipients, const EncryptOptions& options) {
+namespace {
+
+Result<ossl::Cms> start_enveloped_data(const CryptoContext& ctx, std::span<const Recipient> recipients,
+                                       const EncryptOptions& options) {
   if (recipients.empty()) return make_error(Errc::invalid_argument, "no recipients to encrypt to");
   if (is_decrypt_only(options.cipher)) {
     return make_error(Errc::unsupported_algorithm,
@@ -53,6 +58,42 @@ Result<std::string> build_enveloped_data(const CryptoContext& ctx, std::string_v
   for (const auto& r : recipients) MAILKMS_CHECK(add_recipient(cms.get(), r));
   // Created enveloped data starts out detached; the content belongs inside.
   if (CMS_set_detached(cms.get(), 0) != 1) return ossl::error(Errc::internal, "cannot embed the content");
+  return cms;
+}
+
+std::string_view smime_type(const EncryptOptions& options) {
+  return is_aead(options.cipher) ? "authEnveloped-data" : "enveloped-data";
+}
+
+// Encrypts `content` as it streams, writing the base64 body into `out`.
+Status encrypt_pieces(const CryptoContext& ctx, const detail::Pieces& content, std::span<const Recipient> recipients,
+                      const EncryptOptions& options, Spool& out) {
+  MAILKMS_TRY(cms, start_enveloped_data(ctx, recipients, options));
+  detail::Base64Sink sink(out);
+  ossl::Bio in = detail::pieces_bio(content);
+  if (!in || sink.bio() == nullptr) return ossl::error(Errc::internal, "cannot set up streaming");
+  if (i2d_CMS_bio_stream(sink.bio(), cms.get(), in.get(), CMS_STREAM | CMS_BINARY) != 1) {
+    return ossl::error(Errc::internal, "encryption failed");
+  }
+  return sink.finish();
+}
+
+// The header fields of an encrypted layer.
+std::vector<HeaderField> enveloped_headers(const EncryptOptions& options) {
+  return detail::pkcs7_mime_entity(smime_type(options), {}).headers;
+}
+
+std::string serialize_headers(const std::vector<HeaderField>& fields) {
+  std::string out;
+  for (const auto& f : fields) out += f.name + ":" + f.value + "\r\n";
+  return out + "\r\n";
+}
+
+}  // namespace
+
+Result<std::string> build_enveloped_data(const CryptoContext& ctx, std::string_view content,
+                                         std::span<const Recipient> recipients, const EncryptOptions& options) {
+  MAILKMS_TRY(cms, start_enveloped_data(ctx, recipients, options));
   auto in = ossl::memory_bio(content);
   if (!in || CMS_final(cms.get(), in.get(), nullptr, CMS_BINARY) != 1) {
     return ossl::error(Errc::internal, "encryption failed");
@@ -64,26 +105,52 @@ Result<std::string> build_enveloped_data(const CryptoContext& ctx, std::string_v
 
 Result<Entity> encrypt_entity(const CryptoContext& ctx, const Entity& entity, std::span<const Recipient> recipients,
                               const EncryptOptions& options) {
-  MAILKMS_TRY(der, build_enveloped_data(ctx, entity.serialize(), recipients, options));
-  return detail::pkcs7_mime_entity(is_aead(options.cipher) ? "authEnveloped-data" : "enveloped-data", der);
+  detail::Pieces content;
+  content.add(entity.serialize());
+  Spool body({.memory_limit = static_cast<std::size_t>(-1)});
+  MAILKMS_CHECK(encrypt_pieces(ctx, content, recipients, options, body));
+  MAILKMS_TRY(text, body.to_string());
+  return Entity{enveloped_headers(options), std::move(text)};
+}
+
+Status encrypt_message(const CryptoContext& ctx, const Spool& message, Spool& out,
+                       std::span<const Recipient> recipients, const EncryptOptions& options) {
+  MAILKMS_TRY(parsed, detail::parse_spooled_message(message, options.limits));
+  // Inside CMS any octets travel safely: only line ends are made canonical.
+  Spool scratch;
+  MAILKMS_TRY(content, detail::canonical_entity(parsed, scratch));
+  MAILKMS_CHECK(out.append(detail::header_section(parsed.outer, enveloped_headers(options))));
+  return encrypt_pieces(ctx, content, recipients, options, out);
+}
+
+Status sign_and_encrypt_message(const CryptoContext& ctx, const Spool& message, Spool& out, Signer& signer,
+                                const SignOptions& sign_options, std::span<const Recipient> recipients,
+                                const EncryptOptions& encrypt_options) {
+  MAILKMS_TRY(parsed, detail::parse_spooled_message(message, sign_options.limits));
+  Spool scratch;
+  MAILKMS_TRY(signed_entity, detail::sign_spooled(ctx, parsed, scratch, signer, sign_options));
+  detail::Pieces content;
+  content.add(serialize_headers(signed_entity.headers));
+  content.add(signed_entity.body);
+  MAILKMS_CHECK(out.append(detail::header_section(parsed.outer, enveloped_headers(encrypt_options))));
+  return encrypt_pieces(ctx, content, recipients, encrypt_options, out);
 }
 
 Result<std::string> encrypt_message(const CryptoContext& ctx, std::string_view message,
                                     std::span<const Recipient> recipients, const EncryptOptions& options) {
-  MAILKMS_TRY(parsed, parse_message(message, options.limits));
-  MAILKMS_TRY(encrypted, encrypt_entity(ctx, parsed.entity, recipients, options));
-  parsed.entity = std::move(encrypted);
-  return parsed.serialize();
+  const Spool in = Spool::from(std::string(message));
+  Spool out({.memory_limit = static_cast<std::size_t>(-1)});
+  MAILKMS_CHECK(encrypt_message(ctx, in, out, recipients, options));
+  return out.to_string();
 }
 
 Result<std::string> sign_and_encrypt_message(const CryptoContext& ctx, std::string_view message, Signer& signer,
                                              const SignOptions& sign_options, std::span<const Recipient> recipients,
                                              const EncryptOptions& encrypt_options) {
-  MAILKMS_TRY(parsed, parse_message(message, sign_options.limits));
-  MAILKMS_TRY(signed_entity, sign_entity(ctx, parsed.entity, signer, sign_options));
-  MAILKMS_TRY(encrypted, encrypt_entity(ctx, signed_entity, recipients, encrypt_options));
-  parsed.entity = std::move(encrypted);
-  return parsed.serialize();
+  const Spool in = Spool::from(std::string(message));
+  Spool out({.memory_limit = static_cast<std::size_t>(-1)});
+  MAILKMS_CHECK(sign_and_encrypt_message(ctx, in, out, signer, sign_options, recipients, encrypt_options));
+  return out.to_string();
 }
 
 }  // namespace mailkms::smime

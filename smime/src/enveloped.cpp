@@ -162,6 +162,26 @@ Result<Algorithm> parse_algorithm(std::string_view algorithm_der) {
   return a;
 }
 
+std::optional<Cipher> content_cipher(const Algorithm& algorithm) {
+  const auto cipher = cipher_from_nid(algorithm.nid);
+  if (cipher != Cipher::rc2_128) return cipher;
+  // RC2-CBC-Parameter ::= SEQUENCE { rc2ParameterVersion INTEGER OPTIONAL, iv OCTET STRING }
+  der::Reader outer(algorithm.parameters);
+  const auto seq = outer.next_if(der::tag::sequence);
+  if (!seq) return Cipher::rc2_40;  // a bare IV means the default, 32 bits: treat as the weakest
+  der::Reader r(seq->value);
+  const auto version = r.next_if(der::tag::integer);
+  if (!version) return Cipher::rc2_40;
+  long value = 0;
+  for (const char c : version->value) value = (value << 8) | static_cast<unsigned char>(c);
+  switch (value) {
+    case 160: return Cipher::rc2_40;
+    case 120: return Cipher::rc2_64;
+    case 58: return Cipher::rc2_128;
+    default: return value >= 256 ? Cipher::rc2_128 : Cipher::rc2_40;
+  }
+}
+
 Result<EnvelopedParts> parse_enveloped(std::string_view der) {
   der::Reader top(der);
   const auto content_info = top.expect(der::tag::sequence);

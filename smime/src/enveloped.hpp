@@ -8,6 +8,7 @@
 #include <string_view>
 #include <vector>
 
+#include "mailkms/smime/algorithms.hpp"
 #include "mailkms/smime/certificate.hpp"
 #include "mailkms/smime/result.hpp"
 
@@ -52,5 +53,9 @@ struct Algorithm {
   std::string parameters;
 };
 Result<Algorithm> parse_algorithm(std::string_view algorithm_der);
+
+// The content-encryption cipher an AlgorithmIdentifier names. RC2 has one
+// OID for every key size; its parameters say which (RFC 8018 §B.2.3).
+std::optional<Cipher> content_cipher(const Algorithm& algorithm);
 
 }  // namespace mailkms::smime::detail

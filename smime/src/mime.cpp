@@ -9,12 +9,11 @@
 #include <openssl/evp.h>
 
 #include "gmime.hpp"
+#include "scan.hpp"
 #include "mailkms/smime/certificate.hpp"
 
 namespace mailkms::smime {
 namespace {
-
-constexpr std::size_t kMaxLine = 998;  // RFC 5322 §2.1.1, without CRLF
 
 bool iequals(std::string_view a, std::string_view b) {
   return a.size() == b.size() && std::equal(a.begin(), a.end(), b.begin(), [](char x, char y) {
@@ -112,29 +111,9 @@ constexpr std::array<signed char, 256> make_decode_table() {
 constexpr auto kDecode = make_decode_table();
 
 bool needs_transfer_encoding(std::string_view body) {
-  // Line by line with memchr, and eight octets at a time within a line:
-  // this scan runs on every message we sign.
-  const char* p = body.data();
-  const char* const end = p + body.size();
-  while (p < end) {
-    const auto* nl = static_cast<const char*>(std::memchr(p, '\n', static_cast<std::size_t>(end - p)));
-    const char* line_end = nl != nullptr ? nl : end;
-    if (line_end - p > static_cast<std::ptrdiff_t>(kMaxLine + 1)) return true;  // +1: the CR of CRLF
-    const char* q = p;
-    for (; q + 8 <= line_end; q += 8) {
-      std::uint64_t w;
-      std::memcpy(&w, q, 8);
-      const bool high = (w & 0x8080808080808080ULL) != 0;
-      const bool zero = ((w - 0x0101010101010101ULL) & ~w & 0x8080808080808080ULL) != 0;
-      if (high || zero) return true;
-    }
-    for (; q < line_end; ++q) {
-      const auto c = static_cast<unsigned char>(*q);
-      if (c >= 0x80 || c == 0) return true;
-    }
-    p = line_end + 1;
-  }
-  return false;
+  detail::BodyScan scan;
+  scan.feed(body);
+  return scan.needs_encoding();
 }
 
 // Re-encodes every 8bit/binary or over-long leaf as QP or base64; returns

@@ -141,7 +141,7 @@ Result<std::vector<LayerDescription>> inspect_entity(const CryptoContext& ctx, c
       MAILKMS_TRY(cms, detail::parse_cms(ctx, der));
       MAILKMS_TRY(parts, detail::parse_enveloped(ossl::to_der<CMS_ContentInfo>(cms.get(), i2d_CMS_ContentInfo)));
       MAILKMS_TRY(algorithm, detail::parse_algorithm(parts.content_encryption_algorithm));
-      const auto cipher = cipher_from_nid(algorithm.nid);
+      const auto cipher = detail::content_cipher(algorithm);
       d.lines.push_back("cipher: " + (cipher ? std::string(name(*cipher)) : std::string(OBJ_nid2sn(algorithm.nid))));
       for (const auto& r : parts.recipients) {
         if (r.kind == detail::RecipientEntry::Kind::unsupported) {

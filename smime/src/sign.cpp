@@ -7,6 +7,7 @@
 
 #include "der.hpp"
 #include "ossl.hpp"
+#include "sign_internal.hpp"
 #include "smime_entity.hpp"
 
 namespace mailkms::smime {
@@ -123,25 +124,20 @@ Result<std::string> LocalSigner::sign(Digest digest, std::string_view to_be_sign
   return signature;
 }
 
-Result<std::string> build_signed_data(const CryptoContext& ctx, std::string_view content, bool detached,
-                                      Signer& signer, const SignOptions& options) {
-  if (is_weak(options.digest)) return make_error(Errc::unsupported_algorithm, "refusing to sign with SHA-1");
+namespace detail {
+
+// (c) assembly, given (a) the content's digest; (b) happens inside.
+Result<std::string> signed_data_from_digest(const CryptoContext& ctx, std::string_view digest,
+                                            std::optional<std::string_view> embedded, Signer& signer,
+                                            const SignOptions& options) {
   ossl::Md md(EVP_MD_fetch(ctx.libctx(), openssl_name(options.digest), nullptr));
   if (!md) return ossl::error(Errc::unsupported_algorithm, "digest unavailable");
-
-  // (a) the content's digest
-  unsigned char digest[EVP_MAX_MD_SIZE];
-  unsigned int digest_length = 0;
-  if (EVP_Digest(content.data(), content.size(), digest, &digest_length, md.get(), nullptr) != 1) {
-    return ossl::error(Errc::internal, "cannot digest the content");
-  }
-
   ossl::X509Stack certs(sk_X509_new_null());
   for (const auto& c : signer.chain()) {
     X509_up_ref(c.native());
     sk_X509_push(certs.get(), c.native());
   }
-  const unsigned flags = CMS_PARTIAL | CMS_BINARY | (detached ? CMS_DETACHED : 0u);
+  const unsigned flags = CMS_PARTIAL | CMS_BINARY | (embedded ? 0u : CMS_DETACHED);
   ossl::Cms cms(CMS_sign_ex(nullptr, nullptr, certs.get(), nullptr, flags, ctx.libctx(), nullptr));
   if (!cms) return ossl::error(Errc::internal, "cannot start SignedData");
 
@@ -151,33 +147,31 @@ Result<std::string> build_signed_data(const CryptoContext& ctx, std::string_view
   CMS_SignerInfo* si = CMS_add1_signer(cms.get(), cert, X509_get0_pubkey(cert), md.get(),
                                        CMS_PARTIAL | CMS_BINARY | CMS_NOSMIMECAP | CMS_CADES);
   if (si == nullptr) return ossl::error(Errc::invalid_certificate, "cannot add the signer");
-  MAILKMS_CHECK(add_signed_attributes(
-      si, std::string_view(reinterpret_cast<const char*>(digest), digest_length), options));
+  MAILKMS_CHECK(add_signed_attributes(si, digest, options));
 
   // (b) the signature, from wherever the key lives
   MAILKMS_TRY(to_be_signed, signed_attributes_der(si));
   MAILKMS_TRY(signature, signer.sign(options.digest, to_be_signed));
 
-  // (c) assembly
   if (ASN1_STRING_set(CMS_SignerInfo_get0_signature(si), signature.data(), static_cast<int>(signature.size())) != 1) {
     return ossl::error(Errc::internal, "cannot store the signature");
   }
   if (signer.scheme() == SignatureScheme::rsa_pss) {
     X509_ALGOR* algorithm = nullptr;
     CMS_SignerInfo_get0_algs(si, nullptr, nullptr, nullptr, &algorithm);
-    const std::string params = pss_parameters(options.digest, static_cast<int>(digest_length));
+    const std::string params = pss_parameters(options.digest, static_cast<int>(digest.size()));
     ASN1_STRING* seq = ASN1_STRING_new();
     ASN1_STRING_set(seq, params.data(), static_cast<int>(params.size()));
     X509_ALGOR_set0(algorithm, OBJ_nid2obj(NID_rsassaPss), V_ASN1_SEQUENCE, seq);
   }
-  if (!detached) {
+  if (embedded) {
     ASN1_OCTET_STRING** slot = CMS_get0_content(cms.get());
     if (slot == nullptr) return ossl::error(Errc::internal, "SignedData has no content slot");
     ASN1_OCTET_STRING_free(*slot);
     *slot = ASN1_OCTET_STRING_new();
     if (*slot == nullptr ||
-        ASN1_OCTET_STRING_set(*slot, reinterpret_cast<const unsigned char*>(content.data()),
-                              static_cast<int>(content.size())) != 1) {
+        ASN1_OCTET_STRING_set(*slot, reinterpret_cast<const unsigned char*>(embedded->data()),
+                              static_cast<int>(embedded->size())) != 1) {
       return ossl::error(Errc::internal, "cannot embed the content");
     }
   }
@@ -186,48 +180,122 @@ Result<std::string> build_signed_data(const CryptoContext& ctx, std::string_view
   return der;
 }
 
-Result<Entity> sign_entity(const CryptoContext& ctx, const Entity& entity, Signer& signer,
-                           const SignOptions& options) {
-  MAILKMS_TRY(canonical, canonicalize_for_signing(entity, options.limits));
-  const std::string content = canonical.serialize();
+Result<std::string> digest_pieces(const CryptoContext& ctx, const Pieces& content, Digest digest) {
+  ossl::Md md(EVP_MD_fetch(ctx.libctx(), openssl_name(digest), nullptr));
+  ossl::MdCtx mctx(EVP_MD_CTX_new());
+  if (!md || !mctx || EVP_DigestInit_ex2(mctx.get(), md.get(), nullptr) != 1) {
+    return ossl::error(Errc::unsupported_algorithm, "digest unavailable");
+  }
+  MAILKMS_CHECK(content.for_each_chunk([&mctx](std::string_view chunk) -> Status {
+    if (EVP_DigestUpdate(mctx.get(), chunk.data(), chunk.size()) != 1) {
+      return ossl::error(Errc::internal, "cannot digest the content");
+    }
+    return Ok{};
+  }));
+  std::string out(static_cast<std::size_t>(EVP_MAX_MD_SIZE), '\0');
+  unsigned int length = 0;
+  if (EVP_DigestFinal_ex(mctx.get(), reinterpret_cast<unsigned char*>(out.data()), &length) != 1) {
+    return ossl::error(Errc::internal, "cannot digest the content");
+  }
+  out.resize(length);
+  return out;
+}
 
+Result<SignedEntity> sign_pieces(const CryptoContext& ctx, const Pieces& canonical, Signer& signer,
+                                 const SignOptions& options) {
+  if (is_weak(options.digest)) return make_error(Errc::unsupported_algorithm, "refusing to sign with SHA-1");
+  // (a) the content's digest
+  MAILKMS_TRY(digest, digest_pieces(ctx, canonical, options.digest));
+
+  SignedEntity out;
   if (options.opaque) {
-    MAILKMS_TRY(der, build_signed_data(ctx, content, false, signer, options));
-    return detail::pkcs7_mime_entity("signed-data", der);
+    // Opaque signing embeds the content in the SignedData: in memory.
+    std::string content;
+    content.reserve(canonical.size());
+    MAILKMS_CHECK(canonical.for_each_chunk([&content](std::string_view chunk) -> Status {
+      content.append(chunk);
+      return Ok{};
+    }));
+    MAILKMS_TRY(der, signed_data_from_digest(ctx, digest, content, signer, options));
+    Entity wrapped = pkcs7_mime_entity("signed-data", der);
+    out.headers = std::move(wrapped.headers);
+    out.body.add(std::move(wrapped.body));
+    return out;
   }
 
-  MAILKMS_TRY(der, build_signed_data(ctx, content, true, signer, options));
-  const std::string boundary = detail::make_boundary(content);
-  Entity out;
+  MAILKMS_TRY(der, signed_data_from_digest(ctx, digest, std::nullopt, signer, options));
+  const std::string boundary = make_boundary();
   out.headers.push_back(
       {"Content-Type", " " + fold_header_value("multipart/signed; protocol=\"application/pkcs7-signature\"; micalg=" +
                                                std::string(micalg(options.digest)) + "; boundary=\"" + boundary +
                                                "\"")});
-  const std::string signature = base64_encode_mime(der);
-  out.body.reserve(content.size() + signature.size() + 4 * boundary.size() + 256);
-  out.body += "This is an S/MIME signed message\r\n\r\n--";
-  out.body += boundary;
-  out.body += "\r\n";
-  out.body += content;
-  out.body += "\r\n--";
-  out.body += boundary;
-  out.body +=
-      "\r\nContent-Type: application/pkcs7-signature; name=\"smime.p7s\"\r\n"
-      "Content-Transfer-Encoding: base64\r\n"
-      "Content-Disposition: attachment; filename=\"smime.p7s\"\r\n\r\n";
-  out.body += signature;
-  out.body += "--";
-  out.body += boundary;
-  out.body += "--\r\n";
+  out.body.add("This is an S/MIME signed message\r\n\r\n--" + boundary + "\r\n");
+  out.body.add(canonical);
+  out.body.add("\r\n--" + boundary +
+               "\r\nContent-Type: application/pkcs7-signature; name=\"smime.p7s\"\r\n"
+               "Content-Transfer-Encoding: base64\r\n"
+               "Content-Disposition: attachment; filename=\"smime.p7s\"\r\n\r\n" +
+               base64_encode_mime(der) + "--" + boundary + "--\r\n");
   return out;
+}
+
+Result<SignedEntity> sign_spooled(const CryptoContext& ctx, const SpooledMessage& message, Spool& scratch,
+                                  Signer& signer, const SignOptions& options) {
+  if (message.needs_encoding) {
+    // 8bit or binary content is re-encoded first (RFC 8551 §3.1.2), which
+    // needs the MIME tree: the rare case, done in memory.
+    MAILKMS_TRY(entity, load_entity(message, options.limits));
+    MAILKMS_TRY(canonical, canonicalize_for_signing(entity, options.limits));
+    Pieces pieces;
+    pieces.add(canonical.serialize());
+    return sign_pieces(ctx, pieces, signer, options);
+  }
+  MAILKMS_TRY(canonical, canonical_entity(message, scratch));
+  return sign_pieces(ctx, canonical, signer, options);
+}
+
+}  // namespace detail
+
+Result<std::string> build_signed_data(const CryptoContext& ctx, std::string_view content, bool detached,
+                                      Signer& signer, const SignOptions& options) {
+  if (is_weak(options.digest)) return make_error(Errc::unsupported_algorithm, "refusing to sign with SHA-1");
+  detail::Pieces pieces;
+  pieces.add(std::string(content));
+  MAILKMS_TRY(digest, detail::digest_pieces(ctx, pieces, options.digest));
+  return detail::signed_data_from_digest(ctx, digest, detached ? std::nullopt : std::optional(content), signer,
+                                         options);
+}
+
+Result<Entity> sign_entity(const CryptoContext& ctx, const Entity& entity, Signer& signer,
+                           const SignOptions& options) {
+  MAILKMS_TRY(canonical, canonicalize_for_signing(entity, options.limits));
+  detail::Pieces pieces;
+  pieces.add(canonical.serialize());
+  MAILKMS_TRY(signed_entity, detail::sign_pieces(ctx, pieces, signer, options));
+  Entity out{std::move(signed_entity.headers), {}};
+  out.body.reserve(signed_entity.body.size());
+  MAILKMS_CHECK(signed_entity.body.for_each_chunk([&out](std::string_view chunk) -> Status {
+    out.body.append(chunk);
+    return Ok{};
+  }));
+  return out;
+}
+
+Status sign_message(const CryptoContext& ctx, const Spool& message, Spool& out, Signer& signer,
+                    const SignOptions& options) {
+  MAILKMS_TRY(parsed, detail::parse_spooled_message(message, options.limits));
+  Spool scratch;
+  MAILKMS_TRY(signed_entity, detail::sign_spooled(ctx, parsed, scratch, signer, options));
+  MAILKMS_CHECK(out.append(detail::header_section(parsed.outer, signed_entity.headers)));
+  return signed_entity.body.for_each_chunk([&out](std::string_view chunk) { return out.append(chunk); });
 }
 
 Result<std::string> sign_message(const CryptoContext& ctx, std::string_view message, Signer& signer,
                                  const SignOptions& options) {
-  MAILKMS_TRY(parsed, parse_message(message, options.limits));
-  MAILKMS_TRY(signed_entity, sign_entity(ctx, parsed.entity, signer, options));
-  parsed.entity = std::move(signed_entity);
-  return parsed.serialize();
+  const Spool in = Spool::from(std::string(message));
+  Spool out({.memory_limit = static_cast<std::size_t>(-1)});
+  MAILKMS_CHECK(sign_message(ctx, in, out, signer, options));
+  return out.to_string();
 }
 
 }  // namespace mailkms::smime

@@ -3,6 +3,7 @@
 #include <openssl/rand.h>
 
 #include <climits>
+#include <cstdlib>
 #include <cctype>
 
 namespace mailkms::smime::detail {
@@ -17,18 +18,16 @@ Entity pkcs7_mime_entity(std::string_view smime_type, std::string_view der) {
   return e;
 }
 
-std::string make_boundary(std::string_view content) {
+std::string make_boundary() {
   static constexpr char kHex[] = "0123456789abcdef";
-  while (true) {
-    unsigned char random[12];
-    if (RAND_bytes(random, sizeof random) != 1) continue;
-    std::string boundary = "----=_mailkms_";
-    for (const unsigned char b : random) {
-      boundary.push_back(kHex[b >> 4]);
-      boundary.push_back(kHex[b & 15]);
-    }
-    if (content.find(boundary) == std::string_view::npos) return boundary;
+  unsigned char random[12];
+  if (RAND_bytes(random, sizeof random) != 1) std::abort();  // no randomness: nothing is safe
+  std::string boundary = "----=_mailkms_";
+  for (const unsigned char b : random) {
+    boundary.push_back(kHex[b >> 4]);
+    boundary.push_back(kHex[b & 15]);
   }
+  return boundary;
 }
 
 Result<std::string> decode_cms_body(const Entity& entity) {

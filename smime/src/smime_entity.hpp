@@ -15,8 +15,10 @@ namespace mailkms::smime::detail {
 // application/pkcs7-mime entity with the given smime-type and DER body.
 Entity pkcs7_mime_entity(std::string_view smime_type, std::string_view der);
 
-// A fresh multipart boundary that does not occur in `content`.
-std::string make_boundary(std::string_view content);
+// A fresh multipart boundary. It contains "=_", which neither base64 nor
+// quoted-printable can produce, and 96 random bits, so it cannot occur in
+// the content without a scan of it.
+std::string make_boundary();
 
 // The CMS carried in a body encoded per `entity`'s Content-Transfer-Encoding.
 Result<std::string> decode_cms_body(const Entity& entity);

@@ -57,7 +57,8 @@ CommandResult run(const std::string& command) {
   TempDir dir;
   const auto out = dir.path("out");
   const auto err = dir.path("err");
-  const std::string line = command + " </dev/null >'" + out.string() + "' 2>'" + err.string() + "'";
+  // Grouped, so the redirections apply to a whole pipeline.
+  const std::string line = "( " + command + " ) </dev/null >'" + out.string() + "' 2>'" + err.string() + "'";
   const int status = std::system(line.c_str());
   const int code = WIFEXITED(status) ? WEXITSTATUS(status) : -1;
   return {code, read_file(out), read_file(err)};

@@ -13,6 +13,7 @@
 #include "mailkms/smime/mime.hpp"
 #include "mailkms/smime/result.hpp"
 #include "mailkms/smime/sign.hpp"
+#include "mailkms/smime/spool.hpp"
 
 namespace mailkms::smime {
 
@@ -48,5 +49,13 @@ Result<std::string> encrypt_message(const CryptoContext& ctx, std::string_view m
 Result<std::string> sign_and_encrypt_message(const CryptoContext& ctx, std::string_view message, Signer& signer,
                                              const SignOptions& sign_options, std::span<const Recipient> recipients,
                                              const EncryptOptions& encrypt_options);
+
+// Streaming forms: from one spool to another in fixed-size chunks, so a
+// message with a 100 MB attachment needs no more than a few buffers.
+Status encrypt_message(const CryptoContext& ctx, const Spool& message, Spool& out,
+                       std::span<const Recipient> recipients, const EncryptOptions& options);
+Status sign_and_encrypt_message(const CryptoContext& ctx, const Spool& message, Spool& out, Signer& signer,
+                                const SignOptions& sign_options, std::span<const Recipient> recipients,
+                                const EncryptOptions& encrypt_options);
 
 }  // namespace mailkms::smime

@@ -16,6 +16,7 @@
 #include "mailkms/smime/crypto_context.hpp"
 #include "mailkms/smime/mime.hpp"
 #include "mailkms/smime/result.hpp"
+#include "mailkms/smime/spool.hpp"
 
 namespace mailkms::smime {
 
@@ -73,6 +74,11 @@ Result<Entity> sign_entity(const CryptoContext& ctx, const Entity& entity, Signe
 // fields are kept byte for byte.
 Result<std::string> sign_message(const CryptoContext& ctx, std::string_view message, Signer& signer,
                                  const SignOptions& options);
+
+// The same, streaming from one spool to another: the body is never loaded
+// into memory unless it must be re-encoded (8bit or binary bodies).
+Status sign_message(const CryptoContext& ctx, const Spool& message, Spool& out, Signer& signer,
+                    const SignOptions& options);
 
 // The DER of a SignedData over `content` (its digest computed here; the
 // content embedded unless `detached`). Exposed for the keystore and tests.

@@ -1,0 +1,121 @@
+#include "mailkms/smime/spool.hpp"
+
+#include <fcntl.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <cstring>
+#include <vector>
+
+namespace mailkms::smime {
+namespace {
+
+constexpr std::size_t kChunk = 64 * 1024;
+
+Error io_error(const std::string& what) { return make_error(Errc::io_error, what + ": " + std::strerror(errno)); }
+
+}  // namespace
+
+Spool::Spool(SpoolOptions options) : options_(std::move(options)) {}
+
+Spool Spool::from(std::string bytes) {
+  Spool spool({.memory_limit = static_cast<std::size_t>(-1)});
+  spool.size_ = bytes.size();
+  spool.memory_ = std::move(bytes);
+  return spool;
+}
+
+Spool::Spool(Spool&& other) noexcept
+    : options_(std::move(other.options_)), memory_(std::move(other.memory_)), file_(other.file_), size_(other.size_) {
+  other.file_ = nullptr;
+  other.size_ = 0;
+}
+
+Spool& Spool::operator=(Spool&& other) noexcept {
+  if (this != &other) {
+    if (file_ != nullptr) std::fclose(file_);
+    options_ = std::move(other.options_);
+    memory_ = std::move(other.memory_);
+    file_ = other.file_;
+    size_ = other.size_;
+    other.file_ = nullptr;
+    other.size_ = 0;
+  }
+  return *this;
+}
+
+Spool::~Spool() {
+  if (file_ != nullptr) std::fclose(file_);
+}
+
+Status Spool::move_to_file() {
+  // O_TMPFILE: the file has no name, so nothing is left behind on a crash.
+  const int fd = ::open(options_.directory.c_str(), O_TMPFILE | O_RDWR | O_CLOEXEC, 0600);
+  if (fd < 0) return io_error("cannot create a spool file in " + options_.directory.string());
+  file_ = ::fdopen(fd, "w+b");
+  if (file_ == nullptr) {
+    ::close(fd);
+    return io_error("cannot open the spool file");
+  }
+  if (!memory_.empty() && std::fwrite(memory_.data(), 1, memory_.size(), file_) != memory_.size()) {
+    return io_error("cannot write the spool file");
+  }
+  std::string().swap(memory_);
+  return Ok{};
+}
+
+Status Spool::append(std::string_view bytes) {
+  if (file_ == nullptr && memory_.size() + bytes.size() > options_.memory_limit) MAILKMS_CHECK(move_to_file());
+  if (file_ == nullptr) {
+    memory_.append(bytes);
+  } else {
+    if (std::fseek(file_, 0, SEEK_END) != 0 || std::fwrite(bytes.data(), 1, bytes.size(), file_) != bytes.size()) {
+      return io_error("cannot write the spool file");  // a full disk lands here
+    }
+  }
+  size_ += bytes.size();
+  return Ok{};
+}
+
+Result<std::size_t> Spool::read(std::size_t offset, char* buffer, std::size_t length) const {
+  if (offset >= size_) return std::size_t{0};
+  length = std::min(length, size_ - offset);
+  if (file_ == nullptr) {
+    std::memcpy(buffer, memory_.data() + offset, length);
+    return length;
+  }
+  if (std::fflush(file_) != 0) return io_error("cannot flush the spool file");
+  const ssize_t n = ::pread(::fileno(file_), buffer, length, static_cast<off_t>(offset));
+  if (n < 0) return io_error("cannot read the spool file");
+  return static_cast<std::size_t>(n);
+}
+
+Status Spool::for_each_chunk(std::size_t offset, std::size_t length,
+                             const std::function<Status(std::string_view)>& visit) const {
+  const std::size_t end = std::min(size_, offset + length);
+  if (file_ == nullptr) {
+    if (offset < end) return visit(std::string_view(memory_).substr(offset, end - offset));
+    return Ok{};
+  }
+  std::vector<char> buffer(kChunk);
+  while (offset < end) {
+    MAILKMS_TRY(n, read(offset, buffer.data(), std::min(kChunk, end - offset)));
+    if (n == 0) return make_error(Errc::io_error, "the spool file is shorter than expected");
+    MAILKMS_CHECK(visit(std::string_view(buffer.data(), n)));
+    offset += n;
+  }
+  return Ok{};
+}
+
+Result<std::string> Spool::to_string() const {
+  if (file_ == nullptr) return memory_;
+  std::string out;
+  out.reserve(size_);
+  MAILKMS_CHECK(for_each_chunk(0, size_, [&out](std::string_view chunk) -> Status {
+    out.append(chunk);
+    return Ok{};
+  }));
+  return out;
+}
+
+}  // namespace mailkms::smime

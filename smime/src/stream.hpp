@@ -1,0 +1,70 @@
+// Streaming plumbing for large messages: content made of pieces (literal
+// strings and ranges of a Spool) read through one BIO, and a BIO that
+// base64-encodes whatever is written to it into a Spool. With these, CMS
+// streams from the input spool to the output spool in fixed-size chunks.
+#pragma once
+
+#include <deque>
+#include <functional>
+#include <string>
+#include <string_view>
+
+#include "mailkms/smime/mime.hpp"
+#include "mailkms/smime/result.hpp"
+#include "mailkms/smime/spool.hpp"
+#include "ossl.hpp"
+
+namespace mailkms::smime::detail {
+
+class Pieces {
+ public:
+  void add(std::string literal);
+  void add(const Spool& spool, std::size_t offset, std::size_t length);
+  void add(const Pieces& other);
+  [[nodiscard]] std::size_t size() const noexcept { return size_; }
+  Status for_each_chunk(const std::function<Status(std::string_view)>& visit) const;
+  // Reads up to `length` bytes at `offset`; returns the count.
+  Result<std::size_t> read(std::size_t offset, char* buffer, std::size_t length) const;
+
+ private:
+  struct Piece {
+    std::string literal;
+    const Spool* spool = nullptr;
+    std::size_t offset = 0;
+    std::size_t length = 0;
+  };
+  std::deque<Piece> pieces_;
+  std::size_t size_ = 0;
+};
+
+// A read-only BIO over `pieces`, which must outlive it.
+ossl::Bio pieces_bio(const Pieces& pieces);
+
+// Base64 with CRLF every 76 characters into a Spool. BIO_flush is a no-op
+// (CMS flushes mid-stream); finish() writes the last partial line.
+class Base64Sink {
+ public:
+  explicit Base64Sink(Spool& out);
+  Base64Sink(const Base64Sink&) = delete;
+  Base64Sink& operator=(const Base64Sink&) = delete;
+  [[nodiscard]] BIO* bio() const noexcept { return bio_.get(); }
+  Status finish();
+
+  // Called by the BIO.
+  int write(const char* data, int length);
+
+ private:
+  Status encode_lines(std::string_view data);
+
+  Spool& out_;
+  std::string pending_;
+  std::string encoded_;
+  std::optional<Error> error_;
+  ossl::Bio bio_;
+};
+
+// The pieces of a message's header section: outer fields, MIME-Version,
+// then `entity_headers`, then the empty line.
+std::string header_section(const std::vector<HeaderField>& outer, const std::vector<HeaderField>& entity_headers);
+
+}  // namespace mailkms::smime::detail
