@@ -1,0 +1,40 @@
+// mailkmsctl: the administrator's command line for mailkms.
+#include <CLI/CLI.hpp>
+
+#include <exception>
+#include <iostream>
+
+#include "failure.hpp"
+#include "message_commands.hpp"
+
+int main(int argc, char** argv) {
+  using namespace mailkms::cli;
+
+  CLI::App app{"mailkms administration", "mailkmsctl"};
+  app.set_version_flag("--version", "mailkmsctl " MAILKMS_VERSION);
+  app.require_subcommand(1);
+  const std::vector<Command> commands = add_message_commands(app);
+
+  try {
+    app.parse(argc, argv);
+  } catch (const CLI::Success& e) {  // --help, --version
+    return app.exit(e);
+  } catch (const CLI::ParseError& e) {
+    std::cerr << "mailkmsctl: " << e.what() << "\nRun with --help for more information.\n";
+    return exit_usage;
+  }
+
+  try {
+    for (const Command& command : commands) {
+      if (command.app->parsed()) return command.run();
+    }
+    std::cerr << "mailkmsctl: no command given\n";  // require_subcommand should make this unreachable
+    return exit_usage;
+  } catch (const Failure& failure) {
+    std::cerr << "mailkmsctl: " << failure.what() << "\n";
+    return failure.exit_code();
+  } catch (const std::exception& e) {
+    std::cerr << "mailkmsctl: internal error: " << e.what() << "\n";
+    return exit_failure;
+  }
+}
