@@ -7,6 +7,7 @@
 #include "smime_entity.hpp"
 #include "spooled_message.hpp"
 #include "stream.hpp"
+#include "text.hpp"
 
 namespace mailkms::smime {
 namespace {
@@ -83,12 +84,6 @@ std::vector<HeaderField> enveloped_headers(const EncryptOptions& options) {
   return detail::pkcs7_mime_entity(smime_type(options), {}).headers;
 }
 
-std::string serialize_headers(const std::vector<HeaderField>& fields) {
-  std::string out;
-  for (const auto& f : fields) out += f.name + ":" + f.value + "\r\n";
-  return out + "\r\n";
-}
-
 }  // namespace
 
 Result<std::string> build_enveloped_data(const CryptoContext& ctx, std::string_view content,
@@ -130,7 +125,9 @@ Status sign_and_encrypt_message(const CryptoContext& ctx, const Spool& message, 
   Spool scratch;
   MAILKMS_TRY(signed_entity, detail::sign_spooled(ctx, parsed, scratch, signer, sign_options));
   detail::Pieces content;
-  content.add(serialize_headers(signed_entity.headers));
+  std::string headers;
+  detail::append_fields(headers, signed_entity.headers);
+  content.add(headers + "\r\n");
   content.add(signed_entity.body);
   MAILKMS_CHECK(out.append(detail::header_section(parsed.outer, enveloped_headers(encrypt_options))));
   return encrypt_pieces(ctx, content, recipients, encrypt_options, out);

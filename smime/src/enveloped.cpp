@@ -33,20 +33,32 @@ bool read_issuer_serial(std::string_view contents, RecipientId& id) {
   return true;
 }
 
+// RecipientIdentifier (RFC 5652 §6.2.1) or KeyAgreeRecipientIdentifier
+// (§6.2.2): IssuerAndSerialNumber, [0] SubjectKeyIdentifier, or
+// [0] RecipientKeyIdentifier whose first field is the key identifier.
+bool read_recipient_id(const der::Element& rid, RecipientId& id) {
+  if (rid.tag == der::tag::sequence) return read_issuer_serial(rid.value, id);
+  if (rid.tag == der::tag::context(0, false)) {
+    id.subject_key_id = std::string(rid.value);
+    return true;
+  }
+  if (rid.tag == der::tag::context(0, true)) {
+    der::Reader r(rid.value);
+    const auto ski = r.expect(der::tag::octet_string);
+    if (!ski) return false;
+    id.subject_key_id = std::string(ski->value);
+    return true;
+  }
+  return false;
+}
+
 Result<RecipientEntry> read_key_transport(std::string_view contents) {
   der::Reader r(contents);
   RecipientEntry entry;
   entry.kind = RecipientEntry::Kind::key_transport;
   if (!r.expect(der::tag::integer)) return malformed("KeyTransRecipientInfo without version");
   const auto rid = r.next();
-  if (!rid) return malformed("KeyTransRecipientInfo without recipient identifier");
-  if (rid->tag == der::tag::sequence) {
-    if (!read_issuer_serial(rid->value, entry.id)) return malformed("bad IssuerAndSerialNumber");
-  } else if (rid->tag == der::tag::context(0, false)) {
-    entry.id.subject_key_id = std::string(rid->value);
-  } else {
-    return malformed("unknown recipient identifier");
-  }
+  if (!rid || !read_recipient_id(*rid, entry.id)) return malformed("bad recipient identifier");
   const auto algorithm = r.expect(der::tag::sequence);
   const auto key = r.expect(der::tag::octet_string);
   if (!algorithm || !key) return malformed("KeyTransRecipientInfo without algorithm or key");
@@ -91,17 +103,7 @@ Status read_key_agreement(std::string_view contents, std::vector<RecipientEntry>
     der::Reader f(rek->value);
     RecipientEntry entry = base;
     const auto rid = f.next();
-    if (!rid) return malformed("RecipientEncryptedKey without identifier");
-    if (rid->tag == der::tag::sequence) {
-      if (!read_issuer_serial(rid->value, entry.id)) return malformed("bad IssuerAndSerialNumber");
-    } else if (rid->tag == der::tag::context(0, true)) {  // rKeyId
-      der::Reader k(rid->value);
-      const auto ski = k.expect(der::tag::octet_string);
-      if (!ski) return malformed("bad RecipientKeyIdentifier");
-      entry.id.subject_key_id = std::string(ski->value);
-    } else {
-      return malformed("unknown key agreement recipient identifier");
-    }
+    if (!rid || !read_recipient_id(*rid, entry.id)) return malformed("bad key agreement recipient identifier");
     const auto key = f.expect(der::tag::octet_string);
     if (!key) return malformed("RecipientEncryptedKey without key");
     entry.encrypted_key = std::string(key->value);

@@ -3,26 +3,19 @@
 #include <algorithm>
 #include <array>
 #include <cctype>
-#include <cstdint>
 #include <cstring>
-
-#include <openssl/evp.h>
 
 #include "gmime.hpp"
 #include "scan.hpp"
+#include "stream.hpp"
+#include "text.hpp"
 #include "mailkms/smime/certificate.hpp"
 
 namespace mailkms::smime {
 namespace {
 
-bool iequals(std::string_view a, std::string_view b) {
-  return a.size() == b.size() && std::equal(a.begin(), a.end(), b.begin(), [](char x, char y) {
-           return std::tolower(static_cast<unsigned char>(x)) == std::tolower(static_cast<unsigned char>(y));
-         });
-}
-
 bool istarts_with(std::string_view s, std::string_view prefix) {
-  return s.size() >= prefix.size() && iequals(s.substr(0, prefix.size()), prefix);
+  return s.size() >= prefix.size() && detail::iequals(s.substr(0, prefix.size()), prefix);
 }
 
 std::string_view trim(std::string_view s) {
@@ -92,15 +85,6 @@ Result<Parsed> parse_header_section(std::string_view text, const MimeLimits& lim
   }
 }
 
-void write_fields(std::string& out, const std::vector<HeaderField>& fields) {
-  for (const auto& f : fields) {
-    out += f.name;
-    out += ':';
-    out += f.value;
-    out += "\r\n";
-  }
-}
-
 constexpr std::array<signed char, 256> make_decode_table() {
   std::array<signed char, 256> t{};
   for (auto& v : t) v = -1;
@@ -161,41 +145,23 @@ std::string HeaderField::unfolded() const {
   return std::string(trim(out));
 }
 
-const HeaderField* Entity::find(std::string_view name) const {
-  for (const auto& f : headers) {
-    if (iequals(f.name, name)) return &f;
-  }
-  return nullptr;
-}
+const HeaderField* Entity::find(std::string_view name) const { return detail::find_field(headers, name); }
 
 std::string Entity::serialize() const {
   std::string out;
   std::size_t size = body.size() + 2;
   for (const auto& f : headers) size += f.name.size() + f.value.size() + 3;
   out.reserve(size);
-  write_fields(out, headers);
+  detail::append_fields(out, headers);
   out += "\r\n";
   out += body;
   return out;
 }
 
-const HeaderField* Message::find(std::string_view name) const {
-  for (const auto& f : headers) {
-    if (iequals(f.name, name)) return &f;
-  }
-  return nullptr;
-}
+const HeaderField* Message::find(std::string_view name) const { return detail::find_field(headers, name); }
 
 std::string Message::serialize() const {
-  std::string out;
-  std::size_t size = entity.body.size() + 64;
-  for (const auto& f : headers) size += f.name.size() + f.value.size() + 3;
-  for (const auto& f : entity.headers) size += f.name.size() + f.value.size() + 3;
-  out.reserve(size);
-  write_fields(out, headers);
-  if (find("MIME-Version") == nullptr) out += "MIME-Version: 1.0\r\n";
-  write_fields(out, entity.headers);
-  out += "\r\n";
+  std::string out = detail::header_section(headers, entity.headers);
   out += entity.body;
   return out;
 }
@@ -326,20 +292,8 @@ std::string fold_header_value(std::string_view value) {
 }
 
 std::string base64_encode_mime(std::string_view data) {
-  // 57 input octets make one 76-character line.
-  constexpr std::size_t kLineInput = 57;
-  const std::size_t lines = (data.size() + kLineInput - 1) / kLineInput;
-  std::string out(lines * 78, '\0');
-  auto* dst = reinterpret_cast<unsigned char*>(out.data());
-  const auto* src = reinterpret_cast<const unsigned char*>(data.data());
-  std::size_t written = 0;
-  for (std::size_t offset = 0; offset < data.size(); offset += kLineInput) {
-    const std::size_t take = std::min(kLineInput, data.size() - offset);
-    written += static_cast<std::size_t>(EVP_EncodeBlock(dst + written, src + offset, static_cast<int>(take)));
-    dst[written++] = '\r';
-    dst[written++] = '\n';
-  }
-  out.resize(written);
+  std::string out;
+  detail::append_base64_lines(out, data);
   return out;
 }
 

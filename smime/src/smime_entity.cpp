@@ -1,5 +1,7 @@
 #include "smime_entity.hpp"
 
+#include "text.hpp"
+
 #include <openssl/rand.h>
 
 #include <climits>
@@ -14,7 +16,7 @@ Entity pkcs7_mime_entity(std::string_view smime_type, std::string_view der) {
                                                                std::string(smime_type) + "; name=\"smime.p7m\"")});
   e.headers.push_back({"Content-Transfer-Encoding", " base64"});
   e.headers.push_back({"Content-Disposition", " attachment; filename=\"smime.p7m\""});
-  e.body = base64_encode_mime(der);
+  append_base64_lines(e.body, der);
   return e;
 }
 

@@ -1,24 +1,11 @@
 #include "spooled_message.hpp"
 
-#include <cstring>
+#include <algorithm>
 
 #include "scan.hpp"
+#include "text.hpp"
 
 namespace mailkms::smime::detail {
-namespace {
-
-std::string serialize_fields(const std::vector<HeaderField>& fields) {
-  std::string out;
-  for (const auto& f : fields) {
-    out += f.name;
-    out += ':';
-    out += f.value;
-    out += "\r\n";
-  }
-  return out;
-}
-
-}  // namespace
 
 Result<SpooledMessage> parse_spooled_message(const Spool& spool, const MimeLimits& limits) {
   // The header section must end within the limit; read that much.
@@ -67,7 +54,9 @@ Result<SpooledMessage> parse_spooled_message(const Spool& spool, const MimeLimit
 
 Result<Pieces> canonical_entity(const SpooledMessage& message, Spool& scratch) {
   Pieces pieces;
-  pieces.add(serialize_fields(message.content_headers) + "\r\n");
+  std::string headers;
+  append_fields(headers, message.content_headers);
+  pieces.add(headers + "\r\n");
   if (!message.bare_line_ends) {
     pieces.add(*message.spool, message.body_offset, message.body_length);
     return pieces;

@@ -1,5 +1,7 @@
 #include "stream.hpp"
 
+#include "text.hpp"
+
 #include <algorithm>
 #include <cstring>
 #include <mutex>
@@ -68,21 +70,6 @@ const BIO_METHOD* sink_method() {
 
 constexpr std::size_t kLineInput = 57;            // octets per 76-character line
 constexpr std::size_t kBatch = kLineInput * 1024;  // encode about 57 KiB at a time
-
-void write_fields(std::string& out, const std::vector<HeaderField>& fields) {
-  for (const auto& f : fields) {
-    out += f.name;
-    out += ':';
-    out += f.value;
-    out += "\r\n";
-  }
-}
-
-bool iequals(std::string_view a, std::string_view b) {
-  return a.size() == b.size() && std::equal(a.begin(), a.end(), b.begin(), [](char x, char y) {
-           return std::tolower(static_cast<unsigned char>(x)) == std::tolower(static_cast<unsigned char>(y));
-         });
-}
 
 }  // namespace
 
@@ -168,17 +155,9 @@ int Base64Sink::write(const char* data, int length) {
 }
 
 Status Base64Sink::encode_lines(std::string_view data) {
-  encoded_.resize((data.size() + kLineInput - 1) / kLineInput * 78);
-  auto* dst = reinterpret_cast<unsigned char*>(encoded_.data());
-  const auto* src = reinterpret_cast<const unsigned char*>(data.data());
-  std::size_t written = 0;
-  for (std::size_t offset = 0; offset < data.size(); offset += kLineInput) {
-    const std::size_t take = std::min(kLineInput, data.size() - offset);
-    written += static_cast<std::size_t>(EVP_EncodeBlock(dst + written, src + offset, static_cast<int>(take)));
-    dst[written++] = '\r';
-    dst[written++] = '\n';
-  }
-  return out_.append(std::string_view(encoded_).substr(0, written));
+  encoded_.clear();
+  append_base64_lines(encoded_, data);
+  return out_.append(encoded_);
 }
 
 Status Base64Sink::finish() {
@@ -190,12 +169,9 @@ Status Base64Sink::finish() {
 
 std::string header_section(const std::vector<HeaderField>& outer, const std::vector<HeaderField>& entity_headers) {
   std::string out;
-  write_fields(out, outer);
-  const bool has_version = std::any_of(outer.begin(), outer.end(), [](const HeaderField& f) {
-    return iequals(f.name, "MIME-Version");
-  });
-  if (!has_version) out += "MIME-Version: 1.0\r\n";
-  write_fields(out, entity_headers);
+  append_fields(out, outer);
+  if (find_field(outer, "MIME-Version") == nullptr) out += "MIME-Version: 1.0\r\n";
+  append_fields(out, entity_headers);
   out += "\r\n";
   return out;
 }

@@ -9,6 +9,7 @@
 
 using namespace mailkms;
 using namespace mailkms::smime;
+using test::must;
 using test::pki_path;
 using test::run;
 
@@ -16,12 +17,6 @@ namespace {
 
 const std::string kBody = "The figures are attached in spirit.\r\nRegards, Alice\r\n";
 const std::string kEntity = "Content-Type: text/plain; charset=us-ascii\r\n\r\n" + kBody;
-
-template <class T>
-T must(Result<T> r) {
-  if (!r) FAIL(r.error().describe());
-  return std::move(r).value();
-}
 
 std::string openssl_verify(const std::string& file) {
   const auto r = run("openssl cms -verify -in '" + file + "' -CAfile " + pki_path("root.pem") + " -purpose smimesign");

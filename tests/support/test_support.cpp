@@ -14,8 +14,9 @@ namespace mailkms::test {
 
 namespace fs = std::filesystem;
 
+// For fixtures made outside any test case, where FAIL cannot be used.
 template <class T>
-T must(smime::Result<T> r) {
+T or_throw(smime::Result<T> r) {
   if (!r) throw std::runtime_error(r.error().describe());
   return std::move(r).value();
 }
@@ -65,29 +66,29 @@ CommandResult run(const std::string& command) {
 }
 
 const smime::CryptoContextPtr& context() {
-  static const smime::CryptoContextPtr ctx = must(smime::CryptoContext::create());
+  static const smime::CryptoContextPtr ctx = or_throw(smime::CryptoContext::create());
   return ctx;
 }
 
 const smime::CryptoContextPtr& legacy_context() {
-  static const smime::CryptoContextPtr ctx = must(smime::CryptoContext::create({.legacy_ciphers = true}));
+  static const smime::CryptoContextPtr ctx = or_throw(smime::CryptoContext::create({.legacy_ciphers = true}));
   return ctx;
 }
 
-smime::Certificate cert(const std::string& user) { return must(smime::Certificate::from_pem(read_file(pki_path(user + ".pem")))); }
+smime::Certificate cert(const std::string& user) { return or_throw(smime::Certificate::from_pem(read_file(pki_path(user + ".pem")))); }
 
 smime::PrivateKey key(const std::string& user) {
-  return must(smime::PrivateKey::from_pem(*context(), read_file(pki_path(user + ".key"))));
+  return or_throw(smime::PrivateKey::from_pem(*context(), read_file(pki_path(user + ".key"))));
 }
 
-std::vector<smime::Certificate> chain() { return must(smime::Certificate::all_from_pem(read_file(pki_path("chain.pem")))); }
+std::vector<smime::Certificate> chain() { return or_throw(smime::Certificate::all_from_pem(read_file(pki_path("chain.pem")))); }
 
 smime::LocalSigner signer(const std::string& user, std::optional<smime::SignatureScheme> scheme) {
-  return must(smime::LocalSigner::create(context(), cert(user), key(user), chain(), scheme));
+  return or_throw(smime::LocalSigner::create(context(), cert(user), key(user), chain(), scheme));
 }
 
 smime::LocalKeyUnwrapper unwrapper(const std::string& user) {
-  return must(smime::LocalKeyUnwrapper::create(context(), cert(user), key(user)));
+  return or_throw(smime::LocalKeyUnwrapper::create(context(), cert(user), key(user)));
 }
 
 const smime::TrustStore& trust() {

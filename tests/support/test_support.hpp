@@ -2,6 +2,8 @@
 // temporary files, and running the real openssl command line.
 #pragma once
 
+#include <catch2/catch.hpp>
+
 #include <filesystem>
 #include <string>
 #include <vector>
@@ -13,6 +15,13 @@
 #include "mailkms/smime/verify.hpp"
 
 namespace mailkms::test {
+
+// The value of a Result, or the test fails with the error's description.
+template <class T>
+T must(smime::Result<T> result) {
+  if (!result) FAIL(result.error().describe());
+  return std::move(result).value();
+}
 
 std::string read_file(const std::filesystem::path& path);
 void write_file(const std::filesystem::path& path, const std::string& data);

@@ -7,14 +7,9 @@
 
 using namespace mailkms;
 using namespace mailkms::smime;
+using test::must;
 
 namespace {
-
-template <class T>
-T must(Result<T> r) {
-  if (!r) FAIL(r.error().describe());
-  return std::move(r).value();
-}
 
 const std::string kHeaders = "From: alice@example.org\r\nTo: bob@example.org\r\nSubject: x\r\nMIME-Version: 1.0\r\n";
 

@@ -6,14 +6,9 @@
 
 using namespace mailkms;
 using namespace mailkms::smime;
+using test::must;
 
 namespace {
-
-template <class T>
-T must(Result<T> r) {
-  if (!r) FAIL(r.error().describe());
-  return std::move(r).value();
-}
 
 // Counts unwrap requests and passes them on, like a keystore client would.
 class CountingUnwrapper final : public KeyUnwrapper {

@@ -10,14 +10,9 @@
 
 using namespace mailkms;
 using namespace mailkms::smime;
+using test::must;
 
 namespace {
-
-template <class T>
-T must(Result<T> r) {
-  if (!r) FAIL(r.error().describe());
-  return std::move(r).value();
-}
 
 VerifyResult sign_and_verify(const std::string& user, const std::string& from, const VerifyOptions& base = {},
                              const SignOptions& sign_options = {}) {

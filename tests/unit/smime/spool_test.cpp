@@ -9,18 +9,9 @@
 
 using namespace mailkms;
 using namespace mailkms::smime;
+using test::must;
 
 namespace {
-
-template <class T>
-T must(Result<T> r) {
-  if (!r) FAIL(r.error().describe());
-  return std::move(r).value();
-}
-
-void must(const Status& s) {
-  if (!s) FAIL(s.error().describe());
-}
 
 std::string big_body(std::size_t size) {
   std::string body;
