@@ -10,8 +10,8 @@ packages=(
   libssl-dev openssl libgmime-3.0-dev
   # mailkmsctl's subcommands
   libcli11-dev
-  # tests
-  catch2
+  # tests: Catch2, and a real Postfix with swaks to send it mail
+  catch2 postfix swaks
 )
 
 if [ "$(id -u)" -ne 0 ]; then
@@ -27,6 +27,10 @@ done
 
 if [ ${#missing[@]} -gt 0 ]; then
   export DEBIAN_FRONTEND=noninteractive
+  # Postfix without a system configuration: tests run private instances
+  # from their own directories and never touch /etc/postfix/main.cf.
+  printf '%s\n' 'postfix postfix/main_mailer_type select No configuration' \
+    'postfix postfix/mailname string localhost.localdomain' | $sudo debconf-set-selections
   $sudo apt-get update -q
   $sudo apt-get install -y -q --no-install-recommends "${missing[@]}"
 fi

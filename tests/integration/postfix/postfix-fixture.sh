@@ -1,0 +1,86 @@
+# A private Postfix on loopback for integration tests, sourced by test
+# scripts. It never touches /etc/postfix: its configuration, queue and log
+# live in a temporary directory, it listens on 127.0.0.1 only, on a port
+# picked here, and relays everything to an smtp-sink on another free port,
+# which dumps each message it receives into a file.
+#
+#   postfix_start WORKDIR   sets POSTFIX_PORT, SINK_DIR; needs root, and every
+#                           directory above WORKDIR open to the postfix user
+#   postfix_wait_for N      waits until N messages reached the sink
+#   postfix_stop
+
+free_port() {
+  local port
+  for _ in $(seq 200); do
+    port=$((20000 + RANDOM % 40000))
+    if ! (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; then
+      echo "$port"
+      return 0
+    fi
+  done
+  return 1
+}
+
+postfix_start() {
+  POSTFIX_DIR=$1
+  local conf=$POSTFIX_DIR/conf
+  mkdir -p "$conf" "$POSTFIX_DIR/queue" "$POSTFIX_DIR/data" "$POSTFIX_DIR/sink"
+  # Postfix and the sink run as the postfix user: let it in.
+  chmod 755 "$POSTFIX_DIR"
+  chown postfix "$POSTFIX_DIR/data" "$POSTFIX_DIR/sink"
+  SINK_DIR=$POSTFIX_DIR/sink
+  POSTFIX_PORT=$(free_port) || return 1
+  SINK_PORT=$(free_port) || return 1
+
+  cat > "$conf/main.cf" <<CONF
+compatibility_level = 3.6
+queue_directory = $POSTFIX_DIR/queue
+data_directory = $POSTFIX_DIR/data
+mail_owner = postfix
+setgid_group = postdrop
+myhostname = mailkms-test.localdomain
+mydomain = localdomain
+mydestination =
+inet_interfaces = 127.0.0.1
+inet_protocols = ipv4
+mynetworks = 127.0.0.0/8
+smtpd_relay_restrictions = permit_mynetworks, reject
+relayhost = [127.0.0.1]:$SINK_PORT
+alias_maps =
+alias_database =
+local_recipient_maps =
+smtp_tls_security_level = none
+smtpd_tls_security_level = none
+maillog_file = $POSTFIX_DIR/maillog
+maillog_file_prefixes = $POSTFIX_DIR
+CONF
+  # Debian's services, with our smtpd port instead of 25 and no chroot
+  # (a chroot would need copies of /etc files in the queue directory).
+  awk -v port="127.0.0.1:$POSTFIX_PORT" '
+    /^#/ || /^[ \t]/ || NF < 8 { print; next }
+    { if ($1 == "smtp" && $2 == "inet") $1 = port; $5 = "n"; print }
+  ' /etc/postfix/master.cf > "$conf/master.cf"
+
+  smtp-sink -u postfix -d "$SINK_DIR/%Y%m%d%H%M%S." -c "127.0.0.1:$SINK_PORT" 50 \
+    > "$POSTFIX_DIR/sink.log" 2>&1 &
+  SINK_PID=$!
+  postfix -c "$conf" check && postfix -c "$conf" start > /dev/null 2>&1
+}
+
+postfix_wait_for() {
+  local want=$1
+  for _ in $(seq 150); do
+    [ "$(find "$SINK_DIR" -type f | wc -l)" -ge "$want" ] && return 0
+    sleep 0.2
+  done
+  echo "postfix fixture: $want message(s) expected at the sink, log follows" >&2
+  cat "$POSTFIX_DIR/maillog" >&2 2>/dev/null
+  return 1
+}
+
+postfix_stop() {
+  [ -n "${POSTFIX_DIR:-}" ] && postfix -c "$POSTFIX_DIR/conf" stop > /dev/null 2>&1
+  [ -n "${SINK_PID:-}" ] && kill "$SINK_PID" 2> /dev/null
+  wait 2> /dev/null
+  return 0
+}
