@@ -4,6 +4,6 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ./scripts/install-deps.sh
-cmake -G Ninja -S . -B build/release -DCMAKE_BUILD_TYPE=Release -DMAILKMS_TESTS=OFF >/dev/null
-cmake --build build/release --target smime_bench
-./build/release/bench/smime_bench "$@"
+cmake -G Ninja -S . -B build/bench -DCMAKE_BUILD_TYPE=Release -DMAILKMS_TESTS=OFF -DMAILKMS_BENCH=ON >/dev/null
+cmake --build build/bench --target smime_bench
+./build/bench/bench/smime_bench "$@"

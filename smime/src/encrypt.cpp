@@ -135,19 +135,21 @@ Status sign_and_encrypt_message(const CryptoContext& ctx, const Spool& message, 
 
 Result<std::string> encrypt_message(const CryptoContext& ctx, std::string_view message,
                                     std::span<const Recipient> recipients, const EncryptOptions& options) {
-  const Spool in = Spool::from(std::string(message));
+  const Spool in = Spool::borrow(message);
   Spool out({.memory_limit = static_cast<std::size_t>(-1)});
+  out.reserve(message.size() / 3 * 4 + 8192);  // base64 growth plus the CMS and signature
   MAILKMS_CHECK(encrypt_message(ctx, in, out, recipients, options));
-  return out.to_string();
+  return out.take_string();
 }
 
 Result<std::string> sign_and_encrypt_message(const CryptoContext& ctx, std::string_view message, Signer& signer,
                                              const SignOptions& sign_options, std::span<const Recipient> recipients,
                                              const EncryptOptions& encrypt_options) {
-  const Spool in = Spool::from(std::string(message));
+  const Spool in = Spool::borrow(message);
   Spool out({.memory_limit = static_cast<std::size_t>(-1)});
+  out.reserve(message.size() / 3 * 4 + 8192);  // base64 growth plus the CMS and signature
   MAILKMS_CHECK(sign_and_encrypt_message(ctx, in, out, signer, sign_options, recipients, encrypt_options));
-  return out.to_string();
+  return out.take_string();
 }
 
 }  // namespace mailkms::smime

@@ -9,6 +9,7 @@
 #include "ossl.hpp"
 #include "sign_internal.hpp"
 #include "smime_entity.hpp"
+#include "text.hpp"
 
 namespace mailkms::smime {
 namespace {
@@ -225,10 +226,12 @@ Result<SignedEntity> sign_pieces(const CryptoContext& ctx, const Pieces& canonic
 
   MAILKMS_TRY(der, signed_data_from_digest(ctx, digest, std::nullopt, signer, options));
   const std::string boundary = make_boundary();
-  out.headers.push_back(
-      {"Content-Type", " " + fold_header_value("multipart/signed; protocol=\"application/pkcs7-signature\"; micalg=" +
-                                               std::string(micalg(options.digest)) + "; boundary=\"" + boundary +
-                                               "\"")});
+  std::string type = "multipart/signed; protocol=\"application/pkcs7-signature\"; micalg=";
+  type += micalg(options.digest);
+  type += "; boundary=\"";
+  type += boundary;
+  type += '"';
+  out.headers.push_back(make_field("Content-Type", type));
   out.body.add("This is an S/MIME signed message\r\n\r\n--" + boundary + "\r\n");
   out.body.add(canonical);
   out.body.add("\r\n--" + boundary +
@@ -292,10 +295,11 @@ Status sign_message(const CryptoContext& ctx, const Spool& message, Spool& out, 
 
 Result<std::string> sign_message(const CryptoContext& ctx, std::string_view message, Signer& signer,
                                  const SignOptions& options) {
-  const Spool in = Spool::from(std::string(message));
+  const Spool in = Spool::borrow(message);
   Spool out({.memory_limit = static_cast<std::size_t>(-1)});
+  out.reserve(message.size() / 3 * 4 + 8192);  // base64 growth plus the CMS and signature
   MAILKMS_CHECK(sign_message(ctx, in, out, signer, options));
-  return out.to_string();
+  return out.take_string();
 }
 
 }  // namespace mailkms::smime

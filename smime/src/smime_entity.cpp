@@ -12,8 +12,10 @@ namespace mailkms::smime::detail {
 
 Entity pkcs7_mime_entity(std::string_view smime_type, std::string_view der) {
   Entity e;
-  e.headers.push_back({"Content-Type", " " + fold_header_value("application/pkcs7-mime; smime-type=" +
-                                                               std::string(smime_type) + "; name=\"smime.p7m\"")});
+  std::string type = "application/pkcs7-mime; smime-type=";
+  type += smime_type;
+  type += "; name=\"smime.p7m\"";
+  e.headers.push_back(make_field("Content-Type", type));
   e.headers.push_back({"Content-Transfer-Encoding", " base64"});
   e.headers.push_back({"Content-Disposition", " attachment; filename=\"smime.p7m\""});
   append_base64_lines(e.body, der);

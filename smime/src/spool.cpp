@@ -25,10 +25,24 @@ Spool Spool::from(std::string bytes) {
   return spool;
 }
 
+Spool Spool::borrow(std::string_view bytes) {
+  Spool spool;
+  spool.borrowed_ = bytes;
+  spool.is_borrowed_ = true;
+  spool.size_ = bytes.size();
+  return spool;
+}
+
 Spool::Spool(Spool&& other) noexcept
-    : options_(std::move(other.options_)), memory_(std::move(other.memory_)), file_(other.file_), size_(other.size_) {
+    : options_(std::move(other.options_)),
+      memory_(std::move(other.memory_)),
+      borrowed_(other.borrowed_),
+      is_borrowed_(other.is_borrowed_),
+      file_(other.file_),
+      size_(other.size_) {
   other.file_ = nullptr;
   other.size_ = 0;
+  other.borrowed_ = {};
 }
 
 Spool& Spool::operator=(Spool&& other) noexcept {
@@ -36,10 +50,13 @@ Spool& Spool::operator=(Spool&& other) noexcept {
     if (file_ != nullptr) std::fclose(file_);
     options_ = std::move(other.options_);
     memory_ = std::move(other.memory_);
+    borrowed_ = other.borrowed_;
+    is_borrowed_ = other.is_borrowed_;
     file_ = other.file_;
     size_ = other.size_;
     other.file_ = nullptr;
     other.size_ = 0;
+    other.borrowed_ = {};
   }
   return *this;
 }
@@ -64,7 +81,14 @@ Status Spool::move_to_file() {
   return Ok{};
 }
 
+void Spool::reserve(std::size_t bytes) {
+  if (file_ == nullptr && !is_borrowed_ && memory_.size() + bytes <= options_.memory_limit) {
+    memory_.reserve(memory_.size() + bytes);
+  }
+}
+
 Status Spool::append(std::string_view bytes) {
+  if (is_borrowed_) return make_error(Errc::invalid_argument, "a borrowed spool is read-only");
   if (file_ == nullptr && memory_.size() + bytes.size() > options_.memory_limit) MAILKMS_CHECK(move_to_file());
   if (file_ == nullptr) {
     memory_.append(bytes);
@@ -81,7 +105,7 @@ Result<std::size_t> Spool::read(std::size_t offset, char* buffer, std::size_t le
   if (offset >= size_) return std::size_t{0};
   length = std::min(length, size_ - offset);
   if (file_ == nullptr) {
-    std::memcpy(buffer, memory_.data() + offset, length);
+    std::memcpy(buffer, contents().data() + offset, length);
     return length;
   }
   if (std::fflush(file_) != 0) return io_error("cannot flush the spool file");
@@ -94,7 +118,7 @@ Status Spool::for_each_chunk(std::size_t offset, std::size_t length,
                              const std::function<Status(std::string_view)>& visit) const {
   const std::size_t end = std::min(size_, offset + length);
   if (file_ == nullptr) {
-    if (offset < end) return visit(std::string_view(memory_).substr(offset, end - offset));
+    if (offset < end) return visit(contents().substr(offset, end - offset));
     return Ok{};
   }
   std::vector<char> buffer(kChunk);
@@ -107,8 +131,14 @@ Status Spool::for_each_chunk(std::size_t offset, std::size_t length,
   return Ok{};
 }
 
+Result<std::string> Spool::take_string() {
+  if (file_ != nullptr || is_borrowed_) return to_string();
+  size_ = 0;
+  return std::move(memory_);
+}
+
 Result<std::string> Spool::to_string() const {
-  if (file_ == nullptr) return memory_;
+  if (file_ == nullptr) return std::string(contents());
   std::string out;
   out.reserve(size_);
   MAILKMS_CHECK(for_each_chunk(0, size_, [&out](std::string_view chunk) -> Status {

@@ -20,6 +20,12 @@ const HeaderField* find_field(const std::vector<HeaderField>& fields, std::strin
   return nullptr;
 }
 
+HeaderField make_field(std::string_view name, std::string_view value) {
+  HeaderField field{std::string(name), " "};
+  field.value += fold_header_value(value);
+  return field;
+}
+
 void append_fields(std::string& out, const std::vector<HeaderField>& fields) {
   for (const auto& f : fields) {
     out += f.name;

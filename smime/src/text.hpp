@@ -14,6 +14,9 @@ bool iequals(std::string_view a, std::string_view b);
 
 const HeaderField* find_field(const std::vector<HeaderField>& fields, std::string_view name);
 
+// A header field we write: value folded, after one space.
+HeaderField make_field(std::string_view name, std::string_view value);
+
 // "Name:value\r\n" for each field.
 void append_fields(std::string& out, const std::vector<HeaderField>& fields);
 

@@ -24,6 +24,8 @@ class Spool {
   explicit Spool(SpoolOptions options = {});
   // A memory spool holding `bytes` (whatever their size).
   static Spool from(std::string bytes);
+  // A read-only spool over bytes the caller keeps alive; no copy is made.
+  static Spool borrow(std::string_view bytes);
   Spool(Spool&&) noexcept;
   Spool& operator=(Spool&&) noexcept;
   Spool(const Spool&) = delete;
@@ -31,6 +33,8 @@ class Spool {
   ~Spool();
 
   Status append(std::string_view bytes);
+  // Room for `bytes` more in memory, when the spool is still in memory.
+  void reserve(std::size_t bytes);
   [[nodiscard]] std::size_t size() const noexcept { return size_; }
   [[nodiscard]] bool in_memory() const noexcept { return file_ == nullptr; }
 
@@ -41,12 +45,18 @@ class Spool {
                         const std::function<Status(std::string_view)>& visit) const;
   // The whole content as one string: only for spools known to be small.
   Result<std::string> to_string() const;
+  // The same, moved out of a memory spool without a copy; the spool is
+  // left empty.
+  Result<std::string> take_string();
 
  private:
   Status move_to_file();
+  [[nodiscard]] std::string_view contents() const noexcept { return is_borrowed_ ? borrowed_ : memory_; }
 
   SpoolOptions options_;
   std::string memory_;
+  std::string_view borrowed_;  // set for borrowed spools, which never change
+  bool is_borrowed_ = false;
   std::FILE* file_ = nullptr;
   std::size_t size_ = 0;
 };
