@@ -116,6 +116,15 @@ std::optional<Cipher> cipher_from_nid(int nid) {
 
 std::span<const Cipher> default_cipher_preference() { return kDefaultPreference; }
 
+std::span<const Cipher> all_ciphers() {
+  static constexpr auto all = [] {
+    std::array<Cipher, kCiphers.size()> out{};
+    for (std::size_t i = 0; i < kCiphers.size(); ++i) out[i] = kCiphers[i].cipher;
+    return out;
+  }();
+  return all;
+}
+
 Result<Cipher> choose_cipher(std::span<const std::optional<Capabilities>> recipients,
                              std::span<const Cipher> preference, Cipher fallback) {
   const auto readable_by_all = [&](Cipher c) {

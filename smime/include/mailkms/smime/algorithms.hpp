@@ -55,6 +55,9 @@ int nid(Cipher cipher);
 std::optional<Digest> digest_from_nid(int nid);
 int nid(Digest digest);
 
+// Every cipher the engine knows, strongest first.
+std::span<const Cipher> all_ciphers();
+
 // Ciphers we advertise in SMIMECapabilities and pick from by default,
 // strongest first (RFC 8551 §2.5.2).
 std::span<const Cipher> default_cipher_preference();
