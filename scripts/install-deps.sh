@@ -7,7 +7,7 @@ packages=(
   # toolchain
   build-essential cmake ninja-build pkg-config
   # the S/MIME engine: OpenSSL 3 for CMS, GMime 3 for MIME
-  libssl-dev openssl libgmime-3.0-dev
+  libssl-dev openssl ca-certificates libgmime-3.0-dev
   # mailkmsctl's subcommands
   libcli11-dev
   # tests: Catch2, and a real Postfix with swaks to send it mail

@@ -211,3 +211,15 @@ TEST_CASE("8bit text, a 998-character line, binary data and RFC 2047 headers sur
   CHECK(to_crlf(decoded_part(content, 0)) == text.substr(0, text.size() - 2));
   CHECK(decoded_part(content, 1) == binary);
 }
+
+TEST_CASE("the system's roots load, and do not vouch for our test CA", "[verify]") {
+  smime::TrustStore system;
+  REQUIRE(system.add_system_roots());
+  VerifyOptions options;
+  options.trust = &system;
+  auto signer = test::signer("alice");
+  const std::string m = must(sign_message(*test::context(), test::sample_message(), signer, {}));
+  CHECK(verify_message(*test::context(), m, options).status == SignatureStatus::untrusted);
+  system.add(test::cert("root"));  // an administrator adds an anchor
+  CHECK(verify_message(*test::context(), m, options).status == SignatureStatus::pass);
+}
