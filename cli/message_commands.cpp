@@ -263,7 +263,7 @@ int run_verify(const VerifyArgs& args) {
 
   smime::VerifyOptions options;
   options.trust = &trust;
-  if (!args.from.empty()) options.from = args.from;
+  if (!args.from.empty()) options.from = std::vector<std::string>{args.from};
   const smime::VerifyResult result = smime::verify_message(*ctx, read_input(args.streams.in), options);
 
   std::string report = "status: " + std::string(smime::to_string(result.status)) + "\n";

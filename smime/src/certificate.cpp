@@ -99,6 +99,7 @@ std::time_t Certificate::not_after() const { return to_time_t(X509_get0_notAfter
 std::vector<std::string> Certificate::email_addresses() const {
   std::vector<std::string> out;
   auto* names = static_cast<GENERAL_NAMES*>(X509_get_ext_d2i(x509_.get(), NID_subject_alt_name, nullptr, nullptr));
+  if (names == nullptr) ERR_clear_error();  // absent or malformed: either way no address from it
   if (names != nullptr) {
     for (int i = 0; i < sk_GENERAL_NAME_num(names); ++i) {
       const GENERAL_NAME* gn = sk_GENERAL_NAME_value(names, i);
@@ -127,18 +128,26 @@ bool Certificate::has_email(std::string_view address) const {
   return std::find(all.begin(), all.end(), wanted) != all.end();
 }
 
+// The public key, or null; a key that does not decode leaves nothing on
+// OpenSSL's error queue to be misreported by a later, unrelated call.
+const EVP_PKEY* public_key(X509* x509) {
+  const EVP_PKEY* k = X509_get0_pubkey(x509);
+  if (k == nullptr) ERR_clear_error();
+  return k;
+}
+
 bool Certificate::is_rsa() const {
-  const EVP_PKEY* k = X509_get0_pubkey(x509_.get());
+  const EVP_PKEY* k = public_key(x509_.get());
   return k != nullptr && (EVP_PKEY_is_a(k, "RSA") || EVP_PKEY_is_a(k, "RSA-PSS"));
 }
 
 bool Certificate::is_ec() const {
-  const EVP_PKEY* k = X509_get0_pubkey(x509_.get());
+  const EVP_PKEY* k = public_key(x509_.get());
   return k != nullptr && EVP_PKEY_is_a(k, "EC");
 }
 
 int Certificate::key_bits() const {
-  const EVP_PKEY* k = X509_get0_pubkey(x509_.get());
+  const EVP_PKEY* k = public_key(x509_.get());
   return k != nullptr ? EVP_PKEY_get_bits(k) : 0;
 }
 

@@ -44,6 +44,9 @@ Result<SecretBytes> unwrap_key_transport(const CryptoContext& ctx, EVP_PKEY* key
   if (EVP_PKEY_decrypt(pctx.get(), nullptr, &length, wrapped.data(), wrapped.size()) != 1) {
     return ossl::error(Errc::key_operation_failed, "cannot size the key");
   }
+  // The answer for failure is drawn before we know whether we fail, so
+  // both outcomes take the same path through the random generator.
+  std::string fallback = random_bytes(in.content_key_length);
   std::string out(length, '\0');
   const int ok = EVP_PKEY_decrypt(pctx.get(), reinterpret_cast<unsigned char*>(out.data()), &length, wrapped.data(),
                                   wrapped.size());
@@ -53,8 +56,9 @@ Result<SecretBytes> unwrap_key_transport(const CryptoContext& ctx, EVP_PKEY* key
   // (Bleichenbacher) is offered to whoever sends us mail.
   if (ok != 1 || length != in.content_key_length) {
     OPENSSL_cleanse(out.data(), out.size());
-    return SecretBytes(random_bytes(in.content_key_length));
+    return SecretBytes(std::move(fallback));
   }
+  OPENSSL_cleanse(fallback.data(), fallback.size());
   out.resize(length);
   return SecretBytes(std::move(out));
 }
@@ -268,6 +272,7 @@ Result<SecretBytes> LocalKeyUnwrapper::unwrap(const WrappedKey& wrapped) {
 
 Result<DecryptedBytes> decrypt_cms(const CryptoContext& ctx, std::string_view cms_der,
                                    std::span<KeyUnwrapper* const> keys) {
+  ERR_clear_error();  // whatever an earlier caller left must not become our reason
   // OpenSSL reads BER (streamed, indefinite lengths) and writes DER, which
   // is what our reader expects.
   MAILKMS_TRY(cms, detail::parse_cms(ctx, cms_der));
@@ -315,19 +320,27 @@ Result<DecryptedBytes> decrypt_cms(const CryptoContext& ctx, std::string_view cm
   const auto key_length = static_cast<std::size_t>(EVP_CIPHER_CTX_get_key_length(cctx.get()));
 
   // Find our recipient entry and have its key unwrapped.
+  // Every entry that names one of our certificates is tried in turn: one
+  // unreadable entry must not hide a good one.
   std::optional<SecretBytes> cek;
   std::optional<Certificate> recipient;
+  std::optional<Error> last_error;
   for (KeyUnwrapper* key : keys) {
     for (const auto& entry : parts.recipients) {
       if (entry.kind == detail::RecipientEntry::Kind::unsupported || !entry.id.matches(key->certificate())) continue;
-      MAILKMS_TRY(wrapped, wrapped_key_for(entry, key_length));
-      MAILKMS_TRY(unwrapped, key->unwrap(wrapped));
-      cek = std::move(unwrapped);
+      auto wrapped = wrapped_key_for(entry, key_length);
+      auto unwrapped = wrapped ? key->unwrap(*wrapped) : Result<SecretBytes>(std::move(wrapped).error());
+      if (!unwrapped) {
+        last_error = std::move(unwrapped).error();
+        continue;
+      }
+      cek = std::move(*unwrapped);
       recipient = key->certificate();
       break;
     }
     if (cek) break;
   }
+  if (!cek && last_error) return *last_error;
   if (!cek) {
     std::string listed;
     for (const auto& entry : parts.recipients) {

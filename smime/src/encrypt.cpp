@@ -17,6 +17,12 @@ Status add_recipient(CMS_ContentInfo* cms, const Recipient& recipient) {
   if (!cert.is_rsa() && !cert.is_ec()) {
     return make_error(Errc::invalid_certificate, "recipient key is neither RSA nor EC: " + cert.subject());
   }
+  // RFC 8550 §4.4.2: a key whose keyUsage forbids it is not encrypted to.
+  // Validity and revocation are the caller's (the certificate cache's).
+  const unsigned needed = cert.is_ec() ? KU_KEY_AGREEMENT : KU_KEY_ENCIPHERMENT;
+  if ((X509_get_extension_flags(cert.native()) & EXFLAG_KUSAGE) != 0 && (X509_get_key_usage(cert.native()) & needed) == 0) {
+    return make_error(Errc::invalid_certificate, "the certificate's keyUsage does not allow encryption: " + cert.subject());
+  }
   CMS_RecipientInfo* ri = CMS_add1_recipient_cert(cms, cert.native(), CMS_KEY_PARAM);
   if (ri == nullptr) return ossl::error(Errc::invalid_certificate, "cannot encrypt to " + cert.subject());
   EVP_PKEY_CTX* pctx = CMS_RecipientInfo_get0_pkey_ctx(ri);
@@ -46,6 +52,7 @@ namespace {
 
 Result<ossl::Cms> start_enveloped_data(const CryptoContext& ctx, std::span<const Recipient> recipients,
                                        const EncryptOptions& options) {
+  ERR_clear_error();  // whatever an earlier caller left must not become our reason
   if (recipients.empty()) return make_error(Errc::invalid_argument, "no recipients to encrypt to");
   if (is_decrypt_only(options.cipher)) {
     return make_error(Errc::unsupported_algorithm,
@@ -71,11 +78,14 @@ Status encrypt_pieces(const CryptoContext& ctx, const detail::Pieces& content, s
                       const EncryptOptions& options, Spool& out) {
   MAILKMS_TRY(cms, start_enveloped_data(ctx, recipients, options));
   detail::Base64Sink sink(out);
-  ossl::Bio in = detail::pieces_bio(content);
-  if (!in || sink.bio() == nullptr) return ossl::error(Errc::internal, "cannot set up streaming");
-  if (i2d_CMS_bio_stream(sink.bio(), cms.get(), in.get(), CMS_STREAM | CMS_BINARY) != 1) {
-    return ossl::error(Errc::internal, "encryption failed");
-  }
+  detail::PiecesSource in(content);
+  if (in.bio() == nullptr || sink.bio() == nullptr) return ossl::error(Errc::internal, "cannot set up streaming");
+  const bool encoded = i2d_CMS_bio_stream(sink.bio(), cms.get(), in.bio(), CMS_STREAM | CMS_BINARY) == 1;
+  // A spool that cannot be read or written (a full disk) is the cause,
+  // whatever OpenSSL made of it.
+  if (in.error()) return *in.error();
+  if (sink.error()) return *sink.error();
+  if (!encoded) return ossl::error(Errc::internal, "encryption failed");
   return sink.finish();
 }
 

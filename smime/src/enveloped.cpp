@@ -77,7 +77,14 @@ Status read_key_agreement(std::string_view contents, std::vector<RecipientEntry>
   {
     der::Reader o(originator->value);
     const auto key = o.expect(der::tag::context(1, true));  // originatorKey
-    if (!key) return make_error(Errc::unsupported_algorithm, "key agreement with a static originator key");
+    if (!key) {
+      // Static-static ECDH: not for us to read, but no reason to refuse
+      // the entries that follow.
+      RecipientEntry other;
+      other.kind_name = "kari with a static originator key";
+      out.push_back(std::move(other));
+      return Ok{};
+    }
     der::Reader k(key->value);
     const auto algorithm = k.expect(der::tag::sequence);
     const auto point = k.expect(der::tag::bit_string);
@@ -174,6 +181,7 @@ std::optional<Cipher> content_cipher(const Algorithm& algorithm) {
   der::Reader r(seq->value);
   const auto version = r.next_if(der::tag::integer);
   if (!version) return Cipher::rc2_40;
+  if (version->value.size() > 2) return Cipher::rc2_128;  // 256 and above: the key bits themselves
   long value = 0;
   for (const char c : version->value) value = (value << 8) | static_cast<unsigned char>(c);
   switch (value) {

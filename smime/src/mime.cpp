@@ -173,24 +173,16 @@ std::optional<std::string> ContentType::parameter(std::string_view name) const {
 }
 
 std::string to_crlf(std::string_view text) {
-  bool canonical = true;
-  for (std::size_t i = 0; i < text.size() && canonical; ++i) {
-    if (text[i] == '\n' && (i == 0 || text[i - 1] != '\r')) canonical = false;
-    if (text[i] == '\r' && (i + 1 == text.size() || text[i + 1] != '\n')) canonical = false;
-  }
-  if (canonical) return std::string(text);
-  std::string out;
-  out.reserve(text.size() + text.size() / 32);
+  std::size_t bare = 0;
   for (std::size_t i = 0; i < text.size(); ++i) {
-    const char c = text[i];
-    if (c == '\r') {
-      out += "\r\n";
-      if (i + 1 < text.size() && text[i + 1] == '\n') ++i;
-    } else if (c == '\n') {
-      out += "\r\n";
-    } else {
-      out.push_back(c);
-    }
+    if (text[i] == '\n' && (i == 0 || text[i - 1] != '\r')) ++bare;
+  }
+  if (bare == 0) return std::string(text);
+  std::string out;
+  out.reserve(text.size() + bare);
+  for (std::size_t i = 0; i < text.size(); ++i) {
+    if (text[i] == '\n' && (i == 0 || text[i - 1] != '\r')) out.push_back('\r');
+    out.push_back(text[i]);
   }
   return out;
 }
@@ -211,19 +203,24 @@ Result<Message> parse_message(std::string_view raw, const MimeLimits& limits) {
 }
 
 Result<Entity> parse_entity(std::string_view raw, const MimeLimits& limits) {
-  std::string text = to_crlf(raw);
-  auto parsed = parse_header_section(text, limits);
+  // Only the header lines are made CRLF: the body is kept byte for byte,
+  // since inside CMS it may be binary.
+  const auto split = detail::find_header_end(raw, limits.max_header_bytes);
+  if (!split) {
+    return make_error(Errc::limit_exceeded, "header section larger than " + std::to_string(limits.max_header_bytes) + " bytes");
+  }
+  const std::string headers = to_crlf(raw.substr(0, split->headers_end)) + "\r\n";
+  auto parsed = parse_header_section(headers, limits);
   if (!parsed) {
     // Some signers wrap bare text without any MIME header (openssl cms
     // without -text does): read it as a body of the default type.
-    const std::size_t first_line = text.find("\r\n");
-    if (parsed.error().code == Errc::malformed_mime &&
-        text.substr(0, first_line).find(':') == std::string::npos) {
-      return Entity{{}, std::move(text)};
+    const std::string_view first_line = raw.substr(0, raw.find('\n'));
+    if (parsed.error().code == Errc::malformed_mime && first_line.find(':') == std::string_view::npos) {
+      return Entity{{}, std::string(raw)};
     }
     return std::move(parsed).error();
   }
-  return Entity{std::move(parsed->fields), std::string(parsed->body)};
+  return Entity{std::move(parsed->fields), std::string(raw.substr(split->body_start))};
 }
 
 Result<ContentType> content_type(const Entity& entity) {
@@ -326,20 +323,42 @@ Result<std::string> base64_decode(std::string_view text) {
   return out;
 }
 
-std::optional<std::string> first_address(std::string_view header_value) {
-  gmime::ensure_initialized();
-  const std::string value(header_value);
-  InternetAddressList* list = internet_address_list_parse(nullptr, value.c_str());
-  if (list == nullptr) return std::nullopt;
-  gmime::Ptr<InternetAddressList> owner(list);
+namespace {
+
+void collect_mailboxes(InternetAddressList* list, std::vector<std::string>& out) {
   for (int i = 0; i < internet_address_list_length(list); ++i) {
     InternetAddress* address = internet_address_list_get_address(list, i);
     if (INTERNET_ADDRESS_IS_MAILBOX(address)) {
       const char* addr = internet_address_mailbox_get_addr(INTERNET_ADDRESS_MAILBOX(address));
-      if (addr != nullptr && *addr != '\0') return std::string(addr);
+      if (addr != nullptr && *addr != '\0') out.emplace_back(addr);
+    } else if (INTERNET_ADDRESS_IS_GROUP(address)) {
+      collect_mailboxes(internet_address_group_get_members(INTERNET_ADDRESS_GROUP(address)), out);
     }
   }
-  return std::nullopt;
+}
+
+}  // namespace
+
+std::vector<std::string> mailbox_addresses(std::string_view header_value) {
+  gmime::ensure_initialized();
+  const std::string value(header_value);
+  std::vector<std::string> out;
+  InternetAddressList* list = internet_address_list_parse(nullptr, value.c_str());
+  if (list == nullptr) return out;
+  gmime::Ptr<InternetAddressList> owner(list);
+  collect_mailboxes(list, out);
+  return out;
+}
+
+std::vector<std::string> author_addresses(const Message& message) {
+  const HeaderField* from = nullptr;
+  for (const auto& field : message.headers) {
+    if (!detail::iequals(field.name, "From")) continue;
+    if (from != nullptr) return {};  // two From fields: whose signature would it be?
+    from = &field;
+  }
+  if (from == nullptr) return {};
+  return mailbox_addresses(from->unfolded());
 }
 
 }  // namespace mailkms::smime

@@ -117,9 +117,7 @@ Opened open_message(const CryptoContext& ctx, std::string_view message, std::spa
     opened.error = std::move(parsed).error();
     return opened;
   }
-  if (!options.from) {
-    if (const HeaderField* from = parsed->find("From")) options.from = first_address(from->unfolded());
-  }
+  if (!options.from) options.from = author_addresses(*parsed);
   return open_entity(ctx, parsed->entity, keys, options);
 }
 
@@ -171,10 +169,13 @@ Result<std::vector<LayerDescription>> inspect_entity(const CryptoContext& ctx, c
     for (const auto& c : verdict.certificates) {
       d.lines.push_back("certificate: " + c.subject() + " (issuer " + c.issuer() + ")");
     }
-    d.lines.push_back(std::string("signature: ") +
-                      (verdict.status == SignatureStatus::fail || verdict.status == SignatureStatus::malformed
-                           ? std::string(to_string(verdict.status)) + ": " + verdict.reason
-                           : "intact"));
+    if (verdict.intact) {
+      d.lines.push_back("signature: intact");
+    } else if (verdict.status == SignatureStatus::fail) {
+      d.lines.push_back("signature: fail: " + verdict.reason);
+    } else {
+      d.lines.push_back("signature: not verified (" + std::string(to_string(verdict.status)) + "): " + verdict.reason);
+    }
     layers.push_back(std::move(d));
     if (!verdict.content) return layers;
     current = std::move(*verdict.content);

@@ -1,5 +1,5 @@
 // What a body needs before it can be signed, found in one pass over its
-// chunks: bare line ends (to become CRLF) and content no transport may carry
+// chunks: bare LF line ends (to become CRLF) and content no transport may carry
 // unchanged (8bit, NUL, lines over 998 octets). Runs on every message we
 // sign, so it works a line at a time with memchr and eight octets at a time
 // within a line.
@@ -17,7 +17,6 @@ class BodyScan {
     const char* p = chunk.data();
     const char* const end = p + chunk.size();
     if (p == end) return;
-    if (previous_cr_ && *p != '\n') bare_ = true;
     if (!encode_) encode_ = has_8bit_or_nul(p, end);
     while (p < end) {
       const auto* nl = static_cast<const char*>(std::memchr(p, '\n', static_cast<std::size_t>(end - p)));
@@ -25,7 +24,6 @@ class BodyScan {
       const bool cr_last = stop > p && stop[-1] == '\r';
       if (nl != nullptr && !(stop > p ? cr_last : previous_cr_)) bare_ = true;
       const char* content_end = cr_last ? stop - 1 : stop;
-      if (std::memchr(p, '\r', static_cast<std::size_t>(content_end - p)) != nullptr) bare_ = true;
       line_ += static_cast<std::size_t>(content_end - p);
       if (line_ > kMaxLine) encode_ = true;
       if (nl != nullptr) {
@@ -39,11 +37,7 @@ class BodyScan {
     }
   }
 
-  void finish() {
-    if (previous_cr_) bare_ = true;
-  }
-
-  [[nodiscard]] bool bare_line_ends() const { return bare_; }
+  [[nodiscard]] bool bare_line_feeds() const { return bare_; }
   [[nodiscard]] bool needs_encoding() const { return encode_; }
 
  private:

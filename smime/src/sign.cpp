@@ -60,7 +60,9 @@ Status add_signed_attributes(CMS_SignerInfo* si, std::string_view message_digest
                                   static_cast<int>(message_digest.size())) != 1) {
     return ossl::error(Errc::internal, "cannot add messageDigest");
   }
-  STACK_OF(X509_ALGOR)* raw = nullptr;
+  ossl::AlgorStack capabilities(sk_X509_ALGOR_new_null());
+  STACK_OF(X509_ALGOR)* raw = capabilities.get();
+  if (raw == nullptr) return ossl::error(Errc::internal, "cannot add capabilities");
   for (const Cipher c : options.capabilities) {
     if (is_decrypt_only(c)) continue;  // never invite anyone to use DES or RC2
     if (CMS_add_simple_smimecap(&raw, nid(c), -1) != 1) return ossl::error(Errc::internal, "cannot add capability");
@@ -68,8 +70,7 @@ Status add_signed_attributes(CMS_SignerInfo* si, std::string_view message_digest
   if (options.advertise_rsa_oaep && CMS_add_simple_smimecap(&raw, NID_rsaesOaep, -1) != 1) {
     return ossl::error(Errc::internal, "cannot add capability");
   }
-  ossl::AlgorStack capabilities(raw);
-  if (capabilities && CMS_add_smimecap(si, capabilities.get()) != 1) {
+  if (sk_X509_ALGOR_num(raw) > 0 && CMS_add_smimecap(si, raw) != 1) {
     return ossl::error(Errc::internal, "cannot add SMIMECapabilities");
   }
   return Ok{};
@@ -162,8 +163,11 @@ Result<std::string> signed_data_from_digest(const CryptoContext& ctx, std::strin
     CMS_SignerInfo_get0_algs(si, nullptr, nullptr, nullptr, &algorithm);
     const std::string params = pss_parameters(options.digest, static_cast<int>(digest.size()));
     ASN1_STRING* seq = ASN1_STRING_new();
-    ASN1_STRING_set(seq, params.data(), static_cast<int>(params.size()));
-    X509_ALGOR_set0(algorithm, OBJ_nid2obj(NID_rsassaPss), V_ASN1_SEQUENCE, seq);
+    if (seq == nullptr || ASN1_STRING_set(seq, params.data(), static_cast<int>(params.size())) != 1 ||
+        X509_ALGOR_set0(algorithm, OBJ_nid2obj(NID_rsassaPss), V_ASN1_SEQUENCE, seq) != 1) {
+      ASN1_STRING_free(seq);
+      return ossl::error(Errc::internal, "cannot set the RSA-PSS parameters");
+    }
   }
   if (embedded) {
     ASN1_OCTET_STRING** slot = CMS_get0_content(cms.get());
@@ -204,6 +208,7 @@ Result<std::string> digest_pieces(const CryptoContext& ctx, const Pieces& conten
 
 Result<SignedEntity> sign_pieces(const CryptoContext& ctx, const Pieces& canonical, Signer& signer,
                                  const SignOptions& options) {
+  ERR_clear_error();  // whatever an earlier caller left must not become our reason
   if (is_weak(options.digest)) return make_error(Errc::unsupported_algorithm, "refusing to sign with SHA-1");
   // (a) the content's digest
   MAILKMS_TRY(digest, digest_pieces(ctx, canonical, options.digest));

@@ -12,27 +12,13 @@ Result<SpooledMessage> parse_spooled_message(const Spool& spool, const MimeLimit
   std::string head(std::min(spool.size(), limits.max_header_bytes + 4), '\0');
   MAILKMS_TRY(got, spool.read(0, head.data(), head.size()));
   head.resize(got);
-  std::size_t end = std::string::npos;  // offset of the body
-  std::size_t headers_end = 0;
-  for (std::size_t pos = 0; pos < head.size();) {
-    const std::size_t nl = head.find('\n', pos);
-    if (nl == std::string::npos) break;
-    const std::size_t length = nl - pos;
-    if (length == 0 || (length == 1 && head[pos] == '\r')) {
-      headers_end = pos;
-      end = nl + 1;
-      break;
-    }
-    pos = nl + 1;
+  const auto split = find_header_end(head, limits.max_header_bytes);
+  if (!split) {
+    return make_error(Errc::limit_exceeded,
+                      "header section larger than " + std::to_string(limits.max_header_bytes) + " bytes");
   }
-  if (end == std::string::npos) {
-    if (spool.size() > limits.max_header_bytes) {
-      return make_error(Errc::limit_exceeded,
-                        "header section larger than " + std::to_string(limits.max_header_bytes) + " bytes");
-    }
-    headers_end = head.size();
-    end = head.size();
-  }
+  const std::size_t headers_end = split->headers_end;
+  const std::size_t end = split->body_start;
   MAILKMS_TRY(parsed, parse_message(std::string_view(head).substr(0, headers_end), limits));
 
   SpooledMessage message;
@@ -46,8 +32,7 @@ Result<SpooledMessage> parse_spooled_message(const Spool& spool, const MimeLimit
     scan.feed(chunk);
     return Ok{};
   }));
-  scan.finish();
-  message.bare_line_ends = scan.bare_line_ends();
+  message.bare_line_feeds = scan.bare_line_feeds();
   message.needs_encoding = scan.needs_encoding();
   return message;
 }
@@ -57,7 +42,7 @@ Result<Pieces> canonical_entity(const SpooledMessage& message, Spool& scratch) {
   std::string headers;
   append_fields(headers, message.content_headers);
   pieces.add(headers + "\r\n");
-  if (!message.bare_line_ends) {
+  if (!message.bare_line_feeds) {
     pieces.add(*message.spool, message.body_offset, message.body_length);
     return pieces;
   }
@@ -68,19 +53,12 @@ Result<Pieces> canonical_entity(const SpooledMessage& message, Spool& scratch) {
       message.body_offset, message.body_length, [&](std::string_view chunk) -> Status {
         converted.clear();
         for (const char c : chunk) {
-          if (c == '\n') {
-            if (!previous_cr) converted += '\r';
-            converted += '\n';
-          } else {
-            if (previous_cr) converted += '\n';
-            if (c != '\r') converted += c;
-            else converted += '\r';
-          }
+          if (c == '\n' && !previous_cr) converted += '\r';
+          converted += c;
           previous_cr = c == '\r';
         }
         return scratch.append(converted);
       }));
-  if (previous_cr) MAILKMS_CHECK(scratch.append("\n"));
   pieces.add(scratch, start, scratch.size() - start);
   return pieces;
 }

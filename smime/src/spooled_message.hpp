@@ -16,14 +16,14 @@ struct SpooledMessage {
   const Spool* spool = nullptr;
   std::size_t body_offset = 0;
   std::size_t body_length = 0;
-  bool bare_line_ends = false;  // an LF without CR, or a CR without LF
+  bool bare_line_feeds = false;  // an LF without CR before it
   bool needs_encoding = false;  // 8bit, NUL, or a line longer than 998 octets
 };
 
 Result<SpooledMessage> parse_spooled_message(const Spool& spool, const MimeLimits& limits);
 
 // The MIME entity (content headers, empty line, body) with CRLF line ends,
-// as pieces over the spool; a body with bare line ends is converted into
+// as pieces over the spool; a body with bare line feeds is converted into
 // `scratch` first.
 Result<Pieces> canonical_entity(const SpooledMessage& message, Spool& scratch);
 

@@ -9,35 +9,19 @@
 namespace mailkms::smime::detail {
 namespace {
 
-struct PiecesCursor {
-  const Pieces* pieces;
-  std::size_t offset = 0;
-};
-
 int pieces_read(BIO* bio, char* out, int length) {
-  auto* cursor = static_cast<PiecesCursor*>(BIO_get_data(bio));
   BIO_clear_retry_flags(bio);
-  if (length <= 0) return 0;
-  auto n = cursor->pieces->read(cursor->offset, out, static_cast<std::size_t>(length));
-  if (!n) return -1;
-  cursor->offset += *n;
-  return static_cast<int>(*n);
+  return static_cast<PiecesSource*>(BIO_get_data(bio))->read(out, length);
 }
 
 long pieces_ctrl(BIO* bio, int cmd, long, void*) {
-  auto* cursor = static_cast<PiecesCursor*>(BIO_get_data(bio));
+  const auto* source = static_cast<PiecesSource*>(BIO_get_data(bio));
   switch (cmd) {
-    case BIO_CTRL_EOF: return cursor->offset >= cursor->pieces->size() ? 1 : 0;
-    case BIO_CTRL_PENDING: return static_cast<long>(cursor->pieces->size() - cursor->offset);
+    case BIO_CTRL_EOF: return source->at_end() ? 1 : 0;
+    case BIO_CTRL_PENDING: return static_cast<long>(source->remaining());
     case BIO_CTRL_FLUSH: return 1;
     default: return 0;
   }
-}
-
-int pieces_destroy(BIO* bio) {
-  delete static_cast<PiecesCursor*>(BIO_get_data(bio));
-  BIO_set_data(bio, nullptr);
-  return 1;
 }
 
 int sink_write(BIO* bio, const char* data, int length) {
@@ -52,7 +36,6 @@ const BIO_METHOD* pieces_method() {
     BIO_METHOD* m = BIO_meth_new(BIO_get_new_index() | BIO_TYPE_SOURCE_SINK, "mailkms pieces");
     BIO_meth_set_read(m, pieces_read);
     BIO_meth_set_ctrl(m, pieces_ctrl);
-    BIO_meth_set_destroy(m, pieces_destroy);
     return m;
   }();
   return method;
@@ -124,13 +107,23 @@ Result<std::size_t> Pieces::read(std::size_t offset, char* buffer, std::size_t l
   return done;
 }
 
-ossl::Bio pieces_bio(const Pieces& pieces) {
-  ossl::Bio bio(BIO_new(pieces_method()));
-  if (bio) {
-    BIO_set_data(bio.get(), new PiecesCursor{&pieces, 0});
-    BIO_set_init(bio.get(), 1);
+PiecesSource::PiecesSource(const Pieces& pieces) : pieces_(pieces), bio_(BIO_new(pieces_method())) {
+  if (bio_) {
+    BIO_set_data(bio_.get(), this);
+    BIO_set_init(bio_.get(), 1);
   }
-  return bio;
+}
+
+int PiecesSource::read(char* out, int length) {
+  if (error_) return -1;
+  if (length <= 0) return 0;
+  auto n = pieces_.read(offset_, out, static_cast<std::size_t>(length));
+  if (!n) {
+    error_ = std::move(n).error();
+    return -1;
+  }
+  offset_ += *n;
+  return static_cast<int>(*n);
 }
 
 Base64Sink::Base64Sink(Spool& out) : out_(out), bio_(BIO_new(sink_method())) {

@@ -6,6 +6,7 @@
 
 #include <deque>
 #include <functional>
+#include <optional>
 #include <string>
 #include <string_view>
 
@@ -37,8 +38,28 @@ class Pieces {
   std::size_t size_ = 0;
 };
 
-// A read-only BIO over `pieces`, which must outlive it.
-ossl::Bio pieces_bio(const Pieces& pieces);
+// A read-only BIO over `pieces`, which must outlive it. A failed read is
+// kept: OpenSSL's copy loops take -1 for the end of input, so a caller
+// must ask error() after use, or a read error would silently truncate.
+class PiecesSource {
+ public:
+  explicit PiecesSource(const Pieces& pieces);
+  PiecesSource(const PiecesSource&) = delete;
+  PiecesSource& operator=(const PiecesSource&) = delete;
+  [[nodiscard]] BIO* bio() const noexcept { return bio_.get(); }
+  [[nodiscard]] const std::optional<Error>& error() const noexcept { return error_; }
+
+  // Called by the BIO.
+  int read(char* out, int length);
+  [[nodiscard]] bool at_end() const noexcept { return offset_ >= pieces_.size(); }
+  [[nodiscard]] std::size_t remaining() const noexcept { return pieces_.size() - offset_; }
+
+ private:
+  const Pieces& pieces_;
+  std::size_t offset_ = 0;
+  std::optional<Error> error_;
+  ossl::Bio bio_;
+};
 
 // Base64 with CRLF every 76 characters into a Spool. BIO_flush is a no-op
 // (CMS flushes mid-stream); finish() writes the last partial line.
@@ -48,6 +69,7 @@ class Base64Sink {
   Base64Sink(const Base64Sink&) = delete;
   Base64Sink& operator=(const Base64Sink&) = delete;
   [[nodiscard]] BIO* bio() const noexcept { return bio_.get(); }
+  [[nodiscard]] const std::optional<Error>& error() const noexcept { return error_; }
   Status finish();
 
   // Called by the BIO.

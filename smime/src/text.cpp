@@ -7,6 +7,18 @@
 
 namespace mailkms::smime::detail {
 
+std::optional<HeaderEnd> find_header_end(std::string_view text, std::size_t limit) {
+  const std::size_t window = std::min(text.size(), limit + 2);
+  for (std::size_t pos = 0; pos < window;) {
+    const std::size_t nl = text.find('\n', pos);
+    if (nl == std::string_view::npos || nl >= window) break;
+    if (nl == pos || (nl == pos + 1 && text[pos] == '\r')) return HeaderEnd{pos, nl + 1};
+    pos = nl + 1;
+  }
+  if (text.size() > limit) return std::nullopt;
+  return HeaderEnd{text.size(), text.size()};
+}
+
 bool iequals(std::string_view a, std::string_view b) {
   return a.size() == b.size() && std::equal(a.begin(), a.end(), b.begin(), [](char x, char y) {
            return std::tolower(static_cast<unsigned char>(x)) == std::tolower(static_cast<unsigned char>(y));

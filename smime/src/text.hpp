@@ -1,6 +1,7 @@
 // Small text helpers the MIME, streaming and CMS-wrapping units share.
 #pragma once
 
+#include <optional>
 #include <string>
 #include <string_view>
 #include <vector>
@@ -8,6 +9,15 @@
 #include "mailkms/smime/mime.hpp"
 
 namespace mailkms::smime::detail {
+
+// Where a header section ends: the first empty line ("\n" or "\r\n").
+struct HeaderEnd {
+  std::size_t headers_end;  // the header lines, without the empty line
+  std::size_t body_start;   // after the empty line
+};
+// Looks no further than `limit` bytes; nullopt if the header section is
+// longer. Text without an empty line is all header.
+std::optional<HeaderEnd> find_header_end(std::string_view text, std::size_t limit);
 
 // ASCII case-insensitive equality, as header field names compare.
 bool iequals(std::string_view a, std::string_view b);

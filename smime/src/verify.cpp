@@ -2,6 +2,8 @@
 
 #include <openssl/cmserr.h>
 
+#include <cstring>
+
 #include "ossl.hpp"
 #include "smime_entity.hpp"
 
@@ -23,10 +25,17 @@ struct SignedParts {
 
 // Finds the next delimiter line "--boundary" (RFC 2046 §5.1.1) at or after
 // `from`; sets `closing` for "--boundary--" and `after` past its CRLF.
+// `from` is the start of a line. Looks only at line starts, so the cost is
+// linear in the body whatever the boundary.
 std::optional<std::size_t> find_delimiter(std::string_view body, std::string_view delimiter, std::size_t from,
                                           bool& closing, std::size_t& after) {
-  for (std::size_t p = body.find(delimiter, from); p != std::string_view::npos; p = body.find(delimiter, p + 1)) {
-    if (p != 0 && (p < 2 || body.substr(p - 2, 2) != "\r\n")) continue;
+  for (std::size_t p = from; p < body.size();) {
+    const auto* nl = static_cast<const char*>(std::memchr(body.data() + p, '\n', body.size() - p));
+    const std::size_t next = nl != nullptr ? static_cast<std::size_t>(nl - body.data()) + 1 : body.size();
+    if (body.compare(p, delimiter.size(), delimiter) != 0) {
+      p = next;
+      continue;
+    }
     std::size_t q = p + delimiter.size();
     closing = body.substr(q, 2) == "--";
     if (closing) q += 2;
@@ -35,7 +44,10 @@ std::optional<std::size_t> find_delimiter(std::string_view body, std::string_vie
       after = q;
       return p;
     }
-    if (body.substr(q, 2) != "\r\n") continue;  // "--boundaryX…" is another boundary
+    if (body.substr(q, 2) != "\r\n") {  // "--boundaryX…" is another boundary
+      p = next;
+      continue;
+    }
     after = q + 2;
     return p;
   }
@@ -148,13 +160,22 @@ void judge_signer(const CryptoContext& ctx, SignerReport& report, STACK_OF(X509)
       }
     }
   }
-  if (options.from && !report.certificate.has_email(*options.from)) {
-    report.status = SignatureStatus::signer_mismatch;
+  if (options.from) {
     std::string addresses;
     for (const auto& a : report.addresses) addresses += (addresses.empty() ? "" : ", ") + a;
-    report.reason = "From <" + *options.from + "> is not an address of the signer (" +
-                    (addresses.empty() ? std::string("none") : addresses) + ")";
-    return;
+    if (addresses.empty()) addresses = "none";
+    if (options.from->empty()) {
+      report.status = SignatureStatus::signer_mismatch;
+      report.reason = "the message has no single readable From field to match the signer (" + addresses + ")";
+      return;
+    }
+    for (const auto& author : *options.from) {
+      if (!report.certificate.has_email(author)) {
+        report.status = SignatureStatus::signer_mismatch;
+        report.reason = "From <" + author + "> is not an address of the signer (" + addresses + ")";
+        return;
+      }
+    }
   }
   report.status = SignatureStatus::pass;
   report.reason = "signed by " + (report.addresses.empty() ? report.certificate.subject() : report.addresses.front());
@@ -184,6 +205,7 @@ VerifyResult verify_cms(const CryptoContext& ctx, CMS_ContentInfo* cms, std::opt
   ossl::Bio content_out(BIO_new(BIO_s_mem()));
   const bool intact = CMS_verify(cms, nullptr, nullptr, content_in.get(), content_out.get(),
                                  CMS_NO_SIGNER_CERT_VERIFY | CMS_BINARY) == 1;
+  result.intact = intact;
   std::string math_error;
   bool certificate_missing = false;
   if (!intact) {
@@ -285,6 +307,7 @@ Status TrustStore::add_system_roots() {
 }
 
 VerifyResult verify_entity(const CryptoContext& ctx, const Entity& entity, const VerifyOptions& options) {
+  ERR_clear_error();  // whatever an earlier caller left must not become our reason
   auto type = content_type(entity);
   if (!type) return malformed(std::move(type).error());
 
@@ -297,7 +320,9 @@ VerifyResult verify_entity(const CryptoContext& ctx, const Entity& entity, const
       return r;
     }
     const auto boundary = type->parameter("boundary");
-    if (!boundary || boundary->empty()) return malformed(make_error(Errc::malformed_mime, "multipart/signed without boundary"));
+    if (!boundary || boundary->empty() || boundary->size() > 70) {  // RFC 2046 §5.1.1
+      return malformed(make_error(Errc::malformed_mime, "multipart/signed without a valid boundary (1 to 70 characters)"));
+    }
     auto parts = split_signed(entity.body, *boundary);
     if (!parts) return malformed(std::move(parts).error());
     auto signature_entity = parse_entity(parts->signature, options.limits);
@@ -339,9 +364,7 @@ VerifyResult verify_entity(const CryptoContext& ctx, const Entity& entity, const
 VerifyResult verify_message(const CryptoContext& ctx, std::string_view message, VerifyOptions options) {
   auto parsed = parse_message(message, options.limits);
   if (!parsed) return malformed(std::move(parsed).error());
-  if (!options.from) {
-    if (const HeaderField* from = parsed->find("From")) options.from = first_address(from->unfolded());
-  }
+  if (!options.from) options.from = author_addresses(*parsed);
   return verify_entity(ctx, parsed->entity, options);
 }
 

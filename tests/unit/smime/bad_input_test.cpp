@@ -163,3 +163,35 @@ TEST_CASE("a header line without a name", "[bad-input]") {
   REQUIRE_FALSE(parsed);
   CHECK(parsed.error().code == Errc::malformed_mime);
 }
+
+TEST_CASE("inspect says a signature was not verified when the signer's certificate is missing", "[bad-input]") {
+  // Signed without carrying the signer's certificate.
+  const auto r = test::run("openssl cms -sign -nocerts -nodetach -binary -in /dev/null -signer " +
+                           test::pki_path("alice.pem") + " -inkey " + test::pki_path("alice.key") + " -outform DER");
+  REQUIRE(r.exit_code == 0);
+  const Entity entity{{{"Content-Type", " application/pkcs7-mime; smime-type=signed-data"},
+                       {"Content-Transfer-Encoding", " base64"}},
+                      base64_encode_mime(r.out)};
+  const auto layers = must(inspect_entity(*test::context(), entity, {}, {}));
+  REQUIRE_FALSE(layers.empty());
+  const auto& lines = layers.front().lines;
+  CHECK(std::find(lines.begin(), lines.end(), "signature: intact") == lines.end());
+  CHECK(std::any_of(lines.begin(), lines.end(), [](const std::string& l) { return l.rfind("signature: not verified (untrusted)", 0) == 0; }));
+}
+
+TEST_CASE("a hostile boundary: too long, or a body made to look like boundaries", "[bad-input]") {
+  const std::string head = kHeaders + "Content-Type: multipart/signed; protocol=\"application/pkcs7-signature\"; boundary=\"";
+  SECTION("a boundary longer than RFC 2046 allows is refused") {
+    const VerifyResult v = verify(head + std::string(200'000, '-') + "x\"\r\n\r\n" + std::string(1 << 20, '-'));
+    CHECK(v.status == SignatureStatus::malformed);
+    REQUIRE(v.error);
+    CHECK(v.error->code == Errc::malformed_mime);
+  }
+  SECTION("4 MB of near-boundaries is scanned line by line and found wanting") {
+    const std::string boundary(69, '-');
+    std::string body;
+    for (int i = 0; i < 4 << 20; i += 80) body += std::string(78, '-') + "\r\n";
+    const VerifyResult v = verify(head + boundary + "x\"\r\n\r\n" + body);
+    CHECK(v.status == SignatureStatus::malformed);
+  }
+}

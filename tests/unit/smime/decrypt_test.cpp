@@ -106,3 +106,24 @@ TEST_CASE("a wrong key-transport block looks like any wrong key (no padding orac
   REQUIRE(cek);
   CHECK(cek->size() == 32);
 }
+
+TEST_CASE("binary content inside CMS comes out byte for byte", "[decrypt]") {
+  std::string binary;
+  for (int i = 0; i < 4096; ++i) binary.push_back(static_cast<char>((i * 31) & 0xff));  // has lone LFs and CRs
+  const std::string entity = "Content-Type: application/octet-stream\r\nContent-Transfer-Encoding: binary\r\n\r\n" + binary;
+  const std::vector<Recipient> to{{test::cert("alice")}};
+  const std::string der = must(build_enveloped_data(*test::context(), entity, to, {}));
+  auto key = test::unwrapper("alice");
+  KeyUnwrapper* keys[] = {&key};
+  const auto bytes = must(decrypt_cms(*test::context(), der, keys));
+  CHECK(bytes.content == entity);
+  const Entity parsed = must(parse_entity(bytes.content));
+  CHECK(parsed.body == binary);
+}
+
+TEST_CASE("a certificate whose keyUsage forbids encryption is not encrypted to", "[encrypt]") {
+  const std::vector<Recipient> to{{test::cert("root")}};  // keyCertSign and cRLSign only
+  const auto r = encrypt_message(*test::context(), test::sample_message(), to, {});
+  REQUIRE_FALSE(r);
+  CHECK(r.error().code == Errc::invalid_certificate);
+}

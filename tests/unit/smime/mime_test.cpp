@@ -34,7 +34,7 @@ TEST_CASE("content types are parsed with their parameters", "[mime]") {
 }
 
 TEST_CASE("line endings become CRLF without doubling", "[mime]") {
-  CHECK(to_crlf("a\nb\r\nc\rd") == "a\r\nb\r\nc\r\nd");
+  CHECK(to_crlf("a\nb\r\nc\rd") == "a\r\nb\r\nc\rd");  // a lone CR is no line end
   CHECK(to_crlf("a\r\n") == "a\r\n");
 }
 
@@ -78,8 +78,18 @@ TEST_CASE("canonicalization re-encodes 8bit and long lines and leaves 7bit alone
   }
 }
 
-TEST_CASE("the first address of a From field", "[mime]") {
-  CHECK(first_address("Alice Example <Alice@Example.org>") == "Alice@Example.org");
-  CHECK(first_address("=?utf-8?q?J=C3=BCrgen?= <j@example.org>, b@example.org") == "j@example.org");
-  CHECK_FALSE(first_address("undisclosed-recipients:;"));
+TEST_CASE("mailbox addresses and the authors of a message", "[mime]") {
+  CHECK(mailbox_addresses("Alice Example <Alice@Example.org>") == std::vector<std::string>{"Alice@Example.org"});
+  CHECK(mailbox_addresses("=?utf-8?q?J=C3=BCrgen?= <j@example.org>, b@example.org") ==
+        std::vector<std::string>{"j@example.org", "b@example.org"});
+  CHECK(mailbox_addresses("undisclosed-recipients:;").empty());
+  CHECK(mailbox_addresses("<>").empty());
+
+  const auto authors = [](const std::string& headers) {
+    return author_addresses(*parse_message(headers + "\r\nbody\r\n"));
+  };
+  CHECK(authors("From: a@example.org\r\n") == std::vector<std::string>{"a@example.org"});
+  CHECK(authors("To: b@example.org\r\n").empty());                             // no From
+  CHECK(authors("From: <>\r\nFrom: ceo@example.org\r\n").empty());           // two From fields
+  CHECK(authors("From: a@example.org, ceo@example.org\r\n").size() == 2);      // both must match
 }

@@ -59,6 +59,25 @@ TEST_CASE("every verdict of the verifier", "[verify]") {
     CHECK(v.status == SignatureStatus::signer_mismatch);
     CHECK(v.reason.find("ceo@example.org") != std::string::npos);
   }
+  SECTION("a From that hides the author: signer-mismatch, never pass") {
+    auto signer = test::signer("mallory");
+    VerifyOptions options;
+    smime::TrustStore both;
+    both.add(test::cert("root"));
+    both.add(test::cert("other-root"));  // mallory's certificate is valid here
+    options.trust = &both;
+    const std::string body = "Content-Type: text/plain\r\n\r\npay the invoice\r\n";
+    for (const std::string& headers : {std::string("To: bob@example.org\r\n"),
+                                      std::string("From: <>\r\nFrom: ceo@example.org\r\n"),
+                                      std::string("From: mallory@example.org, ceo@example.org\r\n")}) {
+      const std::string m = must(sign_message(*test::context(), headers + body, signer, {}));
+      const VerifyResult v = verify_message(*test::context(), m, options);
+      INFO(headers);
+      CHECK(v.status == SignatureStatus::signer_mismatch);
+    }
+    const std::string honest = must(sign_message(*test::context(), "From: mallory@example.org\r\n" + body, signer, {}));
+    CHECK(verify_message(*test::context(), honest, options).status == SignatureStatus::pass);
+  }
   SECTION("a root we do not trust: untrusted") {
     const VerifyResult v = sign_and_verify("mallory", "mallory@example.org");
     CHECK(v.status == SignatureStatus::untrusted);

@@ -111,3 +111,13 @@ TEST_CASE("certificate and key loading refuse what they cannot read", "[certific
     CHECK(bundle->certificate == test::cert("alice"));
   }
 }
+
+TEST_CASE("a spool that cannot be written fails encryption with io_error, never a short message", "[spool][encrypt]") {
+  const std::string message = test::sample_message() + big_body(256 << 10);
+  const Spool in = Spool::borrow(message);
+  Spool out({.memory_limit = 1024, .directory = "/nonexistent/full-disk"});
+  const std::vector<Recipient> to{{test::cert("bob")}};
+  const Status s = encrypt_message(*test::context(), in, out, to, {});
+  REQUIRE_FALSE(s);
+  CHECK(s.error().code == Errc::io_error);
+}

@@ -61,11 +61,13 @@ struct ContentType {
   [[nodiscard]] std::optional<std::string> parameter(std::string_view name) const;
 };
 
-// LF or lone CR line endings become CRLF; CRLF stays.
+// Bare LF line endings become CRLF. A lone CR is left alone: it is no line
+// end, and turning it into one would change a message's structure.
 std::string to_crlf(std::string_view text);
 
 Result<Message> parse_message(std::string_view raw, const MimeLimits& limits = {});
-// An entity whose every header field is kept (the inside of an S/MIME layer).
+// An entity whose every header field is kept (the inside of an S/MIME
+// layer); its body is kept byte for byte.
 Result<Entity> parse_entity(std::string_view raw, const MimeLimits& limits = {});
 
 // The entity's Content-Type; text/plain when absent (RFC 2045 §5.2).
@@ -86,7 +88,13 @@ std::string base64_encode_mime(std::string_view data);
 // padding, is an error.
 Result<std::string> base64_decode(std::string_view text);
 
-// The bare address of the first mailbox in a From/To-style value.
-std::optional<std::string> first_address(std::string_view header_value);
+// The bare address of every mailbox in a From/To-style value (group
+// members included); empty if none can be read.
+std::vector<std::string> mailbox_addresses(std::string_view header_value);
+
+// The authors of a message (RFC 5322 From), which a signature must vouch
+// for: empty unless there is exactly one From field with at least one
+// readable address.
+std::vector<std::string> author_addresses(const Message& message);
 
 }  // namespace mailkms::smime

@@ -26,6 +26,7 @@ class Spool {
   static Spool from(std::string bytes);
   // A read-only spool over bytes the caller keeps alive; no copy is made.
   static Spool borrow(std::string_view bytes);
+  static Spool borrow(std::string&& bytes) = delete;  // a temporary would dangle: use from()
   Spool(Spool&&) noexcept;
   Spool& operator=(Spool&&) noexcept;
   Spool(const Spool&) = delete;

@@ -62,8 +62,9 @@ class RevocationChecker {
 struct VerifyOptions {
   const TrustStore* trust = nullptr;       // required for anything but "untrusted"
   RevocationChecker* revocation = nullptr; // optional
-  // The message's From address; when set, it must be one of the signer's.
-  std::optional<std::string> from;
+  // The message's authors (see author_addresses); when set, every one must
+  // be an address of the signer, and an empty list never matches.
+  std::optional<std::vector<std::string>> from;
   // Judge validity at this time instead of now.
   std::optional<std::time_t> at;
   MimeLimits limits;
@@ -82,6 +83,9 @@ struct SignerReport {
 struct VerifyResult {
   SignatureStatus status = SignatureStatus::malformed;
   std::string reason;
+  // The signature's mathematics were checked and hold: the content is as
+  // signed, whoever signed it.
+  bool intact = false;
   // Signed with SHA-1 or a short key: verified, but say so.
   bool weak = false;
   std::vector<SignerReport> signers;
@@ -94,7 +98,7 @@ struct VerifyResult {
 // Verifies a multipart/signed or application/pkcs7-mime signed-data entity.
 VerifyResult verify_entity(const CryptoContext& ctx, const Entity& entity, const VerifyOptions& options);
 
-// Verifies a whole message; `options.from` defaults to the message's From.
+// Verifies a whole message; `options.from` defaults to its authors.
 VerifyResult verify_message(const CryptoContext& ctx, std::string_view message, VerifyOptions options);
 
 }  // namespace mailkms::smime
