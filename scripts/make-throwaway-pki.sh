@@ -28,7 +28,7 @@ organizationName = optional
 distinguished_name = dn
 prompt = no
 [ dn ]
-CN = placeholder
+CN = overridden by -subj
 [ v3_ca ]
 basicConstraints = critical, CA:true
 keyUsage = critical, keyCertSign, cRLSign

@@ -31,9 +31,7 @@ inline void free_openssl(unsigned char* p) { OPENSSL_free(p); }
 
 using Bio = std::unique_ptr<BIO, Deleter<BIO, free_bio>>;
 using Cms = std::unique_ptr<CMS_ContentInfo, Deleter<CMS_ContentInfo, CMS_ContentInfo_free>>;
-using X509Ptr = std::unique_ptr<X509, Deleter<X509, X509_free>>;
 using X509Stack = std::unique_ptr<STACK_OF(X509), Deleter<STACK_OF(X509), free_x509_stack>>;
-using X509Store = std::unique_ptr<X509_STORE, Deleter<X509_STORE, X509_STORE_free>>;
 using X509StoreCtx = std::unique_ptr<X509_STORE_CTX, Deleter<X509_STORE_CTX, X509_STORE_CTX_free>>;
 using AlgorStack = std::unique_ptr<STACK_OF(X509_ALGOR), Deleter<STACK_OF(X509_ALGOR), free_algor_stack>>;
 using Pkey = std::unique_ptr<EVP_PKEY, Deleter<EVP_PKEY, EVP_PKEY_free>>;
@@ -45,7 +43,6 @@ using MdCtx = std::unique_ptr<EVP_MD_CTX, Deleter<EVP_MD_CTX, EVP_MD_CTX_free>>;
 using Kdf = std::unique_ptr<EVP_KDF, Deleter<EVP_KDF, EVP_KDF_free>>;
 using KdfCtx = std::unique_ptr<EVP_KDF_CTX, Deleter<EVP_KDF_CTX, EVP_KDF_CTX_free>>;
 using Bytes = std::unique_ptr<unsigned char, Deleter<unsigned char, free_openssl>>;
-using Asn1Object = std::unique_ptr<ASN1_OBJECT, Deleter<ASN1_OBJECT, ASN1_OBJECT_free>>;
 
 // The oldest error on OpenSSL's queue as text, and clears the queue.
 std::string drain_errors();

@@ -252,7 +252,7 @@ Result<SignedEntity> sign_spooled(const CryptoContext& ctx, const SpooledMessage
   if (message.needs_encoding) {
     // 8bit or binary content is re-encoded first (RFC 8551 §3.1.2), which
     // needs the MIME tree: the rare case, done in memory.
-    MAILKMS_TRY(entity, load_entity(message, options.limits));
+    MAILKMS_TRY(entity, load_entity(message));
     MAILKMS_TRY(canonical, canonicalize_for_signing(entity, options.limits));
     Pieces pieces;
     pieces.add(canonical.serialize());

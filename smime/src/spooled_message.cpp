@@ -63,8 +63,7 @@ Result<Pieces> canonical_entity(const SpooledMessage& message, Spool& scratch) {
   return pieces;
 }
 
-Result<Entity> load_entity(const SpooledMessage& message, const MimeLimits& limits) {
-  (void)limits;
+Result<Entity> load_entity(const SpooledMessage& message) {
   std::string body;
   body.reserve(message.body_length);
   MAILKMS_CHECK(message.spool->for_each_chunk(message.body_offset, message.body_length,

@@ -29,6 +29,6 @@ Result<Pieces> canonical_entity(const SpooledMessage& message, Spool& scratch);
 
 // The same entity loaded into memory, for the rare bodies that must be
 // re-encoded before signing.
-Result<Entity> load_entity(const SpooledMessage& message, const MimeLimits& limits);
+Result<Entity> load_entity(const SpooledMessage& message);
 
 }  // namespace mailkms::smime::detail
