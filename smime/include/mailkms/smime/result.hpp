@@ -1,12 +1,12 @@
-// Errors as values for the S/MIME engine: a closed set of error codes, each
-// with a message for humans. The engine never throws for bad input; it
+// The S/MIME engine's errors: a closed set of error codes, each with a
+// message for humans. The engine never throws for bad input; it
 // returns an Error that says what was wrong and where.
 #pragma once
 
 #include <string>
 #include <string_view>
-#include <utility>
-#include <variant>
+
+#include "mailkms/basic_result.hpp"
 
 namespace mailkms::smime {
 
@@ -37,48 +37,11 @@ struct Error {
   [[nodiscard]] std::string describe() const;
 };
 
-// A value or an Error; std::expected is C++23 and our compilers are C++20.
 template <class T>
-class [[nodiscard]] Result {
- public:
-  Result(T value) : state_(std::in_place_index<0>, std::move(value)) {}  // NOLINT: implicit by design
-  Result(Error error) : state_(std::in_place_index<1>, std::move(error)) {}  // NOLINT
-
-  [[nodiscard]] bool has_value() const noexcept { return state_.index() == 0; }
-  explicit operator bool() const noexcept { return has_value(); }
-
-  T& value() & { return std::get<0>(state_); }
-  const T& value() const& { return std::get<0>(state_); }
-  T&& value() && { return std::get<0>(std::move(state_)); }
-  T& operator*() & { return value(); }
-  const T& operator*() const& { return value(); }
-  T&& operator*() && { return std::move(*this).value(); }
-  T* operator->() { return &value(); }
-  const T* operator->() const { return &value(); }
-
-  [[nodiscard]] const Error& error() const& { return std::get<1>(state_); }
-  [[nodiscard]] Error&& error() && { return std::get<1>(std::move(state_)); }
-
- private:
-  std::variant<T, Error> state_;
-};
-
-// Result<void>: success or an Error.
-struct Ok {};
+using Result = BasicResult<T, Error>;
+using mailkms::Ok;
 using Status = Result<Ok>;
 
 inline Error make_error(Errc code, std::string message) { return Error{code, std::move(message)}; }
 
 }  // namespace mailkms::smime
-
-// Propagates an error from an expression returning Result<T>, else yields T.
-#define MAILKMS_TRY(var, expr)                   \
-  auto var##_result_ = (expr);                   \
-  if (!var##_result_) return std::move(var##_result_).error(); \
-  auto var = std::move(var##_result_).value()
-
-#define MAILKMS_CHECK(expr)                      \
-  do {                                           \
-    auto check_result_ = (expr);                 \
-    if (!check_result_) return std::move(check_result_).error(); \
-  } while (false)

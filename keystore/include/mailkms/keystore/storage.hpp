@@ -1,0 +1,36 @@
+// Persistence, and nothing else: byte-string keys to byte-string values,
+// ordered by key, with atomic transactions. Storage is untrusted: secrets
+// reach it only through the Barrier, sealed. The interface is small so that
+// a PostgreSQL backend can stand in for SQLite.
+#pragma once
+
+#include <cstddef>
+#include <functional>
+#include <limits>
+#include <optional>
+#include <string>
+#include <string_view>
+#include <utility>
+#include <vector>
+
+#include "mailkms/keystore/error.hpp"
+
+namespace mailkms::keystore {
+
+class Storage {
+ public:
+  virtual ~Storage() = default;
+
+  virtual Result<std::optional<std::string>> get(std::string_view key) = 0;
+  virtual Status put(std::string_view key, std::string_view value) = 0;
+  // Removing a key that is not there is not an error.
+  virtual Status remove(std::string_view key) = 0;
+  // Keys and values under `prefix`, in key order, starting after `after`.
+  virtual Result<std::vector<std::pair<std::string, std::string>>> scan(
+      std::string_view prefix, std::string_view after = {},
+      std::size_t limit = std::numeric_limits<std::size_t>::max()) = 0;
+  // Runs `work`; all of its changes land, or none do. Nests.
+  virtual Status transaction(const std::function<Status()>& work) = 0;
+};
+
+}  // namespace mailkms::keystore

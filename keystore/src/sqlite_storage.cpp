@@ -1,0 +1,214 @@
+#include "mailkms/keystore/sqlite_storage.hpp"
+
+#include <fcntl.h>
+#include <sqlite3.h>
+#include <unistd.h>
+
+#include <array>
+#include <cerrno>
+#include <cstring>
+
+namespace mailkms::keystore {
+namespace {
+
+// Each entry moves the schema one version up; never edit a released one.
+constexpr std::array kMigrations{
+    // 1: the key-value table everything else is stored in.
+    "CREATE TABLE kv (key TEXT PRIMARY KEY, value BLOB NOT NULL) WITHOUT ROWID;",
+};
+
+Error sqlite_error(sqlite3* db, std::string_view what) {
+  const int code = sqlite3_extended_errcode(db);
+  std::string message(what);
+  message += ": ";
+  message += sqlite3_errmsg(db);
+  if ((code & 0xff) == SQLITE_FULL) message += " (the disk is full)";
+  if ((code & 0xff) == SQLITE_READONLY) message += " (the database is read-only)";
+  return make_error(Errc::storage_failed, std::move(message));
+}
+
+// A prepared statement, finalized on scope exit.
+class Statement {
+ public:
+  Statement(sqlite3* db, const char* sql) {
+    if (sqlite3_prepare_v3(db, sql, -1, 0, &stmt_, nullptr) != SQLITE_OK) stmt_ = nullptr;
+  }
+  ~Statement() { sqlite3_finalize(stmt_); }
+  Statement(const Statement&) = delete;
+  Statement& operator=(const Statement&) = delete;
+
+  [[nodiscard]] bool ok() const { return stmt_ != nullptr; }
+  // A null data pointer would bind SQL NULL: bind "" for an empty view.
+  void bind(int index, std::string_view text) {
+    sqlite3_bind_text(stmt_, index, text.empty() ? "" : text.data(), static_cast<int>(text.size()), SQLITE_STATIC);
+  }
+  void bind_blob(int index, std::string_view bytes) {
+    sqlite3_bind_blob(stmt_, index, bytes.empty() ? "" : bytes.data(), static_cast<int>(bytes.size()), SQLITE_STATIC);
+  }
+  void bind_int(int index, long long value) { sqlite3_bind_int64(stmt_, index, value); }
+  void bind_null(int index) { sqlite3_bind_null(stmt_, index); }
+  int step() { return sqlite3_step(stmt_); }
+  [[nodiscard]] std::string column(int index) const {
+    const auto* data = static_cast<const char*>(sqlite3_column_blob(stmt_, index));
+    return data != nullptr ? std::string(data, static_cast<std::size_t>(sqlite3_column_bytes(stmt_, index)))
+                           : std::string();
+  }
+  [[nodiscard]] long long column_int(int index) const { return sqlite3_column_int64(stmt_, index); }
+
+ private:
+  sqlite3_stmt* stmt_ = nullptr;
+};
+
+// The smallest key greater than every key that starts with `prefix`, or
+// nullopt when there is none (a prefix of 0xff bytes).
+std::optional<std::string> prefix_end(std::string prefix) {
+  while (!prefix.empty()) {
+    auto& last = reinterpret_cast<unsigned char&>(prefix.back());
+    if (last != 0xff) {
+      ++last;
+      return prefix;
+    }
+    prefix.pop_back();
+  }
+  return std::nullopt;
+}
+
+}  // namespace
+
+int SqliteStorage::current_schema_version() { return static_cast<int>(kMigrations.size()); }
+
+Result<std::unique_ptr<SqliteStorage>> SqliteStorage::open(const std::filesystem::path& path,
+                                                           const Options& options) {
+  if (options.create) {
+    // Created here with mode 0600, before SQLite sees it: the file holds
+    // wrapped keys and the audit log. SQLite gives its -wal and -shm files
+    // the same mode.
+    const int fd = ::open(path.c_str(), O_CREAT | O_RDWR | O_CLOEXEC, 0600);
+    if (fd < 0) return make_error(Errc::storage_failed, "cannot create " + path.string() + ": " + std::strerror(errno));
+    ::close(fd);
+  }
+  sqlite3* db = nullptr;
+  const int rc = sqlite3_open_v2(path.c_str(), &db, SQLITE_OPEN_READWRITE | SQLITE_OPEN_NOMUTEX, nullptr);
+  if (rc != SQLITE_OK) {
+    Error e = db != nullptr ? sqlite_error(db, "cannot open " + path.string())
+                            : make_error(Errc::storage_failed, "cannot open " + path.string());
+    sqlite3_close(db);
+    return e;
+  }
+  std::unique_ptr<SqliteStorage> storage(new SqliteStorage(db));
+  sqlite3_busy_timeout(db, options.busy_timeout_ms);
+  sqlite3_extended_result_codes(db, 1);
+  MAILKMS_CHECK(storage->execute("PRAGMA journal_mode=WAL; PRAGMA synchronous=FULL; PRAGMA foreign_keys=ON;"));
+  MAILKMS_CHECK(storage->migrate());
+  return storage;
+}
+
+SqliteStorage::~SqliteStorage() { sqlite3_close(db_); }
+
+Status SqliteStorage::execute(const char* sql) {
+  char* message = nullptr;
+  if (sqlite3_exec(db_, sql, nullptr, nullptr, &message) != SQLITE_OK) {
+    Error e = sqlite_error(db_, sql);
+    sqlite3_free(message);
+    return e;
+  }
+  return Ok{};
+}
+
+int SqliteStorage::schema_version() const {
+  Statement version(db_, "PRAGMA user_version;");
+  return version.ok() && version.step() == SQLITE_ROW ? static_cast<int>(version.column_int(0)) : -1;
+}
+
+Status SqliteStorage::migrate() {
+  const int found = schema_version();
+  if (found < 0) return sqlite_error(db_, "cannot read the schema version");
+  if (found > current_schema_version()) {
+    return make_error(Errc::storage_failed, "the database has schema version " + std::to_string(found) +
+                                                ", newer than this mailkms understands (" +
+                                                std::to_string(current_schema_version()) + ")");
+  }
+  for (int version = found; version < current_schema_version(); ++version) {
+    MAILKMS_CHECK(transaction([&]() -> Status {
+      MAILKMS_CHECK(execute(kMigrations[static_cast<std::size_t>(version)]));
+      return execute(("PRAGMA user_version = " + std::to_string(version + 1) + ";").c_str());
+    }));
+  }
+  return Ok{};
+}
+
+Result<std::optional<std::string>> SqliteStorage::get(std::string_view key) {
+  const std::lock_guard lock(mutex_);
+  Statement s(db_, "SELECT value FROM kv WHERE key = ?1");
+  if (!s.ok()) return sqlite_error(db_, "cannot read");
+  s.bind(1, key);
+  const int rc = s.step();
+  if (rc == SQLITE_ROW) return std::optional<std::string>(s.column(0));
+  if (rc == SQLITE_DONE) return std::optional<std::string>();
+  return sqlite_error(db_, "cannot read");
+}
+
+Status SqliteStorage::put(std::string_view key, std::string_view value) {
+  const std::lock_guard lock(mutex_);
+  Statement s(db_, "INSERT INTO kv (key, value) VALUES (?1, ?2) ON CONFLICT (key) DO UPDATE SET value = excluded.value");
+  if (!s.ok()) return sqlite_error(db_, "cannot write");
+  s.bind(1, key);
+  s.bind_blob(2, value);
+  if (s.step() != SQLITE_DONE) return sqlite_error(db_, "cannot write");
+  return Ok{};
+}
+
+Status SqliteStorage::remove(std::string_view key) {
+  const std::lock_guard lock(mutex_);
+  Statement s(db_, "DELETE FROM kv WHERE key = ?1");
+  if (!s.ok()) return sqlite_error(db_, "cannot delete");
+  s.bind(1, key);
+  if (s.step() != SQLITE_DONE) return sqlite_error(db_, "cannot delete");
+  return Ok{};
+}
+
+Result<std::vector<std::pair<std::string, std::string>>> SqliteStorage::scan(std::string_view prefix,
+                                                                            std::string_view after,
+                                                                            std::size_t limit) {
+  const std::lock_guard lock(mutex_);
+  Statement s(db_,
+              "SELECT key, value FROM kv WHERE key >= ?1 AND key > ?2 AND (?3 IS NULL OR key < ?3) "
+              "ORDER BY key LIMIT ?4");
+  if (!s.ok()) return sqlite_error(db_, "cannot list");
+  const auto end = prefix_end(std::string(prefix));
+  s.bind(1, prefix);
+  s.bind(2, after);
+  if (end) {
+    s.bind(3, *end);
+  } else {
+    s.bind_null(3);
+  }
+  s.bind_int(4, limit > static_cast<std::size_t>(INT64_MAX) ? INT64_MAX : static_cast<long long>(limit));
+  std::vector<std::pair<std::string, std::string>> out;
+  int rc = 0;
+  while ((rc = s.step()) == SQLITE_ROW) out.emplace_back(s.column(0), s.column(1));
+  if (rc != SQLITE_DONE) return sqlite_error(db_, "cannot list");
+  return out;
+}
+
+Status SqliteStorage::transaction(const std::function<Status()>& work) {
+  const std::lock_guard lock(mutex_);
+  const std::string savepoint = "s" + std::to_string(depth_);
+  MAILKMS_CHECK(execute(depth_ == 0 ? "BEGIN IMMEDIATE" : ("SAVEPOINT " + savepoint).c_str()));
+  ++depth_;
+  Status result = work();
+  --depth_;
+  if (result) {
+    const Status committed = execute(depth_ == 0 ? "COMMIT" : ("RELEASE " + savepoint).c_str());
+    if (committed) return result;
+    result = committed;  // a full disk shows up here: undo everything
+  }
+  if (depth_ == 0) {
+    (void)execute("ROLLBACK");
+  } else {
+    (void)execute(("ROLLBACK TO " + savepoint + "; RELEASE " + savepoint).c_str());
+  }
+  return result;
+}
+
+}  // namespace mailkms::keystore

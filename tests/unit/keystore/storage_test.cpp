@@ -1,0 +1,118 @@
+// SqliteStorage against a real SQLite file.
+#include <catch2/catch.hpp>
+
+#include <sqlite3.h>
+#include <sys/stat.h>
+
+#include "mailkms/keystore/sqlite_storage.hpp"
+#include "test_support.hpp"
+
+using namespace mailkms;
+using namespace mailkms::keystore;
+
+namespace {
+
+template <class T>
+T ok(Result<T> r) {
+  if (!r) FAIL(r.error().describe());
+  return std::move(r).value();
+}
+
+std::unique_ptr<SqliteStorage> open_db(const std::filesystem::path& path) {
+  return ok(SqliteStorage::open(path, {.create = true}));
+}
+
+}  // namespace
+
+TEST_CASE("values go in, come out, and stay after reopening", "[storage]") {
+  test::TempDir dir;
+  const auto path = dir.path("keystore.db");
+  {
+    auto db = open_db(path);
+    ok(db->put("users/alice@example.org", "alice"));
+    ok(db->put("users/bob@example.org", std::string("b\0b", 3)));
+    ok(db->put("users/alice@example.org", "alice v2"));
+    CHECK(*ok(db->get("users/alice@example.org")) == "alice v2");
+    CHECK(*ok(db->get("users/bob@example.org")) == std::string("b\0b", 3));
+    CHECK_FALSE(ok(db->get("users/carol@example.org")));
+    ok(db->remove("users/bob@example.org"));
+    ok(db->remove("users/nobody"));  // not an error
+  }
+  auto db = ok(SqliteStorage::open(path, {}));
+  CHECK(*ok(db->get("users/alice@example.org")) == "alice v2");
+  CHECK_FALSE(ok(db->get("users/bob@example.org")));
+  CHECK(db->schema_version() == SqliteStorage::current_schema_version());
+}
+
+TEST_CASE("the database file is created private", "[storage]") {
+  test::TempDir dir;
+  const auto path = dir.path("keystore.db");
+  auto db = open_db(path);
+  ok(db->put("k", "v"));
+  struct stat st {};
+  REQUIRE(::stat(path.c_str(), &st) == 0);
+  CHECK((st.st_mode & 0777) == 0600);
+}
+
+TEST_CASE("opening a missing database without create fails clearly", "[storage]") {
+  test::TempDir dir;
+  const auto r = SqliteStorage::open(dir.path("absent.db"), {});
+  REQUIRE_FALSE(r);
+  CHECK(r.error().code == Errc::storage_failed);
+}
+
+TEST_CASE("scan lists a prefix in key order, in pages", "[storage]") {
+  test::TempDir dir;
+  auto db = open_db(dir.path("keystore.db"));
+  for (const char* key : {"a/1", "a/3", "a/2", "b/1", "a", "a0"}) ok(db->put(key, key));
+  ok(db->put(std::string("\xff\xff", 2), "top"));
+  const auto all = ok(db->scan("a/", {}, 100));
+  REQUIRE(all.size() == 3);
+  CHECK(all[0].first == "a/1");
+  CHECK(all[2].first == "a/3");
+  const auto page = ok(db->scan("a/", "a/1", 1));
+  REQUIRE(page.size() == 1);
+  CHECK(page[0].first == "a/2");
+  CHECK(ok(db->scan(std::string("\xff", 1), {}, 10)).size() == 1);
+  CHECK(ok(db->scan("", {}, 100)).size() == 7);
+}
+
+TEST_CASE("a transaction lands whole or not at all, and nests", "[storage]") {
+  test::TempDir dir;
+  auto db = open_db(dir.path("keystore.db"));
+  const Status failed = db->transaction([&]() -> Status {
+    ok(db->put("x", "1"));
+    ok(db->put("y", "2"));
+    return make_error(Errc::invalid_argument, "changed my mind");
+  });
+  REQUIRE_FALSE(failed);
+  CHECK(failed.error().message == "changed my mind");
+  CHECK_FALSE(ok(db->get("x")));
+  CHECK_FALSE(ok(db->get("y")));
+
+  ok(db->transaction([&]() -> Status {
+    ok(db->put("outer", "kept"));
+    const Status inner = db->transaction([&]() -> Status {
+      ok(db->put("inner", "undone"));
+      return make_error(Errc::invalid_argument, "inner fails");
+    });
+    CHECK_FALSE(inner);
+    return Ok{};
+  }));
+  CHECK(*ok(db->get("outer")) == "kept");
+  CHECK_FALSE(ok(db->get("inner")));
+}
+
+TEST_CASE("a database written by a newer mailkms is refused, not damaged", "[storage]") {
+  test::TempDir dir;
+  const auto path = dir.path("keystore.db");
+  { auto db = open_db(path); }
+  sqlite3* raw = nullptr;
+  REQUIRE(sqlite3_open(path.c_str(), &raw) == SQLITE_OK);
+  REQUIRE(sqlite3_exec(raw, "PRAGMA user_version = 999", nullptr, nullptr, nullptr) == SQLITE_OK);
+  sqlite3_close(raw);
+  const auto r = SqliteStorage::open(path, {});
+  REQUIRE_FALSE(r);
+  CHECK(r.error().code == Errc::storage_failed);
+  CHECK(r.error().message.find("newer") != std::string::npos);
+}
