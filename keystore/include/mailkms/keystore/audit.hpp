@@ -1,0 +1,61 @@
+// The audit log: every issuance, revocation, recovery, approval, login,
+// unseal, token redemption and configuration change, as hash-chained
+// records. Each record carries the SHA-256 of its predecessor, and the
+// chain's head is kept behind the barrier, so an edited, inserted, deleted
+// or truncated record is found by verify(). Appended in the same storage
+// transaction as the operation it records: an operation that cannot be
+// audited does not happen. Never holds secrets: tokens are hashed first.
+#pragma once
+
+#include <cstdint>
+#include <ctime>
+#include <string>
+#include <vector>
+
+#include "mailkms/keystore/barrier.hpp"
+#include "mailkms/keystore/error.hpp"
+#include "mailkms/keystore/storage.hpp"
+
+namespace mailkms::keystore {
+
+struct AuditEvent {
+  std::string actor;    // "admin:carol", "gateway:uid 107", "mailkmsctl init"
+  std::string action;   // "issue", "revoke", "login", "unseal", …
+  std::string subject;  // what it was done to: an address, a serial, a request id
+  std::string outcome;  // "ok", "denied", "failed"
+  std::string detail;   // more, for humans; never a secret
+};
+
+struct AuditRecord {
+  std::uint64_t sequence = 0;
+  std::time_t time = 0;
+  AuditEvent event;
+  std::string previous_hash;  // hex; empty for the first record
+  std::string hash;           // hex SHA-256 of the previous hash and this record
+};
+
+struct AuditVerification {
+  bool intact = false;
+  std::uint64_t records = 0;
+  std::string problem;  // where the chain breaks, when it does
+};
+
+class AuditLog {
+ public:
+  AuditLog(Storage& storage, Barrier& barrier) : storage_(storage), barrier_(barrier) {}
+
+  // Appends atomically; fails (and so must the caller's transaction) if
+  // the record cannot be written or the keystore is sealed.
+  Status append(const AuditEvent& event);
+  Result<std::vector<AuditRecord>> read(std::uint64_t after_sequence, std::size_t limit);
+  Result<AuditVerification> verify();
+
+  // A token or password-like value, as it may appear in a record.
+  static std::string fingerprint(std::string_view secret);
+
+ private:
+  Storage& storage_;
+  Barrier& barrier_;
+};
+
+}  // namespace mailkms::keystore

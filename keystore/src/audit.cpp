@@ -1,0 +1,149 @@
+#include "mailkms/keystore/audit.hpp"
+
+#include <openssl/evp.h>
+
+#include <charconv>
+#include <cinttypes>
+#include <cstdio>
+#include <nlohmann/json.hpp>
+
+namespace mailkms::keystore {
+namespace {
+
+constexpr std::string_view kPrefix = "audit/";
+constexpr std::string_view kHead = "core/audit-head";
+
+std::string key_for(std::uint64_t sequence) {
+  char key[32];
+  std::snprintf(key, sizeof key, "audit/%020" PRIu64, sequence);  // zero-padded: key order is sequence order
+  return key;
+}
+
+std::string hex_sha256(std::string_view data) {
+  unsigned char digest[EVP_MAX_MD_SIZE];
+  unsigned int length = 0;
+  EVP_Digest(data.data(), data.size(), digest, &length, EVP_sha256(), nullptr);
+  static constexpr char kHex[] = "0123456789abcdef";
+  std::string out;
+  for (unsigned int i = 0; i < length; ++i) {
+    out.push_back(kHex[digest[i] >> 4]);
+    out.push_back(kHex[digest[i] & 15]);
+  }
+  return out;
+}
+
+nlohmann::json body_of(const AuditRecord& r) {
+  return {{"sequence", r.sequence}, {"time", r.time},           {"actor", r.event.actor},
+          {"action", r.event.action}, {"subject", r.event.subject}, {"outcome", r.event.outcome},
+          {"detail", r.event.detail}, {"previous", r.previous_hash}};
+}
+
+std::string hash_of(const AuditRecord& r) { return hex_sha256(body_of(r).dump()); }
+
+Result<AuditRecord> parse(std::string_view text) {
+  const auto j = nlohmann::json::parse(text, nullptr, false);
+  if (j.is_discarded() || !j.is_object()) return make_error(Errc::corrupt, "an audit record does not parse");
+  try {
+    AuditRecord r;
+    r.sequence = j.at("sequence").get<std::uint64_t>();
+    r.time = j.at("time").get<std::time_t>();
+    r.event = {j.at("actor").get<std::string>(), j.at("action").get<std::string>(),
+               j.at("subject").get<std::string>(), j.at("outcome").get<std::string>(),
+               j.at("detail").get<std::string>()};
+    r.previous_hash = j.at("previous").get<std::string>();
+    r.hash = j.at("hash").get<std::string>();
+    return r;
+  } catch (const nlohmann::json::exception&) {
+    return make_error(Errc::corrupt, "an audit record lacks a field");
+  }
+}
+
+struct Head {
+  std::uint64_t sequence = 0;
+  std::string hash;
+};
+
+Result<Head> read_head(Barrier& barrier) {
+  MAILKMS_TRY(stored, barrier.get(kHead));
+  if (!stored) return Head{};
+  const std::string text(reinterpret_cast<const char*>(stored->data()), stored->size());
+  const auto colon = text.find(':');
+  if (colon == std::string::npos) return make_error(Errc::corrupt, "the audit head does not parse");
+  Head head{0, text.substr(colon + 1)};
+  const auto [end, ec] = std::from_chars(text.data(), text.data() + colon, head.sequence);
+  if (ec != std::errc() || end != text.data() + colon) return make_error(Errc::corrupt, "the audit head does not parse");
+  return head;
+}
+
+}  // namespace
+
+std::string AuditLog::fingerprint(std::string_view secret) { return "sha256:" + hex_sha256(secret).substr(0, 16); }
+
+Status AuditLog::append(const AuditEvent& event) {
+  return storage_.transaction([&]() -> Status {
+    MAILKMS_TRY(head, read_head(barrier_));
+    AuditRecord r;
+    r.sequence = head.sequence + 1;
+    r.time = std::time(nullptr);
+    r.event = event;
+    r.previous_hash = head.hash;
+    r.hash = hash_of(r);
+    nlohmann::json j = body_of(r);
+    j["hash"] = r.hash;
+    MAILKMS_CHECK(storage_.put(key_for(r.sequence), j.dump()));
+    return barrier_.put(kHead, std::to_string(r.sequence) + ":" + r.hash);
+  });
+}
+
+Result<std::vector<AuditRecord>> AuditLog::read(std::uint64_t after_sequence, std::size_t limit) {
+  MAILKMS_TRY(rows, storage_.scan(kPrefix, after_sequence == 0 ? std::string() : key_for(after_sequence), limit));
+  std::vector<AuditRecord> out;
+  for (const auto& [key, value] : rows) {
+    MAILKMS_TRY(record, parse(value));
+    out.push_back(std::move(record));
+  }
+  return out;
+}
+
+Result<AuditVerification> AuditLog::verify() {
+  AuditVerification v;
+  std::string previous;
+  std::string after;
+  while (true) {
+    MAILKMS_TRY(rows, storage_.scan(kPrefix, after, 1000));
+    if (rows.empty()) break;
+    for (const auto& [key, value] : rows) {
+      auto record = parse(value);
+      const std::uint64_t expected = v.records + 1;
+      if (!record) {
+        v.problem = key + ": " + record.error().message;
+        return v;
+      }
+      if (record->sequence != expected || key != key_for(expected)) {
+        v.problem = "record " + std::to_string(expected) + " is missing or out of place (found " + key + ")";
+        return v;
+      }
+      if (record->previous_hash != previous) {
+        v.problem = "record " + std::to_string(expected) + " does not follow its predecessor";
+        return v;
+      }
+      if (hash_of(*record) != record->hash) {
+        v.problem = "record " + std::to_string(expected) + " was changed";
+        return v;
+      }
+      previous = record->hash;
+      v.records = expected;
+    }
+    after = rows.back().first;
+  }
+  MAILKMS_TRY(head, read_head(barrier_));
+  if (head.sequence != v.records || head.hash != previous) {
+    v.problem = "the log ends at record " + std::to_string(v.records) + " but its head says " +
+                std::to_string(head.sequence) + ": records were removed from the end";
+    return v;
+  }
+  v.intact = true;
+  return v;
+}
+
+}  // namespace mailkms::keystore
