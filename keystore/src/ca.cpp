@@ -1,0 +1,553 @@
+#include "mailkms/keystore/ca.hpp"
+
+#include <openssl/err.h>
+#include <openssl/evp.h>
+#include <openssl/pem.h>
+#include <openssl/rand.h>
+#include <openssl/x509v3.h>
+
+#include <algorithm>
+#include <memory>
+#include <nlohmann/json.hpp>
+
+namespace mailkms::keystore {
+namespace {
+
+template <class T, void (*F)(T*)>
+struct Free {
+  void operator()(T* p) const noexcept { F(p); }
+};
+using X509Ptr = std::unique_ptr<X509, Free<X509, X509_free>>;
+using ReqPtr = std::unique_ptr<X509_REQ, Free<X509_REQ, X509_REQ_free>>;
+using CrlPtr = std::unique_ptr<X509_CRL, Free<X509_CRL, X509_CRL_free>>;
+using BioPtr = std::unique_ptr<BIO, Free<BIO, BIO_free_all>>;
+using MdPtr = std::unique_ptr<EVP_MD, Free<EVP_MD, EVP_MD_free>>;
+
+Error crypto(std::string_view what) {
+  std::string message(what);
+  if (const unsigned long code = ERR_get_error(); code != 0) {
+    message += ": ";
+    message += ERR_reason_error_string(code) != nullptr ? ERR_reason_error_string(code) : "unknown";
+  }
+  ERR_clear_error();
+  return make_error(Errc::crypto_failed, std::move(message));
+}
+
+bool valid_id(std::string_view id) {
+  return !id.empty() && id.size() <= 64 &&
+         std::all_of(id.begin(), id.end(), [](char c) { return (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') || c == '-'; });
+}
+
+// The digest a CA key signs with: SHA-384 for P-384, SHA-256 otherwise.
+const char* signing_digest(const EVP_PKEY* key) {
+  return EVP_PKEY_is_a(key, "EC") && EVP_PKEY_get_bits(key) >= 384 ? "SHA384" : "SHA256";
+}
+
+Status add_extension(X509* cert, X509* issuer, int nid, const std::string& value) {
+  X509V3_CTX v3;
+  X509V3_set_ctx_nodb(&v3);
+  X509V3_set_ctx(&v3, issuer, cert, nullptr, nullptr, 0);
+  X509_EXTENSION* ext = X509V3_EXT_conf_nid(nullptr, &v3, nid, value.c_str());
+  if (ext == nullptr) return crypto("cannot make extension " + std::string(OBJ_nid2sn(nid)));
+  const int ok = X509_add_ext(cert, ext, -1);
+  X509_EXTENSION_free(ext);
+  if (ok != 1) return crypto("cannot add extension");
+  return Ok{};
+}
+
+// 127 random bits: positive, never zero, unguessable (CA/B BR §7.1).
+Status set_random_serial(X509* cert) {
+  unsigned char bytes[16];
+  if (RAND_bytes(bytes, sizeof bytes) != 1) return crypto("no randomness for a serial");
+  bytes[0] = static_cast<unsigned char>((bytes[0] & 0x7f) | 0x40);
+  BIGNUM* bn = BN_bin2bn(bytes, sizeof bytes, nullptr);
+  const bool ok = bn != nullptr && BN_to_ASN1_INTEGER(bn, X509_get_serialNumber(cert)) != nullptr;
+  BN_free(bn);
+  if (!ok) return crypto("cannot set the serial");
+  return Ok{};
+}
+
+Status sign_with(const smime::CryptoContext& ctx, X509* cert, EVP_PKEY* key) {
+  MdPtr md(EVP_MD_fetch(ctx.libctx(), signing_digest(key), nullptr));
+  if (!md || X509_sign(cert, key, md.get()) <= 0) return crypto("cannot sign the certificate");
+  return Ok{};
+}
+
+std::time_t not_after_of(const smime::Certificate& c) { return c.not_after(); }
+
+nlohmann::json to_json(const CaInfo& ca) {
+  nlohmann::json chain = nlohmann::json::array();
+  for (const auto& c : ca.external_chain) chain.push_back(c.pem());
+  return {{"id", ca.id},
+          {"role", std::string(to_string(ca.role))},
+          {"parent", ca.parent},
+          {"priority", ca.priority},
+          {"enabled", ca.enabled},
+          {"certificate", ca.certificate ? ca.certificate->pem() : std::string()},
+          {"external_chain", chain}};
+}
+
+Result<CaInfo> ca_from_json(std::string_view text) {
+  const auto j = nlohmann::json::parse(text, nullptr, false);
+  const Error bad = make_error(Errc::corrupt, "a CA record does not parse");
+  if (j.is_discarded() || !j.is_object()) return bad;
+  try {
+    CaInfo ca;
+    ca.id = j.at("id").get<std::string>();
+    const std::string role = j.at("role").get<std::string>();
+    ca.role = role == "root" ? CaRole::root : role == "issuing" ? CaRole::issuing : CaRole::awaiting_external;
+    ca.parent = j.at("parent").get<std::string>();
+    ca.priority = j.at("priority").get<int>();
+    ca.enabled = j.at("enabled").get<bool>();
+    if (const std::string pem = j.at("certificate").get<std::string>(); !pem.empty()) {
+      auto cert = smime::Certificate::from_pem(pem);
+      if (!cert) return bad;
+      ca.certificate = std::move(*cert);
+    }
+    for (const auto& pem : j.at("external_chain")) {
+      auto cert = smime::Certificate::from_pem(pem.get<std::string>());
+      if (!cert) return bad;
+      ca.external_chain.push_back(std::move(*cert));
+    }
+    return ca;
+  } catch (const nlohmann::json::exception&) {
+    return bad;
+  }
+}
+
+nlohmann::json to_json(const CertificateRecord& r) {
+  return {{"serial", r.serial},
+          {"ca", r.ca_id},
+          {"owner", r.owner},
+          {"profile", std::string(to_string(r.profile))},
+          {"certificate", r.certificate.pem()},
+          {"revoked_at", r.revoked_at ? nlohmann::json(*r.revoked_at) : nlohmann::json()},
+          {"reason", static_cast<int>(r.reason)}};
+}
+
+Result<CertificateRecord> record_from_json(std::string_view text) {
+  const auto j = nlohmann::json::parse(text, nullptr, false);
+  const Error bad = make_error(Errc::corrupt, "a certificate record does not parse");
+  if (j.is_discarded() || !j.is_object()) return bad;
+  try {
+    auto cert = smime::Certificate::from_pem(j.at("certificate").get<std::string>());
+    if (!cert) return bad;
+    CertificateRecord r{j.at("serial").get<std::string>(), j.at("ca").get<std::string>(),
+                        j.at("owner").get<std::string>(),
+                        j.at("profile").get<std::string>() == "signing" ? Profile::signing : Profile::encryption,
+                        std::move(*cert), std::nullopt, static_cast<RevocationReason>(j.at("reason").get<int>())};
+    if (!j.at("revoked_at").is_null()) r.revoked_at = j.at("revoked_at").get<std::time_t>();
+    return r;
+  } catch (const nlohmann::json::exception&) {
+    return bad;
+  }
+}
+
+std::string ca_record_key(std::string_view id) { return "ca/" + std::string(id); }
+std::string ca_owner(std::string_view id) { return "ca:" + std::string(id); }
+
+}  // namespace
+
+std::optional<KeyType> parse_key_type(std::string_view name) {
+  if (name == "rsa-2048") return KeyType::rsa2048;
+  if (name == "rsa-3072") return KeyType::rsa3072;
+  if (name == "rsa-4096") return KeyType::rsa4096;
+  if (name == "ec-p256") return KeyType::ec_p256;
+  if (name == "ec-p384") return KeyType::ec_p384;
+  return std::nullopt;
+}
+
+std::string_view to_string(KeyType type) noexcept {
+  switch (type) {
+    case KeyType::rsa2048: return "rsa-2048";
+    case KeyType::rsa3072: return "rsa-3072";
+    case KeyType::rsa4096: return "rsa-4096";
+    case KeyType::ec_p256: return "ec-p256";
+    case KeyType::ec_p384: return "ec-p384";
+  }
+  return "rsa-2048";
+}
+
+std::string_view to_string(CaRole role) noexcept {
+  switch (role) {
+    case CaRole::root: return "root";
+    case CaRole::issuing: return "issuing";
+    case CaRole::awaiting_external: return "awaiting-external";
+  }
+  return "root";
+}
+
+std::string_view to_string(Profile profile) noexcept { return profile == Profile::signing ? "signing" : "encryption"; }
+
+std::optional<RevocationReason> parse_revocation_reason(std::string_view name) {
+  if (name == "unspecified") return RevocationReason::unspecified;
+  if (name == "keyCompromise") return RevocationReason::key_compromise;
+  if (name == "cACompromise") return RevocationReason::ca_compromise;
+  if (name == "affiliationChanged") return RevocationReason::affiliation_changed;
+  if (name == "superseded") return RevocationReason::superseded;
+  if (name == "cessationOfOperation") return RevocationReason::cessation_of_operation;
+  return std::nullopt;
+}
+
+Result<smime::PrivateKey> generate_key(const smime::CryptoContext& ctx, KeyType type) {
+  EVP_PKEY* key = nullptr;
+  switch (type) {
+    case KeyType::rsa2048: key = EVP_PKEY_Q_keygen(ctx.libctx(), nullptr, "RSA", std::size_t{2048}); break;
+    case KeyType::rsa3072: key = EVP_PKEY_Q_keygen(ctx.libctx(), nullptr, "RSA", std::size_t{3072}); break;
+    case KeyType::rsa4096: key = EVP_PKEY_Q_keygen(ctx.libctx(), nullptr, "RSA", std::size_t{4096}); break;
+    case KeyType::ec_p256: key = EVP_PKEY_Q_keygen(ctx.libctx(), nullptr, "EC", "P-256"); break;
+    case KeyType::ec_p384: key = EVP_PKEY_Q_keygen(ctx.libctx(), nullptr, "EC", "P-384"); break;
+  }
+  if (key == nullptr) return crypto("key generation failed");
+  return smime::PrivateKey::adopt(key);
+}
+
+std::string private_key_path(std::string_view owner, std::string_view key_id) {
+  return "keys/" + std::string(owner) + "/" + std::string(key_id);
+}
+
+Status store_private_key(Barrier& barrier, std::string_view owner, std::string_view key_id, const smime::PrivateKey& key) {
+  unsigned char* der = nullptr;
+  const int n = i2d_PrivateKey(key.native(), &der);
+  if (n <= 0) return crypto("cannot encode a private key");
+  const Status s = barrier.put(private_key_path(owner, key_id), std::string_view(reinterpret_cast<char*>(der), static_cast<std::size_t>(n)));
+  OPENSSL_clear_free(der, static_cast<std::size_t>(n));
+  return s;
+}
+
+Result<smime::PrivateKey> load_private_key(Barrier& barrier, const smime::CryptoContext& ctx, std::string_view owner,
+                                           std::string_view key_id) {
+  MAILKMS_TRY(stored, barrier.get(private_key_path(owner, key_id)));
+  if (!stored) return make_error(Errc::not_found, "no key " + std::string(key_id) + " for " + std::string(owner));
+  const unsigned char* p = stored->data();
+  EVP_PKEY* key = d2i_AutoPrivateKey_ex(nullptr, &p, static_cast<long>(stored->size()), ctx.libctx(), nullptr);
+  if (key == nullptr) return crypto("a stored private key does not decode");
+  return smime::PrivateKey::adopt(key);
+}
+
+Status CertificateAuthority::save(const CaInfo& info) { return storage_.put(ca_record_key(info.id), to_json(info).dump()); }
+
+Result<CaInfo> CertificateAuthority::get(const std::string& id) {
+  MAILKMS_TRY(stored, storage_.get(ca_record_key(id)));
+  if (!stored) return make_error(Errc::not_found, "no CA " + id);
+  return ca_from_json(*stored);
+}
+
+Result<std::vector<CaInfo>> CertificateAuthority::list() {
+  MAILKMS_TRY(rows, storage_.scan("ca/", {}, 10'000));
+  std::vector<CaInfo> out;
+  for (const auto& [key, value] : rows) {
+    MAILKMS_TRY(ca, ca_from_json(value));
+    out.push_back(std::move(ca));
+  }
+  return out;
+}
+
+Result<smime::PrivateKey> CertificateAuthority::ca_key(const std::string& id) {
+  return load_private_key(barrier_, *ctx_, ca_owner(id), "ca");
+}
+
+Result<CaInfo> CertificateAuthority::create_ca(const std::string& id, const std::optional<std::string>& parent,
+                                               const std::string& name, KeyType type, int validity_days, int priority,
+                                               CaRole role, const std::string& actor) {
+  if (!valid_id(id)) return make_error(Errc::invalid_argument, "a CA id is 1-64 of a-z, 0-9 and -");
+  if (validity_days < 1 || validity_days > 36500) return make_error(Errc::invalid_argument, "validity out of range");
+  MAILKMS_TRY(existing, storage_.get(ca_record_key(id)));
+  if (existing) return make_error(Errc::already_exists, "a CA " + id + " exists");
+  std::optional<CaInfo> issuer;
+  std::optional<smime::PrivateKey> issuer_key;
+  if (parent) {
+    MAILKMS_TRY(p, get(*parent));
+    if (!p.certificate || p.role == CaRole::awaiting_external) {
+      return make_error(Errc::invalid_argument, "CA " + *parent + " cannot sign yet");
+    }
+    MAILKMS_TRY(k, ca_key(*parent));
+    issuer = std::move(p);
+    issuer_key = std::move(k);
+  }
+  MAILKMS_TRY(key, generate_key(*ctx_, type));
+
+  X509Ptr cert(X509_new_ex(ctx_->libctx(), nullptr));
+  X509_set_version(cert.get(), X509_VERSION_3);
+  MAILKMS_CHECK(set_random_serial(cert.get()));
+  X509_gmtime_adj(X509_getm_notBefore(cert.get()), -300);
+  X509_gmtime_adj(X509_getm_notAfter(cert.get()), 86400L * validity_days);
+  if (issuer && ASN1_TIME_compare(X509_get0_notAfter(issuer->certificate->native()), X509_get0_notAfter(cert.get())) < 0) {
+    X509_set1_notAfter(cert.get(), X509_get0_notAfter(issuer->certificate->native()));  // never outlive the issuer
+  }
+  X509_set_pubkey(cert.get(), key.native());
+  X509_NAME* subject = X509_get_subject_name(cert.get());
+  X509_NAME_add_entry_by_txt(subject, "CN", MBSTRING_UTF8, reinterpret_cast<const unsigned char*>(name.c_str()), -1, -1, 0);
+  X509* signer_cert = issuer ? issuer->certificate->native() : cert.get();
+  X509_set_issuer_name(cert.get(), X509_get_subject_name(signer_cert));
+  MAILKMS_CHECK(add_extension(cert.get(), signer_cert, NID_basic_constraints,
+                              role == CaRole::root ? "critical,CA:TRUE" : "critical,CA:TRUE,pathlen:0"));
+  MAILKMS_CHECK(add_extension(cert.get(), signer_cert, NID_key_usage, "critical,keyCertSign,cRLSign"));
+  MAILKMS_CHECK(add_extension(cert.get(), signer_cert, NID_subject_key_identifier, "hash"));
+  MAILKMS_CHECK(add_extension(cert.get(), signer_cert, NID_authority_key_identifier, "keyid:always"));
+  MAILKMS_CHECK(sign_with(*ctx_, cert.get(), issuer_key ? issuer_key->native() : key.native()));
+
+  CaInfo info;
+  info.id = id;
+  info.role = role;
+  info.parent = parent.value_or("");
+  info.priority = priority;
+  info.certificate = smime::Certificate::share(cert.get());
+  MAILKMS_CHECK(storage_.transaction([&]() -> Status {
+    MAILKMS_CHECK(store_private_key(barrier_, ca_owner(id), "ca", key));
+    MAILKMS_CHECK(save(info));
+    return audit_.append({actor, role == CaRole::root ? "ca-create-root" : "ca-create-issuing", id, "ok",
+                          std::string(to_string(type)) + ", " + info.certificate->subject()});
+  }));
+  return info;
+}
+
+Result<CaInfo> CertificateAuthority::create_root(const std::string& id, const std::string& name, KeyType type,
+                                                 int validity_days, const std::string& actor) {
+  if (type == KeyType::rsa2048) return make_error(Errc::invalid_argument, "a root CA key is RSA-3072 or larger, or EC P-384");
+  return create_ca(id, std::nullopt, name, type, validity_days, 0, CaRole::root, actor);
+}
+
+Result<CaInfo> CertificateAuthority::create_issuing(const std::string& id, const std::string& parent,
+                                                    const std::string& name, KeyType type, int validity_days,
+                                                    int priority, const std::string& actor) {
+  return create_ca(id, parent, name, type, validity_days, priority, CaRole::issuing, actor);
+}
+
+Result<std::string> CertificateAuthority::request_external(const std::string& id, const std::string& name,
+                                                           KeyType type, int priority, const std::string& actor) {
+  if (!valid_id(id)) return make_error(Errc::invalid_argument, "a CA id is 1-64 of a-z, 0-9 and -");
+  MAILKMS_TRY(existing, storage_.get(ca_record_key(id)));
+  if (existing) return make_error(Errc::already_exists, "a CA " + id + " exists");
+  MAILKMS_TRY(key, generate_key(*ctx_, type));
+  ReqPtr req(X509_REQ_new_ex(ctx_->libctx(), nullptr));
+  X509_REQ_set_version(req.get(), X509_REQ_VERSION_1);
+  X509_NAME* subject = X509_REQ_get_subject_name(req.get());
+  X509_NAME_add_entry_by_txt(subject, "CN", MBSTRING_UTF8, reinterpret_cast<const unsigned char*>(name.c_str()), -1, -1, 0);
+  X509_REQ_set_pubkey(req.get(), key.native());
+  STACK_OF(X509_EXTENSION)* exts = sk_X509_EXTENSION_new_null();
+  sk_X509_EXTENSION_push(exts, X509V3_EXT_conf_nid(nullptr, nullptr, NID_basic_constraints, "critical,CA:TRUE,pathlen:0"));
+  sk_X509_EXTENSION_push(exts, X509V3_EXT_conf_nid(nullptr, nullptr, NID_key_usage, "critical,keyCertSign,cRLSign"));
+  const int added = X509_REQ_add_extensions(req.get(), exts);
+  sk_X509_EXTENSION_pop_free(exts, X509_EXTENSION_free);
+  MdPtr md(EVP_MD_fetch(ctx_->libctx(), signing_digest(key.native()), nullptr));
+  if (added != 1 || !md || X509_REQ_sign(req.get(), key.native(), md.get()) <= 0) return crypto("cannot make the request");
+  BioPtr out(BIO_new(BIO_s_mem()));
+  PEM_write_bio_X509_REQ(out.get(), req.get());
+  char* data = nullptr;
+  const long n = BIO_get_mem_data(out.get(), &data);
+  std::string pem(data, static_cast<std::size_t>(n));
+
+  CaInfo info;
+  info.id = id;
+  info.role = CaRole::awaiting_external;
+  info.priority = priority;
+  info.enabled = false;
+  MAILKMS_CHECK(storage_.transaction([&]() -> Status {
+    MAILKMS_CHECK(store_private_key(barrier_, ca_owner(id), "ca", key));
+    MAILKMS_CHECK(save(info));
+    return audit_.append({actor, "ca-request-external", id, "ok", std::string(to_string(type))});
+  }));
+  return pem;
+}
+
+Status CertificateAuthority::import_external(const std::string& id, std::string_view pem_chain, const std::string& actor) {
+  MAILKMS_TRY(info, get(id));
+  if (info.role != CaRole::awaiting_external) return make_error(Errc::invalid_argument, "CA " + id + " awaits no certificate");
+  auto certs = smime::Certificate::all_from_pem(pem_chain);
+  if (!certs) return make_error(Errc::invalid_argument, certs.error().message);
+  MAILKMS_TRY(key, ca_key(id));
+  const smime::Certificate& mine = certs->front();
+  if (!key.matches(mine)) return make_error(Errc::invalid_argument, "the certificate is not for this CA's key");
+  if (X509_check_ca(mine.native()) == 0) return make_error(Errc::invalid_argument, "the certificate is not a CA certificate");
+  for (std::size_t i = 0; i + 1 < certs->size(); ++i) {
+    if (X509_check_issued((*certs)[i + 1].native(), (*certs)[i].native()) != X509_V_OK) {
+      return make_error(Errc::invalid_argument, "the chain is out of order or incomplete at " + (*certs)[i].subject());
+    }
+  }
+  info.role = CaRole::issuing;
+  info.enabled = true;
+  info.certificate = mine;
+  info.external_chain.assign(certs->begin() + 1, certs->end());
+  return storage_.transaction([&]() -> Status {
+    MAILKMS_CHECK(save(info));
+    return audit_.append({actor, "ca-import-external", id, "ok", mine.issuer()});
+  });
+}
+
+Status CertificateAuthority::set_enabled(const std::string& id, bool enabled, const std::string& actor) {
+  MAILKMS_TRY(info, get(id));
+  info.enabled = enabled;
+  return storage_.transaction([&]() -> Status {
+    MAILKMS_CHECK(save(info));
+    return audit_.append({actor, enabled ? "ca-enable" : "ca-disable", id, "ok", ""});
+  });
+}
+
+Result<std::vector<smime::Certificate>> CertificateAuthority::chain(const std::string& id) {
+  std::vector<smime::Certificate> out;
+  std::string current = id;
+  for (int depth = 0; depth < 8; ++depth) {
+    MAILKMS_TRY(ca, get(current));
+    if (!ca.certificate) return make_error(Errc::invalid_argument, "CA " + current + " has no certificate yet");
+    out.push_back(*ca.certificate);
+    if (!ca.external_chain.empty()) {
+      out.insert(out.end(), ca.external_chain.begin(), ca.external_chain.end());
+      return out;
+    }
+    if (ca.parent.empty()) return out;
+    current = ca.parent;
+  }
+  return make_error(Errc::corrupt, "the CA hierarchy is deeper than 8: a loop?");
+}
+
+Result<Issued> CertificateAuthority::issue_with(const CaInfo& ca, EVP_PKEY* public_key, const std::string& address,
+                                                Profile profile, int validity_days) {
+  MAILKMS_TRY(key, ca_key(ca.id));
+  X509Ptr cert(X509_new_ex(ctx_->libctx(), nullptr));
+  X509_set_version(cert.get(), X509_VERSION_3);
+  MAILKMS_CHECK(set_random_serial(cert.get()));
+  X509_gmtime_adj(X509_getm_notBefore(cert.get()), -300);
+  X509_gmtime_adj(X509_getm_notAfter(cert.get()), 86400L * validity_days);
+  if (ASN1_TIME_compare(X509_get0_notAfter(ca.certificate->native()), X509_get0_notAfter(cert.get())) < 0) {
+    X509_set1_notAfter(cert.get(), X509_get0_notAfter(ca.certificate->native()));
+  }
+  X509_set_pubkey(cert.get(), public_key);
+  X509_NAME* subject = X509_get_subject_name(cert.get());
+  X509_NAME_add_entry_by_txt(subject, "CN", MBSTRING_UTF8, reinterpret_cast<const unsigned char*>(address.c_str()), -1, -1, 0);
+  X509* issuer = ca.certificate->native();
+  X509_set_issuer_name(cert.get(), X509_get_subject_name(issuer));
+  const bool ec = EVP_PKEY_is_a(public_key, "EC");
+  const char* usage = profile == Profile::signing ? "critical,digitalSignature,nonRepudiation"
+                      : ec                         ? "critical,keyAgreement"
+                                                   : "critical,keyEncipherment";
+  MAILKMS_CHECK(add_extension(cert.get(), issuer, NID_basic_constraints, "critical,CA:FALSE"));
+  MAILKMS_CHECK(add_extension(cert.get(), issuer, NID_key_usage, usage));
+  MAILKMS_CHECK(add_extension(cert.get(), issuer, NID_ext_key_usage, "emailProtection"));
+  MAILKMS_CHECK(add_extension(cert.get(), issuer, NID_subject_alt_name, "email:" + address));
+  MAILKMS_CHECK(add_extension(cert.get(), issuer, NID_subject_key_identifier, "hash"));
+  MAILKMS_CHECK(add_extension(cert.get(), issuer, NID_authority_key_identifier, "keyid:always"));
+  MAILKMS_CHECK(sign_with(*ctx_, cert.get(), key.native()));
+  return Issued{smime::Certificate::share(cert.get()), ca.id, {}};
+}
+
+Result<Issued> CertificateAuthority::issue(EVP_PKEY* public_key, const std::string& address, Profile profile,
+                                           int validity_days, const std::string& actor) {
+  if (address.empty() || address.find('@') == std::string::npos || address.find_first_of(" ,<>\"\r\n") != std::string::npos) {
+    return make_error(Errc::invalid_argument, "not a mail address: " + address);
+  }
+  MAILKMS_TRY(cas, list());
+  std::vector<CaInfo> issuing;
+  for (auto& ca : cas) {
+    if (ca.role == CaRole::issuing) issuing.push_back(std::move(ca));
+  }
+  std::sort(issuing.begin(), issuing.end(),
+            [](const CaInfo& a, const CaInfo& b) { return std::tie(a.priority, a.id) < std::tie(b.priority, b.id); });
+  std::vector<std::string> skipped;
+  const std::time_t now = std::time(nullptr);
+  for (const auto& ca : issuing) {
+    if (!ca.enabled) {
+      skipped.push_back(ca.id + ": disabled");
+      continue;
+    }
+    if (!ca.certificate || not_after_of(*ca.certificate) < now + 86400) {
+      skipped.push_back(ca.id + ": expired or about to");
+      continue;
+    }
+    auto issued = issue_with(ca, public_key, address, profile, validity_days);
+    if (!issued) {
+      skipped.push_back(ca.id + ": " + issued.error().message);
+      continue;
+    }
+    issued->skipped = skipped;
+    const smime::Certificate& cert = issued->certificate;
+    CertificateRecord record{cert.serial_hex(), ca.id, address, profile, cert, std::nullopt, RevocationReason::unspecified};
+    std::string detail = std::string(to_string(profile)) + " certificate from " + ca.id;
+    for (const auto& s : skipped) detail += "; skipped " + s;
+    MAILKMS_CHECK(storage_.transaction([&]() -> Status {
+      MAILKMS_CHECK(storage_.put("certs/" + record.serial, to_json(record).dump()));
+      return audit_.append({actor, "issue", address, "ok", detail + ", serial " + record.serial});
+    }));
+    return std::move(*issued);
+  }
+  std::string why = "no issuing CA can issue";
+  for (const auto& s : skipped) why += "; " + s;
+  (void)audit_.append({actor, "issue", address, "failed", why});
+  return make_error(Errc::invalid_argument, why);
+}
+
+Result<CertificateRecord> CertificateAuthority::certificate(const std::string& serial) {
+  MAILKMS_TRY(stored, storage_.get("certs/" + serial));
+  if (!stored) return make_error(Errc::not_found, "no certificate with serial " + serial);
+  return record_from_json(*stored);
+}
+
+Status CertificateAuthority::revoke(const std::string& serial, RevocationReason reason, const std::string& actor) {
+  MAILKMS_TRY(record, certificate(serial));
+  if (record.revoked_at) return make_error(Errc::already_exists, "certificate " + serial + " is already revoked");
+  record.revoked_at = std::time(nullptr);
+  record.reason = reason;
+  return storage_.transaction([&]() -> Status {
+    MAILKMS_CHECK(storage_.put("certs/" + serial, to_json(record).dump()));
+    MAILKMS_CHECK(storage_.put("revoked/" + record.ca_id + "/" + serial,
+                               std::to_string(*record.revoked_at) + ":" + std::to_string(static_cast<int>(reason))));
+    return audit_.append({actor, "revoke", record.owner, "ok", "serial " + serial});
+  });
+}
+
+Result<std::string> CertificateAuthority::crl(const std::string& id, int next_update_days) {
+  MAILKMS_TRY(ca, get(id));
+  if (!ca.certificate) return make_error(Errc::invalid_argument, "CA " + id + " has no certificate yet");
+  MAILKMS_TRY(key, ca_key(id));
+  MAILKMS_TRY(revoked, storage_.scan("revoked/" + id + "/", {}, 10'000'000));
+  CrlPtr crl(X509_CRL_new_ex(ctx_->libctx(), nullptr));
+  X509_CRL_set_version(crl.get(), X509_CRL_VERSION_2);
+  X509_CRL_set_issuer_name(crl.get(), X509_get_subject_name(ca.certificate->native()));
+  ASN1_TIME* now = X509_gmtime_adj(nullptr, 0);
+  ASN1_TIME* next = X509_gmtime_adj(nullptr, 86400L * next_update_days);
+  X509_CRL_set1_lastUpdate(crl.get(), now);
+  X509_CRL_set1_nextUpdate(crl.get(), next);
+  ASN1_TIME_free(next);
+  for (const auto& [key_path, value] : revoked) {
+    const std::string serial = key_path.substr(key_path.rfind('/') + 1);
+    const auto colon = value.find(':');
+    X509_REVOKED* entry = X509_REVOKED_new();
+    BIGNUM* bn = nullptr;
+    BN_hex2bn(&bn, serial.c_str());
+    ASN1_INTEGER* number = BN_to_ASN1_INTEGER(bn, nullptr);
+    BN_free(bn);
+    X509_REVOKED_set_serialNumber(entry, number);
+    ASN1_INTEGER_free(number);
+    ASN1_TIME* when = ASN1_TIME_set(nullptr, static_cast<time_t>(std::stoll(value.substr(0, colon))));
+    X509_REVOKED_set_revocationDate(entry, when);
+    ASN1_TIME_free(when);
+    const int code = std::stoi(value.substr(colon + 1));
+    if (code != 0) {
+      ASN1_ENUMERATED* reason = ASN1_ENUMERATED_new();
+      ASN1_ENUMERATED_set(reason, code);
+      X509_REVOKED_add1_ext_i2d(entry, NID_crl_reason, reason, 0, 0);
+      ASN1_ENUMERATED_free(reason);
+    }
+    X509_CRL_add0_revoked(crl.get(), entry);
+  }
+  ASN1_TIME_free(now);
+  // CRL number: one more than the last one we made.
+  MAILKMS_TRY(last, storage_.get("crl-number/" + id));
+  const long number = last ? std::stol(*last) + 1 : 1;
+  ASN1_INTEGER* crl_number = ASN1_INTEGER_new();
+  ASN1_INTEGER_set(crl_number, number);
+  X509_CRL_add1_ext_i2d(crl.get(), NID_crl_number, crl_number, 0, 0);
+  ASN1_INTEGER_free(crl_number);
+  X509_CRL_sort(crl.get());
+  MdPtr md(EVP_MD_fetch(ctx_->libctx(), signing_digest(key.native()), nullptr));
+  if (!md || X509_CRL_sign(crl.get(), key.native(), md.get()) <= 0) return crypto("cannot sign the CRL");
+  unsigned char* der = nullptr;
+  const int n = i2d_X509_CRL(crl.get(), &der);
+  if (n <= 0) return crypto("cannot encode the CRL");
+  std::string out(reinterpret_cast<char*>(der), static_cast<std::size_t>(n));
+  OPENSSL_free(der);
+  MAILKMS_CHECK(storage_.put("crl-number/" + id, std::to_string(number)));
+  return out;
+}
+
+}  // namespace mailkms::keystore
