@@ -1,0 +1,87 @@
+// Users: each has an encryption key pair, whose private key is escrowed
+// behind the barrier and kept forever (archived mail must stay readable),
+// and a signing key pair, whose private key the gateway signs with and
+// which never leaves the keystore — or, when the user brings a PKCS#10
+// request, only a signing certificate for a key they keep themselves.
+#pragma once
+
+#include <ctime>
+#include <functional>
+#include <optional>
+#include <span>
+#include <string>
+#include <vector>
+
+#include "mailkms/keystore/audit.hpp"
+#include "mailkms/keystore/barrier.hpp"
+#include "mailkms/keystore/ca.hpp"
+#include "mailkms/keystore/error.hpp"
+#include "mailkms/keystore/pkcs12.hpp"
+#include "mailkms/keystore/storage.hpp"
+
+namespace mailkms::keystore {
+
+struct UserPolicy {
+  KeyType encryption_key = KeyType::rsa2048;  // RSA: what every deployed client can encrypt to
+  KeyType signing_key = KeyType::rsa2048;
+  int validity_days = 365;
+};
+
+struct UserRecord {
+  std::string address;  // lower case
+  bool enabled = true;
+  std::time_t created = 0;
+  std::vector<std::string> encryption_serials;  // oldest first; the last is current
+  std::string signing_serial;
+  bool signing_key_held = true;  // false when the user keeps their own signing key
+};
+
+struct BulkSummary {
+  std::size_t added = 0;
+  std::size_t already_present = 0;
+  std::vector<std::pair<std::string, std::string>> failed;  // address, why
+};
+
+class Users {
+ public:
+  Users(Storage& storage, Barrier& barrier, AuditLog& audit, CertificateAuthority& ca, smime::CryptoContextPtr ctx,
+        UserPolicy policy = {})
+      : storage_(storage), barrier_(barrier), audit_(audit), ca_(ca), ctx_(std::move(ctx)), policy_(policy) {}
+
+  // Keys, certificates, escrow and the user record: all in one transaction.
+  Result<UserRecord> add(std::string_view address, const std::string& actor);
+  // One address at a time, each in its own transaction; a bad one does not
+  // stop the rest. `progress` is called after each.
+  BulkSummary add_many(std::span<const std::string> addresses, const std::string& actor,
+                       const std::function<void(std::size_t done, std::size_t total)>& progress = {});
+  Result<UserRecord> get(std::string_view address);
+  Result<std::vector<UserRecord>> list(std::string_view after, std::size_t limit);
+  Status set_enabled(std::string_view address, bool enabled, const std::string& actor);
+  // New keys and certificates; the old encryption key stays escrowed.
+  Result<UserRecord> renew(std::string_view address, const std::string& actor);
+  // A signing certificate for a key the user holds, from their PKCS#10.
+  Result<smime::Certificate> certify_signing_request(std::string_view address, std::string_view csr_pem,
+                                                     const std::string& actor);
+
+  Result<smime::Certificate> encryption_certificate(std::string_view address);
+  Result<smime::Certificate> signing_certificate(std::string_view address);
+  Result<smime::PrivateKey> signing_key(std::string_view address);
+  // Every escrowed encryption key with its certificate, oldest first.
+  Result<std::vector<Pkcs12Entry>> escrowed_encryption_keys(std::string_view address);
+
+  static std::string normalize(std::string_view address);
+  static bool plausible_address(std::string_view address);
+
+ private:
+  Status issue_pair(UserRecord& record, const std::string& actor);
+  Status save(const UserRecord& record);
+
+  Storage& storage_;
+  Barrier& barrier_;
+  AuditLog& audit_;
+  CertificateAuthority& ca_;
+  smime::CryptoContextPtr ctx_;
+  UserPolicy policy_;
+};
+
+}  // namespace mailkms::keystore

@@ -1,0 +1,169 @@
+// Users: keys, escrow, renewal, bulk add, PKCS#12 export — checked with
+// real decryption and the openssl command line.
+#include <catch2/catch.hpp>
+
+#include "mailkms/keystore/pkcs12.hpp"
+#include "mailkms/keystore/seal.hpp"
+#include "mailkms/keystore/sqlite_storage.hpp"
+#include "mailkms/keystore/users.hpp"
+#include "mailkms/smime/encrypt.hpp"
+#include "mailkms/smime/open.hpp"
+#include "test_support.hpp"
+
+using namespace mailkms;
+using namespace mailkms::keystore;
+
+namespace {
+
+template <class T>
+T ok(Result<T> r) {
+  if (!r) FAIL(r.error().describe());
+  return std::move(r).value();
+}
+
+struct Fixture {
+  test::TempDir dir;
+  std::unique_ptr<SqliteStorage> storage = ok(SqliteStorage::open(dir.path("keystore.db"), {.create = true}));
+  Barrier barrier{*storage};
+  AuditLog audit{*storage, barrier};
+  CertificateAuthority ca{*storage, barrier, audit, test::context()};
+  Users users{*storage, barrier, audit, ca, test::context(), {KeyType::rsa2048, KeyType::ec_p256, 365}};
+
+  Fixture() {
+    ok(barrier.unseal(new_master_key()));
+    ok(ca.create_root("root", "Root", KeyType::ec_p384, 3650, "test"));
+    ok(ca.create_issuing("issuing", "root", "Issuing", KeyType::ec_p256, 1825, 1, "test"));
+  }
+
+  // A message encrypted to `address`'s current certificate.
+  std::string encrypted_to(const std::string& address, const std::string& body) {
+    const std::vector<smime::Recipient> to{{ok(users.encryption_certificate(address))}};
+    const auto m = smime::encrypt_message(*test::context(), "From: x@example.org\r\nContent-Type: text/plain\r\n\r\n" + body, to, {});
+    REQUIRE(m);
+    return *m;
+  }
+};
+
+// Decrypts with whichever of `keys` fits; returns the body or the error.
+std::string open_with(const std::vector<Pkcs12Entry>& keys, const std::string& message) {
+  std::vector<smime::LocalKeyUnwrapper> unwrappers;
+  for (const auto& k : keys) unwrappers.push_back(*smime::LocalKeyUnwrapper::create(test::context(), k.certificate, k.key));
+  std::vector<smime::KeyUnwrapper*> pointers;
+  for (auto& u : unwrappers) pointers.push_back(&u);
+  const auto opened = smime::open_message(*test::context(), message, pointers, {});
+  return opened.error ? opened.error->describe() : opened.content.body;
+}
+
+}  // namespace
+
+TEST_CASE("a new user gets an escrowed encryption key and a signing key", "[users]") {
+  Fixture f;
+  const UserRecord alice = ok(f.users.add("Alice@Example.org", "test"));
+  CHECK(alice.address == "alice@example.org");
+  REQUIRE(alice.encryption_serials.size() == 1);
+  CHECK(alice.signing_key_held);
+
+  const auto encryption = ok(f.users.encryption_certificate("alice@example.org"));
+  CHECK(encryption.is_rsa());
+  CHECK(encryption.has_email("alice@example.org"));
+  const auto signing = ok(f.users.signing_certificate("alice@example.org"));
+  CHECK(signing.is_ec());
+  CHECK(ok(f.users.signing_key("alice@example.org")).matches(signing));
+
+  const auto escrowed = ok(f.users.escrowed_encryption_keys("alice@example.org"));
+  REQUIRE(escrowed.size() == 1);
+  CHECK(open_with(escrowed, f.encrypted_to("alice@example.org", "for alice\r\n")) == "for alice\r\n");
+
+  CHECK(f.users.add("alice@example.org", "test").error().code == Errc::already_exists);
+  CHECK(f.users.add("not-an-address", "test").error().code == Errc::invalid_argument);
+  CHECK(f.users.get("nobody@example.org").error().code == Errc::not_found);
+}
+
+TEST_CASE("renewal keeps every old encryption key escrowed and retires the old signing certificate", "[users]") {
+  Fixture f;
+  const UserRecord first = ok(f.users.add("bob@example.org", "test"));
+  const std::string archived = f.encrypted_to("bob@example.org", "old mail\r\n");
+  const UserRecord renewed = ok(f.users.renew("bob@example.org", "test"));
+  REQUIRE(renewed.encryption_serials.size() == 2);
+  CHECK(renewed.encryption_serials.front() == first.encryption_serials.front());
+  CHECK(renewed.signing_serial != first.signing_serial);
+  CHECK(ok(f.ca.certificate(first.signing_serial)).revoked_at.has_value());
+  const std::string fresh = f.encrypted_to("bob@example.org", "new mail\r\n");
+
+  const auto escrowed = ok(f.users.escrowed_encryption_keys("bob@example.org"));
+  REQUIRE(escrowed.size() == 2);
+  CHECK(open_with(escrowed, archived) == "old mail\r\n");
+  CHECK(open_with(escrowed, fresh) == "new mail\r\n");
+}
+
+TEST_CASE("bulk add goes on past bad addresses and counts", "[users]") {
+  Fixture f;
+  const std::vector<std::string> list{"a@example.org", "bad address", "b@example.org", "A@EXAMPLE.ORG", "c@example"};
+  std::size_t calls = 0;
+  const BulkSummary s = f.users.add_many(list, "test", [&](std::size_t done, std::size_t total) {
+    ++calls;
+    CHECK(done <= total);
+  });
+  CHECK(s.added == 2);
+  CHECK(s.already_present == 1);
+  REQUIRE(s.failed.size() == 2);
+  CHECK(s.failed[0].first == "bad address");
+  CHECK(calls == list.size());
+  const auto all = ok(f.users.list({}, 100));
+  REQUIRE(all.size() == 2);
+  CHECK(all[0].address == "a@example.org");
+  CHECK(ok(f.users.list("a@example.org", 100)).size() == 1);
+}
+
+TEST_CASE("a user who keeps their own signing key gets only a certificate for it", "[users]") {
+  Fixture f;
+  ok(f.users.add("carol@example.org", "test"));
+  const auto req = test::run("openssl req -new -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -keyout " +
+                             f.dir.path("carol.key").string() + " -subj '/CN=ignored/O=Not Ours'");
+  REQUIRE(req.exit_code == 0);
+  const smime::Certificate cert = ok(f.users.certify_signing_request("carol@example.org", req.out, "test"));
+  CHECK(cert.subject() == "CN=carol@example.org");  // our profile, not the request's subject
+  const auto key = smime::PrivateKey::from_pem(*test::context(), test::read_file(f.dir.path("carol.key")));
+  REQUIRE(key);
+  CHECK(key->matches(cert));
+  CHECK(f.users.signing_key("carol@example.org").error().code == Errc::not_found);
+  CHECK(f.users.certify_signing_request("carol@example.org", "garbage", "test").error().code == Errc::invalid_argument);
+}
+
+TEST_CASE("PKCS#12 exports carry every escrowed key, in the modern or the legacy profile", "[users][pkcs12]") {
+  Fixture f;
+  ok(f.users.add("dave@example.org", "test"));
+  ok(f.users.renew("dave@example.org", "test"));
+  const auto keys = ok(f.users.escrowed_encryption_keys("dave@example.org"));
+  const auto chain = ok(f.ca.chain("issuing"));
+  for (const auto profile : {Pkcs12Profile::modern, Pkcs12Profile::legacy}) {
+    DYNAMIC_SECTION((profile == Pkcs12Profile::modern ? "modern" : "legacy")) {
+      Pkcs12Options options;
+      options.profile = profile;
+      options.iterations = 10'000;  // the default is 600,000: slow under sanitizers
+      const std::string p12 = ok(make_pkcs12(*test::context(), keys, chain, "dave's password", options));
+      const auto path = f.dir.path("dave.p12");
+      test::write_file(path, p12);
+      const auto info = test::run("openssl pkcs12 -info -noout -in " + path.string() + " -passin 'pass:dave'\"'\"'s password'" +
+                                  (profile == Pkcs12Profile::legacy ? " -legacy" : ""));
+      INFO(info.err);
+      REQUIRE(info.exit_code == 0);
+      if (profile == Pkcs12Profile::modern) {
+        CHECK(info.err.find("PBES2, PBKDF2, AES-256-CBC") != std::string::npos);
+        CHECK(info.err.find("MAC: sha256") != std::string::npos);
+      } else {
+        CHECK(info.err.find("pbeWithSHA1And3-KeyTripleDES-CBC") != std::string::npos);
+        CHECK(info.err.find("MAC: sha1") != std::string::npos);
+        CHECK(info.err.find("RC2") == std::string::npos);
+      }
+      const auto dump = test::run("openssl pkcs12 -nodes -in " + path.string() + " -passin 'pass:dave'\"'\"'s password'" +
+                                  (profile == Pkcs12Profile::legacy ? " -legacy" : ""));
+      REQUIRE(dump.exit_code == 0);
+      std::size_t private_keys = 0;
+      for (std::size_t at = 0; (at = dump.out.find("BEGIN PRIVATE KEY", at)) != std::string::npos; ++at) ++private_keys;
+      CHECK(private_keys == 2);
+      CHECK(test::run("openssl pkcs12 -info -noout -in " + path.string() + " -passin pass:wrong").exit_code != 0);
+    }
+  }
+  CHECK(make_pkcs12(*test::context(), keys, chain, "short", {}).error().code == Errc::invalid_argument);
+}
