@@ -8,8 +8,10 @@ packages=(
   build-essential cmake ninja-build pkg-config
   # the S/MIME engine: OpenSSL 3 for CMS, GMime 3 for MIME
   libssl-dev openssl ca-certificates libgmime-3.0-dev
-  # the keystore: SQLite for storage, nlohmann-json for records and the protocol
-  libsqlite3-dev nlohmann-json3-dev
+  # the keystore: SQLite for storage, nlohmann-json for records and the
+  # protocol, Boost.Asio for the daemon (1.81: bookworm's 1.74 conflicts),
+  # toml++ for mailkms.conf
+  libsqlite3-dev nlohmann-json3-dev libboost1.81-dev libtomlplusplus-dev
   # mailkmsctl's subcommands
   libcli11-dev
   # tests: Catch2, and a real Postfix with swaks to send it mail

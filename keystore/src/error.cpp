@@ -13,6 +13,7 @@ std::string_view to_string(Errc code) noexcept {
     case Errc::invalid_argument: return "invalid_argument";
     case Errc::permission_denied: return "permission_denied";
     case Errc::crypto_failed: return "crypto_failed";
+    case Errc::unavailable: return "unavailable";
     case Errc::internal: return "internal";
   }
   return "internal";

@@ -19,6 +19,7 @@ enum class Errc {
   invalid_argument,
   permission_denied,
   crypto_failed,      // an OpenSSL operation failed where it should not
+  unavailable,        // the keystore daemon cannot be reached or did not answer in time
   internal,
 };
 
@@ -32,6 +33,7 @@ struct Error {
 
 template <class T>
 using Result = BasicResult<T, Error>;
+using mailkms::Ok;
 using Status = Result<Ok>;
 
 inline Error make_error(Errc code, std::string message) { return Error{code, std::move(message)}; }

@@ -1,0 +1,137 @@
+#include "config.hpp"
+
+#include <grp.h>
+#include <pwd.h>
+
+#include <functional>
+#include <string>
+#include <toml++/toml.h>
+
+namespace mailkms::keystored {
+namespace {
+
+using keystore::Errc;
+using keystore::Error;
+using keystore::make_error;
+using keystore::Status;
+
+std::string where(const toml::node& node) {
+  const auto& source = node.source();
+  return "line " + std::to_string(source.begin.line) + ", column " + std::to_string(source.begin.column);
+}
+
+Error wrong(const toml::node& node, const std::string& key, const std::string& expected) {
+  return make_error(Errc::invalid_argument, key + " at " + where(node) + ": expected " + expected);
+}
+
+Status as_path(const toml::node& node, const std::string& key, std::filesystem::path& out) {
+  const auto* s = node.as_string();
+  if (s == nullptr || s->get().empty()) return wrong(node, key, "a path");
+  out = s->get();
+  return mailkms::Ok{};
+}
+
+template <class Id>
+Status as_ids(const toml::node& node, const std::string& key, std::vector<Id>& out, bool users) {
+  const auto* list = node.as_array();
+  if (list == nullptr) return wrong(node, key, users ? "a list of user names or uids" : "a list of group names or gids");
+  for (const auto& item : *list) {
+    if (const auto* number = item.as_integer(); number != nullptr && number->get() >= 0) {
+      out.push_back(static_cast<Id>(number->get()));
+    } else if (const auto* name = item.as_string(); name != nullptr) {
+      if (users) {
+        const passwd* pw = ::getpwnam(name->get().c_str());
+        if (pw == nullptr) return wrong(item, key, "a known user, not " + name->get());
+        out.push_back(static_cast<Id>(pw->pw_uid));
+      } else {
+        const group* gr = ::getgrnam(name->get().c_str());
+        if (gr == nullptr) return wrong(item, key, "a known group, not " + name->get());
+        out.push_back(static_cast<Id>(gr->gr_gid));
+      }
+    } else {
+      return wrong(item, key, "names or numbers");
+    }
+  }
+  return mailkms::Ok{};
+}
+
+struct Setting {
+  const char* name;
+  std::function<Status(const toml::node&, Config&)> apply;
+};
+
+const std::vector<Setting>& settings() {
+  static const std::vector<Setting> table{
+      {"database", [](const toml::node& n, Config& c) { return as_path(n, "database", c.database); }},
+      {"socket", [](const toml::node& n, Config& c) { return as_path(n, "socket", c.socket); }},
+      {"socket_mode",
+       [](const toml::node& n, Config& c) -> Status {
+         const auto* s = n.as_string();
+         if (s == nullptr) return wrong(n, "socket_mode", "an octal mode in quotes, like \"0660\"");
+         try {
+           std::size_t used = 0;
+           const unsigned long mode = std::stoul(s->get(), &used, 8);
+           if (used != s->get().size() || mode > 0777) return wrong(n, "socket_mode", "an octal mode like \"0660\"");
+           c.socket_mode = static_cast<mode_t>(mode);
+         } catch (const std::exception&) {
+           return wrong(n, "socket_mode", "an octal mode like \"0660\"");
+         }
+         return mailkms::Ok{};
+       }},
+      {"gateway_users", [](const toml::node& n, Config& c) { return as_ids(n, "gateway_users", c.gateway_uids, true); }},
+      {"gateway_groups", [](const toml::node& n, Config& c) { return as_ids(n, "gateway_groups", c.gateway_gids, false); }},
+      {"unseal_key_file", [](const toml::node& n, Config& c) { return as_path(n, "unseal_key_file", c.unseal_key_file); }},
+      {"idle_timeout_seconds",
+       [](const toml::node& n, Config& c) -> Status {
+         const auto* v = n.as_integer();
+         if (v == nullptr || v->get() < 1 || v->get() > 86400) return wrong(n, "idle_timeout_seconds", "1 to 86400");
+         c.idle_timeout = std::chrono::seconds(v->get());
+         return mailkms::Ok{};
+       }},
+      {"workers",
+       [](const toml::node& n, Config& c) -> Status {
+         const auto* v = n.as_integer();
+         if (v == nullptr || v->get() < 1 || v->get() > 256) return wrong(n, "workers", "1 to 256");
+         c.workers = static_cast<int>(v->get());
+         return mailkms::Ok{};
+       }},
+      {"lock_memory",
+       [](const toml::node& n, Config& c) -> Status {
+         const auto* v = n.as_boolean();
+         if (v == nullptr) return wrong(n, "lock_memory", "true or false");
+         c.lock_memory = v->get();
+         return mailkms::Ok{};
+       }},
+  };
+  return table;
+}
+
+}  // namespace
+
+keystore::Result<Config> load_config(const std::filesystem::path& path) {
+  toml::table document;
+  try {
+    document = toml::parse_file(path.string());
+  } catch (const toml::parse_error& e) {
+    return make_error(Errc::invalid_argument, path.string() + ", line " + std::to_string(e.source().begin.line) +
+                                                  ", column " + std::to_string(e.source().begin.column) + ": " +
+                                                  std::string(e.description()));
+  }
+  Config config;
+  const toml::table* section = document["keystore"].as_table();
+  if (section == nullptr) return config;  // every default
+  for (const auto& [key, node] : *section) {
+    const auto& table = settings();
+    const auto setting = std::find_if(table.begin(), table.end(), [&](const Setting& s) { return key.str() == s.name; });
+    if (setting == table.end()) {
+      return make_error(Errc::invalid_argument,
+                        path.string() + ", " + where(node) + ": unknown key keystore." + std::string(key.str()));
+    }
+    if (auto applied = setting->apply(node, config); !applied) {
+      return make_error(Errc::invalid_argument, path.string() + ": keystore." + applied.error().message);
+    }
+  }
+  return config;
+}
+
+}  // namespace mailkms::keystored

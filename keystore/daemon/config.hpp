@@ -1,0 +1,30 @@
+// mailkms-keystored's settings, from the [keystore] table of mailkms.conf.
+// Every key is declared once, with its default and its check; an unknown
+// key is an error that names it.
+#pragma once
+
+#include <sys/types.h>
+
+#include <chrono>
+#include <filesystem>
+#include <vector>
+
+#include "mailkms/keystore/error.hpp"
+
+namespace mailkms::keystored {
+
+struct Config {
+  std::filesystem::path database = "/var/lib/mailkms/keystore.db";
+  std::filesystem::path socket = "/run/mailkms/keystore.sock";
+  mode_t socket_mode = 0660;
+  std::vector<uid_t> gateway_uids;    // gateway_users: names or numbers
+  std::vector<gid_t> gateway_gids;    // gateway_groups: names or numbers
+  std::filesystem::path unseal_key_file;  // unseal at start with this key file, if set
+  std::chrono::seconds idle_timeout{300};  // close a connection silent this long
+  int workers = 2;                         // threads for requests
+  bool lock_memory = true;                 // mlockall, so keys never reach swap
+};
+
+keystore::Result<Config> load_config(const std::filesystem::path& path);
+
+}  // namespace mailkms::keystored

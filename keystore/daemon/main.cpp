@@ -1,0 +1,83 @@
+// mailkms-keystored: the only process that holds private keys in the
+// clear. Start-up follows a fixed order — configuration, hardening, the
+// database, the socket, then serving — and any failure in it is fatal.
+// After that a peer's bad input is an error answer, never an exit.
+#include <sys/mman.h>
+#include <sys/prctl.h>
+#include <sys/resource.h>
+
+#include <CLI/CLI.hpp>
+#include <boost/asio.hpp>
+#include <iostream>
+#include <thread>
+
+#include "config.hpp"
+#include "mailkms/keystore/service.hpp"
+#include "server.hpp"
+
+namespace {
+
+int fatal(const std::string& message) {
+  std::cerr << "mailkms-keystored: fatal: " << message << "\n";
+  return 1;
+}
+
+void warn(const std::string& message) { std::cerr << "mailkms-keystored: warning: " << message << "\n"; }
+
+// No core dumps, no ptrace by other users, and (when asked) no swap: the
+// master key and private keys must not leak out of memory.
+void harden(bool lock_memory) {
+  const rlimit no_core{0, 0};
+  ::setrlimit(RLIMIT_CORE, &no_core);
+  ::prctl(PR_SET_DUMPABLE, 0, 0, 0, 0);
+  if (lock_memory && ::mlockall(MCL_CURRENT | MCL_FUTURE) != 0) {
+    warn("cannot lock memory (raise RLIMIT_MEMLOCK or grant CAP_IPC_LOCK); keys may reach swap");
+  }
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  CLI::App app{"mailkms-keystored: the mailkms key management daemon"};
+  std::string config_path = "/etc/mailkms/mailkms.conf";
+  bool foreground = false;
+  app.add_option("-c,--config", config_path, "Configuration file")->capture_default_str();
+  app.add_flag("-f,--foreground", foreground, "Stay in the foreground (for systemd); the only mode for now");
+  app.set_version_flag("--version", "mailkms-keystored " MAILKMS_VERSION);
+  CLI11_PARSE(app, argc, argv);
+
+  auto config = mailkms::keystored::load_config(config_path);
+  if (!config) return fatal(config.error().message);
+  harden(config->lock_memory);
+
+  auto ctx = mailkms::smime::CryptoContext::create();
+  if (!ctx) return fatal(ctx.error().describe());
+  mailkms::keystore::AccessPolicy access{config->gateway_uids, config->gateway_gids};
+  auto service = mailkms::keystore::KeystoreService::open(config->database, *ctx, access);
+  if (!service) return fatal(service.error().describe());
+  if (!config->unseal_key_file.empty()) {
+    if (auto unsealed = (*service)->unseal_with_key_file(config->unseal_key_file); !unsealed) {
+      return fatal("cannot unseal with " + config->unseal_key_file.string() + ": " + unsealed.error().message);
+    }
+  }
+
+  boost::asio::io_context io;
+  boost::asio::thread_pool workers(static_cast<std::size_t>(config->workers));
+  mailkms::keystored::Server server(io, workers, **service, *config);
+  if (auto listening = server.listen(); !listening) return fatal(listening.error().message);
+
+  boost::asio::signal_set signals(io, SIGTERM, SIGINT);
+  signals.async_wait([&](boost::system::error_code, int signal) {
+    std::cerr << "mailkms-keystored: signal " << signal << ", finishing requests in flight\n";
+    server.stop();
+    workers.join();  // requests in flight complete before we go
+    io.stop();
+  });
+  ::signal(SIGPIPE, SIG_IGN);
+  std::cerr << "mailkms-keystored: serving " << config->socket.string() << " ("
+            << ((*service)->sealed() ? "sealed" : "unsealed") << ")\n";
+  std::thread second([&io] { io.run(); });
+  io.run();
+  second.join();
+  return 0;
+}

@@ -1,0 +1,198 @@
+#include "server.hpp"
+
+#include <sys/socket.h>
+#include <sys/stat.h>
+
+#include <deque>
+#include <iostream>
+
+#include "mailkms/keystore/protocol.hpp"
+
+namespace mailkms::keystored {
+
+namespace asio = boost::asio;
+using local = asio::local::stream_protocol;
+
+class Session : public std::enable_shared_from_this<Session> {
+ public:
+  Session(Server& server, local::socket socket, keystore::Caller caller)
+      : server_(server),
+        socket_(std::move(socket)),
+        strand_(asio::make_strand(server.io_)),
+        idle_timer_(strand_),
+        caller_(caller) {}
+
+  void start() {
+    asio::co_spawn(strand_, [self = shared_from_this()] { return self->read_loop(); }, asio::detached);
+  }
+
+  void close() {
+    asio::post(strand_, [self = shared_from_this()] {
+      boost::system::error_code ignored;
+      self->socket_.shutdown(local::socket::shutdown_receive, ignored);
+      self->idle_timer_.cancel();
+    });
+  }
+
+ private:
+  asio::awaitable<void> read_loop() {
+    std::string buffer;
+    arm_idle_timer();
+    while (true) {
+      auto [ec, n] = co_await asio::async_read_until(socket_, asio::dynamic_buffer(buffer, keystore::protocol::kMaxLine),
+                                                     '\n', asio::as_tuple(asio::use_awaitable));
+      if (ec == asio::error::not_found) {  // a line longer than the limit
+        send(keystore::protocol::encode_error(
+            0, keystore::make_error(keystore::Errc::invalid_argument, "request line longer than 1 MiB")));
+        reading_done_ = true;
+        break;
+      }
+      if (ec) break;
+      arm_idle_timer();
+      const std::string line = buffer.substr(0, n - 1);
+      buffer.erase(0, n);
+      dispatch(line);
+    }
+    reading_done_ = true;
+    idle_timer_.cancel();
+    finish_if_done();
+  }
+
+  void dispatch(const std::string& line) {
+    auto parsed = keystore::protocol::parse_request(line);
+    if (!parsed.request) {
+      send(keystore::protocol::encode_error(parsed.id, *parsed.error));
+      return;
+    }
+    ++in_flight_;
+    asio::post(server_.workers_, [self = shared_from_this(), request = std::move(*parsed.request)] {
+      std::string answer;
+      try {
+        auto result = self->server_.service_.handle(self->caller_, request);
+        answer = result ? keystore::protocol::encode_result(request.id, *result)
+                        : keystore::protocol::encode_error(request.id, result.error());
+      } catch (const std::exception& e) {
+        std::cerr << "mailkms-keystored: internal error in " << request.op << ": " << e.what() << "\n";
+        answer = keystore::protocol::encode_error(request.id, keystore::make_error(keystore::Errc::internal, "internal error"));
+      }
+      asio::post(self->strand_, [self, answer = std::move(answer)] {
+        --self->in_flight_;
+        self->send(answer);
+      });
+    });
+  }
+
+  void send(std::string line) {
+    outbox_.push_back(std::move(line));
+    if (!writing_) write_next();
+  }
+
+  void write_next() {
+    if (outbox_.empty()) {
+      writing_ = false;
+      finish_if_done();
+      return;
+    }
+    writing_ = true;
+    asio::async_write(socket_, asio::buffer(outbox_.front()),
+                      asio::bind_executor(strand_, [self = shared_from_this()](boost::system::error_code ec, std::size_t) {
+                        self->outbox_.pop_front();
+                        if (ec) {
+                          self->outbox_.clear();
+                          self->writing_ = false;
+                          self->finish_if_done();
+                          return;
+                        }
+                        self->write_next();
+                      }));
+  }
+
+  // A connection ends when its reader has stopped and every answer is out.
+  void finish_if_done() {
+    if (!reading_done_ || in_flight_ > 0 || writing_ || finished_) return;
+    finished_ = true;
+    boost::system::error_code ignored;
+    socket_.close(ignored);
+    server_.forget(shared_from_this());
+  }
+
+  void arm_idle_timer() {
+    idle_timer_.expires_after(server_.config_.idle_timeout);
+    idle_timer_.async_wait([self = shared_from_this()](boost::system::error_code ec) {
+      if (ec || self->in_flight_ > 0) return;  // re-armed, cancelled, or busy for the client
+      boost::system::error_code ignored;
+      self->socket_.shutdown(local::socket::shutdown_both, ignored);
+    });
+  }
+
+  Server& server_;
+  local::socket socket_;
+  asio::strand<asio::io_context::executor_type> strand_;
+  asio::steady_timer idle_timer_;
+  keystore::Caller caller_;
+  std::deque<std::string> outbox_;
+  bool writing_ = false;
+  bool reading_done_ = false;
+  bool finished_ = false;
+  int in_flight_ = 0;
+};
+
+Server::Server(asio::io_context& io, asio::thread_pool& workers, keystore::KeystoreService& service,
+               const Config& config)
+    : io_(io), workers_(workers), service_(service), config_(config), acceptor_(io) {}
+
+keystore::Status Server::listen() {
+  std::error_code ignored;
+  std::filesystem::remove(config_.socket, ignored);  // a stale socket from an earlier run
+  boost::system::error_code ec;
+  acceptor_.open(local(), ec);
+  if (!ec) acceptor_.bind(local::endpoint(config_.socket.string()), ec);
+  if (!ec && ::chmod(config_.socket.c_str(), config_.socket_mode) != 0) {
+    ec = boost::system::error_code(errno, boost::system::system_category());
+  }
+  if (!ec) acceptor_.listen(asio::socket_base::max_listen_connections, ec);
+  if (ec) {
+    return keystore::make_error(keystore::Errc::storage_failed,
+                                "cannot listen on " + config_.socket.string() + ": " + ec.message());
+  }
+  asio::co_spawn(io_, accept_loop(), asio::detached);
+  return keystore::Ok{};
+}
+
+asio::awaitable<void> Server::accept_loop() {
+  while (acceptor_.is_open()) {
+    auto [ec, socket] = co_await acceptor_.async_accept(asio::as_tuple(asio::use_awaitable));
+    if (ec) {
+      if (ec == asio::error::operation_aborted) break;
+      continue;  // a client that went away while queued
+    }
+    ucred credentials{};
+    socklen_t length = sizeof credentials;
+    if (::getsockopt(socket.native_handle(), SOL_SOCKET, SO_PEERCRED, &credentials, &length) != 0) continue;
+    auto session = std::make_shared<Session>(*this, std::move(socket),
+                                             keystore::Caller{credentials.uid, credentials.gid, credentials.pid});
+    {
+      const std::lock_guard lock(sessions_mutex_);
+      sessions_.insert(session);
+    }
+    session->start();
+  }
+}
+
+void Server::forget(const std::shared_ptr<Session>& session) {
+  const std::lock_guard lock(sessions_mutex_);
+  sessions_.erase(session);
+}
+
+void Server::stop() {
+  asio::post(io_, [this] {
+    boost::system::error_code ignored;
+    acceptor_.close(ignored);
+    std::error_code not_there;
+    std::filesystem::remove(config_.socket, not_there);
+    const std::lock_guard lock(sessions_mutex_);
+    for (const auto& s : sessions_) s->close();
+  });
+}
+
+}  // namespace mailkms::keystored

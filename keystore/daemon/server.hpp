@@ -1,0 +1,44 @@
+// The keystore's Unix-socket server: one coroutine per connection reads
+// request lines (each bounded), hands each request to a worker pool, and
+// writes the answers back as they finish, so pipelined requests run
+// concurrently and answer out of order. The peer's credentials decide
+// what it may do; a connection silent past the idle timeout is closed.
+#pragma once
+
+#include <boost/asio.hpp>
+#include <memory>
+#include <mutex>
+#include <set>
+
+#include "config.hpp"
+#include "mailkms/keystore/service.hpp"
+
+namespace mailkms::keystored {
+
+class Session;
+
+class Server {
+ public:
+  Server(boost::asio::io_context& io, boost::asio::thread_pool& workers, keystore::KeystoreService& service,
+         const Config& config);
+
+  // Binds the socket (replacing a stale one) with the configured mode.
+  keystore::Status listen();
+  // Stops accepting and closes every connection; requests in flight finish.
+  void stop();
+
+ private:
+  friend class Session;
+  boost::asio::awaitable<void> accept_loop();
+  void forget(const std::shared_ptr<Session>& session);
+
+  boost::asio::io_context& io_;
+  boost::asio::thread_pool& workers_;
+  keystore::KeystoreService& service_;
+  const Config& config_;
+  boost::asio::local::stream_protocol::acceptor acceptor_;
+  std::mutex sessions_mutex_;
+  std::set<std::shared_ptr<Session>> sessions_;
+};
+
+}  // namespace mailkms::keystored

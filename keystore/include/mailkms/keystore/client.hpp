@@ -1,0 +1,96 @@
+// The client side of the keystore protocol, for the gateway and
+// mailkmsctl: connections to mailkms-keystored's Unix socket, reused from
+// a small pool and re-established after a failure, each request bounded
+// by a timeout. RemoteSigner and RemoteKeyUnwrapper implement the S/MIME
+// engine's interfaces over it, so private keys stay in the daemon.
+#pragma once
+
+#include <chrono>
+#include <filesystem>
+#include <mutex>
+#include <string>
+#include <vector>
+
+#include <nlohmann/json.hpp>
+
+#include "mailkms/keystore/error.hpp"
+#include "mailkms/smime/decrypt.hpp"
+#include "mailkms/smime/sign.hpp"
+
+namespace mailkms::keystore {
+
+struct ClientOptions {
+  std::filesystem::path socket;
+  std::chrono::milliseconds timeout{5000};  // per request, connect included
+  std::size_t pool_size = 8;                // idle connections kept
+};
+
+class KeystoreClient {
+ public:
+  explicit KeystoreClient(ClientOptions options) : options_(std::move(options)) {}
+  KeystoreClient(const KeystoreClient&) = delete;
+  KeystoreClient& operator=(const KeystoreClient&) = delete;
+  ~KeystoreClient();
+
+  // One request and its response. Safe from many threads at once. When the
+  // daemon cannot be reached, or does not answer in time: Errc::unavailable.
+  Result<nlohmann::json> call(std::string_view op, const nlohmann::json& params);
+
+ private:
+  Result<int> take_connection();
+  void give_back(int fd);
+
+  ClientOptions options_;
+  std::mutex mutex_;
+  std::vector<int> idle_;
+  std::uint64_t next_id_ = 1;
+};
+
+// The encryption certificates the keystore has for some addresses.
+struct CertificateLookup {
+  struct Found {
+    smime::Certificate certificate;
+    std::vector<smime::Certificate> chain;
+  };
+  std::vector<std::pair<std::string, Found>> found;
+  std::vector<std::string> missing;
+};
+Result<CertificateLookup> lookup_certificates(KeystoreClient& client, std::span<const std::string> addresses);
+
+// Signs with `address`'s signing key in the daemon.
+class RemoteSigner final : public smime::Signer {
+ public:
+  static Result<RemoteSigner> create(KeystoreClient& client, std::string address);
+  [[nodiscard]] const smime::Certificate& certificate() const override { return certificate_; }
+  [[nodiscard]] const std::vector<smime::Certificate>& chain() const override { return chain_; }
+  [[nodiscard]] smime::SignatureScheme scheme() const override { return scheme_; }
+  smime::Result<std::string> sign(smime::Digest digest, std::string_view to_be_signed) override;
+
+ private:
+  RemoteSigner(KeystoreClient& client, std::string address, smime::Certificate certificate,
+               std::vector<smime::Certificate> chain, smime::SignatureScheme scheme)
+      : client_(&client), address_(std::move(address)), certificate_(std::move(certificate)), chain_(std::move(chain)),
+        scheme_(scheme) {}
+  KeystoreClient* client_;
+  std::string address_;
+  smime::Certificate certificate_;
+  std::vector<smime::Certificate> chain_;
+  smime::SignatureScheme scheme_;
+};
+
+// Unwraps content-encryption keys with one of `address`'s escrowed keys:
+// the one whose certificate is `certificate`.
+class RemoteKeyUnwrapper final : public smime::KeyUnwrapper {
+ public:
+  RemoteKeyUnwrapper(KeystoreClient& client, std::string address, smime::Certificate certificate)
+      : client_(&client), address_(std::move(address)), certificate_(std::move(certificate)) {}
+  [[nodiscard]] const smime::Certificate& certificate() const override { return certificate_; }
+  smime::Result<smime::SecretBytes> unwrap(const smime::WrappedKey& wrapped) override;
+
+ private:
+  KeystoreClient* client_;
+  std::string address_;
+  smime::Certificate certificate_;
+};
+
+}  // namespace mailkms::keystore

@@ -1,0 +1,92 @@
+// The keystore's operations as the daemon serves them: decides who may do
+// what (by the peer's credentials), answers each request with a result or
+// an Error, and audits refusals. Knows nothing of sockets, so it is tested
+// directly as well as through the daemon.
+#pragma once
+
+#include <sys/types.h>
+
+#include <chrono>
+#include <filesystem>
+#include <memory>
+#include <mutex>
+#include <vector>
+
+#include "mailkms/keystore/audit.hpp"
+#include "mailkms/keystore/barrier.hpp"
+#include "mailkms/keystore/ca.hpp"
+#include "mailkms/keystore/protocol.hpp"
+#include "mailkms/keystore/seal.hpp"
+#include "mailkms/keystore/sqlite_storage.hpp"
+#include "mailkms/keystore/users.hpp"
+
+namespace mailkms::keystore {
+
+// Who is asking, from SO_PEERCRED.
+struct Caller {
+  uid_t uid = 0;
+  gid_t gid = 0;
+  pid_t pid = 0;
+};
+
+struct AccessPolicy {
+  // Gateways (milter, proxy) may look up certificates, sign and decrypt.
+  std::vector<uid_t> gateway_uids;
+  std::vector<gid_t> gateway_gids;
+};
+
+class KeystoreService {
+ public:
+  // Opens an initialized keystore; it starts sealed.
+  static Result<std::unique_ptr<KeystoreService>> open(const std::filesystem::path& database,
+                                                       smime::CryptoContextPtr ctx, AccessPolicy access,
+                                                       UserPolicy users = {});
+
+  // Creates a keystore: the database, a master key sealed as `seal` says,
+  // left unsealed. Refuses an existing database.
+  static Result<std::unique_ptr<KeystoreService>> initialize(const std::filesystem::path& database,
+                                                             smime::CryptoContextPtr ctx, const SealRecord& seal,
+                                                             smime::SecretBytes master_key, AccessPolicy access,
+                                                             UserPolicy users = {});
+
+  Result<nlohmann::json> handle(const Caller& caller, const protocol::Request& request);
+
+  // Unsealing outside the protocol (a key file named in the configuration).
+  Status unseal_with_key_file(const std::filesystem::path& path);
+  [[nodiscard]] bool sealed() const { return barrier_.sealed(); }
+
+  CertificateAuthority& ca() { return ca_; }
+  Users& users() { return users_; }
+  AuditLog& audit() { return audit_; }
+  Storage& storage() { return *storage_; }
+
+ private:
+  KeystoreService(std::unique_ptr<SqliteStorage> storage, smime::CryptoContextPtr ctx, AccessPolicy access,
+                  UserPolicy users);
+  [[nodiscard]] bool is_gateway(const Caller& caller) const;
+  Result<SealRecord> seal_record();
+  Status finish_unseal(Result<smime::SecretBytes> master, const std::string& actor, const std::string& how);
+
+  Result<nlohmann::json> status();
+  Result<nlohmann::json> unseal(const Caller& caller, const nlohmann::json& params);
+  Result<nlohmann::json> lookup_certificates(const nlohmann::json& params);
+  Result<nlohmann::json> signing_identity(const nlohmann::json& params);
+  Result<nlohmann::json> sign(const nlohmann::json& params);
+  Result<nlohmann::json> unwrap(const nlohmann::json& params);
+
+  std::unique_ptr<SqliteStorage> storage_;
+  smime::CryptoContextPtr ctx_;
+  AccessPolicy access_;
+  Barrier barrier_;
+  AuditLog audit_;
+  CertificateAuthority ca_;
+  Users users_;
+
+  std::mutex unseal_mutex_;
+  int failed_unseals_ = 0;
+  std::chrono::steady_clock::time_point next_unseal_{};
+};
+
+std::string describe(const Caller& caller);
+
+}  // namespace mailkms::keystore

@@ -1,0 +1,218 @@
+#include "mailkms/keystore/client.hpp"
+
+#include <fcntl.h>
+#include <poll.h>
+#include <sys/socket.h>
+#include <sys/un.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <cstring>
+
+#include "mailkms/keystore/protocol.hpp"
+
+namespace mailkms::keystore {
+namespace {
+
+using Clock = std::chrono::steady_clock;
+
+Error unavailable(const std::string& what) {
+  return make_error(Errc::unavailable, "keystore unavailable: " + what);
+}
+
+int remaining_ms(Clock::time_point deadline) {
+  const auto left = std::chrono::duration_cast<std::chrono::milliseconds>(deadline - Clock::now()).count();
+  return left > 0 ? static_cast<int>(left) : 0;
+}
+
+Status write_all(int fd, std::string_view data, Clock::time_point deadline) {
+  while (!data.empty()) {
+    pollfd p{fd, POLLOUT, 0};
+    if (::poll(&p, 1, remaining_ms(deadline)) <= 0) return unavailable("timed out sending");
+    const ssize_t n = ::send(fd, data.data(), data.size(), MSG_NOSIGNAL);
+    if (n < 0) {
+      if (errno == EAGAIN || errno == EINTR) continue;
+      return unavailable(std::string("cannot send: ") + std::strerror(errno));
+    }
+    data.remove_prefix(static_cast<std::size_t>(n));
+  }
+  return Ok{};
+}
+
+Result<std::string> read_line(int fd, Clock::time_point deadline) {
+  std::string line;
+  char buffer[4096];
+  while (true) {
+    pollfd p{fd, POLLIN, 0};
+    if (::poll(&p, 1, remaining_ms(deadline)) <= 0) return unavailable("timed out waiting for the answer");
+    const ssize_t n = ::recv(fd, buffer, sizeof buffer, 0);
+    if (n == 0) return unavailable("the daemon closed the connection");
+    if (n < 0) {
+      if (errno == EAGAIN || errno == EINTR) continue;
+      return unavailable(std::string("cannot read: ") + std::strerror(errno));
+    }
+    line.append(buffer, static_cast<std::size_t>(n));
+    // Requests on one connection are sequential, so one line is one answer.
+    if (const auto nl = line.find('\n'); nl != std::string::npos) {
+      if (nl + 1 != line.size()) return unavailable("unexpected data after the answer");
+      line.pop_back();
+      return line;
+    }
+    if (line.size() > protocol::kMaxLine) return unavailable("answer too long");
+  }
+}
+
+Result<smime::Certificate> certificate_from(const nlohmann::json& pem) {
+  if (!pem.is_string()) return make_error(Errc::internal, "the keystore sent no certificate");
+  auto cert = smime::Certificate::from_pem(pem.get<std::string>());
+  if (!cert) return make_error(Errc::internal, "the keystore sent an unreadable certificate");
+  return std::move(*cert);
+}
+
+Result<std::vector<smime::Certificate>> chain_from(const nlohmann::json& pems) {
+  std::vector<smime::Certificate> out;
+  if (!pems.is_array()) return out;
+  for (const auto& pem : pems) {
+    MAILKMS_TRY(cert, certificate_from(pem));
+    out.push_back(std::move(cert));
+  }
+  return out;
+}
+
+// A member of an answer, or null: a malformed answer never throws.
+const nlohmann::json& field(const nlohmann::json& object, const char* name) {
+  static const nlohmann::json null;
+  if (!object.is_object()) return null;
+  const auto it = object.find(name);
+  return it == object.end() ? null : *it;
+}
+
+smime::Error to_smime(const Error& e) {
+  return smime::make_error(smime::Errc::key_operation_failed, "keystore: " + e.describe());
+}
+
+}  // namespace
+
+KeystoreClient::~KeystoreClient() {
+  for (const int fd : idle_) ::close(fd);
+}
+
+Result<int> KeystoreClient::take_connection() {
+  {
+    const std::lock_guard lock(mutex_);
+    if (!idle_.empty()) {
+      const int fd = idle_.back();
+      idle_.pop_back();
+      return fd;
+    }
+  }
+  const int fd = ::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  if (fd < 0) return unavailable(std::strerror(errno));
+  sockaddr_un address{};
+  address.sun_family = AF_UNIX;
+  const std::string path = options_.socket.string();
+  if (path.size() >= sizeof address.sun_path) {
+    ::close(fd);
+    return unavailable("socket path too long: " + path);
+  }
+  std::memcpy(address.sun_path, path.c_str(), path.size() + 1);
+  if (::connect(fd, reinterpret_cast<sockaddr*>(&address), sizeof address) != 0) {
+    const std::string why = std::strerror(errno);
+    ::close(fd);
+    return unavailable("cannot connect to " + path + ": " + why);
+  }
+  return fd;
+}
+
+void KeystoreClient::give_back(int fd) {
+  const std::lock_guard lock(mutex_);
+  if (idle_.size() < options_.pool_size) {
+    idle_.push_back(fd);
+  } else {
+    ::close(fd);
+  }
+}
+
+Result<nlohmann::json> KeystoreClient::call(std::string_view op, const nlohmann::json& params) {
+  std::uint64_t id = 0;
+  {
+    const std::lock_guard lock(mutex_);
+    id = next_id_++;
+  }
+  const std::string line =
+      protocol::encode_request({id, std::string(op), params.is_null() ? nlohmann::json::object() : params});
+  // A pooled connection may have been closed by the daemon (a restart):
+  // one fresh attempt before giving up.
+  Error last = unavailable("no attempt made");
+  for (int attempt = 0; attempt < 2; ++attempt) {
+    const auto deadline = Clock::now() + options_.timeout;
+    MAILKMS_TRY(fd, take_connection());
+    auto sent = write_all(fd, line, deadline);
+    auto answer = sent ? read_line(fd, deadline) : Result<std::string>(std::move(sent).error());
+    if (!answer) {
+      ::close(fd);
+      last = std::move(answer).error();
+      continue;
+    }
+    auto response = protocol::parse_response(*answer);
+    if (!response || response->id != id) {
+      ::close(fd);
+      return make_error(Errc::internal, "the keystore answered another request");
+    }
+    give_back(fd);
+    return std::move(response->outcome);
+  }
+  return last;
+}
+
+Result<CertificateLookup> lookup_certificates(KeystoreClient& client, std::span<const std::string> addresses) {
+  const std::vector<std::string> list(addresses.begin(), addresses.end());
+  MAILKMS_TRY(result, client.call(protocol::op::lookup_certificates, {{"addresses", list}}));
+  CertificateLookup out;
+  const auto& certificates = field(result, "certificates");
+  if (certificates.is_object()) {
+    for (const auto& [address, entry] : certificates.items()) {
+      MAILKMS_TRY(cert, certificate_from(field(entry, "certificate")));
+      MAILKMS_TRY(chain, chain_from(field(entry, "chain")));
+      out.found.emplace_back(address, CertificateLookup::Found{std::move(cert), std::move(chain)});
+    }
+  }
+  const auto& missing = field(result, "missing");
+  if (missing.is_array()) {
+    for (const auto& m : missing) {
+      if (m.is_string()) out.missing.push_back(m.get<std::string>());
+    }
+  }
+  return out;
+}
+
+Result<RemoteSigner> RemoteSigner::create(KeystoreClient& client, std::string address) {
+  MAILKMS_TRY(identity, client.call(protocol::op::signing_identity, {{"address", address}}));
+  MAILKMS_TRY(cert, certificate_from(field(identity, "certificate")));
+  MAILKMS_TRY(chain, chain_from(field(identity, "chain")));
+  const auto scheme = field(identity, "scheme") == "ecdsa" ? smime::SignatureScheme::ecdsa
+                                                           : smime::SignatureScheme::rsa_pkcs1v15;
+  return RemoteSigner(client, std::move(address), std::move(cert), std::move(chain), scheme);
+}
+
+smime::Result<std::string> RemoteSigner::sign(smime::Digest digest, std::string_view to_be_signed) {
+  auto result = client_->call(protocol::op::sign, {{"address", address_},
+                                                   {"digest", std::string(smime::name(digest))},
+                                                   {"data", protocol::base64(to_be_signed)}});
+  if (!result) return to_smime(result.error());
+  auto signature = protocol::unbase64(field(*result, "signature"));
+  if (!signature) return to_smime(signature.error());
+  return std::move(*signature);
+}
+
+smime::Result<smime::SecretBytes> RemoteKeyUnwrapper::unwrap(const smime::WrappedKey& wrapped) {
+  auto result = client_->call(protocol::op::unwrap, {{"address", address_},
+                                                     {"serial", certificate_.serial_hex()},
+                                                     {"wrapped", protocol::to_json(wrapped)}});
+  if (!result) return to_smime(result.error());
+  auto key = protocol::unbase64(field(*result, "key"));
+  if (!key) return to_smime(key.error());
+  return smime::SecretBytes(std::move(*key));
+}
+
+}  // namespace mailkms::keystore

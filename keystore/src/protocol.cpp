@@ -1,0 +1,158 @@
+#include "mailkms/keystore/protocol.hpp"
+
+#include <algorithm>
+#include <array>
+
+#include "mailkms/smime/mime.hpp"
+
+namespace mailkms::keystore::protocol {
+
+ParsedRequest parse_request(std::string_view line) {
+  ParsedRequest out;
+  const auto j = nlohmann::json::parse(line, nullptr, false);
+  if (j.is_discarded() || !j.is_object()) {
+    out.error = make_error(Errc::invalid_argument, "the request is not a JSON object");
+    return out;
+  }
+  const auto id = j.find("id");
+  if (id == j.end() || !id->is_number_unsigned()) {
+    out.error = make_error(Errc::invalid_argument, "the request has no numeric id");
+    return out;
+  }
+  out.id = id->get<std::uint64_t>();
+  const auto op = j.find("op");
+  if (op == j.end() || !op->is_string()) {
+    out.error = make_error(Errc::invalid_argument, "the request has no op");
+    return out;
+  }
+  Request request{out.id, op->get<std::string>(), nlohmann::json::object()};
+  if (const auto params = j.find("params"); params != j.end()) {
+    if (!params->is_object()) {
+      out.error = make_error(Errc::invalid_argument, "params must be an object");
+      return out;
+    }
+    request.params = *params;
+  }
+  out.request = std::move(request);
+  return out;
+}
+
+std::string encode_request(const Request& request) {
+  return nlohmann::json{{"id", request.id}, {"op", request.op}, {"params", request.params}}.dump() + "\n";
+}
+
+std::string encode_result(std::uint64_t id, const nlohmann::json& result) {
+  return nlohmann::json{{"id", id}, {"result", result}}.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace) + "\n";
+}
+
+std::string encode_error(std::uint64_t id, const Error& error) {
+  return nlohmann::json{{"id", id}, {"error", {{"code", std::string(to_string(error.code))}, {"message", error.message}}}}
+             .dump(-1, ' ', false, nlohmann::json::error_handler_t::replace) +
+         "\n";
+}
+
+std::optional<Errc> parse_errc(std::string_view name) {
+  constexpr std::array all{Errc::sealed, Errc::not_found, Errc::already_exists, Errc::wrong_secret, Errc::corrupt,
+                           Errc::storage_failed, Errc::invalid_argument, Errc::permission_denied, Errc::crypto_failed,
+                           Errc::unavailable, Errc::internal};
+  for (const Errc e : all) {
+    if (to_string(e) == name) return e;
+  }
+  return std::nullopt;
+}
+
+Result<Response> parse_response(std::string_view line) {
+  const auto j = nlohmann::json::parse(line, nullptr, false);
+  const Error bad = make_error(Errc::internal, "the keystore sent a malformed response");
+  if (j.is_discarded() || !j.is_object() || !j.contains("id") || !j["id"].is_number_unsigned()) return bad;
+  Response r;
+  r.id = j["id"].get<std::uint64_t>();
+  if (const auto result = j.find("result"); result != j.end()) {
+    r.outcome = *result;
+    return r;
+  }
+  const auto error = j.find("error");
+  if (error == j.end() || !error->is_object()) return bad;
+  const auto code = parse_errc(error->value("code", ""));
+  r.outcome = make_error(code.value_or(Errc::internal), error->value("message", "unknown error"));
+  return r;
+}
+
+std::string base64(std::string_view bytes) {
+  std::string out = smime::base64_encode_mime(bytes);
+  out.erase(std::remove(out.begin(), out.end(), '\r'), out.end());
+  out.erase(std::remove(out.begin(), out.end(), '\n'), out.end());
+  return out;
+}
+
+Result<std::string> unbase64(const nlohmann::json& value) {
+  if (!value.is_string()) return make_error(Errc::invalid_argument, "expected a base64 string");
+  auto decoded = smime::base64_decode(value.get<std::string>());
+  if (!decoded) return make_error(Errc::invalid_argument, "invalid base64");
+  return std::move(*decoded);
+}
+
+nlohmann::json to_json(const smime::WrappedKey& wrapped) {
+  if (const auto* kt = std::get_if<smime::KeyTransportInput>(&wrapped)) {
+    return {{"kind", "key-transport"},
+            {"oaep", kt->oaep},
+            {"oaep_digest", std::string(smime::name(kt->oaep_digest))},
+            {"mgf1_digest", std::string(smime::name(kt->mgf1_digest))},
+            {"encrypted_key", base64(kt->encrypted_key)},
+            {"content_key_length", kt->content_key_length}};
+  }
+  const auto& ka = std::get<smime::KeyAgreementInput>(wrapped);
+  return {{"kind", "key-agreement"},
+          {"originator_point", base64(ka.originator_point)},
+          {"ukm", base64(ka.ukm)},
+          {"kdf_digest", std::string(smime::name(ka.kdf_digest))},
+          {"key_wrap_algorithm", base64(ka.key_wrap_algorithm)},
+          {"wrap", static_cast<int>(ka.wrap)},
+          {"kek_length", ka.kek_length},
+          {"encrypted_key", base64(ka.encrypted_key)}};
+}
+
+Result<smime::WrappedKey> wrapped_key_from_json(const nlohmann::json& j) {
+  const Error bad = make_error(Errc::invalid_argument, "malformed wrapped key");
+  if (!j.is_object()) return bad;
+  try {
+    const std::string kind = j.at("kind").get<std::string>();
+    if (kind == "key-transport") {
+      smime::KeyTransportInput in;
+      in.oaep = j.at("oaep").get<bool>();
+      const auto oaep = smime::parse_digest(j.at("oaep_digest").get<std::string>());
+      const auto mgf1 = smime::parse_digest(j.at("mgf1_digest").get<std::string>());
+      MAILKMS_TRY(key, unbase64(j.at("encrypted_key")));
+      if (!oaep || !mgf1) return bad;
+      in.oaep_digest = *oaep;
+      in.mgf1_digest = *mgf1;
+      in.encrypted_key = std::move(key);
+      in.content_key_length = j.at("content_key_length").get<std::size_t>();
+      if (in.content_key_length == 0 || in.content_key_length > 64) return bad;
+      return smime::WrappedKey{std::move(in)};
+    }
+    if (kind == "key-agreement") {
+      smime::KeyAgreementInput in;
+      MAILKMS_TRY(point, unbase64(j.at("originator_point")));
+      MAILKMS_TRY(ukm, unbase64(j.at("ukm")));
+      MAILKMS_TRY(algorithm, unbase64(j.at("key_wrap_algorithm")));
+      MAILKMS_TRY(key, unbase64(j.at("encrypted_key")));
+      const auto kdf = smime::parse_digest(j.at("kdf_digest").get<std::string>());
+      const int wrap = j.at("wrap").get<int>();
+      if (!kdf || wrap < 0 || wrap > 3) return bad;
+      in.originator_point = std::move(point);
+      in.ukm = std::move(ukm);
+      in.key_wrap_algorithm = std::move(algorithm);
+      in.encrypted_key = std::move(key);
+      in.kdf_digest = *kdf;
+      in.wrap = static_cast<smime::KeyAgreementInput::Wrap>(wrap);
+      in.kek_length = j.at("kek_length").get<std::size_t>();
+      if (in.kek_length != 16 && in.kek_length != 24 && in.kek_length != 32) return bad;
+      return smime::WrappedKey{std::move(in)};
+    }
+  } catch (const nlohmann::json::exception&) {
+  }
+  return bad;
+}
+
+}  // namespace mailkms::keystore::protocol

@@ -1,0 +1,240 @@
+#include "mailkms/keystore/service.hpp"
+
+#include <openssl/crypto.h>
+
+#include <algorithm>
+
+#include "mailkms/smime/sign.hpp"
+
+namespace mailkms::keystore {
+namespace {
+
+constexpr std::string_view kSealKey = "core/seal";
+
+Result<std::string> string_param(const nlohmann::json& params, const char* name) {
+  const auto it = params.find(name);
+  if (it == params.end() || !it->is_string()) {
+    return make_error(Errc::invalid_argument, std::string("missing string parameter \"") + name + "\"");
+  }
+  return it->get<std::string>();
+}
+
+std::vector<std::string> chain_pems(const std::vector<smime::Certificate>& chain) {
+  std::vector<std::string> out;
+  for (const auto& c : chain) out.push_back(c.pem());
+  return out;
+}
+
+}  // namespace
+
+std::string describe(const Caller& caller) {
+  return "uid " + std::to_string(caller.uid) + " (pid " + std::to_string(caller.pid) + ")";
+}
+
+KeystoreService::KeystoreService(std::unique_ptr<SqliteStorage> storage, smime::CryptoContextPtr ctx,
+                                 AccessPolicy access, UserPolicy users)
+    : storage_(std::move(storage)),
+      ctx_(std::move(ctx)),
+      access_(std::move(access)),
+      barrier_(*storage_),
+      audit_(*storage_, barrier_),
+      ca_(*storage_, barrier_, audit_, ctx_),
+      users_(*storage_, barrier_, audit_, ca_, ctx_, users) {}
+
+Result<std::unique_ptr<KeystoreService>> KeystoreService::open(const std::filesystem::path& database,
+                                                               smime::CryptoContextPtr ctx, AccessPolicy access,
+                                                               UserPolicy users) {
+  MAILKMS_TRY(storage, SqliteStorage::open(database, {}));
+  std::unique_ptr<KeystoreService> service(new KeystoreService(std::move(storage), std::move(ctx), std::move(access), users));
+  MAILKMS_TRY(seal, service->seal_record());
+  (void)seal;
+  return service;
+}
+
+Result<std::unique_ptr<KeystoreService>> KeystoreService::initialize(const std::filesystem::path& database,
+                                                                     smime::CryptoContextPtr ctx,
+                                                                     const SealRecord& seal,
+                                                                     smime::SecretBytes master_key,
+                                                                     AccessPolicy access, UserPolicy users) {
+  if (std::filesystem::exists(database)) {
+    return make_error(Errc::already_exists, database.string() + " exists: a keystore is never initialized twice");
+  }
+  MAILKMS_TRY(storage, SqliteStorage::open(database, {.create = true}));
+  std::unique_ptr<KeystoreService> service(new KeystoreService(std::move(storage), std::move(ctx), std::move(access), users));
+  MAILKMS_CHECK(service->storage_->put(kSealKey, seal.to_json()));
+  MAILKMS_CHECK(service->barrier_.unseal(std::move(master_key)));
+  MAILKMS_CHECK(service->audit_.append({"mailkmsctl init", "init", "keystore", "ok",
+                                        "sealed with " + std::string(to_string(seal.method))}));
+  return service;
+}
+
+Result<SealRecord> KeystoreService::seal_record() {
+  MAILKMS_TRY(stored, storage_->get(kSealKey));
+  if (!stored) return make_error(Errc::not_found, "the database is not an initialized keystore (no seal)");
+  return SealRecord::from_json(*stored);
+}
+
+bool KeystoreService::is_gateway(const Caller& caller) const {
+  return caller.uid == 0 ||
+         std::find(access_.gateway_uids.begin(), access_.gateway_uids.end(), caller.uid) != access_.gateway_uids.end() ||
+         std::find(access_.gateway_gids.begin(), access_.gateway_gids.end(), caller.gid) != access_.gateway_gids.end();
+}
+
+Result<nlohmann::json> KeystoreService::handle(const Caller& caller, const protocol::Request& request) {
+  namespace op = protocol::op;
+  if (request.op == op::status) return status();
+  if (request.op == op::unseal) return unseal(caller, request.params);
+  const bool gateway_op = request.op == op::lookup_certificates || request.op == op::signing_identity ||
+                          request.op == op::sign || request.op == op::unwrap;
+  if (!gateway_op) return make_error(Errc::invalid_argument, "unknown operation \"" + request.op + "\"");
+  if (!is_gateway(caller)) {
+    (void)audit_.append({describe(caller), request.op, "", "denied", "not a gateway"});
+    return make_error(Errc::permission_denied, request.op + " is for gateways; " + describe(caller) + " is not one");
+  }
+  if (barrier_.sealed()) return make_error(Errc::sealed, "the keystore is sealed");
+  if (request.op == op::lookup_certificates) return lookup_certificates(request.params);
+  if (request.op == op::signing_identity) return signing_identity(request.params);
+  if (request.op == op::sign) return sign(request.params);
+  return unwrap(request.params);
+}
+
+Result<nlohmann::json> KeystoreService::status() {
+  return nlohmann::json{{"sealed", barrier_.sealed()}};
+}
+
+Status KeystoreService::finish_unseal(Result<smime::SecretBytes> master, const std::string& actor, const std::string& how) {
+  const std::lock_guard lock(unseal_mutex_);
+  if (!master) {
+    // Each wrong secret doubles the wait before the next attempt (to 60 s).
+    ++failed_unseals_;
+    next_unseal_ = std::chrono::steady_clock::now() + std::chrono::seconds(std::min(60, 1 << std::min(failed_unseals_, 6)));
+    return std::move(master).error();
+  }
+  MAILKMS_CHECK(barrier_.unseal(std::move(*master)));
+  const int failures = failed_unseals_;
+  failed_unseals_ = 0;
+  return audit_.append({actor, "unseal", "keystore", "ok",
+                        how + (failures > 0 ? ", after " + std::to_string(failures) + " wrong attempt(s)" : "")});
+}
+
+Result<nlohmann::json> KeystoreService::unseal(const Caller& caller, const nlohmann::json& params) {
+  if (!barrier_.sealed()) return nlohmann::json{{"sealed", false}};
+  {
+    const std::lock_guard lock(unseal_mutex_);
+    const auto now = std::chrono::steady_clock::now();
+    if (now < next_unseal_) {
+      const auto wait = std::chrono::duration_cast<std::chrono::seconds>(next_unseal_ - now).count() + 1;
+      return make_error(Errc::permission_denied, "too many wrong attempts: try again in " + std::to_string(wait) + " s");
+    }
+  }
+  MAILKMS_TRY(record, seal_record());
+  Result<smime::SecretBytes> master = make_error(Errc::invalid_argument, "give a passphrase or shares");
+  std::string how;
+  if (const auto passphrase = params.find("passphrase"); passphrase != params.end() && passphrase->is_string()) {
+    std::string secret = passphrase->get<std::string>();
+    master = unseal_with_passphrase(record, secret);
+    OPENSSL_cleanse(secret.data(), secret.size());
+    how = "passphrase";
+  } else if (const auto shares = params.find("shares"); shares != params.end() && shares->is_array()) {
+    std::vector<std::string> texts;
+    for (const auto& s : *shares) {
+      if (!s.is_string()) return make_error(Errc::invalid_argument, "shares are strings");
+      texts.push_back(s.get<std::string>());
+    }
+    master = unseal_with_shares(record, texts);
+    how = std::to_string(texts.size()) + " shares";
+  }
+  if (!master && master.error().code == Errc::invalid_argument) return std::move(master).error();
+  MAILKMS_CHECK(finish_unseal(std::move(master), describe(caller), how));
+  return nlohmann::json{{"sealed", false}};
+}
+
+Status KeystoreService::unseal_with_key_file(const std::filesystem::path& path) {
+  MAILKMS_TRY(record, seal_record());
+  return finish_unseal(keystore::unseal_with_key_file(record, path), "mailkms-keystored", "key file " + path.string());
+}
+
+Result<nlohmann::json> KeystoreService::lookup_certificates(const nlohmann::json& params) {
+  const auto addresses = params.find("addresses");
+  if (addresses == params.end() || !addresses->is_array() || addresses->size() > 1000) {
+    return make_error(Errc::invalid_argument, "\"addresses\" must be an array of at most 1000 addresses");
+  }
+  nlohmann::json found = nlohmann::json::object();
+  nlohmann::json missing = nlohmann::json::array();
+  const std::time_t now = std::time(nullptr);
+  for (const auto& a : *addresses) {
+    if (!a.is_string()) return make_error(Errc::invalid_argument, "addresses are strings");
+    const std::string address = Users::normalize(a.get<std::string>());
+    auto user = users_.get(address);
+    if (!user && user.error().code != Errc::not_found) return std::move(user).error();
+    if (!user || !user->enabled || user->encryption_serials.empty()) {
+      missing.push_back(address);
+      continue;
+    }
+    MAILKMS_TRY(record, ca_.certificate(user->encryption_serials.back()));
+    // A revoked or expired certificate is never handed out to encrypt to.
+    if (record.revoked_at || record.certificate.not_after() <= now) {
+      missing.push_back(address);
+      continue;
+    }
+    MAILKMS_TRY(chain, ca_.chain(record.ca_id));
+    found[address] = {{"certificate", record.certificate.pem()}, {"chain", chain_pems(chain)}};
+  }
+  return nlohmann::json{{"certificates", found}, {"missing", missing}};
+}
+
+Result<nlohmann::json> KeystoreService::signing_identity(const nlohmann::json& params) {
+  MAILKMS_TRY(address, string_param(params, "address"));
+  MAILKMS_TRY(user, users_.get(address));
+  if (!user.enabled) return make_error(Errc::permission_denied, user.address + " is disabled");
+  if (!user.signing_key_held) return make_error(Errc::not_found, user.address + " keeps their own signing key");
+  MAILKMS_TRY(record, ca_.certificate(user.signing_serial));
+  if (record.revoked_at) return make_error(Errc::not_found, user.address + "'s signing certificate is revoked");
+  MAILKMS_TRY(chain, ca_.chain(record.ca_id));
+  chain.pop_back();  // the root is the recipient's to trust, not ours to send
+  return nlohmann::json{{"certificate", record.certificate.pem()},
+                        {"chain", chain_pems(chain)},
+                        {"scheme", record.certificate.is_ec() ? "ecdsa" : "rsa-pkcs1"}};
+}
+
+Result<nlohmann::json> KeystoreService::sign(const nlohmann::json& params) {
+  MAILKMS_TRY(address, string_param(params, "address"));
+  MAILKMS_TRY(digest_name, string_param(params, "digest"));
+  const auto data_param = params.find("data");
+  if (data_param == params.end()) return make_error(Errc::invalid_argument, "missing \"data\"");
+  MAILKMS_TRY(data, protocol::unbase64(*data_param));
+  if (data.size() > 64 * 1024) return make_error(Errc::invalid_argument, "signed attributes larger than 64 KiB");
+  const auto digest = smime::parse_digest(digest_name);
+  if (!digest || smime::is_weak(*digest)) return make_error(Errc::invalid_argument, "unsupported digest " + digest_name);
+  MAILKMS_TRY(user, users_.get(address));
+  if (!user.enabled) return make_error(Errc::permission_denied, user.address + " is disabled");
+  MAILKMS_TRY(certificate, users_.signing_certificate(user.address));
+  MAILKMS_TRY(key, users_.signing_key(user.address));
+  std::optional<smime::SignatureScheme> scheme;
+  if (params.value("scheme", "") == "rsa-pss") scheme = smime::SignatureScheme::rsa_pss;
+  auto signer = smime::LocalSigner::create(ctx_, certificate, std::move(key), {}, scheme);
+  if (!signer) return make_error(Errc::crypto_failed, signer.error().message);
+  auto signature = signer->sign(*digest, data);
+  if (!signature) return make_error(Errc::crypto_failed, signature.error().message);
+  return nlohmann::json{{"signature", protocol::base64(*signature)}};
+}
+
+Result<nlohmann::json> KeystoreService::unwrap(const nlohmann::json& params) {
+  MAILKMS_TRY(address, string_param(params, "address"));
+  MAILKMS_TRY(serial, string_param(params, "serial"));
+  const auto wrapped_param = params.find("wrapped");
+  if (wrapped_param == params.end()) return make_error(Errc::invalid_argument, "missing \"wrapped\"");
+  MAILKMS_TRY(wrapped, protocol::wrapped_key_from_json(*wrapped_param));
+  MAILKMS_TRY(user, users_.get(address));
+  // Only the user's own escrowed keys, whichever generation the mail used.
+  if (std::find(user.encryption_serials.begin(), user.encryption_serials.end(), serial) == user.encryption_serials.end()) {
+    return make_error(Errc::not_found, "no encryption key " + serial + " for " + user.address);
+  }
+  MAILKMS_TRY(key, load_private_key(barrier_, *ctx_, user.address, "enc-" + serial));
+  auto cek = smime::unwrap_content_key(*ctx_, key.native(), wrapped);
+  if (!cek) return make_error(Errc::crypto_failed, cek.error().message);
+  return nlohmann::json{
+      {"key", protocol::base64(std::string_view(reinterpret_cast<const char*>(cek->data()), cek->size()))}};
+}
+
+}  // namespace mailkms::keystore

@@ -1,0 +1,282 @@
+// The real mailkms-keystored on a temporary socket, driven through the
+// client library: unsealing, the gateway's lookups, signing and
+// decryption with keys that never leave the daemon, and bad input.
+#include <catch2/catch.hpp>
+
+#include <poll.h>
+#include <pwd.h>
+#include <signal.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/un.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <chrono>
+#include <cstring>
+#include <thread>
+
+#include "mailkms/keystore/client.hpp"
+#include "mailkms/keystore/protocol.hpp"
+#include "mailkms/keystore/service.hpp"
+#include "mailkms/smime/encrypt.hpp"
+#include "mailkms/smime/open.hpp"
+#include "test_support.hpp"
+
+using namespace mailkms;
+using namespace mailkms::keystore;
+using namespace std::chrono_literals;
+
+namespace {
+
+template <class T>
+T ok(Result<T> r) {
+  if (!r) FAIL(r.error().describe());
+  return std::move(r).value();
+}
+
+const std::string kPassphrase = "a long enough passphrase";
+
+// A keystore with a CA and two users, made with the library, then the
+// daemon started on it.
+class Daemon {
+ public:
+  explicit Daemon(const std::string& extra_config = "") {
+    chmod(dir.path("").c_str(), 0755);  // so a test client running as nobody can reach the socket
+    {
+      auto record = ok(seal_with_passphrase(ok_master(), kPassphrase, {1 << 10, 8, 1}));
+      auto service = ok(KeystoreService::initialize(database(), test::context(), record, take_master(), {},
+                                                    {KeyType::rsa2048, KeyType::rsa2048, 365}));
+      ok(service->ca().create_root("root", "Root", KeyType::ec_p384, 3650, "test"));
+      ok(service->ca().create_issuing("issuing", "root", "Issuing", KeyType::ec_p256, 1825, 1, "test"));
+      ok(service->users().add("alice@example.org", "test"));
+      ok(service->users().add("bob@example.org", "test"));
+      root_pem = ok(service->ca().get("root")).certificate->pem();
+    }
+    test::write_file(dir.path("mailkms.conf"), "[keystore]\n"
+                                               "database = \"" + database().string() + "\"\n"
+                                               "socket = \"" + socket().string() + "\"\n"
+                                               "socket_mode = \"0666\"\n"
+                                               "lock_memory = false\n" + extra_config);
+    start();
+  }
+  ~Daemon() { stop(); }
+
+  void start() {
+    const char* binary = MAILKMS_KEYSTORED;  // the daemon this build made
+    pid_ = ::fork();
+    if (pid_ == 0) {
+      const std::string config = dir.path("mailkms.conf").string();
+      const std::string log = dir.path("daemon.log").string();
+      std::freopen(log.c_str(), "a", stderr);
+      ::execl(binary, binary, "--config", config.c_str(), "--foreground", static_cast<char*>(nullptr));
+      ::_exit(127);
+    }
+    for (int i = 0; i < 500 && !std::filesystem::exists(socket()); ++i) std::this_thread::sleep_for(10ms);
+    REQUIRE(std::filesystem::exists(socket()));
+  }
+
+  int stop() {
+    if (pid_ <= 0) return -1;
+    ::kill(pid_, SIGTERM);
+    int status = 0;
+    ::waitpid(pid_, &status, 0);
+    pid_ = -1;
+    return WIFEXITED(status) ? WEXITSTATUS(status) : -1;
+  }
+
+  KeystoreClient client(std::chrono::milliseconds timeout = 10s) { return KeystoreClient({socket(), timeout, 4}); }
+  std::filesystem::path database() const { return dir.path("keystore.db"); }
+  std::filesystem::path socket() const { return dir.path("keystore.sock"); }
+  std::string log() const { return test::read_file(dir.path("daemon.log")); }
+
+  test::TempDir dir;
+  std::string root_pem;
+
+ private:
+  smime::SecretBytes& ok_master() {
+    master_ = new_master_key();
+    return master_;
+  }
+  smime::SecretBytes take_master() { return std::move(master_); }
+  smime::SecretBytes master_;
+  pid_t pid_ = -1;
+};
+
+void unseal(KeystoreClient& client) { ok(client.call("unseal", {{"passphrase", kPassphrase}})); }
+
+// Sends raw bytes on a fresh connection and returns what comes back until
+// the daemon closes it or `wait` passes.
+std::string raw_exchange(const std::filesystem::path& socket, const std::string& bytes, std::chrono::milliseconds wait) {
+  const int fd = ::socket(AF_UNIX, SOCK_STREAM, 0);
+  sockaddr_un address{};
+  address.sun_family = AF_UNIX;
+  std::strcpy(address.sun_path, socket.c_str());
+  REQUIRE(::connect(fd, reinterpret_cast<sockaddr*>(&address), sizeof address) == 0);
+  std::size_t sent = 0;
+  while (sent < bytes.size()) {
+    const ssize_t n = ::send(fd, bytes.data() + sent, bytes.size() - sent, MSG_NOSIGNAL);
+    if (n <= 0) break;  // the daemon may close on us mid-way
+    sent += static_cast<std::size_t>(n);
+  }
+  std::string out;
+  char buffer[4096];
+  const auto deadline = std::chrono::steady_clock::now() + wait;
+  while (std::chrono::steady_clock::now() < deadline) {
+    pollfd p{fd, POLLIN, 0};
+    if (::poll(&p, 1, 50) <= 0) continue;
+    const ssize_t n = ::recv(fd, buffer, sizeof buffer, 0);
+    if (n <= 0) {
+      out += n == 0 ? "<closed>" : "<error>";
+      break;
+    }
+    out.append(buffer, static_cast<std::size_t>(n));
+  }
+  ::close(fd);
+  return out;
+}
+
+}  // namespace
+
+TEST_CASE("the daemon starts sealed, refuses a wrong passphrase, slows guessing, then unseals", "[keystored]") {
+  Daemon daemon;
+  auto client = daemon.client();
+  CHECK(ok(client.call("status", {}))["sealed"] == true);
+  const std::vector<std::string> alice{"alice@example.org"};
+  CHECK(lookup_certificates(client, alice).error().code == Errc::sealed);
+
+  CHECK(client.call("unseal", {{"passphrase", "not the passphrase at all"}}).error().code == Errc::wrong_secret);
+  const auto too_soon = client.call("unseal", {{"passphrase", kPassphrase}});
+  REQUIRE_FALSE(too_soon);
+  CHECK(too_soon.error().code == Errc::permission_denied);
+  std::this_thread::sleep_for(2100ms);
+  unseal(client);
+  CHECK(ok(client.call("status", {}))["sealed"] == false);
+  CHECK(daemon.log().find(kPassphrase) == std::string::npos);
+}
+
+TEST_CASE("the gateway's operations through the daemon", "[keystored]") {
+  Daemon daemon;
+  auto client = daemon.client();
+  unseal(client);
+
+  SECTION("lookups return current certificates and name the missing") {
+    const std::vector<std::string> addresses{"Alice@Example.org", "nobody@example.org"};
+    const CertificateLookup found = ok(lookup_certificates(client, addresses));
+    REQUIRE(found.found.size() == 1);
+    CHECK(found.found[0].first == "alice@example.org");
+    CHECK(found.found[0].second.certificate.has_email("alice@example.org"));
+    CHECK(found.found[0].second.chain.size() == 2);
+    CHECK(found.missing == std::vector<std::string>{"nobody@example.org"});
+  }
+
+  SECTION("a message signed through the daemon verifies with openssl") {
+    RemoteSigner signer = ok(RemoteSigner::create(client, "alice@example.org"));
+    const auto signed_message = smime::sign_message(*test::context(), test::sample_message(), signer, {});
+    REQUIRE(signed_message);
+    test::write_file(daemon.dir.path("signed.eml"), *signed_message);
+    test::write_file(daemon.dir.path("root.pem"), daemon.root_pem);
+    const auto r = test::run("openssl cms -verify -purpose smimesign -in " + daemon.dir.path("signed.eml").string() +
+                             " -CAfile " + daemon.dir.path("root.pem").string() + " -out /dev/null");
+    INFO(r.err);
+    CHECK(r.exit_code == 0);
+  }
+
+  SECTION("a message encrypted to a user decrypts through the daemon") {
+    const std::vector<std::string> bob{"bob@example.org"};
+    const auto cert = ok(lookup_certificates(client, bob)).found.at(0).second.certificate;
+    const std::vector<smime::Recipient> to{{cert, smime::KeyTransport::rsa_oaep_sha256}};
+    const auto encrypted = smime::encrypt_message(*test::context(), test::sample_message(), to, {});
+    REQUIRE(encrypted);
+    RemoteKeyUnwrapper key(client, "bob@example.org", cert);
+    smime::KeyUnwrapper* keys[] = {&key};
+    const auto opened = smime::open_message(*test::context(), *encrypted, keys, {});
+    REQUIRE_FALSE(opened.error);
+    CHECK(opened.content.body == "The figures are attached in spirit.\r\nRegards, Alice\r\n");
+  }
+
+  SECTION("another user's key is not used, and no key leaves the daemon") {
+    const std::vector<std::string> bob{"bob@example.org"};
+    const auto cert = ok(lookup_certificates(client, bob)).found.at(0).second.certificate;
+    const std::vector<smime::Recipient> to{{cert}};
+    const auto encrypted = smime::encrypt_message(*test::context(), test::sample_message(), to, {});
+    RemoteKeyUnwrapper wrong(client, "alice@example.org", cert);
+    smime::KeyUnwrapper* keys[] = {&wrong};
+    const auto opened = smime::open_message(*test::context(), *encrypted, keys, {});
+    REQUIRE(opened.error);
+    CHECK(opened.error->message.find("no encryption key") != std::string::npos);
+  }
+}
+
+TEST_CASE("bad input gets an answer, not a crash", "[keystored]") {
+  Daemon daemon("idle_timeout_seconds = 1\n");
+  auto client = daemon.client();
+  unseal(client);
+
+  CHECK(client.call("no-such-op", {}).error().code == Errc::invalid_argument);
+  CHECK(client.call("sign", {{"address", "alice@example.org"}, {"digest", "sha256"}, {"data", 42}}).error().code ==
+        Errc::invalid_argument);
+  CHECK(client.call("unwrap", {{"address", "alice@example.org"}, {"serial", "00"}, {"wrapped", "junk"}}).error().code ==
+        Errc::invalid_argument);
+
+  const std::string garbage = raw_exchange(daemon.socket(), "{not json\n", 500ms);
+  CHECK(garbage.find("\"code\":\"invalid_argument\"") != std::string::npos);
+
+  const std::string huge = raw_exchange(daemon.socket(), std::string(2 << 20, 'x') + "\n", 3000ms);
+  CHECK(huge.find("longer than 1 MiB") != std::string::npos);
+  CHECK(huge.find("<closed>") != std::string::npos);
+
+  // A client that connects and never writes is let go after the idle timeout.
+  const auto start = std::chrono::steady_clock::now();
+  const std::string silent = raw_exchange(daemon.socket(), "", 5000ms);
+  CHECK(silent == "<closed>");
+  CHECK(std::chrono::steady_clock::now() - start < 4s);
+
+  // Pipelined: two requests in one write, two answers, matched by id.
+  const std::string both = raw_exchange(daemon.socket(),
+                                        protocol::encode_request({7, "status", {}}) +
+                                            protocol::encode_request({8, "status", {}}),
+                                        500ms);
+  CHECK(both.find("\"id\":7") != std::string::npos);
+  CHECK(both.find("\"id\":8") != std::string::npos);
+
+  // The daemon is still well.
+  CHECK(ok(client.call("status", {}))["sealed"] == false);
+}
+
+TEST_CASE("only gateways may use keys", "[keystored]") {
+  Daemon daemon;
+  auto client = daemon.client();
+  unseal(client);
+  const passwd* nobody = ::getpwnam("nobody");
+  REQUIRE(nobody != nullptr);
+  int pipe_fds[2];
+  REQUIRE(::pipe(pipe_fds) == 0);
+  const pid_t child = ::fork();
+  if (child == 0) {
+    ::close(pipe_fds[0]);
+    if (::setgid(nobody->pw_gid) != 0 || ::setuid(nobody->pw_uid) != 0) ::_exit(2);
+    KeystoreClient as_nobody({daemon.socket(), 5s, 1});
+    const auto r = as_nobody.call("signing-identity", {{"address", "alice@example.org"}});
+    const std::string code = r ? "ok" : std::string(to_string(r.error().code));
+    (void)!::write(pipe_fds[1], code.data(), code.size());
+    ::_exit(0);
+  }
+  ::close(pipe_fds[1]);
+  char buffer[64] = {};
+  const ssize_t n = ::read(pipe_fds[0], buffer, sizeof buffer - 1);
+  ::close(pipe_fds[0]);
+  int status = 0;
+  ::waitpid(child, &status, 0);
+  CHECK(std::string(buffer, static_cast<std::size_t>(std::max<ssize_t>(n, 0))) == "permission_denied");
+}
+
+TEST_CASE("SIGTERM stops the daemon cleanly, and the client reports it unavailable", "[keystored]") {
+  Daemon daemon;
+  auto client = daemon.client(2s);
+  unseal(client);
+  CHECK(daemon.stop() == 0);
+  const auto r = client.call("status", {});
+  REQUIRE_FALSE(r);
+  CHECK(r.error().code == Errc::unavailable);
+}
