@@ -32,20 +32,23 @@ std::string describe(const Caller& caller) {
 }
 
 KeystoreService::KeystoreService(std::unique_ptr<SqliteStorage> storage, smime::CryptoContextPtr ctx,
-                                 AccessPolicy access, UserPolicy users)
+                                 AccessPolicy access, Policies policies)
     : storage_(std::move(storage)),
       ctx_(std::move(ctx)),
       access_(std::move(access)),
       barrier_(*storage_),
       audit_(*storage_, barrier_),
       ca_(*storage_, barrier_, audit_, ctx_),
-      users_(*storage_, barrier_, audit_, ca_, ctx_, users) {}
+      users_(*storage_, barrier_, audit_, ca_, ctx_, policies.users),
+      admins_(*storage_, audit_, policies.admins),
+      pkcs12_(policies.pkcs12) {}
 
 Result<std::unique_ptr<KeystoreService>> KeystoreService::open(const std::filesystem::path& database,
                                                                smime::CryptoContextPtr ctx, AccessPolicy access,
-                                                               UserPolicy users) {
+                                                               Policies policies) {
   MAILKMS_TRY(storage, SqliteStorage::open(database, {}));
-  std::unique_ptr<KeystoreService> service(new KeystoreService(std::move(storage), std::move(ctx), std::move(access), users));
+  std::unique_ptr<KeystoreService> service(
+      new KeystoreService(std::move(storage), std::move(ctx), std::move(access), std::move(policies)));
   MAILKMS_TRY(seal, service->seal_record());
   (void)seal;
   return service;
@@ -55,16 +58,21 @@ Result<std::unique_ptr<KeystoreService>> KeystoreService::initialize(const std::
                                                                      smime::CryptoContextPtr ctx,
                                                                      const SealRecord& seal,
                                                                      smime::SecretBytes master_key,
-                                                                     AccessPolicy access, UserPolicy users) {
+                                                                     const std::string& first_admin,
+                                                                     std::string_view admin_password,
+                                                                     AccessPolicy access, Policies policies) {
   if (std::filesystem::exists(database)) {
     return make_error(Errc::already_exists, database.string() + " exists: a keystore is never initialized twice");
   }
+  if (!Admins::valid_name(first_admin)) return make_error(Errc::invalid_argument, "not a valid administrator name");
   MAILKMS_TRY(storage, SqliteStorage::open(database, {.create = true}));
-  std::unique_ptr<KeystoreService> service(new KeystoreService(std::move(storage), std::move(ctx), std::move(access), users));
+  std::unique_ptr<KeystoreService> service(
+      new KeystoreService(std::move(storage), std::move(ctx), std::move(access), std::move(policies)));
   MAILKMS_CHECK(service->storage_->put(kSealKey, seal.to_json()));
   MAILKMS_CHECK(service->barrier_.unseal(std::move(master_key)));
   MAILKMS_CHECK(service->audit_.append({"mailkmsctl init", "init", "keystore", "ok",
                                         "sealed with " + std::string(to_string(seal.method))}));
+  MAILKMS_CHECK(service->admins_.add(first_admin, admin_password, "mailkmsctl init"));
   return service;
 }
 
@@ -84,9 +92,17 @@ Result<nlohmann::json> KeystoreService::handle(const Caller& caller, const proto
   namespace op = protocol::op;
   if (request.op == op::status) return status();
   if (request.op == op::unseal) return unseal(caller, request.params);
+  if (request.op == "login") {
+    if (barrier_.sealed()) return make_error(Errc::sealed, "the keystore is sealed");
+    MAILKMS_TRY(name, string_param(request.params, "name"));
+    MAILKMS_TRY(password, string_param(request.params, "password"));
+    MAILKMS_TRY(session, admins_.login(name, password, describe(caller)));
+    OPENSSL_cleanse(password.data(), password.size());
+    return nlohmann::json{{"token", session.token}, {"expires", session.expires}};
+  }
   const bool gateway_op = request.op == op::lookup_certificates || request.op == op::signing_identity ||
                           request.op == op::sign || request.op == op::unwrap;
-  if (!gateway_op) return make_error(Errc::invalid_argument, "unknown operation \"" + request.op + "\"");
+  if (!gateway_op) return administer(caller, request);
   if (!is_gateway(caller)) {
     (void)audit_.append({describe(caller), request.op, "", "denied", "not a gateway"});
     return make_error(Errc::permission_denied, request.op + " is for gateways; " + describe(caller) + " is not one");

@@ -36,6 +36,7 @@ T ok(Result<T> r) {
 }
 
 const std::string kPassphrase = "a long enough passphrase";
+const std::string kAdminPassword = "carol's long password";
 
 // A keystore with a CA and two users, made with the library, then the
 // daemon started on it.
@@ -45,8 +46,11 @@ class Daemon {
     chmod(dir.path("").c_str(), 0755);  // so a test client running as nobody can reach the socket
     {
       auto record = ok(seal_with_passphrase(ok_master(), kPassphrase, {1 << 10, 8, 1}));
-      auto service = ok(KeystoreService::initialize(database(), test::context(), record, take_master(), {},
-                                                    {KeyType::rsa2048, KeyType::rsa2048, 365}));
+      KeystoreService::Policies policies;
+      policies.users = {KeyType::rsa2048, KeyType::rsa2048, 365};
+      policies.admins.password_kdf = {1 << 10, 8, 1};
+      auto service = ok(KeystoreService::initialize(database(), test::context(), record, take_master(), "carol",
+                                                    kAdminPassword, {}, policies));
       ok(service->ca().create_root("root", "Root", KeyType::ec_p384, 3650, "test"));
       ok(service->ca().create_issuing("issuing", "root", "Issuing", KeyType::ec_p256, 1825, 1, "test"));
       ok(service->users().add("alice@example.org", "test"));
@@ -279,4 +283,75 @@ TEST_CASE("SIGTERM stops the daemon cleanly, and the client reports it unavailab
   const auto r = client.call("status", {});
   REQUIRE_FALSE(r);
   CHECK(r.error().code == Errc::unavailable);
+}
+
+TEST_CASE("administration needs a session, and recovery needs the approvals policy asks for", "[keystored][admin]") {
+  Daemon daemon;
+  auto client = daemon.client(60s);
+  unseal(client);
+
+  CHECK(client.call("login", {{"name", "carol"}, {"password", "not carol's password"}}).error().code ==
+        Errc::permission_denied);
+  CHECK(client.call("user-add", {{"addresses", {"dave@example.org"}}}).error().code == Errc::permission_denied);
+  CHECK(client.call("user-add", {{"session", "forged-token"}, {"addresses", {"dave@example.org"}}}).error().code ==
+        Errc::permission_denied);
+  std::this_thread::sleep_for(2100ms);  // carol's failed login slowed her next try
+  const std::string carol = ok(client.call("login", {{"name", "carol"}, {"password", kAdminPassword}}))["token"];
+
+  const auto added = ok(client.call("user-add", {{"session", carol}, {"addresses", {"dave@example.org", "not an address"}}}));
+  CHECK(added["added"] == 1);
+  CHECK(added["failed"].size() == 1);
+
+  ok(client.call("admin-add", {{"session", carol}, {"name", "erin"}, {"password", "erin's long password"}}));
+  ok(client.call("approvals-set", {{"session", carol}, {"task", "recover"}, {"count", 2}}));
+
+  const auto pending = ok(client.call("recover", {{"session", carol},
+                                                  {"address", "dave@example.org"},
+                                                  {"password", "dave's new p12 password"}}));
+  CHECK(pending["status"] == "pending");
+  const std::string id = pending["request"];
+  CHECK(client.call("approve", {{"session", carol}, {"id", id}}).error().code == Errc::invalid_argument);
+  CHECK(client.call("request-fetch", {{"session", carol}, {"id", id}}).error().code == Errc::invalid_argument);
+
+  const std::string erin = ok(client.call("login", {{"name", "erin"}, {"password", "erin's long password"}}))["token"];
+  CHECK(ok(client.call("approve", {{"session", erin}, {"id", id}}))["status"] == "done");
+  CHECK(client.call("request-fetch", {{"session", erin}, {"id", id}}).error().code == Errc::permission_denied);
+
+  const auto fetched = ok(client.call("request-fetch", {{"session", carol}, {"id", id}}));
+  const auto p12 = protocol::unbase64(fetched["pkcs12"]);
+  REQUIRE(p12);
+  test::write_file(daemon.dir.path("dave.p12"), *p12);
+  const auto info = test::run("openssl pkcs12 -info -noout -in " + daemon.dir.path("dave.p12").string() +
+                              " -passin 'pass:dave'\"'\"'s new p12 password'");
+  INFO(info.err);
+  CHECK(info.exit_code == 0);
+  CHECK(client.call("request-fetch", {{"session", carol}, {"id", id}}).error().code == Errc::not_found);
+
+  // Revocation reaches the gateway's lookups at once.
+  const std::vector<std::string> dave{"dave@example.org"};
+  CHECK(ok(lookup_certificates(client, dave)).found.size() == 1);
+  ok(client.call("revoke", {{"session", carol}, {"address", "dave@example.org"}, {"reason", "keyCompromise"}}));
+  CHECK(ok(lookup_certificates(client, dave)).missing == dave);
+
+  const auto verified = ok(client.call("audit-verify", {{"session", carol}}));
+  CHECK(verified["intact"] == true);
+  const auto records = ok(client.call("audit-show", {{"session", carol}, {"limit", 1000}}));
+  const auto has = [&](const std::string& action, const std::string& outcome) {
+    return std::any_of(records.begin(), records.end(), [&](const nlohmann::json& r) {
+      return r["action"] == action && r["outcome"] == outcome;
+    });
+  };
+  CHECK(has("login", "failed"));
+  CHECK(has("recover", "ok"));
+  CHECK(has("approve", "ok"));
+  CHECK(has("revoke", "ok"));
+  CHECK(has("user-add", "denied"));
+  // No password, of an administrator or of a PKCS#12, is ever logged.
+  for (const std::string& secret : {kAdminPassword, std::string("erin's long password"),
+                                   std::string("dave's new p12 password"), carol, erin}) {
+    CHECK(records.dump().find(secret) == std::string::npos);
+    CHECK(daemon.log().find(secret) == std::string::npos);
+    CHECK(test::read_file(daemon.database()).find(secret) == std::string::npos);
+    CHECK(test::read_file(daemon.database().string() + "-wal").find(secret) == std::string::npos);
+  }
 }

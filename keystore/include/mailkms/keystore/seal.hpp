@@ -14,6 +14,7 @@
 #include <vector>
 
 #include "mailkms/keystore/error.hpp"
+#include "mailkms/keystore/kdf.hpp"
 #include "mailkms/keystore/shamir.hpp"
 #include "mailkms/smime/decrypt.hpp"
 
@@ -21,12 +22,6 @@ namespace mailkms::keystore {
 
 enum class SealMethod { passphrase, key_file, shares };
 std::string_view to_string(SealMethod method) noexcept;
-
-struct ScryptParameters {
-  std::uint64_t n = std::uint64_t{1} << 17;  // 128 MiB with r = 8: costly to guess, once per unseal
-  std::uint32_t r = 8;
-  std::uint32_t p = 1;
-};
 
 struct SealRecord {
   SealMethod method = SealMethod::passphrase;

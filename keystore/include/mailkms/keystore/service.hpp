@@ -12,6 +12,7 @@
 #include <mutex>
 #include <vector>
 
+#include "mailkms/keystore/admins.hpp"
 #include "mailkms/keystore/audit.hpp"
 #include "mailkms/keystore/barrier.hpp"
 #include "mailkms/keystore/ca.hpp"
@@ -38,16 +39,25 @@ struct AccessPolicy {
 class KeystoreService {
  public:
   // Opens an initialized keystore; it starts sealed.
+  struct Policies {
+    UserPolicy users;
+    AdminPolicy admins;
+    Pkcs12Options pkcs12;
+  };
+
   static Result<std::unique_ptr<KeystoreService>> open(const std::filesystem::path& database,
                                                        smime::CryptoContextPtr ctx, AccessPolicy access,
-                                                       UserPolicy users = {});
+                                                       Policies policies = {});
 
   // Creates a keystore: the database, a master key sealed as `seal` says,
-  // left unsealed. Refuses an existing database.
+  // and the first administrator; left unsealed. Refuses an existing
+  // database.
   static Result<std::unique_ptr<KeystoreService>> initialize(const std::filesystem::path& database,
                                                              smime::CryptoContextPtr ctx, const SealRecord& seal,
-                                                             smime::SecretBytes master_key, AccessPolicy access,
-                                                             UserPolicy users = {});
+                                                             smime::SecretBytes master_key,
+                                                             const std::string& first_admin,
+                                                             std::string_view admin_password, AccessPolicy access,
+                                                             Policies policies = {});
 
   Result<nlohmann::json> handle(const Caller& caller, const protocol::Request& request);
 
@@ -56,13 +66,14 @@ class KeystoreService {
   [[nodiscard]] bool sealed() const { return barrier_.sealed(); }
 
   CertificateAuthority& ca() { return ca_; }
+  Admins& admins() { return admins_; }
   Users& users() { return users_; }
   AuditLog& audit() { return audit_; }
   Storage& storage() { return *storage_; }
 
  private:
   KeystoreService(std::unique_ptr<SqliteStorage> storage, smime::CryptoContextPtr ctx, AccessPolicy access,
-                  UserPolicy users);
+                  Policies policies);
   [[nodiscard]] bool is_gateway(const Caller& caller) const;
   Result<SealRecord> seal_record();
   Status finish_unseal(Result<smime::SecretBytes> master, const std::string& actor, const std::string& how);
@@ -74,6 +85,16 @@ class KeystoreService {
   Result<nlohmann::json> sign(const nlohmann::json& params);
   Result<nlohmann::json> unwrap(const nlohmann::json& params);
 
+  // Administration (admin_ops.cpp): needs a session; tasks that policy
+  // says need several approvals become requests instead of running.
+  Result<nlohmann::json> administer(const Caller& caller, const protocol::Request& request);
+  Result<nlohmann::json> execute(const std::string& op, const nlohmann::json& params, const std::string& actor,
+                                 const std::string& admin);
+  Result<nlohmann::json> open_request(const std::string& op, const nlohmann::json& params, const std::string& admin);
+  Result<nlohmann::json> approve(const std::string& id, const std::string& admin);
+  Result<nlohmann::json> fetch_request(const std::string& id, const std::string& admin);
+  Result<int> approvals_required(std::string_view task);
+
   std::unique_ptr<SqliteStorage> storage_;
   smime::CryptoContextPtr ctx_;
   AccessPolicy access_;
@@ -81,6 +102,8 @@ class KeystoreService {
   AuditLog audit_;
   CertificateAuthority ca_;
   Users users_;
+  Admins admins_;
+  Pkcs12Options pkcs12_;
 
   std::mutex unseal_mutex_;
   int failed_unseals_ = 0;

@@ -1,0 +1,405 @@
+// Administration over the protocol: sessions, the operations, and the
+// approvals some of them need (the original's "multiple password policy").
+#include <openssl/crypto.h>
+
+#include <algorithm>
+#include <map>
+
+#include "aead.hpp"
+#include "mailkms/keystore/service.hpp"
+
+namespace mailkms::keystore {
+namespace {
+
+// The approval task each operation belongs to; "" for those that need none.
+const std::map<std::string, std::string, std::less<>>& tasks() {
+  static const std::map<std::string, std::string, std::less<>> table{
+      {"admin-add", "admin-change"},        {"admin-remove", "admin-change"},  {"approvals-set", "admin-change"},
+      {"admin-passwd", "admin-change"},
+      {"ca-create-root", "ca-change"},      {"ca-create-issuing", "ca-change"}, {"ca-request-external", "ca-change"},
+      {"ca-import-external", "ca-change"},  {"ca-enable", "ca-change"},        {"ca-disable", "ca-change"},
+      {"revoke", "revoke"},                 {"recover", "recover"},
+  };
+  return table;
+}
+
+const std::vector<std::string>& approval_tasks() {
+  static const std::vector<std::string> all{"admin-change", "ca-change", "revoke", "recover"};
+  return all;
+}
+
+// Operations that run at once for any administrator.
+bool plain_operation(std::string_view op) {
+  static const std::vector<std::string_view> ops{"logout",      "admin-list",  "approvals-show",
+                                                 "ca-list",     "user-add",    "user-list",    "user-show",
+                                                 "user-enable", "user-disable", "user-renew",  "crl",
+                                                 "audit-show",  "audit-verify", "approve",     "requests-list",
+                                                 "request-fetch"};
+  return std::find(ops.begin(), ops.end(), op) != ops.end();
+}
+
+Result<std::string> text_param(const nlohmann::json& params, const char* name) {
+  const auto it = params.find(name);
+  if (it == params.end() || !it->is_string()) {
+    return make_error(Errc::invalid_argument, std::string("missing string parameter \"") + name + "\"");
+  }
+  return it->get<std::string>();
+}
+
+int int_param(const nlohmann::json& params, const char* name, int fallback) {
+  const auto it = params.find(name);
+  return it != params.end() && it->is_number_integer() ? it->get<int>() : fallback;
+}
+
+Result<KeyType> key_type_param(const nlohmann::json& params, KeyType fallback) {
+  const auto it = params.find("key_type");
+  if (it == params.end()) return fallback;
+  const auto parsed = it->is_string() ? parse_key_type(it->get<std::string>()) : std::nullopt;
+  if (!parsed) return make_error(Errc::invalid_argument, "key_type is rsa-2048, rsa-3072, rsa-4096, ec-p256 or ec-p384");
+  return *parsed;
+}
+
+nlohmann::json describe_ca(const CaInfo& ca) {
+  return {{"id", ca.id},
+          {"role", std::string(to_string(ca.role))},
+          {"parent", ca.parent},
+          {"priority", ca.priority},
+          {"enabled", ca.enabled},
+          {"subject", ca.certificate ? ca.certificate->subject() : std::string()},
+          {"not_after", ca.certificate ? ca.certificate->not_after() : 0},
+          {"certificate", ca.certificate ? ca.certificate->pem() : std::string()}};
+}
+
+nlohmann::json describe_user(const UserRecord& u) {
+  return {{"address", u.address},
+          {"enabled", u.enabled},
+          {"created", u.created},
+          {"encryption_serials", u.encryption_serials},
+          {"signing_serial", u.signing_serial},
+          {"signing_key_held", u.signing_key_held}};
+}
+
+nlohmann::json describe_record(const AuditRecord& r) {
+  return {{"sequence", r.sequence}, {"time", r.time},       {"actor", r.event.actor},     {"action", r.event.action},
+          {"subject", r.event.subject}, {"outcome", r.event.outcome}, {"detail", r.event.detail}};
+}
+
+std::string view(const smime::SecretBytes& s) { return std::string(reinterpret_cast<const char*>(s.data()), s.size()); }
+
+}  // namespace
+
+Result<int> KeystoreService::approvals_required(std::string_view task) {
+  MAILKMS_TRY(stored, storage_->get("config/approvals"));
+  if (!stored) return 1;
+  const auto j = nlohmann::json::parse(*stored, nullptr, false);
+  if (!j.is_object()) return make_error(Errc::corrupt, "the approval policy does not parse");
+  return std::max(1, j.value(std::string(task), 1));
+}
+
+Result<nlohmann::json> KeystoreService::administer(const Caller& caller, const protocol::Request& request) {
+  const auto task = tasks().find(request.op);
+  if (task == tasks().end() && !plain_operation(request.op)) {
+    return make_error(Errc::invalid_argument, "unknown operation \"" + request.op + "\"");
+  }
+  if (barrier_.sealed()) return make_error(Errc::sealed, "the keystore is sealed");
+  const auto session = request.params.find("session");
+  auto admin = admins_.authenticate(session != request.params.end() && session->is_string() ? session->get<std::string>() : "");
+  if (!admin) {
+    (void)audit_.append({describe(caller), request.op, "", "denied", admin.error().message});
+    return std::move(admin).error();
+  }
+  nlohmann::json params = request.params;
+  params.erase("session");
+  if (request.op == "logout") {
+    MAILKMS_CHECK(admins_.logout(session->get<std::string>()));
+    return nlohmann::json::object();
+  }
+  if (request.op == "approve") {
+    MAILKMS_TRY(id, text_param(params, "id"));
+    return approve(id, *admin);
+  }
+  if (request.op == "request-fetch") {
+    MAILKMS_TRY(id, text_param(params, "id"));
+    return fetch_request(id, *admin);
+  }
+  // Changing one's own password is no one else's business.
+  const bool own_password = request.op == "admin-passwd" && params.value("name", "") == *admin;
+  if (task != tasks().end() && !own_password) {
+    MAILKMS_TRY(required, approvals_required(task->second));
+    if (required > 1) return open_request(request.op, params, *admin);
+  }
+  return execute(request.op, params, "admin:" + *admin, *admin);
+}
+
+Result<nlohmann::json> KeystoreService::open_request(const std::string& op, const nlohmann::json& params,
+                                                     const std::string& admin) {
+  const std::string id = protocol::base64(view(detail::random_secret(9)));  // 12 characters
+  std::string safe_id;
+  for (const char c : id) safe_id.push_back(c == '/' ? '_' : c == '+' ? '-' : c);
+  const std::string task = tasks().find(op)->second;
+  MAILKMS_TRY(required, approvals_required(task));
+  const nlohmann::json record{{"id", safe_id},          {"op", op},
+                              {"task", task},           {"requested_by", admin},
+                              {"approvals", {admin}},   {"required", required},
+                              {"status", "pending"},    {"created", std::time(nullptr)},
+                              {"subject", params.value("address", params.value("name", params.value("id", "")))}};
+  MAILKMS_CHECK(storage_->transaction([&]() -> Status {
+    // Parameters may hold secrets (a PKCS#12 password): behind the barrier.
+    MAILKMS_CHECK(barrier_.put("request-params/" + safe_id, params.dump()));
+    MAILKMS_CHECK(storage_->put("requests/" + safe_id, record.dump()));
+    return audit_.append({"admin:" + admin, "request", safe_id, "ok",
+                          op + " needs " + std::to_string(required) + " approvals"});
+  }));
+  return nlohmann::json{{"request", safe_id}, {"status", "pending"}, {"approvals", 1}, {"required", required}};
+}
+
+Result<nlohmann::json> KeystoreService::approve(const std::string& id, const std::string& admin) {
+  MAILKMS_TRY(stored, storage_->get("requests/" + id));
+  if (!stored) return make_error(Errc::not_found, "no request " + id);
+  auto record = nlohmann::json::parse(*stored, nullptr, false);
+  if (!record.is_object()) return make_error(Errc::corrupt, "request " + id + " does not parse");
+  if (record.value("status", "") != "pending") return make_error(Errc::invalid_argument, "request " + id + " is not pending");
+  auto approvals = record.value("approvals", std::vector<std::string>{});
+  if (std::find(approvals.begin(), approvals.end(), admin) != approvals.end()) {
+    return make_error(Errc::invalid_argument, admin + " has already approved " + id + ": another administrator must");
+  }
+  approvals.push_back(admin);
+  record["approvals"] = approvals;
+  const int required = record.value("required", 1);
+  MAILKMS_CHECK(audit_.append({"admin:" + admin, "approve", id, "ok",
+                               std::to_string(approvals.size()) + " of " + std::to_string(required)}));
+  if (static_cast<int>(approvals.size()) < required) {
+    MAILKMS_CHECK(storage_->put("requests/" + id, record.dump()));
+    return nlohmann::json{{"request", id}, {"status", "pending"}, {"approvals", approvals.size()}, {"required", required}};
+  }
+  MAILKMS_TRY(secret_params, barrier_.get("request-params/" + id));
+  if (!secret_params) return make_error(Errc::corrupt, "request " + id + " lost its parameters");
+  const auto params = nlohmann::json::parse(view(*secret_params));
+  std::string actor = "admin:" + record.value("requested_by", "") + " (approved by";
+  for (std::size_t i = 1; i < approvals.size(); ++i) actor += (i > 1 ? ", " : " ") + approvals[i];
+  actor += ")";
+  auto result = execute(record.value("op", ""), params, actor, record.value("requested_by", ""));
+  record["status"] = result ? "done" : "failed";
+  record["message"] = result ? std::string() : result.error().message;
+  MAILKMS_CHECK(storage_->transaction([&]() -> Status {
+    MAILKMS_CHECK(storage_->remove("request-params/" + id));
+    if (result) MAILKMS_CHECK(barrier_.put("request-results/" + id, result->dump()));
+    return storage_->put("requests/" + id, record.dump());
+  }));
+  if (!result) return std::move(result).error();
+  return nlohmann::json{{"request", id}, {"status", "done"}, {"approvals", approvals.size()}, {"required", required}};
+}
+
+Result<nlohmann::json> KeystoreService::fetch_request(const std::string& id, const std::string& admin) {
+  MAILKMS_TRY(stored, storage_->get("requests/" + id));
+  if (!stored) return make_error(Errc::not_found, "no request " + id);
+  const auto record = nlohmann::json::parse(*stored, nullptr, false);
+  if (record.value("requested_by", "") != admin) {
+    return make_error(Errc::permission_denied, "only " + record.value("requested_by", "") + " may fetch " + id);
+  }
+  if (record.value("status", "") != "done") {
+    return make_error(Errc::invalid_argument, "request " + id + " is " + record.value("status", "unknown"));
+  }
+  MAILKMS_TRY(result, barrier_.get("request-results/" + id));
+  if (!result) return make_error(Errc::not_found, "the result of " + id + " was already fetched");
+  MAILKMS_CHECK(storage_->remove("request-results/" + id));  // once only
+  return nlohmann::json::parse(view(*result));
+}
+
+Result<nlohmann::json> KeystoreService::execute(const std::string& op, const nlohmann::json& params,
+                                                const std::string& actor, const std::string& /*admin*/) {
+  const nlohmann::json done = nlohmann::json::object();
+  if (op == "admin-list") {
+    MAILKMS_TRY(all, admins_.list());
+    nlohmann::json out = nlohmann::json::array();
+    for (const auto& a : all) out.push_back({{"name", a.name}, {"created", a.created}});
+    return out;
+  }
+  if (op == "admin-add" || op == "admin-passwd") {
+    MAILKMS_TRY(name, text_param(params, "name"));
+    MAILKMS_TRY(password, text_param(params, "password"));
+    const Status s = op == "admin-add" ? admins_.add(name, password, actor) : admins_.set_password(name, password, actor);
+    OPENSSL_cleanse(password.data(), password.size());
+    MAILKMS_CHECK(s);
+    return done;
+  }
+  if (op == "admin-remove") {
+    MAILKMS_TRY(name, text_param(params, "name"));
+    MAILKMS_CHECK(admins_.remove(name, actor));
+    return done;
+  }
+  if (op == "approvals-set") {
+    MAILKMS_TRY(task, text_param(params, "task"));
+    const int count = int_param(params, "count", 0);
+    const auto& all = approval_tasks();
+    if (std::find(all.begin(), all.end(), task) == all.end() || count < 1 || count > 16) {
+      return make_error(Errc::invalid_argument, "task is admin-change, ca-change, revoke or recover; count 1 to 16");
+    }
+    MAILKMS_TRY(admins, admins_.list());
+    if (static_cast<std::size_t>(count) > admins.size()) {
+      return make_error(Errc::invalid_argument, "only " + std::to_string(admins.size()) + " administrators could approve");
+    }
+    MAILKMS_CHECK(storage_->transaction([&]() -> Status {
+      MAILKMS_TRY(stored, storage_->get("config/approvals"));
+      auto policy = stored ? nlohmann::json::parse(*stored) : nlohmann::json::object();
+      policy[task] = count;
+      MAILKMS_CHECK(storage_->put("config/approvals", policy.dump()));
+      return audit_.append({actor, "approvals-set", task, "ok", std::to_string(count)});
+    }));
+    return done;
+  }
+  if (op == "approvals-show") {
+    nlohmann::json out = nlohmann::json::object();
+    for (const auto& task : approval_tasks()) {
+      MAILKMS_TRY(n, approvals_required(task));
+      out[task] = n;
+    }
+    return out;
+  }
+  if (op == "ca-create-root") {
+    MAILKMS_TRY(id, text_param(params, "id"));
+    MAILKMS_TRY(type, key_type_param(params, KeyType::ec_p384));
+    MAILKMS_TRY(ca, ca_.create_root(id, params.value("name", id), type, int_param(params, "validity_days", 3650), actor));
+    return describe_ca(ca);
+  }
+  if (op == "ca-create-issuing") {
+    MAILKMS_TRY(id, text_param(params, "id"));
+    MAILKMS_TRY(parent, text_param(params, "parent"));
+    MAILKMS_TRY(type, key_type_param(params, KeyType::ec_p256));
+    MAILKMS_TRY(ca, ca_.create_issuing(id, parent, params.value("name", id), type,
+                                       int_param(params, "validity_days", 1825), int_param(params, "priority", 100), actor));
+    return describe_ca(ca);
+  }
+  if (op == "ca-request-external") {
+    MAILKMS_TRY(id, text_param(params, "id"));
+    MAILKMS_TRY(type, key_type_param(params, KeyType::ec_p256));
+    MAILKMS_TRY(csr, ca_.request_external(id, params.value("name", id), type, int_param(params, "priority", 100), actor));
+    return nlohmann::json{{"csr", csr}};
+  }
+  if (op == "ca-import-external") {
+    MAILKMS_TRY(id, text_param(params, "id"));
+    MAILKMS_TRY(pem, text_param(params, "pem"));
+    MAILKMS_CHECK(ca_.import_external(id, pem, actor));
+    return done;
+  }
+  if (op == "ca-enable" || op == "ca-disable") {
+    MAILKMS_TRY(id, text_param(params, "id"));
+    MAILKMS_CHECK(ca_.set_enabled(id, op == "ca-enable", actor));
+    return done;
+  }
+  if (op == "ca-list") {
+    MAILKMS_TRY(all, ca_.list());
+    nlohmann::json out = nlohmann::json::array();
+    for (const auto& ca : all) out.push_back(describe_ca(ca));
+    return out;
+  }
+  if (op == "crl") {
+    MAILKMS_TRY(id, text_param(params, "ca"));
+    MAILKMS_TRY(crl, ca_.crl(id));
+    return nlohmann::json{{"crl", protocol::base64(crl)}};
+  }
+  if (op == "user-add") {
+    const auto list = params.find("addresses");
+    if (list == params.end() || !list->is_array()) return make_error(Errc::invalid_argument, "\"addresses\" must be a list");
+    std::vector<std::string> addresses;
+    for (const auto& a : *list) {
+      if (a.is_string()) addresses.push_back(a.get<std::string>());
+    }
+    const BulkSummary summary = users_.add_many(addresses, actor);
+    nlohmann::json failed = nlohmann::json::array();
+    for (const auto& [address, why] : summary.failed) failed.push_back({{"address", address}, {"reason", why}});
+    return nlohmann::json{{"added", summary.added}, {"already_present", summary.already_present}, {"failed", failed}};
+  }
+  if (op == "user-list") {
+    MAILKMS_TRY(all, users_.list(params.value("after", ""), static_cast<std::size_t>(int_param(params, "limit", 1000))));
+    nlohmann::json out = nlohmann::json::array();
+    for (const auto& u : all) out.push_back(describe_user(u));
+    return out;
+  }
+  if (op == "user-show") {
+    MAILKMS_TRY(address, text_param(params, "address"));
+    MAILKMS_TRY(user, users_.get(address));
+    nlohmann::json out = describe_user(user);
+    nlohmann::json certificates = nlohmann::json::array();
+    std::vector<std::string> serials = user.encryption_serials;
+    if (!user.signing_serial.empty()) serials.push_back(user.signing_serial);
+    for (const auto& serial : serials) {
+      MAILKMS_TRY(record, ca_.certificate(serial));
+      certificates.push_back({{"serial", serial},
+                              {"profile", std::string(to_string(record.profile))},
+                              {"ca", record.ca_id},
+                              {"not_after", record.certificate.not_after()},
+                              {"revoked", record.revoked_at.has_value()},
+                              {"certificate", record.certificate.pem()}});
+    }
+    out["certificates"] = certificates;
+    return out;
+  }
+  if (op == "user-enable" || op == "user-disable") {
+    MAILKMS_TRY(address, text_param(params, "address"));
+    MAILKMS_CHECK(users_.set_enabled(address, op == "user-enable", actor));
+    return done;
+  }
+  if (op == "user-renew") {
+    MAILKMS_TRY(address, text_param(params, "address"));
+    MAILKMS_TRY(user, users_.renew(address, actor));
+    return describe_user(user);
+  }
+  if (op == "revoke") {
+    const auto reason = parse_revocation_reason(params.value("reason", "unspecified"));
+    if (!reason) return make_error(Errc::invalid_argument, "unknown revocation reason");
+    std::vector<std::string> serials;
+    if (params.contains("serial")) {
+      MAILKMS_TRY(serial, text_param(params, "serial"));
+      serials.push_back(serial);
+    } else {
+      MAILKMS_TRY(address, text_param(params, "address"));
+      MAILKMS_TRY(user, users_.get(address));
+      if (!user.encryption_serials.empty()) serials.push_back(user.encryption_serials.back());
+      if (!user.signing_serial.empty()) serials.push_back(user.signing_serial);
+    }
+    nlohmann::json revoked = nlohmann::json::array();
+    for (const auto& serial : serials) {
+      auto r = ca_.revoke(serial, *reason, actor);
+      if (!r && r.error().code != Errc::already_exists) return std::move(r).error();
+      revoked.push_back(serial);
+    }
+    return nlohmann::json{{"revoked", revoked}};
+  }
+  if (op == "recover") {
+    MAILKMS_TRY(address, text_param(params, "address"));
+    MAILKMS_TRY(password, text_param(params, "password"));
+    Pkcs12Options options = pkcs12_;
+    if (params.value("profile", "modern") == "legacy") options.profile = Pkcs12Profile::legacy;
+    MAILKMS_TRY(entries, users_.escrowed_encryption_keys(address));
+    MAILKMS_TRY(user, users_.get(address));
+    MAILKMS_TRY(current, ca_.certificate(user.encryption_serials.back()));
+    MAILKMS_TRY(chain, ca_.chain(current.ca_id));
+    auto p12 = make_pkcs12(*ctx_, entries, chain, password, options);
+    OPENSSL_cleanse(password.data(), password.size());
+    if (!p12) return std::move(p12).error();
+    MAILKMS_CHECK(audit_.append({actor, "recover", user.address, "ok",
+                                 std::to_string(entries.size()) + " escrowed encryption key(s) exported"}));
+    return nlohmann::json{{"pkcs12", protocol::base64(*p12)}, {"keys", entries.size()}};
+  }
+  if (op == "audit-show") {
+    MAILKMS_TRY(records, audit_.read(static_cast<std::uint64_t>(std::max(0, int_param(params, "after", 0))),
+                                     static_cast<std::size_t>(int_param(params, "limit", 100))));
+    nlohmann::json out = nlohmann::json::array();
+    for (const auto& r : records) out.push_back(describe_record(r));
+    return out;
+  }
+  if (op == "audit-verify") {
+    MAILKMS_TRY(v, audit_.verify());
+    return nlohmann::json{{"intact", v.intact}, {"records", v.records}, {"problem", v.problem}};
+  }
+  if (op == "requests-list") {
+    MAILKMS_TRY(rows, storage_->scan("requests/", {}, 1000));
+    nlohmann::json out = nlohmann::json::array();
+    for (const auto& [key, value] : rows) out.push_back(nlohmann::json::parse(value, nullptr, false));
+    return out;
+  }
+  return make_error(Errc::invalid_argument, "unknown operation \"" + op + "\"");
+}
+
+}  // namespace mailkms::keystore
