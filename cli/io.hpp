@@ -14,6 +14,8 @@ class Secret {
  public:
   Secret() = default;
   explicit Secret(std::string text) : text_(std::move(text)) {}
+  Secret(Secret&&) noexcept = default;
+  Secret& operator=(Secret&&) noexcept = default;
   Secret(const Secret&) = delete;
   Secret& operator=(const Secret&) = delete;
   ~Secret();

@@ -5,6 +5,7 @@
 #include <iostream>
 
 #include "failure.hpp"
+#include "keystore_commands.hpp"
 #include "message_commands.hpp"
 
 int main(int argc, char** argv) {
@@ -13,7 +14,8 @@ int main(int argc, char** argv) {
   CLI::App app{"mailkms administration", "mailkmsctl"};
   app.set_version_flag("--version", "mailkmsctl " MAILKMS_VERSION);
   app.require_subcommand(1);
-  const std::vector<Command> commands = add_message_commands(app);
+  std::vector<Command> commands = add_message_commands(app);
+  for (auto& c : add_keystore_commands(app)) commands.push_back(std::move(c));
 
   try {
     app.parse(argc, argv);

@@ -11,7 +11,7 @@
 #include <iostream>
 #include <thread>
 
-#include "config.hpp"
+#include "mailkms/keystore/config.hpp"
 #include "mailkms/keystore/service.hpp"
 #include "server.hpp"
 
@@ -46,7 +46,7 @@ int main(int argc, char** argv) {
   app.set_version_flag("--version", "mailkms-keystored " MAILKMS_VERSION);
   CLI11_PARSE(app, argc, argv);
 
-  auto config = mailkms::keystored::load_config(config_path);
+  auto config = mailkms::keystore::load_config(config_path);
   if (!config) return fatal(config.error().message);
   harden(config->lock_memory);
 

@@ -138,7 +138,7 @@ class Session : public std::enable_shared_from_this<Session> {
 };
 
 Server::Server(asio::io_context& io, asio::thread_pool& workers, keystore::KeystoreService& service,
-               const Config& config)
+               const keystore::Config& config)
     : io_(io), workers_(workers), service_(service), config_(config), acceptor_(io) {}
 
 keystore::Status Server::listen() {

@@ -10,7 +10,7 @@
 #include <mutex>
 #include <set>
 
-#include "config.hpp"
+#include "mailkms/keystore/config.hpp"
 #include "mailkms/keystore/service.hpp"
 
 namespace mailkms::keystored {
@@ -20,7 +20,7 @@ class Session;
 class Server {
  public:
   Server(boost::asio::io_context& io, boost::asio::thread_pool& workers, keystore::KeystoreService& service,
-         const Config& config);
+         const keystore::Config& config);
 
   // Binds the socket (replacing a stale one) with the configured mode.
   keystore::Status listen();
@@ -35,7 +35,7 @@ class Server {
   boost::asio::io_context& io_;
   boost::asio::thread_pool& workers_;
   keystore::KeystoreService& service_;
-  const Config& config_;
+  const keystore::Config& config_;
   boost::asio::local::stream_protocol::acceptor acceptor_;
   std::mutex sessions_mutex_;
   std::set<std::shared_ptr<Session>> sessions_;

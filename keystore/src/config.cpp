@@ -1,4 +1,4 @@
-#include "config.hpp"
+#include "mailkms/keystore/config.hpp"
 
 #include <grp.h>
 #include <pwd.h>
@@ -7,13 +7,9 @@
 #include <string>
 #include <toml++/toml.h>
 
-namespace mailkms::keystored {
+namespace mailkms::keystore {
 namespace {
 
-using keystore::Errc;
-using keystore::Error;
-using keystore::make_error;
-using keystore::Status;
 
 std::string where(const toml::node& node) {
   const auto& source = node.source();
@@ -108,7 +104,7 @@ const std::vector<Setting>& settings() {
 
 }  // namespace
 
-keystore::Result<Config> load_config(const std::filesystem::path& path) {
+Result<Config> load_config(const std::filesystem::path& path) {
   toml::table document;
   try {
     document = toml::parse_file(path.string());
@@ -134,4 +130,4 @@ keystore::Result<Config> load_config(const std::filesystem::path& path) {
   return config;
 }
 
-}  // namespace mailkms::keystored
+}  // namespace mailkms::keystore

@@ -1,4 +1,5 @@
-// mailkms-keystored's settings, from the [keystore] table of mailkms.conf.
+// The keystore's settings, from the [keystore] table of mailkms.conf: read
+// by mailkms-keystored, and by mailkmsctl to find the socket and database.
 // Every key is declared once, with its default and its check; an unknown
 // key is an error that names it.
 #pragma once
@@ -11,7 +12,7 @@
 
 #include "mailkms/keystore/error.hpp"
 
-namespace mailkms::keystored {
+namespace mailkms::keystore {
 
 struct Config {
   std::filesystem::path database = "/var/lib/mailkms/keystore.db";
@@ -25,6 +26,6 @@ struct Config {
   bool lock_memory = true;                 // mlockall, so keys never reach swap
 };
 
-keystore::Result<Config> load_config(const std::filesystem::path& path);
+Result<Config> load_config(const std::filesystem::path& path);
 
-}  // namespace mailkms::keystored
+}  // namespace mailkms::keystore

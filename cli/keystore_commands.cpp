@@ -1,0 +1,657 @@
+#include "keystore_commands.hpp"
+
+#include <fcntl.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <CLI/CLI.hpp>
+#include <cstdlib>
+#include <ctime>
+#include <fstream>
+#include <iostream>
+#include <memory>
+#include <sstream>
+
+#include "failure.hpp"
+#include "io.hpp"
+#include "mailkms/keystore/client.hpp"
+#include "mailkms/keystore/config.hpp"
+#include "mailkms/keystore/protocol.hpp"
+#include "mailkms/keystore/seal.hpp"
+#include "mailkms/keystore/service.hpp"
+#include "prompt.hpp"
+
+namespace mailkms::cli {
+namespace {
+
+using nlohmann::json;
+
+std::string default_config() {
+  const char* env = std::getenv("MAILKMS_CONFIG");
+  return env != nullptr ? env : "/etc/mailkms/mailkms.conf";
+}
+
+std::string session_file() {
+  if (const char* env = std::getenv("MAILKMS_SESSION_FILE")) return env;
+  const char* home = std::getenv("HOME");
+  return std::string(home != nullptr ? home : ".") + "/.mailkms-session";
+}
+
+template <class T>
+T or_fail_keystore(keystore::Result<T> r, const std::string& context) {
+  if (!r) {
+    const int code = r.error().code == keystore::Errc::invalid_argument ? exit_usage : exit_failure;
+    throw Failure(code, context + ": " + r.error().message);
+  }
+  return std::move(r).value();
+}
+
+keystore::Config load(const std::string& config) {
+  return or_fail_keystore(keystore::load_config(config), "cannot read the configuration");
+}
+
+// The daemon, reached through the configured socket.
+class Keystore {
+ public:
+  explicit Keystore(const std::string& config) : client_({load(config).socket, std::chrono::minutes(5), 1}) {}
+
+  json call(std::string_view op, json params = json::object()) {
+    return or_fail_keystore(client_.call(op, params), std::string(op));
+  }
+  // The same with the administrator's session from `mailkmsctl login`.
+  json admin(std::string_view op, json params = json::object()) {
+    std::ifstream in(session_file());
+    std::string token;
+    std::getline(in, token);
+    if (token.empty()) throw Failure(exit_failure, "not logged in: run mailkmsctl login");
+    params["session"] = token;
+    return call(op, std::move(params));
+  }
+
+ private:
+  keystore::KeystoreClient client_;
+};
+
+std::string when(std::time_t t) {
+  char text[32];
+  std::tm tm{};
+  gmtime_r(&t, &tm);
+  std::strftime(text, sizeof text, "%Y-%m-%d %H:%M:%SZ", &tm);
+  return text;
+}
+
+// A command whose options live in one shared struct.
+template <class Args, class Run>
+Command command(CLI::App& parent, const std::string& name, const std::string& help,
+                const std::function<void(CLI::App&, Args&)>& options, Run run) {
+  auto args = std::make_shared<Args>();
+  CLI::App* cmd = parent.add_subcommand(name, help);
+  cmd->add_option("--config", args->config, "mailkms.conf (or $MAILKMS_CONFIG)")->capture_default_str();
+  options(*cmd, *args);
+  return {cmd, [args, run] { return run(*args); }};
+}
+
+struct Base {
+  std::string config = default_config();
+};
+
+// ---- init, unseal, status, login
+
+struct InitArgs : Base {
+  std::string admin;
+  std::string admin_password_file;
+  std::string passphrase_file;
+  std::string key_file;
+  int shares = 0;
+  int threshold = 0;
+};
+
+int run_init(const InitArgs& a) {
+  const keystore::Config config = load(a.config);
+  const int methods = (a.key_file.empty() ? 0 : 1) + (a.shares > 0 ? 1 : 0);
+  if (methods > 1) throw Failure(exit_usage, "choose one: a passphrase, --key-file or --shares");
+  auto ctx = or_fail(smime::CryptoContext::create(), "cannot set up OpenSSL");
+  const Secret admin_password = secret_from(a.admin_password_file, "password for administrator " + a.admin, true);
+  auto master = keystore::new_master_key();
+  keystore::SealRecord record;
+  std::vector<std::string> shares;
+  if (!a.key_file.empty()) {
+    auto [sealed, contents] = or_fail_keystore(keystore::seal_with_key_file(master), "cannot seal");
+    if (std::filesystem::exists(a.key_file)) throw Failure(exit_usage, a.key_file + " exists: choose a new path");
+    {
+      std::ofstream out(a.key_file, std::ios::binary);
+      out << contents;
+      if (!out) throw Failure(exit_usage, "cannot write " + a.key_file);
+    }
+    ::chmod(a.key_file.c_str(), 0600);
+    record = std::move(sealed);
+  } else if (a.shares > 0) {
+    auto [sealed, made] = or_fail_keystore(keystore::seal_with_shares(master, a.shares, a.threshold), "cannot seal");
+    record = std::move(sealed);
+    shares = std::move(made);
+  } else {
+    const Secret passphrase = secret_from(a.passphrase_file, "unseal passphrase", true);
+    record = or_fail_keystore(keystore::seal_with_passphrase(master, passphrase.view()), "cannot seal");
+  }
+  or_fail_keystore(keystore::KeystoreService::initialize(config.database, ctx, record, std::move(master), a.admin,
+                                                         admin_password.view(), {}),
+                   "cannot create the keystore");
+  std::cout << "keystore created: " << config.database.string() << "\n"
+            << "administrator: " << a.admin << "\n"
+            << "sealed with: " << keystore::to_string(record.method) << "\n";
+  if (!shares.empty()) {
+    std::cout << "\nGive one share to each of " << a.shares << " administrators; any " << a.threshold
+              << " of them unseal the keystore. They are shown once, now:\n";
+    for (const auto& s : shares) std::cout << "  " << s << "\n";
+  }
+  return 0;
+}
+
+struct UnsealArgs : Base {
+  std::string passphrase_file;
+  std::vector<std::string> shares;
+  std::string shares_file;
+};
+
+int run_unseal(const UnsealArgs& a) {
+  Keystore keystore(a.config);
+  json params;
+  std::vector<std::string> shares = a.shares;
+  if (!a.shares_file.empty()) {
+    std::istringstream lines(read_file(a.shares_file));
+    for (std::string line; std::getline(lines, line);) {
+      if (!line.empty()) shares.push_back(line);
+    }
+  }
+  if (!shares.empty()) {
+    params["shares"] = shares;
+  } else {
+    const Secret passphrase = secret_from(a.passphrase_file, "unseal passphrase");
+    params["passphrase"] = std::string(passphrase.view());
+  }
+  keystore.call("unseal", params);
+  std::cout << "unsealed\n";
+  return 0;
+}
+
+int run_status(const Base& a) {
+  const json status = Keystore(a.config).call("status");
+  std::cout << (status.value("sealed", true) ? "sealed" : "unsealed") << "\n";
+  return 0;
+}
+
+struct LoginArgs : Base {
+  std::string name;
+  std::string password_file;
+};
+
+int run_login(const LoginArgs& a) {
+  Keystore keystore(a.config);
+  const Secret password = secret_from(a.password_file, "password for " + a.name);
+  const json session = keystore.call("login", {{"name", a.name}, {"password", std::string(password.view())}});
+  const std::string path = session_file();
+  std::filesystem::remove(path);
+  {
+    // Created 0600 before anything is written to it.
+    const int fd = ::open(path.c_str(), O_CREAT | O_EXCL | O_WRONLY | O_CLOEXEC, 0600);
+    if (fd < 0) throw Failure(exit_failure, "cannot write the session file " + path);
+    const std::string token = session.value("token", "") + "\n";
+    (void)!::write(fd, token.data(), token.size());
+    ::close(fd);
+  }
+  std::cout << "logged in as " << a.name << " until " << when(session.value("expires", std::time_t{0})) << "\n";
+  return 0;
+}
+
+int run_logout(const Base& a) {
+  Keystore(a.config).admin("logout");
+  std::filesystem::remove(session_file());
+  std::cout << "logged out\n";
+  return 0;
+}
+
+// ---- CA
+
+struct CaArgs : Base {
+  std::string id;
+  std::string parent;
+  std::string name;
+  std::string key_type;
+  int days = 0;
+  int priority = 100;
+  std::string in;
+  std::string out;
+};
+
+void print_ca(const json& ca) {
+  std::cout << ca.value("id", "") << "  " << ca.value("role", "") << (ca.value("enabled", false) ? "" : " (disabled)")
+            << "  priority " << ca.value("priority", 0) << "  " << ca.value("subject", "");
+  if (ca.value("not_after", 0) > 0) std::cout << "  until " << when(ca.value("not_after", std::time_t{0}));
+  std::cout << "\n";
+}
+
+json ca_params(const CaArgs& a) {
+  json p{{"id", a.id}, {"priority", a.priority}};
+  if (!a.parent.empty()) p["parent"] = a.parent;
+  if (!a.name.empty()) p["name"] = a.name;
+  if (!a.key_type.empty()) p["key_type"] = a.key_type;
+  if (a.days > 0) p["validity_days"] = a.days;
+  return p;
+}
+
+void pending_or(const json& result, const std::function<void()>& done) {
+  if (result.value("status", "") == "pending") {
+    std::cout << "request " << result.value("request", "") << " needs " << result.value("required", 0)
+              << " approvals (has " << result.value("approvals", 0) << "): other administrators run\n"
+              << "  mailkmsctl approve " << result.value("request", "") << "\n";
+    return;
+  }
+  done();
+}
+
+// ---- users
+
+struct UserArgs : Base {
+  std::vector<std::string> addresses;
+  std::string file;
+  std::string after;
+  int limit = 1000;
+};
+
+int run_user_add(const UserArgs& a) {
+  std::vector<std::string> all = a.addresses;
+  if (!a.file.empty()) {
+    std::istringstream lines(read_input(a.file));
+    for (std::string line; std::getline(lines, line);) {
+      while (!line.empty() && (line.back() == '\r' || line.back() == ' ')) line.pop_back();
+      if (!line.empty() && line.front() != '#') all.push_back(line);
+    }
+  }
+  if (all.empty()) throw Failure(exit_usage, "no addresses: give them as arguments or with --file");
+  Keystore keystore(a.config);
+  const bool bar = ::isatty(STDERR_FILENO) != 0 && all.size() > 1;
+  std::size_t added = 0;
+  std::size_t present = 0;
+  std::vector<std::pair<std::string, std::string>> failed;
+  constexpr std::size_t kBatch = 25;
+  for (std::size_t i = 0; i < all.size(); i += kBatch) {
+    const std::vector<std::string> batch(all.begin() + static_cast<std::ptrdiff_t>(i),
+                                         all.begin() + static_cast<std::ptrdiff_t>(std::min(all.size(), i + kBatch)));
+    const json r = keystore.admin("user-add", {{"addresses", batch}});
+    added += r.value("added", std::size_t{0});
+    present += r.value("already_present", std::size_t{0});
+    for (const auto& f : r.value("failed", json::array())) failed.emplace_back(f.value("address", ""), f.value("reason", ""));
+    if (bar) {
+      const std::size_t done = std::min(all.size(), i + kBatch);
+      const std::size_t width = 40 * done / all.size();
+      std::cerr << "\r[" << std::string(width, '=') << std::string(40 - width, ' ') << "] " << done << "/" << all.size()
+                << std::flush;
+    }
+  }
+  if (bar) std::cerr << "\n";
+  for (const auto& [address, why] : failed) std::cerr << "not added: " << address << ": " << why << "\n";
+  std::cout << added << " added, " << present << " already present, " << failed.size() << " failed\n";
+  return failed.empty() ? 0 : exit_failure;
+}
+
+int run_user_list(const UserArgs& a) {
+  const json users = Keystore(a.config).admin("user-list", {{"after", a.after}, {"limit", a.limit}});
+  for (const auto& u : users) {
+    std::cout << u.value("address", "") << (u.value("enabled", true) ? "" : "  (disabled)") << "\n";
+  }
+  return 0;
+}
+
+int run_user_show(const UserArgs& a) {
+  if (a.addresses.size() != 1) throw Failure(exit_usage, "give one address");
+  const json u = Keystore(a.config).admin("user-show", {{"address", a.addresses.front()}});
+  std::cout << "address: " << u.value("address", "") << "\n"
+            << "enabled: " << (u.value("enabled", true) ? "yes" : "no") << "\n"
+            << "created: " << when(u.value("created", std::time_t{0})) << "\n"
+            << "signing key: " << (u.value("signing_key_held", true) ? "held by the keystore" : "kept by the user") << "\n";
+  for (const auto& c : u.value("certificates", json::array())) {
+    std::cout << "certificate: " << c.value("serial", "") << "  " << c.value("profile", "") << "  from "
+              << c.value("ca", "") << "  until " << when(c.value("not_after", std::time_t{0}))
+              << (c.value("revoked", false) ? "  REVOKED" : "") << "\n";
+  }
+  return 0;
+}
+
+int run_user_simple(const UserArgs& a, const std::string& op, const std::string& said) {
+  if (a.addresses.empty()) throw Failure(exit_usage, "give an address");
+  Keystore keystore(a.config);
+  for (const auto& address : a.addresses) {
+    keystore.admin(op, {{"address", address}});
+    std::cout << address << ": " << said << "\n";
+  }
+  return 0;
+}
+
+// ---- administrators, approvals, recovery, revocation, audit, CRLs
+
+struct NamedArgs : Base {
+  std::string name;
+  std::string password_file;
+};
+
+struct RecoverArgs : Base {
+  std::string address;
+  std::string out;
+  std::string password_file;
+  bool legacy = false;
+};
+
+struct IdArgs : Base {
+  std::string id;
+  std::string out;
+};
+
+void write_pkcs12(const json& result, const std::string& out) {
+  auto der = keystore::protocol::unbase64(result.value("pkcs12", json()));
+  if (!der) throw Failure(exit_failure, "the keystore sent no PKCS#12 file");
+  {
+    const int fd = ::open(out.c_str(), O_CREAT | O_EXCL | O_WRONLY | O_CLOEXEC, 0600);
+    if (fd < 0) throw Failure(exit_usage, "cannot create " + out + " (it must not exist yet)");
+    (void)!::write(fd, der->data(), der->size());
+    ::close(fd);
+  }
+  std::cout << "wrote " << out << " with " << result.value("keys", 0) << " escrowed key(s)\n";
+}
+
+struct RevokeArgs : Base {
+  std::string address;
+  std::string serial;
+  std::string reason = "unspecified";
+};
+
+struct AuditArgs : Base {
+  int after = 0;
+  int limit = 100;
+};
+
+}  // namespace
+
+std::vector<Command> add_keystore_commands(CLI::App& app) {
+  std::vector<Command> commands;
+  commands.push_back(command<InitArgs>(
+      app, "init", "Create the keystore database, its sealed master key and the first administrator",
+      [](CLI::App& c, InitArgs& a) {
+        c.add_option("--admin", a.admin, "Name of the first administrator")->required();
+        c.add_option("--admin-password-file", a.admin_password_file, "Its password, first line (else asked)");
+        c.add_option("--passphrase-file", a.passphrase_file, "Seal with this passphrase, first line (else asked)");
+        c.add_option("--key-file", a.key_file, "Seal with a new key file written here (mode 0600)");
+        auto* shares = c.add_option("--shares", a.shares, "Seal with this many Shamir shares");
+        c.add_option("--threshold", a.threshold, "How many shares unseal")->needs(shares);
+      },
+      run_init));
+  commands.push_back(command<UnsealArgs>(
+      app, "unseal", "Unseal mailkms-keystored with the passphrase or enough shares",
+      [](CLI::App& c, UnsealArgs& a) {
+        c.add_option("--passphrase-file", a.passphrase_file, "The passphrase, first line (else asked)");
+        c.add_option("--share", a.shares, "A share (repeat)");
+        c.add_option("--shares-file", a.shares_file, "Shares, one per line");
+      },
+      run_unseal));
+  commands.push_back(command<Base>(app, "status", "Say whether the keystore is sealed", [](CLI::App&, Base&) {}, run_status));
+  commands.push_back(command<LoginArgs>(
+      app, "login", "Start an administrator's session (kept in ~/.mailkms-session, mode 0600)",
+      [](CLI::App& c, LoginArgs& a) {
+        c.add_option("name", a.name, "Administrator")->required();
+        c.add_option("--password-file", a.password_file, "The password, first line (else asked)");
+      },
+      run_login));
+  commands.push_back(command<Base>(app, "logout", "End the session", [](CLI::App&, Base&) {}, run_logout));
+
+  CLI::App* ca = app.add_subcommand("ca", "The certificate authority");
+  ca->require_subcommand(1);
+  commands.push_back(command<CaArgs>(
+      *ca, "init", "Create the root CA",
+      [](CLI::App& c, CaArgs& a) {
+        c.add_option("--id", a.id, "CA id (a-z, 0-9, -)")->required();
+        c.add_option("--name", a.name, "Subject common name");
+        c.add_option("--key-type", a.key_type, "rsa-3072, rsa-4096 or ec-p384 (default)");
+        c.add_option("--days", a.days, "Validity (default 3650)");
+      },
+      [](const CaArgs& a) {
+        pending_or(Keystore(a.config).admin("ca-create-root", ca_params(a)), [&] { std::cout << "root CA " << a.id << " created\n"; });
+        return 0;
+      }));
+  commands.push_back(command<CaArgs>(
+      *ca, "add-subordinate", "Create an issuing CA under one of ours",
+      [](CLI::App& c, CaArgs& a) {
+        c.add_option("--id", a.id, "CA id")->required();
+        c.add_option("--parent", a.parent, "The CA that signs it")->required();
+        c.add_option("--name", a.name, "Subject common name");
+        c.add_option("--key-type", a.key_type, "rsa-2048 … ec-p256 (default)");
+        c.add_option("--days", a.days, "Validity (default 1825)");
+        c.add_option("--priority", a.priority, "Lower issues first")->capture_default_str();
+      },
+      [](const CaArgs& a) {
+        pending_or(Keystore(a.config).admin("ca-create-issuing", ca_params(a)), [&] { std::cout << "issuing CA " << a.id << " created\n"; });
+        return 0;
+      }));
+  commands.push_back(command<CaArgs>(
+      *ca, "csr", "Make an issuing CA for an external CA to sign: writes its request",
+      [](CLI::App& c, CaArgs& a) {
+        c.add_option("--id", a.id, "CA id")->required();
+        c.add_option("--name", a.name, "Subject common name");
+        c.add_option("--key-type", a.key_type, "Key type (default ec-p256)");
+        c.add_option("--priority", a.priority, "Lower issues first")->capture_default_str();
+        c.add_option("--out", a.out, "Where to write the request (default stdout)");
+      },
+      [](const CaArgs& a) {
+        const json r = Keystore(a.config).admin("ca-request-external", ca_params(a));
+        if (r.contains("csr")) write_output(a.out, r.value("csr", ""));
+        else pending_or(r, [] {});
+        return 0;
+      }));
+  commands.push_back(command<CaArgs>(
+      *ca, "import", "Install the certificate an external CA issued, with its chain",
+      [](CLI::App& c, CaArgs& a) {
+        c.add_option("--id", a.id, "CA id")->required();
+        c.add_option("--in", a.in, "The certificate, then its chain (PEM; default stdin)");
+      },
+      [](const CaArgs& a) {
+        pending_or(Keystore(a.config).admin("ca-import-external", {{"id", a.id}, {"pem", read_input(a.in)}}),
+                   [&] { std::cout << "CA " << a.id << " can issue\n"; });
+        return 0;
+      }));
+  commands.push_back(command<Base>(*ca, "list", "List the CAs", [](CLI::App&, Base&) {}, [](const Base& a) {
+    for (const auto& c : Keystore(a.config).admin("ca-list")) print_ca(c);
+    return 0;
+  }));
+  for (const std::string action : {"enable", "disable"}) {
+    commands.push_back(command<CaArgs>(
+        *ca, action, action == "enable" ? "Let a CA issue" : "Stop a CA issuing",
+        [](CLI::App& c, CaArgs& a) { c.add_option("id", a.id, "CA id")->required(); },
+        [action](const CaArgs& a) {
+          pending_or(Keystore(a.config).admin("ca-" + action, {{"id", a.id}}), [&] { std::cout << a.id << ": " << action << "d\n"; });
+          return 0;
+        }));
+  }
+
+  CLI::App* crl = app.add_subcommand("crl", "Certificate revocation lists");
+  crl->require_subcommand(1);
+  commands.push_back(command<IdArgs>(
+      *crl, "export", "Write an issuing CA's current CRL (DER)",
+      [](CLI::App& c, IdArgs& a) {
+        c.add_option("--ca", a.id, "Issuing CA id")->required();
+        c.add_option("--out", a.out, "Where (default stdout)");
+      },
+      [](const IdArgs& a) {
+        const json r = Keystore(a.config).admin("crl", {{"ca", a.id}});
+        auto der = keystore::protocol::unbase64(r.value("crl", json()));
+        if (!der) throw Failure(exit_failure, "the keystore sent no CRL");
+        write_output(a.out, *der);
+        return 0;
+      }));
+
+  CLI::App* user = app.add_subcommand("user", "Users and their keys");
+  user->require_subcommand(1);
+  commands.push_back(command<UserArgs>(
+      *user, "add", "Add users: keys, certificates and escrow for each",
+      [](CLI::App& c, UserArgs& a) {
+        c.add_option("addresses", a.addresses, "Addresses");
+        c.add_option("--file", a.file, "One address per line (- for stdin)");
+      },
+      run_user_add));
+  commands.push_back(command<UserArgs>(
+      *user, "list", "List users",
+      [](CLI::App& c, UserArgs& a) {
+        c.add_option("--after", a.after, "Start after this address");
+        c.add_option("--limit", a.limit, "At most this many")->capture_default_str();
+      },
+      run_user_list));
+  commands.push_back(command<UserArgs>(*user, "show", "Show a user and their certificates",
+                                       [](CLI::App& c, UserArgs& a) { c.add_option("address", a.addresses)->required(); },
+                                       run_user_show));
+  for (const auto& [name, op, said] : std::vector<std::tuple<std::string, std::string, std::string>>{
+           {"enable", "user-enable", "enabled"}, {"disable", "user-disable", "disabled"}, {"renew", "user-renew", "renewed"}}) {
+    commands.push_back(command<UserArgs>(
+        *user, name, name == "renew" ? "Issue new keys and certificates (old encryption keys stay escrowed)" : name + " users",
+        [](CLI::App& c, UserArgs& a) { c.add_option("addresses", a.addresses)->required(); },
+        [op = op, said = said](const UserArgs& a) { return run_user_simple(a, op, said); }));
+  }
+
+  CLI::App* admin = app.add_subcommand("admin", "Administrators");
+  admin->require_subcommand(1);
+  for (const std::string action : {"add", "passwd"}) {
+    commands.push_back(command<NamedArgs>(
+        *admin, action, action == "add" ? "Add an administrator" : "Set an administrator's password",
+        [](CLI::App& c, NamedArgs& a) {
+          c.add_option("name", a.name)->required();
+          c.add_option("--password-file", a.password_file, "The password, first line (else asked)");
+        },
+        [action](const NamedArgs& a) {
+          const Secret password = secret_from(a.password_file, "password for " + a.name, true);
+          pending_or(Keystore(a.config).admin("admin-" + action, {{"name", a.name}, {"password", std::string(password.view())}}),
+                     [&] { std::cout << a.name << ": done\n"; });
+          return 0;
+        }));
+  }
+  commands.push_back(command<NamedArgs>(
+      *admin, "remove", "Remove an administrator", [](CLI::App& c, NamedArgs& a) { c.add_option("name", a.name)->required(); },
+      [](const NamedArgs& a) {
+        pending_or(Keystore(a.config).admin("admin-remove", {{"name", a.name}}), [&] { std::cout << a.name << ": removed\n"; });
+        return 0;
+      }));
+  commands.push_back(command<Base>(*admin, "list", "List administrators", [](CLI::App&, Base&) {}, [](const Base& a) {
+    for (const auto& x : Keystore(a.config).admin("admin-list")) std::cout << x.value("name", "") << "\n";
+    return 0;
+  }));
+
+  CLI::App* approvals = app.add_subcommand("approvals", "How many administrators must approve each task");
+  approvals->require_subcommand(1);
+  commands.push_back(command<NamedArgs>(
+      *approvals, "set", "Set the approvals a task needs: admin-change, ca-change, revoke, recover",
+      [](CLI::App& c, NamedArgs& a) {
+        c.add_option("task", a.name)->required();
+        c.add_option("count", a.password_file)->required();
+      },
+      [](const NamedArgs& a) {
+        pending_or(Keystore(a.config).admin("approvals-set", {{"task", a.name}, {"count", std::stoi(a.password_file)}}),
+                   [&] { std::cout << a.name << " now needs " << a.password_file << " approval(s)\n"; });
+        return 0;
+      }));
+  commands.push_back(command<Base>(*approvals, "show", "Show the policy", [](CLI::App&, Base&) {}, [](const Base& a) {
+    for (const auto& [task, count] : Keystore(a.config).admin("approvals-show").items()) std::cout << task << ": " << count << "\n";
+    return 0;
+  }));
+
+  commands.push_back(command<RecoverArgs>(
+      app, "recover", "Export all of a user's escrowed encryption keys as a password-protected PKCS#12",
+      [](CLI::App& c, RecoverArgs& a) {
+        c.add_option("address", a.address)->required();
+        c.add_option("--out", a.out, "The PKCS#12 file to write")->required();
+        c.add_option("--password-file", a.password_file, "Its password, first line (else asked)");
+        c.add_flag("--legacy", a.legacy, "PBE-SHA1-3DES for clients that cannot read the modern profile");
+      },
+      [](const RecoverArgs& a) {
+        const Secret password = secret_from(a.password_file, "password for the PKCS#12 file", true);
+        const json r = Keystore(a.config).admin("recover", {{"address", a.address},
+                                                           {"password", std::string(password.view())},
+                                                           {"profile", a.legacy ? "legacy" : "modern"}});
+        if (r.value("status", "") == "pending") {
+          pending_or(r, [] {});
+          std::cout << "then: mailkmsctl fetch " << r.value("request", "") << " --out " << a.out << "\n";
+        } else {
+          write_pkcs12(r, a.out);
+        }
+        return 0;
+      }));
+  commands.push_back(command<IdArgs>(app, "approve", "Approve a pending request",
+                                     [](CLI::App& c, IdArgs& a) { c.add_option("id", a.id)->required(); },
+                                     [](const IdArgs& a) {
+                                       const json r = Keystore(a.config).admin("approve", {{"id", a.id}});
+                                       std::cout << a.id << ": " << r.value("status", "") << " (" << r.value("approvals", 0)
+                                                 << " of " << r.value("required", 0) << ")\n";
+                                       return 0;
+                                     }));
+  commands.push_back(command<Base>(app, "requests", "List approval requests", [](CLI::App&, Base&) {}, [](const Base& a) {
+    for (const auto& r : Keystore(a.config).admin("requests-list")) {
+      std::cout << r.value("id", "") << "  " << r.value("op", "") << " " << r.value("subject", "") << "  "
+                << r.value("status", "") << "  by " << r.value("requested_by", "") << "  approvals "
+                << r.value("approvals", json::array()).size() << "/" << r.value("required", 0) << "\n";
+    }
+    return 0;
+  }));
+  commands.push_back(command<IdArgs>(
+      app, "fetch", "Fetch the result of an approved recovery",
+      [](CLI::App& c, IdArgs& a) {
+        c.add_option("id", a.id)->required();
+        c.add_option("--out", a.out, "The PKCS#12 file to write")->required();
+      },
+      [](const IdArgs& a) {
+        write_pkcs12(Keystore(a.config).admin("request-fetch", {{"id", a.id}}), a.out);
+        return 0;
+      }));
+  commands.push_back(command<RevokeArgs>(
+      app, "revoke", "Revoke a user's current certificates, or one by serial",
+      [](CLI::App& c, RevokeArgs& a) {
+        c.add_option("address", a.address, "The user");
+        c.add_option("--serial", a.serial, "One certificate");
+        c.add_option("--reason", a.reason, "keyCompromise, affiliationChanged, superseded, cessationOfOperation …")
+            ->capture_default_str();
+      },
+      [](const RevokeArgs& a) {
+        if (a.address.empty() == a.serial.empty()) throw Failure(exit_usage, "give an address or --serial");
+        json params{{"reason", a.reason}};
+        if (a.serial.empty()) params["address"] = a.address;
+        else params["serial"] = a.serial;
+        const json r = Keystore(a.config).admin("revoke", params);
+        pending_or(r, [&] {
+          for (const auto& s : r.value("revoked", json::array())) std::cout << "revoked " << s.get<std::string>() << "\n";
+        });
+        return 0;
+      }));
+
+  CLI::App* audit = app.add_subcommand("audit", "The audit log");
+  audit->require_subcommand(1);
+  commands.push_back(command<AuditArgs>(
+      *audit, "show", "Show audit records",
+      [](CLI::App& c, AuditArgs& a) {
+        c.add_option("--after", a.after, "After this sequence number");
+        c.add_option("--limit", a.limit, "At most this many")->capture_default_str();
+      },
+      [](const AuditArgs& a) {
+        for (const auto& r : Keystore(a.config).admin("audit-show", {{"after", a.after}, {"limit", a.limit}})) {
+          std::cout << r.value("sequence", 0) << "  " << when(r.value("time", std::time_t{0})) << "  "
+                    << r.value("actor", "") << "  " << r.value("action", "") << "  " << r.value("subject", "") << "  "
+                    << r.value("outcome", "") << "  " << r.value("detail", "") << "\n";
+        }
+        return 0;
+      }));
+  commands.push_back(command<Base>(*audit, "verify", "Check the audit log's hash chain", [](CLI::App&, Base&) {},
+                                   [](const Base& a) {
+                                     const json r = Keystore(a.config).admin("audit-verify");
+                                     if (r.value("intact", false)) {
+                                       std::cout << "intact: " << r.value("records", 0) << " records\n";
+                                       return 0;
+                                     }
+                                     std::cout << "BROKEN: " << r.value("problem", "") << "\n";
+                                     return exit_failure;
+                                   }));
+  return commands;
+}
+
+}  // namespace mailkms::cli

@@ -1,0 +1,100 @@
+#!/usr/bin/env bash
+# An administrator's day with mailkmsctl against the real mailkms-keystored:
+# init, unseal, CA, users, approvals, recovery, revocation, CRL, audit.
+# Usage: keystore_cli_test.sh MAILKMS_KEYSTORED MAILKMSCTL
+set -uo pipefail
+[[ $# == 2 ]] || { echo "usage: keystore_cli_test.sh MAILKMS_KEYSTORED MAILKMSCTL" >&2; exit 2; }
+keystored=$(realpath "$1")
+ctl=$(realpath "$2")
+work=$(mktemp -d)
+daemon_pid=
+trap '[ -n "$daemon_pid" ] && kill "$daemon_pid" 2>/dev/null; wait 2>/dev/null; rm -rf "$work"' EXIT
+cd "$work" || exit 2
+
+passed=0
+failed=0
+check() {  # check NAME COMMAND…
+  local name=$1
+  shift
+  if "$@" > check.out 2>&1; then
+    passed=$((passed + 1))
+    echo "ok   - $name"
+  else
+    failed=$((failed + 1))
+    echo "FAIL - $name"
+    sed 's/^/       /' check.out | head -20
+  fi
+}
+
+cat > mailkms.conf <<CONF
+[keystore]
+database = "$work/keystore.db"
+socket = "$work/keystore.sock"
+socket_mode = "0600"
+lock_memory = false
+CONF
+export MAILKMS_CONFIG=$work/mailkms.conf
+export MAILKMS_SESSION_FILE=$work/carol.session
+echo "carol's long admin password" > carol.pw
+echo "erin's long admin password" > erin.pw
+echo "the unseal passphrase of this keystore" > unseal.pw
+echo "alice's recovery password" > p12.pw
+chmod 600 ./*.pw
+
+check "init creates the keystore" "$ctl" init --admin carol --admin-password-file carol.pw --passphrase-file unseal.pw
+check "the database is private" bash -c "[ \"\$(stat -c %a keystore.db)\" = 600 ]"
+check "init never runs twice" bash -c "! '$ctl' init --admin carol --admin-password-file carol.pw --passphrase-file unseal.pw"
+
+"$keystored" --config mailkms.conf 2> daemon.log &
+daemon_pid=$!
+for _ in $(seq 100); do [ -S keystore.sock ] && break; sleep 0.05; done
+
+check "the daemon starts sealed" bash -c "'$ctl' status | grep -qx sealed"
+check "a login is refused while sealed" bash -c "! '$ctl' login carol --password-file carol.pw"
+echo "wrong passphrase" > wrong.pw
+check "a wrong passphrase does not unseal" bash -c "! '$ctl' unseal --passphrase-file wrong.pw"
+sleep 2.1
+check "the right one does" "$ctl" unseal --passphrase-file unseal.pw
+check "carol logs in" "$ctl" login carol --password-file carol.pw
+check "the session file is private" bash -c "[ \"\$(stat -c %a carol.session)\" = 600 ]"
+
+check "a root CA" "$ctl" ca init --id root --name "Example Root CA" --key-type ec-p384
+check "an issuing CA under it" "$ctl" ca add-subordinate --id issuing --parent root --key-type ec-p256 --priority 10
+check "both are listed" bash -c "'$ctl' ca list > check.out && grep -q '^root  root' check.out && grep -q '^issuing  issuing' check.out"
+
+check "users added" "$ctl" user add alice@example.org bob@example.org
+printf 'carol@example.org\nnot an address\n# a comment\ndave@example.org\n' > users.txt
+"$ctl" user add --file users.txt > bulk.out 2> bulk.err
+check "bulk add reports each outcome" grep -qx "2 added, 0 already present, 1 failed" bulk.out
+check "and names the bad address" grep -q "not added: not an address" bulk.err
+check "a user shows both certificates" bash -c "'$ctl' user show alice@example.org > check.out && grep -q encryption check.out && grep -q signing check.out"
+
+MAILKMS_SESSION_FILE=$work/carol.session check "erin becomes an administrator" "$ctl" admin add erin --password-file erin.pw
+check "recovery needs two approvals" "$ctl" approvals set recover 2
+"$ctl" recover alice@example.org --out alice.p12 --password-file p12.pw > recover.out
+check "recovery waits for approval" grep -q "needs 2 approvals" recover.out
+request=$(sed -n 's/^request \([^ ]*\) needs.*/\1/p' recover.out)
+check "carol cannot approve her own request" bash -c "! '$ctl' approve '$request'"
+check "erin approves" env MAILKMS_SESSION_FILE="$work/erin.session" bash -c "'$ctl' login erin --password-file erin.pw && '$ctl' approve '$request' | grep -q done"
+check "carol fetches the PKCS#12" "$ctl" fetch "$request" --out alice.p12
+check "it is private" bash -c "[ \"\$(stat -c %a alice.p12)\" = 600 ]"
+check "it opens with alice's password" openssl pkcs12 -info -noout -in alice.p12 -passin file:p12.pw
+
+check "bob's certificates are revoked" bash -c "'$ctl' revoke bob@example.org --reason keyCompromise > check.out && [ \$(grep -c '^revoked ' check.out) = 2 ]"
+serial=$(sed -n 's/^revoked \(.*\)$/\1/p' check.out | head -n 1)
+check "the CRL lists them" bash -c "'$ctl' crl export --ca issuing --out crl.der && openssl crl -inform DER -in crl.der -noout -text | grep -q '$serial'"
+check "the audit log is intact" bash -c "'$ctl' audit verify | grep -q '^intact'"
+"$ctl" audit show --limit 1000 > audit.out 2>&1
+for action in unseal login ca-create-root user-add admin-add approvals-set request approve recover revoke; do
+  check "the audit log records $action" grep -q "  $action  " audit.out
+done
+check "no password reached the daemon's log" bash -c "! grep -qF -e \"\$(cat carol.pw)\" -e \"\$(cat p12.pw)\" -e \"\$(cat unseal.pw)\" daemon.log"
+check "logout ends the session" bash -c "'$ctl' logout && ! '$ctl' user list"
+
+kill "$daemon_pid"
+wait "$daemon_pid"
+check "SIGTERM stops the daemon cleanly" test $? -eq 0
+daemon_pid=
+
+echo "$passed passed, $failed failed"
+[[ $failed == 0 ]]
