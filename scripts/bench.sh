@@ -5,5 +5,9 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 ./scripts/install-deps.sh
 cmake -G Ninja -S . -B build/bench -DCMAKE_BUILD_TYPE=Release -DMAILKMS_TESTS=OFF -DMAILKMS_BENCH=ON >/dev/null
-cmake --build build/bench --target smime_bench
+cmake --build build/bench --target smime_bench keystore_bench
+echo "== the S/MIME engine"
 ./build/bench/bench/smime_bench "$@"
+echo
+echo "== the keystore"
+./build/bench/bench/keystore_bench "$@"

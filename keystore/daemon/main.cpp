@@ -61,23 +61,28 @@ int main(int argc, char** argv) {
     }
   }
 
-  boost::asio::io_context io;
-  boost::asio::thread_pool workers(static_cast<std::size_t>(config->workers));
-  mailkms::keystored::Server server(io, workers, **service, *config);
+  boost::asio::io_context io(config->workers);
+  mailkms::keystored::Server server(io, **service, *config);
   if (auto listening = server.listen(); !listening) return fatal(listening.error().message);
 
+  // SIGTERM: stop accepting, answer what is in flight, then exit; a client
+  // that will not take its answers gets 10 seconds.
   boost::asio::signal_set signals(io, SIGTERM, SIGINT);
+  boost::asio::steady_timer deadline(io);
   signals.async_wait([&](boost::system::error_code, int signal) {
     std::cerr << "mailkms-keystored: signal " << signal << ", finishing requests in flight\n";
-    server.stop();
-    workers.join();  // requests in flight complete before we go
-    io.stop();
+    deadline.expires_after(std::chrono::seconds(10));
+    deadline.async_wait([&io](boost::system::error_code ec) {
+      if (!ec) io.stop();
+    });
+    server.stop([&deadline] { boost::asio::post(deadline.get_executor(), [&deadline] { deadline.cancel(); }); });
   });
   ::signal(SIGPIPE, SIG_IGN);
   std::cerr << "mailkms-keystored: serving " << config->socket.string() << " ("
             << ((*service)->sealed() ? "sealed" : "unsealed") << ")\n";
-  std::thread second([&io] { io.run(); });
+  std::vector<std::thread> threads;
+  for (int i = 1; i < config->workers; ++i) threads.emplace_back([&io] { io.run(); });
   io.run();
-  second.join();
+  for (auto& t : threads) t.join();
   return 0;
 }

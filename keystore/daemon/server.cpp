@@ -51,35 +51,47 @@ class Session : public std::enable_shared_from_this<Session> {
       arm_idle_timer();
       const std::string line = buffer.substr(0, n - 1);
       buffer.erase(0, n);
-      dispatch(line);
+      dispatch(line, buffer.find('\n') != std::string::npos);
     }
     reading_done_ = true;
     idle_timer_.cancel();
     finish_if_done();
   }
 
-  void dispatch(const std::string& line) {
+  // `more` says another request is already waiting behind this one.
+  void dispatch(const std::string& line, bool more) {
     auto parsed = keystore::protocol::parse_request(line);
     if (!parsed.request) {
       send(keystore::protocol::encode_error(parsed.id, *parsed.error));
       return;
     }
+    // A lone request runs right here, on this connection's strand: no
+    // thread hand-offs on the common request-answer path. Requests that
+    // arrive while another is running (pipelining) run concurrently on the
+    // pool and answer when done.
+    if (in_flight_ == 0 && !more) {
+      send(answer(*parsed.request));
+      return;
+    }
     ++in_flight_;
-    asio::post(server_.workers_, [self = shared_from_this(), request = std::move(*parsed.request)] {
-      std::string answer;
-      try {
-        auto result = self->server_.service_.handle(self->caller_, request);
-        answer = result ? keystore::protocol::encode_result(request.id, *result)
-                        : keystore::protocol::encode_error(request.id, result.error());
-      } catch (const std::exception& e) {
-        std::cerr << "mailkms-keystored: internal error in " << request.op << ": " << e.what() << "\n";
-        answer = keystore::protocol::encode_error(request.id, keystore::make_error(keystore::Errc::internal, "internal error"));
-      }
-      asio::post(self->strand_, [self, answer = std::move(answer)] {
+    asio::post(server_.io_, [self = shared_from_this(), request = std::move(*parsed.request)] {
+      std::string reply = self->answer(request);
+      asio::post(self->strand_, [self, reply = std::move(reply)] {
         --self->in_flight_;
-        self->send(answer);
+        self->send(reply);
       });
     });
+  }
+
+  std::string answer(const keystore::protocol::Request& request) {
+    try {
+      auto result = server_.service_.handle(caller_, request);
+      return result ? keystore::protocol::encode_result(request.id, *result)
+                    : keystore::protocol::encode_error(request.id, result.error());
+    } catch (const std::exception& e) {
+      std::cerr << "mailkms-keystored: internal error in " << request.op << ": " << e.what() << "\n";
+      return keystore::protocol::encode_error(request.id, keystore::make_error(keystore::Errc::internal, "internal error"));
+    }
   }
 
   void send(std::string line) {
@@ -137,9 +149,8 @@ class Session : public std::enable_shared_from_this<Session> {
   int in_flight_ = 0;
 };
 
-Server::Server(asio::io_context& io, asio::thread_pool& workers, keystore::KeystoreService& service,
-               const keystore::Config& config)
-    : io_(io), workers_(workers), service_(service), config_(config), acceptor_(io) {}
+Server::Server(asio::io_context& io, keystore::KeystoreService& service, const keystore::Config& config)
+    : io_(io), service_(service), config_(config), acceptor_(io) {}
 
 keystore::Status Server::listen() {
   std::error_code ignored;
@@ -180,17 +191,28 @@ asio::awaitable<void> Server::accept_loop() {
 }
 
 void Server::forget(const std::shared_ptr<Session>& session) {
-  const std::lock_guard lock(sessions_mutex_);
-  sessions_.erase(session);
+  std::function<void()> drained;
+  {
+    const std::lock_guard lock(sessions_mutex_);
+    sessions_.erase(session);
+    if (sessions_.empty()) std::swap(drained, drained_);
+  }
+  if (drained) drained();
 }
 
-void Server::stop() {
-  asio::post(io_, [this] {
+void Server::stop(std::function<void()> drained) {
+  asio::post(io_, [this, drained = std::move(drained)]() mutable {
     boost::system::error_code ignored;
     acceptor_.close(ignored);
     std::error_code not_there;
     std::filesystem::remove(config_.socket, not_there);
-    const std::lock_guard lock(sessions_mutex_);
+    std::unique_lock lock(sessions_mutex_);
+    if (sessions_.empty()) {
+      lock.unlock();
+      drained();
+      return;
+    }
+    drained_ = std::move(drained);
     for (const auto& s : sessions_) s->close();
   });
 }

@@ -1,13 +1,15 @@
 // The keystore's Unix-socket server: one coroutine per connection reads
-// request lines (each bounded), hands each request to a worker pool, and
-// writes the answers back as they finish, so pipelined requests run
-// concurrently and answer out of order. The peer's credentials decide
+// request lines (each bounded), runs each request on the io_context's
+// threads, and writes the answers back as they finish, so pipelined
+// requests run concurrently and answer out of order. One pool of threads
+// does both, so a request rarely changes threads on its way. The peer's credentials decide
 // what it may do; a connection silent past the idle timeout is closed.
 #pragma once
 
 #include <boost/asio.hpp>
 #include <memory>
 #include <mutex>
+#include <functional>
 #include <set>
 
 #include "mailkms/keystore/config.hpp"
@@ -19,13 +21,14 @@ class Session;
 
 class Server {
  public:
-  Server(boost::asio::io_context& io, boost::asio::thread_pool& workers, keystore::KeystoreService& service,
-         const keystore::Config& config);
+  Server(boost::asio::io_context& io, keystore::KeystoreService& service, const keystore::Config& config);
 
   // Binds the socket (replacing a stale one) with the configured mode.
   keystore::Status listen();
-  // Stops accepting and closes every connection; requests in flight finish.
-  void stop();
+  // Stops accepting and closes every connection; requests in flight finish,
+  // then io.run() returns.
+  // `drained` is called once every connection has finished.
+  void stop(std::function<void()> drained);
 
  private:
   friend class Session;
@@ -33,12 +36,12 @@ class Server {
   void forget(const std::shared_ptr<Session>& session);
 
   boost::asio::io_context& io_;
-  boost::asio::thread_pool& workers_;
   keystore::KeystoreService& service_;
   const keystore::Config& config_;
   boost::asio::local::stream_protocol::acceptor acceptor_;
   std::mutex sessions_mutex_;
   std::set<std::shared_ptr<Session>> sessions_;
+  std::function<void()> drained_;  // set by stop()
 };
 
 }  // namespace mailkms::keystored

@@ -121,6 +121,7 @@ nlohmann::json to_json(const CertificateRecord& r) {
           {"owner", r.owner},
           {"profile", std::string(to_string(r.profile))},
           {"certificate", r.certificate.pem()},
+          {"not_after", r.certificate.not_after()},
           {"revoked_at", r.revoked_at ? nlohmann::json(*r.revoked_at) : nlohmann::json()},
           {"reason", static_cast<int>(r.reason)}};
 }
@@ -225,7 +226,40 @@ Result<smime::PrivateKey> load_private_key(Barrier& barrier, const smime::Crypto
   return smime::PrivateKey::adopt(key);
 }
 
-Status CertificateAuthority::save(const CaInfo& info) { return storage_.put(ca_record_key(info.id), to_json(info).dump()); }
+Status CertificateAuthority::save(const CaInfo& info) {
+  {
+    const std::lock_guard lock(chain_cache_mutex_);
+    chain_cache_.clear();  // any chain may pass through this CA
+  }
+  return storage_.put(ca_record_key(info.id), to_json(info).dump());
+}
+
+Result<std::vector<std::string>> CertificateAuthority::chain_pem(const std::string& id) {
+  {
+    const std::lock_guard lock(chain_cache_mutex_);
+    if (const auto it = chain_cache_.find(id); it != chain_cache_.end()) return it->second;
+  }
+  MAILKMS_TRY(certs, chain(id));
+  std::vector<std::string> pems;
+  for (const auto& c : certs) pems.push_back(c.pem());
+  const std::lock_guard lock(chain_cache_mutex_);
+  chain_cache_.emplace(id, pems);
+  return pems;
+}
+
+Result<CertificateAuthority::Summary> CertificateAuthority::summary(const std::string& serial) {
+  MAILKMS_TRY(stored, storage_.get("certs/" + serial));
+  if (!stored) return make_error(Errc::not_found, "no certificate with serial " + serial);
+  const auto j = nlohmann::json::parse(*stored, nullptr, false);
+  if (!j.is_object()) return make_error(Errc::corrupt, "a certificate record does not parse");
+  Summary s{j.value("ca", ""), j.value("certificate", ""), j.value("not_after", std::time_t{0}),
+            !j.value("revoked_at", nlohmann::json()).is_null()};
+  if (s.not_after == 0) {  // records from before not_after was stored
+    MAILKMS_TRY(record, record_from_json(*stored));
+    s.not_after = record.certificate.not_after();
+  }
+  return s;
+}
 
 Result<CaInfo> CertificateAuthority::get(const std::string& id) {
   MAILKMS_TRY(stored, storage_.get(ca_record_key(id)));

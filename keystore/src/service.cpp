@@ -187,14 +187,14 @@ Result<nlohmann::json> KeystoreService::lookup_certificates(const nlohmann::json
       missing.push_back(address);
       continue;
     }
-    MAILKMS_TRY(record, ca_.certificate(user->encryption_serials.back()));
+    MAILKMS_TRY(current, ca_.summary(user->encryption_serials.back()));
     // A revoked or expired certificate is never handed out to encrypt to.
-    if (record.revoked_at || record.certificate.not_after() <= now) {
+    if (current.revoked || current.not_after <= now) {
       missing.push_back(address);
       continue;
     }
-    MAILKMS_TRY(chain, ca_.chain(record.ca_id));
-    found[address] = {{"certificate", record.certificate.pem()}, {"chain", chain_pems(chain)}};
+    MAILKMS_TRY(chain, ca_.chain_pem(current.ca_id));
+    found[address] = {{"certificate", std::move(current.pem)}, {"chain", std::move(chain)}};
   }
   return nlohmann::json{{"certificates", found}, {"missing", missing}};
 }
@@ -224,15 +224,32 @@ Result<nlohmann::json> KeystoreService::sign(const nlohmann::json& params) {
   if (!digest || smime::is_weak(*digest)) return make_error(Errc::invalid_argument, "unsupported digest " + digest_name);
   MAILKMS_TRY(user, users_.get(address));
   if (!user.enabled) return make_error(Errc::permission_denied, user.address + " is disabled");
-  MAILKMS_TRY(certificate, users_.signing_certificate(user.address));
-  MAILKMS_TRY(key, users_.signing_key(user.address));
-  std::optional<smime::SignatureScheme> scheme;
-  if (params.value("scheme", "") == "rsa-pss") scheme = smime::SignatureScheme::rsa_pss;
-  auto signer = smime::LocalSigner::create(ctx_, certificate, std::move(key), {}, scheme);
-  if (!signer) return make_error(Errc::crypto_failed, signer.error().message);
+  MAILKMS_TRY(current, ca_.summary(user.signing_serial));
+  if (current.revoked) return make_error(Errc::permission_denied, user.address + "'s signing certificate is revoked");
+  MAILKMS_TRY(signer, signer_for(user, params.value("scheme", "") == "rsa-pss"));
   auto signature = signer->sign(*digest, data);
   if (!signature) return make_error(Errc::crypto_failed, signature.error().message);
   return nlohmann::json{{"signature", protocol::base64(*signature)}};
+}
+
+Result<std::shared_ptr<smime::LocalSigner>> KeystoreService::signer_for(const UserRecord& user, bool pss) {
+  {
+    const std::lock_guard lock(signer_cache_mutex_);
+    const auto it = signer_cache_.find(user.address);
+    if (it != signer_cache_.end() && it->second.serial == user.signing_serial && it->second.pss == pss) {
+      return it->second.signer;
+    }
+  }
+  MAILKMS_TRY(certificate, users_.signing_certificate(user.address));
+  MAILKMS_TRY(key, users_.signing_key(user.address));
+  const auto scheme = pss ? std::optional(smime::SignatureScheme::rsa_pss) : std::nullopt;
+  auto made = smime::LocalSigner::create(ctx_, certificate, std::move(key), {}, scheme);
+  if (!made) return make_error(Errc::crypto_failed, made.error().message);
+  auto signer = std::make_shared<smime::LocalSigner>(std::move(*made));
+  const std::lock_guard lock(signer_cache_mutex_);
+  if (signer_cache_.size() >= 4096) signer_cache_.clear();  // bounded; refilled on demand
+  signer_cache_[user.address] = {user.signing_serial, pss, signer};
+  return signer;
 }
 
 Result<nlohmann::json> KeystoreService::unwrap(const nlohmann::json& params) {

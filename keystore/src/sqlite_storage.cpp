@@ -27,13 +27,22 @@ Error sqlite_error(sqlite3* db, std::string_view what) {
   return make_error(Errc::storage_failed, std::move(message));
 }
 
-// A prepared statement, finalized on scope exit.
+// A prepared statement, finalized on scope exit (rare statements).
 class Statement {
  public:
-  Statement(sqlite3* db, const char* sql) {
+  Statement(sqlite3* db, const char* sql) : owned_(true) {
     if (sqlite3_prepare_v3(db, sql, -1, 0, &stmt_, nullptr) != SQLITE_OK) stmt_ = nullptr;
   }
-  ~Statement() { sqlite3_finalize(stmt_); }
+  // A cached statement, reset for its next use on scope exit.
+  explicit Statement(sqlite3_stmt* cached) : stmt_(cached), owned_(false) {}
+  ~Statement() {
+    if (owned_) {
+      sqlite3_finalize(stmt_);
+    } else if (stmt_ != nullptr) {
+      sqlite3_reset(stmt_);
+      sqlite3_clear_bindings(stmt_);
+    }
+  }
   Statement(const Statement&) = delete;
   Statement& operator=(const Statement&) = delete;
 
@@ -57,6 +66,7 @@ class Statement {
 
  private:
   sqlite3_stmt* stmt_ = nullptr;
+  bool owned_;
 };
 
 // The smallest key greater than every key that starts with `prefix`, or
@@ -103,7 +113,19 @@ Result<std::unique_ptr<SqliteStorage>> SqliteStorage::open(const std::filesystem
   return storage;
 }
 
-SqliteStorage::~SqliteStorage() { sqlite3_close(db_); }
+SqliteStorage::~SqliteStorage() {
+  for (const auto& [sql, stmt] : statements_) sqlite3_finalize(stmt);
+  sqlite3_close(db_);
+}
+
+sqlite3_stmt* SqliteStorage::prepared(const char* sql) {
+  const auto it = statements_.find(sql);
+  if (it != statements_.end()) return it->second;
+  sqlite3_stmt* stmt = nullptr;
+  if (sqlite3_prepare_v3(db_, sql, -1, SQLITE_PREPARE_PERSISTENT, &stmt, nullptr) != SQLITE_OK) return nullptr;
+  statements_.emplace(sql, stmt);
+  return stmt;
+}
 
 Status SqliteStorage::execute(const char* sql) {
   char* message = nullptr;
@@ -139,7 +161,7 @@ Status SqliteStorage::migrate() {
 
 Result<std::optional<std::string>> SqliteStorage::get(std::string_view key) {
   const std::lock_guard lock(mutex_);
-  Statement s(db_, "SELECT value FROM kv WHERE key = ?1");
+  Statement s(prepared("SELECT value FROM kv WHERE key = ?1"));
   if (!s.ok()) return sqlite_error(db_, "cannot read");
   s.bind(1, key);
   const int rc = s.step();
@@ -150,7 +172,7 @@ Result<std::optional<std::string>> SqliteStorage::get(std::string_view key) {
 
 Status SqliteStorage::put(std::string_view key, std::string_view value) {
   const std::lock_guard lock(mutex_);
-  Statement s(db_, "INSERT INTO kv (key, value) VALUES (?1, ?2) ON CONFLICT (key) DO UPDATE SET value = excluded.value");
+  Statement s(prepared("INSERT INTO kv (key, value) VALUES (?1, ?2) ON CONFLICT (key) DO UPDATE SET value = excluded.value"));
   if (!s.ok()) return sqlite_error(db_, "cannot write");
   s.bind(1, key);
   s.bind_blob(2, value);
@@ -160,7 +182,7 @@ Status SqliteStorage::put(std::string_view key, std::string_view value) {
 
 Status SqliteStorage::remove(std::string_view key) {
   const std::lock_guard lock(mutex_);
-  Statement s(db_, "DELETE FROM kv WHERE key = ?1");
+  Statement s(prepared("DELETE FROM kv WHERE key = ?1"));
   if (!s.ok()) return sqlite_error(db_, "cannot delete");
   s.bind(1, key);
   if (s.step() != SQLITE_DONE) return sqlite_error(db_, "cannot delete");
@@ -171,9 +193,8 @@ Result<std::vector<std::pair<std::string, std::string>>> SqliteStorage::scan(std
                                                                             std::string_view after,
                                                                             std::size_t limit) {
   const std::lock_guard lock(mutex_);
-  Statement s(db_,
-              "SELECT key, value FROM kv WHERE key >= ?1 AND key > ?2 AND (?3 IS NULL OR key < ?3) "
-              "ORDER BY key LIMIT ?4");
+  Statement s(prepared(
+      "SELECT key, value FROM kv WHERE key >= ?1 AND key > ?2 AND (?3 IS NULL OR key < ?3) ORDER BY key LIMIT ?4"));
   if (!s.ok()) return sqlite_error(db_, "cannot list");
   const auto end = prefix_end(std::string(prefix));
   s.bind(1, prefix);
@@ -193,20 +214,26 @@ Result<std::vector<std::pair<std::string, std::string>>> SqliteStorage::scan(std
 
 Status SqliteStorage::transaction(const std::function<Status()>& work) {
   const std::lock_guard lock(mutex_);
-  const std::string savepoint = "s" + std::to_string(depth_);
-  MAILKMS_CHECK(execute(depth_ == 0 ? "BEGIN IMMEDIATE" : ("SAVEPOINT " + savepoint).c_str()));
+  const bool outermost = depth_ == 0;
+  const std::string name = "s" + std::to_string(depth_);
+  const auto statement = [&name](std::string verb) {
+    verb += name;
+    return verb;
+  };
+  MAILKMS_CHECK(execute(outermost ? "BEGIN IMMEDIATE" : statement("SAVEPOINT ").c_str()));
   ++depth_;
   Status result = work();
   --depth_;
   if (result) {
-    const Status committed = execute(depth_ == 0 ? "COMMIT" : ("RELEASE " + savepoint).c_str());
+    const Status committed = execute(outermost ? "COMMIT" : statement("RELEASE ").c_str());
     if (committed) return result;
     result = committed;  // a full disk shows up here: undo everything
   }
-  if (depth_ == 0) {
+  if (outermost) {
     (void)execute("ROLLBACK");
   } else {
-    (void)execute(("ROLLBACK TO " + savepoint + "; RELEASE " + savepoint).c_str());
+    (void)execute(statement("ROLLBACK TO ").c_str());
+    (void)execute(statement("RELEASE ").c_str());
   }
   return result;
 }

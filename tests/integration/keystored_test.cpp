@@ -72,7 +72,7 @@ class Daemon {
     if (pid_ == 0) {
       const std::string config = dir.path("mailkms.conf").string();
       const std::string log = dir.path("daemon.log").string();
-      std::freopen(log.c_str(), "a", stderr);
+      if (std::freopen(log.c_str(), "a", stderr) == nullptr) ::_exit(126);
       ::execl(binary, binary, "--config", config.c_str(), "--foreground", static_cast<char*>(nullptr));
       ::_exit(127);
     }

@@ -6,7 +6,9 @@
 #pragma once
 
 #include <ctime>
+#include <map>
 #include <memory>
+#include <mutex>
 #include <optional>
 #include <string>
 #include <string_view>
@@ -97,6 +99,17 @@ class CertificateAuthority {
                        const std::string& actor);
 
   Result<CertificateRecord> certificate(const std::string& serial);
+
+  // What a lookup needs, without parsing the certificate: the hot path.
+  struct Summary {
+    std::string ca_id;
+    std::string pem;
+    std::time_t not_after = 0;
+    bool revoked = false;
+  };
+  Result<Summary> summary(const std::string& serial);
+  // chain(id) as PEM, cached: CAs change rarely, lookups often.
+  Result<std::vector<std::string>> chain_pem(const std::string& id);
   Status revoke(const std::string& serial, RevocationReason reason, const std::string& actor);
   // The current CRL of issuing CA `id`, made afresh (DER).
   Result<std::string> crl(const std::string& id, int next_update_days = 7);
@@ -113,6 +126,8 @@ class CertificateAuthority {
   Barrier& barrier_;
   AuditLog& audit_;
   smime::CryptoContextPtr ctx_;
+  std::mutex chain_cache_mutex_;
+  std::map<std::string, std::vector<std::string>, std::less<>> chain_cache_;
 };
 
 // Where private keys are kept behind the barrier: owner and key id are

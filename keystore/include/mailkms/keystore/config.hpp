@@ -22,7 +22,7 @@ struct Config {
   std::vector<gid_t> gateway_gids;    // gateway_groups: names or numbers
   std::filesystem::path unseal_key_file;  // unseal at start with this key file, if set
   std::chrono::seconds idle_timeout{300};  // close a connection silent this long
-  int workers = 2;                         // threads for requests
+  int workers = 2;                         // threads serving connections and requests
   bool lock_memory = true;                 // mlockall, so keys never reach swap
 };
 

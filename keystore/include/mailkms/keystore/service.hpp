@@ -10,6 +10,7 @@
 #include <filesystem>
 #include <memory>
 #include <mutex>
+#include <unordered_map>
 #include <vector>
 
 #include "mailkms/keystore/admins.hpp"
@@ -20,6 +21,7 @@
 #include "mailkms/keystore/seal.hpp"
 #include "mailkms/keystore/sqlite_storage.hpp"
 #include "mailkms/keystore/users.hpp"
+#include "mailkms/smime/sign.hpp"
 
 namespace mailkms::keystore {
 
@@ -104,6 +106,18 @@ class KeystoreService {
   Users users_;
   Admins admins_;
   Pkcs12Options pkcs12_;
+
+  // Signing keys in use, kept unwrapped (this process may hold keys):
+  // the gateway signs every outgoing message. Keyed by address, checked
+  // against the current signing serial on every use.
+  struct CachedSigner {
+    std::string serial;
+    bool pss = false;
+    std::shared_ptr<smime::LocalSigner> signer;
+  };
+  Result<std::shared_ptr<smime::LocalSigner>> signer_for(const UserRecord& user, bool pss);
+  std::mutex signer_cache_mutex_;
+  std::unordered_map<std::string, CachedSigner> signer_cache_;
 
   std::mutex unseal_mutex_;
   int failed_unseals_ = 0;

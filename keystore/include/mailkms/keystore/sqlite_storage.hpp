@@ -6,10 +6,12 @@
 #include <filesystem>
 #include <memory>
 #include <mutex>
+#include <unordered_map>
 
 #include "mailkms/keystore/storage.hpp"
 
 struct sqlite3;
+struct sqlite3_stmt;
 
 namespace mailkms::keystore {
 
@@ -38,10 +40,13 @@ class SqliteStorage final : public Storage {
   explicit SqliteStorage(sqlite3* db) : db_(db) {}
   Status execute(const char* sql);
   Status migrate();
+  // Prepared once per connection and kept: lookups are the hot path.
+  sqlite3_stmt* prepared(const char* sql);
 
   sqlite3* db_;
   std::recursive_mutex mutex_;  // one connection; transactions nest on one thread
   int depth_ = 0;               // transaction nesting: savepoints inside
+  std::unordered_map<const char*, sqlite3_stmt*> statements_;  // keyed by the SQL literal
 };
 
 }  // namespace mailkms::keystore
