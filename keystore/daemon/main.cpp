@@ -53,7 +53,9 @@ int main(int argc, char** argv) {
   auto ctx = mailkms::smime::CryptoContext::create();
   if (!ctx) return fatal(ctx.error().describe());
   mailkms::keystore::AccessPolicy access{config->gateway_uids, config->gateway_gids};
-  auto service = mailkms::keystore::KeystoreService::open(config->database, *ctx, access);
+  mailkms::keystore::KeystoreService::Policies policies;
+  policies.users = {config->encryption_key_type, config->signing_key_type, config->certificate_days};
+  auto service = mailkms::keystore::KeystoreService::open(config->database, *ctx, access, policies);
   if (!service) return fatal(service.error().describe());
   if (!config->unseal_key_file.empty()) {
     if (auto unsealed = (*service)->unseal_with_key_file(config->unseal_key_file); !unsealed) {
@@ -75,7 +77,7 @@ int main(int argc, char** argv) {
     deadline.async_wait([&io](boost::system::error_code ec) {
       if (!ec) io.stop();
     });
-    server.stop([&deadline] { boost::asio::post(deadline.get_executor(), [&deadline] { deadline.cancel(); }); });
+    server.stop([&io] { io.stop(); });  // every answer is out
   });
   ::signal(SIGPIPE, SIG_IGN);
   std::cerr << "mailkms-keystored: serving " << config->socket.string() << " ("

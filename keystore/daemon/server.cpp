@@ -123,6 +123,7 @@ class Session : public std::enable_shared_from_this<Session> {
   void finish_if_done() {
     if (!reading_done_ || in_flight_ > 0 || writing_ || finished_) return;
     finished_ = true;
+    idle_timer_.cancel();
     boost::system::error_code ignored;
     socket_.close(ignored);
     server_.forget(shared_from_this());

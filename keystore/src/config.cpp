@@ -91,6 +91,29 @@ const std::vector<Setting>& settings() {
          c.workers = static_cast<int>(v->get());
          return mailkms::Ok{};
        }},
+      {"encryption_key_type",
+       [](const toml::node& n, Config& c) -> Status {
+         const auto* s = n.as_string();
+         const auto type = s != nullptr ? parse_key_type(s->get()) : std::nullopt;
+         if (!type) return wrong(n, "encryption_key_type", "rsa-2048, rsa-3072, rsa-4096, ec-p256 or ec-p384");
+         c.encryption_key_type = *type;
+         return mailkms::Ok{};
+       }},
+      {"signing_key_type",
+       [](const toml::node& n, Config& c) -> Status {
+         const auto* s = n.as_string();
+         const auto type = s != nullptr ? parse_key_type(s->get()) : std::nullopt;
+         if (!type) return wrong(n, "signing_key_type", "rsa-2048, rsa-3072, rsa-4096, ec-p256 or ec-p384");
+         c.signing_key_type = *type;
+         return mailkms::Ok{};
+       }},
+      {"certificate_days",
+       [](const toml::node& n, Config& c) -> Status {
+         const auto* v = n.as_integer();
+         if (v == nullptr || v->get() < 1 || v->get() > 3650) return wrong(n, "certificate_days", "1 to 3650");
+         c.certificate_days = static_cast<int>(v->get());
+         return mailkms::Ok{};
+       }},
       {"lock_memory",
        [](const toml::node& n, Config& c) -> Status {
          const auto* v = n.as_boolean();

@@ -129,8 +129,10 @@ Status KeystoreService::finish_unseal(Result<smime::SecretBytes> master, const s
   MAILKMS_CHECK(barrier_.unseal(std::move(*master)));
   const int failures = failed_unseals_;
   failed_unseals_ = 0;
-  return audit_.append({actor, "unseal", "keystore", "ok",
-                        how + (failures > 0 ? ", after " + std::to_string(failures) + " wrong attempt(s)" : "")});
+  const Status audited = audit_.append({actor, "unseal", "keystore", "ok",
+                                        how + (failures > 0 ? ", after " + std::to_string(failures) + " wrong attempt(s)" : "")});
+  if (!audited) barrier_.seal();  // an unseal that cannot be audited does not happen
+  return audited;
 }
 
 Result<nlohmann::json> KeystoreService::unseal(const Caller& caller, const nlohmann::json& params) {

@@ -106,6 +106,12 @@ Result<std::unique_ptr<SqliteStorage>> SqliteStorage::open(const std::filesystem
     return e;
   }
   std::unique_ptr<SqliteStorage> storage(new SqliteStorage(db));
+  // SQLite quietly opens what it cannot write read-only; a keystore that
+  // cannot record what it does must not start.
+  if (sqlite3_db_readonly(db, "main") == 1) {
+    return make_error(Errc::storage_failed, "the database " + path.string() +
+                                                " is read-only (file system or permissions): it must be writable");
+  }
   sqlite3_busy_timeout(db, options.busy_timeout_ms);
   sqlite3_extended_result_codes(db, 1);
   MAILKMS_CHECK(storage->execute("PRAGMA journal_mode=WAL; PRAGMA synchronous=FULL; PRAGMA foreign_keys=ON;"));
@@ -193,18 +199,20 @@ Result<std::vector<std::pair<std::string, std::string>>> SqliteStorage::scan(std
                                                                             std::string_view after,
                                                                             std::size_t limit) {
   const std::lock_guard lock(mutex_);
-  Statement s(prepared(
-      "SELECT key, value FROM kv WHERE key >= ?1 AND key > ?2 AND (?3 IS NULL OR key < ?3) ORDER BY key LIMIT ?4"));
-  if (!s.ok()) return sqlite_error(db_, "cannot list");
+  // One lower and one upper bound, known here, so SQLite walks exactly the
+  // range: "(?3 IS NULL OR key < ?3)" or two lower bounds make it read on
+  // to the end of the table.
   const auto end = prefix_end(std::string(prefix));
-  s.bind(1, prefix);
-  s.bind(2, after);
-  if (end) {
-    s.bind(3, *end);
-  } else {
-    s.bind_null(3);
-  }
-  s.bind_int(4, limit > static_cast<std::size_t>(INT64_MAX) ? INT64_MAX : static_cast<long long>(limit));
+  const bool after_within = !after.empty() && after >= prefix;
+  const char* sql = after_within ? (end ? "SELECT key, value FROM kv WHERE key > ?1 AND key < ?2 ORDER BY key LIMIT ?3"
+                                        : "SELECT key, value FROM kv WHERE key > ?1 ORDER BY key LIMIT ?3")
+                                 : (end ? "SELECT key, value FROM kv WHERE key >= ?1 AND key < ?2 ORDER BY key LIMIT ?3"
+                                        : "SELECT key, value FROM kv WHERE key >= ?1 ORDER BY key LIMIT ?3");
+  Statement s(prepared(sql));
+  if (!s.ok()) return sqlite_error(db_, "cannot list");
+  s.bind(1, after_within ? after : prefix);
+  if (end) s.bind(2, *end);
+  s.bind_int(3, limit > static_cast<std::size_t>(INT64_MAX) ? INT64_MAX : static_cast<long long>(limit));
   std::vector<std::pair<std::string, std::string>> out;
   int rc = 0;
   while ((rc = s.step()) == SQLITE_ROW) out.emplace_back(s.column(0), s.column(1));

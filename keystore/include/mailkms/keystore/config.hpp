@@ -10,6 +10,7 @@
 #include <filesystem>
 #include <vector>
 
+#include "mailkms/keystore/ca.hpp"
 #include "mailkms/keystore/error.hpp"
 
 namespace mailkms::keystore {
@@ -24,6 +25,10 @@ struct Config {
   std::chrono::seconds idle_timeout{300};  // close a connection silent this long
   int workers = 2;                         // threads serving connections and requests
   bool lock_memory = true;                 // mlockall, so keys never reach swap
+  // Users' keys and certificates: the administrators choose the algorithms.
+  KeyType encryption_key_type = KeyType::rsa2048;  // RSA: every deployed client encrypts to it
+  KeyType signing_key_type = KeyType::rsa2048;
+  int certificate_days = 365;
 };
 
 Result<Config> load_config(const std::filesystem::path& path);
