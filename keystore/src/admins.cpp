@@ -1,7 +1,6 @@
 #include "mailkms/keystore/admins.hpp"
 
 #include <openssl/crypto.h>
-#include <openssl/evp.h>
 
 #include <algorithm>
 #include <nlohmann/json.hpp>
@@ -14,20 +13,7 @@ namespace {
 
 std::string admin_key(std::string_view name) { return "admins/" + std::string(name); }
 
-std::string token_hash(std::string_view token) {
-  unsigned char digest[32];
-  unsigned int length = 0;
-  EVP_Digest(token.data(), token.size(), digest, &length, EVP_sha256(), nullptr);
-  static constexpr char kHex[] = "0123456789abcdef";
-  std::string out;
-  for (unsigned int i = 0; i < length; ++i) {
-    out.push_back(kHex[digest[i] >> 4]);
-    out.push_back(kHex[digest[i] & 15]);
-  }
-  return out;
-}
-
-std::string session_key(std::string_view token) { return "sessions/" + token_hash(token); }
+std::string session_key(std::string_view token) { return "sessions/" + detail::hex_sha256(token); }
 
 Status check_password(std::string_view password) {
   if (password.size() < 12) return make_error(Errc::invalid_argument, "a password needs at least 12 characters");

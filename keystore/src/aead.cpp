@@ -24,6 +24,19 @@ smime::SecretBytes random_secret(std::size_t n) {
   return smime::SecretBytes(std::move(out));
 }
 
+std::string hex_sha256(std::string_view data) {
+  unsigned char digest[EVP_MAX_MD_SIZE];
+  unsigned int length = 0;
+  EVP_Digest(data.data(), data.size(), digest, &length, EVP_sha256(), nullptr);
+  static constexpr char kHex[] = "0123456789abcdef";
+  std::string out;
+  for (unsigned int i = 0; i < length; ++i) {
+    out.push_back(kHex[digest[i] >> 4]);
+    out.push_back(kHex[digest[i] & 15]);
+  }
+  return out;
+}
+
 Result<std::string> seal_record(const smime::SecretBytes& key, std::string_view plaintext, std::string_view aad) {
   if (key.size() != kKeyBytes) return make_error(Errc::internal, "wrong key size for AES-256-GCM");
   std::string out(1 + kNonce + plaintext.size() + kTag, '\0');

@@ -20,4 +20,7 @@ Result<smime::SecretBytes> open_record(const smime::SecretBytes& key, std::strin
 
 smime::SecretBytes random_secret(std::size_t bytes);
 
+// SHA-256 of `data`, in lower-case hex.
+std::string hex_sha256(std::string_view data);
+
 }  // namespace mailkms::keystore::detail

@@ -1,11 +1,11 @@
 #include "mailkms/keystore/audit.hpp"
 
-#include <openssl/evp.h>
-
 #include <charconv>
 #include <cinttypes>
 #include <cstdio>
 #include <nlohmann/json.hpp>
+
+#include "aead.hpp"
 
 namespace mailkms::keystore {
 namespace {
@@ -19,18 +19,7 @@ std::string key_for(std::uint64_t sequence) {
   return key;
 }
 
-std::string hex_sha256(std::string_view data) {
-  unsigned char digest[EVP_MAX_MD_SIZE];
-  unsigned int length = 0;
-  EVP_Digest(data.data(), data.size(), digest, &length, EVP_sha256(), nullptr);
-  static constexpr char kHex[] = "0123456789abcdef";
-  std::string out;
-  for (unsigned int i = 0; i < length; ++i) {
-    out.push_back(kHex[digest[i] >> 4]);
-    out.push_back(kHex[digest[i] & 15]);
-  }
-  return out;
-}
+using detail::hex_sha256;
 
 nlohmann::json body_of(const AuditRecord& r) {
   return {{"sequence", r.sequence}, {"time", r.time},           {"actor", r.event.actor},

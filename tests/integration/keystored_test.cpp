@@ -25,15 +25,10 @@
 
 using namespace mailkms;
 using namespace mailkms::keystore;
+using test::must;
 using namespace std::chrono_literals;
 
 namespace {
-
-template <class T>
-T ok(Result<T> r) {
-  if (!r) FAIL(r.error().describe());
-  return std::move(r).value();
-}
 
 const std::string kPassphrase = "a long enough passphrase";
 const std::string kAdminPassword = "carol's long password";
@@ -45,17 +40,17 @@ class Daemon {
   explicit Daemon(const std::string& extra_config = "") {
     chmod(dir.path("").c_str(), 0755);  // so a test client running as nobody can reach the socket
     {
-      auto record = ok(seal_with_passphrase(ok_master(), kPassphrase, {1 << 10, 8, 1}));
+      auto record = must(seal_with_passphrase(ok_master(), kPassphrase, {1 << 10, 8, 1}));
       KeystoreService::Policies policies;
       policies.users = {KeyType::rsa2048, KeyType::rsa2048, 365};
       policies.admins.password_kdf = {1 << 10, 8, 1};
-      auto service = ok(KeystoreService::initialize(database(), test::context(), record, take_master(), "carol",
+      auto service = must(KeystoreService::initialize(database(), test::context(), record, take_master(), "carol",
                                                     kAdminPassword, {}, policies));
-      ok(service->ca().create_root("root", "Root", KeyType::ec_p384, 3650, "test"));
-      ok(service->ca().create_issuing("issuing", "root", "Issuing", KeyType::ec_p256, 1825, 1, "test"));
-      ok(service->users().add("alice@example.org", "test"));
-      ok(service->users().add("bob@example.org", "test"));
-      root_pem = ok(service->ca().get("root")).certificate->pem();
+      must(service->ca().create_root("root", "Root", KeyType::ec_p384, 3650, "test"));
+      must(service->ca().create_issuing("issuing", "root", "Issuing", KeyType::ec_p256, 1825, 1, "test"));
+      must(service->users().add("alice@example.org", "test"));
+      must(service->users().add("bob@example.org", "test"));
+      root_pem = must(service->ca().get("root")).certificate->pem();
     }
     test::write_file(dir.path("mailkms.conf"), "[keystore]\n"
                                                "database = \"" + database().string() + "\"\n"
@@ -107,7 +102,7 @@ class Daemon {
   pid_t pid_ = -1;
 };
 
-void unseal(KeystoreClient& client) { ok(client.call("unseal", {{"passphrase", kPassphrase}})); }
+void unseal(KeystoreClient& client) { must(client.call("unseal", {{"passphrase", kPassphrase}})); }
 
 // Sends raw bytes on a fresh connection and returns what comes back until
 // the daemon closes it or `wait` passes.
@@ -145,7 +140,7 @@ std::string raw_exchange(const std::filesystem::path& socket, const std::string&
 TEST_CASE("the daemon starts sealed, refuses a wrong passphrase, slows guessing, then unseals", "[keystored]") {
   Daemon daemon;
   auto client = daemon.client();
-  CHECK(ok(client.call("status", {}))["sealed"] == true);
+  CHECK(must(client.call("status", {}))["sealed"] == true);
   const std::vector<std::string> alice{"alice@example.org"};
   CHECK(lookup_certificates(client, alice).error().code == Errc::sealed);
 
@@ -155,7 +150,7 @@ TEST_CASE("the daemon starts sealed, refuses a wrong passphrase, slows guessing,
   CHECK(too_soon.error().code == Errc::permission_denied);
   std::this_thread::sleep_for(2100ms);
   unseal(client);
-  CHECK(ok(client.call("status", {}))["sealed"] == false);
+  CHECK(must(client.call("status", {}))["sealed"] == false);
   CHECK(daemon.log().find(kPassphrase) == std::string::npos);
 }
 
@@ -166,7 +161,7 @@ TEST_CASE("the gateway's operations through the daemon", "[keystored]") {
 
   SECTION("lookups return current certificates and name the missing") {
     const std::vector<std::string> addresses{"Alice@Example.org", "nobody@example.org"};
-    const CertificateLookup found = ok(lookup_certificates(client, addresses));
+    const CertificateLookup found = must(lookup_certificates(client, addresses));
     REQUIRE(found.found.size() == 1);
     CHECK(found.found[0].first == "alice@example.org");
     CHECK(found.found[0].second.certificate.has_email("alice@example.org"));
@@ -175,7 +170,7 @@ TEST_CASE("the gateway's operations through the daemon", "[keystored]") {
   }
 
   SECTION("a message signed through the daemon verifies with openssl") {
-    RemoteSigner signer = ok(RemoteSigner::create(client, "alice@example.org"));
+    RemoteSigner signer = must(RemoteSigner::create(client, "alice@example.org"));
     const auto signed_message = smime::sign_message(*test::context(), test::sample_message(), signer, {});
     REQUIRE(signed_message);
     test::write_file(daemon.dir.path("signed.eml"), *signed_message);
@@ -188,7 +183,7 @@ TEST_CASE("the gateway's operations through the daemon", "[keystored]") {
 
   SECTION("a message encrypted to a user decrypts through the daemon") {
     const std::vector<std::string> bob{"bob@example.org"};
-    const auto cert = ok(lookup_certificates(client, bob)).found.at(0).second.certificate;
+    const auto cert = must(lookup_certificates(client, bob)).found.at(0).second.certificate;
     const std::vector<smime::Recipient> to{{cert, smime::KeyTransport::rsa_oaep_sha256}};
     const auto encrypted = smime::encrypt_message(*test::context(), test::sample_message(), to, {});
     REQUIRE(encrypted);
@@ -201,7 +196,7 @@ TEST_CASE("the gateway's operations through the daemon", "[keystored]") {
 
   SECTION("another user's key is not used, and no key leaves the daemon") {
     const std::vector<std::string> bob{"bob@example.org"};
-    const auto cert = ok(lookup_certificates(client, bob)).found.at(0).second.certificate;
+    const auto cert = must(lookup_certificates(client, bob)).found.at(0).second.certificate;
     const std::vector<smime::Recipient> to{{cert}};
     const auto encrypted = smime::encrypt_message(*test::context(), test::sample_message(), to, {});
     RemoteKeyUnwrapper wrong(client, "alice@example.org", cert);
@@ -245,7 +240,7 @@ TEST_CASE("bad input gets an answer, not a crash", "[keystored]") {
   CHECK(both.find("\"id\":8") != std::string::npos);
 
   // The daemon is still well.
-  CHECK(ok(client.call("status", {}))["sealed"] == false);
+  CHECK(must(client.call("status", {}))["sealed"] == false);
 }
 
 TEST_CASE("only gateways may use keys", "[keystored]") {
@@ -296,16 +291,16 @@ TEST_CASE("administration needs a session, and recovery needs the approvals poli
   CHECK(client.call("user-add", {{"session", "forged-token"}, {"addresses", {"dave@example.org"}}}).error().code ==
         Errc::permission_denied);
   std::this_thread::sleep_for(2100ms);  // carol's failed login slowed her next try
-  const std::string carol = ok(client.call("login", {{"name", "carol"}, {"password", kAdminPassword}}))["token"];
+  const std::string carol = must(client.call("login", {{"name", "carol"}, {"password", kAdminPassword}}))["token"];
 
-  const auto added = ok(client.call("user-add", {{"session", carol}, {"addresses", {"dave@example.org", "not an address"}}}));
+  const auto added = must(client.call("user-add", {{"session", carol}, {"addresses", {"dave@example.org", "not an address"}}}));
   CHECK(added["added"] == 1);
   CHECK(added["failed"].size() == 1);
 
-  ok(client.call("admin-add", {{"session", carol}, {"name", "erin"}, {"password", "erin's long password"}}));
-  ok(client.call("approvals-set", {{"session", carol}, {"task", "recover"}, {"count", 2}}));
+  must(client.call("admin-add", {{"session", carol}, {"name", "erin"}, {"password", "erin's long password"}}));
+  must(client.call("approvals-set", {{"session", carol}, {"task", "recover"}, {"count", 2}}));
 
-  const auto pending = ok(client.call("recover", {{"session", carol},
+  const auto pending = must(client.call("recover", {{"session", carol},
                                                   {"address", "dave@example.org"},
                                                   {"password", "dave's new p12 password"}}));
   CHECK(pending["status"] == "pending");
@@ -313,11 +308,11 @@ TEST_CASE("administration needs a session, and recovery needs the approvals poli
   CHECK(client.call("approve", {{"session", carol}, {"id", id}}).error().code == Errc::invalid_argument);
   CHECK(client.call("request-fetch", {{"session", carol}, {"id", id}}).error().code == Errc::invalid_argument);
 
-  const std::string erin = ok(client.call("login", {{"name", "erin"}, {"password", "erin's long password"}}))["token"];
-  CHECK(ok(client.call("approve", {{"session", erin}, {"id", id}}))["status"] == "done");
+  const std::string erin = must(client.call("login", {{"name", "erin"}, {"password", "erin's long password"}}))["token"];
+  CHECK(must(client.call("approve", {{"session", erin}, {"id", id}}))["status"] == "done");
   CHECK(client.call("request-fetch", {{"session", erin}, {"id", id}}).error().code == Errc::permission_denied);
 
-  const auto fetched = ok(client.call("request-fetch", {{"session", carol}, {"id", id}}));
+  const auto fetched = must(client.call("request-fetch", {{"session", carol}, {"id", id}}));
   const auto p12 = protocol::unbase64(fetched["pkcs12"]);
   REQUIRE(p12);
   test::write_file(daemon.dir.path("dave.p12"), *p12);
@@ -329,13 +324,13 @@ TEST_CASE("administration needs a session, and recovery needs the approvals poli
 
   // Revocation reaches the gateway's lookups at once.
   const std::vector<std::string> dave{"dave@example.org"};
-  CHECK(ok(lookup_certificates(client, dave)).found.size() == 1);
-  ok(client.call("revoke", {{"session", carol}, {"address", "dave@example.org"}, {"reason", "keyCompromise"}}));
-  CHECK(ok(lookup_certificates(client, dave)).missing == dave);
+  CHECK(must(lookup_certificates(client, dave)).found.size() == 1);
+  must(client.call("revoke", {{"session", carol}, {"address", "dave@example.org"}, {"reason", "keyCompromise"}}));
+  CHECK(must(lookup_certificates(client, dave)).missing == dave);
 
-  const auto verified = ok(client.call("audit-verify", {{"session", carol}}));
+  const auto verified = must(client.call("audit-verify", {{"session", carol}}));
   CHECK(verified["intact"] == true);
-  const auto records = ok(client.call("audit-show", {{"session", carol}, {"limit", 1000}}));
+  const auto records = must(client.call("audit-show", {{"session", carol}, {"limit", 1000}}));
   const auto has = [&](const std::string& action, const std::string& outcome) {
     return std::any_of(records.begin(), records.end(), [&](const nlohmann::json& r) {
       return r["action"] == action && r["outcome"] == outcome;

@@ -16,9 +16,10 @@
 
 namespace mailkms::test {
 
-// The value of a Result, or the test fails with the error's description.
-template <class T>
-T must(smime::Result<T> result) {
+// The value of a result (of any component), or the test fails with the
+// error's description.
+template <class R>
+auto must(R result) {
   if (!result) FAIL(result.error().describe());
   return std::move(result).value();
 }

@@ -3,6 +3,8 @@
 # init, unseal, CA, users, approvals, recovery, revocation, CRL, audit.
 # Usage: keystore_cli_test.sh MAILKMS_KEYSTORED MAILKMSCTL
 set -uo pipefail
+# shellcheck source=../lib.sh
+. "$(dirname "$(realpath "$0")")/../lib.sh"
 [[ $# == 2 ]] || { echo "usage: keystore_cli_test.sh MAILKMS_KEYSTORED MAILKMSCTL" >&2; exit 2; }
 keystored=$(realpath "$1")
 ctl=$(realpath "$2")
@@ -11,20 +13,6 @@ daemon_pid=
 trap '[ -n "$daemon_pid" ] && kill "$daemon_pid" 2>/dev/null; wait 2>/dev/null; rm -rf "$work"' EXIT
 cd "$work" || exit 2
 
-passed=0
-failed=0
-check() {  # check NAME COMMAND…
-  local name=$1
-  shift
-  if "$@" > check.out 2>&1; then
-    passed=$((passed + 1))
-    echo "ok   - $name"
-  else
-    failed=$((failed + 1))
-    echo "FAIL - $name"
-    sed 's/^/       /' check.out | head -20
-  fi
-}
 
 cat > mailkms.conf <<CONF
 [keystore]
@@ -96,5 +84,4 @@ wait "$daemon_pid"
 check "SIGTERM stops the daemon cleanly" test $? -eq 0
 daemon_pid=
 
-echo "$passed passed, $failed failed"
-[[ $failed == 0 ]]
+finish

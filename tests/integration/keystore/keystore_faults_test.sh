@@ -5,6 +5,8 @@
 # verifies. Needs root (it mounts small tmpfs file systems).
 # Usage: keystore_faults_test.sh MAILKMS_KEYSTORED MAILKMSCTL
 set -uo pipefail
+# shellcheck source=../lib.sh
+. "$(dirname "$(realpath "$0")")/../lib.sh"
 [[ $# == 2 ]] || { echo "usage: keystore_faults_test.sh MAILKMS_KEYSTORED MAILKMSCTL" >&2; exit 2; }
 keystored=$(realpath "$1")
 ctl=$(realpath "$2")
@@ -20,20 +22,6 @@ cleanup() {
 trap cleanup EXIT
 cd "$work" || exit 2
 
-passed=0
-failed=0
-check() {  # check NAME COMMAND…
-  local name=$1
-  shift
-  if "$@" > check.out 2>&1; then
-    passed=$((passed + 1))
-    echo "ok   - $name"
-  else
-    failed=$((failed + 1))
-    echo "FAIL - $name"
-    sed 's/^/       /' check.out | head -20
-  fi
-}
 
 mkdir -p "$mnt"
 if ! mount -t tmpfs -o size=64m tmpfs "$mnt"; then
@@ -118,5 +106,4 @@ mount -o remount,rw "$mnt"
 check "back on a writable disk it serves again" ready
 check "and the audit log still verifies" bash -c "'$ctl' audit verify | grep -q '^intact'"
 
-echo "$passed passed, $failed failed"
-[[ $failed == 0 ]]
+finish

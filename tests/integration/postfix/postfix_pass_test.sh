@@ -6,6 +6,8 @@
 # other side with mailkmsctl and with openssl.
 # Usage: postfix_pass_test.sh MAILKMSCTL PKI_DIR   (as root)
 set -uo pipefail
+# shellcheck source=../lib.sh
+. "$(dirname "$(realpath "$0")")/../lib.sh"
 [[ $# == 2 ]] || { echo "usage: postfix_pass_test.sh MAILKMSCTL PKI_DIR" >&2; exit 2; }
 ctl=$(realpath "$1")
 pki=$(realpath "$2")
@@ -17,20 +19,6 @@ work=$(mktemp -d)
 chmod 755 "$work"  # Postfix runs as the postfix user
 trap 'postfix_stop; rm -rf "$work"' EXIT
 cd "$work" || exit 2
-passed=0
-failed=0
-check() {  # check NAME COMMAND…
-  local name=$1
-  shift
-  if "$@" > check.out 2>&1; then
-    passed=$((passed + 1))
-    echo "ok   - $name"
-  else
-    failed=$((failed + 1))
-    echo "FAIL - $name"
-    sed 's/^/       /' check.out | head -20
-  fi
-}
 
 # A message with everything transports like to change.
 long_line=$(printf 'y%.0s' $(seq 998))
@@ -89,5 +77,4 @@ check "the encrypted message decrypts and verifies after the trip" \
   bash -c "'$ctl' message decrypt --cert '$pki/bob.pem' --key '$pki/bob.key' --in arrived-encrypted.eml |
            '$ctl' message verify --trust '$pki/root.pem' | grep -qx 'status: pass'"
 
-echo "$passed passed, $failed failed"
-[[ $failed == 0 ]]
+finish

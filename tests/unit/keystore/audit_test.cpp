@@ -10,34 +10,29 @@
 
 using namespace mailkms;
 using namespace mailkms::keystore;
+using test::must;
 
 namespace {
 
-template <class T>
-T ok(Result<T> r) {
-  if (!r) FAIL(r.error().describe());
-  return std::move(r).value();
-}
-
 struct Fixture {
   test::TempDir dir;
-  std::unique_ptr<SqliteStorage> storage = ok(SqliteStorage::open(dir.path("keystore.db"), {.create = true}));
+  std::unique_ptr<SqliteStorage> storage = must(SqliteStorage::open(dir.path("keystore.db"), {.create = true}));
   Barrier barrier{*storage};
   AuditLog log{*storage, barrier};
   Fixture() {
-    ok(barrier.unseal(new_master_key()));
+    must(barrier.unseal(new_master_key()));
     for (int i = 1; i <= 5; ++i) {
-      ok(log.append({"admin:carol", "issue", "user" + std::to_string(i) + "@example.org", "ok", "encryption certificate"}));
+      must(log.append({"admin:carol", "issue", "user" + std::to_string(i) + "@example.org", "ok", "encryption certificate"}));
     }
   }
   std::string raw(int sequence) {
-    return *ok(storage->get("audit/" + std::string(20 - std::to_string(sequence).size(), '0') + std::to_string(sequence)));
+    return *must(storage->get("audit/" + std::string(20 - std::to_string(sequence).size(), '0') + std::to_string(sequence)));
   }
   void put_raw(int sequence, const std::string& value) {
-    ok(storage->put("audit/" + std::string(20 - std::to_string(sequence).size(), '0') + std::to_string(sequence), value));
+    must(storage->put("audit/" + std::string(20 - std::to_string(sequence).size(), '0') + std::to_string(sequence), value));
   }
   void remove_raw(int sequence) {
-    ok(storage->remove("audit/" + std::string(20 - std::to_string(sequence).size(), '0') + std::to_string(sequence)));
+    must(storage->remove("audit/" + std::string(20 - std::to_string(sequence).size(), '0') + std::to_string(sequence)));
   }
 };
 
@@ -45,16 +40,16 @@ struct Fixture {
 
 TEST_CASE("an untouched log verifies and reads back in order", "[audit]") {
   Fixture f;
-  const auto v = ok(f.log.verify());
+  const auto v = must(f.log.verify());
   CHECK(v.intact);
   CHECK(v.records == 5);
-  const auto records = ok(f.log.read(0, 100));
+  const auto records = must(f.log.read(0, 100));
   REQUIRE(records.size() == 5);
   CHECK(records[0].sequence == 1);
   CHECK(records[0].previous_hash.empty());
   CHECK(records[1].previous_hash == records[0].hash);
   CHECK(records[4].event.subject == "user5@example.org");
-  CHECK(ok(f.log.read(3, 100)).size() == 2);
+  CHECK(must(f.log.read(3, 100)).size() == 2);
 }
 
 TEST_CASE("tampering of every kind is found", "[audit]") {
@@ -63,7 +58,7 @@ TEST_CASE("tampering of every kind is found", "[audit]") {
     auto j = nlohmann::json::parse(f.raw(3));
     j["outcome"] = "denied";
     f.put_raw(3, j.dump());
-    const auto v = ok(f.log.verify());
+    const auto v = must(f.log.verify());
     CHECK_FALSE(v.intact);
     CHECK(v.problem.find("record 3 was changed") != std::string::npos);
   }
@@ -72,22 +67,22 @@ TEST_CASE("tampering of every kind is found", "[audit]") {
     j["subject"] = "someone-else@example.org";
     j["hash"] = "0000";
     f.put_raw(3, j.dump());
-    CHECK_FALSE(ok(f.log.verify()).intact);
+    CHECK_FALSE(must(f.log.verify()).intact);
   }
   SECTION("a deleted record in the middle") {
     f.remove_raw(2);
-    const auto v = ok(f.log.verify());
+    const auto v = must(f.log.verify());
     CHECK_FALSE(v.intact);
     CHECK(v.problem.find("record 2") != std::string::npos);
   }
   SECTION("an inserted record") {
     f.put_raw(6, f.raw(5));
-    CHECK_FALSE(ok(f.log.verify()).intact);
+    CHECK_FALSE(must(f.log.verify()).intact);
   }
   SECTION("the last records cut off") {
     f.remove_raw(5);
     f.remove_raw(4);
-    const auto v = ok(f.log.verify());
+    const auto v = must(f.log.verify());
     CHECK_FALSE(v.intact);
     CHECK(v.problem.find("removed from the end") != std::string::npos);
   }
@@ -95,7 +90,7 @@ TEST_CASE("tampering of every kind is found", "[audit]") {
     const std::string two = f.raw(2);
     f.put_raw(2, f.raw(4));
     f.put_raw(4, two);
-    CHECK_FALSE(ok(f.log.verify()).intact);
+    CHECK_FALSE(must(f.log.verify()).intact);
   }
 }
 
@@ -108,7 +103,7 @@ TEST_CASE("an operation that cannot be audited does not happen", "[audit]") {
   });
   REQUIRE_FALSE(s);
   CHECK(s.error().code == Errc::sealed);
-  CHECK_FALSE(ok(f.storage->get("users/mallory@example.org")));
+  CHECK_FALSE(must(f.storage->get("users/mallory@example.org")));
 }
 
 TEST_CASE("secrets appear in the log only as fingerprints", "[audit]") {

@@ -11,35 +11,30 @@
 
 using namespace mailkms;
 using namespace mailkms::keystore;
+using test::must;
 
 namespace {
-
-template <class T>
-T ok(Result<T> r) {
-  if (!r) FAIL(r.error().describe());
-  return std::move(r).value();
-}
 
 std::string text(const smime::SecretBytes& s) { return std::string(reinterpret_cast<const char*>(s.data()), s.size()); }
 
 struct Fixture {
   test::TempDir dir;
-  std::unique_ptr<SqliteStorage> storage = ok(SqliteStorage::open(dir.path("keystore.db"), {.create = true}));
+  std::unique_ptr<SqliteStorage> storage = must(SqliteStorage::open(dir.path("keystore.db"), {.create = true}));
   Barrier barrier{*storage};
-  Fixture() { ok(barrier.unseal(new_master_key())); }
+  Fixture() { must(barrier.unseal(new_master_key())); }
 };
 
 }  // namespace
 
 TEST_CASE("sealed, the barrier refuses everything", "[barrier]") {
   test::TempDir dir;
-  auto storage = ok(SqliteStorage::open(dir.path("keystore.db"), {.create = true}));
+  auto storage = must(SqliteStorage::open(dir.path("keystore.db"), {.create = true}));
   Barrier barrier(*storage);
   CHECK(barrier.sealed());
   CHECK(barrier.put("keys/alice/1", "secret").error().code == Errc::sealed);
   CHECK(barrier.get("keys/alice/1").error().code == Errc::sealed);
-  ok(barrier.unseal(new_master_key()));
-  ok(barrier.put("keys/alice/1", "secret"));
+  must(barrier.unseal(new_master_key()));
+  must(barrier.put("keys/alice/1", "secret"));
   barrier.seal();
   CHECK(barrier.get("keys/alice/1").error().code == Errc::sealed);
 }
@@ -47,22 +42,22 @@ TEST_CASE("sealed, the barrier refuses everything", "[barrier]") {
 TEST_CASE("what goes through the barrier is not in storage in the clear", "[barrier]") {
   Fixture f;
   const std::string secret = "-----BEGIN PRIVATE KEY----- alice's key";
-  ok(f.barrier.put("keys/alice@example.org/enc-1", secret));
-  CHECK(text(*ok(f.barrier.get("keys/alice@example.org/enc-1"))) == secret);
-  const std::string raw = *ok(f.storage->get("keys/alice@example.org/enc-1"));
+  must(f.barrier.put("keys/alice@example.org/enc-1", secret));
+  CHECK(text(*must(f.barrier.get("keys/alice@example.org/enc-1"))) == secret);
+  const std::string raw = *must(f.storage->get("keys/alice@example.org/enc-1"));
   CHECK(raw.find("PRIVATE") == std::string::npos);
   CHECK(raw.size() == 1 + 12 + secret.size() + 16);
-  CHECK_FALSE(ok(f.barrier.get("keys/nobody/1")));
+  CHECK_FALSE(must(f.barrier.get("keys/nobody/1")));
 }
 
 TEST_CASE("a flipped byte anywhere in a record is detected", "[barrier]") {
   Fixture f;
-  ok(f.barrier.put("keys/alice/1", "the private key"));
-  const std::string raw = *ok(f.storage->get("keys/alice/1"));
+  must(f.barrier.put("keys/alice/1", "the private key"));
+  const std::string raw = *must(f.storage->get("keys/alice/1"));
   for (std::size_t i = 0; i < raw.size(); ++i) {
     std::string flipped = raw;
     flipped[i] = static_cast<char>(flipped[i] ^ 0x01);
-    ok(f.storage->put("keys/alice/1", flipped));
+    must(f.storage->put("keys/alice/1", flipped));
     const auto r = f.barrier.get("keys/alice/1");
     INFO("byte " << i);
     REQUIRE_FALSE(r);
@@ -72,20 +67,20 @@ TEST_CASE("a flipped byte anywhere in a record is detected", "[barrier]") {
 
 TEST_CASE("a record moved to another key (another owner) is detected", "[barrier]") {
   Fixture f;
-  ok(f.barrier.put("keys/alice/1", "alice's key"));
-  ok(f.barrier.put("keys/mallory/1", "mallory's key"));
-  const std::string alice = *ok(f.storage->get("keys/alice/1"));
-  const std::string mallory = *ok(f.storage->get("keys/mallory/1"));
-  ok(f.storage->put("keys/alice/1", mallory));
-  ok(f.storage->put("keys/mallory/1", alice));
+  must(f.barrier.put("keys/alice/1", "alice's key"));
+  must(f.barrier.put("keys/mallory/1", "mallory's key"));
+  const std::string alice = *must(f.storage->get("keys/alice/1"));
+  const std::string mallory = *must(f.storage->get("keys/mallory/1"));
+  must(f.storage->put("keys/alice/1", mallory));
+  must(f.storage->put("keys/mallory/1", alice));
   CHECK(f.barrier.get("keys/alice/1").error().code == Errc::corrupt);
   CHECK(f.barrier.get("keys/mallory/1").error().code == Errc::corrupt);
 }
 
 TEST_CASE("another master key opens nothing", "[barrier]") {
   Fixture f;
-  ok(f.barrier.put("keys/alice/1", "alice's key"));
-  ok(f.barrier.unseal(new_master_key()));
+  must(f.barrier.put("keys/alice/1", "alice's key"));
+  must(f.barrier.unseal(new_master_key()));
   CHECK(f.barrier.get("keys/alice/1").error().code == Errc::corrupt);
 }
 
@@ -93,8 +88,8 @@ TEST_CASE("nonces never repeat", "[barrier]") {
   Fixture f;
   std::set<std::string> nonces;
   for (int i = 0; i < 2000; ++i) {
-    ok(f.barrier.put("k", "same plaintext every time"));
-    nonces.insert((*ok(f.storage->get("k"))).substr(1, 12));
+    must(f.barrier.put("k", "same plaintext every time"));
+    nonces.insert((*must(f.storage->get("k"))).substr(1, 12));
   }
   CHECK(nonces.size() == 2000);
 }

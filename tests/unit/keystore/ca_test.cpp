@@ -9,23 +9,18 @@
 
 using namespace mailkms;
 using namespace mailkms::keystore;
+using test::must;
 
 namespace {
 
-template <class T>
-T ok(Result<T> r) {
-  if (!r) FAIL(r.error().describe());
-  return std::move(r).value();
-}
-
 struct Fixture {
   test::TempDir dir;
-  std::unique_ptr<SqliteStorage> storage = ok(SqliteStorage::open(dir.path("keystore.db"), {.create = true}));
+  std::unique_ptr<SqliteStorage> storage = must(SqliteStorage::open(dir.path("keystore.db"), {.create = true}));
   Barrier barrier{*storage};
   AuditLog audit{*storage, barrier};
   CertificateAuthority ca{*storage, barrier, audit, test::context()};
 
-  Fixture() { ok(barrier.unseal(new_master_key())); }
+  Fixture() { must(barrier.unseal(new_master_key())); }
 
   std::string file(const std::string& name, const std::string& contents) {
     test::write_file(dir.path(name), contents);
@@ -42,23 +37,23 @@ struct Fixture {
   }
 };
 
-smime::PrivateKey user_key(KeyType type) { return ok(generate_key(*test::context(), type)); }
+smime::PrivateKey user_key(KeyType type) { return must(generate_key(*test::context(), type)); }
 
 }  // namespace
 
 TEST_CASE("a root, an issuing CA, and user certificates that openssl accepts for their purpose", "[ca]") {
   Fixture f;
-  const CaInfo root = ok(f.ca.create_root("root", "Example Root CA", KeyType::ec_p384, 3650, "test"));
+  const CaInfo root = must(f.ca.create_root("root", "Example Root CA", KeyType::ec_p384, 3650, "test"));
   CHECK(root.role == CaRole::root);
-  ok(f.ca.create_issuing("issuing-1", "root", "Example Issuing CA 1", KeyType::rsa2048, 1825, 10, "test"));
-  const auto chain = ok(f.ca.chain("issuing-1"));
+  must(f.ca.create_issuing("issuing-1", "root", "Example Issuing CA 1", KeyType::rsa2048, 1825, 10, "test"));
+  const auto chain = must(f.ca.chain("issuing-1"));
   REQUIRE(chain.size() == 2);
 
   const auto enc_key = user_key(KeyType::rsa2048);
-  const Issued enc = ok(f.ca.issue(enc_key.native(), "alice@example.org", Profile::encryption, 365, "test"));
+  const Issued enc = must(f.ca.issue(enc_key.native(), "alice@example.org", Profile::encryption, 365, "test"));
   CHECK(enc.ca_id == "issuing-1");
   const auto sign_key = user_key(KeyType::ec_p256);
-  const Issued sig = ok(f.ca.issue(sign_key.native(), "alice@example.org", Profile::signing, 365, "test"));
+  const Issued sig = must(f.ca.issue(sign_key.native(), "alice@example.org", Profile::signing, 365, "test"));
 
   SECTION("each passes openssl verify for its own purpose only") {
     const auto enc_ok = f.verify(enc.certificate, chain, "smimeencrypt");
@@ -82,12 +77,12 @@ TEST_CASE("a root, an issuing CA, and user certificates that openssl accepts for
     CHECK(enc.certificate.has_email("alice@example.org"));
   }
   SECTION("every issuance is in the audit log") {
-    const auto records = ok(f.audit.read(0, 100));
+    const auto records = must(f.audit.read(0, 100));
     CHECK(std::count_if(records.begin(), records.end(), [](const AuditRecord& r) { return r.event.action == "issue"; }) == 2);
-    CHECK(ok(f.audit.verify()).intact);
+    CHECK(must(f.audit.verify()).intact);
   }
   SECTION("the certificate record knows its owner and CA") {
-    const CertificateRecord r = ok(f.ca.certificate(enc.certificate.serial_hex()));
+    const CertificateRecord r = must(f.ca.certificate(enc.certificate.serial_hex()));
     CHECK(r.owner == "alice@example.org");
     CHECK(r.ca_id == "issuing-1");
     CHECK(r.profile == Profile::encryption);
@@ -98,10 +93,10 @@ TEST_CASE("a root, an issuing CA, and user certificates that openssl accepts for
 TEST_CASE("root keys are strong; bad ids and addresses are refused", "[ca]") {
   Fixture f;
   CHECK(f.ca.create_root("root", "Weak", KeyType::rsa2048, 3650, "test").error().code == Errc::invalid_argument);
-  ok(f.ca.create_root("root", "Example Root", KeyType::rsa3072, 3650, "test"));
+  must(f.ca.create_root("root", "Example Root", KeyType::rsa3072, 3650, "test"));
   CHECK(f.ca.create_root("root", "Again", KeyType::ec_p384, 3650, "test").error().code == Errc::already_exists);
   CHECK(f.ca.create_root("Root CA!", "Bad id", KeyType::ec_p384, 3650, "test").error().code == Errc::invalid_argument);
-  ok(f.ca.create_issuing("issuing", "root", "Issuing", KeyType::ec_p256, 365, 1, "test"));
+  must(f.ca.create_issuing("issuing", "root", "Issuing", KeyType::ec_p256, 365, 1, "test"));
   const auto key = user_key(KeyType::ec_p256);
   CHECK(f.ca.issue(key.native(), "not an address", Profile::signing, 30, "test").error().code == Errc::invalid_argument);
   CHECK(f.ca.issue(key.native(), "a@b.example>\r\nX: y", Profile::signing, 30, "test").error().code ==
@@ -110,28 +105,28 @@ TEST_CASE("root keys are strong; bad ids and addresses are refused", "[ca]") {
 
 TEST_CASE("when one issuing CA cannot issue, the next one does, and says why", "[ca]") {
   Fixture f;
-  ok(f.ca.create_root("root", "Root", KeyType::ec_p384, 3650, "test"));
-  ok(f.ca.create_issuing("first", "root", "First", KeyType::ec_p256, 365, 1, "test"));
-  ok(f.ca.create_issuing("second", "root", "Second", KeyType::ec_p256, 365, 2, "test"));
-  ok(f.ca.create_issuing("third", "root", "Third", KeyType::ec_p256, 365, 3, "test"));
+  must(f.ca.create_root("root", "Root", KeyType::ec_p384, 3650, "test"));
+  must(f.ca.create_issuing("first", "root", "First", KeyType::ec_p256, 365, 1, "test"));
+  must(f.ca.create_issuing("second", "root", "Second", KeyType::ec_p256, 365, 2, "test"));
+  must(f.ca.create_issuing("third", "root", "Third", KeyType::ec_p256, 365, 3, "test"));
   const auto key = user_key(KeyType::ec_p256);
 
-  ok(f.ca.set_enabled("first", false, "test"));
+  must(f.ca.set_enabled("first", false, "test"));
   // The second CA's key record is damaged: its key is unavailable.
   const std::string path = private_key_path("ca:second", "ca");
-  std::string raw = *ok(f.storage->get(path));
+  std::string raw = *must(f.storage->get(path));
   raw[20] = static_cast<char>(raw[20] ^ 1);
-  ok(f.storage->put(path, raw));
+  must(f.storage->put(path, raw));
 
-  const Issued issued = ok(f.ca.issue(key.native(), "bob@example.org", Profile::signing, 30, "test"));
+  const Issued issued = must(f.ca.issue(key.native(), "bob@example.org", Profile::signing, 30, "test"));
   CHECK(issued.ca_id == "third");
   REQUIRE(issued.skipped.size() == 2);
   CHECK(issued.skipped[0] == "first: disabled");
   CHECK(issued.skipped[1].rfind("second: ", 0) == 0);
-  const auto records = ok(f.audit.read(0, 100));
+  const auto records = must(f.audit.read(0, 100));
   CHECK(records.back().event.detail.find("skipped second") != std::string::npos);
 
-  ok(f.ca.set_enabled("third", false, "test"));
+  must(f.ca.set_enabled("third", false, "test"));
   const auto none = f.ca.issue(key.native(), "bob@example.org", Profile::signing, 30, "test");
   REQUIRE_FALSE(none);
   CHECK(none.error().message.find("no issuing CA can issue") != std::string::npos);
@@ -139,9 +134,9 @@ TEST_CASE("when one issuing CA cannot issue, the next one does, and says why", "
 
 TEST_CASE("an issuing CA signed by an external CA issues certificates that chain to it", "[ca]") {
   Fixture f;
-  const std::string csr = ok(f.ca.request_external("external-1", "Example Issuing under Outside Root", KeyType::ec_p256, 5, "test"));
+  const std::string csr = must(f.ca.request_external("external-1", "Example Issuing under Outside Root", KeyType::ec_p256, 5, "test"));
   CHECK(csr.find("BEGIN CERTIFICATE REQUEST") != std::string::npos);
-  CHECK(ok(f.ca.get("external-1")).role == CaRole::awaiting_external);
+  CHECK(must(f.ca.get("external-1")).role == CaRole::awaiting_external);
 
   // The outside CA, played by the openssl command line.
   const auto d = [&](const std::string& n) { return f.dir.path(n).string(); };
@@ -161,11 +156,11 @@ TEST_CASE("an issuing CA signed by an external CA issues certificates that chain
     CHECK(f.ca.import_external("external-1", wrong.out, "test").error().code == Errc::invalid_argument);
   }
   SECTION("imported, it issues, and the chain reaches the outside root") {
-    ok(f.ca.import_external("external-1", signed_ca.out + outside, "test"));
+    must(f.ca.import_external("external-1", signed_ca.out + outside, "test"));
     const auto key = user_key(KeyType::rsa2048);
-    const Issued issued = ok(f.ca.issue(key.native(), "carol@example.org", Profile::encryption, 365, "test"));
+    const Issued issued = must(f.ca.issue(key.native(), "carol@example.org", Profile::encryption, 365, "test"));
     CHECK(issued.ca_id == "external-1");
-    const auto chain = ok(f.ca.chain("external-1"));
+    const auto chain = must(f.ca.chain("external-1"));
     REQUIRE(chain.size() == 2);
     CHECK(chain.back().subject() == "CN=Outside Root");
     const auto r = f.verify(issued.certificate, chain, "smimeencrypt");
@@ -176,17 +171,17 @@ TEST_CASE("an issuing CA signed by an external CA issues certificates that chain
 
 TEST_CASE("a revoked certificate is on its CA's CRL and fails openssl's CRL check", "[ca]") {
   Fixture f;
-  ok(f.ca.create_root("root", "Root", KeyType::ec_p384, 3650, "test"));
-  ok(f.ca.create_issuing("issuing", "root", "Issuing", KeyType::ec_p256, 365, 1, "test"));
+  must(f.ca.create_root("root", "Root", KeyType::ec_p384, 3650, "test"));
+  must(f.ca.create_issuing("issuing", "root", "Issuing", KeyType::ec_p256, 365, 1, "test"));
   const auto key = user_key(KeyType::ec_p256);
-  const Issued kept = ok(f.ca.issue(key.native(), "dave@example.org", Profile::signing, 30, "test"));
-  const Issued lost = ok(f.ca.issue(key.native(), "erin@example.org", Profile::signing, 30, "test"));
-  ok(f.ca.revoke(lost.certificate.serial_hex(), RevocationReason::key_compromise, "test"));
+  const Issued kept = must(f.ca.issue(key.native(), "dave@example.org", Profile::signing, 30, "test"));
+  const Issued lost = must(f.ca.issue(key.native(), "erin@example.org", Profile::signing, 30, "test"));
+  must(f.ca.revoke(lost.certificate.serial_hex(), RevocationReason::key_compromise, "test"));
   CHECK(f.ca.revoke(lost.certificate.serial_hex(), RevocationReason::key_compromise, "test").error().code ==
         Errc::already_exists);
-  CHECK(ok(f.ca.certificate(lost.certificate.serial_hex())).revoked_at.has_value());
+  CHECK(must(f.ca.certificate(lost.certificate.serial_hex())).revoked_at.has_value());
 
-  const std::string crl = ok(f.ca.crl("issuing"));
+  const std::string crl = must(f.ca.crl("issuing"));
   test::write_file(f.dir.path("crl.der"), crl);
   const auto text = test::run("openssl crl -inform DER -noout -text -in " + f.dir.path("crl.der").string());
   REQUIRE(text.exit_code == 0);
@@ -197,7 +192,7 @@ TEST_CASE("a revoked certificate is on its CA's CRL and fails openssl's CRL chec
 
   REQUIRE(test::run("openssl crl -inform DER -in " + f.dir.path("crl.der").string() + " -out " +
                     f.dir.path("crl.pem").string()).exit_code == 0);
-  const auto chain = ok(f.ca.chain("issuing"));
+  const auto chain = must(f.ca.chain("issuing"));
   const std::string crl_option = "-crl_check -CRLfile " + f.dir.path("crl.pem").string();
   CHECK(f.verify(kept.certificate, chain, "smimesign", crl_option).exit_code == 0);
   const auto revoked = f.verify(lost.certificate, chain, "smimesign", crl_option);
@@ -205,7 +200,7 @@ TEST_CASE("a revoked certificate is on its CA's CRL and fails openssl's CRL chec
   CHECK((revoked.out + revoked.err).find("revoked") != std::string::npos);
 
   // The next CRL has the next number.
-  test::write_file(f.dir.path("crl2.der"), ok(f.ca.crl("issuing")));
+  test::write_file(f.dir.path("crl2.der"), must(f.ca.crl("issuing")));
   CHECK(test::run("openssl crl -inform DER -noout -text -in " + f.dir.path("crl2.der").string()).out.find(
             "X509v3 CRL Number: \n                2") != std::string::npos);
 }

@@ -11,14 +11,9 @@
 
 using namespace mailkms;
 using namespace mailkms::keystore;
+using test::must;
 
 namespace {
-
-template <class T>
-T ok(Result<T> r) {
-  if (!r) FAIL(r.error().describe());
-  return std::move(r).value();
-}
 
 std::string text(const smime::SecretBytes& s) { return std::string(reinterpret_cast<const char*>(s.data()), s.size()); }
 
@@ -29,10 +24,10 @@ constexpr ScryptParameters kFast{1 << 10, 8, 1};
 
 TEST_CASE("a passphrase seal opens with the passphrase and nothing else", "[seal]") {
   const auto master = new_master_key();
-  const SealRecord record = ok(seal_with_passphrase(master, "correct horse battery staple", kFast));
+  const SealRecord record = must(seal_with_passphrase(master, "correct horse battery staple", kFast));
   CHECK(record.wrapped_master_key.find(text(master)) == std::string::npos);
-  const SealRecord stored = ok(SealRecord::from_json(record.to_json()));
-  CHECK(text(ok(unseal_with_passphrase(stored, "correct horse battery staple"))) == text(master));
+  const SealRecord stored = must(SealRecord::from_json(record.to_json()));
+  CHECK(text(must(unseal_with_passphrase(stored, "correct horse battery staple"))) == text(master));
   const auto wrong = unseal_with_passphrase(stored, "correct horse battery stapler");
   REQUIRE_FALSE(wrong);
   CHECK(wrong.error().code == Errc::wrong_secret);
@@ -48,24 +43,24 @@ TEST_CASE("the default scrypt cost is stored with the seal", "[seal]") {
   record.wrapped_master_key = "x";
   const std::string json = record.to_json();
   CHECK(json.find("\"n\":131072") != std::string::npos);
-  CHECK(ok(SealRecord::from_json(json)).scrypt.n == defaults.n);
+  CHECK(must(SealRecord::from_json(json)).scrypt.n == defaults.n);
 }
 
 TEST_CASE("a key file seal needs the file, private", "[seal]") {
   test::TempDir dir;
   const auto master = new_master_key();
-  auto [record, contents] = ok(seal_with_key_file(master));
+  auto [record, contents] = must(seal_with_key_file(master));
   const auto path = dir.path("master.key");
   test::write_file(path, contents);
   REQUIRE(::chmod(path.c_str(), 0600) == 0);
-  CHECK(text(ok(unseal_with_key_file(record, path))) == text(master));
+  CHECK(text(must(unseal_with_key_file(record, path))) == text(master));
 
   REQUIRE(::chmod(path.c_str(), 0640) == 0);
   const auto exposed = unseal_with_key_file(record, path);
   REQUIRE_FALSE(exposed);
   CHECK(exposed.error().code == Errc::permission_denied);
 
-  auto [other_record, other_contents] = ok(seal_with_key_file(new_master_key()));
+  auto [other_record, other_contents] = must(seal_with_key_file(new_master_key()));
   (void)other_record;
   test::write_file(path, other_contents);
   REQUIRE(::chmod(path.c_str(), 0600) == 0);
@@ -77,7 +72,7 @@ TEST_CASE("a key file seal needs the file, private", "[seal]") {
 
 TEST_CASE("any three of five shares open the seal; two do not", "[seal][shamir]") {
   const auto master = new_master_key();
-  auto [record, shares] = ok(seal_with_shares(master, 5, 3));
+  auto [record, shares] = must(seal_with_shares(master, 5, 3));
   REQUIRE(shares.size() == 5);
   for (int a = 0; a < 5; ++a) {
     for (int b = a + 1; b < 5; ++b) {
@@ -85,7 +80,7 @@ TEST_CASE("any three of five shares open the seal; two do not", "[seal][shamir]"
         const std::vector<std::string> three{shares[static_cast<std::size_t>(a)], shares[static_cast<std::size_t>(b)],
                                              shares[static_cast<std::size_t>(c)]};
         INFO(a << b << c);
-        CHECK(text(ok(unseal_with_shares(record, three))) == text(master));
+        CHECK(text(must(unseal_with_shares(record, three))) == text(master));
       }
     }
   }
@@ -107,7 +102,7 @@ TEST_CASE("fewer shares than the threshold reveal nothing of the secret byte", "
   const smime::SecretBytes zero(std::string(1, '\0'));
   std::set<std::uint8_t> seen;
   for (int i = 0; i < 4000 && seen.size() < 256; ++i) {
-    const auto shares = ok(split_secret(zero, 2, 2));
+    const auto shares = must(split_secret(zero, 2, 2));
     seen.insert(static_cast<std::uint8_t>(shares[0].bytes[0]));
   }
   CHECK(seen.size() == 256);
@@ -117,7 +112,7 @@ TEST_CASE("shares encode and decode", "[shamir]") {
   const Share share{7, std::string("\x00\xff\x10", 3)};
   const std::string encoded = encode_share(share);
   CHECK(encoded == "mailkms-share-1-7-00ff10");
-  const Share back = ok(decode_share(encoded + "\n"));
+  const Share back = must(decode_share(encoded + "\n"));
   CHECK(back.index == 7);
   CHECK(back.bytes == share.bytes);
   CHECK_FALSE(decode_share("mailkms-share-1-0-00"));

@@ -9,17 +9,12 @@
 
 using namespace mailkms;
 using namespace mailkms::keystore;
+using test::must;
 
 namespace {
 
-template <class T>
-T ok(Result<T> r) {
-  if (!r) FAIL(r.error().describe());
-  return std::move(r).value();
-}
-
 std::unique_ptr<SqliteStorage> open_db(const std::filesystem::path& path) {
-  return ok(SqliteStorage::open(path, {.create = true}));
+  return must(SqliteStorage::open(path, {.create = true}));
 }
 
 }  // namespace
@@ -29,18 +24,18 @@ TEST_CASE("values go in, come out, and stay after reopening", "[storage]") {
   const auto path = dir.path("keystore.db");
   {
     auto db = open_db(path);
-    ok(db->put("users/alice@example.org", "alice"));
-    ok(db->put("users/bob@example.org", std::string("b\0b", 3)));
-    ok(db->put("users/alice@example.org", "alice v2"));
-    CHECK(*ok(db->get("users/alice@example.org")) == "alice v2");
-    CHECK(*ok(db->get("users/bob@example.org")) == std::string("b\0b", 3));
-    CHECK_FALSE(ok(db->get("users/carol@example.org")));
-    ok(db->remove("users/bob@example.org"));
-    ok(db->remove("users/nobody"));  // not an error
+    must(db->put("users/alice@example.org", "alice"));
+    must(db->put("users/bob@example.org", std::string("b\0b", 3)));
+    must(db->put("users/alice@example.org", "alice v2"));
+    CHECK(*must(db->get("users/alice@example.org")) == "alice v2");
+    CHECK(*must(db->get("users/bob@example.org")) == std::string("b\0b", 3));
+    CHECK_FALSE(must(db->get("users/carol@example.org")));
+    must(db->remove("users/bob@example.org"));
+    must(db->remove("users/nobody"));  // not an error
   }
-  auto db = ok(SqliteStorage::open(path, {}));
-  CHECK(*ok(db->get("users/alice@example.org")) == "alice v2");
-  CHECK_FALSE(ok(db->get("users/bob@example.org")));
+  auto db = must(SqliteStorage::open(path, {}));
+  CHECK(*must(db->get("users/alice@example.org")) == "alice v2");
+  CHECK_FALSE(must(db->get("users/bob@example.org")));
   CHECK(db->schema_version() == SqliteStorage::current_schema_version());
 }
 
@@ -48,7 +43,7 @@ TEST_CASE("the database file is created private", "[storage]") {
   test::TempDir dir;
   const auto path = dir.path("keystore.db");
   auto db = open_db(path);
-  ok(db->put("k", "v"));
+  must(db->put("k", "v"));
   struct stat st {};
   REQUIRE(::stat(path.c_str(), &st) == 0);
   CHECK((st.st_mode & 0777) == 0600);
@@ -64,43 +59,43 @@ TEST_CASE("opening a missing database without create fails clearly", "[storage]"
 TEST_CASE("scan lists a prefix in key order, in pages", "[storage]") {
   test::TempDir dir;
   auto db = open_db(dir.path("keystore.db"));
-  for (const char* key : {"a/1", "a/3", "a/2", "b/1", "a", "a0"}) ok(db->put(key, key));
-  ok(db->put(std::string("\xff\xff", 2), "top"));
-  const auto all = ok(db->scan("a/", {}, 100));
+  for (const char* key : {"a/1", "a/3", "a/2", "b/1", "a", "a0"}) must(db->put(key, key));
+  must(db->put(std::string("\xff\xff", 2), "top"));
+  const auto all = must(db->scan("a/", {}, 100));
   REQUIRE(all.size() == 3);
   CHECK(all[0].first == "a/1");
   CHECK(all[2].first == "a/3");
-  const auto page = ok(db->scan("a/", "a/1", 1));
+  const auto page = must(db->scan("a/", "a/1", 1));
   REQUIRE(page.size() == 1);
   CHECK(page[0].first == "a/2");
-  CHECK(ok(db->scan(std::string("\xff", 1), {}, 10)).size() == 1);
-  CHECK(ok(db->scan("", {}, 100)).size() == 7);
+  CHECK(must(db->scan(std::string("\xff", 1), {}, 10)).size() == 1);
+  CHECK(must(db->scan("", {}, 100)).size() == 7);
 }
 
 TEST_CASE("a transaction lands whole or not at all, and nests", "[storage]") {
   test::TempDir dir;
   auto db = open_db(dir.path("keystore.db"));
   const Status failed = db->transaction([&]() -> Status {
-    ok(db->put("x", "1"));
-    ok(db->put("y", "2"));
+    must(db->put("x", "1"));
+    must(db->put("y", "2"));
     return make_error(Errc::invalid_argument, "changed my mind");
   });
   REQUIRE_FALSE(failed);
   CHECK(failed.error().message == "changed my mind");
-  CHECK_FALSE(ok(db->get("x")));
-  CHECK_FALSE(ok(db->get("y")));
+  CHECK_FALSE(must(db->get("x")));
+  CHECK_FALSE(must(db->get("y")));
 
-  ok(db->transaction([&]() -> Status {
-    ok(db->put("outer", "kept"));
+  must(db->transaction([&]() -> Status {
+    must(db->put("outer", "kept"));
     const Status inner = db->transaction([&]() -> Status {
-      ok(db->put("inner", "undone"));
+      must(db->put("inner", "undone"));
       return make_error(Errc::invalid_argument, "inner fails");
     });
     CHECK_FALSE(inner);
     return Ok{};
   }));
-  CHECK(*ok(db->get("outer")) == "kept");
-  CHECK_FALSE(ok(db->get("inner")));
+  CHECK(*must(db->get("outer")) == "kept");
+  CHECK_FALSE(must(db->get("inner")));
 }
 
 TEST_CASE("a database written by a newer mailkms is refused, not damaged", "[storage]") {

@@ -12,32 +12,27 @@
 
 using namespace mailkms;
 using namespace mailkms::keystore;
+using test::must;
 
 namespace {
 
-template <class T>
-T ok(Result<T> r) {
-  if (!r) FAIL(r.error().describe());
-  return std::move(r).value();
-}
-
 struct Fixture {
   test::TempDir dir;
-  std::unique_ptr<SqliteStorage> storage = ok(SqliteStorage::open(dir.path("keystore.db"), {.create = true}));
+  std::unique_ptr<SqliteStorage> storage = must(SqliteStorage::open(dir.path("keystore.db"), {.create = true}));
   Barrier barrier{*storage};
   AuditLog audit{*storage, barrier};
   CertificateAuthority ca{*storage, barrier, audit, test::context()};
   Users users{*storage, barrier, audit, ca, test::context(), {KeyType::rsa2048, KeyType::ec_p256, 365}};
 
   Fixture() {
-    ok(barrier.unseal(new_master_key()));
-    ok(ca.create_root("root", "Root", KeyType::ec_p384, 3650, "test"));
-    ok(ca.create_issuing("issuing", "root", "Issuing", KeyType::ec_p256, 1825, 1, "test"));
+    must(barrier.unseal(new_master_key()));
+    must(ca.create_root("root", "Root", KeyType::ec_p384, 3650, "test"));
+    must(ca.create_issuing("issuing", "root", "Issuing", KeyType::ec_p256, 1825, 1, "test"));
   }
 
   // A message encrypted to `address`'s current certificate.
   std::string encrypted_to(const std::string& address, const std::string& body) {
-    const std::vector<smime::Recipient> to{{ok(users.encryption_certificate(address))}};
+    const std::vector<smime::Recipient> to{{must(users.encryption_certificate(address))}};
     const auto m = smime::encrypt_message(*test::context(), "From: x@example.org\r\nContent-Type: text/plain\r\n\r\n" + body, to, {});
     REQUIRE(m);
     return *m;
@@ -58,19 +53,19 @@ std::string open_with(const std::vector<Pkcs12Entry>& keys, const std::string& m
 
 TEST_CASE("a new user gets an escrowed encryption key and a signing key", "[users]") {
   Fixture f;
-  const UserRecord alice = ok(f.users.add("Alice@Example.org", "test"));
+  const UserRecord alice = must(f.users.add("Alice@Example.org", "test"));
   CHECK(alice.address == "alice@example.org");
   REQUIRE(alice.encryption_serials.size() == 1);
   CHECK(alice.signing_key_held);
 
-  const auto encryption = ok(f.users.encryption_certificate("alice@example.org"));
+  const auto encryption = must(f.users.encryption_certificate("alice@example.org"));
   CHECK(encryption.is_rsa());
   CHECK(encryption.has_email("alice@example.org"));
-  const auto signing = ok(f.users.signing_certificate("alice@example.org"));
+  const auto signing = must(f.users.signing_certificate("alice@example.org"));
   CHECK(signing.is_ec());
-  CHECK(ok(f.users.signing_key("alice@example.org")).matches(signing));
+  CHECK(must(f.users.signing_key("alice@example.org")).matches(signing));
 
-  const auto escrowed = ok(f.users.escrowed_encryption_keys("alice@example.org"));
+  const auto escrowed = must(f.users.escrowed_encryption_keys("alice@example.org"));
   REQUIRE(escrowed.size() == 1);
   CHECK(open_with(escrowed, f.encrypted_to("alice@example.org", "for alice\r\n")) == "for alice\r\n");
 
@@ -81,16 +76,16 @@ TEST_CASE("a new user gets an escrowed encryption key and a signing key", "[user
 
 TEST_CASE("renewal keeps every old encryption key escrowed and retires the old signing certificate", "[users]") {
   Fixture f;
-  const UserRecord first = ok(f.users.add("bob@example.org", "test"));
+  const UserRecord first = must(f.users.add("bob@example.org", "test"));
   const std::string archived = f.encrypted_to("bob@example.org", "old mail\r\n");
-  const UserRecord renewed = ok(f.users.renew("bob@example.org", "test"));
+  const UserRecord renewed = must(f.users.renew("bob@example.org", "test"));
   REQUIRE(renewed.encryption_serials.size() == 2);
   CHECK(renewed.encryption_serials.front() == first.encryption_serials.front());
   CHECK(renewed.signing_serial != first.signing_serial);
-  CHECK(ok(f.ca.certificate(first.signing_serial)).revoked_at.has_value());
+  CHECK(must(f.ca.certificate(first.signing_serial)).revoked_at.has_value());
   const std::string fresh = f.encrypted_to("bob@example.org", "new mail\r\n");
 
-  const auto escrowed = ok(f.users.escrowed_encryption_keys("bob@example.org"));
+  const auto escrowed = must(f.users.escrowed_encryption_keys("bob@example.org"));
   REQUIRE(escrowed.size() == 2);
   CHECK(open_with(escrowed, archived) == "old mail\r\n");
   CHECK(open_with(escrowed, fresh) == "new mail\r\n");
@@ -109,19 +104,19 @@ TEST_CASE("bulk add goes on past bad addresses and counts", "[users]") {
   REQUIRE(s.failed.size() == 2);
   CHECK(s.failed[0].first == "bad address");
   CHECK(calls == list.size());
-  const auto all = ok(f.users.list({}, 100));
+  const auto all = must(f.users.list({}, 100));
   REQUIRE(all.size() == 2);
   CHECK(all[0].address == "a@example.org");
-  CHECK(ok(f.users.list("a@example.org", 100)).size() == 1);
+  CHECK(must(f.users.list("a@example.org", 100)).size() == 1);
 }
 
 TEST_CASE("a user who keeps their own signing key gets only a certificate for it", "[users]") {
   Fixture f;
-  ok(f.users.add("carol@example.org", "test"));
+  must(f.users.add("carol@example.org", "test"));
   const auto req = test::run("openssl req -new -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -keyout " +
                              f.dir.path("carol.key").string() + " -subj '/CN=ignored/O=Not Ours'");
   REQUIRE(req.exit_code == 0);
-  const smime::Certificate cert = ok(f.users.certify_signing_request("carol@example.org", req.out, "test"));
+  const smime::Certificate cert = must(f.users.certify_signing_request("carol@example.org", req.out, "test"));
   CHECK(cert.subject() == "CN=carol@example.org");  // our profile, not the request's subject
   const auto key = smime::PrivateKey::from_pem(*test::context(), test::read_file(f.dir.path("carol.key")));
   REQUIRE(key);
@@ -132,16 +127,16 @@ TEST_CASE("a user who keeps their own signing key gets only a certificate for it
 
 TEST_CASE("PKCS#12 exports carry every escrowed key, in the modern or the legacy profile", "[users][pkcs12]") {
   Fixture f;
-  ok(f.users.add("dave@example.org", "test"));
-  ok(f.users.renew("dave@example.org", "test"));
-  const auto keys = ok(f.users.escrowed_encryption_keys("dave@example.org"));
-  const auto chain = ok(f.ca.chain("issuing"));
+  must(f.users.add("dave@example.org", "test"));
+  must(f.users.renew("dave@example.org", "test"));
+  const auto keys = must(f.users.escrowed_encryption_keys("dave@example.org"));
+  const auto chain = must(f.ca.chain("issuing"));
   for (const auto profile : {Pkcs12Profile::modern, Pkcs12Profile::legacy}) {
     DYNAMIC_SECTION((profile == Pkcs12Profile::modern ? "modern" : "legacy")) {
       Pkcs12Options options;
       options.profile = profile;
       options.iterations = 10'000;  // the default is 600,000: slow under sanitizers
-      const std::string p12 = ok(make_pkcs12(*test::context(), keys, chain, "dave's password", options));
+      const std::string p12 = must(make_pkcs12(*test::context(), keys, chain, "dave's password", options));
       const auto path = f.dir.path("dave.p12");
       test::write_file(path, p12);
       const auto info = test::run("openssl pkcs12 -info -noout -in " + path.string() + " -passin 'pass:dave'\"'\"'s password'" +
