@@ -625,6 +625,43 @@ std::vector<Command> add_keystore_commands(CLI::App& app) {
         return 0;
       }));
 
+  CLI::App* trust = app.add_subcommand("trust", "The anchors inbound signatures may chain to");
+  trust->require_subcommand(1);
+  commands.push_back(command<CaArgs>(
+      *trust, "add", "Trust these CA certificates (PEM) for inbound mail",
+      [](CLI::App& c, CaArgs& a) { c.add_option("file", a.in, "PEM file (- for stdin)")->required(); },
+      [](const CaArgs& a) {
+        const json r = Keystore(a.config).admin("trust-add", {{"pem", read_input(a.in)}});
+        pending_or(r, [&] {
+          for (const auto& f : r.value("added", json::array())) std::cout << "trusted sha256 " << f.get<std::string>() << "\n";
+        });
+        return 0;
+      }));
+  commands.push_back(command<CaArgs>(
+      *trust, "remove", "Stop trusting an anchor an administrator added",
+      [](CLI::App& c, CaArgs& a) { c.add_option("fingerprint", a.id, "Its SHA-256, as trust list shows it")->required(); },
+      [](const CaArgs& a) {
+        pending_or(Keystore(a.config).admin("trust-remove", {{"fingerprint", a.id}}), [&] { std::cout << "removed\n"; });
+        return 0;
+      }));
+  commands.push_back(command<CaArgs>(
+      *trust, "system", "Trust the operating system's roots too (on) or not (off)",
+      [](CLI::App& c, CaArgs& a) { c.add_option("setting", a.id, "on or off")->required()->check(CLI::IsMember({"on", "off"})); },
+      [](const CaArgs& a) {
+        pending_or(Keystore(a.config).admin("trust-system", {{"enabled", a.id == "on"}}), [&] { std::cout << "system roots: " << a.id << "\n"; });
+        return 0;
+      }));
+  commands.push_back(command<Base>(*trust, "list", "List the trust anchors", [](CLI::App&, Base&) {}, [](const Base& a) {
+    const json r = Keystore(a.config).admin("trust-list");
+    for (const auto& anchor : r.value("anchors", json::array())) {
+      std::cout << anchor.value("source", "") << "  " << anchor.value("subject", "");
+      if (anchor.contains("fingerprint")) std::cout << "  sha256 " << anchor.value("fingerprint", "");
+      std::cout << "\n";
+    }
+    std::cout << "system roots: " << (r.value("system_roots", false) ? "on" : "off") << "\n";
+    return 0;
+  }));
+
   CLI::App* audit = app.add_subcommand("audit", "The audit log");
   audit->require_subcommand(1);
   commands.push_back(command<AuditArgs>(

@@ -9,6 +9,7 @@
 #include <CLI/CLI.hpp>
 #include <boost/asio.hpp>
 #include <iostream>
+#include <functional>
 #include <thread>
 
 #include "mailkms/keystore/config.hpp"
@@ -67,6 +68,7 @@ int main(int argc, char** argv) {
   mailkms::keystored::Server server(io, **service, *config);
   if (auto listening = server.listen(); !listening) return fatal(listening.error().message);
 
+  boost::asio::signal_set hangups(io, SIGHUP);
   // SIGTERM: stop accepting, answer what is in flight, then exit; a client
   // that will not take its answers gets 10 seconds.
   boost::asio::signal_set signals(io, SIGTERM, SIGINT);
@@ -77,8 +79,27 @@ int main(int argc, char** argv) {
     deadline.async_wait([&io](boost::system::error_code ec) {
       if (!ec) io.stop();
     });
+    hangups.cancel();
     server.stop([&io] { io.stop(); });  // every answer is out
   });
+  // SIGHUP: read the configuration again. Who counts as a gateway changes
+  // at once; a file that does not load is refused and the running settings
+  // stay. Paths and threads need a restart.
+  std::function<void(boost::system::error_code, int)> reload = [&](boost::system::error_code ec, int) {
+    if (ec) return;
+    auto fresh = mailkms::keystore::load_config(config_path);
+    if (!fresh) {
+      std::cerr << "mailkms-keystored: reload refused, running configuration kept: " << fresh.error().message << "\n";
+    } else {
+      (*service)->set_access({fresh->gateway_uids, fresh->gateway_gids});
+      if (fresh->database != config->database || fresh->socket != config->socket || fresh->workers != config->workers) {
+        std::cerr << "mailkms-keystored: database, socket and workers change only on restart\n";
+      }
+      std::cerr << "mailkms-keystored: configuration reloaded\n";
+    }
+    hangups.async_wait(reload);
+  };
+  hangups.async_wait(reload);
   ::signal(SIGPIPE, SIG_IGN);
   std::cerr << "mailkms-keystored: serving " << config->socket.string() << " ("
             << ((*service)->sealed() ? "sealed" : "unsealed") << ")\n";

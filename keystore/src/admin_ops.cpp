@@ -1,6 +1,7 @@
 // Administration over the protocol: sessions, the operations, and the
 // approvals some of them need (the original's "multiple password policy").
 #include <openssl/crypto.h>
+#include <openssl/x509v3.h>
 
 #include <algorithm>
 #include <map>
@@ -18,6 +19,7 @@ const std::map<std::string, std::string, std::less<>>& tasks() {
       {"admin-passwd", "admin-change"},
       {"ca-create-root", "ca-change"},      {"ca-create-issuing", "ca-change"}, {"ca-request-external", "ca-change"},
       {"ca-import-external", "ca-change"},  {"ca-enable", "ca-change"},        {"ca-disable", "ca-change"},
+      {"trust-add", "ca-change"},           {"trust-remove", "ca-change"},     {"trust-system", "ca-change"},
       {"revoke", "revoke"},                 {"recover", "recover"},
   };
   return table;
@@ -33,7 +35,7 @@ bool plain_operation(std::string_view op) {
   static const std::vector<std::string_view> ops{"logout",      "admin-list",  "approvals-show",
                                                  "ca-list",     "user-add",    "user-list",    "user-show",
                                                  "user-enable", "user-disable", "user-renew",  "crl",
-                                                 "audit-show",  "audit-verify", "approve",     "requests-list",
+                                                 "audit-show",  "audit-verify", "approve",     "requests-list", "trust-list",
                                                  "request-fetch"};
   return std::find(ops.begin(), ops.end(), op) != ops.end();
 }
@@ -382,6 +384,45 @@ Result<nlohmann::json> KeystoreService::execute(const std::string& op, const nlo
                                  std::to_string(entries.size()) + " escrowed encryption key(s) exported"}));
     return nlohmann::json{{"pkcs12", protocol::base64(*p12)}, {"keys", entries.size()}};
   }
+  if (op == "trust-add") {
+    MAILKMS_TRY(pem, text_param(params, "pem"));
+    auto anchors = smime::Certificate::all_from_pem(pem);
+    if (!anchors) return make_error(Errc::invalid_argument, anchors.error().message);
+    nlohmann::json added = nlohmann::json::array();
+    MAILKMS_CHECK(storage_->transaction([&]() -> Status {
+      for (const auto& anchor : *anchors) {
+        if (X509_check_ca(anchor.native()) == 0) {
+          return make_error(Errc::invalid_argument, anchor.subject() + " is not a CA certificate");
+        }
+        const std::string fingerprint = detail::hex_sha256(anchor.der());
+        MAILKMS_CHECK(storage_->put("trust/" + fingerprint, anchor.pem()));
+        MAILKMS_CHECK(audit_.append({actor, "trust-add", anchor.subject(), "ok", "sha256 " + fingerprint}));
+        added.push_back(fingerprint);
+      }
+      return Ok{};
+    }));
+    return nlohmann::json{{"added", added}};
+  }
+  if (op == "trust-remove") {
+    MAILKMS_TRY(fingerprint, text_param(params, "fingerprint"));
+    MAILKMS_TRY(existing, storage_->get("trust/" + fingerprint));
+    if (!existing) return make_error(Errc::not_found, "no added anchor " + fingerprint + " (our own roots cannot be removed)");
+    MAILKMS_CHECK(storage_->transaction([&]() -> Status {
+      MAILKMS_CHECK(storage_->remove("trust/" + fingerprint));
+      return audit_.append({actor, "trust-remove", fingerprint, "ok", ""});
+    }));
+    return done;
+  }
+  if (op == "trust-system") {
+    const auto enabled = params.find("enabled");
+    if (enabled == params.end() || !enabled->is_boolean()) return make_error(Errc::invalid_argument, "\"enabled\" is true or false");
+    MAILKMS_CHECK(storage_->transaction([&]() -> Status {
+      MAILKMS_CHECK(storage_->put("config/trust-system-roots", enabled->get<bool>() ? "1" : "0"));
+      return audit_.append({actor, "trust-system", "system roots", "ok", enabled->get<bool>() ? "trusted" : "not trusted"});
+    }));
+    return done;
+  }
+  if (op == "trust-list") return trust_anchors();
   if (op == "audit-show") {
     MAILKMS_TRY(records, audit_.read(static_cast<std::uint64_t>(std::max(0, int_param(params, "after", 0))),
                                      static_cast<std::size_t>(int_param(params, "limit", 100))));

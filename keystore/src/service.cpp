@@ -82,7 +82,13 @@ Result<SealRecord> KeystoreService::seal_record() {
   return SealRecord::from_json(*stored);
 }
 
+void KeystoreService::set_access(AccessPolicy access) {
+  const std::unique_lock lock(access_mutex_);
+  access_ = std::move(access);
+}
+
 bool KeystoreService::is_gateway(const Caller& caller) const {
+  const std::shared_lock lock(access_mutex_);
   return caller.uid == 0 ||
          std::find(access_.gateway_uids.begin(), access_.gateway_uids.end(), caller.uid) != access_.gateway_uids.end() ||
          std::find(access_.gateway_gids.begin(), access_.gateway_gids.end(), caller.gid) != access_.gateway_gids.end();
@@ -101,7 +107,8 @@ Result<nlohmann::json> KeystoreService::handle(const Caller& caller, const proto
     return nlohmann::json{{"token", session.token}, {"expires", session.expires}};
   }
   const bool gateway_op = request.op == op::lookup_certificates || request.op == op::signing_identity ||
-                          request.op == op::sign || request.op == op::unwrap;
+                          request.op == op::sign || request.op == op::unwrap || request.op == "trust-anchors" ||
+                          request.op == "crls";
   if (!gateway_op) return administer(caller, request);
   if (!is_gateway(caller)) {
     (void)audit_.append({describe(caller), request.op, "", "denied", "not a gateway"});
@@ -111,6 +118,8 @@ Result<nlohmann::json> KeystoreService::handle(const Caller& caller, const proto
   if (request.op == op::lookup_certificates) return lookup_certificates(request.params);
   if (request.op == op::signing_identity) return signing_identity(request.params);
   if (request.op == op::sign) return sign(request.params);
+  if (request.op == "trust-anchors") return trust_anchors();
+  if (request.op == "crls") return crls();
   return unwrap(request.params);
 }
 
@@ -232,6 +241,39 @@ Result<nlohmann::json> KeystoreService::sign(const nlohmann::json& params) {
   auto signature = signer->sign(*digest, data);
   if (!signature) return make_error(Errc::crypto_failed, signature.error().message);
   return nlohmann::json{{"signature", protocol::base64(*signature)}};
+}
+
+Result<nlohmann::json> KeystoreService::trust_anchors() {
+  nlohmann::json anchors = nlohmann::json::array();
+  MAILKMS_TRY(cas, ca_.list());
+  for (const auto& ca : cas) {
+    if (ca.role == CaRole::root && ca.certificate) {
+      anchors.push_back({{"source", "ours"}, {"subject", ca.certificate->subject()}, {"certificate", ca.certificate->pem()}});
+    }
+    if (!ca.external_chain.empty()) {
+      const auto& top = ca.external_chain.back();
+      anchors.push_back({{"source", "external"}, {"subject", top.subject()}, {"certificate", top.pem()}});
+    }
+  }
+  MAILKMS_TRY(added, storage_->scan("trust/", {}, 10'000));
+  for (const auto& [key, pem] : added) {
+    auto cert = smime::Certificate::from_pem(pem);
+    if (!cert) return make_error(Errc::corrupt, key + " does not parse");
+    anchors.push_back({{"source", "added"}, {"fingerprint", key.substr(6)}, {"subject", cert->subject()}, {"certificate", pem}});
+  }
+  MAILKMS_TRY(system, storage_->get("config/trust-system-roots"));
+  return nlohmann::json{{"anchors", anchors}, {"system_roots", system.value_or("0") == "1"}};
+}
+
+Result<nlohmann::json> KeystoreService::crls() {
+  nlohmann::json out = nlohmann::json::object();
+  MAILKMS_TRY(cas, ca_.list());
+  for (const auto& ca : cas) {
+    if (ca.role != CaRole::issuing) continue;
+    MAILKMS_TRY(der, ca_.crl(ca.id));
+    out[ca.id] = protocol::base64(der);
+  }
+  return nlohmann::json{{"crls", out}};
 }
 
 Result<std::shared_ptr<smime::LocalSigner>> KeystoreService::signer_for(const UserRecord& user, bool pss) {

@@ -75,6 +75,8 @@ class Daemon {
     REQUIRE(std::filesystem::exists(socket()));
   }
 
+  void signal(int number) { ::kill(pid_, number); }
+
   int stop() {
     if (pid_ <= 0) return -1;
     ::kill(pid_, SIGTERM);
@@ -194,6 +196,19 @@ TEST_CASE("the gateway's operations through the daemon", "[keystored]") {
     CHECK(opened.content.body == "The figures are attached in spirit.\r\nRegards, Alice\r\n");
   }
 
+  SECTION("gateways get the trust anchors and every issuing CA's CRL") {
+    const auto trust = must(client.call("trust-anchors", {}));
+    REQUIRE(trust["anchors"].size() == 1);
+    CHECK(trust["anchors"][0]["certificate"] == daemon.root_pem);
+    CHECK(trust["system_roots"] == false);
+    const auto crls = must(client.call("crls", {}));
+    REQUIRE(crls["crls"].contains("issuing"));
+    const auto der = protocol::unbase64(crls["crls"]["issuing"]);
+    REQUIRE(der);
+    test::write_file(daemon.dir.path("issuing.crl"), *der);
+    CHECK(test::run("openssl crl -inform DER -noout -in " + daemon.dir.path("issuing.crl").string()).exit_code == 0);
+  }
+
   SECTION("another user's key is not used, and no key leaves the daemon") {
     const std::vector<std::string> bob{"bob@example.org"};
     const auto cert = must(lookup_certificates(client, bob)).found.at(0).second.certificate;
@@ -243,10 +258,10 @@ TEST_CASE("bad input gets an answer, not a crash", "[keystored]") {
   CHECK(must(client.call("status", {}))["sealed"] == false);
 }
 
-TEST_CASE("only gateways may use keys", "[keystored]") {
-  Daemon daemon;
-  auto client = daemon.client();
-  unseal(client);
+namespace {
+
+// What "signing-identity" answers to the user nobody: "ok" or an error code.
+std::string as_nobody(const Daemon& daemon) {
   const passwd* nobody = ::getpwnam("nobody");
   REQUIRE(nobody != nullptr);
   int pipe_fds[2];
@@ -255,8 +270,8 @@ TEST_CASE("only gateways may use keys", "[keystored]") {
   if (child == 0) {
     ::close(pipe_fds[0]);
     if (::setgid(nobody->pw_gid) != 0 || ::setuid(nobody->pw_uid) != 0) ::_exit(2);
-    KeystoreClient as_nobody({daemon.socket(), 5s, 1});
-    const auto r = as_nobody.call("signing-identity", {{"address", "alice@example.org"}});
+    KeystoreClient client({daemon.socket(), 5s, 1});
+    const auto r = client.call("signing-identity", {{"address", "alice@example.org"}});
     const std::string code = r ? "ok" : std::string(to_string(r.error().code));
     (void)!::write(pipe_fds[1], code.data(), code.size());
     ::_exit(0);
@@ -267,7 +282,30 @@ TEST_CASE("only gateways may use keys", "[keystored]") {
   ::close(pipe_fds[0]);
   int status = 0;
   ::waitpid(child, &status, 0);
-  CHECK(std::string(buffer, static_cast<std::size_t>(std::max<ssize_t>(n, 0))) == "permission_denied");
+  return std::string(buffer, static_cast<std::size_t>(std::max<ssize_t>(n, 0)));
+}
+
+}  // namespace
+
+TEST_CASE("only gateways may use keys, as the configuration says, reloaded on SIGHUP", "[keystored]") {
+  Daemon daemon;
+  auto client = daemon.client();
+  unseal(client);
+  CHECK(as_nobody(daemon) == "permission_denied");
+
+  const auto config = daemon.dir.path("mailkms.conf");
+  const std::string original = test::read_file(config);
+  test::write_file(config, original + "gateway_users = [\"nobody\"]\n");
+  daemon.signal(SIGHUP);
+  std::this_thread::sleep_for(300ms);
+  CHECK(as_nobody(daemon) == "ok");
+
+  // A broken file is refused; the running policy stays.
+  test::write_file(config, original + "gateway_users = [\"no-such-user-anywhere\"]\n");
+  daemon.signal(SIGHUP);
+  std::this_thread::sleep_for(300ms);
+  CHECK(as_nobody(daemon) == "ok");
+  CHECK(daemon.log().find("reload refused") != std::string::npos);
 }
 
 TEST_CASE("SIGTERM stops the daemon cleanly, and the client reports it unavailable", "[keystored]") {

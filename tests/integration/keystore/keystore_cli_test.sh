@@ -71,6 +71,15 @@ check "it opens with alice's password" openssl pkcs12 -info -noout -in alice.p12
 check "bob's certificates are revoked" bash -c "'$ctl' revoke bob@example.org --reason keyCompromise > check.out && [ \$(grep -c '^revoked ' check.out) = 2 ]"
 serial=$(sed -n 's/^revoked \(.*\)$/\1/p' check.out | head -n 1)
 check "the CRL lists them" bash -c "'$ctl' crl export --ca issuing --out crl.der && openssl crl -inform DER -in crl.der -noout -text | grep -q '$serial'"
+check "our root is a trust anchor" bash -c "'$ctl' trust list | grep -q '^ours  CN=Example Root CA'"
+openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -keyout partner.key -out partner.pem \
+  -subj "/CN=Partner Root" -days 30 -addext basicConstraints=critical,CA:TRUE 2> /dev/null
+check "a partner's root is added" bash -c "'$ctl' trust add partner.pem | grep -q '^trusted sha256'"
+fingerprint=$("$ctl" trust list | sed -n 's/^added  CN=Partner Root  sha256 //p')
+check "and listed with its fingerprint" test -n "$fingerprint"
+check "system roots can be switched on" bash -c "'$ctl' trust system on && '$ctl' trust list | grep -qx 'system roots: on'"
+check "the partner's root is removed" bash -c "'$ctl' trust remove '$fingerprint' && ! '$ctl' trust list | grep -q Partner"
+check "a leaf certificate is refused as an anchor" bash -c "openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -keyout leaf.key -out leaf.pem -subj /CN=leaf -days 1 -addext basicConstraints=critical,CA:FALSE 2>/dev/null && ! '$ctl' trust add leaf.pem"
 check "the audit log is intact" bash -c "'$ctl' audit verify | grep -q '^intact'"
 "$ctl" audit show --limit 1000 > audit.out 2>&1
 for action in unseal login ca-create-root user-add admin-add approvals-set request approve recover revoke; do

@@ -10,6 +10,7 @@
 #include <filesystem>
 #include <memory>
 #include <mutex>
+#include <shared_mutex>
 #include <unordered_map>
 #include <vector>
 
@@ -63,6 +64,9 @@ class KeystoreService {
 
   Result<nlohmann::json> handle(const Caller& caller, const protocol::Request& request);
 
+  // A new access policy (SIGHUP): requests from then on are judged by it.
+  void set_access(AccessPolicy access);
+
   // Unsealing outside the protocol (a key file named in the configuration).
   Status unseal_with_key_file(const std::filesystem::path& path);
   [[nodiscard]] bool sealed() const { return barrier_.sealed(); }
@@ -86,6 +90,12 @@ class KeystoreService {
   Result<nlohmann::json> signing_identity(const nlohmann::json& params);
   Result<nlohmann::json> sign(const nlohmann::json& params);
   Result<nlohmann::json> unwrap(const nlohmann::json& params);
+  // The trust list (the original's CTL): our roots, the roots above
+  // externally signed CAs, and anchors administrators added; and whether
+  // the system's roots count too.
+  Result<nlohmann::json> trust_anchors();
+  // Each issuing CA's current CRL, for gateways to check signers against.
+  Result<nlohmann::json> crls();
 
   // Administration (admin_ops.cpp): needs a session; tasks that policy
   // says need several approvals become requests instead of running.
@@ -99,6 +109,7 @@ class KeystoreService {
 
   std::unique_ptr<SqliteStorage> storage_;
   smime::CryptoContextPtr ctx_;
+  mutable std::shared_mutex access_mutex_;
   AccessPolicy access_;
   Barrier barrier_;
   AuditLog audit_;
