@@ -68,6 +68,25 @@ int main(int argc, char** argv) {
   mailkms::keystored::Server server(io, **service, *config);
   if (auto listening = server.listen(); !listening) return fatal(listening.error().message);
 
+  // Every hour, renew users whose certificates end within the window.
+  boost::asio::steady_timer renewals(io);
+  std::function<void(boost::system::error_code)> renew = [&](boost::system::error_code ec) {
+    if (ec) return;
+    if (!(*service)->sealed()) {
+      const auto before = std::time(nullptr) + 86400L * config->renewal_window_days;
+      auto renewed = (*service)->users().renew_expiring(before, "mailkms-keystored (renewal)");
+      if (!renewed) {
+        std::cerr << "mailkms-keystored: renewal failed: " << renewed.error().message << "\n";
+      } else if (*renewed > 0) {
+        std::cerr << "mailkms-keystored: renewed " << *renewed << " user(s)\n";
+      }
+    }
+    renewals.expires_after(std::chrono::hours(1));
+    renewals.async_wait(renew);
+  };
+  renewals.expires_after(std::chrono::minutes(1));
+  renewals.async_wait(renew);
+
   boost::asio::signal_set hangups(io, SIGHUP);
   // SIGTERM: stop accepting, answer what is in flight, then exit; a client
   // that will not take its answers gets 10 seconds.
@@ -80,6 +99,7 @@ int main(int argc, char** argv) {
       if (!ec) io.stop();
     });
     hangups.cancel();
+    renewals.cancel();
     server.stop([&io] { io.stop(); });  // every answer is out
   });
   // SIGHUP: read the configuration again. Who counts as a gateway changes

@@ -10,6 +10,8 @@
 #include <memory>
 #include <nlohmann/json.hpp>
 
+#include "mailkms/smime/mime.hpp"
+
 namespace mailkms::keystore {
 namespace {
 
@@ -525,11 +527,19 @@ Status CertificateAuthority::revoke(const std::string& serial, RevocationReason 
     MAILKMS_CHECK(storage_.put("certs/" + serial, to_json(record).dump()));
     MAILKMS_CHECK(storage_.put("revoked/" + record.ca_id + "/" + serial,
                                std::to_string(*record.revoked_at) + ":" + std::to_string(static_cast<int>(reason))));
+    MAILKMS_CHECK(storage_.remove("crl/" + record.ca_id));  // the next request makes a new one
     return audit_.append({actor, "revoke", record.owner, "ok", "serial " + serial});
   });
 }
 
 Result<std::string> CertificateAuthority::crl(const std::string& id, int next_update_days) {
+  MAILKMS_TRY(cached, storage_.get("crl/" + id));
+  if (cached) {
+    const auto j = nlohmann::json::parse(*cached, nullptr, false);
+    if (j.is_object() && j.value("made", std::time_t{0}) + 86400 > std::time(nullptr)) {
+      if (auto decoded = smime::base64_decode(j.value("der", "")); decoded) return std::move(*decoded);
+    }
+  }
   MAILKMS_TRY(ca, get(id));
   if (!ca.certificate) return make_error(Errc::invalid_argument, "CA " + id + " has no certificate yet");
   MAILKMS_TRY(key, ca_key(id));
@@ -580,7 +590,10 @@ Result<std::string> CertificateAuthority::crl(const std::string& id, int next_up
   if (n <= 0) return crypto("cannot encode the CRL");
   std::string out(reinterpret_cast<char*>(der), static_cast<std::size_t>(n));
   OPENSSL_free(der);
-  MAILKMS_CHECK(storage_.put("crl-number/" + id, std::to_string(number)));
+  MAILKMS_CHECK(storage_.transaction([&]() -> Status {
+    MAILKMS_CHECK(storage_.put("crl-number/" + id, std::to_string(number)));
+    return storage_.put("crl/" + id, nlohmann::json{{"made", std::time(nullptr)}, {"der", smime::base64_encode_mime(out)}}.dump());
+  }));
   return out;
 }
 

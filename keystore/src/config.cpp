@@ -114,6 +114,13 @@ const std::vector<Setting>& settings() {
          c.certificate_days = static_cast<int>(v->get());
          return mailkms::Ok{};
        }},
+      {"renewal_window_days",
+       [](const toml::node& n, Config& c) -> Status {
+         const auto* v = n.as_integer();
+         if (v == nullptr || v->get() < 1 || v->get() > 365) return wrong(n, "renewal_window_days", "1 to 365");
+         c.renewal_window_days = static_cast<int>(v->get());
+         return mailkms::Ok{};
+       }},
       {"lock_memory",
        [](const toml::node& n, Config& c) -> Status {
          const auto* v = n.as_boolean();
@@ -149,6 +156,10 @@ Result<Config> load_config(const std::filesystem::path& path) {
     if (auto applied = setting->apply(node, config); !applied) {
       return make_error(Errc::invalid_argument, path.string() + ": keystore." + applied.error().message);
     }
+  }
+  if (config.renewal_window_days >= config.certificate_days) {
+    return make_error(Errc::invalid_argument, path.string() +
+                                                  ": keystore.renewal_window_days must be shorter than certificate_days");
   }
   return config;
 }

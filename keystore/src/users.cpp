@@ -151,6 +151,29 @@ Result<UserRecord> Users::renew(std::string_view address, const std::string& act
   return record;
 }
 
+Result<std::size_t> Users::renew_expiring(std::time_t before, const std::string& actor) {
+  std::size_t renewed = 0;
+  std::string after;
+  while (true) {
+    MAILKMS_TRY(page, list(after, 500));
+    if (page.empty()) return renewed;
+    for (const auto& user : page) {
+      after = user.address;
+      if (!user.enabled || user.encryption_serials.empty()) continue;
+      MAILKMS_TRY(encryption, ca_.summary(user.encryption_serials.back()));
+      bool due = encryption.not_after < before;
+      if (!due && user.signing_key_held && !user.signing_serial.empty()) {
+        MAILKMS_TRY(signing, ca_.summary(user.signing_serial));
+        due = signing.not_after < before;
+      }
+      if (!due) continue;
+      MAILKMS_TRY(done, renew(user.address, actor));
+      (void)done;
+      ++renewed;
+    }
+  }
+}
+
 Result<smime::Certificate> Users::certify_signing_request(std::string_view address, std::string_view csr_pem,
                                                           const std::string& actor) {
   BIO* bio = BIO_new_mem_buf(csr_pem.data(), static_cast<int>(csr_pem.size()));

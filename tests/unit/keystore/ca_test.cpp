@@ -199,7 +199,11 @@ TEST_CASE("a revoked certificate is on its CA's CRL and fails openssl's CRL chec
   CHECK(revoked.exit_code != 0);
   CHECK((revoked.out + revoked.err).find("revoked") != std::string::npos);
 
-  // The next CRL has the next number.
+  // Asked again with nothing new, the same CRL; after a revocation, the
+  // next one, numbered 2.
+  CHECK(must(f.ca.crl("issuing")) == crl);
+  const Issued third = must(f.ca.issue(key.native(), "frank@example.org", Profile::signing, 30, "test"));
+  must(f.ca.revoke(third.certificate.serial_hex(), RevocationReason::superseded, "test"));
   test::write_file(f.dir.path("crl2.der"), must(f.ca.crl("issuing")));
   CHECK(test::run("openssl crl -inform DER -noout -text -in " + f.dir.path("crl2.der").string()).out.find(
             "X509v3 CRL Number: \n                2") != std::string::npos);

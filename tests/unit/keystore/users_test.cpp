@@ -162,3 +162,15 @@ TEST_CASE("PKCS#12 exports carry every escrowed key, in the modern or the legacy
   }
   CHECK(make_pkcs12(*test::context(), keys, chain, "short", {}).error().code == Errc::invalid_argument);
 }
+
+TEST_CASE("users whose certificates end within the renewal window are renewed", "[users]") {
+  Fixture f;
+  must(f.users.add("gina@example.org", "test"));
+  const std::time_t now = std::time(nullptr);
+  CHECK(must(f.users.renew_expiring(now + 30 * 86400L, "test")) == 0);  // a year left: nothing to do
+  CHECK(must(f.users.renew_expiring(now + 400 * 86400L, "test")) == 1);  // as if a year had passed
+  const UserRecord gina = must(f.users.get("gina@example.org"));
+  CHECK(gina.encryption_serials.size() == 2);  // the old key stays escrowed
+  must(f.users.set_enabled("gina@example.org", false, "test"));
+  CHECK(must(f.users.renew_expiring(now + 400 * 86400L, "test")) == 0);  // disabled users are left alone
+}

@@ -111,7 +111,9 @@ class CertificateAuthority {
   // chain(id) as PEM, cached: CAs change rarely, lookups often.
   Result<std::vector<std::string>> chain_pem(const std::string& id);
   Status revoke(const std::string& serial, RevocationReason reason, const std::string& actor);
-  // The current CRL of issuing CA `id`, made afresh (DER).
+  // The current CRL of issuing CA `id` (DER): the one made last, unless a
+  // revocation has happened since or it is a day old; then a new one, with
+  // the next CRL number.
   Result<std::string> crl(const std::string& id, int next_update_days = 7);
 
  private:

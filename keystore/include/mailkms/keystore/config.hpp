@@ -29,6 +29,7 @@ struct Config {
   KeyType encryption_key_type = KeyType::rsa2048;  // RSA: every deployed client encrypts to it
   KeyType signing_key_type = KeyType::rsa2048;
   int certificate_days = 365;
+  int renewal_window_days = 30;  // renew users' certificates this long before they end
 };
 
 Result<Config> load_config(const std::filesystem::path& path);

@@ -59,6 +59,9 @@ class Users {
   Status set_enabled(std::string_view address, bool enabled, const std::string& actor);
   // New keys and certificates; the old encryption key stays escrowed.
   Result<UserRecord> renew(std::string_view address, const std::string& actor);
+  // Renews every enabled user whose encryption or signing certificate ends
+  // before `before`; one transaction each. Returns how many were renewed.
+  Result<std::size_t> renew_expiring(std::time_t before, const std::string& actor);
   // A signing certificate for a key the user holds, from their PKCS#10.
   Result<smime::Certificate> certify_signing_request(std::string_view address, std::string_view csr_pem,
                                                      const std::string& actor);
