@@ -346,7 +346,17 @@ struct IdArgs : Base {
   std::string out;
 };
 
+// Writes a recovery's PKCS#12 file, or an export's bundle, 0600.
 void write_pkcs12(const json& result, const std::string& out) {
+  if (result.contains("bundle")) {
+    const int fd = ::open(out.c_str(), O_CREAT | O_EXCL | O_WRONLY | O_CLOEXEC, 0600);
+    if (fd < 0) throw Failure(exit_usage, "cannot create " + out + " (it must not exist yet)");
+    const std::string bundle = result.value("bundle", "");
+    (void)!::write(fd, bundle.data(), bundle.size());
+    ::close(fd);
+    std::cout << "wrote " << out << "\n";
+    return;
+  }
   auto der = keystore::protocol::unbase64(result.value("pkcs12", json()));
   if (!der) throw Failure(exit_failure, "the keystore sent no PKCS#12 file");
   {
@@ -513,6 +523,38 @@ std::vector<Command> add_keystore_commands(CLI::App& app) {
         [op = op, said = said](const UserArgs& a) { return run_user_simple(a, op, said); }));
   }
 
+  commands.push_back(command<RecoverArgs>(
+      *user, "export", "Write users, with their keys, to a password-protected bundle for another keystore",
+      [](CLI::App& c, RecoverArgs& a) {
+        c.add_option("address", a.address, "The user")->required();
+        c.add_option("--out", a.out, "The bundle to write")->required();
+        c.add_option("--password-file", a.password_file, "Its password, first line (else asked)");
+      },
+      [](const RecoverArgs& a) {
+        const Secret password = secret_from(a.password_file, "password for the bundle", true);
+        const json r = Keystore(a.config).admin("users-export", {{"addresses", {a.address}}, {"password", std::string(password.view())}});
+        if (r.value("status", "") == "pending") {
+          pending_or(r, [] {});
+          std::cout << "then: mailkmsctl fetch " << r.value("request", "") << " --out " << a.out << "\n";
+          return 0;
+        }
+        write_pkcs12(r, a.out);
+        return 0;
+      }));
+  commands.push_back(command<RecoverArgs>(
+      *user, "import", "Add the users of a bundle another keystore exported",
+      [](CLI::App& c, RecoverArgs& a) {
+        c.add_option("bundle", a.address, "The bundle file")->required();
+        c.add_option("--password-file", a.password_file, "Its password, first line (else asked)");
+      },
+      [](const RecoverArgs& a) {
+        const Secret password = secret_from(a.password_file, "password for the bundle");
+        const json r = Keystore(a.config).admin("users-import", {{"bundle", read_file(a.address)}, {"password", std::string(password.view())}});
+        for (const auto& s : r.value("skipped", json::array())) std::cout << "already here: " << s.get<std::string>() << "\n";
+        std::cout << r.value("imported", 0) << " imported\n";
+        return 0;
+      }));
+
   CLI::App* admin = app.add_subcommand("admin", "Administrators");
   admin->require_subcommand(1);
   for (const std::string action : {"add", "passwd"}) {
@@ -596,7 +638,7 @@ std::vector<Command> add_keystore_commands(CLI::App& app) {
     return 0;
   }));
   commands.push_back(command<IdArgs>(
-      app, "fetch", "Fetch the result of an approved recovery",
+      app, "fetch", "Fetch the result of an approved recovery or export",
       [](CLI::App& c, IdArgs& a) {
         c.add_option("id", a.id)->required();
         c.add_option("--out", a.out, "The PKCS#12 file to write")->required();

@@ -20,7 +20,7 @@ const std::map<std::string, std::string, std::less<>>& tasks() {
       {"ca-create-root", "ca-change"},      {"ca-create-issuing", "ca-change"}, {"ca-request-external", "ca-change"},
       {"ca-import-external", "ca-change"},  {"ca-enable", "ca-change"},        {"ca-disable", "ca-change"},
       {"trust-add", "ca-change"},           {"trust-remove", "ca-change"},     {"trust-system", "ca-change"},
-      {"revoke", "revoke"},                 {"recover", "recover"},
+      {"revoke", "revoke"},                 {"recover", "recover"},            {"users-export", "recover"},
   };
   return table;
 }
@@ -36,6 +36,7 @@ bool plain_operation(std::string_view op) {
                                                  "ca-list",     "user-add",    "user-list",    "user-show",
                                                  "user-enable", "user-disable", "user-renew",  "crl",
                                                  "audit-show",  "audit-verify", "approve",     "requests-list", "trust-list",
+                                                 "users-import",
                                                  "request-fetch"};
   return std::find(ops.begin(), ops.end(), op) != ops.end();
 }
@@ -383,6 +384,20 @@ Result<nlohmann::json> KeystoreService::execute(const std::string& op, const nlo
     MAILKMS_CHECK(audit_.append({actor, "recover", user.address, "ok",
                                  std::to_string(entries.size()) + " escrowed encryption key(s) exported"}));
     return nlohmann::json{{"pkcs12", protocol::base64(*p12)}, {"keys", entries.size()}};
+  }
+  if (op == "users-export") {
+    MAILKMS_TRY(password, text_param(params, "password"));
+    std::vector<std::string> addresses = params.value("addresses", std::vector<std::string>{});
+    MAILKMS_TRY(bundle, users_.export_bundle(addresses, password, {std::uint64_t{1} << 15, 8, 1}, actor));
+    OPENSSL_cleanse(password.data(), password.size());
+    return nlohmann::json{{"bundle", bundle}};
+  }
+  if (op == "users-import") {
+    MAILKMS_TRY(bundle, text_param(params, "bundle"));
+    MAILKMS_TRY(password, text_param(params, "password"));
+    MAILKMS_TRY(summary, users_.import_bundle(bundle, password, actor));
+    OPENSSL_cleanse(password.data(), password.size());
+    return nlohmann::json{{"imported", summary.imported}, {"skipped", summary.skipped}};
   }
   if (op == "trust-add") {
     MAILKMS_TRY(pem, text_param(params, "pem"));

@@ -218,7 +218,7 @@ Result<nlohmann::json> KeystoreService::signing_identity(const nlohmann::json& p
   MAILKMS_TRY(record, ca_.certificate(user.signing_serial));
   if (record.revoked_at) return make_error(Errc::not_found, user.address + "'s signing certificate is revoked");
   MAILKMS_TRY(chain, ca_.chain(record.ca_id));
-  chain.pop_back();  // the root is the recipient's to trust, not ours to send
+  if (!chain.empty()) chain.pop_back();  // the root is the recipient's to trust, not ours to send
   return nlohmann::json{{"certificate", record.certificate.pem()},
                         {"chain", chain_pems(chain)},
                         {"scheme", record.certificate.is_ec() ? "ecdsa" : "rsa-pkcs1"}};

@@ -7,6 +7,9 @@
 #include <cctype>
 #include <nlohmann/json.hpp>
 
+#include "aead.hpp"
+#include "mailkms/keystore/protocol.hpp"
+
 namespace mailkms::keystore {
 namespace {
 
@@ -242,6 +245,131 @@ Result<std::vector<Pkcs12Entry>> Users::escrowed_encryption_keys(std::string_vie
                    record.address + (i + 1 == record.encryption_serials.size() ? " (current)" : " (" + serial + ")")});
   }
   return out;
+}
+
+namespace {
+
+constexpr std::string_view kBundleAad = "mailkms/user-bundle/v1";
+
+std::string der_of(const smime::PrivateKey& key) {
+  unsigned char* der = nullptr;
+  const int n = i2d_PrivateKey(key.native(), &der);
+  if (n <= 0) return {};
+  std::string out(reinterpret_cast<char*>(der), static_cast<std::size_t>(n));
+  OPENSSL_clear_free(der, static_cast<std::size_t>(n));
+  return out;
+}
+
+}  // namespace
+
+Result<std::string> Users::export_bundle(std::span<const std::string> addresses, std::string_view password,
+                                         const ScryptParameters& kdf, const std::string& actor) {
+  if (password.size() < 12) return make_error(Errc::invalid_argument, "a bundle password needs at least 12 characters");
+  nlohmann::json users = nlohmann::json::array();
+  for (const auto& address : addresses) {
+    MAILKMS_TRY(record, get(address));
+    nlohmann::json encryption = nlohmann::json::array();
+    for (const auto& serial : record.encryption_serials) {
+      MAILKMS_TRY(cert, ca_.summary(serial));
+      MAILKMS_TRY(key, load_private_key(barrier_, *ctx_, record.address, encryption_key_id(serial)));
+      encryption.push_back({{"certificate", cert.pem}, {"key", protocol::base64(der_of(key))}});
+    }
+    nlohmann::json signing = nullptr;
+    if (!record.signing_serial.empty()) {
+      MAILKMS_TRY(cert, ca_.summary(record.signing_serial));
+      signing = {{"certificate", cert.pem}};
+      if (record.signing_key_held) {
+        MAILKMS_TRY(key, signing_key(record.address));
+        signing["key"] = protocol::base64(der_of(key));
+      }
+    }
+    users.push_back({{"address", record.address}, {"enabled", record.enabled}, {"encryption", encryption}, {"signing", signing}});
+  }
+  std::string payload = nlohmann::json{{"users", users}, {"exported", std::time(nullptr)}}.dump();
+  const std::string salt = [] {
+    const auto s = detail::random_secret(16);
+    return std::string(reinterpret_cast<const char*>(s.data()), s.size());
+  }();
+  MAILKMS_TRY(key, scrypt(password, salt, kdf));
+  auto sealed = detail::seal_record(key, payload, kBundleAad);
+  OPENSSL_cleanse(payload.data(), payload.size());
+  if (!sealed) return std::move(sealed).error();
+  MAILKMS_CHECK(audit_.append({actor, "users-export", std::to_string(addresses.size()) + " user(s)", "ok", ""}));
+  return nlohmann::json{{"format", "mailkms-user-bundle"},
+                        {"version", 1},
+                        {"kdf", {{"algorithm", "scrypt"}, {"n", kdf.n}, {"r", kdf.r}, {"p", kdf.p}, {"salt", protocol::base64(salt)}}},
+                        {"payload", protocol::base64(*sealed)}}
+      .dump();
+}
+
+Result<Users::ImportSummary> Users::import_bundle(std::string_view bundle, std::string_view password,
+                                                  const std::string& actor) {
+  const Error bad = make_error(Errc::invalid_argument, "not a mailkms user bundle");
+  const auto outer = nlohmann::json::parse(bundle, nullptr, false);
+  if (!outer.is_object() || outer.value("format", "") != "mailkms-user-bundle" || outer.value("version", 0) != 1) return bad;
+  const auto& kdf = outer.value("kdf", nlohmann::json::object());
+  const ScryptParameters params{kdf.value("n", std::uint64_t{0}), kdf.value("r", std::uint32_t{0}), kdf.value("p", std::uint32_t{0})};
+  auto salt = protocol::unbase64(kdf.value("salt", nlohmann::json()));
+  auto sealed = protocol::unbase64(outer.value("payload", nlohmann::json()));
+  if (!salt || !sealed || params.n == 0 || params.n > (std::uint64_t{1} << 20)) return bad;
+  MAILKMS_TRY(key, scrypt(password, *salt, params));
+  auto opened = detail::open_record(key, *sealed, kBundleAad);
+  if (!opened) return make_error(Errc::wrong_secret, "the bundle does not open: wrong password, or it was changed");
+  const auto payload = nlohmann::json::parse(
+      std::string_view(reinterpret_cast<const char*>(opened->data()), opened->size()), nullptr, false);
+  if (!payload.is_object()) return bad;
+
+  ImportSummary summary;
+  MAILKMS_CHECK(storage_.transaction([&]() -> Status {
+    for (const auto& u : payload.value("users", nlohmann::json::array())) {
+      const std::string address = normalize(u.value("address", ""));
+      if (!plausible_address(address)) return make_error(Errc::invalid_argument, "a bundled user has no valid address");
+      MAILKMS_TRY(existing, storage_.get(user_key(address)));
+      if (existing) {
+        summary.skipped.push_back(address);
+        continue;
+      }
+      UserRecord record{address, u.value("enabled", true), std::time(nullptr), {}, {}, false};
+      const auto store = [&](const nlohmann::json& entry, Profile profile) -> Result<std::string> {
+        auto cert = smime::Certificate::from_pem(entry.value("certificate", ""));
+        if (!cert || !cert->has_email(address)) return make_error(Errc::invalid_argument, "a bundled certificate is not " + address + "'s");
+        const std::string serial = cert->serial_hex();
+        if (entry.contains("key")) {
+          MAILKMS_TRY(der, protocol::unbase64(entry["key"]));
+          const auto* p = reinterpret_cast<const unsigned char*>(der.data());
+          EVP_PKEY* raw = d2i_AutoPrivateKey_ex(nullptr, &p, static_cast<long>(der.size()), ctx_->libctx(), nullptr);
+          OPENSSL_cleanse(der.data(), der.size());
+          if (raw == nullptr) return make_error(Errc::invalid_argument, "a bundled key does not decode");
+          const smime::PrivateKey private_key = smime::PrivateKey::adopt(raw);
+          if (!private_key.matches(*cert)) return make_error(Errc::invalid_argument, "a bundled key does not match its certificate");
+          MAILKMS_CHECK(store_private_key(barrier_, address,
+                                          (profile == Profile::encryption ? encryption_key_id(serial) : signing_key_id(serial)),
+                                          private_key));
+        }
+        // Certificates from elsewhere are kept as such; their CA is not ours.
+        const nlohmann::json certificate_record{{"serial", serial}, {"ca", "imported"}, {"owner", address},
+                                                {"profile", std::string(to_string(profile))}, {"certificate", cert->pem()},
+                                                {"not_after", cert->not_after()}, {"revoked_at", nullptr}, {"reason", 0}};
+        MAILKMS_CHECK(storage_.put("certs/" + serial, certificate_record.dump()));
+        return serial;
+      };
+      for (const auto& entry : u.value("encryption", nlohmann::json::array())) {
+        MAILKMS_TRY(serial, store(entry, Profile::encryption));
+        record.encryption_serials.push_back(serial);
+      }
+      if (const auto& signing = u.value("signing", nlohmann::json()); signing.is_object()) {
+        MAILKMS_TRY(serial, store(signing, Profile::signing));
+        record.signing_serial = serial;
+        record.signing_key_held = signing.contains("key");
+      }
+      MAILKMS_CHECK(save(record));
+      MAILKMS_CHECK(audit_.append({actor, "user-import", address, "ok",
+                                   std::to_string(record.encryption_serials.size()) + " encryption key(s)"}));
+      ++summary.imported;
+    }
+    return Ok{};
+  }));
+  return summary;
 }
 
 }  // namespace mailkms::keystore

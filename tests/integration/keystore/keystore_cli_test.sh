@@ -80,6 +80,14 @@ check "and listed with its fingerprint" test -n "$fingerprint"
 check "system roots can be switched on" bash -c "'$ctl' trust system on && '$ctl' trust list | grep -qx 'system roots: on'"
 check "the partner's root is removed" bash -c "'$ctl' trust remove '$fingerprint' && ! '$ctl' trust list | grep -q Partner"
 check "a leaf certificate is refused as an anchor" bash -c "openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -keyout leaf.key -out leaf.pem -subj /CN=leaf -days 1 -addext basicConstraints=critical,CA:FALSE 2>/dev/null && ! '$ctl' trust add leaf.pem"
+echo "a bundle password long enough" > bundle.pw
+"$ctl" user export alice@example.org --out alice.bundle --password-file bundle.pw > export.out
+export_request=$(sed -n 's/^request \([^ ]*\) needs.*/\1/p' export.out)
+check "an export of keys needs the approvals a recovery needs" test -n "$export_request"
+check "erin approves the export" env MAILKMS_SESSION_FILE="$work/erin.session" "$ctl" approve "$export_request"
+check "carol fetches the bundle" "$ctl" fetch "$export_request" --out alice.bundle
+check "the bundle is private" bash -c "[ \"\$(stat -c %a alice.bundle)\" = 600 ]"
+check "importing where the user exists skips them" bash -c "'$ctl' user import alice.bundle --password-file bundle.pw | grep -qx 'already here: alice@example.org'"
 check "the audit log is intact" bash -c "'$ctl' audit verify | grep -q '^intact'"
 "$ctl" audit show --limit 1000 > audit.out 2>&1
 for action in unseal login ca-create-root user-add admin-add approvals-set request approve recover revoke; do

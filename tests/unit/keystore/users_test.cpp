@@ -174,3 +174,35 @@ TEST_CASE("users whose certificates end within the renewal window are renewed", 
   must(f.users.set_enabled("gina@example.org", false, "test"));
   CHECK(must(f.users.renew_expiring(now + 400 * 86400L, "test")) == 0);  // disabled users are left alone
 }
+
+TEST_CASE("users move between keystores in a password-protected bundle", "[users][bundle]") {
+  Fixture from;
+  Fixture to;
+  must(from.users.add("hana@example.org", "test"));
+  const std::string archived = from.encrypted_to("hana@example.org", "archived mail\r\n");
+  must(from.users.renew("hana@example.org", "test"));
+  const std::vector<std::string> hana{"hana@example.org"};
+  const ScryptParameters fast{1 << 10, 8, 1};
+  const std::string bundle = must(from.users.export_bundle(hana, "the bundle's password", fast, "test"));
+  CHECK(bundle.find("PRIVATE") == std::string::npos);
+  CHECK(bundle.find("hana") == std::string::npos);  // even who is in it is sealed
+
+  SECTION("a wrong password or a changed bundle imports nothing") {
+    CHECK(to.users.import_bundle(bundle, "not the bundle's password", "test").error().code == Errc::wrong_secret);
+    std::string changed = bundle;
+    const auto at = changed.find("\"payload\":\"") + 20;
+    changed[at] = changed[at] == 'A' ? 'B' : 'A';
+    CHECK(to.users.import_bundle(changed, "the bundle's password", "test").error().code == Errc::wrong_secret);
+    CHECK(to.users.get("hana@example.org").error().code == Errc::not_found);
+  }
+  SECTION("imported, old mail still opens and the keys sign") {
+    const auto summary = must(to.users.import_bundle(bundle, "the bundle's password", "test"));
+    CHECK(summary.imported == 1);
+    const UserRecord imported = must(to.users.get("hana@example.org"));
+    CHECK(imported.encryption_serials.size() == 2);
+    CHECK(open_with(must(to.users.escrowed_encryption_keys("hana@example.org")), archived) == "archived mail\r\n");
+    CHECK(must(to.users.signing_key("hana@example.org")).matches(must(to.users.signing_certificate("hana@example.org"))));
+    CHECK(must(to.users.import_bundle(bundle, "the bundle's password", "test")).skipped == hana);
+    CHECK(must(to.audit.verify()).intact);
+  }
+}

@@ -16,6 +16,7 @@
 #include "mailkms/keystore/barrier.hpp"
 #include "mailkms/keystore/ca.hpp"
 #include "mailkms/keystore/error.hpp"
+#include "mailkms/keystore/kdf.hpp"
 #include "mailkms/keystore/pkcs12.hpp"
 #include "mailkms/keystore/storage.hpp"
 
@@ -71,6 +72,19 @@ class Users {
   Result<smime::PrivateKey> signing_key(std::string_view address);
   // Every escrowed encryption key with its certificate, oldest first.
   Result<std::vector<Pkcs12Entry>> escrowed_encryption_keys(std::string_view address);
+
+  // Moving users between keystores (the original moved users between KMS
+  // servers): their certificates and private keys, and the issuing chain,
+  // encrypted under a key derived from `password` (scrypt, AES-256-GCM).
+  Result<std::string> export_bundle(std::span<const std::string> addresses, std::string_view password,
+                                    const ScryptParameters& kdf, const std::string& actor);
+  struct ImportSummary {
+    std::size_t imported = 0;
+    std::vector<std::string> skipped;  // already present here
+  };
+  // Fails as a whole, importing nothing, if the bundle was changed or the
+  // password is wrong.
+  Result<ImportSummary> import_bundle(std::string_view bundle, std::string_view password, const std::string& actor);
 
   static std::string normalize(std::string_view address);
   static bool plausible_address(std::string_view address);
