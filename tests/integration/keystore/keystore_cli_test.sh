@@ -101,4 +101,24 @@ wait "$daemon_pid"
 check "SIGTERM stops the daemon cleanly" test $? -eq 0
 daemon_pid=
 
+# A second keystore, sealed with Shamir shares: any 3 of 5 unseal it.
+mkdir shares && cd shares || exit 2
+sed "s|$work/keystore|$work/shares/keystore|" ../mailkms.conf > mailkms.conf
+export MAILKMS_CONFIG=$work/shares/mailkms.conf
+"$ctl" init --admin carol --admin-password-file ../carol.pw --shares 5 --threshold 3 > init.out
+grep -o 'mailkms-share-1-[0-9]*-[0-9a-f]*' init.out > all.shares
+check "init prints five shares" test "$(wc -l < all.shares)" = 5
+"$keystored" --config mailkms.conf 2> daemon.log &
+daemon_pid=$!
+for _ in $(seq 100); do [ -S keystore.sock ] && break; sleep 0.05; done
+sed -n '1p;3p' all.shares > two.shares
+sed -n '2p;4p;5p' all.shares > three.shares
+check "two shares do not unseal" bash -c "! '$ctl' unseal --shares-file two.shares"
+sleep 2.1
+check "three other shares do" "$ctl" unseal --shares-file three.shares
+kill "$daemon_pid"
+wait "$daemon_pid"
+daemon_pid=
+cd .. || exit 2
+
 finish

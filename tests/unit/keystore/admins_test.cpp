@@ -1,0 +1,56 @@
+// Administrators: hashed passwords, expiring sessions, the last one kept.
+#include <catch2/catch.hpp>
+
+#include <thread>
+
+#include "mailkms/keystore/admins.hpp"
+#include "mailkms/keystore/seal.hpp"
+#include "mailkms/keystore/sqlite_storage.hpp"
+#include "test_support.hpp"
+
+using namespace mailkms;
+using namespace mailkms::keystore;
+using test::must;
+
+namespace {
+
+struct Fixture {
+  test::TempDir dir;
+  std::unique_ptr<SqliteStorage> storage = must(SqliteStorage::open(dir.path("keystore.db"), {.create = true}));
+  Barrier barrier{*storage};
+  AuditLog audit{*storage, barrier};
+  Admins admins{*storage, audit, {{1 << 10, 8, 1}, std::chrono::seconds(1)}};
+  Fixture() { must(barrier.unseal(new_master_key())); }
+};
+
+}  // namespace
+
+TEST_CASE("passwords are kept only as hashes, and sessions expire", "[admins]") {
+  Fixture f;
+  must(f.admins.add("carol", "carol's long password", "test"));
+  const std::string raw = *must(f.storage->get("admins/carol"));
+  CHECK(raw.find("carol's long password") == std::string::npos);
+  CHECK(f.admins.add("carol", "another long password", "test").error().code == Errc::already_exists);
+  CHECK(f.admins.add("Carol!", "another long password", "test").error().code == Errc::invalid_argument);
+  CHECK(f.admins.add("dave", "short", "test").error().code == Errc::invalid_argument);
+
+  const Session session = must(f.admins.login("carol", "carol's long password", "test"));
+  CHECK(must(f.admins.authenticate(session.token)) == "carol");
+  CHECK_FALSE(must(f.storage->scan("sessions/", {}, 10)).front().first.find(session.token) != std::string::npos);
+  std::this_thread::sleep_for(std::chrono::milliseconds(2100));
+  const auto expired = f.admins.authenticate(session.token);
+  REQUIRE_FALSE(expired);
+  CHECK(expired.error().message.find("expired") != std::string::npos);
+}
+
+TEST_CASE("the last administrator stays; a removed one's sessions end", "[admins]") {
+  Fixture f;
+  must(f.admins.add("carol", "carol's long password", "test"));
+  CHECK(f.admins.remove("carol", "test").error().code == Errc::invalid_argument);
+  must(f.admins.add("erin", "erin's long password", "test"));
+  const Session erin = must(f.admins.login("erin", "erin's long password", "test"));
+  must(f.admins.remove("erin", "test"));
+  CHECK(f.admins.authenticate(erin.token).error().code == Errc::permission_denied);
+  must(f.admins.set_password("carol", "carol's new long password", "test"));
+  CHECK(f.admins.login("carol", "carol's long password", "test").error().code == Errc::permission_denied);
+}
