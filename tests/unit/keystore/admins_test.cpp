@@ -6,6 +6,7 @@
 #include "mailkms/keystore/admins.hpp"
 #include "mailkms/keystore/seal.hpp"
 #include "mailkms/keystore/sqlite_storage.hpp"
+#include "keystore_fixture.hpp"
 #include "test_support.hpp"
 
 using namespace mailkms;
@@ -14,13 +15,8 @@ using test::must;
 
 namespace {
 
-struct Fixture {
-  test::TempDir dir;
-  std::unique_ptr<SqliteStorage> storage = must(SqliteStorage::open(dir.path("keystore.db"), {.create = true}));
-  Barrier barrier{*storage};
-  AuditLog audit{*storage, barrier};
+struct Fixture : test::KeystoreFixture {
   Admins admins{*storage, audit, {{1 << 10, 8, 1}, std::chrono::seconds(1)}};
-  Fixture() { must(barrier.unseal(new_master_key())); }
 };
 
 }  // namespace

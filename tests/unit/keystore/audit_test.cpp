@@ -6,6 +6,7 @@
 #include "mailkms/keystore/audit.hpp"
 #include "mailkms/keystore/seal.hpp"
 #include "mailkms/keystore/sqlite_storage.hpp"
+#include "keystore_fixture.hpp"
 #include "test_support.hpp"
 
 using namespace mailkms;
@@ -14,13 +15,9 @@ using test::must;
 
 namespace {
 
-struct Fixture {
-  test::TempDir dir;
-  std::unique_ptr<SqliteStorage> storage = must(SqliteStorage::open(dir.path("keystore.db"), {.create = true}));
-  Barrier barrier{*storage};
-  AuditLog log{*storage, barrier};
+struct Fixture : test::KeystoreFixture {
+  AuditLog& log = audit;
   Fixture() {
-    must(barrier.unseal(new_master_key()));
     for (int i = 1; i <= 5; ++i) {
       must(log.append({"admin:carol", "issue", "user" + std::to_string(i) + "@example.org", "ok", "encryption certificate"}));
     }

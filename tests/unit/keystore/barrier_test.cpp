@@ -7,6 +7,7 @@
 #include "mailkms/keystore/barrier.hpp"
 #include "mailkms/keystore/seal.hpp"
 #include "mailkms/keystore/sqlite_storage.hpp"
+#include "keystore_fixture.hpp"
 #include "test_support.hpp"
 
 using namespace mailkms;
@@ -17,12 +18,7 @@ namespace {
 
 std::string text(const smime::SecretBytes& s) { return std::string(reinterpret_cast<const char*>(s.data()), s.size()); }
 
-struct Fixture {
-  test::TempDir dir;
-  std::unique_ptr<SqliteStorage> storage = must(SqliteStorage::open(dir.path("keystore.db"), {.create = true}));
-  Barrier barrier{*storage};
-  Fixture() { must(barrier.unseal(new_master_key())); }
-};
+using Fixture = test::KeystoreFixture;
 
 }  // namespace
 

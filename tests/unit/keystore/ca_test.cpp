@@ -5,6 +5,7 @@
 #include "mailkms/keystore/ca.hpp"
 #include "mailkms/keystore/seal.hpp"
 #include "mailkms/keystore/sqlite_storage.hpp"
+#include "keystore_fixture.hpp"
 #include "test_support.hpp"
 
 using namespace mailkms;
@@ -13,14 +14,8 @@ using test::must;
 
 namespace {
 
-struct Fixture {
-  test::TempDir dir;
-  std::unique_ptr<SqliteStorage> storage = must(SqliteStorage::open(dir.path("keystore.db"), {.create = true}));
-  Barrier barrier{*storage};
-  AuditLog audit{*storage, barrier};
+struct Fixture : test::KeystoreFixture {
   CertificateAuthority ca{*storage, barrier, audit, test::context()};
-
-  Fixture() { must(barrier.unseal(new_master_key())); }
 
   std::string file(const std::string& name, const std::string& contents) {
     test::write_file(dir.path(name), contents);

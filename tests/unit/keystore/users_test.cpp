@@ -8,6 +8,7 @@
 #include "mailkms/keystore/users.hpp"
 #include "mailkms/smime/encrypt.hpp"
 #include "mailkms/smime/open.hpp"
+#include "keystore_fixture.hpp"
 #include "test_support.hpp"
 
 using namespace mailkms;
@@ -16,16 +17,11 @@ using test::must;
 
 namespace {
 
-struct Fixture {
-  test::TempDir dir;
-  std::unique_ptr<SqliteStorage> storage = must(SqliteStorage::open(dir.path("keystore.db"), {.create = true}));
-  Barrier barrier{*storage};
-  AuditLog audit{*storage, barrier};
+struct Fixture : test::KeystoreFixture {
   CertificateAuthority ca{*storage, barrier, audit, test::context()};
   Users users{*storage, barrier, audit, ca, test::context(), {KeyType::rsa2048, KeyType::ec_p256, 365}};
 
   Fixture() {
-    must(barrier.unseal(new_master_key()));
     must(ca.create_root("root", "Root", KeyType::ec_p384, 3650, "test"));
     must(ca.create_issuing("issuing", "root", "Issuing", KeyType::ec_p256, 1825, 1, "test"));
   }
