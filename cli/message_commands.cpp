@@ -2,6 +2,8 @@
 
 #include <CLI/CLI.hpp>
 
+#include <chrono>
+#include <cstdlib>
 #include <memory>
 #include <optional>
 #include <string>
@@ -10,6 +12,8 @@
 
 #include "failure.hpp"
 #include "io.hpp"
+#include "mailkms/keystore/client.hpp"
+#include "mailkms/keystore/config.hpp"
 #include "mailkms/smime/algorithms.hpp"
 #include "mailkms/smime/certificate.hpp"
 #include "mailkms/smime/crypto_context.hpp"
@@ -150,8 +154,23 @@ smime::Message read_message(const std::string& path) {
 
 // ---- sign
 
+// The keystore daemon named by mailkms.conf ($MAILKMS_CONFIG or the
+// default path), for commands that use keys held there.
+std::unique_ptr<keystore::KeystoreClient> keystore_client(const std::string& config) {
+  auto loaded = keystore::load_config(config);
+  if (!loaded) throw Failure(exit_usage, "cannot read " + config + ": " + loaded.error().message);
+  return std::make_unique<keystore::KeystoreClient>(keystore::ClientOptions{loaded->socket, std::chrono::seconds(30), 1});
+}
+
+std::string default_config() {
+  const char* env = std::getenv("MAILKMS_CONFIG");
+  return env != nullptr ? env : "/etc/mailkms/mailkms.conf";
+}
+
 struct SignArgs {
   Streams streams;
+  std::string as;
+  std::string config = default_config();
   std::string cert;
   std::string key;
   std::string key_password_file;
@@ -161,7 +180,25 @@ struct SignArgs {
   bool opaque = false;
 };
 
+int run_sign_in_keystore(const SignArgs& args) {
+  const auto ctx = make_context();
+  auto client = keystore_client(args.config);
+  auto signer = keystore::RemoteSigner::create(*client, args.as);
+  if (!signer) throw Failure(exit_failure, "cannot sign as " + args.as + ": " + signer.error().message);
+  smime::SignOptions options;
+  options.digest = *smime::parse_digest(args.digest);
+  options.opaque = args.opaque;
+  const std::string message = read_input(args.streams.in);
+  write_output(args.streams.out, or_fail(smime::sign_message(*ctx, message, *signer, options), "cannot sign"));
+  return 0;
+}
+
 int run_sign(const SignArgs& args) {
+  if (!args.as.empty()) {
+    if (!args.cert.empty() || !args.key.empty()) throw Failure(exit_usage, "--as signs with the keystore's key: no --cert or --key");
+    return run_sign_in_keystore(args);
+  }
+  if (args.cert.empty() || args.key.empty()) throw Failure(exit_usage, "give --cert and --key, or --as ADDRESS");
   const auto ctx = make_context();
   Certificate cert = load_certificate(args.cert);
   PrivateKey key = load_private_key(*ctx, args.key, args.key_password_file);
@@ -182,8 +219,10 @@ Command add_sign(CLI::App& group) {
   auto args = std::make_shared<SignArgs>();
   CLI::App* cmd = group.add_subcommand("sign", "Sign a message (multipart/signed unless --opaque)");
   add_stream_options(*cmd, args->streams);
-  cmd->add_option("--cert", args->cert, "Signer certificate (PEM)")->required()->type_name("CERT.pem");
-  auto* key = cmd->add_option("--key", args->key, "Its private key (PEM)")->required()->type_name("KEY.pem");
+  cmd->add_option("--as", args->as, "Sign with this user's key in mailkms-keystored")->type_name("ADDRESS");
+  cmd->add_option("--config", args->config, "mailkms.conf, for --as (or $MAILKMS_CONFIG)");
+  cmd->add_option("--cert", args->cert, "Signer certificate (PEM)")->type_name("CERT.pem");
+  auto* key = cmd->add_option("--key", args->key, "Its private key (PEM)")->type_name("KEY.pem");
   cmd->add_option("--key-password-file", args->key_password_file, "File whose first line is the passphrase of --key")
       ->type_name("FILE")
       ->needs(key);
@@ -203,6 +242,8 @@ Command add_sign(CLI::App& group) {
 struct EncryptArgs {
   Streams streams;
   std::vector<std::string> to;
+  std::vector<std::string> to_users;
+  std::string config = default_config();
   std::string cipher = std::string(smime::name(smime::EncryptOptions{}.cipher));
   bool oaep = false;
 };
@@ -212,6 +253,18 @@ int run_encrypt(const EncryptArgs& args) {
   const auto transport = args.oaep ? smime::KeyTransport::rsa_oaep_sha256 : smime::KeyTransport::rsa_pkcs1v15;
   std::vector<smime::Recipient> recipients;
   for (const auto& path : args.to) recipients.push_back({load_certificate(path), transport});
+  if (!args.to_users.empty()) {
+    auto client = keystore_client(args.config);
+    auto found = keystore::lookup_certificates(*client, args.to_users);
+    if (!found) throw Failure(exit_failure, "cannot look up recipients: " + found.error().message);
+    if (!found->missing.empty()) {
+      std::string names;
+      for (const auto& m : found->missing) names += (names.empty() ? "" : ", ") + m;
+      throw Failure(exit_failure, "no usable certificate for " + names);
+    }
+    for (auto& [address, entry] : found->found) recipients.push_back({std::move(entry.certificate), transport});
+  }
+  if (recipients.empty()) throw Failure(exit_usage, "give --to or --to-user");
 
   smime::EncryptOptions options;
   options.cipher = *smime::parse_cipher(args.cipher);  // checked by encryption_cipher()
@@ -226,9 +279,12 @@ Command add_encrypt(CLI::App& group) {
   CLI::App* cmd = group.add_subcommand("encrypt", "Encrypt a message to one or more recipients");
   add_stream_options(*cmd, args->streams);
   cmd->add_option("--to", args->to, "Recipient certificate (PEM); repeat for more recipients")
-      ->required()
       ->type_name("CERT.pem")
       ->take_all();
+  cmd->add_option("--to-user", args->to_users, "A user of mailkms-keystored; repeat for more")
+      ->type_name("ADDRESS")
+      ->take_all();
+  cmd->add_option("--config", args->config, "mailkms.conf, for --to-user (or $MAILKMS_CONFIG)");
   cmd->add_option("--cipher", args->cipher, "Content-encryption cipher: " + encryption_cipher_names())
       ->type_name("CIPHER")
       ->capture_default_str()

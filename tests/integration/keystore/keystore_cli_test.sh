@@ -68,6 +68,16 @@ check "carol fetches the PKCS#12" "$ctl" fetch "$request" --out alice.p12
 check "it is private" bash -c "[ \"\$(stat -c %a alice.p12)\" = 600 ]"
 check "it opens with alice's password" openssl pkcs12 -info -noout -in alice.p12 -passin file:p12.pw
 
+printf 'From: alice@example.org\r\nTo: alice@example.org\r\nSubject: note to self\r\nContent-Type: text/plain\r\n\r\nkept in the keystore\r\n' > note.eml
+openssl pkcs12 -in alice.p12 -passin file:p12.pw -nokeys -cacerts -out chain.pem 2> /dev/null
+openssl pkcs12 -in alice.p12 -passin file:p12.pw -nodes -nocerts -out alice.key 2> /dev/null
+openssl pkcs12 -in alice.p12 -passin file:p12.pw -nokeys -clcerts -out alice.pem 2> /dev/null
+check "mailkmsctl signs with alice's key inside the daemon, and openssl verifies it" \
+  bash -c "'$ctl' message sign --as alice@example.org --in note.eml | openssl cms -verify -CAfile chain.pem -purpose smimesign | grep -q 'kept in the keystore'"
+check "mailkmsctl encrypts to alice's certificate from the keystore, and her recovered key opens it" \
+  bash -c "'$ctl' message encrypt --to-user alice@example.org --in note.eml | openssl cms -decrypt -recip alice.pem -inkey alice.key | grep -q 'kept in the keystore'"
+check "encrypting to someone without a certificate is refused, naming them" \
+  bash -c "! '$ctl' message encrypt --to-user nobody@example.org --in note.eml 2> err && grep -q 'nobody@example.org' err"
 check "bob's certificates are revoked" bash -c "'$ctl' revoke bob@example.org --reason keyCompromise > check.out && [ \$(grep -c '^revoked ' check.out) = 2 ]"
 serial=$(sed -n 's/^revoked \(.*\)$/\1/p' check.out | head -n 1)
 check "the CRL lists them" bash -c "'$ctl' crl export --ca issuing --out crl.der && openssl crl -inform DER -in crl.der -noout -text | grep -q '$serial'"
