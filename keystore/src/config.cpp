@@ -27,6 +27,24 @@ Status as_path(const toml::node& node, const std::string& key, std::filesystem::
   return mailkms::Ok{};
 }
 
+template <class Int>
+Status as_integer(const toml::node& node, const std::string& key, long long low, long long high, Int& out) {
+  const auto* v = node.as_integer();
+  if (v == nullptr || v->get() < low || v->get() > high) {
+    return wrong(node, key, std::to_string(low) + " to " + std::to_string(high));
+  }
+  out = static_cast<Int>(v->get());
+  return mailkms::Ok{};
+}
+
+Status as_key_type(const toml::node& node, const std::string& key, KeyType& out) {
+  const auto* s = node.as_string();
+  const auto type = s != nullptr ? parse_key_type(s->get()) : std::nullopt;
+  if (!type) return wrong(node, key, "rsa-2048, rsa-3072, rsa-4096, ec-p256 or ec-p384");
+  out = *type;
+  return mailkms::Ok{};
+}
+
 template <class Id>
 Status as_ids(const toml::node& node, const std::string& key, std::vector<Id>& out, bool users) {
   const auto* list = node.as_array();
@@ -79,48 +97,20 @@ const std::vector<Setting>& settings() {
       {"unseal_key_file", [](const toml::node& n, Config& c) { return as_path(n, "unseal_key_file", c.unseal_key_file); }},
       {"idle_timeout_seconds",
        [](const toml::node& n, Config& c) -> Status {
-         const auto* v = n.as_integer();
-         if (v == nullptr || v->get() < 1 || v->get() > 86400) return wrong(n, "idle_timeout_seconds", "1 to 86400");
-         c.idle_timeout = std::chrono::seconds(v->get());
+         long long seconds = 0;
+         MAILKMS_CHECK(as_integer(n, "idle_timeout_seconds", 1, 86400, seconds));
+         c.idle_timeout = std::chrono::seconds(seconds);
          return mailkms::Ok{};
        }},
-      {"workers",
-       [](const toml::node& n, Config& c) -> Status {
-         const auto* v = n.as_integer();
-         if (v == nullptr || v->get() < 1 || v->get() > 256) return wrong(n, "workers", "1 to 256");
-         c.workers = static_cast<int>(v->get());
-         return mailkms::Ok{};
-       }},
+      {"workers", [](const toml::node& n, Config& c) { return as_integer(n, "workers", 1, 256, c.workers); }},
       {"encryption_key_type",
-       [](const toml::node& n, Config& c) -> Status {
-         const auto* s = n.as_string();
-         const auto type = s != nullptr ? parse_key_type(s->get()) : std::nullopt;
-         if (!type) return wrong(n, "encryption_key_type", "rsa-2048, rsa-3072, rsa-4096, ec-p256 or ec-p384");
-         c.encryption_key_type = *type;
-         return mailkms::Ok{};
-       }},
+       [](const toml::node& n, Config& c) { return as_key_type(n, "encryption_key_type", c.encryption_key_type); }},
       {"signing_key_type",
-       [](const toml::node& n, Config& c) -> Status {
-         const auto* s = n.as_string();
-         const auto type = s != nullptr ? parse_key_type(s->get()) : std::nullopt;
-         if (!type) return wrong(n, "signing_key_type", "rsa-2048, rsa-3072, rsa-4096, ec-p256 or ec-p384");
-         c.signing_key_type = *type;
-         return mailkms::Ok{};
-       }},
+       [](const toml::node& n, Config& c) { return as_key_type(n, "signing_key_type", c.signing_key_type); }},
       {"certificate_days",
-       [](const toml::node& n, Config& c) -> Status {
-         const auto* v = n.as_integer();
-         if (v == nullptr || v->get() < 1 || v->get() > 3650) return wrong(n, "certificate_days", "1 to 3650");
-         c.certificate_days = static_cast<int>(v->get());
-         return mailkms::Ok{};
-       }},
+       [](const toml::node& n, Config& c) { return as_integer(n, "certificate_days", 1, 3650, c.certificate_days); }},
       {"renewal_window_days",
-       [](const toml::node& n, Config& c) -> Status {
-         const auto* v = n.as_integer();
-         if (v == nullptr || v->get() < 1 || v->get() > 365) return wrong(n, "renewal_window_days", "1 to 365");
-         c.renewal_window_days = static_cast<int>(v->get());
-         return mailkms::Ok{};
-       }},
+       [](const toml::node& n, Config& c) { return as_integer(n, "renewal_window_days", 1, 365, c.renewal_window_days); }},
       {"lock_memory",
        [](const toml::node& n, Config& c) -> Status {
          const auto* v = n.as_boolean();
