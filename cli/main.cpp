@@ -7,6 +7,7 @@
 #include "failure.hpp"
 #include "keystore_commands.hpp"
 #include "message_commands.hpp"
+#include "policy_commands.hpp"
 
 int main(int argc, char** argv) {
   using namespace mailkms::cli;
@@ -16,6 +17,7 @@ int main(int argc, char** argv) {
   app.require_subcommand(1);
   std::vector<Command> commands = add_message_commands(app);
   for (auto& c : add_keystore_commands(app)) commands.push_back(std::move(c));
+  for (auto& c : add_policy_commands(app)) commands.push_back(std::move(c));
 
   try {
     app.parse(argc, argv);

@@ -8,6 +8,8 @@
 # Test conditions are single-quoted on purpose: t() evaluates them later.
 # shellcheck disable=SC2016
 set -uo pipefail
+# shellcheck source=../lib.sh
+. "$(dirname "$(realpath "$0")")/../lib.sh"
 
 [[ $# == 2 ]] || { echo "usage: cli_test.sh MAILKMSCTL PKI_DIR" >&2; exit 2; }
 ctl=$(realpath "$1")
@@ -19,35 +21,6 @@ work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
 cd "$work" || exit 2
 
-passed=0
-failed=0
-rc=0
-
-# run CMD… : stdout to ./out, stderr to ./err, exit code to $rc. The
-# timeout turns a hang (say, a passphrase prompt) into a failure.
-run() {
-  timeout 60 "$@" >out 2>err
-  rc=$?
-}
-
-# t NAME CONDITION : CONDITION is shell code, true when the test passes.
-t() {
-  if eval "$2"; then
-    passed=$((passed + 1))
-    echo "ok   - $1"
-  else
-    failed=$((failed + 1))
-    echo "FAIL - $1"
-    echo "       condition: $2"
-    echo "       exit code: $rc"
-    sed -n '1,8s/^/       stdout: /p' out 2>/dev/null
-    sed -n '1,8s/^/       stderr: /p' err 2>/dev/null
-  fi
-  # A later run whose input redirection fails never starts: leave nothing
-  # behind that its test could mistake for its own result.
-  rc=none
-  rm -f out err
-}
 
 # fixture CMD… : makes a test input with openssl; if that fails, say so.
 fixture() {

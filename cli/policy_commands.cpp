@@ -1,0 +1,317 @@
+#include "policy_commands.hpp"
+
+#include <CLI/CLI.hpp>
+
+#include <algorithm>
+#include <chrono>
+#include <cstdlib>
+#include <ctime>
+#include <filesystem>
+#include <iostream>
+#include <map>
+#include <memory>
+#include <optional>
+#include <string>
+#include <utility>
+#include <vector>
+
+#include "failure.hpp"
+#include "mailkms/keystore/client.hpp"
+#include "mailkms/keystore/config.hpp"
+#include "mailkms/policy/policy.hpp"
+#include "mailkms/smime/algorithms.hpp"
+
+namespace mailkms::cli {
+namespace {
+
+std::string join(const std::vector<std::string>& items) {
+  std::string out;
+  for (const auto& item : items) out += (out.empty() ? "" : ", ") + item;
+  return out;
+}
+
+std::string yes_no(bool value) { return value ? "yes" : "no"; }
+
+std::string day(std::time_t t) {
+  char text[16];
+  std::tm tm{};
+  gmtime_r(&t, &tm);
+  std::strftime(text, sizeof text, "%Y-%m-%d", &tm);
+  return text;
+}
+
+// "label:" padded so that the values line up in a column.
+void print_line(std::string_view indent, std::string_view label, std::size_t width, const std::string& value) {
+  std::string head(indent);
+  head += label;
+  head += ':';
+  head.resize(std::max(width, head.size() + 1), ' ');
+  std::cout << head << value << "\n";
+}
+
+constexpr std::size_t kTopWidth = 14;        // "certificates: "
+constexpr std::size_t kRecipientWidth = 26;  // "  on_missing_certificate: "
+
+void top_line(std::string_view label, const std::string& value) { print_line("", label, kTopWidth, value); }
+void recipient_line(std::string_view label, const std::string& value) {
+  print_line("  ", label, kRecipientWidth, value);
+}
+
+// ---- policy check
+
+struct CheckArgs {
+  std::string file;
+};
+
+// The error goes to stderr as it is, "FILE:LINE:COL: …", so that editors
+// and scripts can jump to it.
+int run_check(const CheckArgs& args) {
+  const auto policy = policy::load_policy(args.file);
+  if (!policy) {
+    std::cerr << policy.error().message << "\n";
+    return exit_failure;
+  }
+  const auto& p = **policy;
+  const std::size_t rules = p.rules.size();
+  std::cout << args.file << ": OK: " << rules << (rules == 1 ? " rule" : " rules")
+            << ", local domains: " << (p.locality.domains.empty() ? "none" : join(p.locality.domains)) << "\n";
+  return 0;
+}
+
+Command add_check(CLI::App& group) {
+  auto args = std::make_shared<CheckArgs>();
+  CLI::App* cmd = group.add_subcommand("check", "Check a policy file; errors name the line and column");
+  cmd->add_option("file", args->file, "The policy file")->required()->type_name("FILE");
+  return {cmd, [args] { return run_check(*args); }};
+}
+
+// ---- policy explain
+
+struct ExplainArgs {
+  std::string policy;
+  std::string from;
+  std::vector<std::string> to;
+  std::string subject;
+  std::vector<std::string> headers;
+  bool inbound = false;
+  bool outbound = false;
+  std::string client;
+  bool authenticated = false;
+  std::string config;
+};
+
+policy::Headers make_headers(const ExplainArgs& args, bool subject_given) {
+  policy::Headers headers;
+  if (subject_given) headers.fields.emplace_back("Subject", args.subject);
+  for (const std::string& field : args.headers) {
+    const auto colon = field.find(':');
+    if (colon == std::string::npos || colon == 0) {
+      throw Failure(exit_usage, "--header \"" + field + "\": expected \"Name: value\"");
+    }
+    const auto start = field.find_first_not_of(" \t", colon + 1);
+    headers.fields.emplace_back(field.substr(0, colon), start == std::string::npos ? "" : field.substr(start));
+  }
+  return headers;
+}
+
+// The mailkms.conf whose keystore to ask for certificates: --config, else
+// $MAILKMS_CONFIG, else the default path if it exists. None: not checked.
+std::optional<std::string> keystore_config(const std::string& given) {
+  if (!given.empty()) return given;
+  if (const char* env = std::getenv("MAILKMS_CONFIG"); env != nullptr && *env != '\0') return std::string(env);
+  const std::string fallback = "/etc/mailkms/mailkms.conf";
+  std::error_code ec;
+  if (std::filesystem::exists(fallback, ec)) return fallback;
+  return std::nullopt;
+}
+
+// What the keystore said about each recipient's certificate.
+struct CertificateReport {
+  std::map<std::string, keystore::CertificateLookup::Found> found;
+  std::optional<std::string> failure;  // the lookup failed as a whole
+};
+
+CertificateReport look_up(const std::string& config, const std::vector<std::string>& addresses) {
+  auto loaded = keystore::load_config(config);
+  if (!loaded) throw Failure(exit_usage, "cannot read " + config + ": " + loaded.error().message);
+  keystore::KeystoreClient client({loaded->socket, std::chrono::seconds(10), 1});
+  CertificateReport report;
+  auto lookup = keystore::lookup_certificates(client, addresses);
+  if (!lookup) {
+    if (lookup.error().code == keystore::Errc::unavailable) {
+      std::string_view why = lookup.error().message;
+      constexpr std::string_view said = "keystore unavailable: ";  // the client's own prefix
+      if (why.starts_with(said)) why.remove_prefix(said.size());
+      report.failure = "keystore unreachable: " + std::string(why);
+    } else {
+      report.failure = "not checked: " + lookup.error().describe();
+    }
+    return report;
+  }
+  for (auto& [address, entry] : lookup->found) report.found.emplace(address, std::move(entry));
+  return report;
+}
+
+const keystore::CertificateLookup::Found* certificate_of(const CertificateReport& report, const std::string& address) {
+  // The keystore answers with addresses as it stores them: lower case.
+  std::string key = address;
+  for (char& c : key) c = (c >= 'A' && c <= 'Z') ? static_cast<char>(c - 'A' + 'a') : c;
+  const auto it = report.found.find(key);
+  if (it != report.found.end()) return &it->second;
+  const auto exact = report.found.find(address);
+  return exact != report.found.end() ? &exact->second : nullptr;
+}
+
+void explain_certificate(const policy::Settings& settings, const std::string& recipient,
+                         const CertificateReport& report) {
+  if (settings.encrypt == policy::Mode::never) {
+    recipient_line("certificate", "not needed (encrypt = never)");
+    return;
+  }
+  if (report.failure) {
+    recipient_line("certificate", *report.failure);
+    return;
+  }
+  if (const auto* found = certificate_of(report, recipient)) {
+    recipient_line("certificate", "found (" + found->certificate.subject() + ", valid until " +
+                                      day(found->certificate.not_after()) + ")");
+    return;
+  }
+  if (settings.encrypt == policy::Mode::always) {
+    recipient_line("certificate", "none — on_missing_certificate = " +
+                                      std::string(policy::to_string(settings.on_missing_certificate)) + " applies");
+  } else {
+    recipient_line("certificate", "none — not encrypted for this recipient (encrypt = if-possible)");
+  }
+}
+
+// The cipher for the whole message under this recipient's rule: the
+// keystore does not know what the others can read, so choose_cipher can
+// only trust the rule's first cipher.
+void explain_cipher(const policy::Settings& settings, std::size_t with_certificates) {
+  const std::vector<std::optional<smime::Capabilities>> capabilities(with_certificates);
+  const auto chosen = smime::choose_cipher(capabilities, settings.ciphers, settings.ciphers.front());
+  if (!chosen) {
+    recipient_line("cipher used", "none fits every recipient: " + chosen.error().describe());
+    return;
+  }
+  const std::string count = std::to_string(with_certificates);
+  recipient_line("cipher used", std::string(smime::name(*chosen)) + " — the first allowed: what the " + count +
+                                    (with_certificates == 1 ? " recipient" : " recipients") +
+                                    " with certificates can read is not known");
+}
+
+policy::DirectionDecision direction_of(const ExplainArgs& args, const policy::Policy& p) {
+  if (args.inbound) return {policy::Direction::inbound, "given with --inbound"};
+  if (args.outbound) return {policy::Direction::outbound, "given with --outbound"};
+  return policy::decide_direction(p, args.from, policy::Connection{args.client, args.authenticated});
+}
+
+void explain_settings(policy::Direction direction, const policy::Settings& s) {
+  if (direction == policy::Direction::outbound) {
+    recipient_line("sign", std::string(policy::to_string(s.sign)));
+    recipient_line("encrypt", std::string(policy::to_string(s.encrypt)));
+    std::vector<std::string> ciphers;
+    for (const smime::Cipher c : s.ciphers) ciphers.emplace_back(smime::name(c));
+    recipient_line("ciphers", join(ciphers));
+    recipient_line("digest", std::string(smime::name(s.digest)));
+    recipient_line("on_missing_certificate", std::string(policy::to_string(s.on_missing_certificate)));
+    recipient_line("encrypt_to_sender", yes_no(s.encrypt_to_sender));
+    recipient_line("exempt_calendar", yes_no(s.exempt_calendar));
+  } else {
+    recipient_line("verify", yes_no(s.verify));
+    recipient_line("decrypt", yes_no(s.decrypt));
+    recipient_line("harvest", yes_no(s.harvest));
+  }
+}
+
+int run_explain(const ExplainArgs& args, bool subject_given) {
+  auto loaded = policy::load_policy(args.policy);
+  if (!loaded) throw Failure(exit_usage, loaded.error().message);
+  const policy::Policy& p = **loaded;
+  const policy::Headers headers = make_headers(args, subject_given);
+  const policy::DirectionDecision direction = direction_of(args, p);
+  const bool outbound = direction.direction == policy::Direction::outbound;
+
+  std::vector<policy::RecipientDecision> decisions;
+  for (const std::string& recipient : args.to) {
+    decisions.push_back(policy::decide(p, direction.direction, args.from, recipient, &headers));
+  }
+
+  std::optional<CertificateReport> certificates;
+  const auto config = outbound ? keystore_config(args.config) : std::nullopt;
+  if (config) certificates = look_up(*config, args.to);
+
+  top_line("policy", args.policy);
+  top_line("sender", args.from);
+  top_line("direction", std::string(policy::to_string(direction.direction)) + " (" + direction.reason + ")");
+  if (outbound && !config) top_line("certificates", "not checked (no keystore configured)");
+  if (outbound && config) top_line("certificates", "from the keystore of " + *config);
+
+  std::size_t with_certificates = 0;
+  if (certificates && !certificates->failure) {
+    for (const auto& d : decisions) {
+      if (d.settings->encrypt != policy::Mode::never && certificate_of(*certificates, d.recipient) != nullptr) {
+        ++with_certificates;
+      }
+    }
+  }
+
+  for (const auto& d : decisions) {
+    std::cout << "\nrecipient " << d.recipient << "\n";
+    recipient_line("policy", d.reason);
+    bool uncertain = false;
+    (void)policy::decide(p, direction.direction, args.from, d.recipient, nullptr, &uncertain);
+    if (uncertain) recipient_line("decided", "at end of message, when the headers are known");
+    if (d.matched_subject_tag) {
+      const auto subject = headers.find("Subject").value_or("");
+      recipient_line("subject", "\"" + policy::remove_subject_tag(subject, *d.rule->subject_tag) + "\" (tag " +
+                                    *d.rule->subject_tag + " removed)");
+    }
+    explain_settings(direction.direction, *d.settings);
+    if (certificates) {
+      explain_certificate(*d.settings, d.recipient, *certificates);
+      if (!certificates->failure && d.settings->encrypt != policy::Mode::never &&
+          certificate_of(*certificates, d.recipient) != nullptr) {
+        explain_cipher(*d.settings, with_certificates);
+      }
+    }
+  }
+  return 0;
+}
+
+Command add_explain(CLI::App& group) {
+  auto args = std::make_shared<ExplainArgs>();
+  CLI::App* cmd = group.add_subcommand("explain", "Show what a policy decides for a message, recipient by recipient");
+  cmd->add_option("--policy", args->policy, "The policy file")->required()->type_name("FILE");
+  cmd->add_option("--from", args->from, "The envelope sender")->required()->type_name("ADDR");
+  cmd->add_option("--to", args->to, "A recipient; repeat for more")->required()->type_name("ADDR")->take_all();
+  auto* subject = cmd->add_option("--subject", args->subject, "The Subject header field")->type_name("TEXT");
+  cmd->add_option("--header", args->headers, "A header field; repeat for more")
+      ->type_name("\"Name: value\"")
+      ->take_all();
+  auto* inbound = cmd->add_flag("--inbound", args->inbound, "Treat the message as inbound");
+  auto* outbound = cmd->add_flag("--outbound", args->outbound, "Treat the message as outbound");
+  inbound->excludes(outbound);
+  outbound->excludes(inbound);
+  cmd->add_option("--client", args->client, "The SMTP client's address (default: submitted locally)")
+      ->type_name("IP");
+  cmd->add_flag("--authenticated", args->authenticated, "The client authenticated with SMTP AUTH");
+  cmd->add_option("--config", args->config,
+                  "mailkms.conf, to look up certificates (or $MAILKMS_CONFIG, else /etc/mailkms/mailkms.conf "
+                  "if it exists)")
+      ->type_name("FILE");
+  return {cmd, [args, subject] { return run_explain(*args, subject->count() > 0); }};
+}
+
+}  // namespace
+
+std::vector<Command> add_policy_commands(CLI::App& parent) {
+  CLI::App* group = parent.add_subcommand("policy", "The gateway's policy file: check it, explain its decisions");
+  group->require_subcommand(1);
+  group->footer("Exit status: 0 success; 1 the policy file is invalid (check); 2 the command line or a file it "
+                "names is wrong.\n");
+  return {add_check(*group), add_explain(*group)};
+}
+
+}  // namespace mailkms::cli

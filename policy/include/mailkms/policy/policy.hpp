@@ -1,0 +1,165 @@
+// The policy file (policy.toml) as an immutable value, and the decision it
+// gives for one message: per recipient, whether to sign, encrypt, verify or
+// decrypt, with which algorithms, and what to do when a certificate is
+// missing. Pure: no I/O beyond reading the file, no keystore, no clock.
+// A Policy never changes once loaded; a reload makes a new one, and each
+// message keeps the snapshot (shared_ptr<const Policy>) it started with.
+#pragma once
+
+#include <array>
+#include <cstdint>
+#include <filesystem>
+#include <memory>
+#include <optional>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "mailkms/basic_result.hpp"
+#include "mailkms/smime/algorithms.hpp"
+
+namespace mailkms::policy {
+
+// Why a policy file was refused: always names the file, line and column and
+// what was expected there.
+struct Error {
+  std::string message;
+};
+template <class T>
+using Result = BasicResult<T, Error>;
+
+enum class Direction { outbound, inbound };
+std::string_view to_string(Direction direction) noexcept;  // "outbound", "inbound"
+
+enum class Mode { never, if_possible, always };
+std::string_view to_string(Mode mode) noexcept;  // "never", "if-possible", "always"
+
+// What happens to a message that policy says to encrypt (encrypt = always)
+// when a recipient has no usable certificate.
+enum class MissingCertificate { send_plain, reject, tempfail, quarantine };
+std::string_view to_string(MissingCertificate action) noexcept;  // "send-plain" …
+
+// Everything a rule can set. [defaults] fills every field; a rule's own
+// keys override them for the recipients it matches.
+struct Settings {
+  // Outbound.
+  Mode sign = Mode::if_possible;     // with the sender's keystore identity
+  Mode encrypt = Mode::if_possible;  // to every recipient (and the sender)
+  // The content-encryption algorithms allowed, in order of preference;
+  // never empty, never a decrypt-only cipher (DES, RC2).
+  std::vector<smime::Cipher> ciphers{smime::Cipher::aes256_cbc, smime::Cipher::aes128_cbc};
+  smime::Digest digest = smime::Digest::sha256;
+  MissingCertificate on_missing_certificate = MissingCertificate::tempfail;
+  bool encrypt_to_sender = true;  // so the sender's sent copy stays readable
+  // Calendar invitations (text/calendar anywhere in the message) are sent
+  // signed but never encrypted: Outlook cannot process encrypted ones.
+  bool exempt_calendar = true;
+  // Inbound.
+  bool verify = true;    // add Authentication-Results with the smime method
+  bool decrypt = false;  // decrypt for local recipients with escrowed keys
+  bool harvest = true;   // remember trusted senders' certificates
+};
+
+// `alice@example.org`, `*@example.org`, `*@*.example.org` (any subdomain,
+// not the domain itself) or `*` — matched case-insensitively.
+class AddressPattern {
+ public:
+  static std::optional<AddressPattern> parse(std::string_view text);
+  [[nodiscard]] bool matches(std::string_view address) const;
+  [[nodiscard]] const std::string& text() const noexcept { return text_; }
+
+ private:
+  enum class Kind { any, address, domain, subdomains };
+  Kind kind_ = Kind::any;
+  std::string text_;   // as written, for explanations
+  std::string value_;  // lower-cased address or domain
+};
+
+struct HeaderCondition {
+  std::string name;      // matched case-insensitively
+  std::string contains;  // substring of the unfolded value, case-insensitive
+};
+
+struct Rule {
+  std::string name;  // the rule's `name`, or "rule N" (1-based)
+  int line = 0;      // where it starts in the file
+  std::vector<AddressPattern> from;  // empty: any sender
+  std::vector<AddressPattern> to;    // empty: any recipient
+  std::optional<Direction> direction;
+  // A tag such as "[secure]" that must appear in Subject (case-insensitive);
+  // when the rule matched on it, the gateway removes it from the subject.
+  std::optional<std::string> subject_tag;
+  std::optional<HeaderCondition> header;
+  Settings settings;  // [defaults] with this rule's keys applied
+  // Whether the rule looks at the message's headers (subject or header):
+  // such a rule can only be decided at end of message.
+  [[nodiscard]] bool needs_headers() const noexcept { return subject_tag.has_value() || header.has_value(); }
+};
+
+// How the gateway tells outbound from inbound mail (see decide_direction).
+struct Locality {
+  std::vector<std::string> domains;  // local domains, lower case
+  struct Network {
+    std::array<std::uint8_t, 16> address{};  // IPv4 as ::ffff:a.b.c.d
+    int prefix = 128;
+  };
+  std::vector<Network> networks;     // internal client networks
+};
+
+struct Policy {
+  std::filesystem::path source;  // the file it came from
+  Locality locality;
+  Settings defaults;
+  std::vector<Rule> rules;  // in file order; the first match wins
+};
+
+Result<std::shared_ptr<const Policy>> load_policy(const std::filesystem::path& path);
+// The same from text; `source` names it in error messages.
+Result<std::shared_ptr<const Policy>> parse_policy(std::string_view text, const std::filesystem::path& source);
+
+// ---- Direction -------------------------------------------------------------
+
+struct Connection {
+  std::string client_address;  // "192.0.2.1", "2001:db8::1"; empty if unknown (local submission)
+  bool authenticated = false;  // SMTP AUTH succeeded ({auth_authen} set)
+};
+
+struct DirectionDecision {
+  Direction direction;
+  std::string reason;  // "sender domain example.org is local and client 10.0.0.5 is in 10.0.0.0/8"
+};
+
+// Outbound when the sender's domain is local and the client is internal or
+// authenticated; otherwise inbound. The reason is meant for the log line.
+DirectionDecision decide_direction(const Policy& policy, std::string_view sender, const Connection& connection);
+
+// ---- Decisions -------------------------------------------------------------
+
+// The message's header fields that rules can look at; unfolded values.
+struct Headers {
+  std::vector<std::pair<std::string, std::string>> fields;
+  [[nodiscard]] std::optional<std::string_view> find(std::string_view name) const;
+};
+
+struct RecipientDecision {
+  std::string recipient;
+  const Rule* rule = nullptr;  // nullptr: [defaults] applied
+  const Settings* settings = nullptr;
+  bool matched_subject_tag = false;
+  // "rule \"partners\" (line 12): to matches *@partner.example"
+  std::string reason;
+  [[nodiscard]] std::string rule_name() const { return rule != nullptr ? rule->name : "defaults"; }
+};
+
+// Decides for one recipient. With `headers` null (at RCPT time, before the
+// headers are known), rules that need headers are skipped, and
+// `uncertain` (if given) is set when one of them could still match; it is
+// never cleared, so one flag can gather a message's recipients.
+RecipientDecision decide(const Policy& policy, Direction direction, std::string_view sender,
+                         std::string_view recipient, const Headers* headers, bool* uncertain = nullptr);
+
+// The subject with `tag` removed once (case-insensitive), and the space
+// around it tidied; unchanged if the tag is absent.
+std::string remove_subject_tag(std::string_view subject, std::string_view tag);
+
+}  // namespace mailkms::policy

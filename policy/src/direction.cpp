@@ -1,0 +1,40 @@
+// decide_direction: outbound is mail from our own domains that came from
+// somewhere we trust to speak for them.
+#include <algorithm>
+
+#include "ascii.hpp"
+#include "mailkms/policy/policy.hpp"
+#include "networks.hpp"
+
+namespace mailkms::policy {
+
+DirectionDecision decide_direction(const Policy& policy, std::string_view sender, const Connection& connection) {
+  const std::string_view bare = bare_address(sender);
+  const auto at = bare.rfind('@');
+  if (at == std::string_view::npos || at + 1 == bare.size()) {
+    const std::string shown = bare.empty() ? "<>" : std::string(bare);
+    return {Direction::inbound, "sender " + shown + " has no domain, so it is not local"};
+  }
+  const std::string domain = ascii_lower(bare.substr(at + 1));
+  const auto& local = policy.locality.domains;
+  if (std::find(local.begin(), local.end(), domain) == local.end()) {
+    return {Direction::inbound, "sender domain " + domain + " is not local"};
+  }
+  const std::string is_local = "sender domain " + domain + " is local";
+  if (connection.authenticated) return {Direction::outbound, is_local + " and client authenticated"};
+  if (connection.client_address.empty()) {
+    return {Direction::outbound, is_local + " and the message was submitted locally"};
+  }
+  if (const auto client = parse_client_address(connection.client_address)) {
+    for (const auto& network : policy.locality.networks) {
+      if (contains(network, *client)) {
+        return {Direction::outbound,
+                is_local + " and client " + connection.client_address + " is in " + to_string(network)};
+      }
+    }
+  }
+  return {Direction::inbound,
+          is_local + " but client " + connection.client_address + " is neither internal nor authenticated"};
+}
+
+}  // namespace mailkms::policy

@@ -1,0 +1,615 @@
+#include <catch2/catch.hpp>
+
+#include <string>
+
+#include "mailkms/policy/policy.hpp"
+
+using namespace mailkms::policy;
+using mailkms::smime::Cipher;
+using mailkms::smime::Digest;
+
+namespace {
+
+std::shared_ptr<const Policy> must_parse(std::string_view text) {
+  auto policy = parse_policy(text, "policy.toml");
+  if (!policy) FAIL(policy.error().message);
+  return *policy;
+}
+
+// The error message for `text`, which must be refused.
+std::string refusal(std::string_view text) {
+  auto policy = parse_policy(text, "policy.toml");
+  if (policy) FAIL("accepted:\n" << text);
+  return policy.error().message;
+}
+
+const AddressPattern pattern(std::string_view text) {
+  auto p = AddressPattern::parse(text);
+  if (!p) FAIL("not a pattern: " << text);
+  return *p;
+}
+
+}  // namespace
+
+// ---- reading the file
+
+TEST_CASE("a file with every key is read into the right values", "[policy]") {
+  const auto policy = must_parse(R"(
+[local]
+domains = ["Example.ORG", "example.net"]
+networks = ["127.0.0.0/8", "::1/128", "10.0.0.0/8", "192.0.2.7", "2001:db8::/32"]
+
+[defaults]
+sign = "always"
+encrypt = "never"
+cipher = ["aes-256-gcm", "3des"]
+digest = "sha512"
+on_missing_certificate = "quarantine"
+encrypt_to_sender = false
+exempt_calendar = false
+verify = false
+decrypt = true
+harvest = false
+
+[[rule]]
+name = "partners"
+direction = "outbound"
+from = "*@example.org"
+to = ["*@partner.example", "ceo@other.example"]
+subject_tag = "[secure]"
+header = { name = "X-Secure", contains = "yes" }
+encrypt = "always"
+on_missing_certificate = "reject"
+
+[[rule]]
+direction = "inbound"
+sign = "if-possible"
+encrypt = "if-possible"
+cipher = "aes-128-cbc"
+digest = "sha384"
+on_missing_certificate = "send-plain"
+encrypt_to_sender = true
+exempt_calendar = true
+verify = true
+decrypt = false
+harvest = true
+)");
+  CHECK(policy->source == "policy.toml");
+  CHECK(policy->locality.domains == std::vector<std::string>{"example.org", "example.net"});
+  REQUIRE(policy->locality.networks.size() == 5);
+  const auto& ten = policy->locality.networks[2];
+  CHECK(ten.prefix == 104);
+  CHECK(ten.address == std::array<std::uint8_t, 16>{0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff, 10, 0, 0, 0});
+  CHECK(policy->locality.networks[1].prefix == 128);
+  CHECK(policy->locality.networks[1].address[15] == 1);
+  CHECK(policy->locality.networks[3].prefix == 128);  // a bare IPv4 address is a /32
+  CHECK(policy->locality.networks[4].prefix == 32);
+
+  const Settings& d = policy->defaults;
+  CHECK(d.sign == Mode::always);
+  CHECK(d.encrypt == Mode::never);
+  CHECK(d.ciphers == std::vector<Cipher>{Cipher::aes256_gcm, Cipher::des_ede3_cbc});
+  CHECK(d.digest == Digest::sha512);
+  CHECK(d.on_missing_certificate == MissingCertificate::quarantine);
+  CHECK_FALSE(d.encrypt_to_sender);
+  CHECK_FALSE(d.exempt_calendar);
+  CHECK_FALSE(d.verify);
+  CHECK(d.decrypt);
+  CHECK_FALSE(d.harvest);
+
+  REQUIRE(policy->rules.size() == 2);
+  const Rule& partners = policy->rules[0];
+  CHECK(partners.name == "partners");
+  CHECK(partners.line == 18);
+  CHECK(partners.direction == Direction::outbound);
+  REQUIRE(partners.from.size() == 1);
+  CHECK(partners.from[0].text() == "*@example.org");
+  REQUIRE(partners.to.size() == 2);
+  CHECK(partners.to[0].text() == "*@partner.example");
+  CHECK(partners.to[1].text() == "ceo@other.example");
+  CHECK(partners.subject_tag == "[secure]");
+  REQUIRE(partners.header);
+  CHECK(partners.header->name == "X-Secure");
+  CHECK(partners.header->contains == "yes");
+  CHECK(partners.needs_headers());
+  // The rule's own keys over [defaults].
+  CHECK(partners.settings.encrypt == Mode::always);
+  CHECK(partners.settings.on_missing_certificate == MissingCertificate::reject);
+  CHECK(partners.settings.sign == Mode::always);
+  CHECK(partners.settings.digest == Digest::sha512);
+  CHECK(partners.settings.ciphers == d.ciphers);
+  CHECK(partners.settings.decrypt);
+
+  const Rule& second = policy->rules[1];
+  CHECK(second.name == "rule 2");
+  CHECK(second.line == 28);
+  CHECK(second.direction == Direction::inbound);
+  CHECK(second.from.empty());
+  CHECK(second.to.empty());
+  CHECK_FALSE(second.needs_headers());
+  CHECK(second.settings.sign == Mode::if_possible);
+  CHECK(second.settings.encrypt == Mode::if_possible);
+  CHECK(second.settings.ciphers == std::vector<Cipher>{Cipher::aes128_cbc});
+  CHECK(second.settings.digest == Digest::sha384);
+  CHECK(second.settings.on_missing_certificate == MissingCertificate::send_plain);
+  CHECK(second.settings.encrypt_to_sender);
+  CHECK(second.settings.exempt_calendar);
+  CHECK(second.settings.verify);
+  CHECK_FALSE(second.settings.decrypt);
+  CHECK(second.settings.harvest);
+}
+
+TEST_CASE("an empty file is a policy of defaults and no rules", "[policy]") {
+  const auto policy = must_parse("");
+  const Settings expected;
+  CHECK(policy->rules.empty());
+  CHECK(policy->locality.domains.empty());
+  CHECK(policy->locality.networks.empty());
+  CHECK(policy->defaults.sign == Mode::if_possible);
+  CHECK(policy->defaults.encrypt == Mode::if_possible);
+  CHECK(policy->defaults.ciphers == expected.ciphers);
+  CHECK(policy->defaults.digest == Digest::sha256);
+  CHECK(policy->defaults.on_missing_certificate == MissingCertificate::tempfail);
+  CHECK(policy->defaults.encrypt_to_sender);
+  CHECK(policy->defaults.exempt_calendar);
+  CHECK(policy->defaults.verify);
+  CHECK_FALSE(policy->defaults.decrypt);
+  CHECK(policy->defaults.harvest);
+}
+
+TEST_CASE("rules start from [defaults] wherever it is in the file", "[policy]") {
+  const auto policy = must_parse(R"(
+[[rule]]
+name = "first"
+sign = "never"
+
+[defaults]
+digest = "sha384"
+encrypt = "always"
+)");
+  REQUIRE(policy->rules.size() == 1);
+  CHECK(policy->rules[0].settings.digest == Digest::sha384);
+  CHECK(policy->rules[0].settings.encrypt == Mode::always);
+  CHECK(policy->rules[0].settings.sign == Mode::never);
+  CHECK(policy->defaults.sign == Mode::if_possible);
+}
+
+TEST_CASE("enum names read back as they are written", "[policy]") {
+  CHECK(to_string(Direction::outbound) == "outbound");
+  CHECK(to_string(Direction::inbound) == "inbound");
+  CHECK(to_string(Mode::never) == "never");
+  CHECK(to_string(Mode::if_possible) == "if-possible");
+  CHECK(to_string(Mode::always) == "always");
+  CHECK(to_string(MissingCertificate::send_plain) == "send-plain");
+  CHECK(to_string(MissingCertificate::reject) == "reject");
+  CHECK(to_string(MissingCertificate::tempfail) == "tempfail");
+  CHECK(to_string(MissingCertificate::quarantine) == "quarantine");
+}
+
+// ---- errors: file, line, column and what was expected
+
+TEST_CASE("unknown keys are refused wherever they are", "[policy]") {
+  CHECK(refusal("[local]\ndomains = []\n\n[default]\nsign = \"always\"\n") ==
+        "policy.toml:4:2: unknown key \"default\"; expected one of local, defaults, rule");
+  CHECK(refusal("verbose = true\n") ==
+        "policy.toml:1:1: unknown key \"verbose\"; expected one of local, defaults, rule");
+  CHECK(refusal("[local]\ndomain = [\"example.org\"]\n") ==
+        "policy.toml:2:1: [local]: unknown key \"domain\"; expected one of domains, networks");
+  CHECK(refusal("[defaults]\nsign = \"always\"\n  signing = \"always\"\n") ==
+        "policy.toml:3:3: [defaults]: unknown key \"signing\"; expected one of sign, encrypt, cipher, digest, "
+        "on_missing_certificate, encrypt_to_sender, exempt_calendar, verify, decrypt, harvest");
+  // Keys that only rules have are unknown in [defaults].
+  CHECK(refusal("[defaults]\nto = \"*\"\n").starts_with("policy.toml:2:1: [defaults]: unknown key \"to\";"));
+  CHECK(refusal("[[rule]]\nname = \"partners\"\nencrypt = \"always\"\n\n\n\n\n\n\n\n\n  encrypted = \"always\"\n") ==
+        "policy.toml:12:3: rule \"partners\": unknown key \"encrypted\"; expected one of name, direction, from, to, "
+        "subject_tag, header, sign, encrypt, cipher, digest, on_missing_certificate, encrypt_to_sender, "
+        "exempt_calendar, verify, decrypt, harvest");
+  CHECK(refusal("[[rule]]\nto = \"*\"\nheader = { name = \"X-Secure\", value = \"yes\" }\n") ==
+        "policy.toml:3:31: rule 1: header: unknown key \"value\"; expected one of name, contains");
+}
+
+TEST_CASE("the first error in file order is the one reported", "[policy]") {
+  // toml++ keeps keys sorted; "aaa" sorts first but comes last.
+  CHECK(refusal("[defaults]\nzzz = 1\naaa = 2\n").starts_with("policy.toml:2:1: [defaults]: unknown key \"zzz\""));
+}
+
+TEST_CASE("values of the wrong type or spelling are refused", "[policy]") {
+  CHECK(refusal("[defaults]\nverify = \"yes\"\n") == "policy.toml:2:10: [defaults]: verify: expected true or false");
+  CHECK(refusal("[defaults]\nsign = true\n") ==
+        "policy.toml:2:8: [defaults]: sign: expected never, if-possible or always");
+  CHECK(refusal("[defaults]\nencrypt = \"sometimes\"\n") ==
+        "policy.toml:2:11: [defaults]: encrypt: expected never, if-possible or always, not \"sometimes\"");
+  CHECK(refusal("[[rule]]\nname = \"x\"\non_missing_certificate = \"bounce\"\n") ==
+        "policy.toml:3:26: rule \"x\": on_missing_certificate: expected send-plain, reject, tempfail or quarantine, "
+        "not \"bounce\"");
+  CHECK(refusal("[[rule]]\nname = 7\n") == "policy.toml:2:8: rule 1: name: expected a string");
+  CHECK(refusal("[[rule]]\nname = \"\"\n") == "policy.toml:2:8: rule 1: name: expected a non-empty string");
+  CHECK(refusal("[[rule]]\ndirection = \"outgoing\"\n") ==
+        "policy.toml:2:13: rule 1: direction: expected outbound or inbound");
+  CHECK(refusal("[[rule]]\nsubject_tag = \"\"\n") ==
+        "policy.toml:2:15: rule 1: subject_tag: expected a non-empty tag such as \"[secure]\"");
+  CHECK(refusal("[[rule]]\nsubject_tag = 1\n") == "policy.toml:2:15: rule 1: subject_tag: expected a string");
+  CHECK(refusal("[[rule]]\nheader = \"X-Secure\"\n") ==
+        "policy.toml:2:10: rule 1: header: expected a table such as { name = \"X-Secure\", contains = \"yes\" }");
+  CHECK(refusal("[[rule]]\nheader = { name = \"X-Secure\" }\n") ==
+        "policy.toml:2:10: rule 1: header: expected both name and contains; missing contains");
+  CHECK(refusal("[[rule]]\nheader = { name = \"X Secure:\", contains = \"\" }\n") ==
+        "policy.toml:2:19: rule 1: header: name: expected a header field name such as \"X-Secure\"");
+  CHECK(refusal("[[rule]]\nheader = { name = \"X-Secure\", contains = 1 }\n") ==
+        "policy.toml:2:42: rule 1: header: contains: expected a string");
+  CHECK(refusal("local = 1\n") == "policy.toml:1:9: local: expected a table");
+  CHECK(refusal("defaults = \"x\"\n") == "policy.toml:1:12: defaults: expected a table");
+  CHECK(refusal("[rule]\nname = \"x\"\n") == "policy.toml:1:1: rule: expected [[rule]] tables, not [rule]");
+  CHECK(refusal("[local]\ndomains = \"example.org\"\n") ==
+        "policy.toml:2:11: [local]: domains: expected a list of domain names such as [\"example.org\"]");
+  CHECK(refusal("[local]\ndomains = [\"example.org\", \"@example.net\"]\n") ==
+        "policy.toml:2:27: [local]: domains: expected a domain name such as \"example.org\", not \"@example.net\"");
+  CHECK(refusal("[local]\nnetworks = \"10.0.0.0/8\"\n") ==
+        "policy.toml:2:12: [local]: networks: expected a list of networks such as [\"10.0.0.0/8\"]");
+}
+
+TEST_CASE("two rules may not share a name", "[policy]") {
+  CHECK(refusal("[[rule]]\nname = \"a\"\n[[rule]]\nname = \"a\"\n") ==
+        "policy.toml:4:8: rule \"a\": the name is already used by the rule at line 1");
+}
+
+TEST_CASE("bad address patterns are refused where they are written", "[policy]") {
+  const std::string shapes = "expected alice@example.org, *@example.org, *@*.example.org or *";
+  CHECK(refusal("[[rule]]\nname = \"p\"\nfrom = \"foo\"\n") ==
+        "policy.toml:3:8: rule \"p\": from: \"foo\" is not an address pattern; " + shapes);
+  CHECK(refusal("[[rule]]\nto = [\"*@ok.example\", \"a@*\"]\n") ==
+        "policy.toml:2:23: rule 1: to: \"a@*\" is not an address pattern; " + shapes);
+  CHECK(refusal("[[rule]]\nto = []\n") ==
+        "policy.toml:2:6: rule 1: to: expected at least one pattern (leave the key out to match anyone)");
+  CHECK(refusal("[[rule]]\nfrom = 3\n") ==
+        "policy.toml:2:8: rule 1: from: expected an address pattern such as \"*@example.org\"");
+  for (const std::string_view bad : {"foo", "a@*", "*@", "@x", "", "*.example.org", "*@*", "*@*.", "a@b@c", "**",
+                                     "a b@example.org", "*@exa*mple.org", "a@.example.org"}) {
+    INFO(bad);
+    CHECK_FALSE(AddressPattern::parse(bad));
+  }
+}
+
+TEST_CASE("bad networks are refused with what is wrong", "[policy]") {
+  CHECK(refusal("[local]\nnetworks = [\"10.0.0.0/8\", \"10.0.0.0/33\"]\n") ==
+        "policy.toml:2:27: [local]: networks: \"10.0.0.0/33\": the prefix length must be 0 to 32");
+  CHECK(refusal("[local]\nnetworks = [\"2001:db8::/129\"]\n") ==
+        "policy.toml:2:13: [local]: networks: \"2001:db8::/129\": the prefix length must be 0 to 128");
+  CHECK(refusal("[local]\nnetworks = [\"10.0.0/8\"]\n") ==
+        "policy.toml:2:13: [local]: networks: \"10.0.0/8\": not an IPv4 or IPv6 address");
+  CHECK(refusal("[local]\nnetworks = [\"10.0.0.0/\"]\n") ==
+        "policy.toml:2:13: [local]: networks: \"10.0.0.0/\": the prefix length must be 0 to 32");
+  CHECK(refusal("[local]\nnetworks = [\"10.1.2.3/8\"]\n") ==
+        "policy.toml:2:13: [local]: networks: \"10.1.2.3/8\": host bits are set; did you mean 10.0.0.0/8?");
+  CHECK(refusal("[local]\nnetworks = [\"2001:db8::1/32\"]\n") ==
+        "policy.toml:2:13: [local]: networks: \"2001:db8::1/32\": host bits are set; did you mean 2001:db8::/32?");
+  CHECK(refusal("[local]\nnetworks = [10]\n") ==
+        "policy.toml:2:13: [local]: networks: expected networks such as \"10.0.0.0/8\" or \"::1/128\"");
+}
+
+TEST_CASE("ciphers and digests that must not be used are refused", "[policy]") {
+  const std::string usable = "aes-256-gcm, aes-128-gcm, aes-256-cbc, aes-192-cbc, aes-128-cbc or 3des";
+  CHECK(refusal("[defaults]\ncipher = [\"aes-256-cbc\", \"rc2-40\"]\n") ==
+        "policy.toml:2:26: [defaults]: cipher: rc2-40 is only used to read old mail; expected " + usable);
+  CHECK(refusal("[[rule]]\ncipher = \"des\"\n") ==
+        "policy.toml:2:10: rule 1: cipher: des is only used to read old mail; expected " + usable);
+  CHECK(refusal("[defaults]\ncipher = []\n") == "policy.toml:2:10: [defaults]: cipher: expected at least one cipher");
+  CHECK(refusal("[defaults]\ncipher = [\"aes-256-cbc\", \"AES256-CBC\"]\n") ==
+        "policy.toml:2:26: [defaults]: cipher: aes-256-cbc is listed twice");
+  CHECK(refusal("[defaults]\ncipher = [\"rot13\"]\n") ==
+        "policy.toml:2:11: [defaults]: cipher: expected " + usable + ", not \"rot13\"");
+  CHECK(refusal("[defaults]\ndigest = \"sha1\"\n") ==
+        "policy.toml:2:10: [defaults]: digest: sha1 is too weak to sign with; expected sha256, sha384 or sha512");
+  CHECK(refusal("[defaults]\ndigest = \"md5\"\n") ==
+        "policy.toml:2:10: [defaults]: digest: expected sha256, sha384 or sha512, not \"md5\"");
+}
+
+TEST_CASE("TOML syntax errors name the file, line and column", "[policy]") {
+  CHECK(refusal("[defaults]\nsign = \n") ==
+        "policy.toml:2:8: Error while parsing key-value pair: expected value, saw '\\n'");
+  CHECK(refusal("[defaults]\nsign = \"always\"\nsign = \"never\"\n").starts_with("policy.toml:3:"));
+}
+
+TEST_CASE("a file that cannot be read is an error that names it", "[policy]") {
+  const auto missing = load_policy("/nonexistent/policy.toml");
+  REQUIRE_FALSE(missing);
+  CHECK(missing.error().message == "/nonexistent/policy.toml: cannot read: No such file or directory");
+  const auto directory = load_policy("/");
+  REQUIRE_FALSE(directory);
+  CHECK(directory.error().message == "/: cannot read: it is a directory");
+}
+
+// ---- address patterns
+
+TEST_CASE("address patterns", "[policy]") {
+  SECTION("an address matches itself, in any case, with or without <>") {
+    const auto p = pattern("Alice@Example.org");
+    CHECK(p.text() == "Alice@Example.org");
+    CHECK(p.matches("alice@example.org"));
+    CHECK(p.matches("ALICE@EXAMPLE.ORG"));
+    CHECK(p.matches("<alice@example.org>"));
+    CHECK_FALSE(p.matches("alice@example.org.evil"));
+    CHECK_FALSE(p.matches("malice@example.org"));
+    CHECK_FALSE(p.matches("bob@example.org"));
+  }
+  SECTION("*@domain matches that domain only") {
+    const auto p = pattern("*@example.org");
+    CHECK(p.matches("bob@example.org"));
+    CHECK(p.matches("<Bob@EXAMPLE.org>"));
+    CHECK_FALSE(p.matches("bob@sub.example.org"));
+    CHECK_FALSE(p.matches("bob@notexample.org"));
+    CHECK_FALSE(p.matches("example.org"));
+    CHECK_FALSE(p.matches(""));
+  }
+  SECTION("*@*.domain matches subdomains, not the domain itself") {
+    const auto p = pattern("*@*.Example.org");
+    CHECK(p.matches("bob@sub.example.org"));
+    CHECK(p.matches("bob@a.b.EXAMPLE.ORG"));
+    CHECK_FALSE(p.matches("bob@example.org"));
+    CHECK_FALSE(p.matches("bob@badexample.org"));
+    CHECK_FALSE(p.matches("bob@.example.org"));
+  }
+  SECTION("* matches anything, even the null sender") {
+    const auto p = pattern("*");
+    CHECK(p.matches("anyone@anywhere.example"));
+    CHECK(p.matches(""));
+    CHECK(p.matches("<>"));
+  }
+}
+
+// ---- direction
+
+namespace {
+
+const char* const kLocality = R"(
+[local]
+domains = ["example.org"]
+networks = ["127.0.0.0/8", "::1/128", "10.0.0.0/8", "2001:db8:10::/48"]
+)";
+
+}  // namespace
+
+TEST_CASE("direction: outbound only for local senders from trusted clients", "[policy]") {
+  const auto policy = must_parse(kLocality);
+  const auto decide = [&](std::string_view sender, std::string client, bool authenticated = false) {
+    return decide_direction(*policy, sender, Connection{std::move(client), authenticated});
+  };
+
+  auto d = decide("alice@example.org", "10.1.2.3");
+  CHECK(d.direction == Direction::outbound);
+  CHECK(d.reason == "sender domain example.org is local and client 10.1.2.3 is in 10.0.0.0/8");
+
+  d = decide("<Alice@EXAMPLE.org>", "2001:db8:10:5::25");
+  CHECK(d.direction == Direction::outbound);
+  CHECK(d.reason == "sender domain example.org is local and client 2001:db8:10:5::25 is in 2001:db8:10::/48");
+
+  d = decide("alice@example.org", "::1");
+  CHECK(d.direction == Direction::outbound);
+  CHECK(d.reason == "sender domain example.org is local and client ::1 is in ::1/128");
+
+  d = decide("alice@example.org", "::ffff:10.9.8.7");
+  CHECK(d.direction == Direction::outbound);
+  CHECK(d.reason == "sender domain example.org is local and client ::ffff:10.9.8.7 is in 10.0.0.0/8");
+
+  d = decide("alice@example.org", "203.0.113.9", true);
+  CHECK(d.direction == Direction::outbound);
+  CHECK(d.reason == "sender domain example.org is local and client authenticated");
+
+  d = decide("alice@example.org", "");
+  CHECK(d.direction == Direction::outbound);
+  CHECK(d.reason == "sender domain example.org is local and the message was submitted locally");
+
+  d = decide("alice@example.org", "203.0.113.9");
+  CHECK(d.direction == Direction::inbound);
+  CHECK(d.reason == "sender domain example.org is local but client 203.0.113.9 is neither internal nor authenticated");
+
+  d = decide("alice@example.org", "2001:db8:11::1");
+  CHECK(d.direction == Direction::inbound);
+  CHECK(d.reason ==
+        "sender domain example.org is local but client 2001:db8:11::1 is neither internal nor authenticated");
+
+  d = decide("alice@example.org", "not an address");
+  CHECK(d.direction == Direction::inbound);
+
+  d = decide("friend@gmail.com", "10.1.2.3", true);
+  CHECK(d.direction == Direction::inbound);
+  CHECK(d.reason == "sender domain gmail.com is not local");
+
+  d = decide("alice@sub.example.org", "10.1.2.3");
+  CHECK(d.direction == Direction::inbound);
+  CHECK(d.reason == "sender domain sub.example.org is not local");
+
+  d = decide("<>", "");
+  CHECK(d.direction == Direction::inbound);
+  CHECK(d.reason == "sender <> has no domain, so it is not local");
+}
+
+TEST_CASE("an IPv6 client is not in an IPv4 network by accident", "[policy]") {
+  // ::a01:203 has the bytes of 10.1.2.3 in its last four, but is not IPv4-mapped.
+  const auto policy = must_parse(kLocality);
+  CHECK(decide_direction(*policy, "alice@example.org", {"::a01:203", false}).direction == Direction::inbound);
+  CHECK(decide_direction(*policy, "alice@example.org", {"[10.1.2.3]", false}).direction == Direction::outbound);
+  CHECK(decide_direction(*policy, "alice@example.org", {"IPv6:::1", false}).direction == Direction::outbound);
+}
+
+// ---- decisions
+
+TEST_CASE("the first matching rule wins", "[policy]") {
+  const auto policy = must_parse(R"(
+[defaults]
+encrypt = "if-possible"
+
+[[rule]]
+name = "ceo"
+to = "ceo@partner.example"
+encrypt = "always"
+
+[[rule]]
+name = "partners"
+to = ["*@partner.example", "*@*.partner.example"]
+encrypt = "never"
+
+[[rule]]
+name = "outbound only"
+direction = "outbound"
+from = "*@example.org"
+sign = "always"
+
+[[rule]]
+direction = "inbound"
+decrypt = true
+)");
+  auto d = decide(*policy, Direction::outbound, "alice@example.org", "CEO@partner.example", nullptr);
+  REQUIRE(d.rule == &policy->rules[0]);
+  CHECK(d.settings == &policy->rules[0].settings);
+  CHECK(d.settings->encrypt == Mode::always);
+  CHECK(d.recipient == "CEO@partner.example");
+  CHECK(d.rule_name() == "ceo");
+  CHECK(d.reason == "rule \"ceo\" (line 5): to matches ceo@partner.example");
+
+  d = decide(*policy, Direction::outbound, "alice@example.org", "bob@eu.partner.example", nullptr);
+  REQUIRE(d.rule == &policy->rules[1]);
+  CHECK(d.settings->encrypt == Mode::never);
+  CHECK(d.reason == "rule \"partners\" (line 10): to matches *@*.partner.example");
+
+  d = decide(*policy, Direction::outbound, "alice@example.org", "someone@else.example", nullptr);
+  REQUIRE(d.rule == &policy->rules[2]);
+  CHECK(d.reason == "rule \"outbound only\" (line 15): outbound, from matches *@example.org");
+
+  d = decide(*policy, Direction::inbound, "friend@gmail.com", "alice@example.org", nullptr);
+  REQUIRE(d.rule == &policy->rules[3]);
+  CHECK(d.rule_name() == "rule 4");
+  CHECK(d.settings->decrypt);
+  CHECK(d.reason == "rule 4 (line 21): inbound");
+}
+
+TEST_CASE("no matching rule: the defaults apply", "[policy]") {
+  const auto policy = must_parse("[[rule]]\nname = \"x\"\nto = \"*@partner.example\"\n");
+  bool uncertain = false;
+  const auto d = decide(*policy, Direction::outbound, "a@example.org", "b@other.example", nullptr, &uncertain);
+  CHECK(d.rule == nullptr);
+  CHECK(d.settings == &policy->defaults);
+  CHECK(d.rule_name() == "defaults");
+  CHECK(d.reason == "no rule matched; defaults apply");
+  CHECK_FALSE(d.matched_subject_tag);
+  CHECK_FALSE(uncertain);
+}
+
+TEST_CASE("a rule without conditions matches every message", "[policy]") {
+  const auto policy = must_parse("[[rule]]\nname = \"all\"\n");
+  const auto d = decide(*policy, Direction::inbound, "", "a@example.org", nullptr);
+  REQUIRE(d.rule == &policy->rules[0]);
+  CHECK(d.reason == "rule \"all\" (line 1): it has no conditions");
+}
+
+TEST_CASE("rules that look at headers", "[policy]") {
+  const auto policy = must_parse(R"(
+[[rule]]
+name = "tagged"
+direction = "outbound"
+subject_tag = "[secure]"
+encrypt = "always"
+
+[[rule]]
+name = "header"
+header = { name = "X-Secure", contains = "Yes" }
+encrypt = "always"
+sign = "never"
+
+[[rule]]
+name = "inbound tagged"
+direction = "inbound"
+subject_tag = "[secure]"
+
+[[rule]]
+name = "partners"
+to = "*@partner.example"
+encrypt = "never"
+)");
+  SECTION("without headers they are skipped, and the decision is uncertain") {
+    bool uncertain = false;
+    const auto d = decide(*policy, Direction::outbound, "a@example.org", "b@partner.example", nullptr, &uncertain);
+    REQUIRE(d.rule == &policy->rules[3]);
+    CHECK(uncertain);
+    CHECK_FALSE(d.matched_subject_tag);
+  }
+  SECTION("a header rule that cannot match anyway leaves it certain") {
+    const auto inbound = must_parse(R"(
+[[rule]]
+direction = "outbound"
+subject_tag = "[secure]"
+[[rule]]
+to = "*@example.org"
+)");
+    bool uncertain = false;
+    const auto d = decide(*inbound, Direction::inbound, "x@gmail.com", "a@example.org", nullptr, &uncertain);
+    REQUIRE(d.rule == &inbound->rules[1]);
+    CHECK_FALSE(uncertain);
+  }
+  SECTION("a header rule after the chosen one leaves it certain") {
+    const auto later = must_parse("[[rule]]\nto = \"*@example.org\"\n[[rule]]\nsubject_tag = \"[secure]\"\n");
+    bool uncertain = false;
+    const auto d = decide(*later, Direction::inbound, "x@gmail.com", "a@example.org", nullptr, &uncertain);
+    REQUIRE(d.rule == &later->rules[0]);
+    CHECK_FALSE(uncertain);
+  }
+  SECTION("the subject tag matches in any case") {
+    Headers headers{{{"From", "a@example.org"}, {"subject", "Re: [SECURE] plans"}}};
+    CHECK(headers.find("SUBJECT") == std::optional<std::string_view>("Re: [SECURE] plans"));
+    bool uncertain = false;
+    const auto d = decide(*policy, Direction::outbound, "a@example.org", "b@partner.example", &headers, &uncertain);
+    REQUIRE(d.rule == &policy->rules[0]);
+    CHECK(d.matched_subject_tag);
+    CHECK(d.reason == "rule \"tagged\" (line 2): outbound, subject has [secure]");
+    CHECK_FALSE(uncertain);
+  }
+  SECTION("a header field whose value contains the text, in any of its fields") {
+    Headers headers{{{"Subject", "plans"}, {"x-secure", "no"}, {"X-SECURE", "oh YES please"}}};
+    const auto d = decide(*policy, Direction::outbound, "a@example.org", "b@partner.example", &headers);
+    REQUIRE(d.rule == &policy->rules[1]);
+    CHECK_FALSE(d.matched_subject_tag);
+    CHECK(d.settings->sign == Mode::never);
+    CHECK(d.reason == "rule \"header\" (line 8): X-Secure contains \"Yes\"");
+  }
+  SECTION("with headers that match no header rule, the envelope rule") {
+    Headers headers{{{"Subject", "secure plans"}, {"X-Secure", "no"}}};
+    const auto d = decide(*policy, Direction::outbound, "a@example.org", "b@partner.example", &headers);
+    REQUIRE(d.rule == &policy->rules[3]);
+    CHECK(d.reason == "rule \"partners\" (line 19): to matches *@partner.example");
+  }
+  SECTION("no Subject at all") {
+    Headers headers;
+    CHECK_FALSE(headers.find("Subject"));
+    const auto d = decide(*policy, Direction::inbound, "x@gmail.com", "a@example.org", &headers);
+    CHECK(d.rule == nullptr);
+  }
+  SECTION("Headers::find returns the first field of that name") {
+    Headers headers{{{"X-A", "1"}, {"x-a", "2"}}};
+    CHECK(headers.find("x-A") == std::optional<std::string_view>("1"));
+    CHECK_FALSE(headers.find("X-B"));
+  }
+}
+
+TEST_CASE("a header condition with empty text asks only that the field is present", "[policy]") {
+  const auto policy = must_parse("[[rule]]\nname = \"h\"\nheader = { name = \"X-Encrypt\", contains = \"\" }\n");
+  Headers with{{{"X-Encrypt", ""}}};
+  Headers without{{{"Subject", "x"}}};
+  const auto d = decide(*policy, Direction::outbound, "a@example.org", "b@x.example", &with);
+  REQUIRE(d.rule == &policy->rules[0]);
+  CHECK(d.reason == "rule \"h\" (line 1): X-Encrypt is present");
+  CHECK(decide(*policy, Direction::outbound, "a@example.org", "b@x.example", &without).rule == nullptr);
+}
+
+// ---- subject tags
+
+TEST_CASE("the subject tag is removed and the spacing tidied", "[policy]") {
+  CHECK(remove_subject_tag("Re: [secure] Plans", "[secure]") == "Re: Plans");
+  CHECK(remove_subject_tag("[SECURE] Plans", "[secure]") == "Plans");
+  CHECK(remove_subject_tag("Plans [Secure]", "[secure]") == "Plans");
+  CHECK(remove_subject_tag("Plans", "[secure]") == "Plans");
+  CHECK(remove_subject_tag("Re:[secure]Plans", "[secure]") == "Re:Plans");
+  CHECK(remove_subject_tag("[secure]", "[secure]") == "");
+  CHECK(remove_subject_tag("[secure] a [secure] b", "[secure]") == "a [secure] b");
+  CHECK(remove_subject_tag("Re:  two  spaces [secure]  kept", "[secure]") == "Re:  two  spaces kept");
+  CHECK(remove_subject_tag("Plans", "") == "Plans");
+}
