@@ -379,6 +379,22 @@ struct AuditArgs : Base {
   int limit = 100;
 };
 
+// ---- harvested certificates
+
+void print_harvested(const json& h) {
+  std::cout << h.value("address", "") << "  " << h.value("subject", "") << "  until "
+            << when(h.value("not_after", std::time_t{0})) << "  ";
+  const json& caps = h.contains("capabilities") ? h["capabilities"] : json();
+  if (!caps.is_object()) {
+    std::cout << "capabilities unknown\n";
+    return;
+  }
+  std::string ciphers;
+  for (const auto& c : caps.value("ciphers", json::array())) ciphers += (ciphers.empty() ? "" : ",") + c.get<std::string>();
+  std::cout << "ciphers " << (ciphers.empty() ? "none" : ciphers) << (caps.value("rsa_oaep", false) ? "  rsa-oaep" : "")
+            << "\n";
+}
+
 }  // namespace
 
 std::vector<Command> add_keystore_commands(CLI::App& app) {
@@ -703,6 +719,25 @@ std::vector<Command> add_keystore_commands(CLI::App& app) {
     std::cout << "system roots: " << (r.value("system_roots", false) ? "on" : "off") << "\n";
     return 0;
   }));
+
+  CLI::App* harvested = app.add_subcommand("harvested", "Outside senders' certificates remembered from their signed mail");
+  harvested->require_subcommand(1);
+  commands.push_back(command<UserArgs>(
+      *harvested, "list", "List harvested certificates: address, subject, valid until, what the sender can read",
+      [](CLI::App& c, UserArgs& a) {
+        c.add_option("--after", a.after, "Start after this address");
+        c.add_option("--limit", a.limit, "At most this many")->capture_default_str();
+      },
+      [](const UserArgs& a) {
+        for (const auto& h : Keystore(a.config).admin("harvested-list", {{"after", a.after}, {"limit", a.limit}})) {
+          print_harvested(h);
+        }
+        return 0;
+      }));
+  commands.push_back(command<UserArgs>(
+      *harvested, "remove", "Forget an address's harvested certificate (its next signed message brings one back)",
+      [](CLI::App& c, UserArgs& a) { c.add_option("address", a.addresses)->required(); },
+      [](const UserArgs& a) { return run_user_simple(a, "harvested-remove", "removed"); }));
 
   CLI::App* audit = app.add_subcommand("audit", "The audit log");
   audit->require_subcommand(1);

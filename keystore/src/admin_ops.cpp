@@ -37,7 +37,7 @@ bool plain_operation(std::string_view op) {
                                                  "user-enable", "user-disable", "user-renew",  "crl",
                                                  "audit-show",  "audit-verify", "approve",     "requests-list", "trust-list",
                                                  "users-import",
-                                                 "request-fetch"};
+                                                 "request-fetch", "harvested-list", "harvested-remove"};
   return std::find(ops.begin(), ops.end(), op) != ops.end();
 }
 
@@ -85,6 +85,16 @@ nlohmann::json describe_user(const UserRecord& u) {
 nlohmann::json describe_record(const AuditRecord& r) {
   return {{"sequence", r.sequence}, {"time", r.time},       {"actor", r.event.actor},     {"action", r.event.action},
           {"subject", r.event.subject}, {"outcome", r.event.outcome}, {"detail", r.event.detail}};
+}
+
+nlohmann::json describe_harvested(const HarvestedCertificate& h) {
+  return {{"address", h.address},
+          {"subject", h.certificate.subject()},
+          {"issuer", h.certificate.issuer()},
+          {"not_after", h.certificate.not_after()},
+          {"stored_at", h.stored_at},
+          {"signing_time", h.signing_time ? nlohmann::json(*h.signing_time) : nlohmann::json()},
+          {"capabilities", h.capabilities ? protocol::capabilities_to_json(*h.capabilities) : nlohmann::json()}};
 }
 
 std::string view(const smime::SecretBytes& s) { return std::string(reinterpret_cast<const char*>(s.data()), s.size()); }
@@ -438,6 +448,17 @@ Result<nlohmann::json> KeystoreService::execute(const std::string& op, const nlo
     return done;
   }
   if (op == "trust-list") return trust_anchors();
+  if (op == "harvested-list") {
+    MAILKMS_TRY(all, harvested_.list(params.value("after", ""), static_cast<std::size_t>(int_param(params, "limit", 1000))));
+    nlohmann::json out = nlohmann::json::array();
+    for (const auto& h : all) out.push_back(describe_harvested(h));
+    return out;
+  }
+  if (op == "harvested-remove") {
+    MAILKMS_TRY(address, text_param(params, "address"));
+    MAILKMS_CHECK(harvested_.remove(address, actor));
+    return done;
+  }
   if (op == "audit-show") {
     MAILKMS_TRY(records, audit_.read(static_cast<std::uint64_t>(std::max(0, int_param(params, "after", 0))),
                                      static_cast<std::size_t>(int_param(params, "limit", 100))));

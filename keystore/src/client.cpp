@@ -174,7 +174,13 @@ Result<CertificateLookup> lookup_certificates(KeystoreClient& client, std::span<
     for (const auto& [address, entry] : certificates.items()) {
       MAILKMS_TRY(cert, certificate_from(field(entry, "certificate")));
       MAILKMS_TRY(chain, chain_from(field(entry, "chain")));
-      out.found.emplace_back(address, CertificateLookup::Found{std::move(cert), std::move(chain)});
+      CertificateLookup::Found found{std::move(cert), std::move(chain), "keystore", std::nullopt};
+      if (const auto& source = field(entry, "source"); source.is_string()) found.source = source.get<std::string>();
+      if (const auto& caps = field(entry, "capabilities"); caps.is_object()) {
+        auto parsed = protocol::capabilities_from_json(caps);
+        if (parsed) found.capabilities = std::move(*parsed);
+      }
+      out.found.emplace_back(address, std::move(found));
     }
   }
   const auto& missing = field(result, "missing");
@@ -184,6 +190,20 @@ Result<CertificateLookup> lookup_certificates(KeystoreClient& client, std::span<
     }
   }
   return out;
+}
+
+Result<bool> remember_certificate(KeystoreClient& client, const std::string& address,
+                                  const smime::Certificate& certificate, std::span<const smime::Certificate> chain,
+                                  const std::optional<smime::Capabilities>& capabilities,
+                                  std::optional<std::time_t> signing_time) {
+  std::vector<std::string> pems;
+  for (const auto& c : chain) pems.push_back(c.pem());
+  nlohmann::json params{{"address", address}, {"certificate", certificate.pem()}, {"chain", pems}};
+  if (capabilities) params["capabilities"] = protocol::capabilities_to_json(*capabilities);
+  if (signing_time) params["signing_time"] = *signing_time;
+  MAILKMS_TRY(result, client.call(protocol::op::remember_certificate, params));
+  const auto& stored = field(result, "stored");
+  return stored.is_boolean() && stored.get<bool>();
 }
 
 Result<RemoteSigner> RemoteSigner::create(KeystoreClient& client, std::string address) {

@@ -78,6 +78,32 @@ Result<Response> parse_response(std::string_view line) {
   return r;
 }
 
+nlohmann::json capabilities_to_json(const smime::Capabilities& capabilities) {
+  nlohmann::json ciphers = nlohmann::json::array();
+  for (const smime::Cipher c : capabilities.ciphers) ciphers.push_back(std::string(smime::name(c)));
+  return {{"ciphers", ciphers}, {"rsa_oaep", capabilities.rsa_oaep}};
+}
+
+Result<smime::Capabilities> capabilities_from_json(const nlohmann::json& j) {
+  const auto ciphers = j.is_object() ? j.find("ciphers") : j.end();
+  const auto oaep = j.is_object() ? j.find("rsa_oaep") : j.end();
+  if (!j.is_object() || (ciphers != j.end() && !ciphers->is_array()) || (oaep != j.end() && !oaep->is_boolean())) {
+    return make_error(Errc::invalid_argument,
+                      "capabilities are {\"ciphers\": [names], \"rsa_oaep\": true or false}");
+  }
+  smime::Capabilities out;
+  if (oaep != j.end()) out.rsa_oaep = oaep->get<bool>();
+  if (ciphers == j.end()) return out;
+  for (const auto& name : *ciphers) {
+    if (!name.is_string()) return make_error(Errc::invalid_argument, "cipher names are strings");
+    const auto cipher = smime::parse_cipher(name.get<std::string>());
+    if (cipher && std::find(out.ciphers.begin(), out.ciphers.end(), *cipher) == out.ciphers.end()) {
+      out.ciphers.push_back(*cipher);
+    }
+  }
+  return out;
+}
+
 std::string base64(std::string_view bytes) {
   std::string out = smime::base64_encode_mime(bytes);
   out.erase(std::remove(out.begin(), out.end(), '\r'), out.end());

@@ -19,6 +19,45 @@ Result<std::string> string_param(const nlohmann::json& params, const char* name)
   return it->get<std::string>();
 }
 
+// A certificate's chain is what a signature may carry: a handful, not hundreds.
+constexpr std::size_t kMaxChain = 8;
+
+// What a gateway offers with "remember-certificate", read but not yet judged.
+Result<HarvestedCertificate> harvest_from_params(const nlohmann::json& params, std::time_t now) {
+  MAILKMS_TRY(given_address, string_param(params, "address"));
+  std::string address = Users::normalize(given_address);
+  if (!Users::plausible_address(address)) return make_error(Errc::invalid_argument, "not a mail address: " + given_address);
+  MAILKMS_TRY(pem, string_param(params, "certificate"));
+  auto certificate = smime::Certificate::from_pem(pem);
+  if (!certificate) return make_error(Errc::invalid_argument, "the certificate does not parse: " + certificate.error().message);
+  HarvestedCertificate record{std::move(address), std::move(*certificate), {}, {}, {}, now};
+  if (const auto chain = params.find("chain"); chain != params.end() && !chain->is_null()) {
+    if (!chain->is_array() || chain->size() > kMaxChain) {
+      return make_error(Errc::invalid_argument,
+                        "\"chain\" must be an array of at most " + std::to_string(kMaxChain) + " PEM certificates");
+    }
+    for (const auto& c : *chain) {
+      if (!c.is_string()) return make_error(Errc::invalid_argument, "chain certificates are PEM strings");
+      auto parsed = smime::Certificate::from_pem(c.get<std::string>());
+      if (!parsed) return make_error(Errc::invalid_argument, "a chain certificate does not parse: " + parsed.error().message);
+      record.chain.push_back(std::move(*parsed));
+    }
+  }
+  if (const auto caps = params.find("capabilities"); caps != params.end() && !caps->is_null()) {
+    MAILKMS_TRY(capabilities, protocol::capabilities_from_json(*caps));
+    record.capabilities = std::move(capabilities);
+  }
+  if (const auto t = params.find("signing_time"); t != params.end() && !t->is_null()) {
+    if (!t->is_number_integer()) return make_error(Errc::invalid_argument, "\"signing_time\" is a Unix time");
+    // A time far ahead would keep every later message's certificate out.
+    if (t->get<std::int64_t>() > now + 86400) {
+      return make_error(Errc::invalid_argument, "\"signing_time\" is more than a day in the future");
+    }
+    record.signing_time = t->get<std::time_t>();
+  }
+  return record;
+}
+
 std::vector<std::string> chain_pems(const std::vector<smime::Certificate>& chain) {
   std::vector<std::string> out;
   for (const auto& c : chain) out.push_back(c.pem());
@@ -41,6 +80,7 @@ KeystoreService::KeystoreService(std::unique_ptr<SqliteStorage> storage, smime::
       ca_(*storage_, barrier_, audit_, ctx_),
       users_(*storage_, barrier_, audit_, ca_, ctx_, policies.users),
       admins_(*storage_, audit_, policies.admins),
+      harvested_(*storage_, barrier_, audit_),
       pkcs12_(policies.pkcs12) {}
 
 Result<std::unique_ptr<KeystoreService>> KeystoreService::open(const std::filesystem::path& database,
@@ -108,7 +148,7 @@ Result<nlohmann::json> KeystoreService::handle(const Caller& caller, const proto
   }
   const bool gateway_op = request.op == op::lookup_certificates || request.op == op::signing_identity ||
                           request.op == op::sign || request.op == op::unwrap || request.op == "trust-anchors" ||
-                          request.op == "crls";
+                          request.op == "crls" || request.op == op::remember_certificate;
   if (!gateway_op) return administer(caller, request);
   if (!is_gateway(caller)) {
     (void)audit_.append({describe(caller), request.op, "", "denied", "not a gateway"});
@@ -120,6 +160,7 @@ Result<nlohmann::json> KeystoreService::handle(const Caller& caller, const proto
   if (request.op == op::sign) return sign(request.params);
   if (request.op == "trust-anchors") return trust_anchors();
   if (request.op == "crls") return crls();
+  if (request.op == op::remember_certificate) return remember_certificate(request.params);
   return unwrap(request.params);
 }
 
@@ -189,12 +230,26 @@ Result<nlohmann::json> KeystoreService::lookup_certificates(const nlohmann::json
   nlohmann::json found = nlohmann::json::object();
   nlohmann::json missing = nlohmann::json::array();
   const std::time_t now = std::time(nullptr);
+  std::shared_ptr<const smime::TrustStore> trust;
   for (const auto& a : *addresses) {
     if (!a.is_string()) return make_error(Errc::invalid_argument, "addresses are strings");
     const std::string address = Users::normalize(a.get<std::string>());
     auto user = users_.get(address);
     if (!user && user.error().code != Errc::not_found) return std::move(user).error();
-    if (!user || !user->enabled || user->encryption_serials.empty()) {
+    if (!user) {
+      MAILKMS_TRY(harvested, usable_harvested(address, trust));
+      if (!harvested) {
+        missing.push_back(address);
+        continue;
+      }
+      std::vector<std::string> chain = chain_pems(harvested->chain);
+      nlohmann::json entry{{"certificate", harvested->certificate.pem()}, {"chain", std::move(chain)}, {"source", "harvested"}};
+      if (harvested->capabilities) entry["capabilities"] = protocol::capabilities_to_json(*harvested->capabilities);
+      found[address] = std::move(entry);
+      continue;
+    }
+    // Our users' certificates come from our CA alone, even when one is disabled.
+    if (!user->enabled || user->encryption_serials.empty()) {
       missing.push_back(address);
       continue;
     }
@@ -205,9 +260,60 @@ Result<nlohmann::json> KeystoreService::lookup_certificates(const nlohmann::json
       continue;
     }
     MAILKMS_TRY(chain, ca_.chain_pem(current.ca_id));
-    found[address] = {{"certificate", std::move(current.pem)}, {"chain", std::move(chain)}};
+    found[address] = {{"certificate", std::move(current.pem)}, {"chain", std::move(chain)}, {"source", "keystore"}};
   }
   return nlohmann::json{{"certificates", found}, {"missing", missing}};
+}
+
+Result<std::optional<HarvestedCertificate>> KeystoreService::usable_harvested(const std::string& address,
+                                                                              std::shared_ptr<const smime::TrustStore>& trust) {
+  auto harvested = harvested_.get(address);
+  // A record that fails authentication is never used; the others still are.
+  if (!harvested && harvested.error().code == Errc::corrupt) return std::optional<HarvestedCertificate>();
+  if (!harvested || !*harvested) return harvested;
+  const std::time_t now = std::time(nullptr);
+  const HarvestedCertificate& record = **harvested;
+  if (!check_encryption_certificate(record.certificate, address, now)) return std::optional<HarvestedCertificate>();
+  if (!trust) {
+    MAILKMS_TRY(store, trust_store());
+    trust = std::move(store);
+  }
+  // Anchors change: one an administrator removed must stop the certificates under it.
+  if (!verify_chain(*ctx_, *trust, record.certificate, record.chain, now)) return std::optional<HarvestedCertificate>();
+  return harvested;
+}
+
+Result<nlohmann::json> KeystoreService::remember_certificate(const nlohmann::json& params) {
+  MAILKMS_TRY(record, harvest_from_params(params, std::time(nullptr)));
+  const std::string& address = record.address;
+  // Our own users' certificates come from our CA, never from mail: even a
+  // trusted one is not kept. Asked first, because most signed mail the
+  // gateways see is our own users'.
+  const auto local_user = [&]() -> Result<bool> {
+    auto user = users_.get(address);
+    if (user) return true;
+    if (user.error().code != Errc::not_found) return std::move(user).error();
+    return false;
+  };
+  const auto not_stored = [&](const std::string& reason) { return nlohmann::json{{"stored", false}, {"reason", reason}}; };
+  MAILKMS_TRY(local, local_user());
+  if (local) return not_stored(address + " is a local user");
+  MAILKMS_CHECK(check_encryption_certificate(record.certificate, address, record.stored_at));
+  MAILKMS_TRY(trust, trust_store());
+  MAILKMS_CHECK(verify_chain(*ctx_, *trust, record.certificate, record.chain, record.stored_at));
+  std::optional<std::string> refused;
+  MAILKMS_CHECK(storage_->transaction([&]() -> Status {
+    MAILKMS_TRY(added_since, local_user());  // the user may have been added while we checked
+    if (added_since) {
+      refused = address + " is a local user";
+      return Ok{};
+    }
+    MAILKMS_TRY(kept_instead, harvested_.remember(record));
+    refused = std::move(kept_instead);
+    return Ok{};
+  }));
+  if (refused) return not_stored(*refused);
+  return nlohmann::json{{"stored", true}};
 }
 
 Result<nlohmann::json> KeystoreService::signing_identity(const nlohmann::json& params) {
@@ -243,26 +349,53 @@ Result<nlohmann::json> KeystoreService::sign(const nlohmann::json& params) {
   return nlohmann::json{{"signature", protocol::base64(*signature)}};
 }
 
-Result<nlohmann::json> KeystoreService::trust_anchors() {
-  nlohmann::json anchors = nlohmann::json::array();
+Result<KeystoreService::TrustList> KeystoreService::trust_list() {
+  TrustList list;
   MAILKMS_TRY(cas, ca_.list());
   for (const auto& ca : cas) {
-    if (ca.role == CaRole::root && ca.certificate) {
-      anchors.push_back({{"source", "ours"}, {"subject", ca.certificate->subject()}, {"certificate", ca.certificate->pem()}});
-    }
-    if (!ca.external_chain.empty()) {
-      const auto& top = ca.external_chain.back();
-      anchors.push_back({{"source", "external"}, {"subject", top.subject()}, {"certificate", top.pem()}});
-    }
+    if (ca.role == CaRole::root && ca.certificate) list.anchors.push_back({"ours", "", *ca.certificate});
+    if (!ca.external_chain.empty()) list.anchors.push_back({"external", "", ca.external_chain.back()});
   }
   MAILKMS_TRY(added, storage_->scan("trust/", {}, 10'000));
   for (const auto& [key, pem] : added) {
     auto cert = smime::Certificate::from_pem(pem);
     if (!cert) return make_error(Errc::corrupt, key + " does not parse");
-    anchors.push_back({{"source", "added"}, {"fingerprint", key.substr(6)}, {"subject", cert->subject()}, {"certificate", pem}});
+    list.anchors.push_back({"added", key.substr(6), std::move(*cert)});
   }
   MAILKMS_TRY(system, storage_->get("config/trust-system-roots"));
-  return nlohmann::json{{"anchors", anchors}, {"system_roots", system.value_or("0") == "1"}};
+  list.system_roots = system.value_or("0") == "1";
+  return list;
+}
+
+Result<nlohmann::json> KeystoreService::trust_anchors() {
+  MAILKMS_TRY(list, trust_list());
+  nlohmann::json anchors = nlohmann::json::array();
+  for (const auto& a : list.anchors) {
+    nlohmann::json anchor{{"source", a.source}, {"subject", a.certificate.subject()}, {"certificate", a.certificate.pem()}};
+    if (!a.fingerprint.empty()) anchor["fingerprint"] = a.fingerprint;
+    anchors.push_back(std::move(anchor));
+  }
+  return nlohmann::json{{"anchors", anchors}, {"system_roots", list.system_roots}};
+}
+
+Result<std::shared_ptr<const smime::TrustStore>> KeystoreService::trust_store() {
+  MAILKMS_TRY(list, trust_list());
+  std::string key = list.system_roots ? "system" : "";
+  for (const auto& a : list.anchors) key += a.certificate.der();
+  {
+    const std::lock_guard lock(trust_cache_mutex_);
+    if (trust_cache_ && trust_cache_key_ == key) return trust_cache_;
+  }
+  auto store = std::make_shared<smime::TrustStore>();
+  for (const auto& a : list.anchors) store->add(a.certificate);
+  if (list.system_roots) {
+    const auto loaded = store->add_system_roots();
+    if (!loaded) return make_error(Errc::internal, loaded.error().message);
+  }
+  const std::lock_guard lock(trust_cache_mutex_);
+  trust_cache_key_ = std::move(key);
+  trust_cache_ = store;
+  return std::shared_ptr<const smime::TrustStore>(std::move(store));
 }
 
 Result<nlohmann::json> KeystoreService::crls() {

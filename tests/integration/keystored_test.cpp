@@ -1,6 +1,7 @@
 // The real mailkms-keystored on a temporary socket, driven through the
 // client library: unsealing, the gateway's lookups, signing and
-// decryption with keys that never leave the daemon, and bad input.
+// decryption with keys that never leave the daemon, harvested outside
+// certificates, and bad input.
 #include <catch2/catch.hpp>
 
 #include <poll.h>
@@ -220,6 +221,56 @@ TEST_CASE("the gateway's operations through the daemon", "[keystored]") {
     REQUIRE(opened.error);
     CHECK(opened.error->message.find("no encryption key") != std::string::npos);
   }
+}
+
+TEST_CASE("a gateway remembers an outside sender's certificate, and lookups hand it out", "[keystored][harvest]") {
+  Daemon daemon;
+  auto client = daemon.client(60s);
+  unseal(client);
+  const std::string carol = must(client.call("login", {{"name", "carol"}, {"password", kAdminPassword}}))["token"];
+  must(client.call("trust-add", {{"session", carol}, {"pem", test::read_file(test::pki_path("root.pem"))}}));
+
+  const std::vector<smime::Certificate> chain = test::chain();
+  const smime::Capabilities capabilities{{smime::Cipher::aes256_gcm, smime::Cipher::aes256_cbc}, true};
+  const auto frank_cert = test::cert("frank");
+  CHECK(must(remember_certificate(client, "Frank@Example.org", frank_cert, chain, capabilities, 1'700'000'000)));
+  // An older message does not roll it back; our own users are never harvested.
+  CHECK_FALSE(must(remember_certificate(client, "frank@example.org", frank_cert, chain, std::nullopt, 1'600'000'000)));
+  const auto alice = must(lookup_certificates(client, std::vector<std::string>{"alice@example.org"})).found.at(0).second;
+  CHECK_FALSE(must(remember_certificate(client, "alice@example.org", alice.certificate, alice.chain, {}, {})));
+  const auto untrusted = remember_certificate(client, "mallory@example.org", test::cert("mallory"), {}, {}, {});
+  REQUIRE_FALSE(untrusted);
+  CHECK(untrusted.error().code == Errc::permission_denied);
+
+  const std::vector<std::string> addresses{"frank@example.org", "alice@example.org", "mallory@example.org"};
+  const CertificateLookup found = must(lookup_certificates(client, addresses));
+  REQUIRE(found.found.size() == 2);
+  const auto entry = [&](const std::string& address) {
+    return std::find_if(found.found.begin(), found.found.end(), [&](const auto& f) { return f.first == address; });
+  };
+  const auto frank = entry("frank@example.org");
+  REQUIRE(frank != found.found.end());
+  CHECK(frank->second.source == "harvested");
+  CHECK(frank->second.certificate == frank_cert);
+  CHECK(frank->second.chain == chain);
+  REQUIRE(frank->second.capabilities);
+  CHECK(frank->second.capabilities->ciphers == capabilities.ciphers);
+  CHECK(frank->second.capabilities->rsa_oaep);
+  const auto ours = entry("alice@example.org");
+  REQUIRE(ours != found.found.end());
+  CHECK(ours->second.source == "keystore");
+  CHECK_FALSE(ours->second.capabilities);
+  CHECK(found.missing == std::vector<std::string>{"mallory@example.org"});
+
+  // A message encrypted to what the lookup returned opens with frank's own key.
+  const std::vector<smime::Recipient> to{{frank->second.certificate, smime::KeyTransport::rsa_oaep_sha256}};
+  const auto encrypted = smime::encrypt_message(*test::context(), test::sample_message(), to, {});
+  REQUIRE(encrypted);
+  auto key = test::unwrapper("frank");
+  smime::KeyUnwrapper* keys[] = {&key};
+  const auto opened = smime::open_message(*test::context(), *encrypted, keys, {});
+  REQUIRE_FALSE(opened.error);
+  CHECK(opened.content.body == "The figures are attached in spirit.\r\nRegards, Alice\r\n");
 }
 
 TEST_CASE("bad input gets an answer, not a crash", "[keystored]") {

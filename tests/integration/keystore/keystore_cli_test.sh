@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # An administrator's day with mailkmsctl against the real mailkms-keystored:
-# init, unseal, CA, users, approvals, recovery, revocation, CRL, audit.
+# init, unseal, CA, users, approvals, recovery, revocation, CRL, trust,
+# harvested certificates, audit.
 # Usage: keystore_cli_test.sh MAILKMS_KEYSTORED MAILKMSCTL
 set -uo pipefail
 # shellcheck source=../lib.sh
@@ -13,6 +14,29 @@ daemon_pid=
 trap '[ -n "$daemon_pid" ] && kill "$daemon_pid" 2>/dev/null; wait 2>/dev/null; rm -rf "$work"' EXIT
 cd "$work" || exit 2
 
+# remember ADDRESS CERT.pem: what a gateway sends after a signature from
+# ADDRESS verified (mailkmsctl has no command for it: gateways do it).
+remember() {
+  python3 - keystore.sock "$1" "$2" <<'PY'
+import json, socket, sys
+path, address, pem = sys.argv[1], sys.argv[2], open(sys.argv[3]).read()
+request = {"id": 1, "op": "remember-certificate",
+           "params": {"address": address, "certificate": pem, "chain": [], "signing_time": 1700000000,
+                      "capabilities": {"ciphers": ["aes-256-gcm", "aes-128-cbc"], "rsa_oaep": True}}}
+s = socket.socket(socket.AF_UNIX)
+s.connect(path)
+s.sendall((json.dumps(request) + "\n").encode())
+answer = b""
+while not answer.endswith(b"\n"):
+    chunk = s.recv(4096)
+    if not chunk:
+        break
+    answer += chunk
+print(answer.decode().strip())
+sys.exit(0 if json.loads(answer).get("result", {}).get("stored") is True else 1)
+PY
+}
+export -f remember
 
 cat > mailkms.conf <<CONF
 [keystore]
@@ -87,6 +111,17 @@ openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -keyout par
 check "a partner's root is added" bash -c "'$ctl' trust add partner.pem | grep -q '^trusted sha256'"
 fingerprint=$("$ctl" trust list | sed -n 's/^added  CN=Partner Root  sha256 //p')
 check "and listed with its fingerprint" test -n "$fingerprint"
+openssl req -new -newkey rsa:2048 -nodes -keyout zoe.key -subj "/CN=Zoe Partner" -out zoe.csr 2> /dev/null
+printf 'keyUsage=critical,digitalSignature,keyEncipherment\nextendedKeyUsage=emailProtection\nsubjectAltName=email:zoe@partner.example\n' > zoe.ext
+openssl x509 -req -in zoe.csr -CA partner.pem -CAkey partner.key -CAcreateserial -days 30 -extfile zoe.ext -out zoe.pem 2> /dev/null
+check "a gateway's harvested certificate under the partner's root is kept" remember zoe@partner.example zoe.pem
+check "an address of a local user is never harvested" bash -c "remember alice@example.org zoe.pem | grep -q 'alice@example.org is a local user'"
+check "harvested list shows it with what the sender can read" \
+  bash -c "'$ctl' harvested list | grep -q '^zoe@partner.example  CN=Zoe Partner  until .*  ciphers aes-256-gcm,aes-128-cbc  rsa-oaep\$'"
+check "mailkmsctl encrypts to the harvested certificate" \
+  bash -c "'$ctl' message encrypt --to-user zoe@partner.example --in note.eml | openssl cms -decrypt -recip zoe.pem -inkey zoe.key | grep -q 'kept in the keystore'"
+check "harvested remove forgets it" bash -c "'$ctl' harvested remove zoe@partner.example && ! '$ctl' harvested list | grep -q zoe"
+check "and removing it again says there is none" bash -c "! '$ctl' harvested remove zoe@partner.example 2> err && grep -q 'no harvested certificate for zoe@partner.example' err"
 check "system roots can be switched on" bash -c "'$ctl' trust system on && '$ctl' trust list | grep -qx 'system roots: on'"
 check "the partner's root is removed" bash -c "'$ctl' trust remove '$fingerprint' && ! '$ctl' trust list | grep -q Partner"
 check "a leaf certificate is refused as an anchor" bash -c "openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -keyout leaf.key -out leaf.pem -subj /CN=leaf -days 1 -addext basicConstraints=critical,CA:FALSE 2>/dev/null && ! '$ctl' trust add leaf.pem"
@@ -100,7 +135,7 @@ check "the bundle is private" bash -c "[ \"\$(stat -c %a alice.bundle)\" = 600 ]
 check "importing where the user exists skips them" bash -c "'$ctl' user import alice.bundle --password-file bundle.pw | grep -qx 'already here: alice@example.org'"
 check "the audit log is intact" bash -c "'$ctl' audit verify | grep -q '^intact'"
 "$ctl" audit show --limit 1000 > audit.out 2>&1
-for action in unseal login ca-create-root user-add admin-add approvals-set request approve recover revoke; do
+for action in unseal login ca-create-root user-add admin-add approvals-set request approve recover revoke harvested-remove; do
   check "the audit log records $action" grep -q "  $action  " audit.out
 done
 check "no password reached the daemon's log" bash -c "! grep -qF -e \"\$(cat carol.pw)\" -e \"\$(cat p12.pw)\" -e \"\$(cat unseal.pw)\" daemon.log"

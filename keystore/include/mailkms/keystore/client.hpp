@@ -6,14 +6,18 @@
 #pragma once
 
 #include <chrono>
+#include <ctime>
 #include <filesystem>
 #include <mutex>
+#include <optional>
+#include <span>
 #include <string>
 #include <vector>
 
 #include <nlohmann/json.hpp>
 
 #include "mailkms/keystore/error.hpp"
+#include "mailkms/smime/algorithms.hpp"
 #include "mailkms/smime/decrypt.hpp"
 #include "mailkms/smime/sign.hpp"
 
@@ -46,16 +50,28 @@ class KeystoreClient {
   std::uint64_t next_id_ = 1;
 };
 
-// The encryption certificates the keystore has for some addresses.
+// The encryption certificates the keystore has for some addresses: our
+// users' from our CA, and outside senders' it remembered from their mail.
 struct CertificateLookup {
   struct Found {
     smime::Certificate certificate;
     std::vector<smime::Certificate> chain;
+    std::string source;  // "keystore" or "harvested"
+    std::optional<smime::Capabilities> capabilities;  // what a harvested sender said they can read
   };
   std::vector<std::pair<std::string, Found>> found;
   std::vector<std::string> missing;
 };
 Result<CertificateLookup> lookup_certificates(KeystoreClient& client, std::span<const std::string> addresses);
+
+// Offers the keystore an outside sender's certificate from a signature
+// that verified, with the intermediates it carried. The keystore checks it
+// again itself. Returns whether it was stored: not for a local user's
+// address, nor when a certificate from a later message is kept already.
+Result<bool> remember_certificate(KeystoreClient& client, const std::string& address,
+                                  const smime::Certificate& certificate, std::span<const smime::Certificate> chain,
+                                  const std::optional<smime::Capabilities>& capabilities,
+                                  std::optional<std::time_t> signing_time);
 
 // Signs with `address`'s signing key in the daemon.
 class RemoteSigner final : public smime::Signer {

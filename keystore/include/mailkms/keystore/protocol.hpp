@@ -14,6 +14,7 @@
 #include <nlohmann/json.hpp>
 
 #include "mailkms/keystore/error.hpp"
+#include "mailkms/smime/algorithms.hpp"
 #include "mailkms/smime/decrypt.hpp"
 
 namespace mailkms::keystore::protocol {
@@ -27,6 +28,7 @@ inline constexpr std::string_view lookup_certificates = "lookup-certificates";
 inline constexpr std::string_view signing_identity = "signing-identity";
 inline constexpr std::string_view sign = "sign";
 inline constexpr std::string_view unwrap = "unwrap";
+inline constexpr std::string_view remember_certificate = "remember-certificate";
 }  // namespace op
 
 struct Request {
@@ -60,6 +62,12 @@ std::optional<Errc> parse_errc(std::string_view name);
 // The engine's wrapped content-encryption key, as "unwrap" carries it.
 nlohmann::json to_json(const smime::WrappedKey& wrapped);
 Result<smime::WrappedKey> wrapped_key_from_json(const nlohmann::json& j);
+
+// A correspondent's SMIMECapabilities: {"ciphers": ["aes-256-cbc", …],
+// "rsa_oaep": bool}. Cipher names this build does not know are skipped, so
+// a newer peer's list still reads.
+nlohmann::json capabilities_to_json(const smime::Capabilities& capabilities);
+Result<smime::Capabilities> capabilities_from_json(const nlohmann::json& j);
 
 std::string base64(std::string_view bytes);
 Result<std::string> unbase64(const nlohmann::json& value);

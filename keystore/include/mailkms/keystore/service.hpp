@@ -18,11 +18,13 @@
 #include "mailkms/keystore/audit.hpp"
 #include "mailkms/keystore/barrier.hpp"
 #include "mailkms/keystore/ca.hpp"
+#include "mailkms/keystore/harvest.hpp"
 #include "mailkms/keystore/protocol.hpp"
 #include "mailkms/keystore/seal.hpp"
 #include "mailkms/keystore/sqlite_storage.hpp"
 #include "mailkms/keystore/users.hpp"
 #include "mailkms/smime/sign.hpp"
+#include "mailkms/smime/verify.hpp"
 
 namespace mailkms::keystore {
 
@@ -34,7 +36,8 @@ struct Caller {
 };
 
 struct AccessPolicy {
-  // Gateways (milter, proxy) may look up certificates, sign and decrypt.
+  // Gateways (milter, proxy) may look up certificates, sign, decrypt and
+  // remember outside senders' certificates.
   std::vector<uid_t> gateway_uids;
   std::vector<gid_t> gateway_gids;
 };
@@ -75,6 +78,7 @@ class KeystoreService {
   Admins& admins() { return admins_; }
   Users& users() { return users_; }
   AuditLog& audit() { return audit_; }
+  HarvestedCertificates& harvested() { return harvested_; }
   Storage& storage() { return *storage_; }
 
  private:
@@ -90,10 +94,32 @@ class KeystoreService {
   Result<nlohmann::json> signing_identity(const nlohmann::json& params);
   Result<nlohmann::json> sign(const nlohmann::json& params);
   Result<nlohmann::json> unwrap(const nlohmann::json& params);
+  // An outside sender's certificate from a signature a gateway verified,
+  // checked again here against our own trust anchors.
+  Result<nlohmann::json> remember_certificate(const nlohmann::json& params);
+  // The harvested certificate for `address` if it may still be encrypted
+  // to: valid now and chaining to today's anchors. `trust` is fetched on
+  // first use and kept for the rest of the request.
+  Result<std::optional<HarvestedCertificate>> usable_harvested(const std::string& address,
+                                                               std::shared_ptr<const smime::TrustStore>& trust);
+
   // The trust list (the original's CTL): our roots, the roots above
   // externally signed CAs, and anchors administrators added; and whether
   // the system's roots count too.
+  struct TrustAnchor {
+    std::string source;       // "ours", "external", "added"
+    std::string fingerprint;  // SHA-256, for added ones: what trust-remove takes
+    smime::Certificate certificate;
+  };
+  struct TrustList {
+    std::vector<TrustAnchor> anchors;
+    bool system_roots = false;
+  };
+  Result<TrustList> trust_list();
   Result<nlohmann::json> trust_anchors();
+  // The same as a store to verify chains against; built again only when
+  // the list changed (loading the system's roots takes milliseconds).
+  Result<std::shared_ptr<const smime::TrustStore>> trust_store();
   // Each issuing CA's current CRL, for gateways to check signers against.
   Result<nlohmann::json> crls();
 
@@ -116,6 +142,7 @@ class KeystoreService {
   CertificateAuthority ca_;
   Users users_;
   Admins admins_;
+  HarvestedCertificates harvested_;
   Pkcs12Options pkcs12_;
 
   // Signing keys in use, kept unwrapped (this process may hold keys):
@@ -129,6 +156,10 @@ class KeystoreService {
   Result<std::shared_ptr<smime::LocalSigner>> signer_for(const UserRecord& user, bool pss);
   std::mutex signer_cache_mutex_;
   std::unordered_map<std::string, CachedSigner> signer_cache_;
+
+  std::mutex trust_cache_mutex_;
+  std::string trust_cache_key_;  // the anchors' DER, and whether the system's roots count
+  std::shared_ptr<const smime::TrustStore> trust_cache_;
 
   std::mutex unseal_mutex_;
   int failed_unseals_ = 0;
