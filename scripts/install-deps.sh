@@ -12,10 +12,15 @@ packages=(
   # protocol, Boost.Asio for the daemon (1.81: bookworm's 1.74 conflicts),
   # toml++ for mailkms.conf
   libsqlite3-dev nlohmann-json3-dev libboost1.81-dev libtomlplusplus-dev
-  # mailkmsctl's subcommands
+  # mailkmsctl's and the daemons' command lines
   libcli11-dev
-  # tests: Catch2, and a real Postfix with swaks to send it mail
-  catch2 postfix swaks
+  # the milter: libmilter for the protocol, spdlog for its log lines
+  # (stderr under systemd, or syslog)
+  libmilter-dev libspdlog-dev
+  # tests: Catch2, a real Postfix with swaks to send it mail, miltertest
+  # to drive the milter without an MTA, python3 to speak the keystore's
+  # socket protocol where mailkmsctl has no command (gateway operations)
+  catch2 postfix swaks miltertest python3
 )
 
 if [ "$(id -u)" -ne 0 ]; then

@@ -5,7 +5,9 @@
 # which dumps each message it receives into a file.
 #
 #   postfix_start WORKDIR   sets POSTFIX_PORT, SINK_DIR; needs root, and every
-#                           directory above WORKDIR open to the postfix user
+#                           directory above WORKDIR open to the postfix user;
+#                           lines in $POSTFIX_EXTRA_CONF are added to main.cf
+#                           (a milter, say)
 #   postfix_wait_for N      waits until N messages reached the sink
 #   postfix_stop
 
@@ -53,6 +55,7 @@ smtp_tls_security_level = none
 smtpd_tls_security_level = none
 maillog_file = $POSTFIX_DIR/maillog
 maillog_file_prefixes = $POSTFIX_DIR
+${POSTFIX_EXTRA_CONF:-}
 CONF
   # Debian's services, with our smtpd port instead of 25 and no chroot
   # (a chroot would need copies of /etc files in the queue directory).
@@ -80,7 +83,6 @@ postfix_wait_for() {
 
 postfix_stop() {
   [ -n "${POSTFIX_DIR:-}" ] && postfix -c "$POSTFIX_DIR/conf" stop > /dev/null 2>&1
-  [ -n "${SINK_PID:-}" ] && kill "$SINK_PID" 2> /dev/null
-  wait 2> /dev/null
+  [ -n "${SINK_PID:-}" ] && kill "$SINK_PID" 2> /dev/null && wait "$SINK_PID" 2> /dev/null
   return 0
 }

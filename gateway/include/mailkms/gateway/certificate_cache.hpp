@@ -1,0 +1,50 @@
+// Recipients' encryption certificates, fetched from the keystore and kept
+// in-process for a while so the hot path rarely waits on the socket. A
+// certificate that is expired (or revoked: the keystore stops handing it
+// out) is never returned; "no certificate" is remembered for a shorter
+// time so a new enrollment takes effect soon.
+#pragma once
+
+#include <chrono>
+#include <mutex>
+#include <optional>
+#include <span>
+#include <string>
+#include <unordered_map>
+#include <vector>
+
+#include "mailkms/keystore/client.hpp"
+
+namespace mailkms::gateway {
+
+struct RecipientCertificate {
+  smime::Certificate certificate;
+  std::optional<smime::Capabilities> capabilities;  // known for harvested certificates
+};
+
+class CertificateCache {
+ public:
+  CertificateCache(keystore::KeystoreClient& client, std::chrono::seconds ttl, std::chrono::seconds missing_ttl)
+      : client_(&client), ttl_(ttl), missing_ttl_(missing_ttl) {}
+
+  // The certificate of each address (nullopt: none), in the order asked.
+  // One keystore request for all the addresses not cached; its failure is
+  // the result (Errc::unavailable when the keystore is down).
+  keystore::Result<std::vector<std::optional<RecipientCertificate>>> lookup(std::span<const std::string> addresses);
+
+  // Forget everything, e.g. after a policy reload.
+  void clear();
+
+ private:
+  struct Entry {
+    std::optional<RecipientCertificate> value;
+    std::chrono::steady_clock::time_point expires;
+  };
+  keystore::KeystoreClient* client_;
+  std::chrono::seconds ttl_;
+  std::chrono::seconds missing_ttl_;
+  std::mutex mutex_;
+  std::unordered_map<std::string, Entry> entries_;
+};
+
+}  // namespace mailkms::gateway

@@ -1,0 +1,107 @@
+// The message pipeline both front ends share: for one SMTP transaction it
+// decides, per recipient, what policy asks, and turns the message into the
+// Outcome the front end applies — signed and encrypted on the way out,
+// verified (and decrypted where policy says) on the way in. The front end
+// owns the transaction and the spool; the gateway never talks SMTP.
+#pragma once
+
+#include <atomic>
+#include <memory>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "mailkms/gateway/certificate_cache.hpp"
+#include "mailkms/gateway/outcome.hpp"
+#include "mailkms/gateway/reinjection.hpp"
+#include "mailkms/gateway/settings.hpp"
+#include "mailkms/gateway/trust_cache.hpp"
+#include "mailkms/keystore/client.hpp"
+#include "mailkms/policy/policy.hpp"
+#include "mailkms/smime/crypto_context.hpp"
+
+namespace mailkms::gateway {
+
+// How one recipient's copy must be made; recipients with equal treatments
+// can share one copy.
+struct Treatment {
+  bool sign = false;
+  bool encrypt = false;
+  bool decrypt = false;  // inbound
+  smime::Cipher cipher = smime::Cipher::aes256_cbc;
+  smime::Digest digest = smime::Digest::sha256;
+  friend bool operator==(const Treatment&, const Treatment&) = default;
+};
+
+// One SMTP transaction, as the front end knows it.
+struct Transaction {
+  std::string queue_id;
+  policy::Connection connection;
+  std::string sender;  // MAIL FROM, without <>
+  std::vector<std::string> recipients;
+  // The policy this transaction started with (a reload never changes it).
+  std::shared_ptr<const policy::Policy> policy;
+  policy::DirectionDecision direction{policy::Direction::inbound, ""};
+  std::optional<Treatment> first_treatment;  // for MixedRecipients::defer
+  bool reinjected = false;  // carries a valid mark of our own re-injection
+};
+
+// What RCPT time could tell about one recipient.
+struct EarlyPlan {
+  Treatment treatment;
+  bool uncertain = false;  // a rule on the subject or a header may still change it
+  std::string log;
+};
+
+struct RecipientVerdict {
+  enum class Kind { accept, defer, reject, tempfail };
+  Kind kind = Kind::accept;
+  Reply reply;
+  std::string log;
+};
+
+class Gateway {
+ public:
+  Gateway(Settings settings, std::shared_ptr<const policy::Policy> policy, smime::CryptoContextPtr ctx,
+          ReinjectionMark mark);
+
+  [[nodiscard]] const Settings& settings() const noexcept { return settings_; }
+  [[nodiscard]] std::shared_ptr<const policy::Policy> policy() const { return std::atomic_load(&policy_); }
+  // A new policy for transactions that start from now on.
+  void replace_policy(std::shared_ptr<const policy::Policy> policy);
+
+  // MAIL FROM: takes the policy snapshot and decides the direction.
+  void begin(Transaction& transaction) const;
+  // RCPT TO: whether this recipient can join the transaction. Adds it to
+  // `transaction.recipients` when accepted.
+  RecipientVerdict add_recipient(Transaction& transaction, const std::string& recipient);
+  // End of message: `headers` are the message's header fields as received,
+  // `message` the whole message (header section and body) in CRLF form.
+  // Never throws; an internal failure becomes the configured action.
+  Outcome finish(const Transaction& transaction, const std::vector<smime::HeaderField>& headers,
+                 const smime::Spool& message);
+
+  [[nodiscard]] const ReinjectionMark& mark() const noexcept { return mark_; }
+  [[nodiscard]] bool is_enrollment_address(std::string_view recipient) const;
+
+ private:
+  BasicResult<EarlyPlan, RecipientVerdict> plan_recipient_early(const Transaction& transaction,
+                                                                const std::string& recipient);
+  Outcome enrollment(const Transaction& transaction) const;
+  // `skip`: recipients already taken out of this transaction.
+  Outcome outbound(const Transaction& transaction, const std::vector<smime::HeaderField>& headers,
+                   const smime::Spool& message, const std::vector<std::string>& skip);
+  Outcome inbound(const Transaction& transaction, const std::vector<smime::HeaderField>& headers,
+                  const smime::Spool& message, const std::vector<std::string>& skip);
+  Outcome failure(FailureAction action, const std::string& what, const std::string& reason) const;
+
+  Settings settings_;
+  std::shared_ptr<const policy::Policy> policy_;
+  smime::CryptoContextPtr ctx_;
+  keystore::KeystoreClient keystore_;
+  CertificateCache certificates_;
+  TrustCache trust_;
+  ReinjectionMark mark_;
+};
+
+}  // namespace mailkms::gateway

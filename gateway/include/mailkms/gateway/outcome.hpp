@@ -1,0 +1,62 @@
+// What the gateway decided for one message, in terms any front end can
+// apply: an SMTP verdict, header edits, a new body, recipients moved to
+// their own copies. The milter maps it to smfi_* calls, the proxy to its
+// own relay. Never carries a secret.
+#pragma once
+
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "mailkms/smime/mime.hpp"
+#include "mailkms/smime/spool.hpp"
+
+namespace mailkms::gateway {
+
+struct Reply {
+  std::string code;      // "550"
+  std::string enhanced;  // "5.7.1"
+  std::string text;
+};
+
+struct HeaderEdit {
+  enum class Kind {
+    remove,      // the index-th field (1-based) named `name`
+    append,      // a new field at the end of the header
+    prepend,     // a new field at the top (trace fields: Authentication-Results)
+  };
+  Kind kind;
+  std::string name;
+  std::string value;  // without the leading space; folded with CRLF + WSP
+  int index = 0;
+};
+
+// A copy of the message for recipients that could not share this one.
+struct Reinjection {
+  std::vector<std::string> recipients;
+  smime::Spool message;  // the whole message, already transformed and marked
+};
+
+struct Outcome {
+  enum class Verdict { deliver, reject, tempfail, discard };
+  Verdict verdict = Verdict::deliver;
+  Reply reply;                           // for reject and tempfail
+  bool quarantine = false;               // deliver into the MTA's hold queue
+  std::string quarantine_reason;
+  std::vector<HeaderEdit> header_edits;  // removals name indexes in the original header
+  // A new body: `message` from `body_offset` to its end.
+  std::optional<smime::Spool> message;
+  std::size_t body_offset = 0;
+  std::vector<std::string> removed_recipients;
+  std::vector<Reinjection> reinjections;
+  std::string log;  // one line: rule, action and reason, no content
+};
+
+// The edits that turn header `before` into `after`: fields of `before`
+// absent from `after` are removed (highest index first), fields of `after`
+// absent from `before` are appended, in order. Fields are compared by name
+// (case-insensitively) and unfolded value.
+std::vector<HeaderEdit> diff_headers(const std::vector<smime::HeaderField>& before,
+                                     const std::vector<smime::HeaderField>& after);
+
+}  // namespace mailkms::gateway

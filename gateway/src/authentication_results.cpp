@@ -1,0 +1,80 @@
+#include <cctype>
+
+#include "pipeline.hpp"
+
+namespace mailkms::gateway {
+namespace {
+
+// A value as an RFC 2045 token or, if it needs it, a quoted-string.
+std::string token_or_quoted(std::string_view value) {
+  static constexpr std::string_view specials = "()<>@,;:\\\"/[]?= \t";
+  bool plain = !value.empty();
+  for (const char c : value) {
+    if (specials.find(c) != std::string_view::npos || static_cast<unsigned char>(c) < 33 || static_cast<unsigned char>(c) > 126) {
+      plain = false;
+    }
+  }
+  if (plain) return std::string(value);
+  std::string out = "\"";
+  for (const char c : value) {
+    if (c == '"' || c == '\\') out += '\\';
+    if (c == '\r' || c == '\n') continue;
+    out += c;
+  }
+  return out + "\"";
+}
+
+}  // namespace
+
+std::string authentication_results(const std::string& authserv_id, const std::vector<SmimeResult>& results) {
+  std::string out = authserv_id;
+  for (const auto& r : results) {
+    out += ";\r\n\tsmime=" + r.result;
+    if (!r.reason.empty()) out += " reason=" + token_or_quoted(r.reason);
+    // The address as a quoted-string: local parts need not be tokens.
+    if (!r.identifier.empty()) out += "\r\n\tbody.smime-identifier=" + token_or_quoted(r.identifier);
+  }
+  return out;
+}
+
+std::string authserv_id_of(std::string_view value) {
+  std::size_t at = 0;
+  while (at < value.size() && (value[at] == ' ' || value[at] == '\t' || value[at] == '\r' || value[at] == '\n')) ++at;
+  // Skip a leading comment, which RFC 8601's grammar allows (CFWS).
+  if (at < value.size() && value[at] == '(') {
+    const auto close = value.find(')', at);
+    at = close == std::string_view::npos ? value.size() : close + 1;
+    while (at < value.size() && (value[at] == ' ' || value[at] == '\t' || value[at] == '\r' || value[at] == '\n')) ++at;
+  }
+  std::string id;
+  while (at < value.size() && value[at] != ';' && value[at] != ' ' && value[at] != '\t' && value[at] != '\r' &&
+         value[at] != '(') {
+    id += static_cast<char>(std::tolower(static_cast<unsigned char>(value[at++])));
+  }
+  return id;
+}
+
+std::string join(const std::vector<std::string>& items, std::string_view separator) {
+  std::string out;
+  for (const auto& item : items) {
+    if (!out.empty()) out += separator;
+    out += item;
+  }
+  return out;
+}
+
+std::string describe(const Treatment& t) {
+  if (t.decrypt) return "decrypt";
+  std::string out;
+  if (t.sign) out = "sign " + std::string(smime::name(t.digest));
+  if (t.encrypt) out += std::string(out.empty() ? "" : " + ") + "encrypt " + std::string(smime::name(t.cipher));
+  return out.empty() ? "plain" : out;
+}
+
+policy::Headers policy_headers(const std::vector<smime::HeaderField>& fields) {
+  policy::Headers out;
+  for (const auto& f : fields) out.fields.emplace_back(f.name, f.unfolded());
+  return out;
+}
+
+}  // namespace mailkms::gateway

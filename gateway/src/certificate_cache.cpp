@@ -1,0 +1,54 @@
+#include "mailkms/gateway/certificate_cache.hpp"
+
+#include <ctime>
+
+namespace mailkms::gateway {
+
+keystore::Result<std::vector<std::optional<RecipientCertificate>>> CertificateCache::lookup(
+    std::span<const std::string> addresses) {
+  std::vector<std::optional<RecipientCertificate>> out(addresses.size());
+  std::vector<std::string> wanted;
+  std::vector<std::size_t> positions;
+  const auto now = std::chrono::steady_clock::now();
+  const std::time_t wall = std::time(nullptr);
+  {
+    const std::lock_guard lock(mutex_);
+    for (std::size_t i = 0; i < addresses.size(); ++i) {
+      const std::string address = smime::normalize_address(addresses[i]);
+      const auto it = entries_.find(address);
+      // A cached certificate that has since expired is as good as none:
+      // ask again rather than encrypt to it.
+      if (it != entries_.end() && it->second.expires > now &&
+          (!it->second.value || it->second.value->certificate.not_after() > wall)) {
+        out[i] = it->second.value;
+        continue;
+      }
+      wanted.push_back(address);
+      positions.push_back(i);
+    }
+  }
+  if (wanted.empty()) return out;
+
+  MAILKMS_TRY(found, keystore::lookup_certificates(*client_, wanted));
+  const std::lock_guard lock(mutex_);
+  if (entries_.size() > 100'000) entries_.clear();  // bounded; refilled on demand
+  for (std::size_t k = 0; k < wanted.size(); ++k) {
+    std::optional<RecipientCertificate> value;
+    for (auto& [address, entry] : found.found) {
+      if (address == wanted[k] && entry.certificate.not_after() > wall) {
+        value = RecipientCertificate{entry.certificate, entry.capabilities};
+        break;
+      }
+    }
+    entries_[wanted[k]] = Entry{value, now + (value ? ttl_ : missing_ttl_)};
+    out[positions[k]] = std::move(value);
+  }
+  return out;
+}
+
+void CertificateCache::clear() {
+  const std::lock_guard lock(mutex_);
+  entries_.clear();
+}
+
+}  // namespace mailkms::gateway

@@ -1,0 +1,154 @@
+#include "mailkms/gateway/gateway.hpp"
+
+#include <exception>
+
+#include "pipeline.hpp"
+
+namespace mailkms::gateway {
+
+Gateway::Gateway(Settings settings, std::shared_ptr<const policy::Policy> policy, smime::CryptoContextPtr ctx,
+                 ReinjectionMark mark)
+    : settings_(std::move(settings)),
+      policy_(std::move(policy)),
+      ctx_(std::move(ctx)),
+      keystore_(keystore::ClientOptions{settings_.keystore_socket, settings_.keystore_timeout, 8}),
+      certificates_(keystore_, settings_.certificate_ttl, settings_.missing_certificate_ttl),
+      trust_(keystore_, settings_.certificate_ttl),
+      mark_(mark) {}
+
+void Gateway::replace_policy(std::shared_ptr<const policy::Policy> policy) {
+  std::atomic_store(&policy_, std::move(policy));
+  certificates_.clear();
+}
+
+void Gateway::begin(Transaction& transaction) const {
+  transaction.policy = policy();
+  transaction.recipients.clear();
+  transaction.first_treatment.reset();
+  transaction.reinjected = false;
+  transaction.direction = policy::decide_direction(*transaction.policy, transaction.sender, transaction.connection);
+}
+
+bool Gateway::is_enrollment_address(std::string_view recipient) const {
+  return !settings_.enrollment_address.empty() &&
+         smime::normalize_address(recipient) == smime::normalize_address(settings_.enrollment_address);
+}
+
+RecipientVerdict Gateway::add_recipient(Transaction& transaction, const std::string& recipient) {
+  RecipientVerdict verdict;
+  if (is_enrollment_address(recipient)) {
+    transaction.recipients.push_back(recipient);
+    return verdict;
+  }
+  try {
+    auto planned = plan_recipient_early(transaction, recipient);
+    if (!planned) {
+      verdict = std::move(planned).error();
+      return verdict;
+    }
+    if (settings_.mixed_recipients == MixedRecipients::defer && !planned->uncertain) {
+      if (!transaction.first_treatment) {
+        transaction.first_treatment = planned->treatment;
+      } else if (*transaction.first_treatment != planned->treatment) {
+        verdict.kind = RecipientVerdict::Kind::defer;
+        verdict.reply = {"452", "4.5.3", "This recipient needs a differently protected copy; send it separately"};
+        verdict.log = recipient + ": deferred, its treatment (" + describe(planned->treatment) +
+                      ") differs from the first recipient's (" + describe(*transaction.first_treatment) + ")";
+        return verdict;
+      }
+    }
+    transaction.recipients.push_back(recipient);
+    verdict.log = planned->log;
+    return verdict;
+  } catch (const std::exception& e) {
+    verdict.kind = RecipientVerdict::Kind::tempfail;
+    verdict.reply = {"451", "4.3.0", "Temporary failure in the S/MIME gateway"};
+    verdict.log = recipient + ": internal error: " + e.what();
+    return verdict;
+  }
+}
+
+Outcome Gateway::finish(const Transaction& transaction, const std::vector<smime::HeaderField>& headers,
+                        const smime::Spool& message) {
+  try {
+    if (settings_.max_message_size != 0 && message.size() > settings_.max_message_size) {
+      Outcome outcome;
+      outcome.verdict = Outcome::Verdict::reject;
+      outcome.reply = {"552", "5.3.4", "Message too big for the S/MIME gateway"};
+      outcome.log = "rejected: " + std::to_string(message.size()) + " bytes is over max_message_size";
+      return outcome;
+    }
+    if (transaction.reinjected) {
+      Outcome outcome;
+      outcome.log = "our own re-injected copy, already processed";
+      int index = 0;
+      for (const auto& f : headers) {
+        if (smime::normalize_address(f.name) == smime::normalize_address(reinjection_header)) {
+          outcome.header_edits.push_back({HeaderEdit::Kind::remove, f.name, {}, ++index});
+        }
+      }
+      std::reverse(outcome.header_edits.begin(), outcome.header_edits.end());
+      return outcome;
+    }
+    Outcome outcome = enrollment(transaction);
+    if (outcome.verdict == Outcome::Verdict::discard) return outcome;
+    Outcome processed = transaction.direction.direction == policy::Direction::outbound
+                            ? outbound(transaction, headers, message, outcome.removed_recipients)
+                            : inbound(transaction, headers, message, outcome.removed_recipients);
+    if (!outcome.removed_recipients.empty()) {
+      processed.removed_recipients.insert(processed.removed_recipients.begin(), outcome.removed_recipients.begin(),
+                                          outcome.removed_recipients.end());
+      processed.log = outcome.log + "; " + processed.log;
+    }
+    return processed;
+  } catch (const std::exception& e) {
+    return failure(settings_.on_internal_error, "internal error", e.what());
+  }
+}
+
+Outcome Gateway::enrollment(const Transaction& transaction) const {
+  Outcome outcome;
+  std::size_t enrollment = 0;
+  for (const auto& r : transaction.recipients) {
+    if (is_enrollment_address(r)) {
+      outcome.removed_recipients.push_back(r);
+      ++enrollment;
+    }
+  }
+  if (enrollment == 0) return outcome;
+  // Enrollment replies carry a password: they are for the keystore only,
+  // never for a mailbox or a queue.
+  outcome.log = "enrollment mail to " + settings_.enrollment_address + " taken out of delivery";
+  if (enrollment == transaction.recipients.size()) {
+    outcome.verdict = Outcome::Verdict::discard;
+    outcome.removed_recipients.clear();
+  }
+  return outcome;
+}
+
+Outcome Gateway::failure(FailureAction action, const std::string& what, const std::string& reason) const {
+  Outcome outcome;
+  switch (action) {
+    case FailureAction::accept:
+      outcome.log = what + ", delivered unchanged: " + reason;
+      break;
+    case FailureAction::reject:
+      outcome.verdict = Outcome::Verdict::reject;
+      outcome.reply = {"554", "5.7.0", "The S/MIME gateway cannot process this message"};
+      outcome.log = what + ", rejected: " + reason;
+      break;
+    case FailureAction::tempfail:
+      outcome.verdict = Outcome::Verdict::tempfail;
+      outcome.reply = {"451", "4.7.1", "The S/MIME gateway cannot process this message now; try again later"};
+      outcome.log = what + ", deferred: " + reason;
+      break;
+    case FailureAction::quarantine:
+      outcome.quarantine = true;
+      outcome.quarantine_reason = "mailkms: " + what;
+      outcome.log = what + ", quarantined: " + reason;
+      break;
+  }
+  return outcome;
+}
+
+}  // namespace mailkms::gateway

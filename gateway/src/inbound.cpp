@@ -1,0 +1,228 @@
+// The inbound half: verify signatures into Authentication-Results (and
+// drop forged copies of ours), decrypt for local recipients whose keys are
+// escrowed when policy says so, and remember trusted senders' certificates.
+#include <algorithm>
+
+#include "pipeline.hpp"
+#include "mailkms/smime/open.hpp"
+
+namespace mailkms::gateway {
+namespace {
+
+SmimeResult result_of(const smime::VerifyResult& v) {
+  SmimeResult r;
+  using S = smime::SignatureStatus;
+  switch (v.status) {
+    case S::pass: r.result = "pass"; break;
+    case S::fail:
+    case S::untrusted:
+    case S::expired:
+    case S::revoked: r.result = "fail"; break;
+    case S::signer_mismatch: r.result = "policy"; break;
+    case S::no_signature: r.result = "none"; break;
+    case S::malformed: r.result = "permerror"; break;
+  }
+  r.reason = std::string(smime::to_string(v.status));
+  if (!v.reason.empty() && v.status != S::pass) r.reason += ": " + v.reason;
+  if (v.status == S::pass && v.weak) r.reason = "weak algorithm (SHA-1 or a short key)";
+  for (const auto& signer : v.signers) {
+    if (!signer.addresses.empty()) {
+      r.identifier = signer.addresses.front();
+      break;
+    }
+  }
+  return r;
+}
+
+}  // namespace
+
+Outcome Gateway::inbound(const Transaction& tx, const std::vector<smime::HeaderField>& headers,
+                         const smime::Spool& message, const std::vector<std::string>& skip) {
+  const policy::Policy& policy = *tx.policy;
+  const std::string where = "inbound (" + tx.direction.reason + ")";
+  Outcome outcome;
+
+  // Authentication-Results in our name can only be forgeries from outside.
+  std::string our_id = settings_.authserv_id;
+  for (auto& c : our_id) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
+  int index = 0;
+  std::vector<HeaderEdit> removals;
+  for (const auto& f : headers) {
+    if (smime::normalize_address(f.name) != "authentication-results") continue;
+    ++index;
+    if (authserv_id_of(f.value) == our_id) removals.push_back({HeaderEdit::Kind::remove, f.name, {}, index});
+  }
+  std::reverse(removals.begin(), removals.end());
+
+  bool verify = false;
+  bool decrypt = true;
+  bool harvest = true;
+  std::vector<std::string> recipients;
+  std::string rules;
+  for (const auto& r : tx.recipients) {
+    if (std::find(skip.begin(), skip.end(), r) != skip.end()) continue;
+    recipients.push_back(r);
+    const auto d = policy::decide(policy, policy::Direction::inbound, tx.sender, r, nullptr);
+    verify |= d.settings->verify;
+    decrypt &= d.settings->decrypt;  // one copy for all: only if every recipient's rule says so
+    harvest &= d.settings->harvest;
+    rules += (rules.empty() ? "" : ", ") + r + ": " + d.rule_name();
+  }
+  decrypt &= !recipients.empty();
+  outcome.log = where + ": " + rules;
+
+  const auto kind = smime_kind(headers);
+  const auto edits_with = [&](const std::vector<SmimeResult>& results) {
+    std::vector<HeaderEdit> edits = removals;
+    if (verify) {
+      edits.push_back(
+          {HeaderEdit::Kind::prepend, "Authentication-Results", authentication_results(settings_.authserv_id, results), 0});
+    }
+    return edits;
+  };
+  const auto finish_with = [&](const std::vector<SmimeResult>& results) {
+    outcome.header_edits = edits_with(results);
+    return std::move(outcome);
+  };
+  if (kind == SmimeKind::none) {
+    outcome.log += "; no S/MIME";
+    return finish_with({{"none", "", ""}});
+  }
+  if (!verify && !(decrypt && kind == SmimeKind::encrypted)) {
+    outcome.log += "; neither verified nor decrypted by policy";
+    return finish_with({});
+  }
+
+  // S/MIME layers are read in memory (bounded by max_message_size).
+  MAILKMS_TRY_OR(text, message.to_string(), return failure(settings_.on_internal_error, where, text_result.error().message));
+  auto parsed = smime::parse_message(text);
+  if (!parsed) {
+    Outcome malformed = failure(settings_.on_malformed, where + ": malformed MIME", parsed.error().message);
+    if (malformed.verdict == Outcome::Verdict::deliver) malformed.header_edits = edits_with({{"permerror", "malformed MIME", ""}});
+    return malformed;
+  }
+  smime::Entity entity = parsed->entity;
+  bool decrypted = false;
+  std::string decrypted_note;
+  if (kind == SmimeKind::encrypted) {
+    if (!decrypt) {
+      outcome.log += "; encrypted, left encrypted by policy";
+      return finish_with({{"none", "encrypted; not decrypted by this gateway", ""}});
+    }
+    // Every local recipient's current key may open it.
+    std::vector<std::string> local;
+    for (const auto& r : recipients) {
+      const auto domain = smime::normalize_address(r.substr(r.rfind('@') + 1));
+      if (std::find(policy.locality.domains.begin(), policy.locality.domains.end(), domain) != policy.locality.domains.end()) {
+        local.push_back(smime::normalize_address(r));
+      }
+    }
+    MAILKMS_TRY_OR(found, certificates_.lookup(local),
+                   return failure(settings_.on_keystore_unavailable, where + ": keystore unavailable", found_result.error().message));
+    std::vector<keystore::RemoteKeyUnwrapper> unwrappers;
+    for (std::size_t i = 0; i < local.size(); ++i) {
+      if (found[i]) unwrappers.emplace_back(keystore_, local[i], found[i]->certificate);
+    }
+    std::vector<smime::KeyUnwrapper*> keys;
+    for (auto& u : unwrappers) keys.push_back(&u);
+    auto opened = smime::decrypt_entity(*ctx_, entity, keys);
+    if (!opened) {
+      const auto code = opened.error().code;
+      if (code == smime::Errc::no_matching_recipient) {
+        outcome.log += "; encrypted to none of the local recipients' keys, delivered as it came";
+        return finish_with({{"none", "encrypted; no local key", ""}});
+      }
+      if (code == smime::Errc::key_operation_failed) {
+        return failure(settings_.on_keystore_unavailable, where + ": keystore could not decrypt", opened.error().message);
+      }
+      Outcome broken = failure(settings_.on_malformed, where + ": cannot decrypt", opened.error().describe());
+      if (broken.verdict == Outcome::Verdict::deliver) {
+        broken.header_edits = edits_with({{"permerror", "cannot decrypt: " + std::string(smime::to_string(code)), ""}});
+      }
+      return broken;
+    }
+    entity = std::move(opened->content);
+    decrypted = true;
+    const auto addresses = opened->recipient.email_addresses();
+    decrypted_note = settings_.authserv_id + "; cipher=" + std::string(smime::name(opened->cipher)) +
+                     (addresses.empty() ? "" : "; key=" + addresses.front());
+    outcome.log += "; decrypted (" + std::string(smime::name(opened->cipher)) + ")";
+  }
+
+  std::vector<SmimeResult> results;
+  if (verify) {
+    auto layer = smime::classify(*ctx_, entity);
+    if (layer && *layer && (**layer == smime::LayerKind::signed_multipart || **layer == smime::LayerKind::signed_opaque)) {
+      auto trust = trust_.get();
+      if (!trust) {
+        results.push_back({"temperror", "keystore unavailable", ""});
+        outcome.log += "; not verified, keystore: " + trust.error().message;
+      } else {
+        smime::VerifyOptions options;
+        options.trust = &(*trust)->store;
+        options.revocation = &(*trust)->revocation;
+        options.from = smime::author_addresses(*parsed);
+        const auto verified = smime::verify_entity(*ctx_, entity, options);
+        results.push_back(result_of(verified));
+        outcome.log += "; signature " + std::string(smime::to_string(verified.status));
+        if (verified.status != smime::SignatureStatus::pass && verified.status != smime::SignatureStatus::no_signature &&
+            settings_.on_bad_signature != FailureAction::accept) {
+          Outcome bad = failure(settings_.on_bad_signature, where + ": bad signature", verified.reason);
+          if (bad.verdict == Outcome::Verdict::deliver) bad.header_edits = edits_with(results);
+          return bad;
+        }
+        // Harvest: only what a trusted chain vouches for.
+        if (harvest && verified.status == smime::SignatureStatus::pass) {
+          for (const auto& signer : verified.signers) {
+            if (signer.status != smime::SignatureStatus::pass) continue;
+            for (const auto& address : signer.addresses) {
+              if (!options.from || std::find(options.from->begin(), options.from->end(), address) == options.from->end()) continue;
+              auto stored = keystore::remember_certificate(keystore_, address, signer.certificate, verified.certificates,
+                                                           signer.capabilities, signer.signing_time);
+              outcome.log += stored && *stored ? "; harvested " + address : "";
+            }
+          }
+        }
+      }
+    } else if (decrypted) {
+      results.push_back({"none", "decrypted; not signed", ""});
+    } else {
+      results.push_back({"none", "", ""});
+    }
+  }
+
+  if (!decrypted) return finish_with(results);
+  // The decrypted entity replaces the encrypted one; the outer fields stay.
+  std::vector<smime::HeaderField> after;
+  for (const auto& f : headers) {
+    if (!is_content_field(f.name)) after.push_back(f);
+  }
+  after.push_back({"X-Mailkms-Decrypted", " " + decrypted_note});
+  after.push_back({"MIME-Version", " 1.0"});
+  for (const auto& f : entity.headers) {
+    if (!smime::normalize_address(f.name).starts_with("mime-version")) after.push_back(f);
+  }
+  std::string rebuilt;
+  for (const auto& f : after) rebuilt.append(f.name).append(":").append(f.value).append("\r\n");
+  rebuilt.append("\r\n");
+  const std::size_t body_offset = rebuilt.size();
+  rebuilt.append(entity.body);
+  outcome.header_edits = diff_headers(headers, after);
+  // Removals of forged results were found on the original header too.
+  for (const auto& r : removals) {
+    if (std::none_of(outcome.header_edits.begin(), outcome.header_edits.end(), [&](const HeaderEdit& e) {
+          return e.kind == HeaderEdit::Kind::remove && e.index == r.index && smime::normalize_address(e.name) == "authentication-results";
+        })) {
+      outcome.header_edits.insert(outcome.header_edits.begin(), r);
+    }
+  }
+  if (verify) {
+    outcome.header_edits.push_back(
+        {HeaderEdit::Kind::prepend, "Authentication-Results", authentication_results(settings_.authserv_id, results), 0});
+  }
+  outcome.message = smime::Spool::from(std::move(rebuilt));
+  outcome.body_offset = body_offset;
+  return outcome;
+}
+
+}  // namespace mailkms::gateway

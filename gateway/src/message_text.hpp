@@ -1,0 +1,40 @@
+// Small readers over a spooled message for the pipeline: where its header
+// section ends, its fields, and what its top-level Content-Type says —
+// without loading the body.
+#pragma once
+
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "mailkms/smime/mime.hpp"
+#include "mailkms/smime/spool.hpp"
+
+namespace mailkms::gateway {
+
+struct HeaderSection {
+  std::vector<smime::HeaderField> fields;
+  std::size_t body_offset = 0;  // where the body starts (after the empty line)
+};
+
+// Fails if the header section is larger than `limit`.
+smime::Result<HeaderSection> read_header_section(const smime::Spool& message, std::size_t limit = 1 << 20);
+
+enum class SmimeKind { none, signed_content, encrypted };
+// What the message's top-level Content-Type says it is.
+SmimeKind smime_kind(const std::vector<smime::HeaderField>& headers);
+
+// Whether any part of the message is a calendar object (text/calendar).
+bool has_calendar(const smime::Spool& message);
+
+// `message` with Subject replaced by `subject` (the first Subject field).
+smime::Result<smime::Spool> with_subject(const smime::Spool& message, const HeaderSection& header,
+                                         const std::string& subject, const smime::SpoolOptions& options);
+
+// A copy of `message` with `field` added at the top.
+smime::Result<smime::Spool> with_field_on_top(const smime::Spool& message, const smime::HeaderField& field,
+                                              const smime::SpoolOptions& options);
+
+bool is_content_field(std::string_view name);  // Content-*, MIME-Version
+
+}  // namespace mailkms::gateway

@@ -1,0 +1,373 @@
+// The outbound half: decide per recipient, fetch certificates, sign with
+// the sender's keystore identity, encrypt to the recipients (and the
+// sender), and keep recipients who need different copies apart.
+#include <algorithm>
+#include <map>
+
+#include "mailkms/smime/encrypt.hpp"
+#include "pipeline.hpp"
+
+namespace mailkms::gateway {
+namespace {
+
+bool keystore_down(const keystore::Error& error) { return error.code == keystore::Errc::unavailable; }
+
+smime::Cipher pick_cipher(const policy::Settings& s, const std::optional<smime::Capabilities>& capabilities, bool& ok) {
+  const std::optional<smime::Capabilities> one[] = {capabilities};
+  auto chosen = smime::choose_cipher(one, s.ciphers, s.ciphers.front());
+  ok = chosen.has_value();
+  return ok ? *chosen : s.ciphers.front();
+}
+
+int severity(policy::MissingCertificate action) {
+  switch (action) {
+    case policy::MissingCertificate::reject: return 3;
+    case policy::MissingCertificate::tempfail: return 2;
+    case policy::MissingCertificate::quarantine: return 1;
+    case policy::MissingCertificate::send_plain: return 0;
+  }
+  return 2;
+}
+
+struct Planned {
+  std::string recipient;
+  policy::RecipientDecision decision;
+  Treatment treatment;
+  std::optional<policy::MissingCertificate> missing;  // policy cannot be met for this one
+  std::string why;
+  std::optional<RecipientCertificate> certificate;
+};
+
+}  // namespace
+
+BasicResult<EarlyPlan, RecipientVerdict> Gateway::plan_recipient_early(const Transaction& tx, const std::string& recipient) {
+  bool uncertain = false;
+  const auto decision = policy::decide(*tx.policy, tx.direction.direction, tx.sender, recipient, nullptr, &uncertain);
+  const auto& s = *decision.settings;
+  EarlyPlan plan;
+  plan.uncertain = uncertain;
+  if (tx.direction.direction == policy::Direction::inbound) {
+    plan.treatment.decrypt = s.decrypt;
+    plan.log = recipient + ": " + decision.reason;
+    return plan;
+  }
+  plan.treatment.sign = s.sign != policy::Mode::never;
+  plan.treatment.digest = s.digest;
+  if (s.encrypt == policy::Mode::never) {
+    plan.log = recipient + ": " + decision.reason + ": encrypt never";
+    return plan;
+  }
+  const std::string one[] = {recipient};
+  auto found = certificates_.lookup(one);
+  if (!found) {
+    if (s.encrypt == policy::Mode::always || settings_.on_keystore_unavailable == FailureAction::tempfail) {
+      RecipientVerdict verdict;
+      verdict.kind = RecipientVerdict::Kind::tempfail;
+      verdict.reply = {"451", "4.7.1", "Cannot look up the recipient's certificate now; try again later"};
+      verdict.log = recipient + ": deferred, keystore: " + found.error().message;
+      return verdict;
+    }
+    plan.log = recipient + ": keystore unavailable, no certificate assumed";
+    return plan;
+  }
+  const auto& certificate = found->front();
+  if (certificate) {
+    bool ok = false;
+    plan.treatment.encrypt = true;
+    plan.treatment.cipher = pick_cipher(s, certificate->capabilities, ok);
+    if (ok) {
+      plan.log = recipient + ": " + decision.reason + ": certificate found";
+      return plan;
+    }
+    plan.treatment.encrypt = false;
+  }
+  if (s.encrypt == policy::Mode::always && !uncertain) {
+    const std::string why = certificate ? "reads none of the allowed ciphers" : "has no certificate";
+    RecipientVerdict verdict;
+    verdict.log = recipient + ": " + decision.reason + ": " + why + ", on_missing_certificate " +
+                  std::string(policy::to_string(s.on_missing_certificate));
+    if (s.on_missing_certificate == policy::MissingCertificate::reject) {
+      verdict.kind = RecipientVerdict::Kind::reject;
+      verdict.reply = {"550", "5.7.1", "Policy requires encryption and " + recipient + " " + why};
+      return verdict;
+    }
+    if (s.on_missing_certificate == policy::MissingCertificate::tempfail) {
+      verdict.kind = RecipientVerdict::Kind::tempfail;
+      verdict.reply = {"450", "4.7.1", "Policy requires encryption and " + recipient + " " + why + " yet"};
+      return verdict;
+    }
+  }
+  plan.log = recipient + ": " + decision.reason + ": no certificate, sent without encryption";
+  return plan;
+}
+
+Outcome Gateway::outbound(const Transaction& tx, const std::vector<smime::HeaderField>& headers,
+                          const smime::Spool& message, const std::vector<std::string>& skip) {
+  const policy::Policy& policy = *tx.policy;
+  const auto kind = smime_kind(headers);
+  const std::string where = "outbound (" + tx.direction.reason + ")";
+  if (kind == SmimeKind::encrypted) {
+    Outcome outcome;
+    outcome.log = where + ": already encrypted by the sender, passed through";
+    return outcome;
+  }
+  const bool already_signed = kind == SmimeKind::signed_content;
+  const bool calendar = has_calendar(message);
+  const auto fields = policy_headers(headers);
+
+  std::vector<std::string> recipients;
+  for (const auto& r : tx.recipients) {
+    if (std::find(skip.begin(), skip.end(), r) == skip.end()) recipients.push_back(r);
+  }
+  std::vector<Planned> plan;
+  bool any_sign = false;
+  bool any_encrypt = false;
+  bool to_sender = false;
+  std::optional<std::string> subject_tag;
+  for (const auto& r : recipients) {
+    Planned p{r, policy::decide(policy, policy::Direction::outbound, tx.sender, r, &fields), {}, {}, {}, {}};
+    const auto& s = *p.decision.settings;
+    any_sign |= s.sign != policy::Mode::never && !already_signed;
+    any_encrypt |= s.encrypt != policy::Mode::never && !(calendar && s.exempt_calendar);
+    to_sender |= s.encrypt_to_sender;
+    if (p.decision.matched_subject_tag) subject_tag = p.decision.rule->subject_tag;
+    plan.push_back(std::move(p));
+  }
+
+  // The signing identity: the author in From when it is one local address,
+  // else the envelope sender.
+  std::string signer_address = tx.sender;
+  if (const auto from = std::find_if(headers.begin(), headers.end(), [](const auto& f) {
+        return smime::normalize_address(f.name) == "from";
+      }); from != headers.end()) {
+    const auto authors = smime::mailbox_addresses(from->unfolded());
+    if (authors.size() == 1) signer_address = authors.front();
+  }
+  std::optional<keystore::RemoteSigner> signer;
+  std::string no_signer_reason = "signing not asked";
+  if (any_sign) {
+    auto made = keystore::RemoteSigner::create(keystore_, signer_address);
+    if (made) {
+      signer = std::move(*made);
+    } else if (keystore_down(made.error())) {
+      return failure(settings_.on_keystore_unavailable, where + ": keystore unavailable", made.error().message);
+    } else {
+      no_signer_reason = "no signing identity for " + signer_address + ": " + made.error().message;
+    }
+  }
+
+  // Certificates for everyone who may be encrypted to, and the sender.
+  std::vector<std::optional<RecipientCertificate>> certificates(plan.size());
+  std::optional<RecipientCertificate> sender_certificate;
+  if (any_encrypt) {
+    std::vector<std::string> wanted = recipients;
+    if (to_sender) wanted.push_back(signer_address);
+    auto found = certificates_.lookup(wanted);
+    if (!found) return failure(settings_.on_keystore_unavailable, where + ": keystore unavailable", found.error().message);
+    for (std::size_t i = 0; i < plan.size(); ++i) certificates[i] = (*found)[i];
+    if (to_sender) sender_certificate = found->back();
+  }
+
+  // Each recipient's treatment, or what to do when policy cannot be met.
+  for (std::size_t i = 0; i < plan.size(); ++i) {
+    auto& p = plan[i];
+    const auto& s = *p.decision.settings;
+    p.treatment.digest = s.digest;
+    p.treatment.sign = s.sign != policy::Mode::never && !already_signed && signer.has_value();
+    if (s.sign == policy::Mode::always && !already_signed && !signer) {
+      p.missing = s.on_missing_certificate;
+      p.why = no_signer_reason;
+    }
+    const bool exempt = calendar && s.exempt_calendar;
+    if (s.encrypt == policy::Mode::never || exempt) {
+      if (p.why.empty()) p.why = exempt ? "calendar invitation, not encrypted" : "encrypt never";
+      continue;
+    }
+    bool ok = false;
+    if (certificates[i]) {
+      p.treatment.cipher = pick_cipher(s, certificates[i]->capabilities, ok);
+      p.treatment.encrypt = ok;
+      p.certificate = certificates[i];
+    }
+    if (p.treatment.encrypt) {
+      if (p.why.empty()) p.why = "certificate found";
+    } else if (s.encrypt == policy::Mode::always) {
+      p.missing = s.on_missing_certificate;
+      p.why = certificates[i] ? "reads none of the allowed ciphers" : "no certificate";
+    } else if (p.why.empty()) {
+      p.why = "no certificate, encrypt if-possible";
+    }
+  }
+
+  // Recipients policy cannot be met for: the strictest action decides.
+  std::vector<std::string> unmet;
+  std::optional<policy::MissingCertificate> strictest;
+  for (const auto& p : plan) {
+    if (!p.missing || *p.missing == policy::MissingCertificate::send_plain) continue;
+    unmet.push_back(p.recipient);
+    if (!strictest || severity(*p.missing) > severity(*strictest)) strictest = p.missing;
+  }
+  std::string decisions;
+  for (const auto& p : plan) {
+    decisions += (decisions.empty() ? "" : "; ") + p.recipient + ": " + p.decision.rule_name() + ", " +
+                 describe(p.treatment) + " (" + p.why + ")";
+  }
+  if (strictest) {
+    Outcome outcome;
+    const std::string names = join(unmet);
+    if (*strictest == policy::MissingCertificate::reject) {
+      outcome.verdict = Outcome::Verdict::reject;
+      outcome.reply = {"550", "5.7.1", "Policy requires encryption; no usable certificate for " + names};
+    } else if (*strictest == policy::MissingCertificate::tempfail) {
+      outcome.verdict = Outcome::Verdict::tempfail;
+      outcome.reply = {"451", "4.7.1", "Policy requires encryption; no usable certificate yet for " + names};
+    } else {
+      outcome.quarantine = true;
+      outcome.quarantine_reason = "mailkms: no usable certificate for " + names;
+    }
+    outcome.log = where + ": " + decisions + " => " + std::string(policy::to_string(*strictest));
+    return outcome;
+  }
+
+  // Recipients with equal treatments share a copy; the first recipient's
+  // copy is this transaction's.
+  std::vector<std::pair<Treatment, std::vector<const Planned*>>> groups;
+  for (const auto& p : plan) {
+    auto it = std::find_if(groups.begin(), groups.end(), [&](const auto& g) { return g.first == p.treatment; });
+    if (it == groups.end()) {
+      groups.push_back({p.treatment, {&p}});
+    } else {
+      it->second.push_back(&p);
+    }
+  }
+  Outcome outcome;
+  outcome.log = where + ": " + decisions;
+  if (groups.empty()) return outcome;
+  if (groups.size() > 1 && settings_.mixed_recipients == MixedRecipients::defer) {
+    // Known only now (a rule on the subject or a header): this transaction
+    // can carry one copy, so the others' rules decide, as for a missing
+    // certificate; send-plain accepts the first recipient's copy for all.
+    std::optional<policy::MissingCertificate> action;
+    std::vector<std::string> differing;
+    for (std::size_t g = 1; g < groups.size(); ++g) {
+      for (const auto* p : groups[g].second) {
+        differing.push_back(p->recipient);
+        const auto a = p->decision.settings->on_missing_certificate;
+        if (!action || severity(a) > severity(*action)) action = a;
+      }
+    }
+    if (*action != policy::MissingCertificate::send_plain) {
+      Outcome refused;
+      const std::string names = join(differing);
+      if (*action == policy::MissingCertificate::reject) {
+        refused.verdict = Outcome::Verdict::reject;
+        refused.reply = {"550", "5.7.1", "These recipients need a differently protected copy: " + names};
+      } else if (*action == policy::MissingCertificate::tempfail) {
+        refused.verdict = Outcome::Verdict::tempfail;
+        refused.reply = {"451", "4.7.1", "These recipients need a differently protected copy: " + names};
+      } else {
+        refused.quarantine = true;
+        refused.quarantine_reason = "mailkms: recipients need different copies: " + names;
+      }
+      refused.log = outcome.log + " => mixed recipients, " + std::string(policy::to_string(*action));
+      return refused;
+    }
+    for (std::size_t g = 1; g < groups.size(); ++g) {
+      groups[0].second.insert(groups[0].second.end(), groups[g].second.begin(), groups[g].second.end());
+    }
+    groups.resize(1);
+    outcome.log += " => mixed recipients share the first copy (send-plain)";
+  }
+
+  // The subject tag that selected a rule is not for the recipients' eyes.
+  MAILKMS_TRY_OR(header, read_header_section(message), return failure(settings_.on_malformed, where + ": malformed header", header_result.error().message));
+  const smime::SpoolOptions spool_options{settings_.spool_memory_limit, settings_.spool_directory};
+  std::optional<smime::Spool> retagged;
+  if (subject_tag) {
+    const auto subject = fields.find("Subject");
+    if (subject) {
+      auto rewritten = with_subject(message, header, policy::remove_subject_tag(*subject, *subject_tag), spool_options);
+      if (!rewritten) return failure(settings_.on_internal_error, where + ": subject", rewritten.error().message);
+      retagged = std::move(*rewritten);
+    }
+  }
+  const smime::Spool& input = retagged ? *retagged : message;
+
+  const auto transform = [&](const Treatment& t, const std::vector<const Planned*>& members) -> smime::Result<std::optional<smime::Spool>> {
+    if (!t.sign && !t.encrypt) {
+      if (!retagged) return std::optional<smime::Spool>{};
+      smime::Spool copy(spool_options);
+      MAILKMS_CHECK(input.for_each_chunk(0, input.size(), [&](std::string_view c) { return copy.append(c); }));
+      return std::optional<smime::Spool>(std::move(copy));
+    }
+    smime::Spool out(spool_options);
+    smime::SignOptions sign_options;
+    sign_options.digest = t.digest;
+    smime::EncryptOptions encrypt_options;
+    encrypt_options.cipher = t.cipher;
+    std::vector<smime::Recipient> to;
+    if (t.encrypt) {
+      for (const auto* p : members) {
+        to.push_back({p->certificate->certificate, smime::choose_key_transport(p->certificate->capabilities)});
+      }
+      const bool sender_too = std::any_of(members.begin(), members.end(),
+                                          [](const Planned* p) { return p->decision.settings->encrypt_to_sender; });
+      if (sender_too && sender_certificate &&
+          std::none_of(to.begin(), to.end(), [&](const smime::Recipient& r) { return r.certificate == sender_certificate->certificate; })) {
+        to.push_back({sender_certificate->certificate, smime::choose_key_transport(sender_certificate->capabilities)});
+      }
+    }
+    if (t.sign && t.encrypt) {
+      MAILKMS_CHECK(smime::sign_and_encrypt_message(*ctx_, input, out, *signer, sign_options, to, encrypt_options));
+    } else if (t.sign) {
+      MAILKMS_CHECK(smime::sign_message(*ctx_, input, out, *signer, sign_options));
+    } else {
+      MAILKMS_CHECK(smime::encrypt_message(*ctx_, input, out, to, encrypt_options));
+    }
+    return std::optional<smime::Spool>(std::move(out));
+  };
+  const auto transform_failed = [&](const smime::Error& error, bool encrypting) {
+    if (error.code == smime::Errc::key_operation_failed) {
+      return failure(settings_.on_keystore_unavailable, where + ": keystore signing failed", error.message);
+    }
+    if (error.code == smime::Errc::malformed_mime || error.code == smime::Errc::limit_exceeded) {
+      // Never delivered in the clear when policy wanted it encrypted.
+      Outcome refused;
+      refused.verdict = Outcome::Verdict::reject;
+      refused.reply = {"554", "5.6.0", "The message's MIME structure cannot be signed or encrypted: " + error.message};
+      refused.log = where + ": malformed, rejected: " + error.message;
+      if (!encrypting) return failure(settings_.on_malformed, where + ": malformed", error.message);
+      return refused;
+    }
+    return failure(settings_.on_internal_error, where + ": " + std::string(smime::to_string(error.code)), error.message);
+  };
+
+  // Copies for the other groups go back to the MTA first: if that fails,
+  // nothing has been promised yet.
+  for (std::size_t g = 1; g < groups.size(); ++g) {
+    auto copy = transform(groups[g].first, groups[g].second);
+    if (!copy) return transform_failed(copy.error(), groups[g].first.encrypt);
+    const smime::Spool& body = *copy ? **copy : input;
+    std::vector<std::string> members;
+    for (const auto* p : groups[g].second) members.push_back(p->recipient);
+    MAILKMS_TRY_OR(copy_header, read_header_section(body), return failure(settings_.on_internal_error, where, copy_header_result.error().message));
+    const std::string mark = mark_.make(tx.sender, members, body, copy_header.body_offset);
+    auto marked = with_field_on_top(body, {std::string(reinjection_header), " " + mark}, spool_options);
+    if (!marked) return failure(settings_.on_internal_error, where + ": re-injection", marked.error().message);
+    outcome.reinjections.push_back({members, std::move(*marked)});
+    outcome.removed_recipients.insert(outcome.removed_recipients.end(), members.begin(), members.end());
+  }
+
+  auto transformed = transform(groups[0].first, groups[0].second);
+  if (!transformed) return transform_failed(transformed.error(), groups[0].first.encrypt);
+  if (*transformed) {
+    MAILKMS_TRY_OR(after, read_header_section(**transformed), return failure(settings_.on_internal_error, where, after_result.error().message));
+    outcome.header_edits = diff_headers(header.fields, after.fields);
+    outcome.body_offset = after.body_offset;
+    outcome.message = std::move(**transformed);
+  }
+  if (groups.size() > 1) outcome.log += " => split into " + std::to_string(groups.size()) + " copies";
+  return outcome;
+}
+
+}  // namespace mailkms::gateway

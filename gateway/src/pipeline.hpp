@@ -1,0 +1,37 @@
+// Pieces of the pipeline shared by its outbound and inbound halves.
+#pragma once
+
+#include <string>
+#include <vector>
+
+#include "mailkms/gateway/gateway.hpp"
+#include "message_text.hpp"
+
+namespace mailkms::gateway {
+
+std::string describe(const Treatment& treatment);
+
+policy::Headers policy_headers(const std::vector<smime::HeaderField>& fields);
+
+// Authentication-Results (RFC 8601 with the smime method of RFC 7281).
+struct SmimeResult {
+  std::string result;  // none, pass, fail, policy, neutral, temperror, permerror
+  std::string reason;
+  std::string identifier;  // the signer's address
+};
+std::string authentication_results(const std::string& authserv_id, const std::vector<SmimeResult>& results);
+// The authserv-id an Authentication-Results value starts with.
+std::string authserv_id_of(std::string_view value);
+
+std::string join(const std::vector<std::string>& items, std::string_view separator = ", ");
+
+}  // namespace mailkms::gateway
+
+// Like MAILKMS_TRY, but runs `on_error` (which must return) on failure;
+// the failed result is available as `var##_result`.
+#define MAILKMS_TRY_OR(var, expr, on_error) \
+  auto var##_result = (expr);               \
+  if (!var##_result) {                      \
+    on_error;                               \
+  }                                         \
+  auto var = std::move(var##_result).value()

@@ -1,0 +1,337 @@
+#include "callbacks.hpp"
+
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <spdlog/spdlog.h>
+
+#include <algorithm>
+#include <memory>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "mailkms/gateway/reinjection.hpp"
+
+namespace mailkms::milter {
+namespace {
+
+gateway::Gateway* the_gateway = nullptr;
+
+struct MessageContext {
+  gateway::Transaction transaction;
+  std::vector<std::string> raw_recipients;  // as the MTA gave them, for smfi_delrcpt
+  std::vector<smime::HeaderField> headers;
+  std::optional<smime::Spool> spool;
+  bool failed = false;  // a write to the spool failed: the message is refused for now
+};
+
+struct ConnectionContext {
+  policy::Connection connection;
+  std::unique_ptr<MessageContext> message;
+};
+
+ConnectionContext* connection_of(SMFICTX* ctx) { return static_cast<ConnectionContext*>(smfi_getpriv(ctx)); }
+
+std::string unbracket(const char* address) {
+  std::string_view a = address != nullptr ? address : "";
+  while (!a.empty() && (a.front() == ' ')) a.remove_prefix(1);
+  if (a.size() >= 2 && a.front() == '<' && a.back() == '>') a = a.substr(1, a.size() - 2);
+  return std::string(a);
+}
+
+std::string queue_id(SMFICTX* ctx) {
+  const char* id = smfi_getsymval(ctx, const_cast<char*>("i"));
+  return id != nullptr ? id : "NOQUEUE";
+}
+
+sfsistat temporary_failure(SMFICTX* ctx, const char* where, const char* what) {
+  spdlog::error("{}: internal error in {}: {}", queue_id(ctx), where, what);
+  smfi_setreply(ctx, const_cast<char*>("451"), const_cast<char*>("4.3.0"),
+                const_cast<char*>("Temporary failure in the S/MIME gateway"));
+  return SMFIS_TEMPFAIL;
+}
+
+// Runs a callback body; anything thrown becomes a temporary failure.
+template <class Body>
+sfsistat guarded(SMFICTX* ctx, const char* where, Body body) {
+  try {
+    return body();
+  } catch (const std::exception& e) {
+    return temporary_failure(ctx, where, e.what());
+  } catch (...) {
+    return temporary_failure(ctx, where, "unknown exception");
+  }
+}
+
+// libmilter hands header values with bare LF folding; the engine works in CRLF.
+std::string to_crlf(std::string_view value) {
+  std::string out;
+  out.reserve(value.size() + 8);
+  for (std::size_t i = 0; i < value.size(); ++i) {
+    if (value[i] == '\n' && (i == 0 || value[i - 1] != '\r')) out += '\r';
+    out += value[i];
+  }
+  return out;
+}
+
+// And the MTA wants LF folding back.
+std::string to_lf(std::string_view value) {
+  std::string out;
+  out.reserve(value.size());
+  for (const char c : value) {
+    if (c != '\r') out += c;
+  }
+  return out;
+}
+
+sfsistat on_connect(SMFICTX* ctx, char* /*hostname*/, _SOCK_ADDR* address) {
+  return guarded(ctx, "connect", [&] {
+    auto connection = std::make_unique<ConnectionContext>();
+    char text[INET6_ADDRSTRLEN] = {};
+    if (address != nullptr && address->sa_family == AF_INET) {
+      inet_ntop(AF_INET, &reinterpret_cast<sockaddr_in*>(address)->sin_addr, text, sizeof text);
+    } else if (address != nullptr && address->sa_family == AF_INET6) {
+      inet_ntop(AF_INET6, &reinterpret_cast<sockaddr_in6*>(address)->sin6_addr, text, sizeof text);
+    }
+    connection->connection.client_address = text;  // empty: local submission
+    smfi_setpriv(ctx, connection.release());
+    return SMFIS_CONTINUE;
+  });
+}
+
+sfsistat on_envfrom(SMFICTX* ctx, char** argv) {
+  return guarded(ctx, "MAIL FROM", [&] {
+    auto* connection = connection_of(ctx);
+    if (connection == nullptr) return temporary_failure(ctx, "MAIL FROM", "no connection context");
+    auto message = std::make_unique<MessageContext>();
+    message->transaction.connection = connection->connection;
+    const char* authenticated = smfi_getsymval(ctx, const_cast<char*>("{auth_authen}"));
+    message->transaction.connection.authenticated = authenticated != nullptr && *authenticated != '\0';
+    message->transaction.sender = unbracket(argv[0]);
+    the_gateway->begin(message->transaction);
+    connection->message = std::move(message);
+    return SMFIS_CONTINUE;
+  });
+}
+
+sfsistat on_envrcpt(SMFICTX* ctx, char** argv) {
+  return guarded(ctx, "RCPT TO", [&] {
+    auto* connection = connection_of(ctx);
+    if (connection == nullptr || !connection->message) return temporary_failure(ctx, "RCPT TO", "no message context");
+    auto& message = *connection->message;
+    const std::string recipient = unbracket(argv[0]);
+    const auto verdict = the_gateway->add_recipient(message.transaction, recipient);
+    using Kind = gateway::RecipientVerdict::Kind;
+    if (verdict.kind == Kind::accept) {
+      message.raw_recipients.push_back(argv[0]);
+      return SMFIS_CONTINUE;
+    }
+    spdlog::info("{}: {}", queue_id(ctx), verdict.log);
+    smfi_setreply(ctx, const_cast<char*>(verdict.reply.code.c_str()), const_cast<char*>(verdict.reply.enhanced.c_str()),
+                  const_cast<char*>(verdict.reply.text.c_str()));
+    return verdict.kind == Kind::reject ? SMFIS_REJECT : SMFIS_TEMPFAIL;
+  });
+}
+
+sfsistat on_header(SMFICTX* ctx, char* name, char* value) {
+  return guarded(ctx, "header", [&] {
+    auto* connection = connection_of(ctx);
+    if (connection == nullptr || !connection->message) return temporary_failure(ctx, "header", "no message context");
+    connection->message->headers.push_back({name, to_crlf(value)});
+    return SMFIS_CONTINUE;
+  });
+}
+
+sfsistat on_eoh(SMFICTX* ctx) {
+  return guarded(ctx, "end of header", [&] {
+    auto* connection = connection_of(ctx);
+    if (connection == nullptr || !connection->message) return temporary_failure(ctx, "end of header", "no message context");
+    auto& message = *connection->message;
+    const auto& settings = the_gateway->settings();
+    message.spool.emplace(smime::SpoolOptions{settings.spool_memory_limit, settings.spool_directory});
+    std::string section;
+    for (const auto& f : message.headers) section.append(f.name).append(":").append(f.value).append("\r\n");
+    section.append("\r\n");
+    message.failed = !message.spool->append(section);
+    return SMFIS_CONTINUE;
+  });
+}
+
+sfsistat on_body(SMFICTX* ctx, unsigned char* chunk, size_t size) {
+  return guarded(ctx, "body", [&] {
+    auto* connection = connection_of(ctx);
+    if (connection == nullptr || !connection->message || !connection->message->spool) {
+      return temporary_failure(ctx, "body", "no message context");
+    }
+    auto& message = *connection->message;
+    const auto limit = the_gateway->settings().max_message_size;
+    if (limit != 0 && message.spool->size() + size > limit) {
+      smfi_setreply(ctx, const_cast<char*>("552"), const_cast<char*>("5.3.4"),
+                    const_cast<char*>("Message too big for the S/MIME gateway"));
+      spdlog::info("{}: rejected: over max_message_size ({} bytes)", queue_id(ctx), limit);
+      return SMFIS_REJECT;
+    }
+    if (!message.failed) {
+      message.failed = !message.spool->append(std::string_view(reinterpret_cast<const char*>(chunk), size));
+    }
+    return SMFIS_CONTINUE;
+  });
+}
+
+bool apply_edits(SMFICTX* ctx, const std::vector<gateway::HeaderEdit>& edits) {
+  // Removals first, highest index first per name, so none renumbers another.
+  std::vector<gateway::HeaderEdit> removals;
+  for (const auto& e : edits) {
+    if (e.kind == gateway::HeaderEdit::Kind::remove) removals.push_back(e);
+  }
+  std::stable_sort(removals.begin(), removals.end(), [](const auto& a, const auto& b) { return a.index > b.index; });
+  for (const auto& e : removals) {
+    if (smfi_chgheader(ctx, const_cast<char*>(e.name.c_str()), e.index, nullptr) != MI_SUCCESS) return false;
+  }
+  for (const auto& e : edits) {
+    // SMFIP_HDR_LEADSPC was negotiated: the value carries its own leading space.
+    const std::string value = " " + to_lf(e.value);
+    if (e.kind == gateway::HeaderEdit::Kind::append &&
+        smfi_addheader(ctx, const_cast<char*>(e.name.c_str()), const_cast<char*>(value.c_str())) != MI_SUCCESS) {
+      return false;
+    }
+    if (e.kind == gateway::HeaderEdit::Kind::prepend &&
+        smfi_insheader(ctx, 0, const_cast<char*>(e.name.c_str()), const_cast<char*>(value.c_str())) != MI_SUCCESS) {
+      return false;
+    }
+  }
+  return true;
+}
+
+bool replace_body(SMFICTX* ctx, const smime::Spool& spool, std::size_t offset) {
+  // Large chunks: each is one round trip to the MTA.
+  constexpr std::size_t chunk = 65535;
+  std::string buffer(chunk, '\0');
+  for (std::size_t at = offset; at < spool.size();) {
+    auto got = spool.read(at, buffer.data(), std::min(chunk, spool.size() - at));
+    if (!got || *got == 0) return false;
+    if (smfi_replacebody(ctx, reinterpret_cast<unsigned char*>(buffer.data()), static_cast<int>(*got)) != MI_SUCCESS) {
+      return false;
+    }
+    at += *got;
+  }
+  return true;
+}
+
+sfsistat on_eom(SMFICTX* ctx) {
+  return guarded(ctx, "end of message", [&]() -> sfsistat {
+    auto* connection = connection_of(ctx);
+    if (connection == nullptr || !connection->message) return temporary_failure(ctx, "end of message", "no message context");
+    auto& message = *connection->message;
+    const std::string id = queue_id(ctx);
+    message.transaction.queue_id = id;
+    if (!message.spool) {  // no header at all: an empty message
+      message.spool.emplace();
+      (void)message.spool->append("\r\n");
+    }
+    if (message.failed) {
+      spdlog::error("{}: could not spool the message (disk full?), deferred", id);
+      smfi_setreply(ctx, const_cast<char*>("451"), const_cast<char*>("4.3.0"),
+                    const_cast<char*>("The S/MIME gateway cannot store the message now; try again later"));
+      return SMFIS_TEMPFAIL;
+    }
+    // Our own re-injected copy, recognized by its keyed mark.
+    for (const auto& f : message.headers) {
+      if (smime::normalize_address(f.name) != smime::normalize_address(gateway::reinjection_header)) continue;
+      std::size_t body_offset = 0;
+      for (const auto& h : message.headers) body_offset += h.name.size() + 1 + h.value.size() + 2;
+      body_offset += 2;
+      if (the_gateway->mark().check(f.unfolded(), message.transaction.sender, message.transaction.recipients,
+                                    *message.spool, body_offset)) {
+        message.transaction.reinjected = true;
+      }
+    }
+    auto outcome = the_gateway->finish(message.transaction, message.headers, *message.spool);
+    using Verdict = gateway::Outcome::Verdict;
+    if (outcome.verdict == Verdict::reject || outcome.verdict == Verdict::tempfail) {
+      spdlog::info("{}: {} => {} {} {}", id, outcome.log, outcome.reply.code, outcome.reply.enhanced, outcome.reply.text);
+      smfi_setreply(ctx, const_cast<char*>(outcome.reply.code.c_str()), const_cast<char*>(outcome.reply.enhanced.c_str()),
+                    const_cast<char*>(outcome.reply.text.c_str()));
+      return outcome.verdict == Verdict::reject ? SMFIS_REJECT : SMFIS_TEMPFAIL;
+    }
+    if (outcome.verdict == Verdict::discard) {
+      spdlog::info("{}: {} => discarded", id, outcome.log);
+      return SMFIS_DISCARD;
+    }
+    // Copies for other recipients go first: if the MTA does not take them,
+    // this transaction fails as a whole and nothing is lost.
+    for (const auto& copy : outcome.reinjections) {
+      auto sent = gateway::reinject(the_gateway->settings().reinject_command, message.transaction.sender, copy.recipients,
+                                    copy.message);
+      if (!sent) {
+        spdlog::error("{}: {} => re-injection failed, deferred: {}", id, outcome.log, sent.error().message);
+        smfi_setreply(ctx, const_cast<char*>("451"), const_cast<char*>("4.3.0"),
+                      const_cast<char*>("The S/MIME gateway cannot split this message now; try again later"));
+        return SMFIS_TEMPFAIL;
+      }
+    }
+    for (const auto& removed : outcome.removed_recipients) {
+      const auto raw = std::find_if(message.raw_recipients.begin(), message.raw_recipients.end(),
+                                    [&](const std::string& r) { return unbracket(r.c_str()) == removed; });
+      const std::string address = raw != message.raw_recipients.end() ? *raw : "<" + removed + ">";
+      if (smfi_delrcpt(ctx, const_cast<char*>(address.c_str())) != MI_SUCCESS) {
+        return temporary_failure(ctx, "end of message", "smfi_delrcpt failed");
+      }
+    }
+    if (!apply_edits(ctx, outcome.header_edits)) return temporary_failure(ctx, "end of message", "a header edit failed");
+    if (outcome.message && !replace_body(ctx, *outcome.message, outcome.body_offset)) {
+      return temporary_failure(ctx, "end of message", "replacing the body failed");
+    }
+    if (outcome.quarantine) smfi_quarantine(ctx, const_cast<char*>(outcome.quarantine_reason.c_str()));
+    spdlog::info("{}: {}{}", id, outcome.log, outcome.quarantine ? " => quarantined" : "");
+    return SMFIS_CONTINUE;
+  });
+}
+
+sfsistat on_abort(SMFICTX* ctx) {
+  if (auto* connection = connection_of(ctx)) connection->message.reset();
+  return SMFIS_CONTINUE;
+}
+
+sfsistat on_close(SMFICTX* ctx) {
+  std::unique_ptr<ConnectionContext> owned(connection_of(ctx));
+  smfi_setpriv(ctx, nullptr);
+  return SMFIS_CONTINUE;
+}
+
+sfsistat on_negotiate(SMFICTX* /*ctx*/, unsigned long f0, unsigned long f1, unsigned long /*f2*/, unsigned long /*f3*/,
+                      unsigned long* pf0, unsigned long* pf1, unsigned long* pf2, unsigned long* pf3) {
+  const unsigned long wanted = SMFIF_ADDHDRS | SMFIF_CHGHDRS | SMFIF_CHGBODY | SMFIF_DELRCPT | SMFIF_QUARANTINE;
+  if ((f0 & wanted) != wanted) return SMFIS_REJECT;  // the MTA cannot do what we may need
+  *pf0 = wanted;
+  // Header values exactly as written (leading space kept); skip what we do not use.
+  const unsigned long steps = SMFIP_HDR_LEADSPC | SMFIP_NOHELO | SMFIP_NOUNKNOWN | SMFIP_NODATA;
+  *pf1 = f1 & steps;
+  *pf2 = 0;
+  *pf3 = 0;
+  return SMFIS_CONTINUE;
+}
+
+}  // namespace
+
+void install(gateway::Gateway& gateway) { the_gateway = &gateway; }
+
+smfiDesc description() {
+  smfiDesc d{};
+  d.xxfi_name = const_cast<char*>("mailkms-milter");
+  d.xxfi_version = SMFI_VERSION;
+  d.xxfi_flags = SMFIF_ADDHDRS | SMFIF_CHGHDRS | SMFIF_CHGBODY | SMFIF_DELRCPT | SMFIF_QUARANTINE;
+  d.xxfi_connect = on_connect;
+  d.xxfi_envfrom = on_envfrom;
+  d.xxfi_envrcpt = on_envrcpt;
+  d.xxfi_header = on_header;
+  d.xxfi_eoh = on_eoh;
+  d.xxfi_body = on_body;
+  d.xxfi_eom = on_eom;
+  d.xxfi_abort = on_abort;
+  d.xxfi_close = on_close;
+  d.xxfi_negotiate = on_negotiate;
+  return d;
+}
+
+}  // namespace mailkms::milter

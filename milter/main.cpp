@@ -1,0 +1,152 @@
+// mailkms-milter: the S/MIME gateway as a milter for Postfix and Sendmail.
+// Start-up order as Postfix's daemons do it: read and check the settings
+// and the policy, open the socket, drop privileges, then serve. Any
+// failure before serving is fatal; after it, bad input is a verdict.
+#include <grp.h>
+#include <libmilter/mfapi.h>
+#include <pthread.h>
+#include <signal.h>
+#include <spdlog/sinks/stdout_sinks.h>
+#include <spdlog/sinks/syslog_sink.h>
+#include <spdlog/spdlog.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <CLI/CLI.hpp>
+#include <cerrno>
+#include <cstring>
+#include <fstream>
+#include <iostream>
+#include <thread>
+
+#include "callbacks.hpp"
+#include "mailkms/gateway/gateway.hpp"
+#include "settings.hpp"
+
+namespace {
+
+[[noreturn]] void fatal(const std::string& message) {
+  spdlog::critical("fatal: {}", message);
+  std::exit(1);
+}
+
+std::string socket_path(const std::string& socket) {
+  if (socket.starts_with("unix:")) return socket.substr(5);
+  if (socket.starts_with("local:")) return socket.substr(6);
+  if (socket.starts_with('/')) return socket;
+  return {};
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  CLI::App app{"mailkms-milter: signs, encrypts, verifies and decrypts mail per policy, as a milter"};
+  std::string config = "/etc/mailkms/mailkms.conf";
+  bool foreground = false;
+  bool syslog = false;
+  bool check = false;
+  app.add_option("-c,--config", config, "mailkms.conf to read")->capture_default_str();
+  app.add_flag("-f,--foreground", foreground, "stay in the foreground (for systemd); logs go to stderr");
+  app.add_flag("--syslog", syslog, "log to syslog (mail facility) instead of stderr");
+  app.add_flag("--check", check, "check the configuration and the policy, then exit");
+  app.set_version_flag("--version", std::string("mailkms-milter ") + MAILKMS_VERSION);
+  CLI11_PARSE(app, argc, argv);
+
+  if (syslog) {
+    spdlog::set_default_logger(spdlog::syslog_logger_mt("mailkms", "mailkms-milter", LOG_PID, LOG_MAIL));
+    spdlog::set_pattern("%v");
+  } else {
+    spdlog::set_default_logger(spdlog::stderr_logger_mt("mailkms"));
+    spdlog::set_pattern("mailkms-milter[%P]: %l: %v");
+  }
+
+  auto milter_settings = mailkms::milter::load_settings(config);
+  if (!milter_settings) fatal(milter_settings.error().message);
+  auto settings = mailkms::gateway::load_settings(config);
+  if (!settings) fatal(settings.error().message);
+  auto policy = mailkms::policy::load_policy(settings->policy);
+  if (!policy) fatal("policy: " + policy.error().message);
+  auto mark = mailkms::gateway::ReinjectionMark::create(settings->reinject_key_file);
+  if (!mark) fatal(mark.error().message);
+  auto ctx = mailkms::smime::CryptoContext::create({.legacy_ciphers = true});  // archived mail may use DES or RC2
+  if (!ctx) fatal("OpenSSL: " + ctx.error().message);
+  if (check) {
+    std::cout << config << ": OK; policy " << settings->policy.string() << ": OK, " << (*policy)->rules.size()
+              << " rule(s)\n";
+    return 0;
+  }
+  const std::string policy_path = settings->policy.string();
+  mailkms::gateway::Gateway gateway(std::move(*settings), std::move(*policy), std::move(*ctx), std::move(*mark));
+  mailkms::milter::install(gateway);
+
+  // Re-injection writes to a child's pipe: a child that dies must not kill us.
+  ::signal(SIGPIPE, SIG_IGN);
+
+  auto description = mailkms::milter::description();
+  if (smfi_register(description) != MI_SUCCESS) fatal("smfi_register failed");
+  std::string socket = milter_settings->socket;
+  if (smfi_setconn(socket.data()) != MI_SUCCESS) fatal("cannot use socket " + socket);
+  smfi_settimeout(milter_settings->timeout_seconds);
+  smfi_setbacklog(milter_settings->backlog);
+  const std::string path = socket_path(socket);
+  if (smfi_opensocket(true) != MI_SUCCESS) fatal("cannot open socket " + socket);
+  if (!path.empty()) {
+    if (::chmod(path.c_str(), milter_settings->socket_mode) != 0) fatal("chmod " + path + ": " + std::strerror(errno));
+    if (milter_settings->user || milter_settings->group) {
+      if (::chown(path.c_str(), milter_settings->user.value_or(static_cast<uid_t>(-1)),
+                  milter_settings->group.value_or(static_cast<gid_t>(-1))) != 0) {
+        fatal("chown " + path + ": " + std::strerror(errno));
+      }
+    }
+  }
+  if (!milter_settings->pid_file.empty()) {
+    std::ofstream pid(milter_settings->pid_file);
+    pid << ::getpid() << "\n";
+    if (!pid) fatal("cannot write pid file " + milter_settings->pid_file.string());
+  }
+  if (milter_settings->group && ::getegid() != *milter_settings->group) {
+    if (::setgroups(0, nullptr) != 0 || ::setgid(*milter_settings->group) != 0) fatal(std::string("setgid: ") + std::strerror(errno));
+  }
+  if (milter_settings->user && ::geteuid() != *milter_settings->user) {
+    if (::setuid(*milter_settings->user) != 0) fatal(std::string("setuid: ") + std::strerror(errno));
+  }
+  if (!foreground && ::daemon(0, 0) != 0) fatal(std::string("daemon: ") + std::strerror(errno));
+
+  // libmilter's own signal thread stops the milter on SIGHUP, SIGTERM and
+  // SIGINT. This thread (the main one) waits for SIGHUP and SIGUSR1 first:
+  // the kernel offers a process's signal to its main thread before any
+  // other, so a reload never reaches libmilter. smfi_main runs beside it.
+  sigset_t reload;
+  sigemptyset(&reload);
+  sigaddset(&reload, SIGHUP);
+  sigaddset(&reload, SIGUSR1);
+  sigaddset(&reload, SIGUSR2);
+  sigset_t blocked = reload;
+  sigaddset(&blocked, SIGTERM);  // for libmilter's thread, which stops gracefully
+  sigaddset(&blocked, SIGINT);
+  pthread_sigmask(SIG_BLOCK, &blocked, nullptr);
+  const pthread_t main_thread = pthread_self();
+  int result = 0;
+  std::thread serving([&] {
+    spdlog::info("serving {} with policy {}", socket, policy_path);
+    result = smfi_main();
+    pthread_kill(main_thread, SIGUSR2);
+  });
+  for (;;) {
+    int signal = 0;
+    if (sigwait(&reload, &signal) != 0) continue;
+    if (signal == SIGUSR2) break;
+    auto fresh = mailkms::policy::load_policy(policy_path);
+    if (!fresh) {
+      spdlog::error("policy reload refused, the running policy stays: {}", fresh.error().message);
+      continue;
+    }
+    const auto rules = (*fresh)->rules.size();
+    gateway.replace_policy(std::move(*fresh));
+    spdlog::info("policy reloaded from {}: {} rule(s)", policy_path, rules);
+  }
+  serving.join();
+  if (!milter_settings->pid_file.empty()) ::unlink(milter_settings->pid_file.c_str());
+  spdlog::info("stopped");
+  return result == MI_SUCCESS ? 0 : 1;
+}

@@ -1,0 +1,199 @@
+#!/usr/bin/env bash
+# mailkms-milter in a real, private Postfix on loopback, with the real
+# mailkms-keystored behind it: outbound mail signed and encrypted per
+# policy, each on_missing_certificate action with its exact SMTP reply,
+# recipients that need different copies, inbound verification into
+# Authentication-Results, decryption for local users, certificate
+# harvesting, the keystore going away and coming back, and a broken
+# policy on reload. What arrives is checked with openssl.
+# Usage: milter_postfix_test.sh MAILKMS_KEYSTORED MAILKMSCTL MAILKMS_MILTER PKI_DIR   (as root)
+set -uo pipefail
+here=$(dirname "$(realpath "$0")")
+# shellcheck source=../lib.sh
+. "$here/../lib.sh"
+# shellcheck source=../postfix/postfix-fixture.sh
+. "$here/../postfix/postfix-fixture.sh"
+[[ $# == 4 ]] || { echo "usage: milter_postfix_test.sh KEYSTORED MAILKMSCTL MILTER PKI_DIR" >&2; exit 2; }
+keystored=$(realpath "$1")
+ctl=$(realpath "$2")
+milter=$(realpath "$3")
+pki=$(realpath "$4")
+
+work=$(mktemp -d)
+chmod 755 "$work"
+keystore_pid=
+milter_pid=
+stop_milter() {
+  # libmilter takes a few seconds to notice SIGTERM.
+  [ -n "$milter_pid" ] && kill "$milter_pid" 2> /dev/null && for _ in $(seq 100); do
+    kill -0 "$milter_pid" 2> /dev/null || break
+    sleep 0.1
+  done
+  milter_pid=
+}
+cleanup() {
+  postfix_stop
+  stop_milter
+  [ -n "$keystore_pid" ] && kill "$keystore_pid" 2> /dev/null
+  wait 2> /dev/null
+  [ -n "${KEEP_WORK:-}" ] || rm -rf "$work"
+}
+trap cleanup EXIT
+cd "$work" || exit 2
+
+# ---- The keystore: a fresh CA, alice and bob of corp.example ---------------
+cat > mailkms.conf <<CONF
+[keystore]
+database = "$work/keystore.db"
+socket = "$work/keystore.sock"
+socket_mode = "0600"
+unseal_key_file = "$work/master.key"
+gateway_users = ["root"]
+lock_memory = false
+
+[gateway]
+policy = "$work/policy.toml"
+authserv_id = "mx.corp.example"
+enrollment_address = "mailkms-enroll@corp.example"
+spool_directory = "$work"
+certificate_ttl_seconds = 2
+missing_certificate_ttl_seconds = 1
+
+[milter]
+socket = "unix:$work/milter.sock"
+socket_mode = "0660"
+group = "postfix"
+pid_file = "$work/milter.pid"
+CONF
+export MAILKMS_CONFIG=$work/mailkms.conf MAILKMS_SESSION_FILE=$work/session
+head -c 24 /dev/urandom | base64 > admin.pw
+head -c 24 /dev/urandom | base64 > p12.pw
+chmod 600 admin.pw p12.pw
+start_keystore() {
+  "$keystored" --config mailkms.conf 2>> keystore.log &
+  keystore_pid=$!
+  for _ in $(seq 100); do [ -S keystore.sock ] && "$ctl" status 2> /dev/null | grep -qx unsealed && return 0; sleep 0.05; done
+  return 1
+}
+"$ctl" init --admin admin --admin-password-file admin.pw --key-file master.key > /dev/null
+start_keystore || { echo "FAIL - the keystore does not start"; cat keystore.log; exit 1; }
+"$ctl" login admin --password-file admin.pw > /dev/null
+"$ctl" ca init --id root --name "Corp Root CA" > /dev/null
+"$ctl" ca add-subordinate --id issuing --parent root --name "Corp Issuing CA" > /dev/null
+"$ctl" user add alice@corp.example bob@corp.example > /dev/null
+"$ctl" trust add "$pki/root.pem" > /dev/null  # an outside CA whose users write to us
+
+cat > policy.toml <<'POLICY'
+[local]
+domains = ["corp.example"]
+networks = ["127.0.0.0/8"]
+
+[defaults]
+sign = "if-possible"
+encrypt = "if-possible"
+decrypt = true
+
+[[rule]]
+name = "must-encrypt-reject"
+to = "*@reject.example"
+encrypt = "always"
+on_missing_certificate = "reject"
+
+[[rule]]
+name = "must-encrypt-tempfail"
+to = "*@tempfail.example"
+encrypt = "always"
+on_missing_certificate = "tempfail"
+
+[[rule]]
+name = "must-encrypt-hold"
+to = "*@hold.example"
+encrypt = "always"
+on_missing_certificate = "quarantine"
+
+[[rule]]
+name = "must-encrypt-or-plain"
+to = "*@plain.example"
+encrypt = "always"
+on_missing_certificate = "send-plain"
+POLICY
+
+# ---- The milter and Postfix --------------------------------------------------
+start_milter() {
+  "$milter" --config mailkms.conf --foreground 2>> milter.log &
+  milter_pid=$!
+  for _ in $(seq 100); do [ -S milter.sock ] && return 0; sleep 0.05; done
+  return 1
+}
+start_milter || { echo "FAIL - the milter does not start"; cat milter.log; exit 1; }
+export POSTFIX_EXTRA_CONF="smtpd_milters = unix:$work/milter.sock
+non_smtpd_milters = unix:$work/milter.sock
+milter_default_action = tempfail
+milter_protocol = 6"
+postfix_start "$work/postfix" || { echo "FAIL - cannot start Postfix"; exit 1; }
+
+# send FROM TO… < message: one SMTP transaction; swaks's transcript in send.out
+send() {
+  local from=$1
+  shift
+  local to
+  to=$(IFS=,; echo "$*")
+  swaks --server "127.0.0.1:$POSTFIX_PORT" --from "$from" --to "$to" --data - > send.out 2>&1
+}
+# arrived NAME: moves the oldest message at the sink to NAME
+arrived() {
+  postfix_wait_for 1 || return 1
+  mv "$(find "$SINK_DIR" -type f | sort | head -n 1)" "$1"
+}
+message() {  # message FROM TO SUBJECT BODY   (swaks ends the last line)
+  printf '%s\r\n' "From: $1" "To: $2" "Subject: $3" "Date: Thu, 26 Nov 2026 10:00:00 +0000" \
+    "Message-ID: <$RANDOM.$RANDOM@test>" "MIME-Version: 1.0" "Content-Type: text/plain; charset=us-ascii" ""
+  printf '%s' "$4"
+}
+
+# bob's and alice's keys, as their owners get them: a PKCS#12 each.
+for user in alice bob; do
+  "$ctl" recover "$user@corp.example" --out "$user.p12" --password-file p12.pw > /dev/null
+  openssl pkcs12 -in "$user.p12" -passin file:p12.pw -nodes -nocerts -out "$user.key" 2> /dev/null
+  openssl pkcs12 -in "$user.p12" -passin file:p12.pw -nokeys -clcerts -out "$user.pem" 2> /dev/null
+  openssl pkcs12 -in "$user.p12" -passin file:p12.pw -nokeys -cacerts -out corp-chain.pem 2> /dev/null
+done
+
+# ---- Outbound ------------------------------------------------------------------
+body="Bob, the figures: revenue up 4 %, costs down 2 %."
+message "Alice <alice@corp.example>" "bob@corp.example" "Figures" "$body" > figures.eml
+send alice@corp.example bob@corp.example < figures.eml
+check "alice to bob is accepted" grep -q "250 2.0.0 Ok: queued" send.out
+arrived out-1.eml
+check "it arrives encrypted" grep -qi "^Content-Type: application/pkcs7-mime; .*smime-type=enveloped-data" out-1.eml
+check "bob's key decrypts it (openssl cms)" openssl cms -decrypt -in out-1.eml -recip bob.pem -inkey bob.key -out out-1.signed
+check "alice's signature verifies against our root (openssl cms)" \
+  openssl cms -verify -in out-1.signed -CAfile corp-chain.pem -purpose smimesign -out out-1.txt
+check "the body is the original, byte for byte" bash -c "printf '%s\r\n' '$body' | cmp - <(sed '1,/^\r\?$/d' out-1.txt)"
+check "alice can read her own sent copy" openssl cms -decrypt -in out-1.eml -recip alice.pem -inkey alice.key -out /dev/null
+check "the signer is alice" bash -c "openssl cms -verify -in out-1.signed -CAfile corp-chain.pem -purpose smimesign -signer signer.pem -out /dev/null 2>/dev/null && openssl x509 -in signer.pem -noout -ext subjectAltName | grep -q alice@corp.example"
+
+# ---- on_missing_certificate --------------------------------------------------
+message "alice@corp.example" "x@reject.example" "No certificate" "text" | send alice@corp.example x@reject.example
+check "reject: 550 5.7.1 at RCPT, naming the recipient" grep -q "<\*\* 550 5.7.1 .*x@reject.example" send.out
+message "alice@corp.example" "x@tempfail.example" "No certificate" "text" | send alice@corp.example x@tempfail.example
+check "tempfail: 450 4.7.1 at RCPT" grep -q "<\*\* 450 4.7.1 " send.out
+message "alice@corp.example" "x@hold.example" "No certificate" "held text" | send alice@corp.example x@hold.example
+check "quarantine: accepted" grep -q "250 2.0.0 Ok: queued" send.out
+check "quarantine: in Postfix's hold queue, not delivered" \
+  bash -c "sleep 0.5; [ \$(find '$work/postfix/queue/hold' -type f | wc -l) = 1 ] && [ \$(find '$SINK_DIR' -type f | wc -l) = 0 ]"
+message "alice@corp.example" "x@plain.example" "No certificate" "plain text" | send alice@corp.example x@plain.example
+arrived out-plain.eml
+check "send-plain: delivered signed, not encrypted" \
+  bash -c "grep -qi '^Content-Type: multipart/signed' out-plain.eml && openssl cms -verify -in out-plain.eml -CAfile corp-chain.pem -purpose smimesign -out /dev/null"
+
+# ---- Mixed recipients: one copy per treatment -------------------------------------
+message "alice@corp.example" "bob@corp.example, y@plain.example" "Two kinds" "mixed" |
+  send alice@corp.example bob@corp.example y@nowhere.example
+check "the first recipient is accepted" grep -q "250 2.1.5 Ok" send.out
+check "the one needing a different copy gets 452 4.5.3" grep -q "<\*\* 452 4.5.3 " send.out
+arrived out-mixed.eml
+check "bob's copy is encrypted to bob" openssl cms -decrypt -in out-mixed.eml -recip bob.pem -inkey bob.key -out /dev/null
+check "and went to bob alone" bash -c "grep -c '^X-Rcpt-Args:' out-mixed.eml | grep -qx 1"
+
+finish
