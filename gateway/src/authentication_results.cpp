@@ -24,6 +24,19 @@ std::string token_or_quoted(std::string_view value) {
   return out + "\"";
 }
 
+// An address as RFC 8601's pvalue: bare when it is a plain
+// local-part@domain, else a quoted-string.
+std::string address_pvalue(std::string_view address) {
+  static constexpr std::string_view atext = "!#$%&'*+-/=?^_`{|}~.";
+  const auto at = address.rfind('@');
+  bool plain = at != std::string_view::npos && at > 0 && at + 1 < address.size();
+  for (const char c : address) {
+    const auto u = static_cast<unsigned char>(c);
+    if (!(std::isalnum(u) || atext.find(c) != std::string_view::npos || c == '@') || u > 126) plain = false;
+  }
+  return plain ? std::string(address) : token_or_quoted(address);
+}
+
 }  // namespace
 
 std::string authentication_results(const std::string& authserv_id, const std::vector<SmimeResult>& results) {
@@ -31,8 +44,7 @@ std::string authentication_results(const std::string& authserv_id, const std::ve
   for (const auto& r : results) {
     out += ";\r\n\tsmime=" + r.result;
     if (!r.reason.empty()) out += " reason=" + token_or_quoted(r.reason);
-    // The address as a quoted-string: local parts need not be tokens.
-    if (!r.identifier.empty()) out += "\r\n\tbody.smime-identifier=" + token_or_quoted(r.identifier);
+    if (!r.identifier.empty()) out += "\r\n\tbody.smime-identifier=" + address_pvalue(r.identifier);
   }
   return out;
 }

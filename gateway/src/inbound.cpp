@@ -22,9 +22,12 @@ SmimeResult result_of(const smime::VerifyResult& v) {
     case S::no_signature: r.result = "none"; break;
     case S::malformed: r.result = "permerror"; break;
   }
-  r.reason = std::string(smime::to_string(v.status));
-  if (!v.reason.empty() && v.status != S::pass) r.reason += ": " + v.reason;
-  if (v.status == S::pass && v.weak) r.reason = "weak algorithm (SHA-1 or a short key)";
+  if (v.status != S::pass) {
+    r.reason = std::string(smime::to_string(v.status));
+    if (!v.reason.empty()) r.reason += ": " + v.reason;
+  } else if (v.weak) {
+    r.reason = "weak algorithm (SHA-1 or a short key)";
+  }
   for (const auto& signer : v.signers) {
     if (!signer.addresses.empty()) {
       r.identifier = signer.addresses.front();

@@ -35,7 +35,8 @@ keystore::Result<std::shared_ptr<Trust>> fetch(keystore::KeystoreClient& client)
     }
   }
   std::vector<std::shared_ptr<X509_CRL>> lists;
-  for (const auto& [ca, encoded] : crls.value("crls", nlohmann::json::object()).items()) {
+  const nlohmann::json lists_by_ca = crls.value("crls", nlohmann::json::object());
+  for (const auto& [ca, encoded] : lists_by_ca.items()) {
     MAILKMS_TRY(der, keystore::protocol::unbase64(encoded));
     const auto* p = reinterpret_cast<const unsigned char*>(der.data());
     X509_CRL* crl = d2i_X509_CRL(nullptr, &p, static_cast<long>(der.size()));

@@ -196,4 +196,87 @@ arrived out-mixed.eml
 check "bob's copy is encrypted to bob" openssl cms -decrypt -in out-mixed.eml -recip bob.pem -inkey bob.key -out /dev/null
 check "and went to bob alone" bash -c "grep -c '^X-Rcpt-Args:' out-mixed.eml | grep -qx 1"
 
+# ---- Inbound -----------------------------------------------------------------------
+# An outside party (alice@example.org, under a CA our trust list holds) writes to bob.
+message "Alice Outside <alice@example.org>" "bob@corp.example" "Signed from outside" "Hello from outside." > outside.eml
+"$ctl" message sign --cert "$pki/alice.pem" --key "$pki/alice.key" --chain "$pki/chain.pem" --in outside.eml --out outside-signed.eml
+send alice@example.org bob@corp.example < outside-signed.eml
+arrived in-pass.eml
+check "inbound signed mail arrives with smime=pass and the signer" \
+  bash -c "tr -d '\r' < in-pass.eml | sed -n '/^Authentication-Results: mx.corp.example;/,/^[^ \t]/p' | tr -d '\n\t' | grep -q 'smime=pass.*body.smime-identifier=alice@example.org'"
+check "the signed message itself is untouched and still verifies (openssl)" \
+  openssl cms -verify -in in-pass.eml -CAfile "$pki/root.pem" -purpose smimesign -out /dev/null
+
+# The same message altered on the way, with a forged result in our name.
+{ printf 'Authentication-Results: mx.corp.example; smime=pass body.smime-identifier=alice@example.org\r\n'
+  sed 's/Hello from outside\./Hello from Mallory./' outside-signed.eml; } > altered.eml
+send alice@example.org bob@corp.example < altered.eml
+arrived in-fail.eml
+check "altered mail arrives with smime=fail" bash -c "grep -A1 '^Authentication-Results: mx.corp.example;' in-fail.eml | grep -q 'smime=fail'"
+check "the forged Authentication-Results is gone" \
+  bash -c "[ \$(grep -c '^Authentication-Results: mx.corp.example;' in-fail.eml) = 1 ] && ! grep -q 'smime=pass' in-fail.eml"
+
+# alice@example.org's certificate was harvested from her signature: our
+# next message to her is encrypted to it.
+message "alice@corp.example" "alice@example.org" "Reply" "Thanks, noted." | send alice@corp.example alice@example.org
+arrived out-harvested.eml
+check "mail to a harvested correspondent is encrypted to her certificate" \
+  openssl cms -decrypt -in out-harvested.eml -recip "$pki/alice.pem" -inkey "$pki/alice.key" -out /dev/null
+
+# Encrypted to bob from outside: policy says decrypt for local users.
+message "carol@example.org" "bob@corp.example" "For your eyes" "The secret is 42." > secret.eml
+openssl cms -encrypt -aes256 -in secret.eml -recip bob.pem -out secret-encrypted.eml 2> /dev/null
+{ tr -d '\r' < secret.eml | sed -n '1,/^$/p' | grep -v -i '^\(MIME-Version\|Content-\)' | grep -v '^$'
+  tr -d '\r' < secret-encrypted.eml; } | sed 's/$/\r/' > secret-mail.eml
+send carol@example.org bob@corp.example < secret-mail.eml
+arrived in-decrypted.eml
+check "inbound mail encrypted to bob arrives decrypted" grep -q "^The secret is 42" in-decrypted.eml
+check "a header records that the gateway decrypted it" grep -q "^X-Mailkms-Decrypted: mx.corp.example; cipher=aes-256-cbc" in-decrypted.eml
+check "the original subject and sender are kept" bash -c "grep -q '^Subject: For your eyes' in-decrypted.eml && grep -q '^From: carol@example.org' in-decrypted.eml"
+
+# ---- The enrollment address -----------------------------------------------------------
+message "alice@corp.example" "mailkms-enroll@corp.example" "Re: your enrollment" "token and password" |
+  send alice@corp.example mailkms-enroll@corp.example
+check "mail to the enrollment address is accepted" grep -q "250 2.0.0 Ok: queued" send.out
+check "and never delivered" bash -c "sleep 1; [ \$(find '$SINK_DIR' -type f | wc -l) = 0 ]"
+
+# ---- A broken policy on reload leaves the running one in force ----------------------
+cp policy.toml policy.good
+printf '[[rule]]\nto = "*@reject.example"\nencrypt = "alwayz"\n' > policy.toml
+kill -HUP "$milter_pid"
+for _ in $(seq 50); do grep -q "reload refused" milter.log && break; sleep 0.1; done
+check "the broken policy is refused, with file, line and column" grep -q "reload refused.*policy.toml:3:11" milter.log
+check "the milter survived the signal" kill -0 "$milter_pid"
+message "alice@corp.example" "x@reject.example" "Still refused" "text" | send alice@corp.example x@reject.example
+check "the old policy still applies (550 5.7.1)" grep -q "<\*\* 550 5.7.1 " send.out
+sed 's/on_missing_certificate = "reject"/on_missing_certificate = "tempfail"/' policy.good > policy.toml
+kill -HUP "$milter_pid"
+for _ in $(seq 50); do grep -q "policy reloaded" milter.log && break; sleep 0.1; done
+message "alice@corp.example" "x@reject.example" "Now deferred" "text" | send alice@corp.example x@reject.example
+check "a good policy takes effect on reload (450 4.7.1)" grep -q "<\*\* 450 4.7.1 " send.out
+cp policy.good policy.toml
+kill -HUP "$milter_pid"
+
+# ---- The keystore goes away, and comes back ---------------------------------------------
+kill "$keystore_pid"
+wait "$keystore_pid" 2> /dev/null
+keystore_pid=
+sleep 2.5  # the certificate cache's TTL
+message "alice@corp.example" "bob@corp.example" "While the keystore is down" "$body" > down.eml
+send alice@corp.example bob@corp.example < down.eml
+check "with the keystore down, mail that may be encrypted gets 451 4.7.1" grep -q "<\*\* 451 4.7.1 " send.out
+# Submitted locally instead, it waits in Postfix's queue: the milter defers it.
+sendmail -C "$work/postfix/conf" -f alice@corp.example bob@corp.example < down.eml
+sleep 1.5
+check "nothing was delivered meanwhile" bash -c "[ \$(find '$SINK_DIR' -type f | wc -l) = 0 ]"
+start_keystore || echo "keystore did not restart" >&2
+postkick -c "$work/postfix/conf" public pickup W 2> /dev/null
+postqueue -c "$work/postfix/conf" -f 2> /dev/null
+arrived out-retried.eml
+check "once the keystore is back, Postfix's retry delivers it encrypted" \
+  openssl cms -decrypt -in out-retried.eml -recip bob.pem -inkey bob.key -out /dev/null
+
+check "no secret in the logs: no private key, no password" \
+  bash -c "! grep -qiE 'PRIVATE KEY|$(cat p12.pw)' milter.log keystore.log postfix/maillog"
+
 finish
