@@ -276,6 +276,31 @@ arrived out-retried.eml
 check "once the keystore is back, Postfix's retry delivers it encrypted" \
   openssl cms -decrypt -in out-retried.eml -recip bob.pem -inkey bob.key -out /dev/null
 
+# ---- Mixed recipients, the other way: split at end of message -----------------------
+stop_milter
+sed -i "s|^\[gateway\]|[gateway]\nmixed_recipients = \"reinject\"\nreinject_command = [\"$(command -v sendmail)\", \"-C\", \"$work/postfix/conf\", \"-G\", \"-i\"]|" mailkms.conf
+start_milter || echo "the milter did not restart" >&2
+message "alice@corp.example" "bob@corp.example, y@nowhere.example" "Split" "$body" |
+  send alice@corp.example bob@corp.example y@nowhere.example
+check "both recipients are accepted in one transaction" bash -c "[ \$(grep -c '<-  250 2.1.5 Ok' send.out) = 2 ]"
+postfix_wait_for 2
+for f in "$SINK_DIR"/*; do
+  if grep -q '^X-Rcpt-Args: <bob@corp.example>' "$f"; then mv "$f" split-bob.eml; else mv "$f" split-y.eml; fi
+done
+check "bob's copy is encrypted to him, and his alone" \
+  bash -c "openssl cms -decrypt -in split-bob.eml -recip bob.pem -inkey bob.key -out /dev/null && [ \$(grep -c '^X-Rcpt-Args:' split-bob.eml) = 1 ]"
+check "y's copy was re-injected for y alone, signed but not encrypted" \
+  bash -c "grep -q '^X-Rcpt-Args: <y@nowhere.example>' split-y.eml && [ \$(grep -c '^X-Rcpt-Args:' split-y.eml) = 1 ] && grep -qi '^Content-Type: multipart/signed' split-y.eml"
+check "y's copy verifies, and its body is the original" \
+  bash -c "openssl cms -verify -in split-y.eml -CAfile corp-chain.pem -purpose smimesign -out split-y.txt && grep -q 'revenue up 4' split-y.txt"
+check "the re-injected copy was recognized, not processed twice, and lost its mark" \
+  bash -c "! grep -q '^X-Mailkms-Reinjected' split-y.eml && [ \$(grep -ci '^Content-Type: multipart/signed' split-y.eml) = 1 ]"
+{ printf 'X-Mailkms-Reinjected: v=1; t=%s; m=%064d\r\n' "$(date +%s)" 0
+  message "alice@corp.example" "bob@corp.example" "Forged mark" "$body"; } | send alice@corp.example bob@corp.example
+arrived forged-mark.eml
+check "a forged re-injection mark is not honoured: the message is still encrypted" \
+  openssl cms -decrypt -in forged-mark.eml -recip bob.pem -inkey bob.key -out /dev/null
+
 check "no secret in the logs: no private key, no password" \
   bash -c "! grep -qiE 'PRIVATE KEY|$(cat p12.pw)' milter.log keystore.log postfix/maillog"
 
