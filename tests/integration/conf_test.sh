@@ -1,0 +1,45 @@
+#!/usr/bin/env bash
+# The example files in conf/ are what administrators start from: they must
+# be read without an error by the programs they are for.
+# Usage: conf_test.sh CONF_DIR MAILKMS_MILTER MAILKMSCTL
+# Test conditions are single-quoted on purpose: t() evaluates them later.
+# shellcheck disable=SC2016
+set -uo pipefail
+# shellcheck source=lib.sh
+. "$(dirname "$(realpath "$0")")/lib.sh"
+[[ $# == 3 ]] || { echo "usage: conf_test.sh CONF_DIR MAILKMS_MILTER MAILKMSCTL" >&2; exit 2; }
+conf=$(realpath "$1")
+milter=$(realpath "$2")
+ctl=$(realpath "$3")
+work=$(mktemp -d)
+trap 'rm -rf "$work"' EXIT
+cd "$work" || exit 2
+
+# The example points at /etc/mailkms/policy.toml: use the example policy.
+sed "s|/etc/mailkms/policy.toml|$conf/policy.toml|" "$conf/mailkms.conf" > mailkms.conf
+check "mailkms-milter reads the example mailkms.conf and policy.toml" \
+  bash -c "'$milter' --check --config mailkms.conf | grep -q ': OK; policy .*: OK'"
+# mailkmsctl reads [keystore]; with no daemon it reports the socket (exit 1),
+# where a configuration error would exit 2.
+run env MAILKMS_CONFIG="$work/mailkms.conf" "$ctl" status
+t "mailkmsctl reads the example [keystore] table" '[[ $rc == 1 ]] && grep -q "keystore unavailable" err'
+printf '[gateway]\nmixed_recipients = "sometimes"\n' > bad.conf
+run "$milter" --check --config bad.conf
+t "a wrong value is refused, naming the key" '[[ $rc == 1 ]] && grep -q "gateway.mixed_recipients at line 2, column 20: expected defer or reinject" err'
+printf '[milter]\nsockett = "unix:/x"\n' > unknown.conf
+run "$milter" --check --config unknown.conf
+t "an unknown key is refused, naming it" '[[ $rc == 1 ]] && grep -q "unknown key milter.sockett" err'
+
+# The Postfix snippet: every line a parameter Postfix knows, with a valid value.
+mkdir postfix
+grep -v '^#' "$conf/postfix-main.cf" | grep -v '^$' > postfix/main.cf
+cp /etc/postfix/master.cf postfix/
+run postconf -c postfix -n
+t "Postfix accepts the main.cf snippet" '[[ $rc == 0 ]] && ! [ -s err ] && grep -qx "milter_default_action = tempfail" out && grep -qx "smtpd_milters = unix:/run/mailkms/milter.sock" out'
+check "the Sendmail line declares the milter with tempfail on failure" \
+  grep -q "^INPUT_MAIL_FILTER(\`mailkms', \`S=unix:/run/mailkms/milter.sock, F=T" "$conf/sendmail.mc"
+for unit in "$conf"/systemd/*.service; do
+  check "$(basename "$unit") starts its daemon in the foreground with the shared config" \
+    grep -q '^ExecStart=/usr/sbin/mailkms-[a-z]* --config /etc/mailkms/mailkms.conf --foreground$' "$unit"
+done
+finish
