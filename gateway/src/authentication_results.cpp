@@ -50,18 +50,35 @@ std::string authentication_results(const std::string& authserv_id, const std::ve
 }
 
 std::string authserv_id_of(std::string_view value) {
+  // Leading CFWS (RFC 5322 §3.2.2): any white space and comments, which
+  // nest and may hold quoted-pairs. A forger may use any spelling.
   std::size_t at = 0;
-  while (at < value.size() && (value[at] == ' ' || value[at] == '\t' || value[at] == '\r' || value[at] == '\n')) ++at;
-  // Skip a leading comment, which RFC 8601's grammar allows (CFWS).
-  if (at < value.size() && value[at] == '(') {
-    const auto close = value.find(')', at);
-    at = close == std::string_view::npos ? value.size() : close + 1;
-    while (at < value.size() && (value[at] == ' ' || value[at] == '\t' || value[at] == '\r' || value[at] == '\n')) ++at;
+  int depth = 0;
+  for (; at < value.size(); ++at) {
+    const char c = value[at];
+    if (depth > 0 && c == '\\') {
+      ++at;
+    } else if (c == '(') {
+      ++depth;
+    } else if (c == ')' && depth > 0) {
+      --depth;
+    } else if (depth == 0 && c != ' ' && c != '\t' && c != '\r' && c != '\n') {
+      break;
+    }
   }
+  const auto lower = [](char c) { return static_cast<char>(std::tolower(static_cast<unsigned char>(c))); };
   std::string id;
+  if (at < value.size() && value[at] == '"') {
+    // authserv-id is a token or a quoted-string, meaning the same.
+    for (++at; at < value.size() && value[at] != '"'; ++at) {
+      if (value[at] == '\\' && at + 1 < value.size()) ++at;
+      if (value[at] != '\r' && value[at] != '\n') id += lower(value[at]);
+    }
+    return id;
+  }
   while (at < value.size() && value[at] != ';' && value[at] != ' ' && value[at] != '\t' && value[at] != '\r' &&
-         value[at] != '(') {
-    id += static_cast<char>(std::tolower(static_cast<unsigned char>(value[at++])));
+         value[at] != '\n' && value[at] != '(') {
+    id += lower(value[at++]);
   }
   return id;
 }

@@ -45,6 +45,8 @@ smime::Result<HeaderSection> read_header_section(const smime::Spool& message, st
   }
   HeaderSection out;
   const std::size_t header_bytes = end == std::string::npos ? head.size() : end;
+  // The loop stops reading past the limit, but its last read may overshoot.
+  if (header_bytes > limit) return smime::make_error(smime::Errc::limit_exceeded, "header section too large");
   out.body_offset = end == std::string::npos ? message.size() : end + 2;
   std::string_view text(head.data(), header_bytes);
   while (!text.empty()) {

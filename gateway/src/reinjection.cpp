@@ -151,22 +151,30 @@ Result<Ok> reinject(const std::vector<std::string>& command, std::string_view se
     ::close(pipe_fds[1]);
     return Error{command.front() + ": " + std::strerror(spawned)};
   }
-  // The message, with LF line ends as a local sendmail expects.
-  auto written = message.for_each_chunk(0, message.size(), [&](std::string_view chunk) -> smime::Status {
-    std::string lf;
-    lf.reserve(chunk.size());
-    for (const char c : chunk) {
-      if (c != '\r') lf += c;
-    }
+  // The message, with LF line ends as a local sendmail expects. Only the CR
+  // of a CRLF goes: a lone CR is content (and may be under a signature).
+  const auto write_all = [&](std::string_view bytes) -> smime::Status {
     std::size_t done = 0;
-    while (done < lf.size()) {
-      const ssize_t n = ::write(pipe_fds[1], lf.data() + done, lf.size() - done);
+    while (done < bytes.size()) {
+      const ssize_t n = ::write(pipe_fds[1], bytes.data() + done, bytes.size() - done);
       if (n < 0 && errno == EINTR) continue;
       if (n <= 0) return smime::make_error(smime::Errc::io_error, std::strerror(errno));
       done += static_cast<std::size_t>(n);
     }
     return smime::Ok{};
+  };
+  bool held_cr = false;  // a chunk's last CR, written once we know what follows
+  auto written = message.for_each_chunk(0, message.size(), [&](std::string_view chunk) -> smime::Status {
+    std::string lf;
+    lf.reserve(chunk.size() + 1);
+    for (const char c : chunk) {
+      if (held_cr && c != '\n') lf += '\r';
+      held_cr = c == '\r';
+      if (!held_cr) lf += c;
+    }
+    return write_all(lf);
   });
+  if (written && held_cr) written = write_all("\r");
   ::close(pipe_fds[1]);
   int status = 0;
   while (::waitpid(pid, &status, 0) < 0 && errno == EINTR) {
