@@ -187,6 +187,32 @@ arrived out-plain.eml
 check "send-plain: delivered signed, not encrypted" \
   bash -c "grep -qi '^Content-Type: multipart/signed' out-plain.eml && openssl cms -verify -in out-plain.eml -CAfile corp-chain.pem -purpose smimesign -out /dev/null"
 
+# ---- What the sender's own client already did is respected ----------------------------
+message "alice@corp.example" "bob@corp.example" "Signed by her client" "$body" > own.eml
+"$ctl" message sign --cert "$pki/alice.pem" --key "$pki/alice.key" --chain "$pki/chain.pem" --in own.eml --out own-signed.eml
+send alice@corp.example bob@corp.example < own-signed.eml
+arrived out-own-signed.eml
+openssl cms -decrypt -in out-own-signed.eml -recip bob.pem -inkey bob.key -out own-inner.eml 2> /dev/null
+check "a message signed in the sender's client is encrypted but not signed again" \
+  bash -c "[ \$(grep -ci '^Content-Type: multipart/signed' own-inner.eml) = 1 ] && openssl cms -verify -in own-inner.eml -CAfile '$pki/root.pem' -purpose smimesign -out /dev/null"
+openssl cms -encrypt -aes256 -in own.eml -recip bob.pem -out own-encrypted.body 2> /dev/null
+{ tr -d '\r' < own.eml | sed -n '1,/^$/p' | grep -v -i '^\(MIME-Version\|Content-\)' | grep -v '^$'
+  tr -d '\r' < own-encrypted.body; } | sed 's/$/\r/' > own-encrypted.eml
+send alice@corp.example bob@corp.example < own-encrypted.eml
+arrived out-own-encrypted.eml
+check "a message encrypted in the sender's client is never encrypted twice" \
+  bash -c "openssl cms -decrypt -in out-own-encrypted.eml -recip bob.pem -inkey bob.key -out own-decrypted.eml && grep -q 'revenue up 4' own-decrypted.eml"
+
+# ---- Calendar invitations are signed, not encrypted (Outlook cannot read them) -------
+printf '%s\r\n' "From: alice@corp.example" "To: bob@corp.example" "Subject: Meeting" "MIME-Version: 1.0" \
+  "Content-Type: text/calendar; method=REQUEST; charset=utf-8" "" "BEGIN:VCALENDAR" "METHOD:REQUEST" \
+  "BEGIN:VEVENT" "SUMMARY:Figures" "END:VEVENT" > invite.eml
+printf 'END:VCALENDAR' >> invite.eml
+send alice@corp.example bob@corp.example < invite.eml
+arrived out-invite.eml
+check "a calendar invitation goes out signed and readable" \
+  bash -c "grep -qi '^Content-Type: multipart/signed' out-invite.eml && openssl cms -verify -in out-invite.eml -CAfile corp-chain.pem -purpose smimesign -out invite.txt && grep -q 'METHOD:REQUEST' invite.txt"
+
 # ---- Mixed recipients: one copy per treatment -------------------------------------
 message "alice@corp.example" "bob@corp.example, y@plain.example" "Two kinds" "mixed" |
   send alice@corp.example bob@corp.example y@nowhere.example
