@@ -185,20 +185,20 @@ void explain_certificate(const policy::Settings& settings, const std::string& re
   }
 }
 
-// The cipher for the whole message under this recipient's rule: the
-// keystore does not know what the others can read, so choose_cipher can
-// only trust the rule's first cipher.
-void explain_cipher(const policy::Settings& settings, std::size_t with_certificates) {
-  const std::vector<std::optional<smime::Capabilities>> capabilities(with_certificates);
+// The cipher this recipient's copy gets, as the gateway chooses it: the
+// first of the rule's ciphers they can read, when the keystore knows what
+// that is (from their signed mail), else the rule's first. Recipients who
+// read different ciphers get different copies.
+void explain_cipher(const policy::Settings& settings, const keystore::CertificateLookup::Found& found) {
+  const std::optional<smime::Capabilities> capabilities[] = {found.capabilities};
   const auto chosen = smime::choose_cipher(capabilities, settings.ciphers, settings.ciphers.front());
   if (!chosen) {
-    recipient_line("cipher used", "none fits every recipient: " + chosen.error().describe());
+    recipient_line("cipher used", "none: they read none of the allowed ciphers");
     return;
   }
-  const std::string count = std::to_string(with_certificates);
-  recipient_line("cipher used", std::string(smime::name(*chosen)) + " — the first allowed: what the " + count +
-                                    (with_certificates == 1 ? " recipient" : " recipients") +
-                                    " with certificates can read is not known");
+  recipient_line("cipher used", std::string(smime::name(*chosen)) +
+                                    (found.capabilities ? " — the first allowed one they can read (from their signed mail)"
+                                                        : " — the first allowed: what they can read is not known"));
 }
 
 policy::DirectionDecision direction_of(const ExplainArgs& args, const policy::Policy& p) {
@@ -248,15 +248,6 @@ int run_explain(const ExplainArgs& args, bool subject_given) {
   if (outbound && !config) top_line("certificates", "not checked (no keystore configured)");
   if (outbound && config) top_line("certificates", "from the keystore of " + *config);
 
-  std::size_t with_certificates = 0;
-  if (certificates && !certificates->failure) {
-    for (const auto& d : decisions) {
-      if (d.settings->encrypt != policy::Mode::never && certificate_of(*certificates, d.recipient) != nullptr) {
-        ++with_certificates;
-      }
-    }
-  }
-
   for (const auto& d : decisions) {
     std::cout << "\nrecipient " << d.recipient << "\n";
     recipient_line("policy", d.reason);
@@ -271,10 +262,8 @@ int run_explain(const ExplainArgs& args, bool subject_given) {
     explain_settings(direction.direction, *d.settings);
     if (certificates) {
       explain_certificate(*d.settings, d.recipient, *certificates);
-      if (!certificates->failure && d.settings->encrypt != policy::Mode::never &&
-          certificate_of(*certificates, d.recipient) != nullptr) {
-        explain_cipher(*d.settings, with_certificates);
-      }
+      const auto* found = certificates->failure ? nullptr : certificate_of(*certificates, d.recipient);
+      if (found != nullptr && d.settings->encrypt != policy::Mode::never) explain_cipher(*d.settings, *found);
     }
   }
   return 0;

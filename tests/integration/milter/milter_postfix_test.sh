@@ -249,6 +249,10 @@ arrived out-harvested.eml
 check "mail to a harvested correspondent is encrypted to her certificate" \
   openssl cms -decrypt -in out-harvested.eml -recip "$pki/alice.pem" -inkey "$pki/alice.key" -out /dev/null
 
+check "policy explain shows the cipher chosen from her harvested capabilities" \
+  bash -c "'$ctl' policy explain --policy policy.toml --from alice@corp.example --to alice@example.org --client 127.0.0.1 |
+           grep -q 'cipher used: *aes-256-cbc — the first allowed one they can read (from their signed mail)'"
+
 # Encrypted to bob from outside: policy says decrypt for local users.
 message "carol@example.org" "bob@corp.example" "For your eyes" "The secret is 42." > secret.eml
 openssl cms -encrypt -aes256 -in secret.eml -recip bob.pem -out secret-encrypted.eml 2> /dev/null
