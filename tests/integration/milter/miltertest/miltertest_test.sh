@@ -1,0 +1,136 @@
+#!/usr/bin/env bash
+# The real mailkms-milter driven by miltertest, which plays the MTA's side
+# of the milter protocol from Lua scripts: no MTA, exact replies and edits,
+# with the keystore down. One script per case in this folder.
+# Usage: miltertest_test.sh MAILKMS_MILTER
+set -uo pipefail
+here=$(dirname "$(realpath "$0")")
+# shellcheck source=../../lib.sh
+. "$here/../../lib.sh"
+[[ $# == 1 ]] || { echo "usage: miltertest_test.sh MAILKMS_MILTER" >&2; exit 2; }
+milter=$(realpath "$1")
+command -v miltertest > /dev/null || { echo "FAIL - miltertest is not installed (Debian package miltertest)"; exit 1; }
+
+# A prefix of our own: nothing that cleans up /tmp/tmp.* takes it.
+work=$(mktemp -d "${TMPDIR:-/tmp}/mailkms-miltertest.XXXXXXXX")
+milter_pid=
+stop_milter() {
+  # libmilter notices SIGTERM only at its next poll timeout (~5 s).
+  [ -n "$milter_pid" ] || return 0
+  kill -TERM "$milter_pid" 2> /dev/null
+  for _ in $(seq 100); do
+    kill -0 "$milter_pid" 2> /dev/null || break
+    sleep 0.1
+  done
+  ! kill -0 "$milter_pid" 2> /dev/null
+}
+cleanup() {
+  if [ -n "$milter_pid" ] && kill -0 "$milter_pid" 2> /dev/null; then kill -KILL "$milter_pid" 2> /dev/null; fi
+  wait 2> /dev/null
+  [ -n "${KEEP_WORK:-}" ] || rm -rf "$work"
+}
+trap cleanup EXIT
+cd "$work" || exit 2
+
+# The keystore socket names a path where nothing listens: the keystore is down.
+cat > mailkms.conf <<CONF
+[gateway]
+policy = "$work/policy.toml"
+authserv_id = "mx.corp.example"
+enrollment_address = "mailkms-enroll@corp.example"
+spool_directory = "$work"
+max_message_size = 2048
+
+[keystore]
+socket = "$work/keystore.sock"
+
+[milter]
+socket = "unix:$work/milter.sock"
+pid_file = "$work/milter.pid"
+CONF
+cat > policy.toml <<'POLICY'
+[local]
+domains = ["corp.example"]
+networks = ["127.0.0.0/8"]
+
+[[rule]]
+name = "secret"
+to = "*@secret.example"
+encrypt = "always"
+POLICY
+
+"$milter" --config "$work/mailkms.conf" --foreground 2> milter.log &
+milter_pid=$!
+for _ in $(seq 100); do [ -S milter.sock ] && break; sleep 0.05; done
+[ -S milter.sock ] || { echo "FAIL - the milter does not start"; cat milter.log; exit 1; }
+
+export MILTER_SOCKET=$work/milter.sock CASES=$here
+run_case() { miltertest -s "$here/$1"; }
+in_log() { grep -qF -- "$1" milter.log; }
+
+# ---- 1. Inbound: Authentication-Results -------------------------------------
+check "1 inbound: forged A-R of ours deleted, other.example's kept, smime=none inserted at 0" \
+  run_case 1-inbound-authentication-results.lua
+
+# ---- 2, 3. Outbound with the keystore down -------------------------------------
+check "2 outbound, encrypt always, keystore down: RCPT gets a reply code (SMFIR_REPLYCODE)" \
+  run_case 2-outbound-always-keystore-down.lua
+check "2 the milter logs the recipient as deferred for the keystore" \
+  in_log "CASE2: carol@secret.example: deferred, keystore:"
+check "3 outbound, encrypt if-possible, keystore down: RCPT gets a reply code (SMFIR_REPLYCODE)" \
+  run_case 3-outbound-if-possible-keystore-down.lua
+check "3 the milter logs the recipient as deferred for the keystore" \
+  in_log "CASE3: dave@partner.example: deferred, keystore:"
+
+# ---- 4, 5. The enrollment address ----------------------------------------------
+check "4 enrollment address alone: accepted at RCPT, SMFIR_DISCARD at EOM, no edits" \
+  run_case 4-enrollment-alone.lua
+check "4 the milter logs it as taken out of delivery and discarded" \
+  in_log "CASE4: enrollment mail to mailkms-enroll@corp.example taken out of delivery => discarded"
+check "5 enrollment address and bob: the enrollment recipient deleted, the message continues" \
+  run_case 5-enrollment-and-recipient.lua
+
+# ---- 6. max_message_size ----------------------------------------------------------
+check "6 max_message_size 2048: 2048 bytes pass, 2049 and 200 kB are refused in the body" \
+  run_case 6-max-message-size.lua
+check "6 the milter logs the refusal" in_log "CASE6: rejected: over max_message_size (2048 bytes)"
+
+# ---- 7. Clients that vanish mid-message -----------------------------------------
+check "7 disconnects and an abort mid-message; a fresh exchange passes afterwards" \
+  run_case 7-disconnect-mid-message.lua
+check "7 the milter is still running" kill -0 "$milter_pid"
+check "7 no internal error in the milter's log" bash -c '! grep -n "internal error" milter.log'
+
+# ---- 8. --check ---------------------------------------------------------------------
+run "$milter" --check --config "$work/mailkms.conf"
+t "8 --check: a good configuration exits 0 and prints OK for it and the policy" \
+  '[[ $rc == 0 ]] && grep -qxF "$work/mailkms.conf: OK; policy $work/policy.toml: OK, 1 rule(s)" out'
+
+# Line 6 has the error.
+cat > broken-policy.toml <<'POLICY'
+[local]
+domains = ["corp.example"]
+
+[[rule]]
+to = "*@secret.example"
+encrypt = "sometimes"
+POLICY
+sed "s|$work/policy.toml|$work/broken-policy.toml|" mailkms.conf > broken-policy.conf
+run "$milter" --check --config "$work/broken-policy.conf"
+t "8 --check: a broken policy exits 1, naming the file and line" \
+  '[[ $rc == 1 ]] && grep -qF "$work/broken-policy.toml:6:" err'
+
+sed 's|^pid_file = |pid_flie = |' mailkms.conf > unknown-key.conf
+run "$milter" --check --config "$work/unknown-key.conf"
+t "8 --check: an unknown [milter] key exits 1, naming the key and the file" \
+  '[[ $rc == 1 ]] && grep -qF "unknown key milter.pid_flie" err && grep -qF "$work/unknown-key.conf" err'
+
+# ---- Shutdown ----------------------------------------------------------------------------
+check "the milter stops on SIGTERM within 10 s" stop_milter
+check "and removes its pid file" test ! -e milter.pid
+
+if [[ $failed != 0 ]]; then
+  echo "---- milter.log"
+  sed 's/^/       /' milter.log | tail -40
+fi
+finish
