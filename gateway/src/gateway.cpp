@@ -2,6 +2,9 @@
 
 #include <exception>
 
+#include <openssl/crypto.h>
+
+#include "enrollment_reply.hpp"
 #include "pipeline.hpp"
 
 namespace mailkms::gateway {
@@ -90,8 +93,8 @@ Outcome Gateway::finish(const Transaction& transaction, const std::vector<smime:
       std::reverse(outcome.header_edits.begin(), outcome.header_edits.end());
       return outcome;
     }
-    Outcome outcome = enrollment(transaction);
-    if (outcome.verdict == Outcome::Verdict::discard) return outcome;
+    Outcome outcome = enrollment(transaction, headers, message);
+    if (outcome.verdict != Outcome::Verdict::deliver) return outcome;
     Outcome processed = transaction.direction.direction == policy::Direction::outbound
                             ? outbound(transaction, headers, message, outcome.removed_recipients)
                             : inbound(transaction, headers, message, outcome.removed_recipients);
@@ -106,7 +109,8 @@ Outcome Gateway::finish(const Transaction& transaction, const std::vector<smime:
   }
 }
 
-Outcome Gateway::enrollment(const Transaction& transaction) const {
+Outcome Gateway::enrollment(const Transaction& transaction, const std::vector<smime::HeaderField>& headers,
+                            const smime::Spool& message) {
   Outcome outcome;
   std::size_t enrollment = 0;
   for (const auto& r : transaction.recipients) {
@@ -117,12 +121,44 @@ Outcome Gateway::enrollment(const Transaction& transaction) const {
   }
   if (enrollment == 0) return outcome;
   // Enrollment replies carry a password: they are for the keystore only,
-  // never for a mailbox or a queue.
-  outcome.log = "enrollment mail to " + settings_.enrollment_address + " taken out of delivery";
+  // never for a mailbox or a queue, and nothing of them is logged.
+  outcome.log = "enrollment mail to " + settings_.enrollment_address;
   if (enrollment == transaction.recipients.size()) {
     outcome.verdict = Outcome::Verdict::discard;
     outcome.removed_recipients.clear();
   }
+  constexpr std::size_t largest_reply = 4u << 20;
+  if (message.size() > largest_reply) {
+    outcome.log += " taken out of delivery; too large for an enrollment reply, not read";
+    return outcome;
+  }
+  std::string from = transaction.sender;
+  for (const auto& f : headers) {
+    if (smime::normalize_address(f.name) != "from") continue;
+    const auto authors = smime::mailbox_addresses(f.unfolded());
+    if (authors.size() == 1) from = authors.front();
+    break;
+  }
+  auto text = message.to_string();
+  EnrollmentReply reply;
+  if (text) {
+    if (auto parts = smime::decoded_parts(*text); parts) reply = read_enrollment_reply(*parts);
+    OPENSSL_cleanse(text->data(), text->size());
+  }
+  nlohmann::json params{{"from", from}, {"token", reply.token}, {"password", reply.password}};
+  if (reply.csr_pem) params["csr"] = *reply.csr_pem;
+  OPENSSL_cleanse(reply.password.data(), reply.password.size());
+  auto answer = keystore_.call("redeem-token", params);
+  if (auto* password = params.find("password")->get_ptr<std::string*>()) OPENSSL_cleanse(password->data(), password->size());
+  if (!answer) {
+    if (answer.error().code == keystore::Errc::unavailable) {
+      return failure(FailureAction::tempfail, outcome.log, answer.error().message);
+    }
+    outcome.log += " taken out of delivery; the keystore did not take the reply from " + from + ": " + answer.error().message;
+    return outcome;
+  }
+  outcome.log += " handed to the keystore and taken out of delivery; the reply from " + from + " was " +
+                 (answer->value("ok", false) ? "accepted" : "refused");
   return outcome;
 }
 

@@ -265,6 +265,69 @@ Result<Entity> canonicalize_for_signing(const Entity& entity, const MimeLimits& 
   return parse_entity(std::string_view(reinterpret_cast<const char*>(bytes->data), bytes->len), limits);
 }
 
+namespace {
+
+bool collect_parts(GMimeObject* object, std::size_t depth, std::size_t max_depth, std::vector<DecodedPart>& out) {
+  if (depth > max_depth) return false;
+  if (GMIME_IS_MULTIPART(object)) {
+    auto* multipart = GMIME_MULTIPART(object);
+    const int count = g_mime_multipart_get_count(multipart);
+    for (int i = 0; i < count; ++i) {
+      if (!collect_parts(g_mime_multipart_get_part(multipart, i), depth + 1, max_depth, out)) return false;
+    }
+    return true;
+  }
+  if (GMIME_IS_MESSAGE_PART(object)) {
+    GMimeMessage* inner = g_mime_message_part_get_message(GMIME_MESSAGE_PART(object));
+    return inner == nullptr || collect_parts(g_mime_message_get_mime_part(inner), depth + 1, max_depth, out);
+  }
+  if (!GMIME_IS_PART(object)) return true;
+  auto* part = GMIME_PART(object);
+  DecodedPart decoded;
+  GMimeContentType* type = g_mime_object_get_content_type(object);
+  decoded.type = normalize_address(std::string(g_mime_content_type_get_media_type(type)) + "/" +
+                                   g_mime_content_type_get_media_subtype(type));
+  if (const char* name = g_mime_part_get_filename(part); name != nullptr) decoded.filename = name;
+  GMimeDataWrapper* wrapper = g_mime_part_get_content(part);
+  if (wrapper != nullptr) {
+    gmime::Ptr<GMimeStream> bytes(g_mime_stream_mem_new());
+    GMimeStream* target = bytes.get();
+    gmime::Ptr<GMimeStream> filtered;
+    const char* charset = g_mime_content_type_get_parameter(type, "charset");
+    if (decoded.type.starts_with("text/") && charset != nullptr && g_ascii_strcasecmp(charset, "utf-8") != 0 &&
+        g_ascii_strcasecmp(charset, "us-ascii") != 0) {
+      filtered.reset(g_mime_stream_filter_new(bytes.get()));
+      gmime::Ptr<GMimeFilter> convert(g_mime_filter_charset_new(charset, "utf-8"));
+      if (convert) g_mime_stream_filter_add(GMIME_STREAM_FILTER(filtered.get()), convert.get());
+      target = filtered.get();
+    }
+    g_mime_data_wrapper_write_to_stream(wrapper, target);
+    g_mime_stream_flush(target);
+    GByteArray* array = g_mime_stream_mem_get_byte_array(GMIME_STREAM_MEM(bytes.get()));
+    decoded.content.assign(reinterpret_cast<const char*>(array->data), array->len);
+  }
+  out.push_back(std::move(decoded));
+  return true;
+}
+
+}  // namespace
+
+Result<std::vector<DecodedPart>> decoded_parts(std::string_view message, const MimeLimits& limits) {
+  gmime::ensure_initialized();
+  const std::string text = to_crlf(message);
+  gmime::Ptr<GMimeStream> in(g_mime_stream_mem_new_with_buffer(text.data(), text.size()));
+  gmime::Ptr<GMimeParser> parser(g_mime_parser_new_with_stream(in.get()));
+  gmime::Ptr<GMimeMessage> parsed(g_mime_parser_construct_message(parser.get(), nullptr));
+  if (!parsed || g_mime_message_get_mime_part(parsed.get()) == nullptr) {
+    return make_error(Errc::malformed_mime, "the message does not parse as MIME");
+  }
+  std::vector<DecodedPart> parts;
+  if (!collect_parts(g_mime_message_get_mime_part(parsed.get()), 0, limits.max_depth, parts)) {
+    return make_error(Errc::limit_exceeded, "MIME nested deeper than " + std::to_string(limits.max_depth) + " levels");
+  }
+  return parts;
+}
+
 std::string fold_header_value(std::string_view value) {
   // Break at "; " boundaries so no line exceeds 76 columns where avoidable.
   std::string out;

@@ -87,7 +87,9 @@ class Gateway {
  private:
   BasicResult<EarlyPlan, RecipientVerdict> plan_recipient_early(const Transaction& transaction,
                                                                 const std::string& recipient);
-  Outcome enrollment(const Transaction& transaction) const;
+  // Mail to the enrollment address: handed to the keystore, never delivered.
+  Outcome enrollment(const Transaction& transaction, const std::vector<smime::HeaderField>& headers,
+                     const smime::Spool& message);
   // `skip`: recipients already taken out of this transaction.
   Outcome outbound(const Transaction& transaction, const std::vector<smime::HeaderField>& headers,
                    const smime::Spool& message, const std::vector<std::string>& skip);

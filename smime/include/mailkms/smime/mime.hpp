@@ -88,6 +88,16 @@ std::string base64_encode_mime(std::string_view data);
 // padding, is an error.
 Result<std::string> base64_decode(std::string_view text);
 
+// The leaf parts of a message (never a multipart), with their transfer
+// encoding undone and text converted to UTF-8: for reading what a person
+// wrote, such as an enrollment reply. Stops at `limits.max_depth`.
+struct DecodedPart {
+  std::string type;      // lower-case "text/plain"
+  std::string filename;  // from Content-Disposition or the name parameter
+  std::string content;
+};
+Result<std::vector<DecodedPart>> decoded_parts(std::string_view message, const MimeLimits& limits = {});
+
 // The bare address of every mailbox in a From/To-style value (group
 // members included); empty if none can be read.
 std::vector<std::string> mailbox_addresses(std::string_view header_value);
