@@ -258,7 +258,8 @@ struct UserArgs : Base {
   int limit = 1000;
 };
 
-int run_user_add(const UserArgs& a) {
+// The addresses given as arguments, then those in the file, one a line.
+std::vector<std::string> addresses_of(const UserArgs& a) {
   std::vector<std::string> all = a.addresses;
   if (!a.file.empty()) {
     std::istringstream lines(read_input(a.file));
@@ -268,19 +269,20 @@ int run_user_add(const UserArgs& a) {
     }
   }
   if (all.empty()) throw Failure(exit_usage, "no addresses: give them as arguments or with --file");
-  Keystore keystore(a.config);
+  return all;
+}
+
+// Sends `all` in batches of 25 to `op`, with a progress bar on a terminal.
+void in_batches(Keystore& keystore, const std::string& op, const std::vector<std::string>& all, const json& extra,
+                const std::function<void(const json&)>& take) {
   const bool bar = ::isatty(STDERR_FILENO) != 0 && all.size() > 1;
-  std::size_t added = 0;
-  std::size_t present = 0;
-  std::vector<std::pair<std::string, std::string>> failed;
   constexpr std::size_t kBatch = 25;
   for (std::size_t i = 0; i < all.size(); i += kBatch) {
     const std::vector<std::string> batch(all.begin() + static_cast<std::ptrdiff_t>(i),
                                          all.begin() + static_cast<std::ptrdiff_t>(std::min(all.size(), i + kBatch)));
-    const json r = keystore.admin("user-add", {{"addresses", batch}});
-    added += r.value("added", std::size_t{0});
-    present += r.value("already_present", std::size_t{0});
-    for (const auto& f : r.value("failed", json::array())) failed.emplace_back(f.value("address", ""), f.value("reason", ""));
+    json params = extra;
+    params["addresses"] = batch;
+    take(keystore.admin(op, params));
     if (bar) {
       const std::size_t done = std::min(all.size(), i + kBatch);
       const std::size_t width = 40 * done / all.size();
@@ -289,8 +291,44 @@ int run_user_add(const UserArgs& a) {
     }
   }
   if (bar) std::cerr << "\n";
+}
+
+int run_user_add(const UserArgs& a) {
+  const std::vector<std::string> all = addresses_of(a);
+  Keystore keystore(a.config);
+  std::size_t added = 0;
+  std::size_t present = 0;
+  std::vector<std::pair<std::string, std::string>> failed;
+  in_batches(keystore, "user-add", all, json::object(), [&](const json& r) {
+    added += r.value("added", std::size_t{0});
+    present += r.value("already_present", std::size_t{0});
+    for (const auto& f : r.value("failed", json::array())) failed.emplace_back(f.value("address", ""), f.value("reason", ""));
+  });
   for (const auto& [address, why] : failed) std::cerr << "not added: " << address << ": " << why << "\n";
   std::cout << added << " added, " << present << " already present, " << failed.size() << " failed\n";
+  return failed.empty() ? 0 : exit_failure;
+}
+
+struct EnrollArgs : UserArgs {
+  bool reissue = false;
+};
+
+int run_enroll(const EnrollArgs& a) {
+  const std::vector<std::string> all = addresses_of(a);
+  Keystore keystore(a.config);
+  std::size_t sent = 0;
+  std::size_t enrolled = 0;
+  std::vector<std::pair<std::string, std::string>> failed;
+  in_batches(keystore, "enroll", all, {{"reissue", a.reissue}}, [&](const json& r) {
+    sent += r.value("sent", std::size_t{0});
+    enrolled += r.value("already_enrolled", std::size_t{0});
+    for (const auto& o : r.value("results", json::array())) {
+      if (o.value("status", "") == "failed") failed.emplace_back(o.value("address", ""), o.value("reason", ""));
+    }
+  });
+  for (const auto& [address, why] : failed) std::cerr << "not sent: " << address << ": " << why << "\n";
+  std::cout << sent << " sent, " << enrolled << " already enrolled, " << failed.size() << " failed\n";
+  if (enrolled > 0) std::cout << "(--reissue mails a new token to those already enrolled)\n";
   return failed.empty() ? 0 : exit_failure;
 }
 
@@ -308,7 +346,9 @@ int run_user_show(const UserArgs& a) {
   std::cout << "address: " << u.value("address", "") << "\n"
             << "enabled: " << (u.value("enabled", true) ? "yes" : "no") << "\n"
             << "created: " << when(u.value("created", std::time_t{0})) << "\n"
-            << "signing key: " << (u.value("signing_key_held", true) ? "held by the keystore" : "kept by the user") << "\n";
+            << "signing key: " << (u.value("signing_key_held", true) ? "held by the keystore" : "kept by the user") << "\n"
+            << "enrolled by mail: "
+            << (u.value("enrolled", std::time_t{0}) > 0 ? when(u.value("enrolled", std::time_t{0})) : std::string("no")) << "\n";
   for (const auto& c : u.value("certificates", json::array())) {
     std::cout << "certificate: " << c.value("serial", "") << "  " << c.value("profile", "") << "  from "
               << c.value("ca", "") << "  until " << when(c.value("not_after", std::time_t{0}))
@@ -339,6 +379,7 @@ struct RecoverArgs : Base {
   std::string out;
   std::string password_file;
   bool legacy = false;
+  bool by_mail = false;
 };
 
 struct IdArgs : Base {
@@ -571,6 +612,15 @@ std::vector<Command> add_keystore_commands(CLI::App& app) {
         return 0;
       }));
 
+  commands.push_back(command<EnrollArgs>(
+      app, "enroll", "Enroll users by mail: each gets a one-time token, replies, and receives their keys",
+      [](CLI::App& c, EnrollArgs& a) {
+        c.add_option("addresses", a.addresses, "Addresses (added as users when new)");
+        c.add_option("--file", a.file, "One address per line (- for stdin)");
+        c.add_flag("--reissue", a.reissue, "Mail a new token even to users who enrolled already");
+      },
+      run_enroll));
+
   CLI::App* admin = app.add_subcommand("admin", "Administrators");
   admin->require_subcommand(1);
   for (const std::string action : {"add", "passwd"}) {
@@ -617,14 +667,32 @@ std::vector<Command> add_keystore_commands(CLI::App& app) {
   }));
 
   commands.push_back(command<RecoverArgs>(
-      app, "recover", "Export all of a user's escrowed encryption keys as a password-protected PKCS#12",
+      app, "recover",
+      "Export all of a user's escrowed encryption keys as a password-protected PKCS#12, to a file or (--by-mail) to the user",
       [](CLI::App& c, RecoverArgs& a) {
         c.add_option("address", a.address)->required();
-        c.add_option("--out", a.out, "The PKCS#12 file to write")->required();
-        c.add_option("--password-file", a.password_file, "Its password, first line (else asked)");
-        c.add_flag("--legacy", a.legacy, "PBE-SHA1-3DES for clients that cannot read the modern profile");
+        auto* out = c.add_option("--out", a.out, "The PKCS#12 file to write");
+        auto* password = c.add_option("--password-file", a.password_file, "Its password, first line (else asked)");
+        auto* legacy = c.add_flag("--legacy", a.legacy, "PBE-SHA1-3DES for clients that cannot read the modern profile");
+        c.add_flag("--by-mail", a.by_mail,
+                   "Mail the user a recovery token instead: they reply with a password of their own and get the PKCS#12")
+            ->excludes(out)
+            ->excludes(password)
+            ->excludes(legacy);
       },
       [](const RecoverArgs& a) {
+        if (a.by_mail) {
+          const json r = Keystore(a.config).admin("recover", {{"address", a.address}, {"by_mail", true}});
+          if (r.value("status", "") == "pending") {
+            pending_or(r, [] {});
+            std::cout << "once approved, the keystore mails " << a.address << " a recovery token\n";
+          } else {
+            std::cout << "recovery token mailed to " << r.value("mailed", a.address) << ", valid until "
+                      << when(r.value("expires", std::time_t{0})) << "\n";
+          }
+          return 0;
+        }
+        if (a.out.empty()) throw Failure(exit_usage, "give --out FILE, or --by-mail");
         const Secret password = secret_from(a.password_file, "password for the PKCS#12 file", true);
         const json r = Keystore(a.config).admin("recover", {{"address", a.address},
                                                            {"password", std::string(password.view())},

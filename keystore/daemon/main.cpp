@@ -56,6 +56,7 @@ int main(int argc, char** argv) {
   mailkms::keystore::AccessPolicy access{config->gateway_uids, config->gateway_gids};
   mailkms::keystore::KeystoreService::Policies policies;
   policies.users = {config->encryption_key_type, config->signing_key_type, config->certificate_days};
+  policies.enrollment = config->enrollment;
   auto service = mailkms::keystore::KeystoreService::open(config->database, *ctx, access, policies);
   if (!service) return fatal(service.error().describe());
   if (!config->unseal_key_file.empty()) {
@@ -102,9 +103,9 @@ int main(int argc, char** argv) {
     renewals.cancel();
     server.stop([&io] { io.stop(); });  // every answer is out
   });
-  // SIGHUP: read the configuration again. Who counts as a gateway changes
-  // at once; a file that does not load is refused and the running settings
-  // stay. Paths and threads need a restart.
+  // SIGHUP: read the configuration again. Who counts as a gateway, and how
+  // users are mailed, change at once; a file that does not load is refused
+  // and the running settings stay. Paths and threads need a restart.
   std::function<void(boost::system::error_code, int)> reload = [&](boost::system::error_code ec, int) {
     if (ec) return;
     auto fresh = mailkms::keystore::load_config(config_path);
@@ -112,6 +113,7 @@ int main(int argc, char** argv) {
       std::cerr << "mailkms-keystored: reload refused, running configuration kept: " << fresh.error().message << "\n";
     } else {
       (*service)->set_access({fresh->gateway_uids, fresh->gateway_gids});
+      (*service)->set_enrollment(fresh->enrollment);
       if (fresh->database != config->database || fresh->socket != config->socket || fresh->workers != config->workers) {
         std::cerr << "mailkms-keystored: database, socket and workers change only on restart\n";
       }

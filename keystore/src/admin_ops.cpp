@@ -36,7 +36,7 @@ bool plain_operation(std::string_view op) {
                                                  "ca-list",     "user-add",    "user-list",    "user-show",
                                                  "user-enable", "user-disable", "user-renew",  "crl",
                                                  "audit-show",  "audit-verify", "approve",     "requests-list", "trust-list",
-                                                 "users-import",
+                                                 "users-import", "enroll",
                                                  "request-fetch", "harvested-list", "harvested-remove"};
   return std::find(ops.begin(), ops.end(), op) != ops.end();
 }
@@ -52,6 +52,11 @@ Result<std::string> text_param(const nlohmann::json& params, const char* name) {
 int int_param(const nlohmann::json& params, const char* name, int fallback) {
   const auto it = params.find(name);
   return it != params.end() && it->is_number_integer() ? it->get<int>() : fallback;
+}
+
+bool flag_param(const nlohmann::json& params, const char* name) {
+  const auto it = params.find(name);
+  return it != params.end() && it->is_boolean() && it->get<bool>();
 }
 
 Result<KeyType> key_type_param(const nlohmann::json& params, KeyType fallback) {
@@ -79,7 +84,8 @@ nlohmann::json describe_user(const UserRecord& u) {
           {"created", u.created},
           {"encryption_serials", u.encryption_serials},
           {"signing_serial", u.signing_serial},
-          {"signing_key_held", u.signing_key_held}};
+          {"signing_key_held", u.signing_key_held},
+          {"enrolled", u.enrolled}};
 }
 
 nlohmann::json describe_record(const AuditRecord& r) {
@@ -323,6 +329,27 @@ Result<nlohmann::json> KeystoreService::execute(const std::string& op, const nlo
     for (const auto& [address, why] : summary.failed) failed.push_back({{"address", address}, {"reason", why}});
     return nlohmann::json{{"added", summary.added}, {"already_present", summary.already_present}, {"failed", failed}};
   }
+  if (op == "enroll") {
+    const auto list = params.find("addresses");
+    if (list == params.end() || !list->is_array() || list->size() > 1000) {
+      return make_error(Errc::invalid_argument, "\"addresses\" must be a list of at most 1000 addresses");
+    }
+    std::vector<std::string> addresses;
+    for (const auto& a : *list) {
+      if (a.is_string()) addresses.push_back(a.get<std::string>());
+    }
+    MAILKMS_TRY(outcomes, enrollment_.enroll(addresses, flag_param(params, "reissue"), actor));
+    nlohmann::json results = nlohmann::json::array();
+    std::map<EnrollStatus, std::size_t> counts;
+    for (const auto& o : outcomes) {
+      ++counts[o.status];
+      results.push_back({{"address", o.address}, {"status", std::string(to_string(o.status))}, {"reason", o.reason}});
+    }
+    return nlohmann::json{{"results", results},
+                          {"sent", counts[EnrollStatus::sent]},
+                          {"already_enrolled", counts[EnrollStatus::already_enrolled]},
+                          {"failed", counts[EnrollStatus::failed]}};
+  }
   if (op == "user-list") {
     MAILKMS_TRY(all, users_.list(params.value("after", ""), static_cast<std::size_t>(int_param(params, "limit", 1000))));
     nlohmann::json out = nlohmann::json::array();
@@ -381,6 +408,11 @@ Result<nlohmann::json> KeystoreService::execute(const std::string& op, const nlo
   }
   if (op == "recover") {
     MAILKMS_TRY(address, text_param(params, "address"));
+    if (flag_param(params, "by_mail")) {
+      // The user gets a token and picks the PKCS#12's password themselves.
+      MAILKMS_TRY(expires, enrollment_.mail_recovery_token(address, actor));
+      return nlohmann::json{{"mailed", Users::normalize(address)}, {"expires", expires}};
+    }
     MAILKMS_TRY(password, text_param(params, "password"));
     Pkcs12Options options = pkcs12_;
     if (params.value("profile", "modern") == "legacy") options.profile = Pkcs12Profile::legacy;

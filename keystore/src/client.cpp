@@ -6,6 +6,8 @@
 #include <sys/un.h>
 #include <unistd.h>
 
+#include <openssl/crypto.h>
+
 #include <cerrno>
 #include <cstring>
 
@@ -204,6 +206,17 @@ Result<bool> remember_certificate(KeystoreClient& client, const std::string& add
   MAILKMS_TRY(result, client.call(protocol::op::remember_certificate, params));
   const auto& stored = field(result, "stored");
   return stored.is_boolean() && stored.get<bool>();
+}
+
+Result<bool> redeem_token(KeystoreClient& client, const std::string& from, const std::string& token,
+                          std::string_view password, const std::optional<std::string>& csr) {
+  nlohmann::json params{{"from", from}, {"token", token}, {"password", std::string(password)}};
+  if (csr) params["csr"] = *csr;
+  auto result = client.call(protocol::op::redeem_token, params);
+  OPENSSL_cleanse(params["password"].get_ref<std::string&>().data(), password.size());
+  if (!result) return std::move(result).error();
+  const auto& ok = field(*result, "ok");
+  return ok.is_boolean() && ok.get<bool>();
 }
 
 Result<RemoteSigner> RemoteSigner::create(KeystoreClient& client, std::string address) {

@@ -3,6 +3,7 @@
 #include <grp.h>
 #include <pwd.h>
 
+#include <algorithm>
 #include <functional>
 #include <string>
 #include <toml++/toml.h>
@@ -42,6 +43,46 @@ Status as_key_type(const toml::node& node, const std::string& key, KeyType& out)
   const auto type = s != nullptr ? parse_key_type(s->get()) : std::nullopt;
   if (!type) return wrong(node, key, "rsa-2048, rsa-3072, rsa-4096, ec-p256 or ec-p384");
   out = *type;
+  return mailkms::Ok{};
+}
+
+Status as_text(const toml::node& node, const std::string& key, std::string& out) {
+  const auto* s = node.as_string();
+  if (s == nullptr) return wrong(node, key, "a string");
+  out = s->get();
+  return mailkms::Ok{};
+}
+
+// Lenient on purpose ("mailkms@localhost" has no dot), strict where it
+// matters: nothing that could end a header line or split an argument.
+Status as_mail_address(const toml::node& node, const std::string& key, bool may_be_empty, std::string& out) {
+  std::string value;
+  MAILKMS_CHECK(as_text(node, key, value));
+  const auto at = value.find('@');
+  const bool clean = std::all_of(value.begin(), value.end(), [](unsigned char c) {
+    return c > 32 && c < 127 && c != '<' && c != '>' && c != '"' && c != ',' && c != ';' && c != '\\';
+  });
+  if (!(value.empty() && may_be_empty) && (!clean || at == std::string::npos || at == 0 || at + 1 == value.size())) {
+    return wrong(node, key, "a mail address like \"mailkms@example.org\"");
+  }
+  out = std::move(value);
+  return mailkms::Ok{};
+}
+
+Status as_command(const toml::node& node, const std::string& key, std::vector<std::string>& out) {
+  const auto* list = node.as_array();
+  std::vector<std::string> command;
+  if (list != nullptr) {
+    for (const auto& item : *list) {
+      const auto* s = item.as_string();
+      if (s == nullptr) return wrong(item, key, "strings");
+      command.push_back(s->get());
+    }
+  }
+  if (command.empty() || !command.front().starts_with('/')) {
+    return wrong(node, key, "a list of strings, an absolute path first, like [\"/usr/sbin/sendmail\", \"-i\"]");
+  }
+  out = std::move(command);
   return mailkms::Ok{};
 }
 
@@ -111,6 +152,29 @@ const std::vector<Setting>& settings() {
        [](const toml::node& n, Config& c) { return as_integer(n, "certificate_days", 1, 3650, c.certificate_days); }},
       {"renewal_window_days",
        [](const toml::node& n, Config& c) { return as_integer(n, "renewal_window_days", 1, 365, c.renewal_window_days); }},
+      {"mail_command", [](const toml::node& n, Config& c) { return as_command(n, "mail_command", c.enrollment.mail_command); }},
+      {"mail_from",
+       [](const toml::node& n, Config& c) { return as_mail_address(n, "mail_from", false, c.enrollment.mail_from); }},
+      {"enrollment_address",
+       [](const toml::node& n, Config& c) {
+         return as_mail_address(n, "enrollment_address", true, c.enrollment.enrollment_address);
+       }},
+      {"templates", [](const toml::node& n, Config& c) { return as_path(n, "templates", c.enrollment.templates); }},
+      {"token_lifetime_hours",
+       [](const toml::node& n, Config& c) -> Status {
+         long long hours = 0;
+         MAILKMS_CHECK(as_integer(n, "token_lifetime_hours", 1, 8760, hours));
+         c.enrollment.token_lifetime = std::chrono::hours(hours);
+         return mailkms::Ok{};
+       }},
+      {"pkcs12_profile",
+       [](const toml::node& n, Config& c) -> Status {
+         const auto* s = n.as_string();
+         const auto profile = s != nullptr ? parse_pkcs12_profile(s->get()) : std::nullopt;
+         if (!profile) return wrong(n, "pkcs12_profile", "modern or legacy");
+         c.enrollment.pkcs12_profile = *profile;
+         return mailkms::Ok{};
+       }},
       {"lock_memory",
        [](const toml::node& n, Config& c) -> Status {
          const auto* v = n.as_boolean();

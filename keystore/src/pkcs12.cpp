@@ -1,5 +1,6 @@
 #include "mailkms/keystore/pkcs12.hpp"
 
+#include <openssl/crypto.h>
 #include <openssl/err.h>
 #include <openssl/pkcs12.h>
 
@@ -15,6 +16,19 @@ Error crypto(std::string_view what) {
   ERR_clear_error();
   return make_error(Errc::crypto_failed, std::move(message));
 }
+
+// OpenSSL wants the password NUL-terminated: the copy is wiped on every way out.
+class PasswordCopy {
+ public:
+  explicit PasswordCopy(std::string_view password) : text_(password) {}
+  ~PasswordCopy() { OPENSSL_cleanse(text_.data(), text_.size()); }
+  PasswordCopy(const PasswordCopy&) = delete;
+  PasswordCopy& operator=(const PasswordCopy&) = delete;
+  [[nodiscard]] const char* c_str() const { return text_.c_str(); }
+
+ private:
+  std::string text_;
+};
 
 struct Bags {
   STACK_OF(PKCS12_SAFEBAG)* certs = nullptr;
@@ -43,7 +57,7 @@ Result<std::string> make_pkcs12(const smime::CryptoContext& ctx, std::span<const
   const bool legacy = options.profile == Pkcs12Profile::legacy;
   const int pbe = legacy ? NID_pbe_WithSHA1And3_Key_TripleDES_CBC : NID_aes_256_cbc;
   const int iterations = legacy ? 2048 : options.iterations;
-  const std::string pass(password);
+  const PasswordCopy pass(password);
   Bags bags;
   for (const auto& entry : entries) {
     unsigned char id[EVP_MAX_MD_SIZE];

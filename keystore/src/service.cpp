@@ -81,7 +81,8 @@ KeystoreService::KeystoreService(std::unique_ptr<SqliteStorage> storage, smime::
       users_(*storage_, barrier_, audit_, ca_, ctx_, policies.users),
       admins_(*storage_, audit_, policies.admins),
       harvested_(*storage_, barrier_, audit_),
-      pkcs12_(policies.pkcs12) {}
+      pkcs12_(policies.pkcs12),
+      enrollment_(*storage_, barrier_, audit_, ca_, users_, ctx_, policies.pkcs12, std::move(policies.enrollment)) {}
 
 Result<std::unique_ptr<KeystoreService>> KeystoreService::open(const std::filesystem::path& database,
                                                                smime::CryptoContextPtr ctx, AccessPolicy access,
@@ -148,7 +149,8 @@ Result<nlohmann::json> KeystoreService::handle(const Caller& caller, const proto
   }
   const bool gateway_op = request.op == op::lookup_certificates || request.op == op::signing_identity ||
                           request.op == op::sign || request.op == op::unwrap || request.op == "trust-anchors" ||
-                          request.op == "crls" || request.op == op::remember_certificate;
+                          request.op == "crls" || request.op == op::remember_certificate ||
+                          request.op == op::redeem_token;
   if (!gateway_op) return administer(caller, request);
   if (!is_gateway(caller)) {
     (void)audit_.append({describe(caller), request.op, "", "denied", "not a gateway"});
@@ -161,6 +163,7 @@ Result<nlohmann::json> KeystoreService::handle(const Caller& caller, const proto
   if (request.op == "trust-anchors") return trust_anchors();
   if (request.op == "crls") return crls();
   if (request.op == op::remember_certificate) return remember_certificate(request.params);
+  if (request.op == op::redeem_token) return redeem_token(caller, request.params);
   return unwrap(request.params);
 }
 
@@ -314,6 +317,22 @@ Result<nlohmann::json> KeystoreService::remember_certificate(const nlohmann::jso
   }));
   if (refused) return not_stored(*refused);
   return nlohmann::json{{"stored", true}};
+}
+
+Result<nlohmann::json> KeystoreService::redeem_token(const Caller& caller, const nlohmann::json& params) {
+  MAILKMS_TRY(from, string_param(params, "from"));
+  MAILKMS_TRY(token, string_param(params, "token"));
+  MAILKMS_TRY(password, string_param(params, "password"));
+  RedeemRequest request{std::move(from), std::move(token), smime::SecretBytes(password), std::nullopt};
+  OPENSSL_cleanse(password.data(), password.size());
+  if (const auto csr = params.find("csr"); csr != params.end() && !csr->is_null()) {
+    if (!csr->is_string() || csr->get_ref<const std::string&>().size() > 64 * 1024) {
+      return make_error(Errc::invalid_argument, "\"csr\" is a PEM certificate request of at most 64 KiB");
+    }
+    request.csr = csr->get<std::string>();
+  }
+  MAILKMS_TRY(delivered, enrollment_.redeem(request, "gateway:" + describe(caller)));
+  return nlohmann::json{{"ok", delivered}};
 }
 
 Result<nlohmann::json> KeystoreService::signing_identity(const nlohmann::json& params) {

@@ -23,7 +23,8 @@ nlohmann::json to_json(const UserRecord& r) {
           {"created", r.created},
           {"encryption", r.encryption_serials},
           {"signing", r.signing_serial},
-          {"signing_key_held", r.signing_key_held}};
+          {"signing_key_held", r.signing_key_held},
+          {"enrolled", r.enrolled}};
 }
 
 Result<UserRecord> from_json(std::string_view text) {
@@ -35,7 +36,8 @@ Result<UserRecord> from_json(std::string_view text) {
                       j.at("created").get<std::time_t>(),
                       j.at("encryption").get<std::vector<std::string>>(),
                       j.at("signing").get<std::string>(),
-                      j.at("signing_key_held").get<bool>()};
+                      j.at("signing_key_held").get<bool>(),
+                      j.value("enrolled", std::time_t{0})};  // records from before enrollment by mail lack it
   } catch (const nlohmann::json::exception&) {
     return make_error(Errc::corrupt, "a user record lacks a field");
   }
@@ -133,6 +135,14 @@ Status Users::set_enabled(std::string_view address, bool enabled, const std::str
     record.enabled = enabled;
     MAILKMS_CHECK(save(record));
     return audit_.append({actor, enabled ? "user-enable" : "user-disable", record.address, "ok", ""});
+  });
+}
+
+Status Users::set_enrolled(std::string_view address, std::time_t when) {
+  return storage_.transaction([&]() -> Status {
+    MAILKMS_TRY(record, get(address));
+    record.enrolled = when;
+    return save(record);
   });
 }
 
@@ -329,7 +339,7 @@ Result<Users::ImportSummary> Users::import_bundle(std::string_view bundle, std::
         summary.skipped.push_back(address);
         continue;
       }
-      UserRecord record{address, u.value("enabled", true), std::time(nullptr), {}, {}, false};
+      UserRecord record{address, u.value("enabled", true), std::time(nullptr), {}, {}, false, 0};
       const auto store = [&](const nlohmann::json& entry, Profile profile) -> Result<std::string> {
         auto cert = smime::Certificate::from_pem(entry.value("certificate", ""));
         if (!cert || !cert->has_email(address)) return make_error(Errc::invalid_argument, "a bundled certificate is not " + address + "'s");

@@ -1,7 +1,7 @@
 // The real mailkms-keystored on a temporary socket, driven through the
 // client library: unsealing, the gateway's lookups, signing and
 // decryption with keys that never leave the daemon, harvested outside
-// certificates, and bad input.
+// certificates, enrollment by mail, and bad input.
 #include <catch2/catch.hpp>
 
 #include <poll.h>
@@ -13,8 +13,10 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <chrono>
 #include <cstring>
+#include <regex>
 #include <thread>
 
 #include "mailkms/keystore/client.hpp"
@@ -438,4 +440,66 @@ TEST_CASE("administration needs a session, and recovery needs the approvals poli
     CHECK(test::read_file(daemon.database()).find(secret) == std::string::npos);
     CHECK(test::read_file(daemon.database().string() + "-wal").find(secret) == std::string::npos);
   }
+}
+
+TEST_CASE("a user enrolls by mail through the daemon, and the token works once", "[keystored][enrollment]") {
+  // The mail command keeps each message in `outbox`, named in sending order.
+  test::TempDir mail;
+  const auto outbox = mail.path("outbox");
+  std::filesystem::create_directories(outbox);
+  test::write_file(mail.path("capture"), "#!/bin/sh\nout=$1\nshift\ncat > \"$out/$(date +%s%N)-$4.eml\"\n");
+  ::chmod(mail.path("capture").c_str(), 0755);
+  Daemon daemon("mail_command = [\"" + mail.path("capture").string() + "\", \"" + outbox.string() + "\"]\n" +
+                "mail_from = \"mailkms@example.org\"\n"
+                "enrollment_address = \"enroll@example.org\"\n"
+                "templates = \"" MAILKMS_TEMPLATES "\"\n");
+  auto client = daemon.client(60s);
+  unseal(client);
+  const std::string carol = must(client.call("login", {{"name", "carol"}, {"password", kAdminPassword}}))["token"];
+  const auto last_mail = [&] {
+    std::vector<std::filesystem::path> files;
+    for (const auto& e : std::filesystem::directory_iterator(outbox)) files.push_back(e.path());
+    REQUIRE_FALSE(files.empty());
+    std::sort(files.begin(), files.end());
+    CHECK(files.back().filename().string().ends_with("-alice@example.org.eml"));
+    return test::read_file(files.back());
+  };
+
+  const auto enrolled = must(client.call("enroll", {{"session", carol}, {"addresses", {"alice@example.org"}}}));
+  CHECK(enrolled["sent"] == 1);
+  std::smatch token;
+  const std::string invitation = last_mail();
+  REQUIRE(std::regex_search(invitation, token, std::regex("Token: (MKMS[-A-Z2-7]{32})")));
+  const std::string password = "alice's chosen password";
+  CHECK(must(redeem_token(client, "alice@example.org", token[1], password)));
+
+  const std::string keys = last_mail();
+  const auto at = keys.find("filename=\"alice.p12\"");
+  REQUIRE(at != std::string::npos);
+  const auto start = keys.find("\n\n", at) + 2;
+  std::string b64 = keys.substr(start, keys.find("\n--", start) - start);
+  b64.erase(std::remove(b64.begin(), b64.end(), '\n'), b64.end());
+  const auto p12 = must(protocol::unbase64(nlohmann::json(b64)));
+  const auto bundle = must(smime::read_pkcs12(*test::context(), p12, password));
+  const std::vector<std::string> alice{"alice@example.org"};
+  CHECK(bundle.certificate == must(lookup_certificates(client, alice)).found.at(0).second.certificate);
+
+  CHECK_FALSE(must(redeem_token(client, "alice@example.org", token[1], password)));
+  CHECK(last_mail().find("could not complete the request") != std::string::npos);
+  const auto again = must(client.call("enroll", {{"session", carol}, {"addresses", {"alice@example.org"}}}));
+  CHECK(again["already_enrolled"] == 1);
+  for (const std::string& secret : {std::string(token[1]), password}) {
+    CHECK(daemon.log().find(secret) == std::string::npos);
+    CHECK(test::read_file(daemon.database()).find(secret) == std::string::npos);
+  }
+
+  // SIGHUP: without an enrollment address, enrollment by mail is off.
+  const auto config = daemon.dir.path("mailkms.conf");
+  const std::string text = test::read_file(config);
+  test::write_file(config, text.substr(0, text.find("enrollment_address")) + text.substr(text.find("templates")));
+  daemon.signal(SIGHUP);
+  std::this_thread::sleep_for(300ms);
+  const auto off = client.call("enroll", {{"session", carol}, {"addresses", {"bob@example.org"}}});
+  REQUIRE_FALSE(off);
+  CHECK(off.error().message.find("enrollment by mail is off") != std::string::npos);
 }

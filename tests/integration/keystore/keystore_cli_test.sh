@@ -1,14 +1,15 @@
 #!/usr/bin/env bash
 # An administrator's day with mailkmsctl against the real mailkms-keystored:
-# init, unseal, CA, users, approvals, recovery, revocation, CRL, trust,
-# harvested certificates, audit.
-# Usage: keystore_cli_test.sh MAILKMS_KEYSTORED MAILKMSCTL
+# init, unseal, CA, users, enrollment by mail, approvals, recovery,
+# revocation, CRL, trust, harvested certificates, audit.
+# Usage: keystore_cli_test.sh MAILKMS_KEYSTORED MAILKMSCTL TEMPLATES_DIR
 set -uo pipefail
 # shellcheck source=../lib.sh
 . "$(dirname "$(realpath "$0")")/../lib.sh"
-[[ $# == 2 ]] || { echo "usage: keystore_cli_test.sh MAILKMS_KEYSTORED MAILKMSCTL" >&2; exit 2; }
+[[ $# == 3 ]] || { echo "usage: keystore_cli_test.sh MAILKMS_KEYSTORED MAILKMSCTL TEMPLATES_DIR" >&2; exit 2; }
 keystored=$(realpath "$1")
 ctl=$(realpath "$2")
+templates=$(realpath "$3")
 work=$(mktemp -d)
 daemon_pid=
 trap '[ -n "$daemon_pid" ] && kill "$daemon_pid" 2>/dev/null; wait 2>/dev/null; rm -rf "$work"' EXIT
@@ -38,12 +39,52 @@ PY
 }
 export -f remember
 
+# redeem FROM TOKEN PASSWORD: what a gateway sends for a user's reply to
+# the enrollment address; succeeds when the keystore mailed the keys.
+redeem() {
+  python3 - keystore.sock "$1" "$2" "$3" <<'PY'
+import json, socket, sys
+path, sender, token, password = sys.argv[1:5]
+request = {"id": 1, "op": "redeem-token", "params": {"from": sender, "token": token, "password": password}}
+s = socket.socket(socket.AF_UNIX)
+s.connect(path)
+s.sendall((json.dumps(request) + "\n").encode())
+answer = b""
+while not answer.endswith(b"\n"):
+    chunk = s.recv(4096)
+    if not chunk:
+        break
+    answer += chunk
+print(answer.decode().strip())
+sys.exit(0 if json.loads(answer).get("result", {}).get("ok") is True else 1)
+PY
+}
+
+# The keystore's mails land in outbox/, one file each, named in sending
+# order and by recipient.
+mkdir outbox
+cat > capture-mail <<'SH'
+#!/bin/sh
+out=$1
+shift
+cat > "$out/$(date +%s%N)-$4.eml"
+SH
+chmod 755 capture-mail
+last_mail_to() { find outbox -name "*-$1.eml" | sort | tail -n 1; }
+token_to() { sed -n 's/^Token: \(MKMS-[-A-Z2-7]*\)$/\1/p' "$(last_mail_to "$1")"; }
+export -f redeem last_mail_to token_to
+
 cat > mailkms.conf <<CONF
 [keystore]
 database = "$work/keystore.db"
 socket = "$work/keystore.sock"
 socket_mode = "0600"
 lock_memory = false
+gateway_users = [$(id -u)]
+mail_command = ["$work/capture-mail", "$work/outbox"]
+mail_from = "mailkms@example.org"
+enrollment_address = "enroll@example.org"
+templates = "$templates"
 CONF
 export MAILKMS_CONFIG=$work/mailkms.conf
 export MAILKMS_SESSION_FILE=$work/carol.session
@@ -81,6 +122,23 @@ check "bulk add reports each outcome" grep -qx "2 added, 0 already present, 1 fa
 check "and names the bad address" grep -q "not added: not an address" bulk.err
 check "a user shows both certificates" bash -c "'$ctl' user show alice@example.org > check.out && grep -q encryption check.out && grep -q signing check.out"
 
+"$ctl" enroll alice@example.org > enroll.out 2>&1
+first_token=$(token_to alice@example.org)
+check "enroll mails alice a token" bash -c "grep -qx '1 sent, 0 already enrolled, 0 failed' enroll.out && [ -n '$first_token' ]"
+echo "alice's chosen password" > enroll.pw
+check "alice's reply with the token brings her keys" \
+  bash -c "redeem alice@example.org '$first_token' \"\$(cat enroll.pw)\" && grep -q 'filename=\"alice.p12\"' \"\$(last_mail_to alice@example.org)\""
+check "user show says she is enrolled" bash -c "'$ctl' user show alice@example.org | grep -q '^enrolled by mail: 20'"
+"$ctl" enroll alice@example.org > enroll.out 2>&1
+check "enrolling her again does nothing" bash -c "grep -qx '0 sent, 1 already enrolled, 0 failed' enroll.out && grep -q -- --reissue enroll.out"
+"$ctl" enroll --reissue alice@example.org > enroll.out 2>&1
+check "--reissue mails her a new token" bash -c "grep -qx '1 sent, 0 already enrolled, 0 failed' enroll.out && [ -n \"\$(token_to alice@example.org)\" ] && [ \"\$(token_to alice@example.org)\" != '$first_token' ]"
+printf 'erin@example.org\nnot an address\nalice@example.org\n# a comment\nfrank@example.org\n' > enroll.txt
+"$ctl" enroll --file enroll.txt > enroll.out 2> enroll.err
+enroll_rc=$?
+check "enroll --file adds new users, mails them and sums up" \
+  bash -c "[ $enroll_rc = 1 ] && grep -qx '2 sent, 1 already enrolled, 1 failed' enroll.out && grep -q 'not sent: not an address' enroll.err && [ -n \"\$(token_to frank@example.org)\" ] && '$ctl' user show erin@example.org > /dev/null"
+
 MAILKMS_SESSION_FILE=$work/carol.session check "erin becomes an administrator" "$ctl" admin add erin --password-file erin.pw
 check "recovery needs two approvals" "$ctl" approvals set recover 2
 "$ctl" recover alice@example.org --out alice.p12 --password-file p12.pw > recover.out
@@ -91,6 +149,11 @@ check "erin approves" env MAILKMS_SESSION_FILE="$work/erin.session" bash -c "'$c
 check "carol fetches the PKCS#12" "$ctl" fetch "$request" --out alice.p12
 check "it is private" bash -c "[ \"\$(stat -c %a alice.p12)\" = 600 ]"
 check "it opens with alice's password" openssl pkcs12 -info -noout -in alice.p12 -passin file:p12.pw
+"$ctl" recover bob@example.org --by-mail > recover.out
+request=$(sed -n 's/^request \([^ ]*\) needs.*/\1/p' recover.out)
+check "recovery by mail waits for approval too" bash -c "grep -q 'once approved, the keystore mails bob@example.org' recover.out && [ -z \"\$(last_mail_to bob@example.org)\" ]"
+check "once erin approves, bob gets a recovery token" \
+  bash -c "MAILKMS_SESSION_FILE='$work/erin.session' '$ctl' approve '$request' | grep -q done && grep -q '^Subject: Recovering' \"\$(last_mail_to bob@example.org)\" && [ -n \"\$(token_to bob@example.org)\" ]"
 
 printf 'From: alice@example.org\r\nTo: alice@example.org\r\nSubject: note to self\r\nContent-Type: text/plain\r\n\r\nkept in the keystore\r\n' > note.eml
 openssl pkcs12 -in alice.p12 -passin file:p12.pw -nokeys -cacerts -out chain.pem 2> /dev/null
@@ -135,10 +198,11 @@ check "the bundle is private" bash -c "[ \"\$(stat -c %a alice.bundle)\" = 600 ]
 check "importing where the user exists skips them" bash -c "'$ctl' user import alice.bundle --password-file bundle.pw | grep -qx 'already here: alice@example.org'"
 check "the audit log is intact" bash -c "'$ctl' audit verify | grep -q '^intact'"
 "$ctl" audit show --limit 1000 > audit.out 2>&1
-for action in unseal login ca-create-root user-add admin-add approvals-set request approve recover revoke harvested-remove; do
+for action in unseal login ca-create-root user-add enroll redeem-token admin-add approvals-set request approve recover revoke harvested-remove; do
   check "the audit log records $action" grep -q "  $action  " audit.out
 done
-check "no password reached the daemon's log" bash -c "! grep -qF -e \"\$(cat carol.pw)\" -e \"\$(cat p12.pw)\" -e \"\$(cat unseal.pw)\" daemon.log"
+check "no password reached the daemon's log" bash -c "! grep -qF -e \"\$(cat carol.pw)\" -e \"\$(cat p12.pw)\" -e \"\$(cat unseal.pw)\" -e \"\$(cat enroll.pw)\" daemon.log"
+check "nor a token the log or the audit log" bash -c "! grep -qF -e '$first_token' -e \"\$(token_to frank@example.org)\" daemon.log audit.out"
 check "logout ends the session" bash -c "'$ctl' logout && ! '$ctl' user list"
 
 kill "$daemon_pid"

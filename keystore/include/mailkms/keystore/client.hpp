@@ -73,6 +73,15 @@ Result<bool> remember_certificate(KeystoreClient& client, const std::string& add
                                   const std::optional<smime::Capabilities>& capabilities,
                                   std::optional<std::time_t> signing_time);
 
+// Passes on a user's reply to the enrollment address: `from` (the
+// message's sender), the token and the password they wrote, and the
+// PKCS#10 request (PEM) they attached, if any. true when the keystore
+// mailed them their keys; false when it refused (it tells the sender, not
+// us, and never why); an error when it could not finish (tempfail: the
+// token still works, so the sender's MTA may retry).
+Result<bool> redeem_token(KeystoreClient& client, const std::string& from, const std::string& token,
+                          std::string_view password, const std::optional<std::string>& csr = std::nullopt);
+
 // Signs with `address`'s signing key in the daemon.
 class RemoteSigner final : public smime::Signer {
  public:

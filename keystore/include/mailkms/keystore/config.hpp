@@ -11,6 +11,7 @@
 #include <vector>
 
 #include "mailkms/keystore/ca.hpp"
+#include "mailkms/keystore/enrollment.hpp"
 #include "mailkms/keystore/error.hpp"
 
 namespace mailkms::keystore {
@@ -30,6 +31,9 @@ struct Config {
   KeyType signing_key_type = KeyType::rsa2048;
   int certificate_days = 365;
   int renewal_window_days = 30;  // renew users' certificates this long before they end
+  // Enrollment and recovery by mail: mail_command, mail_from,
+  // enrollment_address, templates, token_lifetime_hours, pkcs12_profile.
+  EnrollmentSettings enrollment;
 };
 
 Result<Config> load_config(const std::filesystem::path& path);

@@ -29,6 +29,7 @@ inline constexpr std::string_view signing_identity = "signing-identity";
 inline constexpr std::string_view sign = "sign";
 inline constexpr std::string_view unwrap = "unwrap";
 inline constexpr std::string_view remember_certificate = "remember-certificate";
+inline constexpr std::string_view redeem_token = "redeem-token";
 }  // namespace op
 
 struct Request {

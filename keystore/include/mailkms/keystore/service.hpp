@@ -18,6 +18,7 @@
 #include "mailkms/keystore/audit.hpp"
 #include "mailkms/keystore/barrier.hpp"
 #include "mailkms/keystore/ca.hpp"
+#include "mailkms/keystore/enrollment.hpp"
 #include "mailkms/keystore/harvest.hpp"
 #include "mailkms/keystore/protocol.hpp"
 #include "mailkms/keystore/seal.hpp"
@@ -36,8 +37,8 @@ struct Caller {
 };
 
 struct AccessPolicy {
-  // Gateways (milter, proxy) may look up certificates, sign, decrypt and
-  // remember outside senders' certificates.
+  // Gateways (milter, proxy) may look up certificates, sign, decrypt,
+  // remember outside senders' certificates and redeem users' tokens.
   std::vector<uid_t> gateway_uids;
   std::vector<gid_t> gateway_gids;
 };
@@ -49,6 +50,7 @@ class KeystoreService {
     UserPolicy users;
     AdminPolicy admins;
     Pkcs12Options pkcs12;
+    EnrollmentSettings enrollment;
   };
 
   static Result<std::unique_ptr<KeystoreService>> open(const std::filesystem::path& database,
@@ -69,6 +71,8 @@ class KeystoreService {
 
   // A new access policy (SIGHUP): requests from then on are judged by it.
   void set_access(AccessPolicy access);
+  // New enrollment settings (SIGHUP): the mail command, addresses, templates.
+  void set_enrollment(EnrollmentSettings settings) { enrollment_.set_settings(std::move(settings)); }
 
   // Unsealing outside the protocol (a key file named in the configuration).
   Status unseal_with_key_file(const std::filesystem::path& path);
@@ -79,6 +83,7 @@ class KeystoreService {
   Users& users() { return users_; }
   AuditLog& audit() { return audit_; }
   HarvestedCertificates& harvested() { return harvested_; }
+  Enrollment& enrollment() { return enrollment_; }
   Storage& storage() { return *storage_; }
 
  private:
@@ -97,6 +102,8 @@ class KeystoreService {
   // An outside sender's certificate from a signature a gateway verified,
   // checked again here against our own trust anchors.
   Result<nlohmann::json> remember_certificate(const nlohmann::json& params);
+  // A user's reply to the enrollment address, as a gateway passes it on.
+  Result<nlohmann::json> redeem_token(const Caller& caller, const nlohmann::json& params);
   // The harvested certificate for `address` if it may still be encrypted
   // to: valid now and chaining to today's anchors. `trust` is fetched on
   // first use and kept for the rest of the request.
@@ -144,6 +151,7 @@ class KeystoreService {
   Admins admins_;
   HarvestedCertificates harvested_;
   Pkcs12Options pkcs12_;
+  Enrollment enrollment_;
 
   // Signing keys in use, kept unwrapped (this process may hold keys):
   // the gateway signs every outgoing message. Keyed by address, checked

@@ -35,6 +35,7 @@ struct UserRecord {
   std::vector<std::string> encryption_serials;  // oldest first; the last is current
   std::string signing_serial;
   bool signing_key_held = true;  // false when the user keeps their own signing key
+  std::time_t enrolled = 0;      // when they redeemed an enrollment token; 0: not yet
 };
 
 struct BulkSummary {
@@ -58,6 +59,8 @@ class Users {
   Result<UserRecord> get(std::string_view address);
   Result<std::vector<UserRecord>> list(std::string_view after, std::size_t limit);
   Status set_enabled(std::string_view address, bool enabled, const std::string& actor);
+  // Not audited here: the caller audits the redemption in the same transaction.
+  Status set_enrolled(std::string_view address, std::time_t when);
   // New keys and certificates; the old encryption key stays escrowed.
   Result<UserRecord> renew(std::string_view address, const std::string& actor);
   // Renews every enabled user whose encryption or signing certificate ends
