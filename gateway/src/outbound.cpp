@@ -51,6 +51,10 @@ BasicResult<EarlyPlan, RecipientVerdict> Gateway::plan_recipient_early(const Tra
     plan.log = recipient + ": " + decision.reason;
     return plan;
   }
+  if (is_enrollment_address(tx.sender)) {
+    plan.log = recipient + ": from the enrollment address";
+    return plan;
+  }
   plan.treatment.sign = s.sign != policy::Mode::never;
   plan.treatment.digest = s.digest;
   if (s.encrypt == policy::Mode::never) {
@@ -106,6 +110,14 @@ Outcome Gateway::outbound(const Transaction& tx, const std::vector<smime::Header
   const policy::Policy& policy = *tx.policy;
   const auto kind = smime_kind(headers);
   const std::string where = "outbound (" + tx.direction.reason + ")";
+  if (is_enrollment_address(tx.sender)) {
+    // The keystore's own mail to users (enrollment tokens, certificate files
+    // protected by the user's password): the user cannot decrypt anything
+    // before they have their key.
+    Outcome outcome;
+    outcome.log = where + ": from the enrollment address, sent as it is";
+    return outcome;
+  }
   if (kind == SmimeKind::encrypted) {
     Outcome outcome;
     outcome.log = where + ": already encrypted by the sender, passed through";
