@@ -57,6 +57,8 @@ policy = "$work/policy.toml"
 authserv_id = "mx.corp.example"
 enrollment_address = "$enroll_address"
 spool_directory = "$work"
+certificate_ttl_seconds = 1
+missing_certificate_ttl_seconds = 1
 
 [milter]
 socket = "unix:$work/milter.sock"
@@ -213,6 +215,16 @@ openssl pkcs12 -in bob-recovered.p12 -passin "pass:$bob_pw2" -nodes -nocerts -ou
 openssl pkcs12 -in bob-recovered.p12 -passin "pass:$bob_pw2" -nokeys -clcerts -out bob-recovered.pem 2> /dev/null
 check "and still decrypts alice's first message" \
   bash -c "openssl cms -decrypt -in $first -recip bob-recovered.pem -inkey bob-recovered.key | grep -q 'The first secret'"
+
+# ---- A revoked certificate is never used to encrypt ---------------------------------------
+"$ctl" revoke bob@corp.example --reason keyCompromise > /dev/null
+sleep 1.5  # the gateway's certificate cache TTL here
+printf '%s\r\n' "From: alice@corp.example" "To: bob@corp.example" "Subject: After the revocation" "MIME-Version: 1.0" \
+  "Content-Type: text/plain" "" "Not for a revoked key." |
+  swaks --server "127.0.0.1:$POSTFIX_PORT" --from alice@corp.example --to bob@corp.example --data - > send.out 2>&1
+wait_mail bob@corp.example 7
+check "once bob's certificate is revoked, mail to him is not encrypted to it" \
+  bash -c "! grep -qi 'application/pkcs7-mime' bob@corp.example.7.eml && grep -q 'Not for a revoked key' bob@corp.example.7.eml"
 
 # ---- Nothing leaked -------------------------------------------------------------------------------
 printf '%s\n' "$alice_pw" "$bob_pw" "$bob_pw2" > passwords.txt
