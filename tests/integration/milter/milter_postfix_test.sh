@@ -331,6 +331,22 @@ arrived forged-mark.eml
 check "a forged re-injection mark is not honoured: the message is still encrypted" \
   openssl cms -decrypt -in forged-mark.eml -recip bob.pem -inkey bob.key -out /dev/null
 
+# ---- As an unprivileged user --------------------------------------------------------
+# As in production: the milter opens its socket as root, hands it to its
+# user and the MTA's group, and drops privileges before it serves.
+stop_milter
+sed -i 's|^gateway_users = \["root"\]|gateway_users = ["root", "nobody"]|; s|^\[milter\]|[milter]\nuser = "nobody"|; s|^spool_directory = .*|spool_directory = "/var/tmp"|' mailkms.conf
+kill -HUP "$keystore_pid"  # who counts as a gateway is re-read on SIGHUP
+chmod 666 keystore.sock    # socket_mode here was for root alone; peer credentials still decide
+start_milter || echo "the milter did not restart" >&2
+check "the milter serves as the unprivileged user" \
+  bash -c "for _ in \$(seq 50); do [ \"\$(ps -o user= -p $milter_pid)\" = nobody ] && exit 0; sleep 0.1; done; exit 1"
+check "its socket belongs to that user and the MTA's group" bash -c "[ \"\$(stat -c '%U:%G %a' milter.sock)\" = 'nobody:postfix 660' ]"
+message "alice@corp.example" "bob@corp.example" "Unprivileged" "$body" | send alice@corp.example bob@corp.example
+arrived out-unprivileged.eml
+check "and still signs and encrypts through the keystore" \
+  bash -c "openssl cms -decrypt -in out-unprivileged.eml -recip bob.pem -inkey bob.key -out unpriv.signed && openssl cms -verify -in unpriv.signed -CAfile corp-chain.pem -purpose smimesign -out /dev/null"
+
 check "no secret in the logs: no private key, no password" \
   bash -c "! grep -qiE 'PRIVATE KEY|$(cat p12.pw)' milter.log keystore.log postfix/maillog"
 
