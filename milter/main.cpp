@@ -9,6 +9,9 @@
 #include <spdlog/sinks/stdout_sinks.h>
 #include <spdlog/sinks/syslog_sink.h>
 #include <spdlog/spdlog.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <sys/socket.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -28,6 +31,26 @@ namespace {
 [[noreturn]] void fatal(const std::string& message) {
   spdlog::critical("fatal: {}", message);
   std::exit(1);
+}
+
+// libmilter writes each reply and edit as its own small packet; over TCP,
+// Nagle's algorithm holds them back for the MTA's delayed ACK (about 40 ms
+// each). libmilter does not expose its listening socket, so find it among
+// our descriptors: accepted connections inherit TCP_NODELAY from it.
+void disable_nagle_on_listener() {
+  for (int fd = 0; fd < 1024; ++fd) {
+    sockaddr_storage address{};
+    socklen_t length = sizeof address;
+    if (::getsockname(fd, reinterpret_cast<sockaddr*>(&address), &length) != 0) continue;
+    if (address.ss_family != AF_INET && address.ss_family != AF_INET6) continue;
+    int listening = 0;
+    socklen_t size = sizeof listening;
+    if (::getsockopt(fd, SOL_SOCKET, SO_ACCEPTCONN, &listening, &size) != 0 || listening == 0) continue;
+    const int on = 1;
+    if (::setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &on, sizeof on) != 0) {
+      spdlog::warn("TCP_NODELAY on the milter socket: {}", std::strerror(errno));
+    }
+  }
 }
 
 std::string socket_path(const std::string& socket) {
@@ -90,6 +113,7 @@ int main(int argc, char** argv) {
   smfi_setbacklog(milter_settings->backlog);
   const std::string path = socket_path(socket);
   if (smfi_opensocket(true) != MI_SUCCESS) fatal("cannot open socket " + socket);
+  disable_nagle_on_listener();
   if (!path.empty()) {
     if (::chmod(path.c_str(), milter_settings->socket_mode) != 0) fatal("chmod " + path + ": " + std::strerror(errno));
     if (milter_settings->user || milter_settings->group) {

@@ -40,6 +40,27 @@ struct Planned {
 
 }  // namespace
 
+keystore::Result<std::shared_ptr<keystore::RemoteSigner>> Gateway::signer_for(const std::string& address) {
+  const std::string key = smime::normalize_address(address);
+  const auto now = std::chrono::steady_clock::now();
+  {
+    const std::lock_guard lock(signers_mutex_);
+    const auto it = signers_.find(key);
+    // A signing certificate revoked since it was cached is refused by the
+    // keystore at sign time; that failure drops it from here (see below).
+    if (it != signers_.end() && it->second.expires > now &&
+        it->second.signer->certificate().not_after() > std::time(nullptr)) {
+      return it->second.signer;
+    }
+  }
+  MAILKMS_TRY(made, keystore::RemoteSigner::create(keystore_, key));
+  auto signer = std::make_shared<keystore::RemoteSigner>(std::move(made));
+  const std::lock_guard lock(signers_mutex_);
+  if (signers_.size() > 10'000) signers_.clear();  // bounded; refilled on demand
+  signers_[key] = {signer, now + settings_.certificate_ttl};
+  return signer;
+}
+
 BasicResult<EarlyPlan, RecipientVerdict> Gateway::plan_recipient_early(const Transaction& tx, const std::string& recipient) {
   bool uncertain = false;
   const auto decision = policy::decide(*tx.policy, tx.direction.direction, tx.sender, recipient, nullptr, &uncertain);
@@ -155,10 +176,10 @@ Outcome Gateway::outbound(const Transaction& tx, const std::vector<smime::Header
     const auto authors = smime::mailbox_addresses(from->unfolded());
     if (authors.size() == 1) signer_address = authors.front();
   }
-  std::optional<keystore::RemoteSigner> signer;
+  std::shared_ptr<keystore::RemoteSigner> signer;
   std::string no_signer_reason = "signing not asked";
   if (any_sign) {
-    auto made = keystore::RemoteSigner::create(keystore_, signer_address);
+    auto made = signer_for(signer_address);
     if (made) {
       signer = std::move(*made);
     } else if (keystore_down(made.error())) {
@@ -185,7 +206,7 @@ Outcome Gateway::outbound(const Transaction& tx, const std::vector<smime::Header
     auto& p = plan[i];
     const auto& s = *p.decision.settings;
     p.treatment.digest = s.digest;
-    p.treatment.sign = s.sign != policy::Mode::never && !already_signed && signer.has_value();
+    p.treatment.sign = s.sign != policy::Mode::never && !already_signed && signer != nullptr;
     if (s.sign == policy::Mode::always && !already_signed && !signer) {
       p.missing = s.on_missing_certificate;
       p.why = no_signer_reason;
@@ -340,6 +361,10 @@ Outcome Gateway::outbound(const Transaction& tx, const std::vector<smime::Header
   };
   const auto transform_failed = [&](const smime::Error& error, bool encrypting) {
     if (error.code == smime::Errc::key_operation_failed) {
+      {
+        const std::lock_guard lock(signers_mutex_);
+        signers_.erase(smime::normalize_address(signer_address));  // the retry asks the keystore afresh
+      }
       return failure(settings_.on_keystore_unavailable, where + ": keystore signing failed", error.message);
     }
     if (error.code == smime::Errc::malformed_mime || error.code == smime::Errc::limit_exceeded) {

@@ -7,6 +7,8 @@
 
 #include <atomic>
 #include <memory>
+#include <mutex>
+#include <unordered_map>
 #include <optional>
 #include <string>
 #include <vector>
@@ -96,6 +98,10 @@ class Gateway {
   Outcome inbound(const Transaction& transaction, const std::vector<smime::HeaderField>& headers,
                   const smime::Spool& message, const std::vector<std::string>& skip);
   Outcome failure(FailureAction action, const std::string& what, const std::string& reason) const;
+  // The sender's signing identity from the keystore, kept for the
+  // certificate TTL: fetching and parsing it per message cost more CPU than
+  // the signature.
+  keystore::Result<std::shared_ptr<keystore::RemoteSigner>> signer_for(const std::string& address);
 
   Settings settings_;
   std::shared_ptr<const policy::Policy> policy_;
@@ -104,6 +110,12 @@ class Gateway {
   CertificateCache certificates_;
   TrustCache trust_;
   ReinjectionMark mark_;
+  struct CachedSigner {
+    std::shared_ptr<keystore::RemoteSigner> signer;
+    std::chrono::steady_clock::time_point expires;
+  };
+  std::mutex signers_mutex_;
+  std::unordered_map<std::string, CachedSigner> signers_;
 };
 
 }  // namespace mailkms::gateway
