@@ -87,31 +87,52 @@ SmimeKind smime_kind(const std::vector<smime::HeaderField>& headers) {
 }
 
 bool has_calendar(const smime::Spool& message) {
-  // A line "Content-Type: text/calendar…" in any part, however spaced or cased.
-  std::string line;
+  // A line "Content-Type: text/calendar…" in any part, however spaced or
+  // cased. Only line starts are looked at, and only those beginning with
+  // 'c': this runs over every outbound message.
+  static constexpr std::string_view wanted = "content-type:text/calendar";
+  std::string start;  // the start of the current line, up to 64 bytes
+  bool in_candidate = true;  // the message's first line is a line start
   bool found = false;
-  const auto line_is_calendar = [&] {
+  const auto matches = [&] {
     std::string squeezed;
-    for (const char c : line) {
+    for (const char c : start) {
       if (c != ' ' && c != '\t' && c != '\r') squeezed += static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
     }
-    return squeezed.starts_with("content-type:text/calendar");
+    return squeezed.starts_with(wanted);
   };
   (void)message.for_each_chunk(0, message.size(), [&](std::string_view chunk) -> smime::Status {
-    for (const char c : chunk) {
-      if (c == '\n') {
-        if (line_is_calendar()) {
-          found = true;
-          return smime::make_error(smime::Errc::internal, "found");  // stops the walk
+    std::size_t at = 0;
+    while (at < chunk.size()) {
+      if (in_candidate) {
+        // Collect this line's start until its end, or 64 bytes.
+        const std::size_t newline = chunk.find('\n', at);
+        const std::size_t end = newline == std::string_view::npos ? chunk.size() : newline;
+        if (start.empty() && at < end && chunk[at] != 'c' && chunk[at] != 'C') {
+          in_candidate = false;
+        } else {
+          start.append(chunk.substr(at, std::min(end - at, 64 - std::min<std::size_t>(start.size(), 64))));
+          if (newline == std::string_view::npos) return smime::Ok{};  // continues in the next chunk
+          if (matches()) {
+            found = true;
+            return smime::make_error(smime::Errc::internal, "found");  // stops the walk
+          }
         }
-        line.clear();
-      } else if (line.size() < 64) {
-        line += c;  // only a line's start matters
+        if (newline == std::string_view::npos) return smime::Ok{};
+        start.clear();
+        at = newline + 1;
+        in_candidate = true;
+        continue;
       }
+      const std::size_t newline = chunk.find('\n', at);
+      if (newline == std::string_view::npos) return smime::Ok{};
+      at = newline + 1;
+      in_candidate = true;
+      start.clear();
     }
     return smime::Ok{};
   });
-  return found || line_is_calendar();
+  return found || (in_candidate && matches());
 }
 
 namespace {
