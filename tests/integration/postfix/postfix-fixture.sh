@@ -83,6 +83,6 @@ postfix_wait_for() {
 
 postfix_stop() {
   [ -n "${POSTFIX_DIR:-}" ] && postfix -c "$POSTFIX_DIR/conf" stop > /dev/null 2>&1
-  [ -n "${SINK_PID:-}" ] && kill "$SINK_PID" 2> /dev/null && wait "$SINK_PID" 2> /dev/null
+  if [ -n "${SINK_PID:-}" ] && kill "$SINK_PID" 2> /dev/null; then wait "$SINK_PID" 2> /dev/null || true; fi
   return 0
 }
