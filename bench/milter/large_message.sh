@@ -14,19 +14,14 @@ keystored=$build/keystore/daemon/mailkms-keystored
 milter=$build/milter/mailkms-milter
 # shellcheck source=../../tests/integration/postfix/postfix-fixture.sh
 . "$root/tests/integration/postfix/postfix-fixture.sh"
+# shellcheck source=../../tests/integration/mailkms-daemons.sh
+. "$root/tests/integration/mailkms-daemons.sh"
 
 work=$(mktemp -d /var/tmp/mailkms-large.XXXXXX)
 chmod 755 "$work"
-keystore_pid=
-milter_pid=
 cleanup() {
   postfix_stop
-  [ -n "$milter_pid" ] && kill "$milter_pid" 2> /dev/null && for _ in $(seq 100); do
-    kill -0 "$milter_pid" 2> /dev/null || break
-    sleep 0.1
-  done
-  [ -n "$keystore_pid" ] && kill "$keystore_pid" 2> /dev/null
-  wait 2> /dev/null || true
+  stop_daemons
   [ -n "${KEEP_WORK:-}" ] || rm -rf "$work"
 }
 trap cleanup EXIT
@@ -51,16 +46,12 @@ printf '[local]\ndomains = ["corp.example"]\nnetworks = ["127.0.0.0/8"]\n' > pol
 export MAILKMS_CONFIG=$work/mailkms.conf MAILKMS_SESSION_FILE=$work/session
 head -c 24 /dev/urandom | base64 > admin.pw
 "$ctl" init --admin admin --admin-password-file admin.pw --key-file master.key > /dev/null
-"$keystored" --config mailkms.conf > /dev/null 2> keystore.log &
-keystore_pid=$!
-for _ in $(seq 100); do [ -S keystore.sock ] && "$ctl" status 2> /dev/null | grep -qx unsealed && break; sleep 0.05; done
+start_keystore
 "$ctl" login admin --password-file admin.pw > /dev/null
 "$ctl" ca init --id root > /dev/null
 "$ctl" ca add-subordinate --id issuing --parent root > /dev/null
 "$ctl" user add alice@corp.example bob@corp.example > /dev/null
-"$milter" --config mailkms.conf --foreground > /dev/null 2> milter.log &
-milter_pid=$!
-for _ in $(seq 100); do [ -S milter.sock ] && break; sleep 0.05; done
+start_milter
 export POSTFIX_EXTRA_CONF="smtpd_milters = unix:$work/milter.sock
 milter_default_action = tempfail
 milter_protocol = 6

@@ -15,6 +15,8 @@ here=$(dirname "$(realpath "$0")")
 . "$here/../lib.sh"
 # shellcheck source=../postfix/postfix-fixture.sh
 . "$here/../postfix/postfix-fixture.sh"
+# shellcheck source=../mailkms-daemons.sh
+. "$here/../mailkms-daemons.sh"
 [[ $# == 4 ]] || { echo "usage: enrollment_postfix_test.sh KEYSTORED MAILKMSCTL MILTER CONF_DIR" >&2; exit 2; }
 keystored=$(realpath "$1")
 ctl=$(realpath "$2")
@@ -23,16 +25,9 @@ conf=$(realpath "$4")
 
 work=$(mktemp -d)
 chmod 755 "$work"
-keystore_pid=
-milter_pid=
 cleanup() {
   postfix_stop
-  [ -n "$milter_pid" ] && kill "$milter_pid" 2> /dev/null && for _ in $(seq 100); do
-    kill -0 "$milter_pid" 2> /dev/null || break
-    sleep 0.1
-  done
-  [ -n "$keystore_pid" ] && kill "$keystore_pid" 2> /dev/null
-  wait 2> /dev/null
+  stop_daemons
   [ -n "${KEEP_WORK:-}" ] || rm -rf "$work"
 }
 trap cleanup EXIT
@@ -75,18 +70,14 @@ export MAILKMS_CONFIG=$work/mailkms.conf MAILKMS_SESSION_FILE=$work/carol.sessio
 for who in carol erin; do head -c 24 /dev/urandom | base64 > "$who.pw"; done
 chmod 600 ./*.pw
 "$ctl" init --admin carol --admin-password-file carol.pw --key-file master.key > /dev/null
-"$keystored" --config mailkms.conf 2> keystore.log &
-keystore_pid=$!
-for _ in $(seq 100); do [ -S keystore.sock ] && "$ctl" status 2> /dev/null | grep -qx unsealed && break; sleep 0.05; done
+start_keystore || { echo "FAIL - the keystore does not start"; cat keystore.log; exit 1; }
 "$ctl" login carol --password-file carol.pw > /dev/null
 "$ctl" ca init --id root --name "Corp Root CA" > /dev/null
 "$ctl" ca add-subordinate --id issuing --parent root --name "Corp Issuing CA" > /dev/null
 "$ctl" admin add erin --password-file erin.pw > /dev/null
 "$ctl" approvals set recover 2 > /dev/null
 
-"$milter" --config mailkms.conf --foreground 2> milter.log &
-milter_pid=$!
-for _ in $(seq 100); do [ -S milter.sock ] && break; sleep 0.05; done
+start_milter || { echo "FAIL - the milter does not start"; cat milter.log; exit 1; }
 export POSTFIX_EXTRA_CONF="smtpd_milters = unix:$work/milter.sock
 non_smtpd_milters = unix:$work/milter.sock
 milter_default_action = tempfail

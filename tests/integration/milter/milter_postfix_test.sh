@@ -13,6 +13,8 @@ here=$(dirname "$(realpath "$0")")
 . "$here/../lib.sh"
 # shellcheck source=../postfix/postfix-fixture.sh
 . "$here/../postfix/postfix-fixture.sh"
+# shellcheck source=../mailkms-daemons.sh
+. "$here/../mailkms-daemons.sh"
 [[ $# == 4 ]] || { echo "usage: milter_postfix_test.sh KEYSTORED MAILKMSCTL MILTER PKI_DIR" >&2; exit 2; }
 keystored=$(realpath "$1")
 ctl=$(realpath "$2")
@@ -21,21 +23,9 @@ pki=$(realpath "$4")
 
 work=$(mktemp -d)
 chmod 755 "$work"
-keystore_pid=
-milter_pid=
-stop_milter() {
-  # libmilter takes a few seconds to notice SIGTERM.
-  [ -n "$milter_pid" ] && kill "$milter_pid" 2> /dev/null && for _ in $(seq 100); do
-    kill -0 "$milter_pid" 2> /dev/null || break
-    sleep 0.1
-  done
-  milter_pid=
-}
 cleanup() {
   postfix_stop
-  stop_milter
-  [ -n "$keystore_pid" ] && kill "$keystore_pid" 2> /dev/null
-  wait 2> /dev/null
+  stop_daemons
   [ -n "${KEEP_WORK:-}" ] || rm -rf "$work"
 }
 trap cleanup EXIT
@@ -69,12 +59,6 @@ export MAILKMS_CONFIG=$work/mailkms.conf MAILKMS_SESSION_FILE=$work/session
 head -c 24 /dev/urandom | base64 > admin.pw
 head -c 24 /dev/urandom | base64 > p12.pw
 chmod 600 admin.pw p12.pw
-start_keystore() {
-  "$keystored" --config mailkms.conf 2>> keystore.log &
-  keystore_pid=$!
-  for _ in $(seq 100); do [ -S keystore.sock ] && "$ctl" status 2> /dev/null | grep -qx unsealed && return 0; sleep 0.05; done
-  return 1
-}
 "$ctl" init --admin admin --admin-password-file admin.pw --key-file master.key > /dev/null
 start_keystore || { echo "FAIL - the keystore does not start"; cat keystore.log; exit 1; }
 "$ctl" login admin --password-file admin.pw > /dev/null
@@ -119,12 +103,6 @@ on_missing_certificate = "send-plain"
 POLICY
 
 # ---- The milter and Postfix --------------------------------------------------
-start_milter() {
-  "$milter" --config mailkms.conf --foreground 2>> milter.log &
-  milter_pid=$!
-  for _ in $(seq 100); do [ -S milter.sock ] && return 0; sleep 0.05; done
-  return 1
-}
 start_milter || { echo "FAIL - the milter does not start"; cat milter.log; exit 1; }
 export POSTFIX_EXTRA_CONF="smtpd_milters = unix:$work/milter.sock
 non_smtpd_milters = unix:$work/milter.sock
