@@ -179,7 +179,15 @@ sfsistat on_body(SMFICTX* ctx, unsigned char* chunk, size_t size) {
 }
 
 bool apply_edits(SMFICTX* ctx, const std::vector<gateway::HeaderEdit>& edits) {
-  // Removals first, highest index first per name, so none renumbers another.
+  // Changes first: they renumber nothing, and name fields by their original
+  // index. Then removals, highest index first, so none renumbers another.
+  for (const auto& e : edits) {
+    if (e.kind != gateway::HeaderEdit::Kind::change) continue;
+    const std::string value = " " + to_lf(e.value);  // SMFIP_HDR_LEADSPC
+    if (smfi_chgheader(ctx, const_cast<char*>(e.name.c_str()), e.index, const_cast<char*>(value.c_str())) != MI_SUCCESS) {
+      return false;
+    }
+  }
   std::vector<gateway::HeaderEdit> removals;
   for (const auto& e : edits) {
     if (e.kind == gateway::HeaderEdit::Kind::remove) removals.push_back(e);

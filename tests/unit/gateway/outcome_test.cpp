@@ -28,7 +28,7 @@ TEST_CASE("an unchanged header needs no edits", "[outcome]") {
   CHECK(diff_headers({}, {}).empty());
 }
 
-TEST_CASE("a changed Content-Type is removed and the new one appended", "[outcome]") {
+TEST_CASE("a changed Content-Type is changed in place", "[outcome]") {
   const std::vector<HeaderField> before{{"From", " alice@example.org"},
                                         {"Content-Type", " text/plain"},
                                         {"Subject", " report"}};
@@ -36,9 +36,8 @@ TEST_CASE("a changed Content-Type is removed and the new one appended", "[outcom
                                        {"Subject", " report"},
                                        {"Content-Type", " application/pkcs7-mime; smime-type=enveloped-data"}};
   const auto edits = diff_headers(before, after);
-  REQUIRE(edits.size() == 2);
-  check_edit(edits[0], Kind::remove, "Content-Type", "", 1);
-  check_edit(edits[1], Kind::append, "Content-Type", "application/pkcs7-mime; smime-type=enveloped-data", 0);
+  REQUIRE(edits.size() == 1);
+  check_edit(edits[0], Kind::change, "Content-Type", "application/pkcs7-mime; smime-type=enveloped-data", 1);
 }
 
 TEST_CASE("the index counts only fields of the same name, case-insensitively", "[outcome]") {
@@ -82,9 +81,8 @@ TEST_CASE("a value that differs only inside is a change", "[outcome]") {
   const std::vector<HeaderField> before{{"Subject", " report"}};
   const std::vector<HeaderField> after{{"Subject", " Report"}};
   const auto edits = diff_headers(before, after);
-  REQUIRE(edits.size() == 2);
-  check_edit(edits[0], Kind::remove, "Subject", "", 1);
-  check_edit(edits[1], Kind::append, "Subject", "Report", 0);
+  REQUIRE(edits.size() == 1);
+  check_edit(edits[0], Kind::change, "Subject", "Report", 1);
 }
 
 TEST_CASE("appended values lose one leading space and keep their folding", "[outcome]") {
@@ -111,12 +109,23 @@ TEST_CASE("a field added twice is appended twice, in order", "[outcome]") {
   check_edit(edits[1], Kind::append, "X-Note", "a", 0);
 }
 
-TEST_CASE("removals come before appends", "[outcome]") {
+TEST_CASE("changes come before removals, removals before appends", "[outcome]") {
   const std::vector<HeaderField> before{{"Content-Type", " text/plain"}, {"Content-Transfer-Encoding", " 8bit"}};
-  const std::vector<HeaderField> after{{"Content-Type", " multipart/signed; protocol=\"application/pkcs7-signature\""}};
+  const std::vector<HeaderField> after{{"Content-Type", " multipart/signed; protocol=\"application/pkcs7-signature\""},
+                                       {"Content-Disposition", " inline"}};
   const auto edits = diff_headers(before, after);
   REQUIRE(edits.size() == 3);
-  check_edit(edits[0], Kind::remove, "Content-Type", "", 1);
+  check_edit(edits[0], Kind::change, "Content-Type", "multipart/signed; protocol=\"application/pkcs7-signature\"", 1);
   check_edit(edits[1], Kind::remove, "Content-Transfer-Encoding", "", 1);
-  check_edit(edits[2], Kind::append, "Content-Type", "multipart/signed; protocol=\"application/pkcs7-signature\"", 0);
+  check_edit(edits[2], Kind::append, "Content-Disposition", "inline", 0);
+}
+
+TEST_CASE("a change takes the lowest removed field of its name; the others are removed", "[outcome]") {
+  const std::vector<HeaderField> before{{"X-Tag", " one"}, {"X-Keep", " k"}, {"X-Tag", " two"}, {"X-Tag", " three"}};
+  const std::vector<HeaderField> after{{"X-Tag", " new"}, {"X-Keep", " k"}};
+  const auto edits = diff_headers(before, after);
+  REQUIRE(edits.size() == 3);
+  check_edit(edits[0], Kind::change, "X-Tag", "new", 1);
+  check_edit(edits[1], Kind::remove, "X-Tag", "", 3);
+  check_edit(edits[2], Kind::remove, "X-Tag", "", 2);
 }

@@ -21,6 +21,7 @@ struct Reply {
 
 struct HeaderEdit {
   enum class Kind {
+    change,      // the index-th field (1-based) named `name` gets `value`, in place
     remove,      // the index-th field (1-based) named `name`
     append,      // a new field at the end of the header
     prepend,     // a new field at the top (trace fields: Authentication-Results)
@@ -52,10 +53,13 @@ struct Outcome {
   std::string log;  // one line: rule, action and reason, no content
 };
 
-// The edits that turn header `before` into `after`: fields of `before`
-// absent from `after` are removed (highest index first), fields of `after`
-// absent from `before` are appended, in order. Fields are compared by name
-// (case-insensitively) and unfolded value.
+// The edits that turn header `before` into `after`: a field of `before`
+// whose value `after` replaced is changed in place (one edit where a
+// removal and an append would take two round trips to the MTA); other
+// fields of `before` absent from `after` are removed, highest index first;
+// the rest of `after` is appended, in order. Changes come first, since
+// removals renumber. Fields are compared by name (case-insensitively) and
+// unfolded value.
 std::vector<HeaderEdit> diff_headers(const std::vector<smime::HeaderField>& before,
                                      const std::vector<smime::HeaderField>& after);
 
