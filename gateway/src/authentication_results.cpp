@@ -41,6 +41,8 @@ std::string address_pvalue(std::string_view address) {
 
 std::string authentication_results(const std::string& authserv_id, const std::vector<SmimeResult>& results) {
   std::string out = authserv_id;
+  // RFC 8601: a header with no results says so.
+  if (results.empty()) return out + "; none";
   for (const auto& r : results) {
     out += ";\r\n\tsmime=" + r.result;
     if (!r.reason.empty()) out += " reason=" + token_or_quoted(r.reason);

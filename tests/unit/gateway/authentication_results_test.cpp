@@ -83,3 +83,7 @@ TEST_CASE("authserv_id_of sees through every spelling RFC 8601 allows", "[authen
   CHECK(authserv_id_of("(a \\) b) mx.example.org; smime=pass") == "mx.example.org");
   CHECK(authserv_id_of("(never closed mx.example.org; smime=pass") == "");
 }
+
+TEST_CASE("a header without results says none (RFC 8601)", "[authentication-results]") {
+  CHECK(authentication_results("mx.example", {}) == "mx.example; none");
+}
