@@ -243,17 +243,6 @@ sfsistat on_eom(SMFICTX* ctx) {
                     const_cast<char*>("The S/MIME gateway cannot store the message now; try again later"));
       return SMFIS_TEMPFAIL;
     }
-    // Our own re-injected copy, recognized by its keyed mark.
-    for (const auto& f : message.headers) {
-      if (smime::normalize_address(f.name) != smime::normalize_address(gateway::reinjection_header)) continue;
-      std::size_t body_offset = 0;
-      for (const auto& h : message.headers) body_offset += h.name.size() + 1 + h.value.size() + 2;
-      body_offset += 2;
-      if (the_gateway->mark().check(f.unfolded(), message.transaction.sender, message.transaction.recipients,
-                                    *message.spool, body_offset)) {
-        message.transaction.reinjected = true;
-      }
-    }
     auto outcome = the_gateway->finish(message.transaction, message.headers, *message.spool);
     using Verdict = gateway::Outcome::Verdict;
     if (outcome.verdict == Verdict::reject || outcome.verdict == Verdict::tempfail) {

@@ -1,5 +1,6 @@
 #include "mailkms/gateway/gateway.hpp"
 
+#include <algorithm>
 #include <exception>
 
 #include <openssl/crypto.h>
@@ -28,7 +29,6 @@ void Gateway::begin(Transaction& transaction) const {
   transaction.policy = policy();
   transaction.recipients.clear();
   transaction.first_treatment.reset();
-  transaction.reinjected = false;
   transaction.direction = policy::decide_direction(*transaction.policy, transaction.sender, transaction.connection);
 }
 
@@ -81,16 +81,13 @@ Outcome Gateway::finish(const Transaction& transaction, const std::vector<smime:
       outcome.log = "rejected: " + std::to_string(message.size()) + " bytes is over max_message_size";
       return outcome;
     }
-    if (transaction.reinjected) {
+    if (is_our_reinjection(transaction, headers, message)) {
       Outcome outcome;
       outcome.log = "our own re-injected copy, already processed";
       int index = 0;
       for (const auto& f : headers) {
-        if (smime::normalize_address(f.name) == smime::normalize_address(reinjection_header)) {
-          outcome.header_edits.push_back({HeaderEdit::Kind::remove, f.name, {}, ++index});
-        }
+        if (iequals(f.name, reinjection_header)) outcome.header_edits.push_back({HeaderEdit::Kind::remove, f.name, {}, ++index});
       }
-      std::reverse(outcome.header_edits.begin(), outcome.header_edits.end());
       return outcome;
     }
     Outcome outcome = enrollment(transaction, headers, message);
@@ -132,13 +129,7 @@ Outcome Gateway::enrollment(const Transaction& transaction, const std::vector<sm
     outcome.log += " taken out of delivery; too large for an enrollment reply, not read";
     return outcome;
   }
-  std::string from = transaction.sender;
-  for (const auto& f : headers) {
-    if (smime::normalize_address(f.name) != "from") continue;
-    const auto authors = smime::mailbox_addresses(f.unfolded());
-    if (authors.size() == 1) from = authors.front();
-    break;
-  }
+  const std::string from = sole_author_or(headers, transaction.sender);
   auto text = message.to_string();
   EnrollmentReply reply;
   if (text) {
@@ -160,6 +151,16 @@ Outcome Gateway::enrollment(const Transaction& transaction, const std::vector<sm
   outcome.log += " handed to the keystore and taken out of delivery; the reply from " + from + " was " +
                  (answer->value("ok", false) ? "accepted" : "refused");
   return outcome;
+}
+
+bool Gateway::is_our_reinjection(const Transaction& transaction, const std::vector<smime::HeaderField>& headers,
+                                 const smime::Spool& message) const {
+  const auto mark = std::find_if(headers.begin(), headers.end(),
+                                 [](const smime::HeaderField& f) { return iequals(f.name, reinjection_header); });
+  if (mark == headers.end()) return false;
+  const auto section = read_header_section(message);
+  return section && mark_.check(mark->unfolded(), transaction.sender, transaction.recipients, message,
+                                section->body_offset);
 }
 
 Outcome Gateway::failure(FailureAction action, const std::string& what, const std::string& reason) const {

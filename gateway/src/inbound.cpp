@@ -51,7 +51,7 @@ Outcome Gateway::inbound(const Transaction& tx, const std::vector<smime::HeaderF
   int index = 0;
   std::vector<HeaderEdit> removals;
   for (const auto& f : headers) {
-    if (smime::normalize_address(f.name) != "authentication-results") continue;
+    if (!iequals(f.name, "Authentication-Results")) continue;
     ++index;
     if (authserv_id_of(f.value) == our_id) removals.push_back({HeaderEdit::Kind::remove, f.name, {}, index});
   }
@@ -203,7 +203,7 @@ Outcome Gateway::inbound(const Transaction& tx, const std::vector<smime::HeaderF
   after.push_back({"X-Mailkms-Decrypted", " " + decrypted_note});
   after.push_back({"MIME-Version", " 1.0"});
   for (const auto& f : entity.headers) {
-    if (!smime::normalize_address(f.name).starts_with("mime-version")) after.push_back(f);
+    if (!iequals(f.name, "MIME-Version")) after.push_back(f);
   }
   std::string rebuilt;
   for (const auto& f : after) rebuilt.append(f.name).append(":").append(f.value).append("\r\n");
@@ -214,7 +214,7 @@ Outcome Gateway::inbound(const Transaction& tx, const std::vector<smime::HeaderF
   // Removals of forged results were found on the original header too.
   for (const auto& r : removals) {
     if (std::none_of(outcome.header_edits.begin(), outcome.header_edits.end(), [&](const HeaderEdit& e) {
-          return e.kind == HeaderEdit::Kind::remove && e.index == r.index && smime::normalize_address(e.name) == "authentication-results";
+          return e.kind == HeaderEdit::Kind::remove && e.index == r.index && iequals(e.name, "Authentication-Results");
         })) {
       outcome.header_edits.insert(outcome.header_edits.begin(), r);
     }

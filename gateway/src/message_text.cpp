@@ -4,13 +4,22 @@
 #include <cctype>
 
 namespace mailkms::gateway {
-namespace {
-
 bool iequals(std::string_view a, std::string_view b) {
   return a.size() == b.size() && std::equal(a.begin(), a.end(), b.begin(), [](char x, char y) {
            return std::tolower(static_cast<unsigned char>(x)) == std::tolower(static_cast<unsigned char>(y));
          });
 }
+
+std::string sole_author_or(const std::vector<smime::HeaderField>& headers, const std::string& fallback) {
+  for (const auto& f : headers) {
+    if (!iequals(f.name, "From")) continue;
+    const auto authors = smime::mailbox_addresses(f.unfolded());
+    return authors.size() == 1 ? authors.front() : fallback;
+  }
+  return fallback;
+}
+
+namespace {
 
 std::string lower(std::string_view s) {
   std::string out(s);

@@ -37,4 +37,12 @@ smime::Result<smime::Spool> with_field_on_top(const smime::Spool& message, const
 
 bool is_content_field(std::string_view name);  // Content-*, MIME-Version
 
+// Header field names compare without regard to case.
+bool iequals(std::string_view a, std::string_view b);
+
+// The author in From when there is exactly one, else `fallback` (the
+// envelope sender): whose keys a message is signed with, and whose
+// enrollment reply it is.
+std::string sole_author_or(const std::vector<smime::HeaderField>& headers, const std::string& fallback);
+
 }  // namespace mailkms::gateway

@@ -169,13 +169,7 @@ Outcome Gateway::outbound(const Transaction& tx, const std::vector<smime::Header
 
   // The signing identity: the author in From when it is one local address,
   // else the envelope sender.
-  std::string signer_address = tx.sender;
-  if (const auto from = std::find_if(headers.begin(), headers.end(), [](const auto& f) {
-        return smime::normalize_address(f.name) == "from";
-      }); from != headers.end()) {
-    const auto authors = smime::mailbox_addresses(from->unfolded());
-    if (authors.size() == 1) signer_address = authors.front();
-  }
+  const std::string signer_address = sole_author_or(headers, tx.sender);
   std::shared_ptr<keystore::RemoteSigner> signer;
   std::string no_signer_reason = "signing not asked";
   if (any_sign) {

@@ -45,7 +45,6 @@ struct Transaction {
   std::shared_ptr<const policy::Policy> policy;
   policy::DirectionDecision direction{policy::Direction::inbound, ""};
   std::optional<Treatment> first_treatment;  // for MixedRecipients::defer
-  bool reinjected = false;  // carries a valid mark of our own re-injection
 };
 
 // What RCPT time could tell about one recipient.
@@ -83,13 +82,16 @@ class Gateway {
   Outcome finish(const Transaction& transaction, const std::vector<smime::HeaderField>& headers,
                  const smime::Spool& message);
 
-  [[nodiscard]] const ReinjectionMark& mark() const noexcept { return mark_; }
   [[nodiscard]] bool is_enrollment_address(std::string_view recipient) const;
 
  private:
   BasicResult<EarlyPlan, RecipientVerdict> plan_recipient_early(const Transaction& transaction,
                                                                 const std::string& recipient);
   // Mail to the enrollment address: handed to the keystore, never delivered.
+  // A copy this site re-injected, carrying a valid mark for exactly this
+  // envelope and body: already processed, passed through.
+  bool is_our_reinjection(const Transaction& transaction, const std::vector<smime::HeaderField>& headers,
+                          const smime::Spool& message) const;
   Outcome enrollment(const Transaction& transaction, const std::vector<smime::HeaderField>& headers,
                      const smime::Spool& message);
   // `skip`: recipients already taken out of this transaction.
