@@ -100,7 +100,8 @@ int main(int argc, char** argv) {
   }
   const std::string policy_path = settings->policy.string();
   mailkms::gateway::Gateway gateway(std::move(*settings), std::move(*policy), std::move(*ctx), std::move(*mark));
-  mailkms::milter::install(gateway);
+  const bool over_tcp = socket_path(milter_settings->socket).empty();
+  mailkms::milter::install(gateway, over_tcp ? mailkms::milter::Transport::tcp : mailkms::milter::Transport::local);
 
   // Re-injection writes to a child's pipe: a child that dies must not kill us.
   ::signal(SIGPIPE, SIG_IGN);

@@ -93,7 +93,7 @@ check "5 enrollment address and bob, keystore down: the whole message deferred, 
   run_case 5-enrollment-and-recipient.lua
 
 # ---- 6. max_message_size ----------------------------------------------------------
-check "6 max_message_size 2048: 2048 bytes pass, 2049 and 200 kB are refused in the body" \
+check "6 max_message_size 2048: 2048 bytes pass, 2049 and 200 kB are refused at end of message" \
   run_case 6-max-message-size.lua
 check "6 the milter logs the refusal" in_log "CASE6: rejected: over max_message_size (2048 bytes)"
 
