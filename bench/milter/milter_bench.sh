@@ -7,7 +7,7 @@
 #
 # Usage (as root): bench/milter/milter_bench.sh [--messages N] [--rounds N]
 #   [--sessions N] [--size BYTES] [--build-dir DIR] [--no-build] [--keep] [--quick]
-#   [--only ID,ID…]  (postfix dkim-unix dkim-inet sign-unix sign-inet both-unix both-inet)
+#   [--only ID,ID…]  (postfix dkim-unix dkim-inet pass-unix sign-unix sign-inet both-unix both-inet)
 set -uo pipefail
 root=$(cd "$(dirname "$0")/../.." && pwd)
 
@@ -156,19 +156,19 @@ wait_for 10 keystore_up || die "the keystore does not start: $(cat keystore.log)
   "$ctl" ca add-subordinate --id issuing --parent root --name "Bench Issuing CA" &&
   "$ctl" user add alice@corp.example bob@corp.example probe@corp.example; } > /dev/null || die "keystore set-up failed"
 
-policy() {  # policy ENCRYPT
+policy() {  # policy SIGN ENCRYPT
   cat > policy.toml <<POLICY
 [local]
 domains = ["corp.example"]
 networks = ["127.0.0.0/8"]
 
 [defaults]
-sign = "if-possible"
-encrypt = "$1"
+sign = "$1"
+encrypt = "$2"
 decrypt = true
 POLICY
 }
-policy never
+policy if-possible never
 
 # ---- OpenDKIM: an RSA-2048 key, one instance per socket kind -----------------------
 mkdir -p dkim/keys dkim/run
@@ -351,8 +351,8 @@ start_dkim() {  # start_dkim unix|inet: sets dkim_pid
   pids+=("$dkim_pid")
 }
 reloads=0
-switch_policy() {  # switch_policy ENCRYPT: both milters reload it
-  policy "$1"
+switch_policy() {  # switch_policy SIGN ENCRYPT: both milters reload it
+  policy "$1" "$2"
   reloads=$((reloads + 1))
   kill -HUP "$unix_pid" "$inet_pid"
   local kind
@@ -382,18 +382,25 @@ idle_busy=$(awk -v m0="$m0" -v m1="$m1" 'BEGIN { split(m0, a, " "); split(m1, b,
 
 for round in $(seq "$rounds"); do
   [ "$rounds" -gt 1 ] && echo "-- round $round"
-  [ "$round" -gt 1 ] && switch_policy never
   use_milter ""
   measure postfix "Postfix alone" "unchanged" ""
   use_milter "unix:$work/dkim/run/opendkim.sock"
   measure dkim-unix "Postfix + OpenDKIM, unix" "signed (DKIM)" "$dkim_unix_pid"
   use_milter "inet:127.0.0.1:$dkim_port"
   measure dkim-inet "Postfix + OpenDKIM, inet" "signed (DKIM)" "$dkim_inet_pid"
+  # The floor under every mailkms set-up: the milter protocol, spooling
+  # and the policy decision, with nothing to sign or encrypt.
+  if [ -z "$only" ] || [[ $only == *,pass-unix,* ]]; then
+    switch_policy never never
+    use_milter "unix:$work/milter.sock"
+    measure pass-unix "Postfix + mailkms pass-through, unix" "unchanged" "$unix_pid"
+  fi
+  switch_policy if-possible never
   use_milter "unix:$work/milter.sock"
   measure sign-unix "Postfix + mailkms sign, unix" "signed (S/MIME)" "$unix_pid"
   use_milter "inet:127.0.0.1:$milter_port"
   measure sign-inet "Postfix + mailkms sign, inet" "signed (S/MIME)" "$inet_pid"
-  switch_policy if-possible
+  switch_policy if-possible if-possible
   use_milter "unix:$work/milter.sock"
   measure both-unix "Postfix + mailkms sign+encrypt, unix" "signed and encrypted (S/MIME)" "$unix_pid"
   use_milter "inet:127.0.0.1:$milter_port"
