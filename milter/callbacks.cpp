@@ -32,6 +32,7 @@ struct MessageContext {
 
 struct ConnectionContext {
   policy::Connection connection;
+  bool refusable_recipients = true;  // see gateway::Transaction
   std::unique_ptr<MessageContext> message;
 };
 
@@ -117,12 +118,20 @@ sfsistat on_connect(SMFICTX* ctx, char* /*hostname*/, _SOCK_ADDR* address) {
   return unanswered(ctx, "connect", [&] {
     auto connection = std::make_unique<ConnectionContext>();
     char text[INET6_ADDRSTRLEN] = {};
+    in_port_t port = 0;
     if (address != nullptr && address->sa_family == AF_INET) {
-      inet_ntop(AF_INET, &reinterpret_cast<sockaddr_in*>(address)->sin_addr, text, sizeof text);
+      const auto* in = reinterpret_cast<sockaddr_in*>(address);
+      inet_ntop(AF_INET, &in->sin_addr, text, sizeof text);
+      port = in->sin_port;
     } else if (address != nullptr && address->sa_family == AF_INET6) {
-      inet_ntop(AF_INET6, &reinterpret_cast<sockaddr_in6*>(address)->sin6_addr, text, sizeof text);
+      const auto* in6 = reinterpret_cast<sockaddr_in6*>(address);
+      inet_ntop(AF_INET6, &in6->sin6_addr, text, sizeof text);
+      port = in6->sin6_port;
     }
     connection->connection.client_address = text;  // empty: local submission
+    // Postfix presents mail it takes without SMTP (non_smtpd_milters) as a
+    // client on port 0, and cannot refuse one recipient of it.
+    connection->refusable_recipients = text[0] == '\0' || port != 0;
     smfi_setpriv(ctx, connection.release());
   });
 }
@@ -134,6 +143,7 @@ sfsistat on_envfrom(SMFICTX* ctx, char** argv) {
     connection->message.reset();
     auto message = std::make_unique<MessageContext>();
     message->transaction.connection = connection->connection;
+    message->transaction.refusable_recipients = connection->refusable_recipients;
     const char* authenticated = smfi_getsymval(ctx, const_cast<char*>("{auth_authen}"));
     message->transaction.connection.authenticated = authenticated != nullptr && *authenticated != '\0';
     message->transaction.sender = unbracket(argv[0]);

@@ -43,6 +43,11 @@ RecipientVerdict Gateway::add_recipient(Transaction& transaction, const std::str
     transaction.recipients.push_back(recipient);
     return verdict;
   }
+  if (!transaction.refusable_recipients) {
+    transaction.recipients.push_back(recipient);
+    verdict.log = recipient + ": decided at the end of the message (not taken over SMTP)";
+    return verdict;
+  }
   try {
     auto planned = plan_recipient_early(transaction, recipient);
     if (!planned) {

@@ -270,7 +270,7 @@ Outcome Gateway::outbound(const Transaction& tx, const std::vector<smime::Header
   Outcome outcome;
   outcome.log = where + ": " + decisions;
   if (groups.empty()) return outcome;
-  if (groups.size() > 1 && settings_.mixed_recipients == MixedRecipients::defer) {
+  if (groups.size() > 1 && settings_.mixed_recipients == MixedRecipients::defer && tx.refusable_recipients) {
     // Known only now (a rule on the subject or a header): this transaction
     // can carry one copy, so the others' rules decide, as for a missing
     // certificate; send-plain accepts the first recipient's copy for all.

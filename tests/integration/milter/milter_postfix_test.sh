@@ -48,6 +48,7 @@ enrollment_address = "mailkms-enroll@corp.example"
 spool_directory = "$work"
 certificate_ttl_seconds = 2
 missing_certificate_ttl_seconds = 1
+reinject_command = ["$(command -v sendmail)", "-C", "$work/postfix/conf", "-G", "-i"]
 
 [milter]
 socket = "unix:$work/milter.sock"
@@ -284,9 +285,29 @@ arrived out-retried.eml
 check "once the keystore is back, Postfix's retry delivers it encrypted" \
   openssl cms -decrypt -in out-retried.eml -recip bob.pem -inkey bob.key -out /dev/null
 
+# ---- Mail Postfix takes without SMTP (sendmail) ------------------------------------
+# Postfix cannot refuse one recipient of it: the milter decides at the end of
+# the message, and splits a mixed one by re-injection even in defer mode.
+message "alice@corp.example" "bob@corp.example, y@nowhere.example" "Local split" "$body" |
+  sendmail -C "$work/postfix/conf" -f alice@corp.example bob@corp.example y@nowhere.example
+postfix_wait_for 2
+for f in "$SINK_DIR"/*; do
+  if grep -q '^X-Rcpt-Args: <bob@corp.example>' "$f"; then mv "$f" local-bob.eml; else mv "$f" local-y.eml; fi
+done
+check "sendmail to bob and y: bob's copy is encrypted to him alone" \
+  bash -c "openssl cms -decrypt -in local-bob.eml -recip bob.pem -inkey bob.key -out /dev/null && [ \$(grep -c '^X-Rcpt-Args:' local-bob.eml) = 1 ]"
+check "and y's copy, re-injected, is signed and readable" \
+  bash -c "grep -q '^X-Rcpt-Args: <y@nowhere.example>' local-y.eml && openssl cms -verify -in local-y.eml -CAfile corp-chain.pem -purpose smimesign -out /dev/null 2> /dev/null"
+message "alice@corp.example" "x@reject.example" "Local refused" "text" |
+  sendmail -C "$work/postfix/conf" -f alice@corp.example x@reject.example
+arrived local-bounce.eml
+check "sendmail to a recipient policy refuses: alice gets a bounce naming him, 5.7.1" \
+  bash -c "grep -q '^To: alice@corp.example' local-bounce.eml && grep -q '5.7.1' local-bounce.eml && grep -q 'x@reject.example' local-bounce.eml"
+check "Postfix logged no milter configuration error" bash -c "! grep -q 'milter configuration error' postfix/maillog"
+
 # ---- Mixed recipients, the other way: split at end of message -----------------------
 stop_milter
-sed -i "s|^\[gateway\]|[gateway]\nmixed_recipients = \"reinject\"\nreinject_command = [\"$(command -v sendmail)\", \"-C\", \"$work/postfix/conf\", \"-G\", \"-i\"]|" mailkms.conf
+sed -i 's|^\[gateway\]|[gateway]\nmixed_recipients = "reinject"|' mailkms.conf
 start_milter || echo "the milter did not restart" >&2
 message "alice@corp.example" "bob@corp.example, y@nowhere.example" "Split" "$body" |
   send alice@corp.example bob@corp.example y@nowhere.example
