@@ -97,18 +97,22 @@ SmimeKind smime_kind(const std::vector<smime::HeaderField>& headers) {
 
 bool has_calendar(const smime::Spool& message) {
   // A line "Content-Type: text/calendar…" in any part, however spaced or
-  // cased. Only line starts are looked at, and only those beginning with
-  // 'c': this runs over every outbound message.
+  // cased, or a bare "Content-Type:" whose value comes on the folded line
+  // after it. Only line starts are looked at, and only those beginning with
+  // 'c' (or white space, after a bare "Content-Type:"): this runs over
+  // every outbound message.
+  static constexpr std::string_view field = "content-type:";
   static constexpr std::string_view wanted = "content-type:text/calendar";
   std::string start;  // the start of the current line, up to 64 bytes
   bool in_candidate = true;  // the message's first line is a line start
+  bool bare_field = false;   // the last line was "Content-Type:" alone
   bool found = false;
-  const auto matches = [&] {
-    std::string squeezed;
+  const auto squeezed = [&] {
+    std::string out;
     for (const char c : start) {
-      if (c != ' ' && c != '\t' && c != '\r') squeezed += static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
+      if (c != ' ' && c != '\t' && c != '\r') out += static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
     }
-    return squeezed.starts_with(wanted);
+    return out;
   };
   (void)message.for_each_chunk(0, message.size(), [&](std::string_view chunk) -> smime::Status {
     std::size_t at = 0;
@@ -117,15 +121,24 @@ bool has_calendar(const smime::Spool& message) {
         // Collect this line's start until its end, or 64 bytes.
         const std::size_t newline = chunk.find('\n', at);
         const std::size_t end = newline == std::string_view::npos ? chunk.size() : newline;
-        if (start.empty() && at < end && chunk[at] != 'c' && chunk[at] != 'C') {
-          in_candidate = false;
-        } else {
+        if (start.empty() && at < end) {
+          const char first = chunk[at];
+          if (bare_field && (first == ' ' || first == '\t')) {
+            start = field;  // the value, folded onto this line
+          } else if (first != 'c' && first != 'C') {
+            in_candidate = false;
+          }
+        }
+        bare_field = false;
+        if (in_candidate) {
           start.append(chunk.substr(at, std::min(end - at, 64 - std::min<std::size_t>(start.size(), 64))));
           if (newline == std::string_view::npos) return smime::Ok{};  // continues in the next chunk
-          if (matches()) {
+          const std::string line = squeezed();
+          if (line.starts_with(wanted)) {
             found = true;
             return smime::make_error(smime::Errc::internal, "found");  // stops the walk
           }
+          bare_field = line == field;
         }
         if (newline == std::string_view::npos) return smime::Ok{};
         start.clear();
@@ -141,7 +154,7 @@ bool has_calendar(const smime::Spool& message) {
     }
     return smime::Ok{};
   });
-  return found || (in_candidate && matches());
+  return found || (in_candidate && squeezed().starts_with(wanted));
 }
 
 namespace {

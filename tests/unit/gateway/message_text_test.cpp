@@ -184,6 +184,19 @@ TEST_CASE("has_calendar finds a text/calendar part anywhere", "[message_text]") 
   SECTION("on the last line, without a line end") {
     CHECK(has_calendar(Spool::from("Subject: x\r\n\r\n--b\r\nContent-Type: text/calendar")));
   }
+  SECTION("folded: the value on the line after a bare Content-Type") {
+    CHECK(has_calendar(Spool::from("Subject: x\r\nContent-Type:\r\n text/calendar; method=REQUEST\r\n\r\nbody\r\n")));
+    CHECK(has_calendar(Spool::from("Subject: x\r\ncontent-type :  \r\n\t\tTEXT/CALENDAR\r\n\r\nbody\r\n")));
+    CHECK(has_calendar(Spool::from("Subject: x\nContent-Type:\n text/calendar")));
+  }
+}
+
+TEST_CASE("has_calendar does not take a folded line for a value of another field", "[message_text]") {
+  // A continuation line belongs to the field above it only.
+  CHECK_FALSE(has_calendar(Spool::from("Subject: x\r\nContent-Type: text/plain\r\n text/calendar\r\n\r\n")));
+  CHECK_FALSE(has_calendar(Spool::from("X-Note:\r\n text/calendar\r\nContent-Type: text/plain\r\n\r\n")));
+  CHECK_FALSE(has_calendar(Spool::from("Content-Type:\r\nX: y\r\n text/calendar\r\n\r\n")));
+  CHECK_FALSE(has_calendar(Spool::from("Content-Type:\r\n\r\n text/calendar\r\n")));
 }
 
 TEST_CASE("has_calendar ignores lines that merely mention text/calendar", "[message_text]") {
@@ -207,6 +220,10 @@ TEST_CASE("has_calendar finds the line across a chunk boundary of a file spool",
   const std::string tail = "\r\nBEGIN:VCALENDAR\r\n" + std::string(10000, 'x') + "\r\n--b--\r\n";
 
   CHECK(has_calendar(file_spool(before + line + tail)));
+  // Folded there: the value's line starts in the first chunk or the next.
+  CHECK(has_calendar(file_spool(before + "Content-Type:\r\n text/calendar\r\n" + tail)));
+  const std::string shorter = before.substr(0, before.size() - 17) + "\r\n";  // "Content-Type:\r\n" ends where `before` did
+  CHECK(has_calendar(file_spool(shorter + "Content-Type:\r\n text/calendar\r\n" + tail)));
   // The same place, but the line only talks about calendars.
   CHECK_FALSE(has_calendar(file_spool(before + "See the text/calendar part; Content-Type: text/calendar\r\n" + tail)));
 }
