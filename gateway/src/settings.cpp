@@ -6,6 +6,8 @@
 #include <functional>
 #include <toml++/toml.h>
 
+#include "mailkms/smime/certificate.hpp"
+
 namespace mailkms::gateway {
 namespace {
 
@@ -172,6 +174,18 @@ Result<Settings> load_settings(const std::filesystem::path& file) {
       if (auto applied = key->apply(node, settings); !applied) {
         return Error{file.string() + ": " + std::move(applied).error().message};
       }
+    }
+  }
+  // One enrollment address for the site, set in either section: mail the
+  // gateway hands over must be mail the keystore expects.
+  if (const auto* keystore_address = document["keystore"]["enrollment_address"].as_string()) {
+    if (settings.enrollment_address.empty()) {
+      settings.enrollment_address = keystore_address->get();
+    } else if (!keystore_address->get().empty() &&
+               smime::normalize_address(settings.enrollment_address) != smime::normalize_address(keystore_address->get())) {
+      return Error{file.string() + ": gateway.enrollment_address \"" + settings.enrollment_address +
+                   "\" differs from keystore.enrollment_address \"" + keystore_address->get() +
+                   "\"; set it once, in either section"};
     }
   }
   if (settings.authserv_id.empty()) settings.authserv_id = host_name();

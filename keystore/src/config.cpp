@@ -8,6 +8,8 @@
 #include <string>
 #include <toml++/toml.h>
 
+#include "mailkms/smime/certificate.hpp"
+
 namespace mailkms::keystore {
 namespace {
 
@@ -198,9 +200,9 @@ Result<Config> load_config(const std::filesystem::path& path) {
                                                   std::string(e.description()));
   }
   Config config;
+  static const toml::table none;  // no [keystore]: every default
   const toml::table* section = document["keystore"].as_table();
-  if (section == nullptr) return config;  // every default
-  for (const auto& [key, node] : *section) {
+  for (const auto& [key, node] : section != nullptr ? *section : none) {
     const auto& table = settings();
     const auto setting = std::find_if(table.begin(), table.end(), [&](const Setting& s) { return key.str() == s.name; });
     if (setting == table.end()) {
@@ -209,6 +211,22 @@ Result<Config> load_config(const std::filesystem::path& path) {
     }
     if (auto applied = setting->apply(node, config); !applied) {
       return make_error(Errc::invalid_argument, path.string() + ": keystore." + applied.error().message);
+    }
+  }
+  // One enrollment address for the site, set in either section: the
+  // gateway hands the keystore the mail sent to it.
+  if (const toml::node* gateway_address = document["gateway"]["enrollment_address"].node()) {
+    std::string address;
+    if (auto read = as_mail_address(*gateway_address, "enrollment_address", true, address); !read) {
+      return make_error(Errc::invalid_argument, path.string() + ": gateway." + read.error().message);
+    }
+    auto& ours = config.enrollment.enrollment_address;
+    if (ours.empty()) {
+      ours = address;
+    } else if (!address.empty() && smime::normalize_address(ours) != smime::normalize_address(address)) {
+      return make_error(Errc::invalid_argument, path.string() + ": keystore.enrollment_address \"" + ours +
+                                                    "\" differs from gateway.enrollment_address \"" + address +
+                                                    "\"; set it once, in either section");
     }
   }
   if (config.renewal_window_days >= config.certificate_days) {

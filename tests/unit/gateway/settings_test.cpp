@@ -118,6 +118,20 @@ TEST_CASE("[keystore] socket is read without [gateway]", "[settings]") {
   CHECK(load(dir, "[keystore]\nsocket = \"/tmp/ks.sock\"\n").keystore_socket == "/tmp/ks.sock");
 }
 
+TEST_CASE("the enrollment address is one for the site, set in either section", "[settings]") {
+  TempDir dir;
+  CHECK(load(dir, "[keystore]\nenrollment_address = \"enroll@example.org\"\n").enrollment_address == "enroll@example.org");
+  CHECK(load(dir, "[gateway]\nenrollment_address = \"enroll@example.org\"\n").enrollment_address == "enroll@example.org");
+  CHECK(load(dir, "[keystore]\nenrollment_address = \"Enroll@Example.org\"\n"
+                  "[gateway]\nenrollment_address = \"enroll@example.org\"\n")
+            .enrollment_address == "enroll@example.org");
+  const std::string error = refusal(dir, "[keystore]\nenrollment_address = \"keys@example.org\"\n"
+                                         "[gateway]\nenrollment_address = \"enroll@example.org\"\n");
+  CHECK(error == dir.path("mailkms.conf").string() +
+                     ": gateway.enrollment_address \"enroll@example.org\" differs from keystore.enrollment_address "
+                     "\"keys@example.org\"; set it once, in either section");
+}
+
 TEST_CASE("FailureAction names read back", "[settings]") {
   CHECK(to_string(FailureAction::accept) == "accept");
   CHECK(to_string(FailureAction::reject) == "reject");

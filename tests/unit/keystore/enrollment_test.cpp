@@ -642,6 +642,20 @@ TEST_CASE("the [keystore] keys for mail", "[enrollment][config]") {
   test::write_file(path, "[keystore]\nenrollment_address = \"enroll@example.org\"\n");
   CHECK(must(load_config(path)).enrollment.sender() == "enroll@example.org");  // mail comes from where users reply
 
+  // The enrollment address is one for the site: [gateway]'s serves, and a
+  // different one in each section is refused.
+  test::write_file(path, "[gateway]\nenrollment_address = \"enroll@example.org\"\n");
+  CHECK(must(load_config(path)).enrollment.enrollment_address == "enroll@example.org");
+  test::write_file(path, "[keystore]\nenrollment_address = \"ENROLL@example.org\"\n[gateway]\nenrollment_address = \"enroll@example.org\"\n");
+  CHECK(must(load_config(path)).enrollment.enrollment_address == "ENROLL@example.org");
+  test::write_file(path, "[keystore]\nenrollment_address = \"keys@example.org\"\n[gateway]\nenrollment_address = \"enroll@example.org\"\n");
+  const auto different = load_config(path);
+  REQUIRE_FALSE(different);
+  CHECK(different.error().message.find("keystore.enrollment_address \"keys@example.org\" differs from gateway.enrollment_address") !=
+        std::string::npos);
+  test::write_file(path, "[gateway]\nenrollment_address = \"not an address\"\n");
+  REQUIRE_FALSE(load_config(path));
+
   for (const auto& [line, key] : std::vector<std::pair<std::string, std::string>>{
            {"mail_command = [\"sendmail\"]", "keystore.mail_command"},
            {"mail_command = []", "keystore.mail_command"},
