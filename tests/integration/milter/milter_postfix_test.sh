@@ -124,6 +124,14 @@ arrived() {
   postfix_wait_for 1 || return 1
   mv "$(find "$SINK_DIR" -type f | sort | head -n 1)" "$1"
 }
+# arrived_split NAME: bob's and y's copies of one message, to NAME-bob.eml and NAME-y.eml
+arrived_split() {
+  postfix_wait_for 2 || return 1
+  local f
+  for f in "$SINK_DIR"/*; do
+    if grep -q '^X-Rcpt-Args: <bob@corp.example>' "$f"; then mv "$f" "$1-bob.eml"; else mv "$f" "$1-y.eml"; fi
+  done
+}
 message() {  # message FROM TO SUBJECT BODY   (swaks ends the last line)
   printf '%s\r\n' "From: $1" "To: $2" "Subject: $3" "Date: Thu, 26 Nov 2026 10:00:00 +0000" \
     "Message-ID: <$RANDOM.$RANDOM@test>" "MIME-Version: 1.0" "Content-Type: text/plain; charset=us-ascii" ""
@@ -290,10 +298,7 @@ check "once the keystore is back, Postfix's retry delivers it encrypted" \
 # the message, and splits a mixed one by re-injection even in defer mode.
 message "alice@corp.example" "bob@corp.example, y@nowhere.example" "Local split" "$body" |
   sendmail -C "$work/postfix/conf" -f alice@corp.example bob@corp.example y@nowhere.example
-postfix_wait_for 2
-for f in "$SINK_DIR"/*; do
-  if grep -q '^X-Rcpt-Args: <bob@corp.example>' "$f"; then mv "$f" local-bob.eml; else mv "$f" local-y.eml; fi
-done
+arrived_split local
 check "sendmail to bob and y: bob's copy is encrypted to him alone" \
   bash -c "openssl cms -decrypt -in local-bob.eml -recip bob.pem -inkey bob.key -out /dev/null && [ \$(grep -c '^X-Rcpt-Args:' local-bob.eml) = 1 ]"
 check "and y's copy, re-injected, is signed and readable" \
@@ -312,10 +317,7 @@ start_milter || echo "the milter did not restart" >&2
 message "alice@corp.example" "bob@corp.example, y@nowhere.example" "Split" "$body" |
   send alice@corp.example bob@corp.example y@nowhere.example
 check "both recipients are accepted in one transaction" bash -c "[ \$(grep -c '<-  250 2.1.5 Ok' send.out) = 2 ]"
-postfix_wait_for 2
-for f in "$SINK_DIR"/*; do
-  if grep -q '^X-Rcpt-Args: <bob@corp.example>' "$f"; then mv "$f" split-bob.eml; else mv "$f" split-y.eml; fi
-done
+arrived_split split
 check "bob's copy is encrypted to him, and his alone" \
   bash -c "openssl cms -decrypt -in split-bob.eml -recip bob.pem -inkey bob.key -out /dev/null && [ \$(grep -c '^X-Rcpt-Args:' split-bob.eml) = 1 ]"
 check "y's copy was re-injected for y alone, signed but not encrypted" \
