@@ -96,7 +96,59 @@ Outcome Gateway::inbound(const Transaction& tx, const std::vector<smime::HeaderF
     return finish_with({});
   }
 
-  // S/MIME layers are read in memory (bounded by max_message_size).
+  // Verifies with `run`, notes the result, and harvests what a trusted chain
+  // vouches for; an Outcome when on_bad_signature refuses the message.
+  const auto check_signature = [&](std::vector<SmimeResult>& results, const std::vector<std::string>& authors,
+                                   const auto& run) -> std::optional<Outcome> {
+    auto trust = trust_.get();
+    if (!trust) {
+      results.push_back({"temperror", "keystore unavailable", ""});
+      outcome.log += "; not verified, keystore: " + trust.error().message;
+      return std::nullopt;
+    }
+    smime::VerifyOptions options;
+    options.trust = &(*trust)->store;
+    options.revocation = &(*trust)->revocation;
+    options.from = authors;
+    const smime::VerifyResult verified = run(options);
+    results.push_back(result_of(verified));
+    outcome.log += "; signature " + std::string(smime::to_string(verified.status));
+    // MIME or CMS that cannot be read is malformed input, not a bad signature.
+    const bool malformed = verified.status == smime::SignatureStatus::malformed;
+    const FailureAction action = malformed ? settings_.on_malformed : settings_.on_bad_signature;
+    if (verified.status != smime::SignatureStatus::pass && verified.status != smime::SignatureStatus::no_signature &&
+        action != FailureAction::accept) {
+      Outcome bad = failure(action, where + (malformed ? ": malformed signature" : ": bad signature"), verified.reason);
+      if (bad.verdict == Outcome::Verdict::deliver) bad.header_edits = edits_with(results);
+      return bad;
+    }
+    if (harvest && verified.status == smime::SignatureStatus::pass) {
+      for (const auto& signer : verified.signers) {
+        if (signer.status != smime::SignatureStatus::pass) continue;
+        for (const auto& address : signer.addresses) {
+          if (std::find(authors.begin(), authors.end(), address) == authors.end()) continue;
+          auto stored = keystore::remember_certificate(keystore_, address, signer.certificate, verified.certificates,
+                                                       signer.capabilities, signer.signing_time);
+          outcome.log += stored && *stored ? "; harvested " + address : "";
+        }
+      }
+    }
+    return std::nullopt;
+  };
+  const std::vector<std::string> authors = smime::author_addresses(smime::Message{headers, {}});
+
+  if (kind == SmimeKind::signed_content) {
+    // Straight from the spool: a multipart/signed message is never loaded.
+    std::vector<SmimeResult> results;
+    if (auto refused = check_signature(results, authors, [&](const smime::VerifyOptions& options) {
+          return smime::verify_message(*ctx_, message, options);
+        })) {
+      return std::move(*refused);
+    }
+    return finish_with(results);
+  }
+
+  // Encrypted: read in memory (bounded by max_message_size).
   MAILKMS_TRY_OR(text, message.to_string(), return failure(settings_.on_internal_error, where, text_result.error().message));
   auto parsed = smime::parse_message(text);
   if (!parsed) {
@@ -156,41 +208,13 @@ Outcome Gateway::inbound(const Transaction& tx, const std::vector<smime::HeaderF
   if (verify) {
     auto layer = smime::classify(*ctx_, entity);
     if (layer && *layer && (**layer == smime::LayerKind::signed_multipart || **layer == smime::LayerKind::signed_opaque)) {
-      auto trust = trust_.get();
-      if (!trust) {
-        results.push_back({"temperror", "keystore unavailable", ""});
-        outcome.log += "; not verified, keystore: " + trust.error().message;
-      } else {
-        smime::VerifyOptions options;
-        options.trust = &(*trust)->store;
-        options.revocation = &(*trust)->revocation;
-        options.from = smime::author_addresses(*parsed);
-        const auto verified = smime::verify_entity(*ctx_, entity, options);
-        results.push_back(result_of(verified));
-        outcome.log += "; signature " + std::string(smime::to_string(verified.status));
-        if (verified.status != smime::SignatureStatus::pass && verified.status != smime::SignatureStatus::no_signature &&
-            settings_.on_bad_signature != FailureAction::accept) {
-          Outcome bad = failure(settings_.on_bad_signature, where + ": bad signature", verified.reason);
-          if (bad.verdict == Outcome::Verdict::deliver) bad.header_edits = edits_with(results);
-          return bad;
-        }
-        // Harvest: only what a trusted chain vouches for.
-        if (harvest && verified.status == smime::SignatureStatus::pass) {
-          for (const auto& signer : verified.signers) {
-            if (signer.status != smime::SignatureStatus::pass) continue;
-            for (const auto& address : signer.addresses) {
-              if (!options.from || std::find(options.from->begin(), options.from->end(), address) == options.from->end()) continue;
-              auto stored = keystore::remember_certificate(keystore_, address, signer.certificate, verified.certificates,
-                                                           signer.capabilities, signer.signing_time);
-              outcome.log += stored && *stored ? "; harvested " + address : "";
-            }
-          }
-        }
+      if (auto refused = check_signature(results, authors, [&](const smime::VerifyOptions& options) {
+            return smime::verify_entity(*ctx_, entity, options);
+          })) {
+        return std::move(*refused);
       }
-    } else if (decrypted) {
-      results.push_back({"none", "decrypted; not signed", ""});
     } else {
-      results.push_back({"none", "", ""});
+      results.push_back({"none", "decrypted; not signed", ""});
     }
   }
 

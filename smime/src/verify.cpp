@@ -3,9 +3,12 @@
 #include <openssl/cmserr.h>
 
 #include <cstring>
+#include <variant>
 
 #include "ossl.hpp"
 #include "smime_entity.hpp"
+#include "spooled_message.hpp"
+#include "stream.hpp"
 
 namespace mailkms::smime {
 namespace {
@@ -183,8 +186,9 @@ void judge_signer(const CryptoContext& ctx, SignerReport& report, STACK_OF(X509)
 
 // The verdict on a parsed SignedData; `detached` is the signed content of
 // a multipart/signed, or empty for opaque signed-data.
-VerifyResult verify_cms(const CryptoContext& ctx, CMS_ContentInfo* cms, std::optional<std::string_view> detached,
-                        const VerifyOptions& options) {
+// `detached`: the signed content, read through to its end; null when the
+// content is inside the SignedData.
+VerifyResult verify_cms(const CryptoContext& ctx, CMS_ContentInfo* cms, BIO* detached, const VerifyOptions& options) {
   VerifyResult result;
   if (OBJ_obj2nid(CMS_get0_type(cms)) != NID_pkcs7_signed) {
     return malformed(make_error(Errc::malformed_cms, "the signature is not a CMS SignedData"));
@@ -201,9 +205,9 @@ VerifyResult verify_cms(const CryptoContext& ctx, CMS_ContentInfo* cms, std::opt
   }
 
   // The mathematics: content digest and signature, for every signer.
-  ossl::Bio content_in = detached ? ossl::memory_bio(*detached) : nullptr;
-  ossl::Bio content_out(BIO_new(BIO_s_mem()));
-  const bool intact = CMS_verify(cms, nullptr, nullptr, content_in.get(), content_out.get(),
+  // Detached content is only digested, not copied out.
+  ossl::Bio content_out(detached != nullptr ? BIO_new(BIO_s_null()) : BIO_new(BIO_s_mem()));
+  const bool intact = CMS_verify(cms, nullptr, nullptr, detached, content_out.get(),
                                  CMS_NO_SIGNER_CERT_VERIFY | CMS_BINARY) == 1;
   result.intact = intact;
   std::string math_error;
@@ -213,7 +217,7 @@ VerifyResult verify_cms(const CryptoContext& ctx, CMS_ContentInfo* cms, std::opt
     certificate_missing = ERR_GET_LIB(code) == ERR_LIB_CMS && ERR_GET_REASON(code) == CMS_R_SIGNER_CERTIFICATE_NOT_FOUND;
     math_error = ossl::drain_errors();
   }
-  if (!detached && intact) {
+  if (detached == nullptr && intact) {
     auto parsed = parse_entity(ossl::bio_contents(content_out.get()), options.limits);
     if (!parsed) return malformed(std::move(parsed).error());
     result.content = std::move(*parsed);
@@ -272,6 +276,88 @@ VerifyResult verify_cms(const CryptoContext& ctx, CMS_ContentInfo* cms, std::opt
   return result;
 }
 
+// The boundary of an S/MIME multipart/signed, or the result that says why
+// there is none to verify.
+std::variant<std::string, VerifyResult> signed_boundary(const ContentType& type) {
+  const auto protocol = type.parameter("protocol");
+  if (!protocol || (*protocol != "application/pkcs7-signature" && *protocol != "application/x-pkcs7-signature")) {
+    VerifyResult r;
+    r.status = SignatureStatus::no_signature;
+    r.reason = "multipart/signed with protocol \"" + protocol.value_or("") + "\" is not S/MIME";
+    return r;
+  }
+  auto boundary = type.parameter("boundary");
+  if (!boundary || boundary->empty() || boundary->size() > 70) {  // RFC 2046 §5.1.1
+    return malformed(make_error(Errc::malformed_mime, "multipart/signed without a valid boundary (1 to 70 characters)"));
+  }
+  return std::move(*boundary);
+}
+
+// The signature part's entity, as CMS.
+Result<ossl::Cms> signature_cms(const CryptoContext& ctx, std::string_view part, const MimeLimits& limits) {
+  MAILKMS_TRY(entity, parse_entity(part, limits));
+  MAILKMS_TRY(der, detail::decode_cms_body(entity));
+  return detail::parse_cms(ctx, der);
+}
+
+void note_micalg(VerifyResult& result, const ContentType& type) {
+  if (const auto label = type.parameter("micalg"); label && !result.signers.empty()) {
+    const auto declared = parse_digest(*label);
+    if (declared != result.signers.front().digest) {
+      result.reason += "; note: micalg \"" + *label + "\" differs from the digest used, " +
+                       std::string(name(result.signers.front().digest));
+    }
+  }
+}
+
+// A delimiter line of a multipart body in a spool: where it starts, where
+// the line after it starts, and whether it closes the multipart.
+struct Delimiter {
+  std::size_t start = 0;
+  std::size_t after = 0;
+  bool closing = false;
+};
+
+// The first `most` delimiter lines "--boundary" (RFC 2046 §5.1.1) in a
+// region of a spool, read a chunk at a time; like find_delimiter, it looks
+// only at line starts.
+Result<std::vector<Delimiter>> find_delimiters(const Spool& spool, std::size_t offset, std::size_t length,
+                                               std::string_view delimiter, std::size_t most) {
+  // Enough of a line for the delimiter, "--", transport padding and CRLF.
+  const std::size_t keep = delimiter.size() + 2 + 256 + 2;
+  std::vector<Delimiter> found;
+  std::string line;  // the current line's first `keep` bytes
+  std::size_t line_start = offset;
+  std::size_t at = offset;  // where the current chunk starts
+  const auto judge = [&](std::size_t line_end, bool at_end) {
+    if (line.compare(0, delimiter.size(), delimiter) != 0) return;
+    std::size_t q = delimiter.size();
+    const bool closing = line.compare(q, 2, "--") == 0;
+    if (closing) q += 2;
+    while (q < line.size() && (line[q] == ' ' || line[q] == '\t')) ++q;
+    const std::string_view rest = std::string_view(line).substr(q);
+    if (rest == "\r\n" || (at_end && rest.empty())) found.push_back({line_start, line_end, closing});
+  };
+  const Status walked = spool.for_each_chunk(offset, length, [&](std::string_view chunk) -> Status {
+    for (std::size_t i = 0; i < chunk.size() && found.size() < most;) {
+      const auto* nl = static_cast<const char*>(std::memchr(chunk.data() + i, '\n', chunk.size() - i));
+      const std::size_t end = nl != nullptr ? static_cast<std::size_t>(nl - chunk.data()) + 1 : chunk.size();
+      if (line.size() < keep) line.append(chunk.substr(i, std::min(end - i, keep - line.size())));
+      if (nl != nullptr) {
+        judge(at + end, false);
+        line.clear();
+        line_start = at + end;
+      }
+      i = end;
+    }
+    at += chunk.size();
+    return Ok{};
+  });
+  if (!walked) return walked.error();
+  if (found.size() < most && !line.empty()) judge(offset + length, true);
+  return found;
+}
+
 }  // namespace
 
 std::string_view to_string(SignatureStatus status) noexcept {
@@ -312,36 +398,18 @@ VerifyResult verify_entity(const CryptoContext& ctx, const Entity& entity, const
   if (!type) return malformed(std::move(type).error());
 
   if (type->is("multipart", "signed")) {
-    const auto protocol = type->parameter("protocol");
-    if (!protocol || (*protocol != "application/pkcs7-signature" && *protocol != "application/x-pkcs7-signature")) {
-      VerifyResult r;
-      r.status = SignatureStatus::no_signature;
-      r.reason = "multipart/signed with protocol \"" + protocol.value_or("") + "\" is not S/MIME";
-      return r;
-    }
-    const auto boundary = type->parameter("boundary");
-    if (!boundary || boundary->empty() || boundary->size() > 70) {  // RFC 2046 §5.1.1
-      return malformed(make_error(Errc::malformed_mime, "multipart/signed without a valid boundary (1 to 70 characters)"));
-    }
-    auto parts = split_signed(entity.body, *boundary);
+    auto boundary = signed_boundary(*type);
+    if (auto* why = std::get_if<VerifyResult>(&boundary)) return std::move(*why);
+    auto parts = split_signed(entity.body, std::get<std::string>(boundary));
     if (!parts) return malformed(std::move(parts).error());
-    auto signature_entity = parse_entity(parts->signature, options.limits);
-    if (!signature_entity) return malformed(std::move(signature_entity).error());
-    auto der = detail::decode_cms_body(*signature_entity);
-    if (!der) return malformed(std::move(der).error());
-    auto cms = detail::parse_cms(ctx, *der);
+    auto cms = signature_cms(ctx, parts->signature, options.limits);
     if (!cms) return malformed(std::move(cms).error());
-    VerifyResult result = verify_cms(ctx, cms->get(), parts->content, options);
+    const ossl::Bio content_in = ossl::memory_bio(parts->content);
+    VerifyResult result = verify_cms(ctx, cms->get(), content_in.get(), options);
     auto content = parse_entity(parts->content, options.limits);
     if (!content) return malformed(std::move(content).error());
     result.content = std::move(*content);
-    if (const auto label = type->parameter("micalg"); label && !result.signers.empty()) {
-      const auto declared = parse_digest(*label);
-      if (declared != result.signers.front().digest) {
-        result.reason += "; note: micalg \"" + *label + "\" differs from the digest used, " +
-                         std::string(name(result.signers.front().digest));
-      }
-    }
+    note_micalg(result, *type);
     return result;
   }
 
@@ -350,7 +418,7 @@ VerifyResult verify_entity(const CryptoContext& ctx, const Entity& entity, const
     if (!der) return malformed(std::move(der).error());
     auto cms = detail::parse_cms(ctx, *der);
     if (!cms) return malformed(std::move(cms).error());
-    VerifyResult result = verify_cms(ctx, cms->get(), std::nullopt, options);
+    VerifyResult result = verify_cms(ctx, cms->get(), nullptr, options);
     result.opaque = true;
     return result;
   }
@@ -366,6 +434,61 @@ VerifyResult verify_message(const CryptoContext& ctx, std::string_view message, 
   if (!parsed) return malformed(std::move(parsed).error());
   if (!options.from) options.from = author_addresses(*parsed);
   return verify_entity(ctx, parsed->entity, options);
+}
+
+
+VerifyResult verify_message(const CryptoContext& ctx, const Spool& message, VerifyOptions options) {
+  ERR_clear_error();
+  auto spooled = detail::parse_spooled_message(message, options.limits);
+  if (!spooled) return malformed(std::move(spooled).error());
+  if (!options.from) options.from = author_addresses(Message{spooled->outer, {}});
+  auto type = content_type(Entity{spooled->content_headers, {}});
+  if (!type) return malformed(std::move(type).error());
+  if (!type->is("multipart", "signed") || spooled->bare_line_feeds) {
+    // Signed-data carries its content inside, and OpenSSL reads it whole;
+    // bare line feeds are made CRLF in memory, as the string version does.
+    auto text = message.to_string();
+    if (!text) return malformed(std::move(text).error());
+    return verify_message(ctx, std::string_view(*text), std::move(options));
+  }
+
+  auto boundary = signed_boundary(*type);
+  if (auto* why = std::get_if<VerifyResult>(&boundary)) return std::move(*why);
+  // The parts split_signed would find, located in the spool.
+  auto delimiters = find_delimiters(message, spooled->body_offset, spooled->body_length,
+                                    "--" + std::get<std::string>(boundary), 3);
+  if (!delimiters) return malformed(std::move(delimiters).error());
+  const auto& d = *delimiters;
+  const auto broken = [](const char* what) { return malformed(make_error(Errc::malformed_mime, what)); };
+  if (d.empty() || d[0].closing) return broken("multipart/signed without its first boundary");
+  if (d.size() < 2 || d[1].closing) return broken("multipart/signed without a signature part");
+  if (d.size() < 3) return broken("multipart/signed without its closing boundary");
+  if (!d[2].closing) return broken("multipart/signed with more than two parts");
+  // The CRLF before each delimiter belongs to the delimiter.
+  if (d[1].start < d[0].after + 2 || d[2].start < d[1].after + 2) return broken("empty part in multipart/signed");
+  const std::size_t content_start = d[0].after;
+  const std::size_t content_length = d[1].start - 2 - content_start;
+  const std::size_t signature_length = d[2].start - 2 - d[1].after;
+  if (signature_length > kMaxSignaturePart) {
+    return malformed(make_error(Errc::limit_exceeded,
+                                "signature part larger than " + std::to_string(kMaxSignaturePart) + " bytes"));
+  }
+  std::string signature(signature_length, '\0');
+  auto got = message.read(d[1].after, signature.data(), signature.size());
+  if (!got) return malformed(std::move(got).error());
+  if (*got != signature.size()) return malformed(make_error(Errc::io_error, "the spool ended inside the signature part"));
+  auto cms = signature_cms(ctx, signature, options.limits);
+  if (!cms) return malformed(std::move(cms).error());
+
+  // The signed part streams from the spool through the digest.
+  detail::Pieces content;
+  content.add(message, content_start, content_length);
+  detail::PiecesSource in(content);
+  if (in.bio() == nullptr) return malformed(make_error(Errc::internal, "cannot set up streaming"));
+  VerifyResult result = verify_cms(ctx, cms->get(), in.bio(), options);
+  if (in.error()) return malformed(*in.error());  // a spool that cannot be read is not an altered message
+  note_micalg(result, *type);
+  return result;
 }
 
 }  // namespace mailkms::smime

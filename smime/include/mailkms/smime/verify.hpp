@@ -16,6 +16,7 @@
 #include "mailkms/smime/crypto_context.hpp"
 #include "mailkms/smime/mime.hpp"
 #include "mailkms/smime/result.hpp"
+#include "mailkms/smime/spool.hpp"
 
 namespace mailkms::smime {
 
@@ -100,5 +101,16 @@ VerifyResult verify_entity(const CryptoContext& ctx, const Entity& entity, const
 
 // Verifies a whole message; `options.from` defaults to its authors.
 VerifyResult verify_message(const CryptoContext& ctx, std::string_view message, VerifyOptions options);
+
+// The same for a message in a Spool. A multipart/signed one is not loaded:
+// its signed part streams from the spool through the digest, so memory
+// stays bounded whatever its size, and `content` is left empty. Signed-data
+// (application/pkcs7-mime), which OpenSSL needs whole, and a message with
+// bare line feeds are read into memory.
+VerifyResult verify_message(const CryptoContext& ctx, const Spool& message, VerifyOptions options);
+
+// The largest signature part read from a spooled multipart/signed: one with
+// a long certificate chain is a few kilobytes.
+inline constexpr std::size_t kMaxSignaturePart = 1 << 20;
 
 }  // namespace mailkms::smime
