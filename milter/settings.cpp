@@ -8,15 +8,15 @@
 #include <toml++/toml.h>
 #include <vector>
 
+#include "mailkms/conf_section.hpp"
+
 namespace mailkms::milter {
 namespace {
 
-std::string where(const toml::node& node) {
-  return "line " + std::to_string(node.source().begin.line) + ", column " + std::to_string(node.source().begin.column);
-}
+using conf::Problem;
 
-gateway::Error wrong(const toml::node& node, std::string_view key, std::string_view expected) {
-  return {"milter." + std::string(key) + " at " + where(node) + ": expected " + std::string(expected)};
+Problem wrong(const toml::node& node, std::string_view key, std::string_view expected) {
+  return conf::expected("milter", key, node, expected);
 }
 
 bool valid_socket(std::string_view s) {
@@ -33,69 +33,64 @@ bool valid_socket(std::string_view s) {
   return false;
 }
 
-struct Key {
-  std::string_view name;
-  std::function<gateway::Result<Ok>(const toml::node&, Settings&)> apply;
-};
-
-const std::vector<Key>& keys() {
-  static const std::vector<Key> table{
+const std::vector<conf::Key<Settings>>& keys() {
+  static const std::vector<conf::Key<Settings>> table{
       {"socket",
-       [](const toml::node& n, Settings& s) -> gateway::Result<Ok> {
+       [](const toml::node& n, Settings& s) -> std::optional<Problem> {
          const auto* v = n.as_string();
          if (v == nullptr || !valid_socket(v->get())) {
            return wrong(n, "socket", "unix:/path, inet:PORT@HOST or inet6:PORT@HOST");
          }
          s.socket = v->get();
-         return Ok{};
+         return std::nullopt;
        }},
       {"socket_mode",
-       [](const toml::node& n, Settings& s) -> gateway::Result<Ok> {
+       [](const toml::node& n, Settings& s) -> std::optional<Problem> {
          const auto* v = n.as_string();
          if (v == nullptr || v->get().empty() || v->get().size() > 4 ||
              v->get().find_first_not_of("01234567") != std::string::npos) {
            return wrong(n, "socket_mode", "an octal mode in quotes, like \"0660\"");
          }
          s.socket_mode = static_cast<mode_t>(std::stoul(v->get(), nullptr, 8));
-         return Ok{};
+         return std::nullopt;
        }},
       {"user",
-       [](const toml::node& n, Settings& s) -> gateway::Result<Ok> {
+       [](const toml::node& n, Settings& s) -> std::optional<Problem> {
          const auto* v = n.as_string();
          const passwd* pw = v != nullptr ? ::getpwnam(v->get().c_str()) : nullptr;
          if (pw == nullptr) return wrong(n, "user", "the name of an existing user");
          s.user = pw->pw_uid;
          if (!s.group) s.group = pw->pw_gid;
-         return Ok{};
+         return std::nullopt;
        }},
       {"group",
-       [](const toml::node& n, Settings& s) -> gateway::Result<Ok> {
+       [](const toml::node& n, Settings& s) -> std::optional<Problem> {
          const auto* v = n.as_string();
          const group* gr = v != nullptr ? ::getgrnam(v->get().c_str()) : nullptr;
          if (gr == nullptr) return wrong(n, "group", "the name of an existing group");
          s.group = gr->gr_gid;
-         return Ok{};
+         return std::nullopt;
        }},
       {"pid_file",
-       [](const toml::node& n, Settings& s) -> gateway::Result<Ok> {
+       [](const toml::node& n, Settings& s) -> std::optional<Problem> {
          const auto* v = n.as_string();
          if (v == nullptr || !v->get().starts_with('/')) return wrong(n, "pid_file", "an absolute path");
          s.pid_file = v->get();
-         return Ok{};
+         return std::nullopt;
        }},
       {"timeout_seconds",
-       [](const toml::node& n, Settings& s) -> gateway::Result<Ok> {
+       [](const toml::node& n, Settings& s) -> std::optional<Problem> {
          const auto* v = n.as_integer();
          if (v == nullptr || v->get() < 1 || v->get() > 3600) return wrong(n, "timeout_seconds", "1 to 3600");
          s.timeout_seconds = static_cast<int>(v->get());
-         return Ok{};
+         return std::nullopt;
        }},
       {"backlog",
-       [](const toml::node& n, Settings& s) -> gateway::Result<Ok> {
+       [](const toml::node& n, Settings& s) -> std::optional<Problem> {
          const auto* v = n.as_integer();
          if (v == nullptr || v->get() < 1 || v->get() > 4096) return wrong(n, "backlog", "1 to 4096");
          s.backlog = static_cast<int>(v->get());
-         return Ok{};
+         return std::nullopt;
        }},
   };
   return table;
@@ -104,25 +99,13 @@ const std::vector<Key>& keys() {
 }  // namespace
 
 gateway::Result<Settings> load_settings(const std::filesystem::path& path) {
-  toml::table document;
-  try {
-    document = toml::parse_file(path.string());
-  } catch (const toml::parse_error& e) {
-    return gateway::Error{path.string() + ", line " + std::to_string(e.source().begin.line) + ", column " +
-                          std::to_string(e.source().begin.column) + ": " + std::string(e.description())};
-  }
+  auto document = conf::parse_file(path);
+  if (!document) return gateway::Error{document.error().message};
   Settings settings;
-  const toml::table* section = document["milter"].as_table();
-  if (section == nullptr) return settings;
   // user before group, so an explicit group wins over the user's own.
-  for (const auto pass : {0, 1}) {
-    for (const auto& [name, node] : *section) {
-      if ((name.str() == "group") != (pass == 1)) continue;
-      const auto& table = keys();
-      const auto key = std::find_if(table.begin(), table.end(), [&](const Key& k) { return k.name == name.str(); });
-      if (key == table.end()) return gateway::Error{path.string() + ", " + where(node) + ": unknown key milter." + std::string(name.str())};
-      if (auto applied = key->apply(node, settings); !applied) return gateway::Error{path.string() + ": " + applied.error().message};
-    }
+  static constexpr std::string_view group_last[] = {"group"};
+  if (auto problem = conf::read_section<Settings>(*document, "milter", keys(), settings, path, group_last)) {
+    return gateway::Error{std::move(problem->message)};
   }
   return settings;
 }

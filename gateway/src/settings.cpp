@@ -2,69 +2,65 @@
 
 #include <unistd.h>
 
-#include <algorithm>
 #include <functional>
 #include <toml++/toml.h>
 
+#include "mailkms/conf_section.hpp"
 #include "mailkms/smime/certificate.hpp"
 
 namespace mailkms::gateway {
 namespace {
 
-std::string where(const toml::node& node) {
-  const auto& source = node.source();
-  return "line " + std::to_string(source.begin.line) + ", column " + std::to_string(source.begin.column);
+using conf::Problem;
+using Read = std::function<std::optional<Problem>(const toml::node&, Settings&)>;
+
+Problem wrong(const toml::node& node, std::string_view key, std::string_view expected) {
+  return conf::expected("gateway", key, node, expected);
 }
 
-Error wrong(const toml::node& node, std::string_view key, std::string_view expected) {
-  return Error{"gateway." + std::string(key) + " at " + where(node) + ": expected " + std::string(expected)};
-}
-
-using Apply = std::function<Result<Ok>(const toml::node&, Settings&)>;
-
-Apply path(std::filesystem::path Settings::*field, std::string_view key) {
-  return [=](const toml::node& n, Settings& s) -> Result<Ok> {
+Read path(std::filesystem::path Settings::*field, std::string_view key) {
+  return [=](const toml::node& n, Settings& s) -> std::optional<Problem> {
     const auto* v = n.as_string();
     if (v == nullptr || v->get().empty()) return wrong(n, key, "a path");
     s.*field = v->get();
-    return Ok{};
+    return std::nullopt;
   };
 }
 
-Apply text(std::string Settings::*field, std::string_view key) {
-  return [=](const toml::node& n, Settings& s) -> Result<Ok> {
+Read text(std::string Settings::*field, std::string_view key) {
+  return [=](const toml::node& n, Settings& s) -> std::optional<Problem> {
     const auto* v = n.as_string();
     if (v == nullptr) return wrong(n, key, "a string");
     s.*field = v->get();
-    return Ok{};
+    return std::nullopt;
   };
 }
 
 template <class Duration>
-Apply duration(Duration Settings::*field, std::string_view key, long long low, long long high, long long scale) {
-  return [=](const toml::node& n, Settings& s) -> Result<Ok> {
+Read duration(Duration Settings::*field, std::string_view key, long long low, long long high, long long scale) {
+  return [=](const toml::node& n, Settings& s) -> std::optional<Problem> {
     const auto* v = n.as_integer();
     if (v == nullptr || v->get() < low || v->get() > high) {
       return wrong(n, key, "a number from " + std::to_string(low) + " to " + std::to_string(high));
     }
     s.*field = Duration(v->get() * scale);
-    return Ok{};
+    return std::nullopt;
   };
 }
 
-Apply bytes(std::size_t Settings::*field, std::string_view key, long long low, long long high) {
-  return [=](const toml::node& n, Settings& s) -> Result<Ok> {
+Read bytes(std::size_t Settings::*field, std::string_view key, long long low, long long high) {
+  return [=](const toml::node& n, Settings& s) -> std::optional<Problem> {
     const auto* v = n.as_integer();
     if (v == nullptr || v->get() < low || v->get() > high) {
       return wrong(n, key, "a size in bytes from " + std::to_string(low) + " to " + std::to_string(high));
     }
     s.*field = static_cast<std::size_t>(v->get());
-    return Ok{};
+    return std::nullopt;
   };
 }
 
-Apply action(FailureAction Settings::*field, std::string_view key) {
-  return [=](const toml::node& n, Settings& s) -> Result<Ok> {
+Read action(FailureAction Settings::*field, std::string_view key) {
+  return [=](const toml::node& n, Settings& s) -> std::optional<Problem> {
     const auto* v = n.as_string();
     static constexpr FailureAction all[] = {FailureAction::accept, FailureAction::reject, FailureAction::tempfail,
                                             FailureAction::quarantine};
@@ -72,7 +68,7 @@ Apply action(FailureAction Settings::*field, std::string_view key) {
       for (const auto a : all) {
         if (v->get() == to_string(a)) {
           s.*field = a;
-          return Ok{};
+          return std::nullopt;
         }
       }
     }
@@ -80,13 +76,8 @@ Apply action(FailureAction Settings::*field, std::string_view key) {
   };
 }
 
-struct Key {
-  std::string_view name;
-  Apply apply;
-};
-
-const std::vector<Key>& keys() {
-  static const std::vector<Key> table{
+const std::vector<conf::Key<Settings>>& keys() {
+  static const std::vector<conf::Key<Settings>> table{
       {"policy", path(&Settings::policy, "policy")},
       {"authserv_id", text(&Settings::authserv_id, "authserv_id")},
       {"certificate_ttl_seconds",
@@ -95,7 +86,7 @@ const std::vector<Key>& keys() {
        duration(&Settings::missing_certificate_ttl, "missing_certificate_ttl_seconds", 0, 86400, 1)},
       {"keystore_timeout_ms", duration(&Settings::keystore_timeout, "keystore_timeout_ms", 100, 600000, 1)},
       {"mixed_recipients",
-       [](const toml::node& n, Settings& s) -> Result<Ok> {
+       [](const toml::node& n, Settings& s) -> std::optional<Problem> {
          const auto* v = n.as_string();
          if (v != nullptr && v->get() == "defer") {
            s.mixed_recipients = MixedRecipients::defer;
@@ -104,10 +95,10 @@ const std::vector<Key>& keys() {
          } else {
            return wrong(n, "mixed_recipients", "defer or reinject");
          }
-         return Ok{};
+         return std::nullopt;
        }},
       {"reinject_command",
-       [](const toml::node& n, Settings& s) -> Result<Ok> {
+       [](const toml::node& n, Settings& s) -> std::optional<Problem> {
          const auto* list = n.as_array();
          if (list == nullptr || list->empty()) return wrong(n, "reinject_command", "a command as a list of strings");
          s.reinject_command.clear();
@@ -119,7 +110,7 @@ const std::vector<Key>& keys() {
          if (!s.reinject_command.front().starts_with('/')) {
            return wrong(n, "reinject_command", "an absolute path as the first element");
          }
-         return Ok{};
+         return std::nullopt;
        }},
       {"reinject_key_file", path(&Settings::reinject_key_file, "reinject_key_file")},
       {"enrollment_address", text(&Settings::enrollment_address, "enrollment_address")},
@@ -153,32 +144,18 @@ std::string_view to_string(FailureAction action) noexcept {
 }
 
 Result<Settings> load_settings(const std::filesystem::path& file) {
-  toml::table document;
-  try {
-    document = toml::parse_file(file.string());
-  } catch (const toml::parse_error& e) {
-    return Error{file.string() + ", line " + std::to_string(e.source().begin.line) + ", column " +
-                 std::to_string(e.source().begin.column) + ": " + std::string(e.description())};
-  }
+  auto document = conf::parse_file(file);
+  if (!document) return Error{document.error().message};
   Settings settings;
-  if (const auto* socket = document["keystore"]["socket"].as_string(); socket != nullptr) {
+  if (const auto* socket = (*document)["keystore"]["socket"].as_string(); socket != nullptr) {
     settings.keystore_socket = socket->get();
   }
-  if (const toml::table* section = document["gateway"].as_table(); section != nullptr) {
-    for (const auto& [name, node] : *section) {
-      const auto& table = keys();
-      const auto key = std::find_if(table.begin(), table.end(), [&](const Key& k) { return k.name == name.str(); });
-      if (key == table.end()) {
-        return Error{file.string() + ", " + where(node) + ": unknown key gateway." + std::string(name.str())};
-      }
-      if (auto applied = key->apply(node, settings); !applied) {
-        return Error{file.string() + ": " + std::move(applied).error().message};
-      }
-    }
+  if (auto problem = conf::read_section<Settings>(*document, "gateway", keys(), settings, file)) {
+    return Error{std::move(problem->message)};
   }
   // One enrollment address for the site, set in either section: mail the
   // gateway hands over must be mail the keystore expects.
-  if (const auto* keystore_address = document["keystore"]["enrollment_address"].as_string()) {
+  if (const auto* keystore_address = (*document)["keystore"]["enrollment_address"].as_string()) {
     if (settings.enrollment_address.empty()) {
       settings.enrollment_address = keystore_address->get();
     } else if (!keystore_address->get().empty() &&

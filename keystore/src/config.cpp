@@ -8,19 +8,15 @@
 #include <string>
 #include <toml++/toml.h>
 
+#include "mailkms/conf_section.hpp"
 #include "mailkms/smime/certificate.hpp"
 
 namespace mailkms::keystore {
 namespace {
 
-
-std::string where(const toml::node& node) {
-  const auto& source = node.source();
-  return "line " + std::to_string(source.begin.line) + ", column " + std::to_string(source.begin.column);
-}
-
+// "key at line L, column C: expected …"; the section's name goes before it.
 Error wrong(const toml::node& node, const std::string& key, const std::string& expected) {
-  return make_error(Errc::invalid_argument, key + " at " + where(node) + ": expected " + expected);
+  return make_error(Errc::invalid_argument, key + " at " + conf::where(node) + ": expected " + expected);
 }
 
 Status as_path(const toml::node& node, const std::string& key, std::filesystem::path& out) {
@@ -188,34 +184,33 @@ const std::vector<Setting>& settings() {
   return table;
 }
 
+// The settings above as keys of [keystore] for conf::read_section.
+const std::vector<conf::Key<Config>>& keys() {
+  static const std::vector<conf::Key<Config>> table = [] {
+    std::vector<conf::Key<Config>> out;
+    for (const auto& setting : settings()) {
+      out.push_back({setting.name, [apply = setting.apply](const toml::node& n, Config& c) -> std::optional<conf::Problem> {
+                       if (auto applied = apply(n, c); !applied) return conf::Problem{"keystore." + applied.error().message};
+                       return std::nullopt;
+                     }});
+    }
+    return out;
+  }();
+  return table;
+}
+
 }  // namespace
 
 Result<Config> load_config(const std::filesystem::path& path) {
-  toml::table document;
-  try {
-    document = toml::parse_file(path.string());
-  } catch (const toml::parse_error& e) {
-    return make_error(Errc::invalid_argument, path.string() + ", line " + std::to_string(e.source().begin.line) +
-                                                  ", column " + std::to_string(e.source().begin.column) + ": " +
-                                                  std::string(e.description()));
-  }
+  auto document = conf::parse_file(path);
+  if (!document) return make_error(Errc::invalid_argument, document.error().message);
   Config config;
-  static const toml::table none;  // no [keystore]: every default
-  const toml::table* section = document["keystore"].as_table();
-  for (const auto& [key, node] : section != nullptr ? *section : none) {
-    const auto& table = settings();
-    const auto setting = std::find_if(table.begin(), table.end(), [&](const Setting& s) { return key.str() == s.name; });
-    if (setting == table.end()) {
-      return make_error(Errc::invalid_argument,
-                        path.string() + ", " + where(node) + ": unknown key keystore." + std::string(key.str()));
-    }
-    if (auto applied = setting->apply(node, config); !applied) {
-      return make_error(Errc::invalid_argument, path.string() + ": keystore." + applied.error().message);
-    }
+  if (auto problem = conf::read_section<Config>(*document, "keystore", keys(), config, path)) {
+    return make_error(Errc::invalid_argument, std::move(problem->message));
   }
   // One enrollment address for the site, set in either section: the
   // gateway hands the keystore the mail sent to it.
-  if (const toml::node* gateway_address = document["gateway"]["enrollment_address"].node()) {
+  if (const toml::node* gateway_address = (*document)["gateway"]["enrollment_address"].node()) {
     std::string address;
     if (auto read = as_mail_address(*gateway_address, "enrollment_address", true, address); !read) {
       return make_error(Errc::invalid_argument, path.string() + ": gateway." + read.error().message);
