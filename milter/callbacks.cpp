@@ -32,7 +32,6 @@ struct MessageContext {
 
 struct ConnectionContext {
   policy::Connection connection;
-  bool refusable_recipients = true;  // see gateway::Transaction
   std::unique_ptr<MessageContext> message;
 };
 
@@ -118,20 +117,12 @@ sfsistat on_connect(SMFICTX* ctx, char* /*hostname*/, _SOCK_ADDR* address) {
   return unanswered(ctx, "connect", [&] {
     auto connection = std::make_unique<ConnectionContext>();
     char text[INET6_ADDRSTRLEN] = {};
-    in_port_t port = 0;
     if (address != nullptr && address->sa_family == AF_INET) {
-      const auto* in = reinterpret_cast<sockaddr_in*>(address);
-      inet_ntop(AF_INET, &in->sin_addr, text, sizeof text);
-      port = in->sin_port;
+      inet_ntop(AF_INET, &reinterpret_cast<sockaddr_in*>(address)->sin_addr, text, sizeof text);
     } else if (address != nullptr && address->sa_family == AF_INET6) {
-      const auto* in6 = reinterpret_cast<sockaddr_in6*>(address);
-      inet_ntop(AF_INET6, &in6->sin6_addr, text, sizeof text);
-      port = in6->sin6_port;
+      inet_ntop(AF_INET6, &reinterpret_cast<sockaddr_in6*>(address)->sin6_addr, text, sizeof text);
     }
     connection->connection.client_address = text;  // empty: local submission
-    // Postfix presents mail it takes without SMTP (non_smtpd_milters) as a
-    // client on port 0, and cannot refuse one recipient of it.
-    connection->refusable_recipients = text[0] == '\0' || port != 0;
     smfi_setpriv(ctx, connection.release());
   });
 }
@@ -143,7 +134,10 @@ sfsistat on_envfrom(SMFICTX* ctx, char** argv) {
     connection->message.reset();
     auto message = std::make_unique<MessageContext>();
     message->transaction.connection = connection->connection;
-    message->transaction.refusable_recipients = connection->refusable_recipients;
+    // Postfix gives {mail_mailer} only to smtpd_milters: without it, the mail
+    // came without SMTP (sendmail, QMQP, postsuper -r), and Postfix cannot
+    // refuse one recipient of it. Sendmail always gives it.
+    message->transaction.refusable_recipients = smfi_getsymval(ctx, const_cast<char*>("{mail_mailer}")) != nullptr;
     const char* authenticated = smfi_getsymval(ctx, const_cast<char*>("{auth_authen}"));
     message->transaction.connection.authenticated = authenticated != nullptr && *authenticated != '\0';
     message->transaction.sender = unbracket(argv[0]);
@@ -341,7 +335,7 @@ sfsistat on_close(SMFICTX* ctx) {
   return SMFIS_CONTINUE;
 }
 
-sfsistat on_negotiate(SMFICTX* /*ctx*/, unsigned long f0, unsigned long f1, unsigned long /*f2*/, unsigned long /*f3*/,
+sfsistat on_negotiate(SMFICTX* ctx, unsigned long f0, unsigned long f1, unsigned long /*f2*/, unsigned long /*f3*/,
                       unsigned long* pf0, unsigned long* pf1, unsigned long* pf2, unsigned long* pf3) {
   const unsigned long wanted = SMFIF_ADDHDRS | SMFIF_CHGHDRS | SMFIF_CHGBODY | SMFIF_DELRCPT | SMFIF_QUARANTINE;
   if ((f0 & wanted) != wanted) return SMFIS_REJECT;  // the MTA cannot do what we may need
@@ -354,6 +348,11 @@ sfsistat on_negotiate(SMFICTX* /*ctx*/, unsigned long f0, unsigned long f1, unsi
   unsigned long steps = SMFIP_HDR_LEADSPC | SMFIP_NOHELO | SMFIP_NOUNKNOWN | no_reply_steps;
   if (!over_tcp) steps |= SMFIP_NODATA;
   *pf1 = f1 & steps;
+  // The MAIL FROM macros we read, whatever the MTA's own list says.
+  if ((f0 & SMFIF_SETSYMLIST) != 0 &&
+      smfi_setsymlist(ctx, SMFIM_ENVFROM, const_cast<char*>("i {auth_type} {auth_authen} {mail_mailer}")) == MI_SUCCESS) {
+    *pf0 |= SMFIF_SETSYMLIST;
+  }
   *pf2 = 0;
   *pf3 = 0;
   return SMFIS_CONTINUE;

@@ -155,6 +155,7 @@ Outcome Gateway::outbound(const Transaction& tx, const std::vector<smime::Header
   std::vector<Planned> plan;
   bool any_sign = false;
   bool any_encrypt = false;
+  bool required = false;  // some rule says "always": never out without the keystore
   bool to_sender = false;
   std::optional<std::string> subject_tag;
   for (const auto& r : recipients) {
@@ -162,10 +163,22 @@ Outcome Gateway::outbound(const Transaction& tx, const std::vector<smime::Header
     const auto& s = *p.decision.settings;
     any_sign |= s.sign != policy::Mode::never && !already_signed;
     any_encrypt |= s.encrypt != policy::Mode::never && !(calendar && s.exempt_calendar);
+    required |= (s.encrypt == policy::Mode::always && !(calendar && s.exempt_calendar)) ||
+                (s.sign == policy::Mode::always && !already_signed);
     to_sender |= s.encrypt_to_sender;
     if (p.decision.matched_subject_tag) subject_tag = p.decision.rule->subject_tag;
     plan.push_back(std::move(p));
   }
+
+  // The keystore cannot be reached: on_keystore_unavailable decides, but a
+  // message some rule says must be encrypted or signed is never let out
+  // without: at RCPT TO such a recipient was already deferred; mail taken
+  // without SMTP, or a keystore lost since, is deferred here.
+  const auto keystore_unavailable = [&](const std::string& what, const std::string& reason) {
+    FailureAction action = settings_.on_keystore_unavailable;
+    if (required && action == FailureAction::accept) action = FailureAction::tempfail;
+    return failure(action, where + ": " + what, reason);
+  };
 
   // The signing identity: the author in From when it is one local address,
   // else the envelope sender.
@@ -177,7 +190,7 @@ Outcome Gateway::outbound(const Transaction& tx, const std::vector<smime::Header
     if (made) {
       signer = std::move(*made);
     } else if (keystore_down(made.error())) {
-      return failure(settings_.on_keystore_unavailable, where + ": keystore unavailable", made.error().message);
+      return keystore_unavailable("keystore unavailable", made.error().message);
     } else {
       no_signer_reason = "no signing identity for " + signer_address + ": " + made.error().message;
     }
@@ -190,7 +203,7 @@ Outcome Gateway::outbound(const Transaction& tx, const std::vector<smime::Header
     std::vector<std::string> wanted = recipients;
     if (to_sender) wanted.push_back(signer_address);
     auto found = certificates_.lookup(wanted);
-    if (!found) return failure(settings_.on_keystore_unavailable, where + ": keystore unavailable", found.error().message);
+    if (!found) return keystore_unavailable("keystore unavailable", found.error().message);
     for (std::size_t i = 0; i < plan.size(); ++i) certificates[i] = (*found)[i];
     if (to_sender) sender_certificate = found->back();
   }
@@ -359,7 +372,7 @@ Outcome Gateway::outbound(const Transaction& tx, const std::vector<smime::Header
         const std::lock_guard lock(signers_mutex_);
         signers_.erase(smime::normalize_address(signer_address));  // the retry asks the keystore afresh
       }
-      return failure(settings_.on_keystore_unavailable, where + ": keystore signing failed", error.message);
+      return keystore_unavailable("keystore signing failed", error.message);
     }
     if (error.code == smime::Errc::malformed_mime || error.code == smime::Errc::limit_exceeded) {
       // Never delivered in the clear when policy wanted it encrypted.

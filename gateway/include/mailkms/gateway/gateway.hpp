@@ -46,9 +46,9 @@ struct Transaction {
   policy::DirectionDecision direction{policy::Direction::inbound, ""};
   std::optional<Treatment> first_treatment;  // for MixedRecipients::defer
   // Whether the MTA can refuse one recipient at RCPT TO. Postfix cannot for
-  // mail it takes without SMTP (sendmail, pickup): there every decision
-  // waits for the end of the message, and a mixed transaction is split by
-  // re-injection whatever mixed_recipients says.
+  // mail it takes without SMTP (sendmail, QMQP, re-queued mail): there every
+  // decision waits for the end of the message, and a mixed transaction is
+  // split by re-injection whatever mixed_recipients says.
   bool refusable_recipients = true;
 };
 

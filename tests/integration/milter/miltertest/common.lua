@@ -42,8 +42,11 @@ function reply(conn, wanted, what)
   return false
 end
 
--- open(IP, QUEUE_ID): a negotiated connection from IP.
-function open(ip, queue_id)
+-- open(IP, QUEUE_ID[, WITHOUT_SMTP]): a negotiated connection from IP. Its
+-- MAIL FROM carries the macros Postfix's smtpd gives; with WITHOUT_SMTP,
+-- those its cleanup gives for mail taken without SMTP (sendmail), where
+-- {mail_mailer} is missing and no recipient may be refused at RCPT TO.
+function open(ip, queue_id, without_smtp)
   mt.set_timeout(5)
   local conn = mt.connect(socket, 40, 0.05)
   if conn == nil then
@@ -53,7 +56,11 @@ function open(ip, queue_id)
   step("conninfo", mt.conninfo(conn, "client.example", ip))
   reply(conn, SMFIR_CONTINUE, "connect")
   -- The queue id is in every log line of the milter.
-  step("macro", mt.macro(conn, SMFIC_MAIL, "i", queue_id))
+  if without_smtp then
+    step("macro", mt.macro(conn, SMFIC_MAIL, "i", queue_id))
+  else
+    step("macro", mt.macro(conn, SMFIC_MAIL, "i", queue_id, "{mail_mailer}", "smtp"))
+  end
   return conn
 end
 

@@ -127,6 +127,24 @@ run "$milter" --check --config "$work/unknown-key.conf"
 t "8 --check: an unknown [milter] key exits 1, naming the key and the file" \
   '[[ $rc == 1 ]] && grep -qF "unknown key milter.pid_flie" err && grep -qF "$work/unknown-key.conf" err'
 
+# ---- 9. Mail taken without SMTP, keystore down -------------------------------------------
+run_case9() { EXPECT_DAVE=$1 miltertest -s "$here/9-without-smtp-keystore-down.lua"; }
+check "9 without SMTP: both taken at RCPT, both deferred at the end (on_keystore_unavailable tempfail)" \
+  run_case9 deferred
+check "9 the milter logs carol's message as deferred for the keystore" \
+  bash -c 'grep -q "CASE9C: .*keystore unavailable, deferred" milter.log'
+# on_keystore_unavailable = "accept" lets dave's go out as it came, never carol's.
+stop_milter
+sed -i 's|^\[gateway\]|[gateway]\non_keystore_unavailable = "accept"|' mailkms.conf
+rm -f milter.sock
+"$milter" --config "$work/mailkms.conf" --foreground 2>> milter.log &
+milter_pid=$!
+for _ in $(seq 100); do [ -S milter.sock ] && break; sleep 0.05; done
+check "9 with accept: carol's (encrypt always) still deferred, dave's (if-possible) delivered" run_case9 delivered
+check "9 the milter logs dave's as delivered unchanged, carol's as deferred" \
+  bash -c 'grep -q "CASE9D: .*keystore unavailable, delivered unchanged" milter.log &&
+    [ "$(grep -c "CASE9C: .*keystore unavailable, deferred" milter.log)" = 2 ]'
+
 # ---- Shutdown ----------------------------------------------------------------------------
 check "the milter stops on SIGTERM within 10 s" stop_milter
 check "and removes its pid file" test ! -e milter.pid
