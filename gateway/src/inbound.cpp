@@ -9,6 +9,12 @@
 namespace mailkms::gateway {
 namespace {
 
+// A message the gateway could not read back from its own spool: our
+// trouble, not the sender's.
+bool unreadable(const smime::VerifyResult& v) {
+  return v.error && (v.error->code == smime::Errc::io_error || v.error->code == smime::Errc::internal);
+}
+
 SmimeResult result_of(const smime::VerifyResult& v) {
   SmimeResult r;
   using S = smime::SignatureStatus;
@@ -20,7 +26,7 @@ SmimeResult result_of(const smime::VerifyResult& v) {
     case S::revoked: r.result = "fail"; break;
     case S::signer_mismatch: r.result = "policy"; break;
     case S::no_signature: r.result = "none"; break;
-    case S::malformed: r.result = "permerror"; break;
+    case S::malformed: r.result = unreadable(v) ? "temperror" : "permerror"; break;
   }
   if (v.status != S::pass) {
     r.reason = std::string(smime::to_string(v.status));
@@ -113,12 +119,19 @@ Outcome Gateway::inbound(const Transaction& tx, const std::vector<smime::HeaderF
     const smime::VerifyResult verified = run(options);
     results.push_back(result_of(verified));
     outcome.log += "; signature " + std::string(smime::to_string(verified.status));
-    // MIME or CMS that cannot be read is malformed input, not a bad signature.
+    // MIME or CMS that cannot be read is malformed input, not a bad
+    // signature; a spool we cannot read back is an internal error.
     const bool malformed = verified.status == smime::SignatureStatus::malformed;
-    const FailureAction action = malformed ? settings_.on_malformed : settings_.on_bad_signature;
+    const FailureAction action = unreadable(verified) ? settings_.on_internal_error
+                                 : malformed          ? settings_.on_malformed
+                                                      : settings_.on_bad_signature;
     if (verified.status != smime::SignatureStatus::pass && verified.status != smime::SignatureStatus::no_signature &&
         action != FailureAction::accept) {
-      Outcome bad = failure(action, where + (malformed ? ": malformed signature" : ": bad signature"), verified.reason);
+      Outcome bad = failure(action,
+                            where + (unreadable(verified) ? ": spool unreadable"
+                                     : malformed          ? ": malformed signature"
+                                                          : ": bad signature"),
+                            verified.reason);
       if (bad.verdict == Outcome::Verdict::deliver) bad.header_edits = edits_with(results);
       return bad;
     }

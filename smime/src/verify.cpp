@@ -318,19 +318,31 @@ struct Delimiter {
   bool closing = false;
 };
 
+struct Delimiters {
+  std::vector<Delimiter> found;
+  // A line began with the delimiter but was too long to judge here (more
+  // than 256 bytes of transport padding): only the in-memory reader can.
+  bool undecided = false;
+};
+
 // The first `most` delimiter lines "--boundary" (RFC 2046 §5.1.1) in a
-// region of a spool, read a chunk at a time; like find_delimiter, it looks
-// only at line starts.
-Result<std::vector<Delimiter>> find_delimiters(const Spool& spool, std::size_t offset, std::size_t length,
-                                               std::string_view delimiter, std::size_t most) {
+// region of a spool, read a chunk at a time and no further than needed;
+// like find_delimiter, it looks only at line starts.
+Result<Delimiters> find_delimiters(const Spool& spool, std::size_t offset, std::size_t length, std::string_view delimiter,
+                                   std::size_t most) {
   // Enough of a line for the delimiter, "--", transport padding and CRLF.
   const std::size_t keep = delimiter.size() + 2 + 256 + 2;
-  std::vector<Delimiter> found;
+  Delimiters result;
+  auto& found = result.found;
   std::string line;  // the current line's first `keep` bytes
   std::size_t line_start = offset;
   std::size_t at = offset;  // where the current chunk starts
   const auto judge = [&](std::size_t line_end, bool at_end) {
     if (line.compare(0, delimiter.size(), delimiter) != 0) return;
+    if (line.size() >= keep) {
+      result.undecided = true;
+      return;
+    }
     std::size_t q = delimiter.size();
     const bool closing = line.compare(q, 2, "--") == 0;
     if (closing) q += 2;
@@ -338,8 +350,9 @@ Result<std::vector<Delimiter>> find_delimiters(const Spool& spool, std::size_t o
     const std::string_view rest = std::string_view(line).substr(q);
     if (rest == "\r\n" || (at_end && rest.empty())) found.push_back({line_start, line_end, closing});
   };
+  bool enough = false;  // stops the walk: what is after the last delimiter wanted is not read
   const Status walked = spool.for_each_chunk(offset, length, [&](std::string_view chunk) -> Status {
-    for (std::size_t i = 0; i < chunk.size() && found.size() < most;) {
+    for (std::size_t i = 0; i < chunk.size() && found.size() < most && !result.undecided;) {
       const auto* nl = static_cast<const char*>(std::memchr(chunk.data() + i, '\n', chunk.size() - i));
       const std::size_t end = nl != nullptr ? static_cast<std::size_t>(nl - chunk.data()) + 1 : chunk.size();
       if (line.size() < keep) line.append(chunk.substr(i, std::min(end - i, keep - line.size())));
@@ -351,11 +364,13 @@ Result<std::vector<Delimiter>> find_delimiters(const Spool& spool, std::size_t o
       i = end;
     }
     at += chunk.size();
-    return Ok{};
+    if (found.size() < most && !result.undecided) return Ok{};
+    enough = true;
+    return make_error(Errc::internal, "enough");
   });
-  if (!walked) return walked.error();
-  if (found.size() < most && !line.empty()) judge(offset + length, true);
-  return found;
+  if (!walked && !enough) return walked.error();
+  if (!enough && !line.empty()) judge(offset + length, true);
+  return result;
 }
 
 }  // namespace
@@ -444,13 +459,14 @@ VerifyResult verify_message(const CryptoContext& ctx, const Spool& message, Veri
   if (!options.from) options.from = author_addresses(Message{spooled->outer, {}});
   auto type = content_type(Entity{spooled->content_headers, {}});
   if (!type) return malformed(std::move(type).error());
-  if (!type->is("multipart", "signed") || spooled->bare_line_feeds) {
-    // Signed-data carries its content inside, and OpenSSL reads it whole;
-    // bare line feeds are made CRLF in memory, as the string version does.
+  // Signed-data carries its content inside, and OpenSSL reads it whole;
+  // bare line feeds are made CRLF in memory, as the string version does.
+  const auto in_memory = [&]() -> VerifyResult {
     auto text = message.to_string();
     if (!text) return malformed(std::move(text).error());
     return verify_message(ctx, std::string_view(*text), std::move(options));
-  }
+  };
+  if (!type->is("multipart", "signed") || spooled->bare_line_feeds) return in_memory();
 
   auto boundary = signed_boundary(*type);
   if (auto* why = std::get_if<VerifyResult>(&boundary)) return std::move(*why);
@@ -458,7 +474,8 @@ VerifyResult verify_message(const CryptoContext& ctx, const Spool& message, Veri
   auto delimiters = find_delimiters(message, spooled->body_offset, spooled->body_length,
                                     "--" + std::get<std::string>(boundary), 3);
   if (!delimiters) return malformed(std::move(delimiters).error());
-  const auto& d = *delimiters;
+  if (delimiters->undecided) return in_memory();
+  const auto& d = delimiters->found;
   const auto broken = [](const char* what) { return malformed(make_error(Errc::malformed_mime, what)); };
   if (d.empty() || d[0].closing) return broken("multipart/signed without its first boundary");
   if (d.size() < 2 || d[1].closing) return broken("multipart/signed without a signature part");

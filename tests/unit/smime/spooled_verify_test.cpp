@@ -125,6 +125,13 @@ TEST_CASE("a broken multipart/signed is malformed from a spool for the same reas
   SECTION("a delimiter with transport padding still counts") {
     CHECK(both(dir, m.substr(0, closing) + boundary + "--  \t\r\n").status == SignatureStatus::pass);
   }
+  SECTION("however long the padding (read the in-memory way past 256 bytes)") {
+    CHECK(both(dir, m.substr(0, closing) + boundary + "--" + std::string(300, ' ') + "\r\n").status ==
+          SignatureStatus::pass);
+    const std::string padded_second = m.substr(0, second) + boundary + std::string(1000, '\t') + "\r\n" +
+                                      m.substr(m.find("\r\n", second) + 2);
+    CHECK(both(dir, padded_second).status == SignatureStatus::pass);
+  }
   SECTION("a longer boundary that starts like ours does not count") {
     // In the preamble, outside what was signed.
     const std::string longer = replaced(m, "signed message\r\n", "signed message\r\n" + boundary + "x\r\n");

@@ -104,9 +104,12 @@ VerifyResult verify_message(const CryptoContext& ctx, std::string_view message, 
 
 // The same for a message in a Spool. A multipart/signed one is not loaded:
 // its signed part streams from the spool through the digest, so memory
-// stays bounded whatever its size, and `content` is left empty. Signed-data
+// stays bounded whatever its size. That part is judged by its bytes alone:
+// `content` is left empty, and MIME inside it that the in-memory reader
+// would call malformed does not change the verdict. Signed-data
 // (application/pkcs7-mime), which OpenSSL needs whole, and a message with
-// bare line feeds are read into memory.
+// bare line feeds are read into memory. A spool that cannot be read gives
+// `malformed` with an io_error in `error`: not the message's fault.
 VerifyResult verify_message(const CryptoContext& ctx, const Spool& message, VerifyOptions options);
 
 // The largest signature part read from a spooled multipart/signed: one with
