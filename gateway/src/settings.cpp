@@ -113,7 +113,15 @@ const std::vector<conf::Key<Settings>>& keys() {
          return std::nullopt;
        }},
       {"reinject_key_file", path(&Settings::reinject_key_file, "reinject_key_file")},
-      {"enrollment_address", text(&Settings::enrollment_address, "enrollment_address")},
+      {"enrollment_address",
+       [](const toml::node& n, Settings& s) -> std::optional<Problem> {
+         const auto* v = n.as_string();
+         if (v == nullptr || (!v->get().empty() && !conf::plain_mail_address(v->get()))) {
+           return wrong(n, "enrollment_address", "a mail address like \"mailkms-enroll@example.org\"");
+         }
+         s.enrollment_address = v->get();
+         return std::nullopt;
+       }},
       {"on_keystore_unavailable", action(&Settings::on_keystore_unavailable, "on_keystore_unavailable")},
       {"on_internal_error", action(&Settings::on_internal_error, "on_internal_error")},
       {"on_bad_signature", action(&Settings::on_bad_signature, "on_bad_signature")},
@@ -156,6 +164,11 @@ Result<Settings> load_settings(const std::filesystem::path& file) {
   // One enrollment address for the site, set in either section: mail the
   // gateway hands over must be mail the keystore expects.
   if (const auto* keystore_address = (*document)["keystore"]["enrollment_address"].as_string()) {
+    if (!keystore_address->get().empty() && !conf::plain_mail_address(keystore_address->get())) {
+      return Error{file.string() + ": " +
+                   conf::expected("keystore", "enrollment_address", *keystore_address, "a mail address like \"mailkms-enroll@example.org\"")
+                       .message};
+    }
     if (settings.enrollment_address.empty()) {
       settings.enrollment_address = keystore_address->get();
     } else if (!keystore_address->get().empty() &&

@@ -51,16 +51,10 @@ Status as_text(const toml::node& node, const std::string& key, std::string& out)
   return mailkms::Ok{};
 }
 
-// Lenient on purpose ("mailkms@localhost" has no dot), strict where it
-// matters: nothing that could end a header line or split an argument.
 Status as_mail_address(const toml::node& node, const std::string& key, bool may_be_empty, std::string& out) {
   std::string value;
   MAILKMS_CHECK(as_text(node, key, value));
-  const auto at = value.find('@');
-  const bool clean = std::all_of(value.begin(), value.end(), [](unsigned char c) {
-    return c > 32 && c < 127 && c != '<' && c != '>' && c != '"' && c != ',' && c != ';' && c != '\\';
-  });
-  if (!(value.empty() && may_be_empty) && (!clean || at == std::string::npos || at == 0 || at + 1 == value.size())) {
+  if (!(value.empty() && may_be_empty) && !conf::plain_mail_address(value)) {
     return wrong(node, key, "a mail address like \"mailkms@example.org\"");
   }
   out = std::move(value);

@@ -34,6 +34,17 @@ inline Problem expected(std::string_view section, std::string_view key, const to
   return {std::string(section) + "." + std::string(key) + " at " + where(node) + ": expected " + std::string(what)};
 }
 
+// An address a setting may hold: lenient on purpose ("mailkms@localhost"
+// has no dot), strict where it matters: nothing that could end a header
+// line or split an argument.
+inline bool plain_mail_address(std::string_view address) {
+  const auto at = address.find('@');
+  const bool clean = std::all_of(address.begin(), address.end(), [](unsigned char c) {
+    return c > 32 && c < 127 && c != '<' && c != '>' && c != '"' && c != ',' && c != ';' && c != '\\';
+  });
+  return clean && at != std::string_view::npos && at != 0 && at + 1 != address.size();
+}
+
 // The whole file, or what keeps it from being TOML.
 inline BasicResult<toml::table, Problem> parse_file(const std::filesystem::path& file) {
   try {

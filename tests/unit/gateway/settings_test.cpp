@@ -125,6 +125,9 @@ TEST_CASE("the enrollment address is one for the site, set in either section", "
   CHECK(load(dir, "[keystore]\nenrollment_address = \"Enroll@Example.org\"\n"
                   "[gateway]\nenrollment_address = \"enroll@example.org\"\n")
             .enrollment_address == "enroll@example.org");
+  CHECK(refusal(dir, "[gateway]\nenrollment_address = \"<enroll@example.org>\"\n") ==
+        dir.path("mailkms.conf").string() +
+            ": gateway.enrollment_address at line 2, column 22: expected a mail address like \"mailkms-enroll@example.org\"");
   const std::string error = refusal(dir, "[keystore]\nenrollment_address = \"keys@example.org\"\n"
                                          "[gateway]\nenrollment_address = \"enroll@example.org\"\n");
   CHECK(error == dir.path("mailkms.conf").string() +
