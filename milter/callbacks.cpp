@@ -127,6 +127,11 @@ sfsistat on_connect(SMFICTX* ctx, char* /*hostname*/, _SOCK_ADDR* address) {
   });
 }
 
+// Postfix gives {mail_mailer} only to smtpd_milters: without it, the mail
+// came without SMTP (sendmail, QMQP, postsuper -r), and Postfix cannot
+// refuse one recipient of it. Sendmail always gives it.
+bool recipients_refusable(SMFICTX* ctx) { return smfi_getsymval(ctx, const_cast<char*>("{mail_mailer}")) != nullptr; }
+
 sfsistat on_envfrom(SMFICTX* ctx, char** argv) {
   return unanswered(ctx, "MAIL FROM", [&] {
     auto* connection = connection_of(ctx);
@@ -134,10 +139,7 @@ sfsistat on_envfrom(SMFICTX* ctx, char** argv) {
     connection->message.reset();
     auto message = std::make_unique<MessageContext>();
     message->transaction.connection = connection->connection;
-    // Postfix gives {mail_mailer} only to smtpd_milters: without it, the mail
-    // came without SMTP (sendmail, QMQP, postsuper -r), and Postfix cannot
-    // refuse one recipient of it. Sendmail always gives it.
-    message->transaction.refusable_recipients = smfi_getsymval(ctx, const_cast<char*>("{mail_mailer}")) != nullptr;
+    message->transaction.refusable_recipients = recipients_refusable(ctx);
     const char* authenticated = smfi_getsymval(ctx, const_cast<char*>("{auth_authen}"));
     message->transaction.connection.authenticated = authenticated != nullptr && *authenticated != '\0';
     message->transaction.sender = unbracket(argv[0]);
@@ -146,12 +148,23 @@ sfsistat on_envfrom(SMFICTX* ctx, char** argv) {
   });
 }
 
+// An internal error at RCPT TO: this recipient is deferred where the MTA can
+// refuse one recipient; elsewhere the end of the message defers it whole.
+sfsistat recipient_trouble(SMFICTX* ctx, const char* what) {
+  if (recipients_refusable(ctx)) return temporary_failure(ctx, "RCPT TO", what);
+  spdlog::error("{}: internal error in RCPT TO: {}; deferred at the end of the message", queue_id(ctx), what);
+  if (auto* connection = connection_of(ctx); connection != nullptr && connection->message) {
+    connection->message->trouble = Trouble::internal;
+  }
+  return SMFIS_CONTINUE;
+}
+
 sfsistat on_envrcpt(SMFICTX* ctx, char** argv) {
-  return guarded(ctx, "RCPT TO", [&] {
+  try {
     auto* connection = connection_of(ctx);
-    if (connection == nullptr || !connection->message) return temporary_failure(ctx, "RCPT TO", "no message context");
+    if (connection == nullptr || !connection->message) return recipient_trouble(ctx, "no message context");
     auto& message = *connection->message;
-    if (message.trouble == Trouble::internal) return temporary_failure(ctx, "RCPT TO", "after an earlier error");
+    if (message.trouble == Trouble::internal) return recipient_trouble(ctx, "after an earlier error");
     const std::string recipient = unbracket(argv[0]);
     const auto verdict = the_gateway->add_recipient(message.transaction, recipient);
     using Kind = gateway::RecipientVerdict::Kind;
@@ -163,7 +176,11 @@ sfsistat on_envrcpt(SMFICTX* ctx, char** argv) {
     smfi_setreply(ctx, const_cast<char*>(verdict.reply.code.c_str()), const_cast<char*>(verdict.reply.enhanced.c_str()),
                   const_cast<char*>(verdict.reply.text.c_str()));
     return verdict.kind == Kind::reject ? SMFIS_REJECT : SMFIS_TEMPFAIL;
-  });
+  } catch (const std::exception& e) {
+    return recipient_trouble(ctx, e.what());
+  } catch (...) {
+    return recipient_trouble(ctx, "unknown exception");
+  }
 }
 
 // The message in hand, if nothing has gone wrong with it yet.
