@@ -2,6 +2,7 @@
 
 #include <sys/socket.h>
 #include <sys/stat.h>
+#include <sys/un.h>
 
 #include <deque>
 #include <iostream>
@@ -154,15 +155,21 @@ Server::Server(asio::io_context& io, keystore::KeystoreService& service, const k
     : io_(io), service_(service), config_(config), acceptor_(io) {}
 
 keystore::Status Server::listen() {
+  // Bound, given its mode and listening under a temporary name, then renamed
+  // over any stale socket from an earlier run: a client never finds one that
+  // refuses it, or one with the umask's mode.
+  const std::string path = config_.socket.string();
+  std::string staging = path + ".new";
+  if (staging.size() >= sizeof(sockaddr_un::sun_path)) staging = path;  // no room for the suffix
   std::error_code ignored;
-  std::filesystem::remove(config_.socket, ignored);  // a stale socket from an earlier run
+  std::filesystem::remove(staging, ignored);
+  const auto failed = [] { return boost::system::error_code(errno, boost::system::system_category()); };
   boost::system::error_code ec;
   acceptor_.open(local(), ec);
-  if (!ec) acceptor_.bind(local::endpoint(config_.socket.string()), ec);
-  if (!ec && ::chmod(config_.socket.c_str(), config_.socket_mode) != 0) {
-    ec = boost::system::error_code(errno, boost::system::system_category());
-  }
+  if (!ec) acceptor_.bind(local::endpoint(staging), ec);
+  if (!ec && ::chmod(staging.c_str(), config_.socket_mode) != 0) ec = failed();
   if (!ec) acceptor_.listen(asio::socket_base::max_listen_connections, ec);
+  if (!ec && staging != path && ::rename(staging.c_str(), path.c_str()) != 0) ec = failed();
   if (ec) {
     return keystore::make_error(keystore::Errc::storage_failed,
                                 "cannot listen on " + config_.socket.string() + ": " + ec.message());
