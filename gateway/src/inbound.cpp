@@ -43,6 +43,11 @@ SmimeResult result_of(const smime::VerifyResult& v) {
   return r;
 }
 
+bool is_multipart_signed(const std::vector<smime::HeaderField>& headers) {
+  const auto type = smime::content_type(smime::Entity{headers, {}});
+  return type && type->is("multipart", "signed");
+}
+
 }  // namespace
 
 Outcome Gateway::inbound(const Transaction& tx, const std::vector<smime::HeaderField>& headers,
@@ -150,7 +155,15 @@ Outcome Gateway::inbound(const Transaction& tx, const std::vector<smime::HeaderF
   };
   const std::vector<std::string> authors = smime::author_addresses(smime::Message{headers, {}});
 
+  // What OpenSSL can only read whole is opened in memory, within a bound.
+  const bool too_large = message.size() > settings_.inbound_memory_limit;
+  const std::string size_note = std::to_string(message.size()) + " bytes, over inbound_memory_limit";
+
   if (kind == SmimeKind::signed_content) {
+    if (too_large && !is_multipart_signed(headers)) {
+      outcome.log += "; signed-data not verified: " + size_note;
+      return finish_with({{"neutral", "signed-data too large to verify here", ""}});
+    }
     // Straight from the spool: a multipart/signed message is never loaded.
     std::vector<SmimeResult> results;
     if (auto refused = check_signature(results, authors, [&](const smime::VerifyOptions& options) {
@@ -161,7 +174,15 @@ Outcome Gateway::inbound(const Transaction& tx, const std::vector<smime::HeaderF
     return finish_with(results);
   }
 
-  // Encrypted: read in memory (bounded by max_message_size).
+  // Encrypted: read in memory, when it is to be opened at all.
+  if (!decrypt) {
+    outcome.log += "; encrypted, left encrypted by policy";
+    return finish_with({{"none", "encrypted; not decrypted by this gateway", ""}});
+  }
+  if (too_large) {
+    outcome.log += "; encrypted, not decrypted: " + size_note;
+    return finish_with({{"none", "encrypted; too large to decrypt here", ""}});
+  }
   MAILKMS_TRY_OR(text, message.to_string(), return failure(settings_.on_internal_error, where, text_result.error().message));
   auto parsed = smime::parse_message(text);
   if (!parsed) {
@@ -173,10 +194,6 @@ Outcome Gateway::inbound(const Transaction& tx, const std::vector<smime::HeaderF
   bool decrypted = false;
   std::string decrypted_note;
   if (kind == SmimeKind::encrypted) {
-    if (!decrypt) {
-      outcome.log += "; encrypted, left encrypted by policy";
-      return finish_with({{"none", "encrypted; not decrypted by this gateway", ""}});
-    }
     // Every local recipient's current key may open it.
     std::vector<std::string> local;
     for (const auto& r : recipients) {

@@ -129,6 +129,7 @@ const std::vector<conf::Key<Settings>>& keys() {
       {"spool_memory_limit", bytes(&Settings::spool_memory_limit, "spool_memory_limit", 4096, 1LL << 30)},
       {"spool_directory", path(&Settings::spool_directory, "spool_directory")},
       {"max_message_size", bytes(&Settings::max_message_size, "max_message_size", 1024, 1LL << 34)},
+      {"inbound_memory_limit", bytes(&Settings::inbound_memory_limit, "inbound_memory_limit", 1024, 1LL << 34)},
   };
   return table;
 }

@@ -59,6 +59,7 @@ TEST_CASE("without [gateway] every setting has its default", "[settings]") {
   CHECK(s.spool_memory_limit == 1u << 20);
   CHECK(s.spool_directory == defaults.spool_directory);
   CHECK(s.max_message_size == 100u << 20);
+  CHECK(s.inbound_memory_limit == 32u << 20);
 }
 
 TEST_CASE("authserv_id defaults to the host name", "[settings]") {
@@ -93,6 +94,7 @@ on_malformed = "reject"
 spool_memory_limit = 65536
 spool_directory = "/var/spool/test"
 max_message_size = 2048
+inbound_memory_limit = 4096
 )");
   CHECK(s.keystore_socket == "/run/test/keystore.sock");
   CHECK(s.policy == "/etc/test/policy.toml");
@@ -111,6 +113,7 @@ max_message_size = 2048
   CHECK(s.spool_memory_limit == 65536u);
   CHECK(s.spool_directory == "/var/spool/test");
   CHECK(s.max_message_size == 2048u);
+  CHECK(s.inbound_memory_limit == 4096u);
 }
 
 TEST_CASE("[keystore] socket is read without [gateway]", "[settings]") {
@@ -192,6 +195,7 @@ TEST_CASE("every key checks its value", "[settings]") {
       {"spool_memory_limit = 1073741825", "gateway.spool_memory_limit"},
       {"spool_directory = \"\"", "gateway.spool_directory"},
       {"max_message_size = 1023", "gateway.max_message_size"},
+      {"inbound_memory_limit = 1023", "gateway.inbound_memory_limit"},
       {"max_message_size = \"1M\"", "gateway.max_message_size"},
   }));
   const std::string error = refusal(dir, "[gateway]\n" + c.line + "\n");

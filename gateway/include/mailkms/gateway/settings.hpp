@@ -51,6 +51,10 @@ struct Settings {
   std::size_t spool_memory_limit = 1 << 20;
   std::filesystem::path spool_directory = std::filesystem::temp_directory_path();
   std::size_t max_message_size = 100u << 20;  // larger messages are refused (5.3.4)
+  // Inbound encrypted and signed-data mail is opened in memory (OpenSSL needs
+  // its CMS whole), at several times its size; larger mail is delivered as it
+  // came, marked. multipart/signed is verified from the spool at any size.
+  std::size_t inbound_memory_limit = 32u << 20;
 };
 
 // Reads [gateway] (and the socket of [keystore]) from mailkms.conf.

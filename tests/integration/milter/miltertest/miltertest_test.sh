@@ -40,6 +40,7 @@ authserv_id = "mx.corp.example"
 enrollment_address = "mailkms-enroll@corp.example"
 spool_directory = "$work"
 max_message_size = 2048
+inbound_memory_limit = 1024
 
 [keystore]
 socket = "$work/keystore.sock"
@@ -57,6 +58,12 @@ networks = ["127.0.0.0/8"]
 name = "secret"
 to = "*@secret.example"
 encrypt = "always"
+
+[[rule]]
+name = "open-for-erin"
+to = "erin@corp.example"
+direction = "inbound"
+decrypt = true
 POLICY
 
 "$milter" --config "$work/mailkms.conf" --foreground 2> milter.log &
@@ -103,10 +110,17 @@ check "7 disconnects and an abort mid-message; a fresh exchange passes afterward
 check "7 the milter is still running" kill -0 "$milter_pid"
 check "7 no internal error in the milter's log" bash -c '! grep -n "internal error" milter.log'
 
+# ---- 10. Inbound encrypted and signed-data mail over inbound_memory_limit --------
+check "10 over inbound_memory_limit: encrypted mail left as it came (smime=none), signed-data not verified (neutral)" \
+  run_case 10-inbound-over-memory-limit.lua
+check "10 the milter logs both, with the size" \
+  bash -c 'grep -q "CASE10E: .*encrypted, not decrypted: [0-9]* bytes, over inbound_memory_limit" milter.log &&
+    grep -q "CASE10S: .*signed-data not verified: [0-9]* bytes, over inbound_memory_limit" milter.log'
+
 # ---- 8. --check ---------------------------------------------------------------------
 run "$milter" --check --config "$work/mailkms.conf"
 t "8 --check: a good configuration exits 0 and prints OK for it and the policy" \
-  '[[ $rc == 0 ]] && grep -qxF "$work/mailkms.conf: OK; policy $work/policy.toml: OK, 1 rule(s)" out'
+  '[[ $rc == 0 ]] && grep -qxF "$work/mailkms.conf: OK; policy $work/policy.toml: OK, 2 rule(s)" out'
 
 # Line 6 has the error.
 cat > broken-policy.toml <<'POLICY'
