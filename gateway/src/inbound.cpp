@@ -121,6 +121,7 @@ Outcome Gateway::inbound(const Transaction& tx, const std::vector<smime::HeaderF
     options.trust = &(*trust)->store;
     options.revocation = &(*trust)->revocation;
     options.from = authors;
+    options.max_in_memory = settings_.inbound_memory_limit;
     const smime::VerifyResult verified = run(options);
     results.push_back(result_of(verified));
     outcome.log += "; signature " + std::string(smime::to_string(verified.status));

@@ -462,6 +462,10 @@ VerifyResult verify_message(const CryptoContext& ctx, const Spool& message, Veri
   // Signed-data carries its content inside, and OpenSSL reads it whole;
   // bare line feeds are made CRLF in memory, as the string version does.
   const auto in_memory = [&]() -> VerifyResult {
+    if (message.size() > options.max_in_memory) {
+      return malformed(make_error(Errc::limit_exceeded, "a message of " + std::to_string(message.size()) +
+                                                            " bytes that can only be verified in memory"));
+    }
     auto text = message.to_string();
     if (!text) return malformed(std::move(text).error());
     return verify_message(ctx, std::string_view(*text), std::move(options));

@@ -143,6 +143,21 @@ TEST_CASE("a broken multipart/signed is malformed from a spool for the same reas
   }
 }
 
+TEST_CASE("what must be read into memory is refused over max_in_memory", "[verify][spool]") {
+  test::TempDir dir;
+  VerifyOptions small = trusting();
+  small.max_in_memory = 1000;
+  SignOptions opaque;
+  opaque.opaque = true;
+  const VerifyResult v = verify_message(*test::context(), in_file(dir, signed_message("Opaque.\r\n", opaque)), small);
+  CHECK(v.status == SignatureStatus::malformed);
+  REQUIRE(v.error);
+  CHECK(v.error->code == Errc::limit_exceeded);
+  // multipart/signed streams from the spool: no limit applies.
+  CHECK(verify_message(*test::context(), in_file(dir, signed_message("Detached.\r\n")), small).status ==
+        SignatureStatus::pass);
+}
+
 TEST_CASE("signed-data, bare line feeds and unsigned mail from a spool go the in-memory way", "[verify][spool]") {
   test::TempDir dir;
   SignOptions opaque;

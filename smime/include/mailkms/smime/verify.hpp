@@ -6,6 +6,7 @@
 #pragma once
 
 #include <ctime>
+#include <limits>
 #include <memory>
 #include <optional>
 #include <string>
@@ -69,6 +70,9 @@ struct VerifyOptions {
   // Judge validity at this time instead of now.
   std::optional<std::time_t> at;
   MimeLimits limits;
+  // verify_message(Spool): a message it must read into memory (see there)
+  // and that is larger than this is not read: malformed, limit_exceeded.
+  std::size_t max_in_memory = std::numeric_limits<std::size_t>::max();
 };
 
 struct SignerReport {
