@@ -43,11 +43,6 @@ SmimeResult result_of(const smime::VerifyResult& v) {
   return r;
 }
 
-bool is_multipart_signed(const std::vector<smime::HeaderField>& headers) {
-  const auto type = smime::content_type(smime::Entity{headers, {}});
-  return type && type->is("multipart", "signed");
-}
-
 }  // namespace
 
 Outcome Gateway::inbound(const Transaction& tx, const std::vector<smime::HeaderField>& headers,
@@ -160,8 +155,8 @@ Outcome Gateway::inbound(const Transaction& tx, const std::vector<smime::HeaderF
   const bool too_large = message.size() > settings_.inbound_memory_limit;
   const std::string size_note = std::to_string(message.size()) + " bytes, over inbound_memory_limit";
 
-  if (kind == SmimeKind::signed_content) {
-    if (too_large && !is_multipart_signed(headers)) {
+  if (is_signed(kind)) {
+    if (too_large && kind == SmimeKind::signed_opaque) {
       outcome.log += "; signed-data not verified: " + size_note;
       return finish_with({{"neutral", "signed-data too large to verify here", ""}});
     }

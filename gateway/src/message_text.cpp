@@ -85,10 +85,10 @@ SmimeKind smime_kind(const std::vector<smime::HeaderField>& headers) {
   head.headers = headers;
   const auto type = smime::content_type(head);
   if (!type) return SmimeKind::none;
-  if (type->is("multipart", "signed")) return SmimeKind::signed_content;
+  if (type->is("multipart", "signed")) return SmimeKind::signed_multipart;
   if (type->type == "application" && (type->subtype == "pkcs7-mime" || type->subtype == "x-pkcs7-mime")) {
     const auto kind = lower(type->parameter("smime-type").value_or(""));
-    if (kind == "signed-data") return SmimeKind::signed_content;
+    if (kind == "signed-data") return SmimeKind::signed_opaque;
     if (kind == "certs-only") return SmimeKind::none;
     return SmimeKind::encrypted;  // enveloped-data, authEnveloped-data, or unstated
   }

@@ -20,8 +20,11 @@ struct HeaderSection {
 // Fails if the header section is larger than `limit`.
 smime::Result<HeaderSection> read_header_section(const smime::Spool& message, std::size_t limit = 1 << 20);
 
-enum class SmimeKind { none, signed_content, encrypted };
-// What the message's top-level Content-Type says it is.
+// What the message's top-level Content-Type says it is: signed with the
+// content beside the signature (multipart/signed) or inside it
+// (signed-data), or encrypted.
+enum class SmimeKind { none, signed_multipart, signed_opaque, encrypted };
+constexpr bool is_signed(SmimeKind kind) { return kind == SmimeKind::signed_multipart || kind == SmimeKind::signed_opaque; }
 SmimeKind smime_kind(const std::vector<smime::HeaderField>& headers);
 
 // Whether any part of the message is a calendar object (text/calendar).

@@ -144,7 +144,7 @@ Outcome Gateway::outbound(const Transaction& tx, const std::vector<smime::Header
     outcome.log = where + ": already encrypted by the sender, passed through";
     return outcome;
   }
-  const bool already_signed = kind == SmimeKind::signed_content;
+  const bool already_signed = is_signed(kind);
   const bool calendar = has_calendar(message);
   const auto fields = policy_headers(headers);
 

@@ -139,14 +139,14 @@ TEST_CASE("a header line without a field name is malformed", "[message_text]") {
 
 TEST_CASE("smime_kind reads the top-level Content-Type", "[message_text]") {
   CHECK(kind_of("multipart/signed; protocol=\"application/pkcs7-signature\"; micalg=sha-256; boundary=\"b\"") ==
-        SmimeKind::signed_content);
-  CHECK(kind_of("application/pkcs7-mime; smime-type=signed-data; name=smime.p7m") == SmimeKind::signed_content);
-  CHECK(kind_of("application/pkcs7-mime; smime-type=\"signed-data\"") == SmimeKind::signed_content);
+        SmimeKind::signed_multipart);
+  CHECK(kind_of("application/pkcs7-mime; smime-type=signed-data; name=smime.p7m") == SmimeKind::signed_opaque);
+  CHECK(kind_of("application/pkcs7-mime; smime-type=\"signed-data\"") == SmimeKind::signed_opaque);
   CHECK(kind_of("application/pkcs7-mime; smime-type=enveloped-data; name=smime.p7m") == SmimeKind::encrypted);
   CHECK(kind_of("application/pkcs7-mime; smime-type=authEnveloped-data; name=smime.p7m") == SmimeKind::encrypted);
   CHECK(kind_of("application/pkcs7-mime; name=smime.p7m") == SmimeKind::encrypted);
   CHECK(kind_of("application/x-pkcs7-mime; smime-type=enveloped-data") == SmimeKind::encrypted);
-  CHECK(kind_of("application/x-pkcs7-mime; smime-type=signed-data") == SmimeKind::signed_content);
+  CHECK(kind_of("application/x-pkcs7-mime; smime-type=signed-data") == SmimeKind::signed_opaque);
   CHECK(kind_of("application/pkcs7-mime; smime-type=certs-only") == SmimeKind::none);
   CHECK(kind_of("Application/PKCS7-MIME; SMIME-Type=Enveloped-Data") == SmimeKind::encrypted);
   CHECK(kind_of("application/pkcs7-signature") == SmimeKind::none);
@@ -159,7 +159,7 @@ TEST_CASE("smime_kind without a Content-Type is none, and other fields do not co
   CHECK(smime_kind({{"Subject", " application/pkcs7-mime"}, {"X-Content-Type", " multipart/signed"}}) ==
         SmimeKind::none);
   CHECK(smime_kind({{"From", " a@example.org"}, {"content-type", " application/pkcs7-mime;\r\n smime-type=signed-data"}}) ==
-        SmimeKind::signed_content);
+        SmimeKind::signed_opaque);
 }
 
 // ---- has_calendar
