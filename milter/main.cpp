@@ -14,6 +14,7 @@
 #include <netinet/tcp.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
+#include <sys/un.h>
 #include <unistd.h>
 
 #include <CLI/CLI.hpp>
@@ -115,20 +116,32 @@ int main(int argc, char** argv) {
 
   auto description = mailkms::milter::description();
   if (smfi_register(description) != MI_SUCCESS) fatal("smfi_register failed");
-  std::string socket = milter_settings->socket;
-  if (smfi_setconn(socket.data()) != MI_SUCCESS) fatal("cannot use socket " + socket);
+  // A unix socket is bound under a temporary name, given its mode and owner,
+  // then renamed over any stale socket of an earlier run: the MTA never finds
+  // one that refuses it or one it may not open. libmilter leaves the socket
+  // behind when it runs as root, so we take ours away on the way out.
+  const std::string socket = milter_settings->socket;
+  const std::string path = socket_path(socket);
+  std::string staging = path.empty() ? std::string() : path + ".new";
+  if (staging.size() >= sizeof(sockaddr_un::sun_path)) staging = path;  // no room for the suffix
+  std::string listen_on = path.empty() ? socket : "unix:" + staging;
+  if (smfi_setconn(listen_on.data()) != MI_SUCCESS) fatal("cannot use socket " + socket);
   smfi_settimeout(milter_settings->timeout_seconds);
   smfi_setbacklog(milter_settings->backlog);
-  const std::string path = socket_path(socket);
   if (smfi_opensocket(true) != MI_SUCCESS) fatal("cannot open socket " + socket);
   disable_nagle_on_listener();
+  struct stat bound {};
   if (!path.empty()) {
-    if (::chmod(path.c_str(), milter_settings->socket_mode) != 0) fatal("chmod " + path + ": " + std::strerror(errno));
+    if (::chmod(staging.c_str(), milter_settings->socket_mode) != 0) fatal("chmod " + path + ": " + std::strerror(errno));
     if (milter_settings->user || milter_settings->group) {
-      if (::chown(path.c_str(), milter_settings->user.value_or(static_cast<uid_t>(-1)),
+      if (::chown(staging.c_str(), milter_settings->user.value_or(static_cast<uid_t>(-1)),
                   milter_settings->group.value_or(static_cast<gid_t>(-1))) != 0) {
         fatal("chown " + path + ": " + std::strerror(errno));
       }
+    }
+    if (::stat(staging.c_str(), &bound) != 0) fatal("stat " + path + ": " + std::strerror(errno));
+    if (staging != path && ::rename(staging.c_str(), path.c_str()) != 0) {
+      fatal("rename " + staging + " to " + path + ": " + std::strerror(errno));
     }
   }
   if (!milter_settings->pid_file.empty()) {
@@ -178,6 +191,10 @@ int main(int argc, char** argv) {
     spdlog::info("policy reloaded from {}: {} rule(s)", policy_path, rules);
   }
   serving.join();
+  struct stat now {};
+  if (!path.empty() && ::stat(path.c_str(), &now) == 0 && now.st_dev == bound.st_dev && now.st_ino == bound.st_ino) {
+    ::unlink(path.c_str());  // still ours, not a successor's
+  }
   if (!milter_settings->pid_file.empty()) ::unlink(milter_settings->pid_file.c_str());
   spdlog::info("stopped");
   return result == MI_SUCCESS ? 0 : 1;

@@ -21,10 +21,17 @@ start_keystore() {
   return 1
 }
 
+# The milter renames its socket into place once it listens: wait for one that
+# is not a socket an earlier run left behind.
 start_milter() {
+  local stale
+  stale=$(stat -c %i milter.sock 2> /dev/null)
   "$milter" --config mailkms.conf --foreground > /dev/null 2>> milter.log &
   milter_pid=$!
-  for _ in $(seq 100); do [ -S milter.sock ] && return 0; sleep 0.05; done
+  for _ in $(seq 100); do
+    [ -S milter.sock ] && [ "$(stat -c %i milter.sock 2> /dev/null)" != "$stale" ] && return 0
+    sleep 0.05
+  done
   return 1
 }
 

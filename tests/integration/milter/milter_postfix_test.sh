@@ -312,6 +312,7 @@ check "Postfix logged no milter configuration error" bash -c "! grep -q 'milter 
 
 # ---- Mixed recipients, the other way: split at end of message -----------------------
 stop_milter
+check "the milter takes its socket away when it stops" test ! -e milter.sock
 sed -i 's|^\[gateway\]|[gateway]\nmixed_recipients = "reinject"|' mailkms.conf
 start_milter || echo "the milter did not restart" >&2
 message "alice@corp.example" "bob@corp.example, y@nowhere.example" "Split" "$body" |
