@@ -7,9 +7,49 @@
 
 namespace mailkms::keystore::protocol {
 
+namespace {
+
+// nlohmann::json parses and frees nested values without recursion, but copies
+// and compares them recursively: a line of brackets nested a few hundred
+// thousand deep would overflow the stack. No message of ours nests deeper
+// than a few levels, so a line that does is refused before it is parsed.
+constexpr int kMaxNesting = 32;
+
+bool nests_too_deep(std::string_view line) {
+  int depth = 0;
+  bool in_string = false;
+  bool escaped = false;
+  for (const char c : line) {
+    if (in_string) {
+      if (escaped) {
+        escaped = false;
+      } else if (c == '\\') {
+        escaped = true;
+      } else if (c == '"') {
+        in_string = false;
+      }
+      continue;
+    }
+    if (c == '"') {
+      in_string = true;
+    } else if (c == '[' || c == '{') {
+      if (++depth > kMaxNesting) return true;
+    } else if (c == ']' || c == '}') {
+      --depth;
+    }
+  }
+  return false;
+}
+
+}  // namespace
+
 ParsedRequest parse_request(std::string_view line) {
   ParsedRequest out;
-  const auto j = nlohmann::json::parse(line, nullptr, false);
+  if (nests_too_deep(line)) {
+    out.error = make_error(Errc::invalid_argument, "the request nests deeper than " + std::to_string(kMaxNesting) + " levels");
+    return out;
+  }
+  auto j = nlohmann::json::parse(line, nullptr, false);
   if (j.is_discarded() || !j.is_object()) {
     out.error = make_error(Errc::invalid_argument, "the request is not a JSON object");
     return out;
@@ -31,7 +71,7 @@ ParsedRequest parse_request(std::string_view line) {
       out.error = make_error(Errc::invalid_argument, "params must be an object");
       return out;
     }
-    request.params = *params;
+    request.params = std::move(*params);
   }
   out.request = std::move(request);
   return out;
@@ -62,13 +102,14 @@ std::optional<Errc> parse_errc(std::string_view name) {
 }
 
 Result<Response> parse_response(std::string_view line) {
-  const auto j = nlohmann::json::parse(line, nullptr, false);
   const Error bad = make_error(Errc::internal, "the keystore sent a malformed response");
+  if (nests_too_deep(line)) return bad;
+  auto j = nlohmann::json::parse(line, nullptr, false);
   if (j.is_discarded() || !j.is_object() || !j.contains("id") || !j["id"].is_number_unsigned()) return bad;
   Response r;
   r.id = j["id"].get<std::uint64_t>();
   if (const auto result = j.find("result"); result != j.end()) {
-    r.outcome = *result;
+    r.outcome = std::move(*result);
     return r;
   }
   const auto error = j.find("error");

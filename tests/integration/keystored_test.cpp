@@ -293,6 +293,15 @@ TEST_CASE("bad input gets an answer, not a crash", "[keystored]") {
   CHECK(huge.find("longer than 1 MiB") != std::string::npos);
   CHECK(huge.find("<closed>") != std::string::npos);
 
+  // Valid JSON nested 400,000 deep, which a recursive copy would overflow the
+  // stack on: refused before it is parsed, and the daemon lives on.
+  const std::size_t levels = 400'000;
+  const std::string deep = raw_exchange(
+      daemon.socket(),
+      R"({"id":9,"op":"status","params":{"a":)" + std::string(levels, '[') + std::string(levels, ']') + "}}\n", 3000ms);
+  CHECK(deep.find("\"id\":0") != std::string::npos);
+  CHECK(deep.find("nests deeper than 32 levels") != std::string::npos);
+
   // A client that connects and never writes is let go after the idle timeout.
   const auto start = std::chrono::steady_clock::now();
   const std::string silent = raw_exchange(daemon.socket(), "", 5000ms);
