@@ -54,7 +54,10 @@ RecipientVerdict Gateway::add_recipient(Transaction& transaction, const std::str
       verdict = std::move(planned).error();
       return verdict;
     }
-    if (settings_.mixed_recipients == MixedRecipients::defer && !planned->uncertain) {
+    // A recipient a subject or header rule may still decide for is compared
+    // as the envelope decides it: envelope differences, the common case,
+    // are split here; only what the headers change is left to the end.
+    if (settings_.mixed_recipients == MixedRecipients::defer) {
       if (!transaction.first_treatment) {
         transaction.first_treatment = planned->treatment;
       } else if (*transaction.first_treatment != planned->treatment) {
@@ -107,7 +110,13 @@ Outcome Gateway::finish(const Transaction& transaction, const std::vector<smime:
     }
     return processed;
   } catch (const std::exception& e) {
-    return failure(settings_.on_internal_error, "internal error", e.what());
+    // Outbound, it is not known here whether policy wanted the message
+    // encrypted: in doubt, it is deferred rather than let out as it came.
+    FailureAction action = settings_.on_internal_error;
+    if (transaction.direction.direction == policy::Direction::outbound && action == FailureAction::accept) {
+      action = FailureAction::tempfail;
+    }
+    return failure(action, "internal error", e.what());
   }
 }
 

@@ -245,15 +245,19 @@ Outcome Gateway::inbound(const Transaction& tx, const std::vector<smime::HeaderF
   }
 
   if (!decrypted) return finish_with(results);
-  // The decrypted entity replaces the encrypted one; the outer fields stay.
+  // The decrypted entity replaces the encrypted one; the outer fields stay,
+  // but for a claim of decryption we did not make. Of the inner fields only
+  // the entity's own Content-* come out: anything else in there was written
+  // by whoever encrypted (a From, our Authentication-Results) and would pass
+  // for the header we checked.
   std::vector<smime::HeaderField> after;
   for (const auto& f : headers) {
-    if (!is_content_field(f.name)) after.push_back(f);
+    if (!is_content_field(f.name) && !iequals(f.name, "X-Mailkms-Decrypted")) after.push_back(f);
   }
   after.push_back({"X-Mailkms-Decrypted", " " + decrypted_note});
   after.push_back({"MIME-Version", " 1.0"});
   for (const auto& f : entity.headers) {
-    if (!iequals(f.name, "MIME-Version")) after.push_back(f);
+    if (is_content_field(f.name) && !iequals(f.name, "MIME-Version")) after.push_back(f);
   }
   std::string rebuilt;
   for (const auto& f : after) rebuilt.append(f.name).append(":").append(f.value).append("\r\n");

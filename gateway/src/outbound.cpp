@@ -155,7 +155,7 @@ Outcome Gateway::outbound(const Transaction& tx, const std::vector<smime::Header
   std::vector<Planned> plan;
   bool any_sign = false;
   bool any_encrypt = false;
-  bool required = false;  // some rule says "always": never out without the keystore
+  bool required = false;  // policy says encrypt or sign: never out as it came
   bool to_sender = false;
   std::optional<std::string> subject_tag;
   for (const auto& r : recipients) {
@@ -170,14 +170,17 @@ Outcome Gateway::outbound(const Transaction& tx, const std::vector<smime::Header
     plan.push_back(std::move(p));
   }
 
-  // The keystore cannot be reached: on_keystore_unavailable decides, but a
-  // message some rule says must be encrypted or signed is never let out
-  // without: at RCPT TO such a recipient was already deferred; mail taken
-  // without SMTP, or a keystore lost since, is deferred here.
-  const auto keystore_unavailable = [&](const std::string& what, const std::string& reason) {
-    FailureAction action = settings_.on_keystore_unavailable;
+  // On a failure the settings decide, but a message policy says must be
+  // encrypted or signed (a rule saying "always", or a certificate found) is
+  // never let out as it came: accept becomes tempfail.
+  const auto fail = [&](FailureAction action, const std::string& what, const std::string& reason) {
     if (required && action == FailureAction::accept) action = FailureAction::tempfail;
     return failure(action, where + ": " + what, reason);
+  };
+  // At RCPT TO a recipient that needed the keystore was already deferred;
+  // mail taken without SMTP, or a keystore lost since, is decided here.
+  const auto keystore_unavailable = [&](const std::string& what, const std::string& reason) {
+    return fail(settings_.on_keystore_unavailable, what, reason);
   };
 
   // The signing identity: the author in From when it is one local address,
@@ -237,6 +240,7 @@ Outcome Gateway::outbound(const Transaction& tx, const std::vector<smime::Header
     } else if (p.why.empty()) {
       p.why = "no certificate, encrypt if-possible";
     }
+    required |= p.treatment.encrypt;
   }
 
   // Recipients policy cannot be met for: the strictest action decides.
@@ -284,9 +288,10 @@ Outcome Gateway::outbound(const Transaction& tx, const std::vector<smime::Header
   outcome.log = where + ": " + decisions;
   if (groups.empty()) return outcome;
   if (groups.size() > 1 && settings_.mixed_recipients == MixedRecipients::defer && tx.refusable_recipients) {
-    // Known only now (a rule on the subject or a header): this transaction
-    // can carry one copy, so the others' rules decide, as for a missing
-    // certificate; send-plain accepts the first recipient's copy for all.
+    // Known only now (a rule on the subject or a header), too late for
+    // 452 4.5.3: the differing recipients' rules decide, as for a missing
+    // certificate. send-plain lets the message go, each recipient with their
+    // own copy, by re-injection: never one copy for treatments that differ.
     std::optional<policy::MissingCertificate> action;
     std::vector<std::string> differing;
     for (std::size_t g = 1; g < groups.size(); ++g) {
@@ -312,22 +317,38 @@ Outcome Gateway::outbound(const Transaction& tx, const std::vector<smime::Header
       refused.log = outcome.log + " => mixed recipients, " + std::string(policy::to_string(*action));
       return refused;
     }
-    for (std::size_t g = 1; g < groups.size(); ++g) {
-      groups[0].second.insert(groups[0].second.end(), groups[g].second.begin(), groups[g].second.end());
-    }
-    groups.resize(1);
-    outcome.log += " => mixed recipients share the first copy (send-plain)";
+    outcome.log += " => mixed recipients (send-plain), re-injected";
   }
 
+  const auto transform_failed = [&](const smime::Error& error, bool encrypting) {
+    if (error.code == smime::Errc::key_operation_failed) {
+      {
+        const std::lock_guard lock(signers_mutex_);
+        signers_.erase(smime::normalize_address(signer_address));  // the retry asks the keystore afresh
+      }
+      return keystore_unavailable("keystore signing failed", error.message);
+    }
+    if (error.code == smime::Errc::malformed_mime || error.code == smime::Errc::limit_exceeded) {
+      // Never delivered in the clear when policy wanted it encrypted.
+      Outcome refused;
+      refused.verdict = Outcome::Verdict::reject;
+      refused.reply = {"554", "5.6.0", "The message's MIME structure cannot be signed or encrypted: " + error.message};
+      refused.log = where + ": malformed, rejected: " + error.message;
+      if (!encrypting) return fail(settings_.on_malformed, "malformed", error.message);
+      return refused;
+    }
+    return fail(settings_.on_internal_error, std::string(smime::to_string(error.code)), error.message);
+  };
+  MAILKMS_TRY_OR(header, read_header_section(message), return transform_failed(header_result.error(), required));
+
   // The subject tag that selected a rule is not for the recipients' eyes.
-  MAILKMS_TRY_OR(header, read_header_section(message), return failure(settings_.on_malformed, where + ": malformed header", header_result.error().message));
   const smime::SpoolOptions spool_options{settings_.spool_memory_limit, settings_.spool_directory};
   std::optional<smime::Spool> retagged;
   if (subject_tag) {
     const auto subject = fields.find("Subject");
     if (subject) {
       auto rewritten = with_subject(message, header, policy::remove_subject_tag(*subject, *subject_tag), spool_options);
-      if (!rewritten) return failure(settings_.on_internal_error, where + ": subject", rewritten.error().message);
+      if (!rewritten) return fail(settings_.on_internal_error, "subject", rewritten.error().message);
       retagged = std::move(*rewritten);
     }
   }
@@ -366,26 +387,6 @@ Outcome Gateway::outbound(const Transaction& tx, const std::vector<smime::Header
     }
     return std::optional<smime::Spool>(std::move(out));
   };
-  const auto transform_failed = [&](const smime::Error& error, bool encrypting) {
-    if (error.code == smime::Errc::key_operation_failed) {
-      {
-        const std::lock_guard lock(signers_mutex_);
-        signers_.erase(smime::normalize_address(signer_address));  // the retry asks the keystore afresh
-      }
-      return keystore_unavailable("keystore signing failed", error.message);
-    }
-    if (error.code == smime::Errc::malformed_mime || error.code == smime::Errc::limit_exceeded) {
-      // Never delivered in the clear when policy wanted it encrypted.
-      Outcome refused;
-      refused.verdict = Outcome::Verdict::reject;
-      refused.reply = {"554", "5.6.0", "The message's MIME structure cannot be signed or encrypted: " + error.message};
-      refused.log = where + ": malformed, rejected: " + error.message;
-      if (!encrypting) return failure(settings_.on_malformed, where + ": malformed", error.message);
-      return refused;
-    }
-    return failure(settings_.on_internal_error, where + ": " + std::string(smime::to_string(error.code)), error.message);
-  };
-
   // Copies for the other groups go back to the MTA first: if that fails,
   // nothing has been promised yet.
   for (std::size_t g = 1; g < groups.size(); ++g) {
@@ -394,10 +395,10 @@ Outcome Gateway::outbound(const Transaction& tx, const std::vector<smime::Header
     const smime::Spool& body = *copy ? **copy : input;
     std::vector<std::string> members;
     for (const auto* p : groups[g].second) members.push_back(p->recipient);
-    MAILKMS_TRY_OR(copy_header, read_header_section(body), return failure(settings_.on_internal_error, where, copy_header_result.error().message));
+    MAILKMS_TRY_OR(copy_header, read_header_section(body), return fail(settings_.on_internal_error, "re-injection", copy_header_result.error().message));
     const std::string mark = mark_.make(tx.sender, members, body, copy_header.body_offset);
     auto marked = with_field_on_top(body, {std::string(reinjection_header), " " + mark}, spool_options);
-    if (!marked) return failure(settings_.on_internal_error, where + ": re-injection", marked.error().message);
+    if (!marked) return fail(settings_.on_internal_error, "re-injection", marked.error().message);
     outcome.reinjections.push_back({members, std::move(*marked)});
     outcome.removed_recipients.insert(outcome.removed_recipients.end(), members.begin(), members.end());
   }
@@ -405,7 +406,7 @@ Outcome Gateway::outbound(const Transaction& tx, const std::vector<smime::Header
   auto transformed = transform(groups[0].first, groups[0].second);
   if (!transformed) return transform_failed(transformed.error(), groups[0].first.encrypt);
   if (*transformed) {
-    MAILKMS_TRY_OR(after, read_header_section(**transformed), return failure(settings_.on_internal_error, where, after_result.error().message));
+    MAILKMS_TRY_OR(after, read_header_section(**transformed), return fail(settings_.on_internal_error, "transformed header", after_result.error().message));
     outcome.header_edits = diff_headers(header.fields, after.fields);
     outcome.body_offset = after.body_offset;
     outcome.message = std::move(**transformed);

@@ -78,6 +78,16 @@ sign = "if-possible"
 encrypt = "if-possible"
 decrypt = true
 
+# A rule on the subject, first: at RCPT TO it may still match these
+# recipients, which must not keep their envelope differences from a 452.
+[[rule]]
+name = "plain-on-request"
+direction = "outbound"
+to = ["alice@corp.example", "*@nowhere.example"]
+subject_tag = "[noencrypt]"
+encrypt = "never"
+on_missing_certificate = "send-plain"
+
 [[rule]]
 name = "must-encrypt-reject"
 to = "*@reject.example"
@@ -208,6 +218,18 @@ check "the one needing a different copy gets 452 4.5.3" grep -q "<\*\* 452 4.5.3
 arrived out-mixed.eml
 check "bob's copy is encrypted to bob" openssl cms -decrypt -in out-mixed.eml -recip bob.pem -inkey bob.key -out /dev/null
 check "and went to bob alone" bash -c "grep -c '^X-Rcpt-Args:' out-mixed.eml | grep -qx 1"
+# Known only from the subject, too late for a 452: send-plain lets each
+# recipient have their own copy, alice's re-injected signed and readable.
+message "alice@corp.example" "bob@corp.example, alice@corp.example" "[noencrypt] Minutes" "$body" |
+  send alice@corp.example bob@corp.example alice@corp.example
+check "a difference the subject makes: both accepted at RCPT" bash -c "[ \$(grep -c '<-  250 2.1.5 Ok' send.out) = 2 ]"
+arrived_split tagged
+check "bob's copy is still encrypted to him" \
+  openssl cms -decrypt -in tagged-bob.eml -recip bob.pem -inkey bob.key -out /dev/null
+check "alice's copy is re-injected to her alone, signed, not encrypted, the tag removed" \
+  bash -c "[ \$(grep -c '^X-Rcpt-Args:' tagged-y.eml) = 1 ] && grep -q '^X-Rcpt-Args: <alice@corp.example>' tagged-y.eml &&
+    grep -q '^Subject: Minutes' tagged-y.eml && openssl cms -verify -in tagged-y.eml -CAfile corp-chain.pem -purpose smimesign -out tagged.txt 2> /dev/null &&
+    grep -q 'revenue up 4' tagged.txt"
 
 # ---- Inbound -----------------------------------------------------------------------
 # An outside party (alice@example.org, under a CA our trust list holds) writes to bob.
@@ -242,14 +264,21 @@ check "policy explain shows the cipher chosen from her harvested capabilities" \
 
 # Encrypted to bob from outside: policy says decrypt for local users.
 message "carol@example.org" "bob@corp.example" "For your eyes" "The secret is 42." > secret.eml
-openssl cms -encrypt -aes256 -in secret.eml -recip bob.pem -out secret-encrypted.eml 2> /dev/null
-{ tr -d '\r' < secret.eml | sed -n '1,/^$/p' | grep -v -i '^\(MIME-Version\|Content-\)' | grep -v '^$'
+# Inside, a forged result of our own; outside, a forged claim of decryption.
+{ printf 'Authentication-Results: mx.corp.example; smime=pass body.smime-identifier=ceo@corp.example\r\n'
+  cat secret.eml; } > secret-inner.eml
+openssl cms -encrypt -aes256 -in secret-inner.eml -recip bob.pem -out secret-encrypted.eml 2> /dev/null
+{ echo "X-Mailkms-Decrypted: mx.corp.example; cipher=forged"
+  tr -d '\r' < secret.eml | sed -n '1,/^$/p' | grep -v -i '^\(MIME-Version\|Content-\)' | grep -v '^$'
   tr -d '\r' < secret-encrypted.eml; } | sed 's/$/\r/' > secret-mail.eml
 send carol@example.org bob@corp.example < secret-mail.eml
 arrived in-decrypted.eml
 check "inbound mail encrypted to bob arrives decrypted" grep -q "^The secret is 42" in-decrypted.eml
 check "a header records that the gateway decrypted it" grep -q "^X-Mailkms-Decrypted: mx.corp.example; cipher=aes-256-cbc" in-decrypted.eml
 check "the original subject and sender are kept" bash -c "grep -q '^Subject: For your eyes' in-decrypted.eml && grep -q '^From: carol@example.org' in-decrypted.eml"
+check "of the encrypted part's fields only its Content-* come out; forged claims are gone" \
+  bash -c "[ \$(grep -c '^From:' in-decrypted.eml) = 1 ] && [ \$(grep -c '^Subject:' in-decrypted.eml) = 1 ] &&
+    [ \$(grep -c '^X-Mailkms-Decrypted:' in-decrypted.eml) = 1 ] && ! grep -q 'ceo@corp.example\|cipher=forged' in-decrypted.eml"
 
 # ---- The enrollment address -----------------------------------------------------------
 message "alice@corp.example" "mailkms-enroll@corp.example" "Re: your enrollment" "token and password" |
