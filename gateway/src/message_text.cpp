@@ -95,66 +95,117 @@ SmimeKind smime_kind(const std::vector<smime::HeaderField>& headers) {
   return SmimeKind::none;
 }
 
-bool has_calendar(const smime::Spool& message) {
-  // A line "Content-Type: text/calendar…" in any part, however spaced or
-  // cased, or a bare "Content-Type:" whose value comes on the folded line
-  // after it. Only line starts are looked at, and only those beginning with
-  // 'c' (or white space, after a bare "Content-Type:"): this runs over
-  // every outbound message.
-  static constexpr std::string_view field = "content-type:";
-  static constexpr std::string_view wanted = "content-type:text/calendar";
-  std::string start;  // the start of the current line, up to 64 bytes
-  bool in_candidate = true;  // the message's first line is a line start
-  bool bare_field = false;   // the last line was "Content-Type:" alone
-  bool found = false;
-  const auto squeezed = [&] {
-    std::string out;
-    for (const char c : start) {
-      if (c != ' ' && c != '\t' && c != '\r') out += static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
+namespace {
+
+// Follows a message's MIME structure line by line, reading the header
+// section of the message and of every part that starts after a boundary
+// line of a multipart seen so far; everything else is skipped unread.
+class InvitationFinder {
+ public:
+  // One line, without its line end. True once an invitation was found.
+  bool line(std::string_view text) {
+    if (in_header_) return header_line(text);
+    if (text.size() >= 2 && text[0] == '-' && text[1] == '-') boundary_line(text.substr(2));
+    return false;
+  }
+
+  // The message ended; a header section still open ends with it.
+  bool end() { return in_header_ && header_done(); }
+
+ private:
+  static constexpr std::size_t kMaxField = 8 * 1024;    // of one unfolded field
+  static constexpr std::size_t kMaxFields = 256;        // per header section
+  static constexpr std::size_t kMaxBoundaries = 16;     // nesting kept track of
+
+  bool header_line(std::string_view text) {
+    if (text.empty()) return header_done();
+    if (text[0] == ' ' || text[0] == '\t') {
+      if (!fields_.empty() && fields_.back().value.size() + text.size() < kMaxField) {
+        fields_.back().value.append("\r\n").append(text);
+      }
+      return false;
     }
-    return out;
+    const auto colon = text.find(':');
+    if (colon == std::string_view::npos || colon == 0 || fields_.size() >= kMaxFields) return false;
+    std::string_view name = text.substr(0, colon);
+    while (!name.empty() && (name.back() == ' ' || name.back() == '\t')) name.remove_suffix(1);
+    // Only Content-Type matters here; the others are kept as names alone.
+    const bool wanted = iequals(name, "Content-Type");
+    fields_.push_back({std::string(name), wanted ? std::string(text.substr(colon + 1, kMaxField)) : std::string()});
+    return false;
+  }
+
+  bool header_done() {
+    in_header_ = false;
+    smime::Entity part;
+    part.headers = std::move(fields_);
+    fields_.clear();
+    const auto type = smime::content_type(part);
+    if (!type) return false;
+    // RFC 6047 §2.4: an iMIP message's text/calendar part names its method.
+    if (type->is("text", "calendar") && type->parameter("method")) return true;
+    if (type->type == "multipart" && boundaries_.size() < kMaxBoundaries) {
+      const auto boundary = type->parameter("boundary");
+      if (boundary && !boundary->empty()) boundaries_.push_back(*boundary);
+    }
+    return false;
+  }
+
+  // After "--": the boundary of an enclosing multipart starts a part, or
+  // closes that multipart (and any inside it).
+  void boundary_line(std::string_view rest) {
+    for (std::size_t i = boundaries_.size(); i-- > 0;) {
+      const std::string& b = boundaries_[i];
+      if (!rest.starts_with(b)) continue;
+      std::string_view after = rest.substr(b.size());
+      const bool closing = after.starts_with("--");
+      if (closing) after.remove_prefix(2);
+      if (after.find_first_not_of(" \t\r") != std::string_view::npos) continue;  // a longer boundary
+      if (closing) {
+        boundaries_.resize(i);
+      } else {
+        boundaries_.resize(i + 1);
+        in_header_ = true;
+      }
+      return;
+    }
+  }
+
+  bool in_header_ = true;  // the message's own header comes first
+  std::vector<smime::HeaderField> fields_;
+  std::vector<std::string> boundaries_;
+};
+
+}  // namespace
+
+bool has_calendar(const smime::Spool& message) {
+  InvitationFinder finder;
+  std::string line;  // the current line, up to kKeep bytes of it
+  constexpr std::size_t kKeep = 8 * 1024;
+  bool found = false;
+  const auto feed = [&] {
+    if (!line.empty() && line.back() == '\r') line.pop_back();
+    found = finder.line(line);
+    line.clear();
   };
   (void)message.for_each_chunk(0, message.size(), [&](std::string_view chunk) -> smime::Status {
-    std::size_t at = 0;
-    while (at < chunk.size()) {
-      if (in_candidate) {
-        // Collect this line's start until its end, or 64 bytes.
-        const std::size_t newline = chunk.find('\n', at);
-        const std::size_t end = newline == std::string_view::npos ? chunk.size() : newline;
-        if (start.empty() && at < end) {
-          const char first = chunk[at];
-          if (bare_field && (first == ' ' || first == '\t')) {
-            start = field;  // the value, folded onto this line
-          } else if (first != 'c' && first != 'C') {
-            in_candidate = false;
-          }
-        }
-        bare_field = false;
-        if (in_candidate) {
-          start.append(chunk.substr(at, std::min(end - at, 64 - std::min<std::size_t>(start.size(), 64))));
-          if (newline == std::string_view::npos) return smime::Ok{};  // continues in the next chunk
-          const std::string line = squeezed();
-          if (line.starts_with(wanted)) {
-            found = true;
-            return smime::make_error(smime::Errc::internal, "found");  // stops the walk
-          }
-          bare_field = line == field;
-        }
-        if (newline == std::string_view::npos) return smime::Ok{};
-        start.clear();
-        at = newline + 1;
-        in_candidate = true;
-        continue;
-      }
-      const std::size_t newline = chunk.find('\n', at);
-      if (newline == std::string_view::npos) return smime::Ok{};
-      at = newline + 1;
-      in_candidate = true;
-      start.clear();
+    while (!chunk.empty()) {
+      const std::size_t newline = chunk.find('\n');
+      const std::string_view piece = chunk.substr(0, newline);
+      if (line.size() < kKeep) line.append(piece.substr(0, kKeep - line.size()));
+      if (newline == std::string_view::npos) break;  // continues in the next chunk
+      feed();
+      if (found) return smime::make_error(smime::Errc::internal, "found");  // stops the walk
+      chunk.remove_prefix(newline + 1);
     }
     return smime::Ok{};
   });
-  return found || (in_candidate && squeezed().starts_with(wanted));
+  if (found) return true;
+  if (!line.empty()) {
+    feed();
+    if (found) return true;
+  }
+  return finder.end();
 }
 
 namespace {

@@ -27,7 +27,11 @@ enum class SmimeKind { none, signed_multipart, signed_opaque, encrypted };
 constexpr bool is_signed(SmimeKind kind) { return kind == SmimeKind::signed_multipart || kind == SmimeKind::signed_opaque; }
 SmimeKind smime_kind(const std::vector<smime::HeaderField>& headers);
 
-// Whether any part of the message is a calendar object (text/calendar).
+// Whether the message is a calendar invitation (iMIP, RFC 6047): a
+// text/calendar part that names its method, at the top or in its multipart
+// structure. Text that merely looks like such a part's header (in a body,
+// an attached message or an epilogue) does not count, nor does an attached
+// .ics file without a method.
 bool has_calendar(const smime::Spool& message);
 
 // `message` with Subject replaced by `subject` (the first Subject field).

@@ -88,6 +88,15 @@ Status apply_setting(const Place& place, const toml::key& key, const toml::node&
   return setting->apply(place, value, settings);
 }
 
+// A table that raises encrypt to "always" exempts calendar invitations only
+// when it says exempt_calendar = true itself: an exemption inherited from
+// elsewhere must not let a must-encrypt message out in the clear.
+void no_inherited_calendar_exemption(const toml::table& table, Settings& settings) {
+  if (settings.encrypt == Mode::always && table.contains("encrypt") && !table.contains("exempt_calendar")) {
+    settings.exempt_calendar = false;
+  }
+}
+
 Status read_defaults(const Place& top, const toml::node& node, Settings& defaults) {
   MAILKMS_TRY(table, read_table(top, node, "defaults"));
   const Place place{top.source, "[defaults]"};
@@ -95,6 +104,7 @@ Status read_defaults(const Place& top, const toml::node& node, Settings& default
   for (const auto& [key, value] : in_file_order(*table)) {
     MAILKMS_CHECK(apply_setting(place, *key, *value, defaults, known));
   }
+  no_inherited_calendar_exemption(*table, defaults);
   return Ok{};
 }
 
@@ -210,6 +220,7 @@ Result<Rule> read_rule(const std::filesystem::path& source, const toml::node& no
       MAILKMS_CHECK(apply_setting(place, *key, *value, rule.settings, known));
     }
   }
+  no_inherited_calendar_exemption(*table, rule.settings);
   return rule;
 }
 

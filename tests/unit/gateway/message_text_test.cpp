@@ -164,47 +164,73 @@ TEST_CASE("smime_kind without a Content-Type is none, and other fields do not co
 
 // ---- has_calendar
 
-TEST_CASE("has_calendar finds a text/calendar part anywhere", "[message_text]") {
+TEST_CASE("has_calendar finds an invitation at the top or in the MIME structure", "[message_text]") {
   SECTION("top level") {
     CHECK(has_calendar(Spool::from("Subject: meeting\r\nContent-Type: text/calendar; method=REQUEST\r\n\r\nBEGIN:VCALENDAR\r\n")));
   }
-  SECTION("in a nested part") {
+  SECTION("in a nested part, as Gmail sends it") {
     CHECK(has_calendar(Spool::from("Subject: meeting\r\n"
                                    "Content-Type: multipart/mixed; boundary=\"outer\"\r\n\r\n"
                                    "--outer\r\nContent-Type: multipart/alternative; boundary=\"inner\"\r\n\r\n"
                                    "--inner\r\nContent-Type: text/plain\r\n\r\nsee you\r\n"
                                    "--inner\r\nContent-Type: text/calendar; charset=utf-8; method=REQUEST\r\n\r\n"
-                                   "BEGIN:VCALENDAR\r\nEND:VCALENDAR\r\n--inner--\r\n--outer--\r\n")));
+                                   "BEGIN:VCALENDAR\r\nEND:VCALENDAR\r\n--inner--\r\n"
+                                   "--outer\r\nContent-Type: application/ics; name=invite.ics\r\n\r\nQkVHSU4=\r\n"
+                                   "--outer--\r\n")));
   }
   SECTION("odd spacing and case") {
-    CHECK(has_calendar(Spool::from("Subject: x\r\ncontent-type:TEXT/Calendar\r\n\r\nbody\r\n")));
+    CHECK(has_calendar(Spool::from("Subject: x\r\ncontent-type:TEXT/Calendar;METHOD=cancel\r\n\r\nbody\r\n")));
     CHECK(has_calendar(Spool::from("Subject: x\r\nCONTENT-TYPE :\t text/calendar ;method=REPLY\r\n\r\nbody\r\n")));
-    CHECK(has_calendar(Spool::from("Subject: x\nContent-Type: text/calendar\n\nbody\n")));
+    CHECK(has_calendar(Spool::from("Subject: x\nContent-Type: text/calendar; method=REQUEST\n\nbody\n")));
   }
-  SECTION("on the last line, without a line end") {
-    CHECK(has_calendar(Spool::from("Subject: x\r\n\r\n--b\r\nContent-Type: text/calendar")));
+  SECTION("a header section alone, without a line end") {
+    CHECK(has_calendar(Spool::from("Subject: x\r\nContent-Type: text/calendar; method=PUBLISH")));
   }
-  SECTION("folded: the value on the line after a bare Content-Type") {
-    CHECK(has_calendar(Spool::from("Subject: x\r\nContent-Type:\r\n text/calendar; method=REQUEST\r\n\r\nbody\r\n")));
-    CHECK(has_calendar(Spool::from("Subject: x\r\ncontent-type :  \r\n\t\tTEXT/CALENDAR\r\n\r\nbody\r\n")));
-    CHECK(has_calendar(Spool::from("Subject: x\nContent-Type:\n text/calendar")));
+  SECTION("folded") {
+    CHECK(has_calendar(Spool::from("Subject: x\r\nContent-Type:\r\n text/calendar;\r\n\tmethod=REQUEST\r\n\r\nbody\r\n")));
+    CHECK(has_calendar(Spool::from("Subject: x\nContent-Type:\n text/calendar; method=REQUEST")));
   }
 }
 
 TEST_CASE("has_calendar does not take a folded line for a value of another field", "[message_text]") {
   // A continuation line belongs to the field above it only.
-  CHECK_FALSE(has_calendar(Spool::from("Subject: x\r\nContent-Type: text/plain\r\n text/calendar\r\n\r\n")));
-  CHECK_FALSE(has_calendar(Spool::from("X-Note:\r\n text/calendar\r\nContent-Type: text/plain\r\n\r\n")));
-  CHECK_FALSE(has_calendar(Spool::from("Content-Type:\r\nX: y\r\n text/calendar\r\n\r\n")));
-  CHECK_FALSE(has_calendar(Spool::from("Content-Type:\r\n\r\n text/calendar\r\n")));
+  CHECK_FALSE(has_calendar(Spool::from("Subject: x\r\nContent-Type: text/plain\r\n text/calendar; method=REQUEST\r\n\r\n")));
+  CHECK_FALSE(has_calendar(Spool::from("X-Note:\r\n text/calendar; method=REQUEST\r\nContent-Type: text/plain\r\n\r\n")));
+  CHECK_FALSE(has_calendar(Spool::from("Content-Type:\r\n\r\n text/calendar; method=REQUEST\r\n")));
 }
 
-TEST_CASE("has_calendar ignores lines that merely mention text/calendar", "[message_text]") {
-  CHECK_FALSE(has_calendar(Spool::from("Subject: text/calendar\r\nContent-Type: text/plain\r\n\r\n"
-                                       "Open the text/calendar attachment.\r\n"
-                                       "X-Content-Type: text/calendar\r\n"
-                                       "Type: text/calendar\r\n")));
-  CHECK_FALSE(has_calendar(Spool::from("")));
+TEST_CASE("has_calendar ignores what only looks like an invitation", "[message_text]") {
+  SECTION("lines that mention text/calendar") {
+    CHECK_FALSE(has_calendar(Spool::from("Subject: text/calendar\r\nContent-Type: text/plain\r\n\r\n"
+                                         "Open the text/calendar attachment.\r\n"
+                                         "X-Content-Type: text/calendar; method=REQUEST\r\n"
+                                         "Type: text/calendar\r\n")));
+    CHECK_FALSE(has_calendar(Spool::from("")));
+  }
+  SECTION("a body quoting a part's header") {
+    CHECK_FALSE(has_calendar(Spool::from("Subject: contract\r\nContent-Type: text/plain\r\n\r\n"
+                                         "--b\r\nContent-Type: text/calendar; method=REQUEST\r\n\r\n")));
+  }
+  SECTION("an attached .ics file, which names no method") {
+    CHECK_FALSE(has_calendar(Spool::from("Subject: dates\r\nContent-Type: multipart/mixed; boundary=b\r\n\r\n"
+                                         "--b\r\nContent-Type: text/plain\r\n\r\nthe confidential dates\r\n"
+                                         "--b\r\nContent-Type: text/calendar; name=dates.ics\r\n"
+                                         "Content-Disposition: attachment\r\n\r\nBEGIN:VCALENDAR\r\n--b--\r\n")));
+  }
+  SECTION("an invitation inside an attached message") {
+    CHECK_FALSE(has_calendar(Spool::from("Subject: Fwd: meeting\r\nContent-Type: multipart/mixed; boundary=b\r\n\r\n"
+                                         "--b\r\nContent-Type: message/rfc822\r\n\r\n"
+                                         "Subject: meeting\r\nContent-Type: text/calendar; method=REQUEST\r\n\r\n"
+                                         "BEGIN:VCALENDAR\r\n--b--\r\n")));
+  }
+  SECTION("a part of a multipart already closed, or of a longer boundary") {
+    CHECK_FALSE(has_calendar(Spool::from("Content-Type: multipart/mixed; boundary=b\r\n\r\n"
+                                         "--b\r\nContent-Type: text/plain\r\n\r\nhi\r\n--b--\r\n"
+                                         "--b\r\nContent-Type: text/calendar; method=REQUEST\r\n\r\n")));
+    CHECK_FALSE(has_calendar(Spool::from("Content-Type: multipart/mixed; boundary=b\r\n\r\n"
+                                         "--b\r\nContent-Type: text/plain\r\n\r\nhi\r\n"
+                                         "--bb\r\nContent-Type: text/calendar; method=REQUEST\r\n\r\n--b--\r\n")));
+  }
 }
 
 TEST_CASE("has_calendar finds the line across a chunk boundary of a file spool", "[message_text]") {
@@ -221,9 +247,9 @@ TEST_CASE("has_calendar finds the line across a chunk boundary of a file spool",
 
   CHECK(has_calendar(file_spool(before + line + tail)));
   // Folded there: the value's line starts in the first chunk or the next.
-  CHECK(has_calendar(file_spool(before + "Content-Type:\r\n text/calendar\r\n" + tail)));
+  CHECK(has_calendar(file_spool(before + "Content-Type:\r\n text/calendar; method=REQUEST\r\n" + tail)));
   const std::string shorter = before.substr(0, before.size() - 17) + "\r\n";  // "Content-Type:\r\n" ends where `before` did
-  CHECK(has_calendar(file_spool(shorter + "Content-Type:\r\n text/calendar\r\n" + tail)));
+  CHECK(has_calendar(file_spool(shorter + "Content-Type:\r\n text/calendar; method=REQUEST\r\n" + tail)));
   // The same place, but the line only talks about calendars.
   CHECK_FALSE(has_calendar(file_spool(before + "See the text/calendar part; Content-Type: text/calendar\r\n" + tail)));
 }

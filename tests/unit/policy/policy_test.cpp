@@ -157,6 +157,37 @@ TEST_CASE("an empty file is a policy of defaults and no rules", "[policy]") {
   CHECK(policy->defaults.harvest);
 }
 
+TEST_CASE("a table that sets encrypt always exempts invitations only if it says so too", "[policy]") {
+  const auto policy = must_parse(R"(
+[defaults]
+exempt_calendar = true
+
+[[rule]]
+name = "partners"
+to = "*@partner.example"
+encrypt = "always"
+
+[[rule]]
+name = "partners on Outlook"
+to = "*@outlook.example"
+encrypt = "always"
+exempt_calendar = true
+
+[[rule]]
+name = "signed"
+to = "*@signed.example"
+sign = "always"
+)");
+  CHECK(policy->defaults.exempt_calendar);
+  CHECK_FALSE(policy->rules[0].settings.exempt_calendar);
+  CHECK(policy->rules[1].settings.exempt_calendar);
+  CHECK(policy->rules[2].settings.exempt_calendar);
+
+  const auto strict = must_parse("[defaults]\nencrypt = \"always\"\n\n[[rule]]\nto = \"*@x.example\"\ndigest = \"sha384\"\n");
+  CHECK_FALSE(strict->defaults.exempt_calendar);
+  CHECK_FALSE(strict->rules[0].settings.exempt_calendar);  // inherited, as [defaults] has it
+}
+
 TEST_CASE("rules start from [defaults] wherever it is in the file", "[policy]") {
   const auto policy = must_parse(R"(
 [[rule]]

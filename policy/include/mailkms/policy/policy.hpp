@@ -51,8 +51,10 @@ struct Settings {
   smime::Digest digest = smime::Digest::sha256;
   MissingCertificate on_missing_certificate = MissingCertificate::tempfail;
   bool encrypt_to_sender = true;  // so the sender's sent copy stays readable
-  // Calendar invitations (text/calendar anywhere in the message) are sent
-  // signed but never encrypted: Outlook cannot process encrypted ones.
+  // Calendar invitations (a text/calendar part with a method, RFC 6047) are
+  // sent signed but never encrypted: Outlook cannot process encrypted ones.
+  // A rule or [defaults] that sets encrypt = "always" exempts them only if it
+  // says exempt_calendar = true itself.
   bool exempt_calendar = true;
   // Inbound.
   bool verify = true;    // add Authentication-Results with the smime method
