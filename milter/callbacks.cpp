@@ -27,6 +27,7 @@ struct MessageContext {
   std::vector<std::string> raw_recipients;  // as the MTA gave them, for smfi_delrcpt
   std::vector<smime::HeaderField> headers;
   std::optional<smime::Spool> spool;
+  std::size_t size_limit = 0;  // known at the end of the header; 0 is none
   Trouble trouble = Trouble::none;
 };
 
@@ -203,6 +204,7 @@ sfsistat on_eoh(SMFICTX* ctx) {
     if (message == nullptr) return;
     const auto& settings = the_gateway->settings();
     message->spool.emplace(smime::SpoolOptions{settings.spool_memory_limit, settings.spool_directory});
+    message->size_limit = the_gateway->size_limit(message->transaction, message->headers);
     std::string section;
     for (const auto& f : message->headers) section.append(f.name).append(":").append(f.value).append("\r\n");
     section.append("\r\n");
@@ -214,7 +216,7 @@ sfsistat on_body(SMFICTX* ctx, unsigned char* chunk, size_t size) {
   return unanswered(ctx, "body", [&] {
     auto* message = healthy_message(ctx);
     if (message == nullptr || !message->spool) return;
-    const auto limit = the_gateway->settings().max_message_size;
+    const auto limit = message->size_limit;
     if (limit != 0 && message->spool->size() + size > limit) {
       message->trouble = Trouble::too_big;  // nothing more is kept; end of message refuses it
       message->spool.reset();
@@ -311,18 +313,11 @@ sfsistat on_eom(SMFICTX* ctx) {
       spdlog::info("{}: {} => discarded", id, outcome.log);
       return SMFIS_DISCARD;
     }
-    // Copies for other recipients go first: if the MTA does not take them,
-    // this transaction fails as a whole and nothing is lost.
-    for (const auto& copy : outcome.reinjections) {
-      auto sent = gateway::reinject(the_gateway->settings().reinject_command, message.transaction.sender, copy.recipients,
-                                    copy.message);
-      if (!sent) {
-        spdlog::error("{}: {} => re-injection failed, deferred: {}", id, outcome.log, sent.error().message);
-        smfi_setreply(ctx, const_cast<char*>("451"), const_cast<char*>("4.3.0"),
-                      const_cast<char*>("The S/MIME gateway cannot split this message now; try again later"));
-        return SMFIS_TEMPFAIL;
-      }
-    }
+    // This transaction's edits first: the MTA holds them until our answer and
+    // drops them on a temporary failure. The copies for other recipients go
+    // last, so that no failure after them makes the client retry and the
+    // copies go out twice; if the MTA does not take one, this transaction
+    // fails as a whole and nothing is lost.
     for (const auto& removed : outcome.removed_recipients) {
       const auto raw = std::find_if(message.raw_recipients.begin(), message.raw_recipients.end(),
                                     [&](const std::string& r) { return unbracket(r.c_str()) == removed; });
@@ -335,7 +330,20 @@ sfsistat on_eom(SMFICTX* ctx) {
     if (outcome.message && !replace_body(ctx, *outcome.message, outcome.body_offset)) {
       return temporary_failure(ctx, "end of message", "replacing the body failed");
     }
-    if (outcome.quarantine) smfi_quarantine(ctx, const_cast<char*>(outcome.quarantine_reason.c_str()));
+    // Held for an administrator, or not let out at all.
+    if (outcome.quarantine && smfi_quarantine(ctx, const_cast<char*>(outcome.quarantine_reason.c_str())) != MI_SUCCESS) {
+      return temporary_failure(ctx, "end of message", "the MTA did not quarantine the message");
+    }
+    for (const auto& copy : outcome.reinjections) {
+      auto sent = gateway::reinject(the_gateway->settings().reinject_command, message.transaction.sender, copy.recipients,
+                                    copy.message);
+      if (!sent) {
+        spdlog::error("{}: {} => re-injection failed, deferred: {}", id, outcome.log, sent.error().message);
+        smfi_setreply(ctx, const_cast<char*>("451"), const_cast<char*>("4.3.0"),
+                      const_cast<char*>("The S/MIME gateway cannot split this message now; try again later"));
+        return SMFIS_TEMPFAIL;
+      }
+    }
     spdlog::info("{}: {}{}", id, outcome.log, outcome.quarantine ? " => quarantined" : "");
     return SMFIS_CONTINUE;
   });

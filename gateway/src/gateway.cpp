@@ -32,6 +32,15 @@ void Gateway::begin(Transaction& transaction) const {
   transaction.direction = policy::decide_direction(*transaction.policy, transaction.sender, transaction.connection);
 }
 
+std::size_t Gateway::size_limit(const Transaction& transaction, const std::vector<smime::HeaderField>& headers) const {
+  const std::size_t limit = settings_.max_message_size;
+  const bool maybe_ours = !transaction.refusable_recipients &&
+                          std::any_of(headers.begin(), headers.end(), [](const smime::HeaderField& f) {
+                            return iequals(f.name, reinjection_header);
+                          });
+  return maybe_ours ? limit * 2 : limit;
+}
+
 bool Gateway::is_enrollment_address(std::string_view recipient) const {
   return !settings_.enrollment_address.empty() &&
          smime::normalize_address(recipient) == smime::normalize_address(settings_.enrollment_address);
@@ -82,13 +91,7 @@ RecipientVerdict Gateway::add_recipient(Transaction& transaction, const std::str
 Outcome Gateway::finish(const Transaction& transaction, const std::vector<smime::HeaderField>& headers,
                         const smime::Spool& message) {
   try {
-    if (settings_.max_message_size != 0 && message.size() > settings_.max_message_size) {
-      Outcome outcome;
-      outcome.verdict = Outcome::Verdict::reject;
-      outcome.reply = {"552", "5.3.4", "Message too big for the S/MIME gateway"};
-      outcome.log = "rejected: " + std::to_string(message.size()) + " bytes is over max_message_size";
-      return outcome;
-    }
+    // Our own copy was let in as its original; only the MTA's limit is its.
     if (is_our_reinjection(transaction, headers, message)) {
       Outcome outcome;
       outcome.log = "our own re-injected copy, already processed";
@@ -96,6 +99,13 @@ Outcome Gateway::finish(const Transaction& transaction, const std::vector<smime:
       for (const auto& f : headers) {
         if (iequals(f.name, reinjection_header)) outcome.header_edits.push_back({HeaderEdit::Kind::remove, f.name, {}, ++index});
       }
+      return outcome;
+    }
+    if (settings_.max_message_size != 0 && message.size() > settings_.max_message_size) {
+      Outcome outcome;
+      outcome.verdict = Outcome::Verdict::reject;
+      outcome.reply = {"552", "5.3.4", "Message too big for the S/MIME gateway"};
+      outcome.log = "rejected: " + std::to_string(message.size()) + " bytes is over max_message_size";
       return outcome;
     }
     Outcome outcome = enrollment(transaction, headers, message);

@@ -40,6 +40,12 @@ struct Planned {
 
 }  // namespace
 
+bool Gateway::from_keystore(const Transaction& tx) const {
+  // The keystore submits with the sendmail command, never over SMTP: a
+  // client that gives the enrollment address in MAIL FROM is not it.
+  return !tx.refusable_recipients && is_enrollment_address(tx.sender);
+}
+
 keystore::Result<std::shared_ptr<keystore::RemoteSigner>> Gateway::signer_for(const std::string& address) {
   const std::string key = smime::normalize_address(address);
   const auto now = std::chrono::steady_clock::now();
@@ -72,8 +78,8 @@ BasicResult<EarlyPlan, RecipientVerdict> Gateway::plan_recipient_early(const Tra
     plan.log = recipient + ": " + decision.reason;
     return plan;
   }
-  if (is_enrollment_address(tx.sender)) {
-    plan.log = recipient + ": from the enrollment address";
+  if (from_keystore(tx)) {
+    plan.log = recipient + ": from the keystore";
     return plan;
   }
   plan.treatment.sign = s.sign != policy::Mode::never;
@@ -131,12 +137,12 @@ Outcome Gateway::outbound(const Transaction& tx, const std::vector<smime::Header
   const policy::Policy& policy = *tx.policy;
   const auto kind = smime_kind(headers);
   const std::string where = "outbound (" + tx.direction.reason + ")";
-  if (is_enrollment_address(tx.sender)) {
+  if (from_keystore(tx)) {
     // The keystore's own mail to users (enrollment tokens, certificate files
     // protected by the user's password): the user cannot decrypt anything
     // before they have their key.
     Outcome outcome;
-    outcome.log = where + ": from the enrollment address, sent as it is";
+    outcome.log = where + ": from the keystore (the enrollment address, submitted locally), sent as it is";
     return outcome;
   }
   if (kind == SmimeKind::encrypted) {

@@ -285,6 +285,13 @@ message "alice@corp.example" "mailkms-enroll@corp.example" "Re: your enrollment"
   send alice@corp.example mailkms-enroll@corp.example
 check "mail to the enrollment address is accepted" grep -q "250 2.0.0 Ok: queued" send.out
 check "and never delivered" bash -c "sleep 1; [ \$(find '$SINK_DIR' -type f | wc -l) = 0 ]"
+# Only the keystore's own local submissions go out as they are: over SMTP,
+# the enrollment address as sender is a sender like any other.
+message "mailkms-enroll@corp.example" "bob@corp.example" "Not the keystore" "$body" |
+  send mailkms-enroll@corp.example bob@corp.example
+arrived out-enrollment-sender.eml
+check "mail over SMTP from the enrollment address is still encrypted" \
+  openssl cms -decrypt -in out-enrollment-sender.eml -recip bob.pem -inkey bob.key -out /dev/null
 
 # ---- A broken policy on reload leaves the running one in force ----------------------
 cp policy.toml policy.good
@@ -342,14 +349,19 @@ check "Postfix logged no milter configuration error" bash -c "! grep -q 'milter 
 # ---- Mixed recipients, the other way: split at end of message -----------------------
 stop_milter
 check "the milter takes its socket away when it stops" test ! -e milter.sock
-sed -i 's|^\[gateway\]|[gateway]\nmixed_recipients = "reinject"|' mailkms.conf
+# With a size limit the original is under and the signed copy over: our own
+# copy is not refused for what signing added.
+sed -i 's|^\[gateway\]|[gateway]\nmixed_recipients = "reinject"\nmax_message_size = 4096|' mailkms.conf
 start_milter || echo "the milter did not restart" >&2
-message "alice@corp.example" "bob@corp.example, y@nowhere.example" "Split" "$body" |
-  send alice@corp.example bob@corp.example y@nowhere.example
+long_body="$body$(printf '\r\nline %04d of the appendix, to be long enough' $(seq 40))"
+message "alice@corp.example" "bob@corp.example, y@nowhere.example" "Split" "$long_body" > split.eml
+send alice@corp.example bob@corp.example y@nowhere.example < split.eml
 check "both recipients are accepted in one transaction" bash -c "[ \$(grep -c '<-  250 2.1.5 Ok' send.out) = 2 ]"
 arrived_split split
 check "bob's copy is encrypted to him, and his alone" \
   bash -c "openssl cms -decrypt -in split-bob.eml -recip bob.pem -inkey bob.key -out /dev/null && [ \$(grep -c '^X-Rcpt-Args:' split-bob.eml) = 1 ]"
+check "the original was under max_message_size, y's signed copy over it" \
+  bash -c "[ \$(wc -c < split.eml) -lt 4096 ] && [ \$(sed '/^X-Rcpt-Args:/,/^Received:/d' split-y.eml | wc -c) -gt 4096 ]"
 check "y's copy was re-injected for y alone, signed but not encrypted" \
   bash -c "grep -q '^X-Rcpt-Args: <y@nowhere.example>' split-y.eml && [ \$(grep -c '^X-Rcpt-Args:' split-y.eml) = 1 ] && grep -qi '^Content-Type: multipart/signed' split-y.eml"
 check "y's copy verifies, and its body is the original" \

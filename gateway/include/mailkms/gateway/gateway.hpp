@@ -87,7 +87,16 @@ class Gateway {
   Outcome finish(const Transaction& transaction, const std::vector<smime::HeaderField>& headers,
                  const smime::Spool& message);
 
+  // How many bytes of this message to take before refusing it: the
+  // max_message_size setting, doubled for a copy this site may have
+  // re-injected (taken without SMTP, carrying the mark): encrypting made it
+  // larger than the original that was let in. 0 is no limit.
+  [[nodiscard]] std::size_t size_limit(const Transaction& transaction, const std::vector<smime::HeaderField>& headers) const;
+
   [[nodiscard]] bool is_enrollment_address(std::string_view recipient) const;
+  // Mail the keystore sent (enrollment tokens, PKCS#12 files), which goes
+  // out as it is.
+  [[nodiscard]] bool from_keystore(const Transaction& transaction) const;
 
  private:
   BasicResult<EarlyPlan, RecipientVerdict> plan_recipient_early(const Transaction& transaction,
