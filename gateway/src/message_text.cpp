@@ -1,5 +1,7 @@
 #include "message_text.hpp"
 
+#include <openssl/evp.h>
+
 #include <algorithm>
 #include <cctype>
 
@@ -177,6 +179,60 @@ class InvitationFinder {
 };
 
 }  // namespace
+
+namespace {
+
+// The content type a CMS ContentInfo starts with (RFC 5652 §3): a SEQUENCE
+// whose first element is the OID. Only that much of the DER is needed.
+SmimeKind cms_kind(std::string_view der) {
+  const auto byte = [&](std::size_t i) { return static_cast<unsigned char>(der[i]); };
+  if (der.size() < 2 || byte(0) != 0x30) return SmimeKind::none;
+  std::size_t at = 2;
+  if ((byte(1) & 0x80) != 0) at += static_cast<std::size_t>(byte(1) & 0x7fU);  // long form; 0x80 is indefinite
+  if (der.size() < at + 2 || byte(at) != 0x06) return SmimeKind::none;
+  const std::string_view oid = der.substr(at + 2, byte(at + 1));
+  using namespace std::string_view_literals;
+  constexpr auto pkcs7 = "\x2a\x86\x48\x86\xf7\x0d\x01\x07"sv;                // 1.2.840.113549.1.7
+  constexpr auto smime_content = "\x2a\x86\x48\x86\xf7\x0d\x01\x09\x10\x01"sv;  // 1.2.840.113549.1.9.16.1
+  if (oid.size() == pkcs7.size() + 1 && oid.starts_with(pkcs7)) {
+    if (oid.back() == 0x02) return SmimeKind::signed_opaque;  // signedData
+    if (oid.back() == 0x03) return SmimeKind::encrypted;      // envelopedData
+  }
+  if (oid.size() == smime_content.size() + 1 && oid.starts_with(smime_content) && oid.back() == 0x17) {
+    return SmimeKind::encrypted;  // authEnvelopedData (RFC 5083)
+  }
+  return SmimeKind::none;  // compressedData, or anything else
+}
+
+}  // namespace
+
+SmimeKind smime_kind(const std::vector<smime::HeaderField>& headers, const smime::Spool& message) {
+  const SmimeKind labelled = smime_kind(headers);
+  if (labelled != SmimeKind::encrypted && labelled != SmimeKind::signed_opaque) return labelled;
+  // application/pkcs7-mime: what the body holds decides, not its label.
+  auto section = read_header_section(message);
+  if (!section) return SmimeKind::none;
+  std::string head(std::min<std::size_t>(256, message.size() - std::min(message.size(), section->body_offset)), '\0');
+  auto got = message.read(section->body_offset, head.data(), head.size());
+  if (!got) return SmimeKind::none;
+  head.resize(*got);
+  bool base64 = false;
+  for (const auto& f : headers) {
+    if (iequals(f.name, "Content-Transfer-Encoding")) base64 = lower(f.unfolded()).find("base64") != std::string::npos;
+  }
+  if (!base64) return cms_kind(head);
+  std::string encoded;
+  for (const char c : head) {
+    if (std::isalnum(static_cast<unsigned char>(c)) != 0 || c == '+' || c == '/') encoded += c;
+    if (encoded.size() == 64) break;
+  }
+  encoded.resize(encoded.size() / 4 * 4);
+  std::string der(encoded.size() / 4 * 3, '\0');
+  const int n = EVP_DecodeBlock(reinterpret_cast<unsigned char*>(der.data()),
+                                reinterpret_cast<const unsigned char*>(encoded.data()), static_cast<int>(encoded.size()));
+  if (n < 0) return SmimeKind::none;
+  return cms_kind(der);
+}
 
 bool has_calendar(const smime::Spool& message) {
   InvitationFinder finder;

@@ -26,6 +26,11 @@ smime::Result<HeaderSection> read_header_section(const smime::Spool& message, st
 enum class SmimeKind { none, signed_multipart, signed_opaque, encrypted };
 constexpr bool is_signed(SmimeKind kind) { return kind == SmimeKind::signed_multipart || kind == SmimeKind::signed_opaque; }
 SmimeKind smime_kind(const std::vector<smime::HeaderField>& headers);
+// The same, but for application/pkcs7-mime the CMS content type at the start
+// of the body decides, whatever smime-type says (or does not): only
+// enveloped or authEnveloped data is encrypted; compressed data, or a body
+// that is no CMS at all, is none.
+SmimeKind smime_kind(const std::vector<smime::HeaderField>& headers, const smime::Spool& message);
 
 // Whether the message is a calendar invitation (iMIP, RFC 6047): a
 // text/calendar part that names its method, at the top or in its multipart

@@ -135,7 +135,7 @@ BasicResult<EarlyPlan, RecipientVerdict> Gateway::plan_recipient_early(const Tra
 Outcome Gateway::outbound(const Transaction& tx, const std::vector<smime::HeaderField>& headers,
                           const smime::Spool& message, const std::vector<std::string>& skip) {
   const policy::Policy& policy = *tx.policy;
-  const auto kind = smime_kind(headers);
+  const auto kind = smime_kind(headers, message);
   const std::string where = "outbound (" + tx.direction.reason + ")";
   if (from_keystore(tx)) {
     // The keystore's own mail to users (enrollment tokens, certificate files

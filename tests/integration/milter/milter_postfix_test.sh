@@ -199,6 +199,17 @@ send alice@corp.example bob@corp.example < own-encrypted.eml
 arrived out-own-encrypted.eml
 check "a message encrypted in the sender's client is never encrypted twice" \
   bash -c "openssl cms -decrypt -in out-own-encrypted.eml -recip bob.pem -inkey bob.key -out own-decrypted.eml && grep -q 'revenue up 4' own-decrypted.eml"
+# Labelled as encrypted, but only base64 text: the label does not decide.
+{ printf '%s\r\n' "From: alice@corp.example" "To: bob@corp.example" "Subject: Labelled" "MIME-Version: 1.0" \
+    "Content-Type: application/pkcs7-mime; smime-type=enveloped-data; name=smime.p7m" \
+    "Content-Transfer-Encoding: base64" ""
+  printf '%s' "$body" | base64; } | sed 's/$/\r/;s/\r\r$/\r/' > labelled.eml
+send alice@corp.example bob@corp.example < labelled.eml
+arrived out-labelled.eml
+check "a message only labelled encrypted is encrypted all the same" \
+  bash -c "openssl cms -decrypt -in out-labelled.eml -recip bob.pem -inkey bob.key -out labelled-inner.eml &&
+    openssl cms -verify -in labelled-inner.eml -CAfile corp-chain.pem -purpose smimesign -out labelled.txt 2> /dev/null &&
+    sed '1,/^\r\?$/d' labelled.txt | base64 -d | grep -q 'revenue up 4'"
 
 # ---- Calendar invitations are signed, not encrypted (Outlook cannot read them) -------
 printf '%s\r\n' "From: alice@corp.example" "To: bob@corp.example" "Subject: Meeting" "MIME-Version: 1.0" \

@@ -154,6 +154,32 @@ TEST_CASE("smime_kind reads the top-level Content-Type", "[message_text]") {
   CHECK(kind_of("multipart/mixed; boundary=\"b\"") == SmimeKind::none);
 }
 
+TEST_CASE("smime_kind with the body: the CMS content type decides, not the label", "[message_text]") {
+  // The first bytes of real ContentInfo structures, base64 as mail carries them.
+  const auto kind = [](const std::string& type, const std::string& body, const std::string& encoding = "base64") {
+    const std::string message = "Subject: x\r\nContent-Type: " + type + "\r\nContent-Transfer-Encoding: " + encoding +
+                                "\r\n\r\n" + body;
+    std::vector<HeaderField> headers{{"Subject", " x"}, {"Content-Type", " " + type}, {"Content-Transfer-Encoding", " " + encoding}};
+    return smime_kind(headers, Spool::from(message));
+  };
+  const std::string p7m = "application/pkcs7-mime; name=smime.p7m";
+  CHECK(kind(p7m + "; smime-type=enveloped-data", "MIAGCSqGSIb3DQEHA6CAMIA=\r\n") == SmimeKind::encrypted);
+  CHECK(kind(p7m, "MIIBIwYJ\r\nKoZIhvcNAQcDoII=\r\n") == SmimeKind::encrypted);  // definite length, folded
+  CHECK(kind(p7m + "; smime-type=authEnveloped-data", "MIAGCyqGSIb3DQEJEAEXoIA=") == SmimeKind::encrypted);
+  CHECK(kind(p7m, "MIAGCSqGSIb3DQEHAqCAMIA=") == SmimeKind::signed_opaque);  // RFC 2311 style: no smime-type
+  // Labelled as encrypted, but not: compressed data, or no CMS at all.
+  CHECK(kind(p7m + "; smime-type=compressed-data", "MIAGCyqGSIb3DQEJEAEJoIA=") == SmimeKind::none);
+  CHECK(kind(p7m, "MIAGCyqGSIb3DQEJEAEJoIA=") == SmimeKind::none);
+  CHECK(kind(p7m + "; smime-type=enveloped-data", "VGhlIHBsYWluIHRydXRoLg==") == SmimeKind::none);
+  CHECK(kind(p7m + "; smime-type=enveloped-data", "") == SmimeKind::none);
+  CHECK(kind(p7m + "; smime-type=enveloped-data", "The plain truth.", "7bit") == SmimeKind::none);
+  CHECK(kind(p7m + "; smime-type=enveloped-data", std::string("\x30\x80\x06\x09\x2a\x86\x48\x86\xf7\x0d\x01\x07\x03\xa0", 14),
+             "binary") == SmimeKind::encrypted);
+  // Other types are what their label says; the body is not read.
+  CHECK(kind("multipart/signed; protocol=\"application/pkcs7-signature\"; boundary=b", "") == SmimeKind::signed_multipart);
+  CHECK(kind("text/plain", "MIAGCSqGSIb3DQEHA6CAMIA=") == SmimeKind::none);
+}
+
 TEST_CASE("smime_kind without a Content-Type is none, and other fields do not count", "[message_text]") {
   CHECK(smime_kind({}) == SmimeKind::none);
   CHECK(smime_kind({{"Subject", " application/pkcs7-mime"}, {"X-Content-Type", " multipart/signed"}}) ==
