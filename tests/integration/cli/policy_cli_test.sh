@@ -138,7 +138,7 @@ recipient bob@partner.example
   digest:                 sha384
   on_missing_certificate: tempfail
   encrypt_to_sender:      yes
-  exempt_calendar:        yes"'
+  exempt_calendar:        no"'
 
 run "$ctl" policy explain --policy policy.toml --from alice@example.org --to x@gmail.com --to Bob@Partner.Example --authenticated --client 203.0.113.9
 t "explain: defaults, and one section per recipient" '[[ $rc == 0 ]] &&
