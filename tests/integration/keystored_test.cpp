@@ -80,6 +80,22 @@ class Daemon {
 
   void signal(int number) { ::kill(pid_, number); }
 
+  // SIGHUP, then waits until the daemon says it took the file or refused it.
+  void reload() {
+    const auto answers = [&] {
+      const std::string text = log();
+      std::size_t n = 0;
+      for (const char* said : {"configuration reloaded", "reload refused"}) {
+        for (auto at = text.find(said); at != std::string::npos; at = text.find(said, at + 1)) ++n;
+      }
+      return n;
+    };
+    const std::size_t before = answers();
+    signal(SIGHUP);
+    for (int i = 0; i < 3000 && answers() == before; ++i) std::this_thread::sleep_for(10ms);
+    REQUIRE(answers() > before);
+  }
+
   int stop() {
     if (pid_ <= 0) return -1;
     ::kill(pid_, SIGTERM);
@@ -286,7 +302,7 @@ TEST_CASE("bad input gets an answer, not a crash", "[keystored]") {
   CHECK(client.call("unwrap", {{"address", "alice@example.org"}, {"serial", "00"}, {"wrapped", "junk"}}).error().code ==
         Errc::invalid_argument);
 
-  const std::string garbage = raw_exchange(daemon.socket(), "{not json\n", 500ms);
+  const std::string garbage = raw_exchange(daemon.socket(), "{not json\n", 3000ms);
   CHECK(garbage.find("\"code\":\"invalid_argument\"") != std::string::npos);
 
   const std::string huge = raw_exchange(daemon.socket(), std::string(2 << 20, 'x') + "\n", 3000ms);
@@ -312,7 +328,7 @@ TEST_CASE("bad input gets an answer, not a crash", "[keystored]") {
   const std::string both = raw_exchange(daemon.socket(),
                                         protocol::encode_request({7, "status", {}}) +
                                             protocol::encode_request({8, "status", {}}),
-                                        500ms);
+                                        3000ms);
   CHECK(both.find("\"id\":7") != std::string::npos);
   CHECK(both.find("\"id\":8") != std::string::npos);
 
@@ -358,14 +374,12 @@ TEST_CASE("only gateways may use keys, as the configuration says, reloaded on SI
   const auto config = daemon.dir.path("mailkms.conf");
   const std::string original = test::read_file(config);
   test::write_file(config, original + "gateway_users = [\"nobody\"]\n");
-  daemon.signal(SIGHUP);
-  std::this_thread::sleep_for(300ms);
+  daemon.reload();
   CHECK(as_nobody(daemon) == "ok");
 
   // A broken file is refused; the running policy stays.
   test::write_file(config, original + "gateway_users = [\"no-such-user-anywhere\"]\n");
-  daemon.signal(SIGHUP);
-  std::this_thread::sleep_for(300ms);
+  daemon.reload();
   CHECK(as_nobody(daemon) == "ok");
   CHECK(daemon.log().find("reload refused") != std::string::npos);
 }
@@ -506,8 +520,7 @@ TEST_CASE("a user enrolls by mail through the daemon, and the token works once",
   const auto config = daemon.dir.path("mailkms.conf");
   const std::string text = test::read_file(config);
   test::write_file(config, text.substr(0, text.find("enrollment_address")) + text.substr(text.find("templates")));
-  daemon.signal(SIGHUP);
-  std::this_thread::sleep_for(300ms);
+  daemon.reload();
   const auto off = client.call("enroll", {{"session", carol}, {"addresses", {"bob@example.org"}}});
   REQUIRE_FALSE(off);
   CHECK(off.error().message.find("enrollment by mail is off") != std::string::npos);

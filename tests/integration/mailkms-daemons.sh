@@ -11,14 +11,16 @@
 keystore_pid=
 milter_pid=
 
+# Waits are counted in seconds, not tries: under a sanitizer, on a busy
+# machine, a daemon can take a while to start.
 start_keystore() {
   "$keystored" --config mailkms.conf > /dev/null 2>> keystore.log &
   keystore_pid=$!
-  for _ in $(seq 100); do
-    [ -S keystore.sock ] && "$ctl" status 2> /dev/null | grep -qx unsealed && return 0
+  local end=$((SECONDS + 30))
+  until [ -S keystore.sock ] && "$ctl" status 2> /dev/null | grep -qx unsealed; do
+    [ "$SECONDS" -lt "$end" ] && kill -0 "$keystore_pid" 2> /dev/null || return 1
     sleep 0.05
   done
-  return 1
 }
 
 # The milter renames its socket into place once it listens: wait for one that
@@ -28,19 +30,24 @@ start_milter() {
   stale=$(stat -c %i milter.sock 2> /dev/null)
   "$milter" --config mailkms.conf --foreground > /dev/null 2>> milter.log &
   milter_pid=$!
-  for _ in $(seq 100); do
-    [ -S milter.sock ] && [ "$(stat -c %i milter.sock 2> /dev/null)" != "$stale" ] && return 0
+  local end=$((SECONDS + 30))
+  until [ -S milter.sock ] && [ "$(stat -c %i milter.sock 2> /dev/null)" != "$stale" ]; do
+    [ "$SECONDS" -lt "$end" ] && kill -0 "$milter_pid" 2> /dev/null || return 1
     sleep 0.05
   done
-  return 1
 }
 
+# libmilter looks for SIGTERM between polls of its socket: give it time,
+# then make sure.
 stop_milter() {
   if [ -n "$milter_pid" ] && kill "$milter_pid" 2> /dev/null; then
-    for _ in $(seq 100); do
-      kill -0 "$milter_pid" 2> /dev/null || break
-      sleep 0.1
-    done
+    local end=$((SECONDS + 30))
+    while kill -0 "$milter_pid" 2> /dev/null && [ "$SECONDS" -lt "$end" ]; do sleep 0.1; done
+    if kill -0 "$milter_pid" 2> /dev/null; then
+      echo "the milter did not stop on SIGTERM within 30 s; killed" >&2
+      kill -KILL "$milter_pid" 2> /dev/null
+    fi
+    wait "$milter_pid" 2> /dev/null || true
   fi
   milter_pid=
 }

@@ -88,8 +88,7 @@ postfix_start "$work/postfix" || { echo "FAIL - cannot start Postfix"; exit 1; }
 # into OWNER.N.eml; prints their names.
 mailbox() {
   local owner=$1 n
-  for f in "$SINK_DIR"/*; do
-    [ -f "$f" ] || continue
+  for f in $(sink_files); do
     if grep -q "^X-Rcpt-Args: <$owner>" "$f"; then
       n=$(find . -maxdepth 1 -name "$owner.*.eml" | wc -l)
       mv "$f" "$owner.$((n + 1)).eml"
@@ -99,11 +98,11 @@ mailbox() {
 }
 # wait_mail OWNER N: until OWNER has N messages
 wait_mail() {
-  for _ in $(seq 100); do
-    [ "$(mailbox "$1" | wc -l)" -ge "$2" ] && return 0
+  local end=$((SECONDS + 60))
+  until [ "$(mailbox "$1" | wc -l)" -ge "$2" ]; do
+    [ "$SECONDS" -lt "$end" ] || return 1
     sleep 0.1
   done
-  return 1
 }
 # token_in FILE: the token an enrollment or recovery mail carries
 token_in() { grep -o 'MKMS-[A-Z2-7-]*' "$1" | head -n 1; }

@@ -41,10 +41,18 @@ export MAILKMS_CONFIG=$work/mailkms.conf MAILKMS_SESSION_FILE=$work/session
 echo "carol's long admin password" > admin.pw
 echo "the unseal passphrase of this keystore" > unseal.pw
 
+# The daemon renames its socket into place once it listens: one a daemon
+# killed with -9 left behind does not count.
 start() {
+  local stale
+  stale=$(stat -c %i keystore.sock 2> /dev/null)
   "$keystored" --config mailkms.conf 2>> daemon.log &
   daemon_pid=$!
-  for _ in $(seq 200); do [ -S keystore.sock ] && return 0; sleep 0.05; done
+  for _ in $(seq 600); do
+    [ -S keystore.sock ] && [ "$(stat -c %i keystore.sock 2> /dev/null)" != "$stale" ] && return 0
+    kill -0 "$daemon_pid" 2> /dev/null || return 1
+    sleep 0.05
+  done
   return 1
 }
 ready() { start && "$ctl" unseal --passphrase-file unseal.pw > /dev/null && "$ctl" login carol --password-file admin.pw > /dev/null; }

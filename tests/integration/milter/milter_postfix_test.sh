@@ -129,16 +129,28 @@ send() {
   to=$(IFS=,; echo "$*")
   swaks --server "127.0.0.1:$POSTFIX_PORT" --from "$from" --to "$to" --data - > send.out 2>&1
 }
+# send_settled FROM TO… < message: as send, but again (5 times at most, a
+# second apart) while smtpd processes from before a Postfix reload still
+# answer with the milter they knew, which is gone (451 4.7.1 at MAIL FROM).
+send_settled() {
+  local message
+  message=$(cat)
+  for _ in 1 2 3 4 5; do
+    printf '%s' "$message" | send "$@"
+    grep -q '<-  250 2.0.0 Ok: queued' send.out && return 0
+    sleep 1
+  done
+}
 # arrived NAME: moves the oldest message at the sink to NAME
 arrived() {
   postfix_wait_for 1 || return 1
-  mv "$(find "$SINK_DIR" -type f | sort | head -n 1)" "$1"
+  mv "$(sink_files | sort | head -n 1)" "$1"
 }
 # arrived_split NAME: bob's and y's copies of one message, to NAME-bob.eml and NAME-y.eml
 arrived_split() {
   postfix_wait_for 2 || return 1
   local f
-  for f in "$SINK_DIR"/*; do
+  for f in $(sink_files); do
     if grep -q '^X-Rcpt-Args: <bob@corp.example>' "$f"; then mv "$f" "$1-bob.eml"; else mv "$f" "$1-y.eml"; fi
   done
 }
@@ -308,14 +320,14 @@ check "mail over SMTP from the enrollment address is still encrypted" \
 cp policy.toml policy.good
 printf '[[rule]]\nto = "*@reject.example"\nencrypt = "alwayz"\n' > policy.toml
 kill -HUP "$milter_pid"
-for _ in $(seq 50); do grep -q "reload refused" milter.log && break; sleep 0.1; done
+for _ in $(seq 300); do grep -q "reload refused" milter.log && break; sleep 0.1; done
 check "the broken policy is refused, with file, line and column" grep -q "reload refused.*policy.toml:3:11" milter.log
 check "the milter survived the signal" kill -0 "$milter_pid"
 message "alice@corp.example" "x@reject.example" "Still refused" "text" | send alice@corp.example x@reject.example
 check "the old policy still applies (550 5.7.1)" grep -q "<\*\* 550 5.7.1 " send.out
 sed 's/on_missing_certificate = "reject"/on_missing_certificate = "tempfail"/' policy.good > policy.toml
 kill -HUP "$milter_pid"
-for _ in $(seq 50); do grep -q "policy reloaded" milter.log && break; sleep 0.1; done
+for _ in $(seq 300); do grep -q "policy reloaded" milter.log && break; sleep 0.1; done
 message "alice@corp.example" "x@reject.example" "Now deferred" "text" | send alice@corp.example x@reject.example
 check "a good policy takes effect on reload (450 4.7.1)" grep -q "<\*\* 450 4.7.1 " send.out
 cp policy.good policy.toml
@@ -398,28 +410,30 @@ use_milter_socket() {  # use_milter_socket MILTER-SPEC POSTFIX-SPEC
 }
 milter_port=$(free_port)
 use_milter_socket "inet:$milter_port@127.0.0.1" "inet:127.0.0.1:$milter_port"
-for _ in $(seq 100); do ss -Hltn "sport = :$milter_port" | grep -q . && break; sleep 0.05; done
-message "alice@corp.example" "bob@corp.example" "Over TCP" "$body" | send alice@corp.example bob@corp.example
+for _ in $(seq 600); do ss -Hltn "sport = :$milter_port" | grep -q . && break; sleep 0.05; done
+message "alice@corp.example" "bob@corp.example" "Over TCP" "$body" | send_settled alice@corp.example bob@corp.example
 arrived out-tcp.eml
 check "over TCP: alice to bob arrives encrypted, signed by alice, with the original body" \
   bash -c "openssl cms -decrypt -in out-tcp.eml -recip bob.pem -inkey bob.key -out tcp.signed &&
     openssl cms -verify -in tcp.signed -CAfile corp-chain.pem -purpose smimesign -out tcp.txt 2> /dev/null &&
     printf '%s\r\n' '$body' | cmp - <(sed '1,/^\r\?$/d' tcp.txt)"
 use_milter_socket "unix:$work/milter.sock" "unix:$work/milter.sock"
-for _ in $(seq 100); do [ -S milter.sock ] && break; sleep 0.05; done
+for _ in $(seq 600); do [ -S milter.sock ] && break; sleep 0.05; done
 
 # ---- As an unprivileged user --------------------------------------------------------
 # As in production: the milter opens its socket as root, hands it to its
 # user and the MTA's group, and drops privileges before it serves.
 stop_milter
 sed -i 's|^gateway_users = \["root"\]|gateway_users = ["root", "nobody"]|; s|^\[milter\]|[milter]\nuser = "nobody"|; s|^spool_directory = .*|spool_directory = "/var/tmp"|' mailkms.conf
+reloads=$(grep -c 'configuration reloaded' keystore.log)
 kill -HUP "$keystore_pid"  # who counts as a gateway is re-read on SIGHUP
+for _ in $(seq 600); do [ "$(grep -c 'configuration reloaded' keystore.log)" -gt "$reloads" ] && break; sleep 0.05; done
 chmod 666 keystore.sock    # socket_mode here was for root alone; peer credentials still decide
 start_milter || echo "the milter did not restart" >&2
 check "the milter serves as the unprivileged user" \
-  bash -c "for _ in \$(seq 50); do [ \"\$(ps -o user= -p $milter_pid)\" = nobody ] && exit 0; sleep 0.1; done; exit 1"
+  bash -c "for _ in \$(seq 300); do [ \"\$(ps -o user= -p $milter_pid)\" = nobody ] && exit 0; sleep 0.1; done; exit 1"
 check "its socket belongs to that user and the MTA's group" bash -c "[ \"\$(stat -c '%U:%G %a' milter.sock)\" = 'nobody:postfix 660' ]"
-message "alice@corp.example" "bob@corp.example" "Unprivileged" "$body" | send alice@corp.example bob@corp.example
+message "alice@corp.example" "bob@corp.example" "Unprivileged" "$body" | send_settled alice@corp.example bob@corp.example
 arrived out-unprivileged.eml
 check "and still signs and encrypts through the keystore" \
   bash -c "openssl cms -decrypt -in out-unprivileged.eml -recip bob.pem -inkey bob.key -out unpriv.signed && openssl cms -verify -in unpriv.signed -CAfile corp-chain.pem -purpose smimesign -out /dev/null"

@@ -9,6 +9,7 @@
 #                           lines in $POSTFIX_EXTRA_CONF are added to main.cf
 #                           (a milter, say)
 #   postfix_wait_for N      waits until N messages reached the sink
+#   sink_files              the messages the sink has finished writing
 #   postfix_stop
 
 free_port() {
@@ -72,10 +73,21 @@ CONF
   postfix -c "$conf" check && postfix -c "$conf" start > /dev/null 2>&1
 }
 
+# The sink creates a message's file at MAIL FROM and writes it as the data
+# comes: a file counts once the sink no longer holds it open.
+sink_files() {
+  local open f
+  open=$(ls -l "/proc/$SINK_PID/fd" 2> /dev/null | grep -o "$SINK_DIR/[^ ]*")
+  for f in "$SINK_DIR"/*; do
+    [ -f "$f" ] || continue
+    grep -qxF -- "$f" <<< "$open" || echo "$f"
+  done
+}
+
 postfix_wait_for() {
   local want=$1
-  for _ in $(seq 150); do
-    [ "$(find "$SINK_DIR" -type f | wc -l)" -ge "$want" ] && return 0
+  for _ in $(seq 300); do
+    [ "$(sink_files | wc -l)" -ge "$want" ] && return 0
     sleep 0.2
   done
   echo "postfix fixture: $want message(s) expected at the sink, log follows" >&2

@@ -61,7 +61,7 @@ for m in detached opaque encrypted; do
     swaks --silent 2 --server "127.0.0.1:$POSTFIX_PORT" --from alice@example.org --to bob@example.org \
     --data "$work/$m.eml"
   postfix_wait_for 1 || { failed=$((failed + 1)); break; }
-  mv "$(find "$SINK_DIR" -type f | head -n 1)" "arrived-$m.eml"
+  mv "$(sink_files | head -n 1)" "arrived-$m.eml"
 done
 
 for m in detached opaque; do

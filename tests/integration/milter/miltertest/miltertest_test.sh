@@ -68,7 +68,7 @@ POLICY
 
 "$milter" --config "$work/mailkms.conf" --foreground 2> milter.log &
 milter_pid=$!
-for _ in $(seq 100); do [ -S milter.sock ] && break; sleep 0.05; done
+for _ in $(seq 600); do [ -S milter.sock ] && break; sleep 0.05; done
 [ -S milter.sock ] || { echo "FAIL - the milter does not start"; cat milter.log; exit 1; }
 
 export MILTER_SOCKET=$work/milter.sock CASES=$here
@@ -153,7 +153,7 @@ sed -i 's|^\[gateway\]|[gateway]\non_keystore_unavailable = "accept"|' mailkms.c
 rm -f milter.sock
 "$milter" --config "$work/mailkms.conf" --foreground 2>> milter.log &
 milter_pid=$!
-for _ in $(seq 100); do [ -S milter.sock ] && break; sleep 0.05; done
+for _ in $(seq 600); do [ -S milter.sock ] && break; sleep 0.05; done
 check "9 with accept: carol's (encrypt always) still deferred, dave's (if-possible) delivered" run_case9 delivered
 check "9 the milter logs dave's as delivered unchanged, carol's as deferred" \
   bash -c 'grep -q "CASE9D: .*keystore unavailable, delivered unchanged" milter.log &&
