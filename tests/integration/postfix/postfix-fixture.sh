@@ -36,6 +36,7 @@ postfix_start() {
   SINK_DIR=$POSTFIX_DIR/sink
   POSTFIX_PORT=$(free_port) || return 1
   SINK_PORT=$(free_port) || return 1
+  while [ "$SINK_PORT" = "$POSTFIX_PORT" ]; do SINK_PORT=$(free_port) || return 1; done
 
   cat > "$conf/main.cf" <<CONF
 compatibility_level = 3.6
@@ -58,6 +59,10 @@ smtp_tls_security_level = none
 smtpd_tls_security_level = none
 maillog_file = $POSTFIX_DIR/maillog
 maillog_file_prefixes = $POSTFIX_DIR
+# A delivery deferred by chance is retried within seconds, not minutes.
+queue_run_delay = 1s
+minimal_backoff_time = 1s
+maximal_backoff_time = 2s
 ${POSTFIX_EXTRA_CONF:-}
 CONF
   # Debian's services, with our smtpd port instead of 25 and no chroot
@@ -70,6 +75,7 @@ CONF
   smtp-sink -u postfix -d "$SINK_DIR/%Y%m%d%H%M%S." -c "127.0.0.1:$SINK_PORT" 50 \
     > "$POSTFIX_DIR/sink.log" 2>&1 &
   SINK_PID=$!
+  for _ in $(seq 300); do ss -Hltn "sport = :$SINK_PORT" | grep -q . && break; sleep 0.1; done
   postfix -c "$conf" check && postfix -c "$conf" start > /dev/null 2>&1
 }
 
