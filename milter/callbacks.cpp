@@ -265,6 +265,9 @@ bool replace_body(SMFICTX* ctx, const smime::Spool& spool, std::size_t offset) {
   // Large chunks: each is one round trip to the MTA.
   constexpr std::size_t chunk = 65535;
   std::string buffer(chunk, '\0');
+  if (offset >= spool.size()) {  // an empty body still replaces the old one
+    return smfi_replacebody(ctx, reinterpret_cast<unsigned char*>(buffer.data()), 0) == MI_SUCCESS;
+  }
   for (std::size_t at = offset; at < spool.size();) {
     auto got = spool.read(at, buffer.data(), std::min(chunk, spool.size() - at));
     if (!got || *got == 0) return false;

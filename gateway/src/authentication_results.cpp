@@ -1,3 +1,4 @@
+#include <algorithm>
 #include <cctype>
 
 #include "pipeline.hpp"
@@ -106,6 +107,30 @@ policy::Headers policy_headers(const std::vector<smime::HeaderField>& fields) {
   policy::Headers out;
   for (const auto& f : fields) out.fields.emplace_back(f.name, f.unfolded());
   return out;
+}
+
+std::vector<HeaderEdit> forged_results(const std::vector<smime::HeaderField>& headers, const std::string& authserv_id) {
+  std::string ours = authserv_id;
+  for (auto& c : ours) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
+  int index = 0;
+  std::vector<HeaderEdit> removals;
+  for (const auto& f : headers) {
+    if (!iequals(f.name, "Authentication-Results")) continue;
+    ++index;
+    if (authserv_id_of(f.value) == ours) removals.push_back({HeaderEdit::Kind::remove, f.name, {}, index});
+  }
+  std::reverse(removals.begin(), removals.end());
+  return removals;
+}
+
+void add_removals(std::vector<HeaderEdit>& edits, const std::vector<HeaderEdit>& removals) {
+  for (const auto& r : removals) {
+    if (std::none_of(edits.begin(), edits.end(), [&](const HeaderEdit& e) {
+          return e.kind == HeaderEdit::Kind::remove && e.index == r.index && iequals(e.name, r.name);
+        })) {
+      edits.insert(edits.begin(), r);
+    }
+  }
 }
 
 }  // namespace mailkms::gateway

@@ -99,6 +99,7 @@ Outcome Gateway::finish(const Transaction& transaction, const std::vector<smime:
       for (const auto& f : headers) {
         if (iequals(f.name, reinjection_header)) outcome.header_edits.push_back({HeaderEdit::Kind::remove, f.name, {}, ++index});
       }
+      add_removals(outcome.header_edits, forged_results(headers, settings_.authserv_id));
       return outcome;
     }
     if (settings_.max_message_size != 0 && message.size() > settings_.max_message_size) {
@@ -113,6 +114,10 @@ Outcome Gateway::finish(const Transaction& transaction, const std::vector<smime:
     Outcome processed = transaction.direction.direction == policy::Direction::outbound
                             ? outbound(transaction, headers, message, outcome.removed_recipients)
                             : inbound(transaction, headers, message, outcome.removed_recipients);
+    // Results in our name are ours to write, whichever way the mail goes.
+    if (processed.verdict == Outcome::Verdict::deliver && transaction.direction.direction == policy::Direction::outbound) {
+      add_removals(processed.header_edits, forged_results(headers, settings_.authserv_id));
+    }
     if (!outcome.removed_recipients.empty()) {
       processed.removed_recipients.insert(processed.removed_recipients.begin(), outcome.removed_recipients.begin(),
                                           outcome.removed_recipients.end());

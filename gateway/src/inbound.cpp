@@ -52,16 +52,7 @@ Outcome Gateway::inbound(const Transaction& tx, const std::vector<smime::HeaderF
   Outcome outcome;
 
   // Authentication-Results in our name can only be forgeries from outside.
-  std::string our_id = settings_.authserv_id;
-  for (auto& c : our_id) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
-  int index = 0;
-  std::vector<HeaderEdit> removals;
-  for (const auto& f : headers) {
-    if (!iequals(f.name, "Authentication-Results")) continue;
-    ++index;
-    if (authserv_id_of(f.value) == our_id) removals.push_back({HeaderEdit::Kind::remove, f.name, {}, index});
-  }
-  std::reverse(removals.begin(), removals.end());
+  const std::vector<HeaderEdit> removals = forged_results(headers, settings_.authserv_id);
 
   bool verify = false;
   bool decrypt = true;
@@ -266,13 +257,7 @@ Outcome Gateway::inbound(const Transaction& tx, const std::vector<smime::HeaderF
   rebuilt.append(entity.body);
   outcome.header_edits = diff_headers(headers, after);
   // Removals of forged results were found on the original header too.
-  for (const auto& r : removals) {
-    if (std::none_of(outcome.header_edits.begin(), outcome.header_edits.end(), [&](const HeaderEdit& e) {
-          return e.kind == HeaderEdit::Kind::remove && e.index == r.index && iequals(e.name, "Authentication-Results");
-        })) {
-      outcome.header_edits.insert(outcome.header_edits.begin(), r);
-    }
-  }
+  add_removals(outcome.header_edits, removals);
   if (verify) {
     outcome.header_edits.push_back(
         {HeaderEdit::Kind::prepend, "Authentication-Results", authentication_results(settings_.authserv_id, results), 0});

@@ -223,6 +223,14 @@ check "a message only labelled encrypted is encrypted all the same" \
     openssl cms -verify -in labelled-inner.eml -CAfile corp-chain.pem -purpose smimesign -out labelled.txt 2> /dev/null &&
     sed '1,/^\r\?$/d' labelled.txt | base64 -d | grep -q 'revenue up 4'"
 
+# Results in our name are ours to write, on the way out too.
+{ printf 'Authentication-Results: mx.corp.example; smime=pass body.smime-identifier=ceo@corp.example\r\n'
+  message "alice@corp.example" "bob@corp.example" "Internal" "$body"; } | send alice@corp.example bob@corp.example
+arrived out-forged-results.eml
+check "outbound, a forged Authentication-Results in our name is removed" \
+  bash -c "openssl cms -decrypt -in out-forged-results.eml -recip bob.pem -inkey bob.key -out /dev/null &&
+    ! grep -q 'ceo@corp.example' out-forged-results.eml"
+
 # ---- Calendar invitations are signed, not encrypted (Outlook cannot read them) -------
 printf '%s\r\n' "From: alice@corp.example" "To: bob@corp.example" "Subject: Meeting" "MIME-Version: 1.0" \
   "Content-Type: text/calendar; method=REQUEST; charset=utf-8" "" "BEGIN:VCALENDAR" "METHOD:REQUEST" \
