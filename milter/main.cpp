@@ -15,9 +15,11 @@
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/un.h>
+#include <fcntl.h>
 #include <unistd.h>
 
 #include <CLI/CLI.hpp>
+#include <atomic>
 #include <cerrno>
 #include <cstring>
 #include <fstream>
@@ -54,6 +56,19 @@ void disable_nagle_on_listener() {
     }
   }
 }
+
+// The main thread's wake-ups: a byte from the signal handler to reload the
+// policy, or from the serving thread once libmilter has stopped.
+int wakeups[2] = {-1, -1};
+std::atomic<bool> stopped{false};
+
+void wake() {
+  const int saved = errno;
+  (void)!::write(wakeups[1], "!", 1);  // async-signal-safe; a full pipe has a wake-up pending anyway
+  errno = saved;
+}
+
+void on_reload_signal(int) { wake(); }
 
 std::string socket_path(const std::string& socket) {
   if (socket.starts_with("unix:")) return socket.substr(5);
@@ -158,29 +173,41 @@ int main(int argc, char** argv) {
   if (!foreground && ::daemon(0, 0) != 0) fatal(std::string("daemon: ") + std::strerror(errno));
 
   // libmilter's own signal thread stops the milter on SIGHUP, SIGTERM and
-  // SIGINT. This thread (the main one) waits for SIGHUP and SIGUSR1 first:
-  // the kernel offers a process's signal to its main thread before any
-  // other, so a reload never reaches libmilter. smfi_main runs beside it.
+  // SIGINT. SIGHUP and SIGUSR1 mean "reload" here instead: every thread
+  // blocks them but this, the main one, where a handler takes them. Linux
+  // gives a process's signal to its main thread whenever that thread does
+  // not block it, so a reload never reaches libmilter's thread, not even
+  // one that comes while an earlier reload is still being read.
   sigset_t reload;
   sigemptyset(&reload);
   sigaddset(&reload, SIGHUP);
   sigaddset(&reload, SIGUSR1);
-  sigaddset(&reload, SIGUSR2);
   sigset_t blocked = reload;
   sigaddset(&blocked, SIGTERM);  // for libmilter's thread, which stops gracefully
   sigaddset(&blocked, SIGINT);
   pthread_sigmask(SIG_BLOCK, &blocked, nullptr);
-  const pthread_t main_thread = pthread_self();
+  if (::pipe2(wakeups, O_CLOEXEC) != 0 || ::fcntl(wakeups[1], F_SETFL, O_NONBLOCK) != 0) {
+    fatal(std::string("pipe: ") + std::strerror(errno));
+  }
   int result = 0;
   std::thread serving([&] {
     spdlog::info("serving {} with policy {}", socket, policy_path);
     result = smfi_main();
-    pthread_kill(main_thread, SIGUSR2);
+    stopped = true;
+    wake();
   });
+  struct sigaction action {};
+  action.sa_handler = on_reload_signal;
+  action.sa_flags = SA_RESTART;
+  sigemptyset(&action.sa_mask);
+  ::sigaction(SIGHUP, &action, nullptr);
+  ::sigaction(SIGUSR1, &action, nullptr);
+  pthread_sigmask(SIG_UNBLOCK, &reload, nullptr);
   for (;;) {
-    int signal = 0;
-    if (sigwait(&reload, &signal) != 0) continue;
-    if (signal == SIGUSR2) break;
+    char byte = 0;
+    const ssize_t got = ::read(wakeups[0], &byte, 1);
+    if (got < 0 && errno == EINTR) continue;
+    if (got != 1 || stopped) break;
     auto fresh = mailkms::policy::load_policy(policy_path);
     if (!fresh) {
       spdlog::error("policy reload refused, the running policy stays: {}", fresh.error().message);

@@ -338,8 +338,18 @@ kill -HUP "$milter_pid"
 for _ in $(seq 300); do grep -q "policy reloaded" milter.log && break; sleep 0.1; done
 message "alice@corp.example" "x@reject.example" "Now deferred" "text" | send alice@corp.example x@reject.example
 check "a good policy takes effect on reload (450 4.7.1)" grep -q "<\*\* 450 4.7.1 " send.out
+# A burst of reloads (say, a log rotation and an administrator at once):
+# those that come while one is being read must not reach libmilter, which
+# takes SIGHUP for "stop".
 cp policy.good policy.toml
-kill -HUP "$milter_pid"
+reloads=$(grep -c "policy reloaded" milter.log)
+for _ in $(seq 40); do kill -HUP "$milter_pid"; sleep 0.002; done
+for _ in $(seq 300); do [ "$(grep -c "policy reloaded" milter.log)" -gt "$reloads" ] && break; sleep 0.1; done
+sleep 0.5
+message "alice@corp.example" "bob@corp.example" "After the reloads" "$body" | send alice@corp.example bob@corp.example
+arrived out-reloads.eml
+check "after a burst of 40 reloads the milter still serves: the message arrives encrypted" \
+  bash -c "kill -0 $milter_pid && openssl cms -decrypt -in out-reloads.eml -recip bob.pem -inkey bob.key -out /dev/null"
 
 # ---- The keystore goes away, and comes back ---------------------------------------------
 kill "$keystore_pid"
