@@ -27,10 +27,15 @@ int remaining_ms(Clock::time_point deadline) {
   return left > 0 ? static_cast<int>(left) : 0;
 }
 
-Status write_all(int fd, std::string_view data, Clock::time_point deadline) {
+// Both set `timed_out` when the deadline passed, as against the connection
+// failing.
+Status write_all(int fd, std::string_view data, Clock::time_point deadline, bool& timed_out) {
   while (!data.empty()) {
     pollfd p{fd, POLLOUT, 0};
-    if (::poll(&p, 1, remaining_ms(deadline)) <= 0) return unavailable("timed out sending");
+    if (::poll(&p, 1, remaining_ms(deadline)) <= 0) {
+      timed_out = true;
+      return unavailable("timed out sending");
+    }
     const ssize_t n = ::send(fd, data.data(), data.size(), MSG_NOSIGNAL);
     if (n < 0) {
       if (errno == EAGAIN || errno == EINTR) continue;
@@ -41,12 +46,15 @@ Status write_all(int fd, std::string_view data, Clock::time_point deadline) {
   return Ok{};
 }
 
-Result<std::string> read_line(int fd, Clock::time_point deadline) {
+Result<std::string> read_line(int fd, Clock::time_point deadline, bool& timed_out) {
   std::string line;
   char buffer[4096];
   while (true) {
     pollfd p{fd, POLLIN, 0};
-    if (::poll(&p, 1, remaining_ms(deadline)) <= 0) return unavailable("timed out waiting for the answer");
+    if (::poll(&p, 1, remaining_ms(deadline)) <= 0) {
+      timed_out = true;
+      return unavailable("timed out waiting for the answer");
+    }
     const ssize_t n = ::recv(fd, buffer, sizeof buffer, 0);
     if (n == 0) return unavailable("the daemon closed the connection");
     if (n < 0) {
@@ -99,13 +107,13 @@ KeystoreClient::~KeystoreClient() {
   for (const int fd : idle_) ::close(fd);
 }
 
-Result<int> KeystoreClient::take_connection() {
+Result<KeystoreClient::Connection> KeystoreClient::take_connection() {
   {
     const std::lock_guard lock(mutex_);
     if (!idle_.empty()) {
       const int fd = idle_.back();
       idle_.pop_back();
-      return fd;
+      return Connection{fd, true};
     }
   }
   const int fd = ::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
@@ -123,7 +131,13 @@ Result<int> KeystoreClient::take_connection() {
     ::close(fd);
     return unavailable("cannot connect to " + path + ": " + why);
   }
-  return fd;
+  return Connection{fd, false};
+}
+
+void KeystoreClient::drop_idle() {
+  const std::lock_guard lock(mutex_);
+  for (const int fd : idle_) ::close(fd);
+  idle_.clear();
 }
 
 void KeystoreClient::give_back(int fd) {
@@ -143,18 +157,24 @@ Result<nlohmann::json> KeystoreClient::call(std::string_view op, const nlohmann:
   }
   const std::string line =
       protocol::encode_request({id, std::string(op), params.is_null() ? nlohmann::json::object() : params});
-  // A pooled connection may have been closed by the daemon (a restart):
-  // one fresh attempt before giving up.
-  Error last = unavailable("no attempt made");
-  for (int attempt = 0; attempt < 2; ++attempt) {
+  // A pooled connection the daemon has closed since (its idle timeout, a
+  // restart) fails at once: then the others in the pool are as old, and one
+  // fresh connection is tried. A call that timed out is not sent again: the
+  // daemon may be doing it, and not every call may be done twice.
+  for (;;) {
     const auto deadline = Clock::now() + options_.timeout;
-    MAILKMS_TRY(fd, take_connection());
-    auto sent = write_all(fd, line, deadline);
-    auto answer = sent ? read_line(fd, deadline) : Result<std::string>(std::move(sent).error());
+    MAILKMS_TRY(connection, take_connection());
+    const int fd = connection.fd;
+    bool timed_out = false;
+    auto sent = write_all(fd, line, deadline, timed_out);
+    auto answer = sent ? read_line(fd, deadline, timed_out) : Result<std::string>(std::move(sent).error());
     if (!answer) {
       ::close(fd);
-      last = std::move(answer).error();
-      continue;
+      if (connection.pooled && !timed_out) {
+        drop_idle();
+        continue;  // the next connection is a fresh one
+      }
+      return std::move(answer).error();
     }
     auto response = protocol::parse_response(*answer);
     if (!response || response->id != id) {
@@ -164,7 +184,6 @@ Result<nlohmann::json> KeystoreClient::call(std::string_view op, const nlohmann:
     give_back(fd);
     return std::move(response->outcome);
   }
-  return last;
 }
 
 Result<CertificateLookup> lookup_certificates(KeystoreClient& client, std::span<const std::string> addresses) {

@@ -394,6 +394,22 @@ TEST_CASE("SIGTERM stops the daemon cleanly, and the client reports it unavailab
   CHECK(r.error().code == Errc::unavailable);
 }
 
+TEST_CASE("after a restart of the daemon, a client's stale pooled connections cost no call", "[keystored]") {
+  Daemon daemon;
+  auto client = daemon.client(5s);
+  // Calls at once from four threads leave several connections in the pool.
+  for (int round = 0; round < 20; ++round) {
+    std::vector<std::thread> threads;
+    for (int t = 0; t < 4; ++t) threads.emplace_back([&] { (void)client.call("status", {}); });
+    for (auto& thread : threads) thread.join();
+  }
+  REQUIRE(daemon.stop() == 0);
+  daemon.start();
+  const auto first = client.call("status", {});
+  CHECK(first);
+  for (int i = 0; i < 5; ++i) CHECK(client.call("status", {}));
+}
+
 TEST_CASE("administration needs a session, and recovery needs the approvals policy asks for", "[keystored][admin]") {
   Daemon daemon;
   auto client = daemon.client(60s);

@@ -41,8 +41,13 @@ class KeystoreClient {
   Result<nlohmann::json> call(std::string_view op, const nlohmann::json& params);
 
  private:
-  Result<int> take_connection();
+  struct Connection {
+    int fd = -1;
+    bool pooled = false;  // opened for an earlier call: the daemon may have closed it since
+  };
+  Result<Connection> take_connection();
   void give_back(int fd);
+  void drop_idle();  // closes every pooled connection
 
   ClientOptions options_;
   std::mutex mutex_;
