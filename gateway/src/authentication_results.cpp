@@ -112,21 +112,27 @@ policy::Headers policy_headers(const std::vector<smime::HeaderField>& fields) {
 std::vector<HeaderEdit> forged_results(const std::vector<smime::HeaderField>& headers, const std::string& authserv_id) {
   std::string ours = authserv_id;
   for (auto& c : ours) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
-  int index = 0;
+  int results = 0;
+  int decrypted = 0;
   std::vector<HeaderEdit> removals;
   for (const auto& f : headers) {
-    if (!iequals(f.name, "Authentication-Results")) continue;
-    ++index;
-    if (authserv_id_of(f.value) == ours) removals.push_back({HeaderEdit::Kind::remove, f.name, {}, index});
+    if (iequals(f.name, "Authentication-Results")) {
+      ++results;
+      if (authserv_id_of(f.value) == ours) removals.push_back({HeaderEdit::Kind::remove, f.name, {}, results});
+    } else if (iequals(f.name, decrypted_header)) {
+      removals.push_back({HeaderEdit::Kind::remove, f.name, {}, ++decrypted});
+    }
   }
-  std::reverse(removals.begin(), removals.end());
+  std::sort(removals.begin(), removals.end(), [](const HeaderEdit& a, const HeaderEdit& b) { return a.index > b.index; });
   return removals;
 }
 
 void add_removals(std::vector<HeaderEdit>& edits, const std::vector<HeaderEdit>& removals) {
   for (const auto& r : removals) {
+    // A field the edits already change or remove is theirs to decide.
     if (std::none_of(edits.begin(), edits.end(), [&](const HeaderEdit& e) {
-          return e.kind == HeaderEdit::Kind::remove && e.index == r.index && iequals(e.name, r.name);
+          return (e.kind == HeaderEdit::Kind::remove || e.kind == HeaderEdit::Kind::change) && e.index == r.index &&
+                 iequals(e.name, r.name);
         })) {
       edits.insert(edits.begin(), r);
     }

@@ -51,7 +51,8 @@ Outcome Gateway::inbound(const Transaction& tx, const std::vector<smime::HeaderF
   const std::string where = "inbound (" + tx.direction.reason + ")";
   Outcome outcome;
 
-  // Authentication-Results in our name can only be forgeries from outside.
+  // Authentication-Results in our name, or a record of our decryption, can
+  // only be forgeries from outside.
   const std::vector<HeaderEdit> removals = forged_results(headers, settings_.authserv_id);
 
   bool verify = false;
@@ -59,10 +60,11 @@ Outcome Gateway::inbound(const Transaction& tx, const std::vector<smime::HeaderF
   bool harvest = true;
   std::vector<std::string> recipients;
   std::string rules;
+  const auto fields = policy_headers(headers);  // rules on the subject or a header apply inbound too
   for (const auto& r : tx.recipients) {
     if (std::find(skip.begin(), skip.end(), r) != skip.end()) continue;
     recipients.push_back(r);
-    const auto d = policy::decide(policy, policy::Direction::inbound, tx.sender, r, nullptr);
+    const auto d = policy::decide(policy, policy::Direction::inbound, tx.sender, r, &fields);
     verify |= d.settings->verify;
     decrypt &= d.settings->decrypt;  // one copy for all: only if every recipient's rule says so
     harvest &= d.settings->harvest;
@@ -243,9 +245,9 @@ Outcome Gateway::inbound(const Transaction& tx, const std::vector<smime::HeaderF
   // for the header we checked.
   std::vector<smime::HeaderField> after;
   for (const auto& f : headers) {
-    if (!is_content_field(f.name) && !iequals(f.name, "X-Mailkms-Decrypted")) after.push_back(f);
+    if (!is_content_field(f.name) && !iequals(f.name, decrypted_header)) after.push_back(f);
   }
-  after.push_back({"X-Mailkms-Decrypted", " " + decrypted_note});
+  after.push_back({std::string(decrypted_header), " " + decrypted_note});
   after.push_back({"MIME-Version", " 1.0"});
   for (const auto& f : entity.headers) {
     if (is_content_field(f.name) && !iequals(f.name, "MIME-Version")) after.push_back(f);

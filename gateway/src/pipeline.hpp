@@ -22,11 +22,14 @@ struct SmimeResult {
 std::string authentication_results(const std::string& authserv_id, const std::vector<SmimeResult>& results);
 // The authserv-id an Authentication-Results value starts with.
 std::string authserv_id_of(std::string_view value);
-// Removals of every Authentication-Results field in `authserv_id`'s name:
-// only we write those, so any a message arrives with is forged (RFC 8601
-// §5). Highest index first.
+// What records that the gateway decrypted a message (inbound.cpp).
+inline constexpr std::string_view decrypted_header = "X-Mailkms-Decrypted";
+// Removals of the fields only we write, which any message arrives with
+// forged: Authentication-Results in `authserv_id`'s name (RFC 8601 §5),
+// and the record of a decryption. Highest index first.
 std::vector<HeaderEdit> forged_results(const std::vector<smime::HeaderField>& headers, const std::string& authserv_id);
-// `edits` with `removals` added where they do not already remove that field.
+// `edits` with `removals` added where they do not already change or remove
+// that field.
 void add_removals(std::vector<HeaderEdit>& edits, const std::vector<HeaderEdit>& removals);
 
 std::string join(const std::vector<std::string>& items, std::string_view separator = ", ");

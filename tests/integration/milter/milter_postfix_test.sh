@@ -88,6 +88,13 @@ subject_tag = "[noencrypt]"
 encrypt = "never"
 on_missing_certificate = "send-plain"
 
+# Inbound, a header can keep a message encrypted for its recipient.
+[[rule]]
+name = "keep-encrypted"
+direction = "inbound"
+header = { name = "X-Keep-Encrypted", contains = "yes" }
+decrypt = false
+
 [[rule]]
 name = "must-encrypt-reject"
 to = "*@reject.example"
@@ -307,6 +314,12 @@ arrived in-decrypted.eml
 check "inbound mail encrypted to bob arrives decrypted" grep -q "^The secret is 42" in-decrypted.eml
 check "a header records that the gateway decrypted it" grep -q "^X-Mailkms-Decrypted: mx.corp.example; cipher=aes-256-cbc" in-decrypted.eml
 check "the original subject and sender are kept" bash -c "grep -q '^Subject: For your eyes' in-decrypted.eml && grep -q '^From: carol@example.org' in-decrypted.eml"
+{ echo "X-Keep-Encrypted: yes"; cat secret-mail.eml; } | sed 's/^X-Keep-Encrypted: yes$/&\r/' |
+  send carol@example.org bob@corp.example
+arrived in-kept.eml
+check "inbound, a rule on a header applies: the message stays encrypted" \
+  bash -c "grep -qi '^Content-Type: application/pkcs7-mime' in-kept.eml && ! grep -q '^X-Mailkms-Decrypted' in-kept.eml &&
+    grep -q 'keep-encrypted' milter.log"
 check "of the encrypted part's fields only its Content-* come out; forged claims are gone" \
   bash -c "[ \$(grep -c '^From:' in-decrypted.eml) = 1 ] && [ \$(grep -c '^Subject:' in-decrypted.eml) = 1 ] &&
     [ \$(grep -c '^X-Mailkms-Decrypted:' in-decrypted.eml) = 1 ] && ! grep -q 'ceo@corp.example\|cipher=forged' in-decrypted.eml"
