@@ -342,6 +342,9 @@ Result<nlohmann::json> KeystoreService::signing_identity(const nlohmann::json& p
   if (!user.signing_key_held) return make_error(Errc::not_found, user.address + " keeps their own signing key");
   MAILKMS_TRY(record, ca_.certificate(user.signing_serial));
   if (record.revoked_at) return make_error(Errc::not_found, user.address + "'s signing certificate is revoked");
+  if (record.certificate.not_after() < std::time(nullptr)) {
+    return make_error(Errc::not_found, user.address + "'s signing certificate has expired");
+  }
   MAILKMS_TRY(chain, ca_.chain(record.ca_id));
   if (!chain.empty()) chain.pop_back();  // the root is the recipient's to trust, not ours to send
   return nlohmann::json{{"certificate", record.certificate.pem()},
@@ -362,6 +365,9 @@ Result<nlohmann::json> KeystoreService::sign(const nlohmann::json& params) {
   if (!user.enabled) return make_error(Errc::permission_denied, user.address + " is disabled");
   MAILKMS_TRY(current, ca_.summary(user.signing_serial));
   if (current.revoked) return make_error(Errc::permission_denied, user.address + "'s signing certificate is revoked");
+  if (current.not_after < std::time(nullptr)) {
+    return make_error(Errc::permission_denied, user.address + "'s signing certificate has expired");
+  }
   MAILKMS_TRY(signer, signer_for(user, params.value("scheme", "") == "rsa-pss"));
   auto signature = signer->sign(*digest, data);
   if (!signature) return make_error(Errc::crypto_failed, signature.error().message);
