@@ -97,6 +97,9 @@ Result<std::vector<AdminRecord>> Admins::list() {
 }
 
 Result<Session> Admins::login(const std::string& name, std::string_view password, const std::string& from) {
+  // No administrator has such a name: refused before it costs a hash, an
+  // audit record or a place in the table of failures.
+  if (!valid_name(name)) return make_error(Errc::permission_denied, "wrong name or password");
   {
     const std::lock_guard lock(throttle_mutex_);
     if (const auto it = throttle_.find(name); it != throttle_.end() && std::chrono::steady_clock::now() < it->second.second) {
@@ -123,6 +126,12 @@ Result<Session> Admins::login(const std::string& name, std::string_view password
   if (!match) {
     {
       const std::lock_guard lock(throttle_mutex_);
+      // Bounded: names that waited out their delay are forgotten first.
+      if (throttle_.size() >= kMaxThrottled) {
+        const auto now = std::chrono::steady_clock::now();
+        std::erase_if(throttle_, [&](const auto& entry) { return entry.second.second <= now; });
+        if (throttle_.size() >= kMaxThrottled) throttle_.clear();
+      }
       auto& [failures, until] = throttle_[name];
       ++failures;
       until = std::chrono::steady_clock::now() + std::chrono::seconds(std::min(60, 1 << std::min(failures, 6)));

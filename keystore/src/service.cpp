@@ -143,9 +143,10 @@ Result<nlohmann::json> KeystoreService::handle(const Caller& caller, const proto
     if (barrier_.sealed()) return make_error(Errc::sealed, "the keystore is sealed");
     MAILKMS_TRY(name, string_param(request.params, "name"));
     MAILKMS_TRY(password, string_param(request.params, "password"));
-    MAILKMS_TRY(session, admins_.login(name, password, describe(caller)));
-    OPENSSL_cleanse(password.data(), password.size());
-    return nlohmann::json{{"token", session.token}, {"expires", session.expires}};
+    auto session = admins_.login(name, password, describe(caller));
+    OPENSSL_cleanse(password.data(), password.size());  // refused or not
+    if (!session) return std::move(session).error();
+    return nlohmann::json{{"token", session->token}, {"expires", session->expires}};
   }
   const bool gateway_op = request.op == op::lookup_certificates || request.op == op::signing_identity ||
                           request.op == op::sign || request.op == op::unwrap || request.op == "trust-anchors" ||

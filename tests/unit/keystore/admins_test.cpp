@@ -50,3 +50,19 @@ TEST_CASE("the last administrator stays; a removed one's sessions end", "[admins
   must(f.admins.set_password("carol", "carol's new long password", "test"));
   CHECK(f.admins.login("carol", "carol's long password", "test").error().code == Errc::permission_denied);
 }
+
+TEST_CASE("a login under a name no administrator can have costs nothing and leaves no record", "[admins]") {
+  Fixture f;
+  must(f.admins.add("carol", "carol's long password", "test"));
+  const auto before = must(f.audit.read(0, 1000)).size();
+  for (const std::string& name : {std::string(1 << 20, 'x'), std::string("Carol"), std::string("carol\nforged"), std::string()}) {
+    const auto refused = f.admins.login(name, "whatever it is", "test");
+    REQUIRE_FALSE(refused);
+    CHECK(refused.error().code == Errc::permission_denied);
+    CHECK(refused.error().message == "wrong name or password");
+  }
+  CHECK(must(f.audit.read(0, 1000)).size() == before);
+  // A real name's failures are still recorded, and carol still gets in.
+  CHECK_FALSE(f.admins.login("carol", "not her password", "test"));
+  CHECK(must(f.audit.read(0, 1000)).size() == before + 1);
+}

@@ -59,6 +59,7 @@ class Admins {
   Storage& storage_;
   AuditLog& audit_;
   AdminPolicy policy_;
+  static constexpr std::size_t kMaxThrottled = 10'000;  // names with recent failed logins kept
   std::mutex throttle_mutex_;
   std::map<std::string, std::pair<int, std::chrono::steady_clock::time_point>> throttle_;
 };
