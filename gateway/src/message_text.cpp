@@ -114,6 +114,11 @@ class InvitationFinder {
   // The message ended; a header section still open ends with it.
   bool end() { return in_header_ && header_done(); }
 
+  // How much of the next line matters: a header line whole (folded fields
+  // are bounded anyway), of a body line only what a boundary could fill
+  // (RFC 2046 §5.1.1: at most 70 characters, "--" either side).
+  [[nodiscard]] std::size_t wanted() const { return in_header_ ? kMaxField : 80; }
+
  private:
   static constexpr std::size_t kMaxField = 8 * 1024;    // of one unfolded field
   static constexpr std::size_t kMaxFields = 256;        // per header section
@@ -236,8 +241,7 @@ SmimeKind smime_kind(const std::vector<smime::HeaderField>& headers, const smime
 
 bool has_calendar(const smime::Spool& message) {
   InvitationFinder finder;
-  std::string line;  // the current line, up to kKeep bytes of it
-  constexpr std::size_t kKeep = 8 * 1024;
+  std::string line;  // as much of the current line as the finder wants
   bool found = false;
   const auto feed = [&] {
     if (!line.empty() && line.back() == '\r') line.pop_back();
@@ -248,7 +252,8 @@ bool has_calendar(const smime::Spool& message) {
     while (!chunk.empty()) {
       const std::size_t newline = chunk.find('\n');
       const std::string_view piece = chunk.substr(0, newline);
-      if (line.size() < kKeep) line.append(piece.substr(0, kKeep - line.size()));
+      const std::size_t keep = finder.wanted();
+      if (line.size() < keep) line.append(piece.substr(0, keep - line.size()));
       if (newline == std::string_view::npos) break;  // continues in the next chunk
       feed();
       if (found) return smime::make_error(smime::Errc::internal, "found");  // stops the walk
