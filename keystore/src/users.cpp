@@ -330,7 +330,7 @@ Result<Users::ImportSummary> Users::import_bundle(std::string_view bundle, std::
   if (!payload.is_object()) return bad;
 
   ImportSummary summary;
-  MAILKMS_CHECK(storage_.transaction([&]() -> Status {
+  const Status imported = storage_.transaction([&]() -> Status {
     for (const auto& u : payload.value("users", nlohmann::json::array())) {
       const std::string address = normalize(u.value("address", ""));
       if (!plausible_address(address)) return make_error(Errc::invalid_argument, "a bundled user has no valid address");
@@ -344,6 +344,13 @@ Result<Users::ImportSummary> Users::import_bundle(std::string_view bundle, std::
         auto cert = smime::Certificate::from_pem(entry.value("certificate", ""));
         if (!cert || !cert->has_email(address)) return make_error(Errc::invalid_argument, "a bundled certificate is not " + address + "'s");
         const std::string serial = cert->serial_hex();
+        // A serial names one certificate: a bundle must not replace the
+        // record of one we already hold (another user's, or a revoked one).
+        MAILKMS_TRY(taken, storage_.get("certs/" + serial));
+        if (taken) {
+          return make_error(Errc::already_exists, "the certificate with serial " + serial + " bundled for " + address +
+                                                      " is already stored here; nothing was imported");
+        }
         if (entry.contains("key")) {
           MAILKMS_TRY(der, protocol::unbase64(entry["key"]));
           const auto* p = reinterpret_cast<const unsigned char*>(der.data());
@@ -378,7 +385,13 @@ Result<Users::ImportSummary> Users::import_bundle(std::string_view bundle, std::
       ++summary.imported;
     }
     return Ok{};
-  }));
+  });
+  if (!imported) {
+    if (imported.error().code == Errc::already_exists) {
+      (void)audit_.append({actor, "users-import", "bundle", "refused", imported.error().message});
+    }
+    return imported.error();
+  }
   return summary;
 }
 

@@ -2,6 +2,8 @@
 // real decryption and the openssl command line.
 #include <catch2/catch.hpp>
 
+#include <nlohmann/json.hpp>
+
 #include "mailkms/keystore/pkcs12.hpp"
 #include "mailkms/keystore/seal.hpp"
 #include "mailkms/keystore/sqlite_storage.hpp"
@@ -201,4 +203,44 @@ TEST_CASE("users move between keystores in a password-protected bundle", "[users
     CHECK(must(to.users.import_bundle(bundle, "the bundle's password", "test")).skipped == hana);
     CHECK(must(to.audit.verify()).intact);
   }
+}
+
+TEST_CASE("an import never replaces a certificate record already stored here", "[users][bundle]") {
+  Fixture from;
+  Fixture to;
+  const UserRecord victim = must(to.users.add("ivan@example.org", "test"));
+  const std::string serial = victim.encryption_serials.front();
+  must(to.ca.revoke(serial, RevocationReason::key_compromise, "test"));
+
+  // A self-made certificate for mallory that reuses ivan's serial, in a
+  // bundle made the ordinary way.
+  const auto made = test::run("openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -days 30 -keyout " +
+                              from.dir.path("mallory.key").string() + " -set_serial 0x" + serial +
+                              " -subj /CN=mallory@example.org -addext subjectAltName=email:mallory@example.org 2>/dev/null");
+  REQUIRE(made.exit_code == 0);
+  const smime::Certificate forged = must(smime::Certificate::from_pem(made.out));
+  REQUIRE(forged.serial_hex() == serial);
+  const auto key = must(smime::PrivateKey::from_pem(*test::context(), test::read_file(from.dir.path("mallory.key"))));
+  must(store_private_key(from.barrier, "mallory@example.org", "enc-" + serial, key));
+  const nlohmann::json record{{"serial", serial}, {"ca", "imported"}, {"owner", "mallory@example.org"},
+                              {"profile", "encryption"}, {"certificate", forged.pem()}, {"not_after", forged.not_after()},
+                              {"revoked_at", nullptr}, {"reason", 0}};
+  must(from.storage->put("certs/" + serial, record.dump()));
+  const nlohmann::json user{{"address", "mallory@example.org"}, {"enabled", true}, {"created", 0},
+                            {"encryption", {serial}}, {"signing", ""}, {"signing_key_held", false}};
+  must(from.storage->put("users/mallory@example.org", user.dump()));
+  const std::vector<std::string> mallory{"mallory@example.org"};
+  const std::string bundle = must(from.users.export_bundle(mallory, "the bundle's password", {1 << 10, 8, 1}, "test"));
+
+  const auto refused = to.users.import_bundle(bundle, "the bundle's password", "admin:mallory");
+  REQUIRE(!refused);
+  CHECK(refused.error().code == Errc::already_exists);
+  CHECK(refused.error().message.find(serial) != std::string::npos);
+  CHECK(refused.error().message.find("mallory@example.org") != std::string::npos);
+  const CertificateRecord kept = must(to.ca.certificate(serial));
+  CHECK(kept.owner == "ivan@example.org");
+  CHECK(kept.revoked_at.has_value());
+  CHECK(kept.certificate.has_email("ivan@example.org"));
+  CHECK(to.users.get("mallory@example.org").error().code == Errc::not_found);
+  CHECK(must(to.audit.verify()).intact);
 }

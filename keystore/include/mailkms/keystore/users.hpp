@@ -85,8 +85,9 @@ class Users {
     std::size_t imported = 0;
     std::vector<std::string> skipped;  // already present here
   };
-  // Fails as a whole, importing nothing, if the bundle was changed or the
-  // password is wrong.
+  // Fails as a whole, importing nothing, if the bundle was changed, the
+  // password is wrong, or a bundled certificate's serial is already stored
+  // here (already_exists: a record is never replaced).
   Result<ImportSummary> import_bundle(std::string_view bundle, std::string_view password, const std::string& actor);
 
   static std::string normalize(std::string_view address);
