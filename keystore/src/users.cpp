@@ -64,13 +64,16 @@ bool Users::plausible_address(std::string_view address) {
 
 Status Users::save(const UserRecord& record) { return storage_.put(user_key(record.address), to_json(record).dump()); }
 
-Status Users::issue_pair(UserRecord& record, const std::string& actor) {
+Status Users::issue_encryption(UserRecord& record, const std::string& actor) {
   MAILKMS_TRY(encryption_key, generate_key(*ctx_, policy_.encryption_key));
   MAILKMS_TRY(encryption, ca_.issue(encryption_key.native(), record.address, Profile::encryption, policy_.validity_days, actor));
   const std::string encryption_serial = encryption.certificate.serial_hex();
   MAILKMS_CHECK(store_private_key(barrier_, record.address, encryption_key_id(encryption_serial), encryption_key));
   record.encryption_serials.push_back(encryption_serial);
+  return Ok{};
+}
 
+Status Users::issue_signing(UserRecord& record, const std::string& actor) {
   MAILKMS_TRY(signing_key, generate_key(*ctx_, policy_.signing_key));
   MAILKMS_TRY(signing, ca_.issue(signing_key.native(), record.address, Profile::signing, policy_.validity_days, actor));
   record.signing_serial = signing.certificate.serial_hex();
@@ -87,7 +90,8 @@ Result<UserRecord> Users::add(std::string_view raw_address, const std::string& a
     if (existing) return make_error(Errc::already_exists, address + " is already a user");
     record.address = address;
     record.created = std::time(nullptr);
-    MAILKMS_CHECK(issue_pair(record, actor));
+    MAILKMS_CHECK(issue_encryption(record, actor));
+    MAILKMS_CHECK(issue_signing(record, actor));
     MAILKMS_CHECK(save(record));
     return audit_.append({actor, "user-add", address, "ok", "encryption " + record.encryption_serials.back() +
                                                                 ", signing " + record.signing_serial});
@@ -151,15 +155,22 @@ Result<UserRecord> Users::renew(std::string_view address, const std::string& act
   MAILKMS_CHECK(storage_.transaction([&]() -> Status {
     MAILKMS_TRY(found, get(address));
     record = std::move(found);
+    // A signing key the user keeps is theirs: renewal neither replaces it
+    // nor revokes its certificate. They send a new request for a new one.
+    const bool own_signing_key = !record.signing_key_held && !record.signing_serial.empty();
     const std::string old_signing = record.signing_serial;
-    MAILKMS_CHECK(issue_pair(record, actor));
+    MAILKMS_CHECK(issue_encryption(record, actor));
+    if (!own_signing_key) MAILKMS_CHECK(issue_signing(record, actor));
     MAILKMS_CHECK(save(record));
-    if (!old_signing.empty()) {
+    if (!own_signing_key && !old_signing.empty()) {
       auto revoked = ca_.revoke(old_signing, RevocationReason::superseded, actor);
       if (!revoked && revoked.error().code != Errc::already_exists) return std::move(revoked).error();
     }
     return audit_.append({actor, "user-renew", record.address, "ok",
-                          "encryption " + record.encryption_serials.back() + ", signing " + record.signing_serial});
+                          "encryption " + record.encryption_serials.back() +
+                              (own_signing_key ? ", signing " + record.signing_serial +
+                                                     " kept: the user holds its key and renews it with a new request"
+                                               : ", signing " + record.signing_serial)});
   }));
   return record;
 }

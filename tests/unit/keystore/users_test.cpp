@@ -2,6 +2,7 @@
 // real decryption and the openssl command line.
 #include <catch2/catch.hpp>
 
+#include <algorithm>
 #include <nlohmann/json.hpp>
 
 #include "mailkms/keystore/pkcs12.hpp"
@@ -243,4 +244,35 @@ TEST_CASE("an import never replaces a certificate record already stored here", "
   CHECK(kept.certificate.has_email("ivan@example.org"));
   CHECK(to.users.get("mallory@example.org").error().code == Errc::not_found);
   CHECK(must(to.audit.verify()).intact);
+}
+
+TEST_CASE("renewal leaves a signing key the user keeps, and its certificate, alone", "[users]") {
+  Fixture f;
+  const UserRecord added = must(f.users.add("jane@example.org", "test"));
+  const auto req = test::run("openssl req -new -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -keyout " +
+                             f.dir.path("jane.key").string() + " -subj /CN=jane");
+  REQUIRE(req.exit_code == 0);
+  const smime::Certificate own = must(f.users.certify_signing_request("jane@example.org", req.out, "test"));
+
+  const UserRecord renewed = must(f.users.renew("jane@example.org", "test"));
+  CHECK(renewed.encryption_serials.size() == 2);
+  CHECK_FALSE(renewed.signing_key_held);
+  CHECK(renewed.signing_serial == own.serial_hex());
+  CHECK_FALSE(must(f.ca.certificate(own.serial_hex())).revoked_at.has_value());
+  CHECK(must(f.users.signing_certificate("jane@example.org")) == own);
+  CHECK(f.users.signing_key("jane@example.org").error().code == Errc::not_found);
+
+  // The hourly renewal does the same.
+  CHECK(must(f.users.renew_expiring(std::time(nullptr) + 400 * 86400L, "test")) == 1);
+  const UserRecord again = must(f.users.get("jane@example.org"));
+  CHECK(again.encryption_serials.size() == 3);
+  CHECK(again.encryption_serials.front() == added.encryption_serials.front());
+  CHECK_FALSE(again.signing_key_held);
+  CHECK(again.signing_serial == own.serial_hex());
+  CHECK_FALSE(must(f.ca.certificate(own.serial_hex())).revoked_at.has_value());
+
+  const auto records = must(f.audit.read(0, 1000));
+  CHECK(std::any_of(records.begin(), records.end(), [](const AuditRecord& r) {
+    return r.event.action == "user-renew" && r.event.detail.find("kept: the user holds its key") != std::string::npos;
+  }));
 }

@@ -61,10 +61,14 @@ class Users {
   Status set_enabled(std::string_view address, bool enabled, const std::string& actor);
   // Not audited here: the caller audits the redemption in the same transaction.
   Status set_enrolled(std::string_view address, std::time_t when);
-  // New keys and certificates; the old encryption key stays escrowed.
+  // New keys and certificates; the old encryption key stays escrowed. A
+  // signing key the user keeps (!signing_key_held) is left alone with its
+  // certificate: only the encryption key is renewed, and the user sends a
+  // new request for signing.
   Result<UserRecord> renew(std::string_view address, const std::string& actor);
-  // Renews every enabled user whose encryption or signing certificate ends
-  // before `before`; one transaction each. Returns how many were renewed.
+  // Renews every enabled user whose encryption certificate, or signing
+  // certificate for a key we hold, ends before `before`; one transaction
+  // each. Returns how many were renewed.
   Result<std::size_t> renew_expiring(std::time_t before, const std::string& actor);
   // A signing certificate for a key the user holds, from their PKCS#10.
   Result<smime::Certificate> certify_signing_request(std::string_view address, std::string_view csr_pem,
@@ -94,7 +98,8 @@ class Users {
   static bool plausible_address(std::string_view address);
 
  private:
-  Status issue_pair(UserRecord& record, const std::string& actor);
+  Status issue_encryption(UserRecord& record, const std::string& actor);
+  Status issue_signing(UserRecord& record, const std::string& actor);
   Status save(const UserRecord& record);
 
   Storage& storage_;
