@@ -718,6 +718,8 @@ std::vector<Command> add_keystore_commands(CLI::App& app) {
       std::cout << r.value("id", "") << "  " << r.value("op", "") << " " << r.value("subject", "") << "  "
                 << r.value("status", "") << "  by " << r.value("requested_by", "") << "  approvals "
                 << r.value("approvals", json::array()).size() << "/" << r.value("required", 0) << "\n";
+      // What an approval would let run (passwords are never shown).
+      if (const auto p = r.value("parameters", json::object()); !p.empty()) std::cout << "    " << p.dump() << "\n";
     }
     return 0;
   }));

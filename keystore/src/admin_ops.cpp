@@ -115,6 +115,22 @@ Result<int> KeystoreService::approvals_required(std::string_view task) {
   return std::max(1, j.value(std::string(task), 1));
 }
 
+Result<int> KeystoreService::approvals_for(std::string_view op) {
+  const auto task = tasks().find(op);
+  if (task == tasks().end()) return 1;
+  if (task->second != "admin-change") return approvals_required(task->second);
+  // Who administers, and how many must agree, decide every other task's
+  // approvals: changing them takes as many as the strictest task, or one
+  // administrator could add a second self, or lower the count, and then
+  // approve their own recovery.
+  int strictest = 1;
+  for (const auto& t : approval_tasks()) {
+    MAILKMS_TRY(n, approvals_required(t));
+    strictest = std::max(strictest, n);
+  }
+  return strictest;
+}
+
 Result<nlohmann::json> KeystoreService::administer(const Caller& caller, const protocol::Request& request) {
   const auto task = tasks().find(request.op);
   if (task == tasks().end() && !plain_operation(request.op)) {
@@ -144,24 +160,28 @@ Result<nlohmann::json> KeystoreService::administer(const Caller& caller, const p
   // Changing one's own password is no one else's business.
   const bool own_password = request.op == "admin-passwd" && params.value("name", "") == *admin;
   if (task != tasks().end() && !own_password) {
-    MAILKMS_TRY(required, approvals_required(task->second));
-    if (required > 1) return open_request(request.op, params, *admin);
+    MAILKMS_TRY(required, approvals_for(request.op));
+    if (required > 1) return open_request(request.op, params, *admin, required);
   }
   return execute(request.op, params, "admin:" + *admin, *admin);
 }
 
 Result<nlohmann::json> KeystoreService::open_request(const std::string& op, const nlohmann::json& params,
-                                                     const std::string& admin) {
+                                                     const std::string& admin, int required) {
   const std::string id = protocol::base64(view(detail::random_secret(9)));  // 12 characters
   std::string safe_id;
   for (const char c : id) safe_id.push_back(c == '/' ? '_' : c == '+' ? '-' : c);
   const std::string task = tasks().find(op)->second;
-  MAILKMS_TRY(required, approvals_required(task));
+  // What approvers are shown: every parameter but passwords, which stay
+  // behind the barrier with the rest.
+  nlohmann::json shown = params;
+  shown.erase("password");
   const nlohmann::json record{{"id", safe_id},          {"op", op},
                               {"task", task},           {"requested_by", admin},
                               {"approvals", {admin}},   {"required", required},
                               {"status", "pending"},    {"created", std::time(nullptr)},
-                              {"subject", params.value("address", params.value("name", params.value("id", "")))}};
+                              {"subject", params.value("address", params.value("name", params.value("id", "")))},
+                              {"parameters", shown}};
   MAILKMS_CHECK(storage_->transaction([&]() -> Status {
     // Parameters may hold secrets (a PKCS#12 password): behind the barrier.
     MAILKMS_CHECK(barrier_.put("request-params/" + safe_id, params.dump()));

@@ -481,6 +481,62 @@ TEST_CASE("administration needs a session, and recovery needs the approvals poli
   }
 }
 
+TEST_CASE("changing administrators or approval counts takes as many approvals as the strictest task",
+          "[keystored][admin]") {
+  Daemon daemon;
+  auto client = daemon.client(60s);
+  unseal(client);
+  const std::string carol = must(client.call("login", {{"name", "carol"}, {"password", kAdminPassword}}))["token"];
+  must(client.call("admin-add", {{"session", carol}, {"name", "erin"}, {"password", "erin's long password"}}));
+  must(client.call("approvals-set", {{"session", carol}, {"task", "recover"}, {"count", 2}}));
+  const auto approvals = [&] { return must(client.call("approvals-show", {{"session", carol}})); };
+  CHECK(approvals()["admin-change"] == 1);  // as set: the stricter count applies to it anyway
+
+  // Carol alone can no longer make a second administrator for herself…
+  const auto added = must(client.call("admin-add", {{"session", carol}, {"name", "carol2"}, {"password", "carol's second password"}}));
+  CHECK(added["status"] == "pending");
+  CHECK(added["required"] == 2);
+  const auto administrators = [&] {
+    std::vector<std::string> names;
+    for (const auto& a : must(client.call("admin-list", {{"session", carol}}))) names.push_back(a["name"]);
+    return names;
+  };
+  CHECK(administrators() == std::vector<std::string>{"carol", "erin"});
+  // …nor take over erin's account, nor remove her, nor lower the count.
+  CHECK(must(client.call("admin-passwd", {{"session", carol}, {"name", "erin"}, {"password", "carol knows it now"}}))["status"] ==
+        "pending");
+  CHECK(must(client.call("admin-remove", {{"session", carol}, {"name", "erin"}}))["status"] == "pending");
+  const auto lowered = must(client.call("approvals-set", {{"session", carol}, {"task", "recover"}, {"count", 1}}));
+  CHECK(lowered["status"] == "pending");
+  CHECK(approvals()["recover"] == 2);
+  CHECK(must(client.call("recover", {{"session", carol}, {"address", "alice@example.org"}, {"password", "a p12 password"}}))["status"] ==
+        "pending");
+  // Her own password is still hers to change.
+  CHECK_FALSE(must(client.call("admin-passwd", {{"session", carol}, {"name", "carol"}, {"password", kAdminPassword}})).contains("status"));
+
+  // Erin sees everything she is asked to approve, but no password.
+  const std::string erin = must(client.call("login", {{"name", "erin"}, {"password", "erin's long password"}}))["token"];
+  const auto requests = must(client.call("requests-list", {{"session", erin}}));
+  const auto find = [&](const std::string& id) {
+    const auto it = std::find_if(requests.begin(), requests.end(), [&](const nlohmann::json& r) { return r["id"] == id; });
+    REQUIRE(it != requests.end());
+    return *it;
+  };
+  const auto shown_add = find(added["request"]);
+  CHECK(shown_add["op"] == "admin-add");
+  CHECK(shown_add["parameters"] == nlohmann::json{{"name", "carol2"}});
+  const auto shown_lower = find(lowered["request"]);
+  CHECK(shown_lower["parameters"] == nlohmann::json{{"task", "recover"}, {"count", 1}});
+  CHECK(requests.dump().find("carol's second password") == std::string::npos);
+  CHECK(requests.dump().find("carol knows it now") == std::string::npos);
+  CHECK(requests.dump().find("a p12 password") == std::string::npos);
+
+  CHECK(must(client.call("approve", {{"session", erin}, {"id", lowered["request"]}}))["status"] == "done");
+  CHECK(approvals()["recover"] == 1);
+  CHECK(must(client.call("approve", {{"session", erin}, {"id", added["request"]}}))["status"] == "done");
+  CHECK(administrators() == std::vector<std::string>{"carol", "carol2", "erin"});
+}
+
 TEST_CASE("a user enrolls by mail through the daemon, and the token works once", "[keystored][enrollment]") {
   // The mail command keeps each message in `outbox`, named in sending order.
   test::TempDir mail;

@@ -144,6 +144,8 @@ check "recovery needs two approvals" "$ctl" approvals set recover 2
 "$ctl" recover alice@example.org --out alice.p12 --password-file p12.pw > recover.out
 check "recovery waits for approval" grep -q "needs 2 approvals" recover.out
 request=$(sed -n 's/^request \([^ ]*\) needs.*/\1/p' recover.out)
+check "requests shows what an approval would run, without the password" \
+  bash -c "'$ctl' requests > requests.out && grep -q '\"address\":\"alice@example.org\"' requests.out && ! grep -qF \"\$(cat p12.pw)\" requests.out"
 check "carol cannot approve her own request" bash -c "! '$ctl' approve '$request'"
 check "erin approves" env MAILKMS_SESSION_FILE="$work/erin.session" bash -c "'$ctl' login erin --password-file erin.pw && '$ctl' approve '$request' | grep -q done"
 check "carol fetches the PKCS#12" "$ctl" fetch "$request" --out alice.p12

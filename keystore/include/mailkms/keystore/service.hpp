@@ -135,10 +135,15 @@ class KeystoreService {
   Result<nlohmann::json> administer(const Caller& caller, const protocol::Request& request);
   Result<nlohmann::json> execute(const std::string& op, const nlohmann::json& params, const std::string& actor,
                                  const std::string& admin);
-  Result<nlohmann::json> open_request(const std::string& op, const nlohmann::json& params, const std::string& admin);
+  Result<nlohmann::json> open_request(const std::string& op, const nlohmann::json& params, const std::string& admin,
+                                      int required);
   Result<nlohmann::json> approve(const std::string& id, const std::string& admin);
   Result<nlohmann::json> fetch_request(const std::string& id, const std::string& admin);
   Result<int> approvals_required(std::string_view task);
+  // How many administrators must agree to `op`: its task's count, or for
+  // the admin-change task (administrators, approval counts) the highest
+  // count of any task.
+  Result<int> approvals_for(std::string_view op);
 
   std::unique_ptr<SqliteStorage> storage_;
   smime::CryptoContextPtr ctx_;
