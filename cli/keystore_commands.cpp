@@ -5,7 +5,9 @@
 #include <unistd.h>
 
 #include <CLI/CLI.hpp>
+#include <cerrno>
 #include <cstdlib>
+#include <cstring>
 #include <ctime>
 #include <fstream>
 #include <iostream>
@@ -106,6 +108,39 @@ struct InitArgs : Base {
   int threshold = 0;
 };
 
+// Creates `path` 0600 and writes `contents`: never through a symbolic
+// link, never over an existing file, never readable by others for an
+// instant. A file that could not be written whole is removed.
+void write_new_private_file(const std::string& path, std::string_view contents) {
+  const int fd = ::open(path.c_str(), O_CREAT | O_EXCL | O_NOFOLLOW | O_WRONLY | O_CLOEXEC, 0600);
+  if (fd < 0) {
+    const int error = errno;
+    if (error == EEXIST) throw Failure(exit_usage, path + " exists: choose a new path");
+    throw Failure(exit_failure, "cannot create " + path + ": " + std::strerror(error));
+  }
+  const auto fail = [&](const char* what, int error) {
+    ::unlink(path.c_str());
+    throw Failure(exit_failure, std::string("cannot ") + what + " " + path + ": " + std::strerror(error));
+  };
+  std::size_t written = 0;
+  while (written < contents.size()) {
+    const ssize_t n = ::write(fd, contents.data() + written, contents.size() - written);
+    if (n < 0 && errno == EINTR) continue;
+    if (n <= 0) {
+      const int error = n < 0 ? errno : EIO;
+      ::close(fd);
+      fail("write", error);
+    }
+    written += static_cast<std::size_t>(n);
+  }
+  if (::fsync(fd) != 0) {
+    const int error = errno;
+    ::close(fd);
+    fail("write", error);
+  }
+  if (::close(fd) != 0) fail("close", errno);
+}
+
 int run_init(const InitArgs& a) {
   const keystore::Config config = load(a.config);
   const int methods = (a.key_file.empty() ? 0 : 1) + (a.shares > 0 ? 1 : 0);
@@ -117,13 +152,7 @@ int run_init(const InitArgs& a) {
   std::vector<std::string> shares;
   if (!a.key_file.empty()) {
     auto [sealed, contents] = or_fail_keystore(keystore::seal_with_key_file(master), "cannot seal");
-    if (std::filesystem::exists(a.key_file)) throw Failure(exit_usage, a.key_file + " exists: choose a new path");
-    {
-      std::ofstream out(a.key_file, std::ios::binary);
-      out << contents;
-      if (!out) throw Failure(exit_usage, "cannot write " + a.key_file);
-    }
-    ::chmod(a.key_file.c_str(), 0600);
+    write_new_private_file(a.key_file, contents);
     record = std::move(sealed);
   } else if (a.shares > 0) {
     auto [sealed, made] = or_fail_keystore(keystore::seal_with_shares(master, a.shares, a.threshold), "cannot seal");

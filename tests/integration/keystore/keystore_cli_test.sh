@@ -232,4 +232,19 @@ wait "$daemon_pid"
 daemon_pid=
 cd .. || exit 2
 
+# A third, sealed with a key file: created 0600 whatever the umask, never
+# through a symbolic link, never over a file that is there.
+mkdir keyfile && cd keyfile || exit 2
+sed "s|$work/keystore|$work/keyfile/keystore|" ../mailkms.conf > mailkms.conf
+export MAILKMS_CONFIG=$work/keyfile/mailkms.conf
+ln -s "$work/keyfile/elsewhere.key" link.key
+check "init does not write the key file through a symbolic link" \
+  bash -c "! '$ctl' init --admin carol --admin-password-file ../carol.pw --key-file link.key && [ ! -e elsewhere.key ] && [ ! -e keystore.db ]"
+echo "not a key file" > taken.key
+check "nor over a file that is there" \
+  bash -c "! '$ctl' init --admin carol --admin-password-file ../carol.pw --key-file taken.key 2> err && grep -q 'taken.key exists' err && grep -qx 'not a key file' taken.key"
+check "the key file is private even under umask 000" \
+  bash -c "umask 000 && '$ctl' init --admin carol --admin-password-file ../carol.pw --key-file master.key && [ \"\$(stat -c %a master.key)\" = 600 ]"
+cd .. || exit 2
+
 finish
