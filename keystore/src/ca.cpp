@@ -297,6 +297,12 @@ Result<CaInfo> CertificateAuthority::create_ca(const std::string& id, const std:
     if (!p.certificate || p.role == CaRole::awaiting_external) {
       return make_error(Errc::invalid_argument, "CA " + *parent + " cannot sign yet");
     }
+    // An issuing CA (pathlen:0) may sign only end-entity certificates: a CA
+    // under it would have a chain no client validates.
+    if (X509_get_pathlen(p.certificate->native()) == 0) {
+      return make_error(Errc::invalid_argument, "CA " + *parent +
+                                                    " is an issuing CA and cannot sign another CA: choose a root as parent");
+    }
     MAILKMS_TRY(k, ca_key(*parent));
     issuer = std::move(p);
     issuer_key = std::move(k);

@@ -98,6 +98,19 @@ TEST_CASE("root keys are strong; bad ids and addresses are refused", "[ca]") {
         Errc::invalid_argument);
 }
 
+TEST_CASE("an issuing CA cannot be the parent of another CA", "[ca]") {
+  Fixture f;
+  must(f.ca.create_root("root", "Example Root", KeyType::ec_p384, 3650, "test"));
+  must(f.ca.create_issuing("issuing", "root", "Issuing", KeyType::ec_p256, 365, 1, "test"));
+  const auto refused = f.ca.create_issuing("under-issuing", "issuing", "Under Issuing", KeyType::ec_p256, 365, 2, "test");
+  REQUIRE_FALSE(refused);
+  CHECK(refused.error().code == Errc::invalid_argument);
+  CHECK(refused.error().message.find("CA issuing is an issuing CA and cannot sign another CA") != std::string::npos);
+  CHECK(f.ca.get("under-issuing").error().code == Errc::not_found);
+  // A second issuing CA under the root is fine.
+  must(f.ca.create_issuing("issuing-2", "root", "Issuing 2", KeyType::ec_p256, 365, 2, "test"));
+}
+
 TEST_CASE("when one issuing CA cannot issue, the next one does, and says why", "[ca]") {
   Fixture f;
   must(f.ca.create_root("root", "Root", KeyType::ec_p384, 3650, "test"));
