@@ -1,6 +1,8 @@
 #include "mailkms/keystore/users.hpp"
 
+#include <openssl/core_names.h>
 #include <openssl/err.h>
+#include <openssl/evp.h>
 #include <openssl/pem.h>
 
 #include <algorithm>
@@ -41,6 +43,30 @@ Result<UserRecord> from_json(std::string_view text) {
   } catch (const nlohmann::json::exception&) {
     return make_error(Errc::corrupt, "a user record lacks a field");
   }
+}
+
+// Why a user's own signing key is too weak for us to certify, or nothing:
+// RSA of 2048 bits or more, or EC on P-256 or P-384, as our own keys.
+std::optional<std::string> unacceptable_key(const EVP_PKEY* key) {
+  if (EVP_PKEY_is_a(key, "RSA")) {
+    const int bits = EVP_PKEY_get_bits(key);
+    if (bits < 2048) return "RSA of " + std::to_string(bits) + " bits: at least 2048 are needed";
+    if (bits > 16384) return "RSA of " + std::to_string(bits) + " bits: at most 16384 are accepted";
+    return std::nullopt;
+  }
+  if (EVP_PKEY_is_a(key, "EC")) {
+    char curve[80] = {};
+    std::size_t length = 0;
+    if (EVP_PKEY_get_utf8_string_param(key, OSSL_PKEY_PARAM_GROUP_NAME, curve, sizeof curve, &length) != 1) {
+      ERR_clear_error();
+      return "EC without a named curve: P-256 or P-384 are accepted";
+    }
+    const std::string_view name(curve, length);
+    if (name == "prime256v1" || name == "P-256" || name == "secp384r1" || name == "P-384") return std::nullopt;
+    return "EC on curve " + std::string(name) + ": P-256 or P-384 are accepted";
+  }
+  const char* type = EVP_PKEY_get0_type_name(key);
+  return std::string(type != nullptr ? type : "an unknown type") + ": RSA (2048 bits or more) or EC on P-256 or P-384 are accepted";
 }
 
 }  // namespace
@@ -213,6 +239,10 @@ Result<smime::Certificate> Users::certify_signing_request(std::string_view addre
     X509_REQ_free(req);
     ERR_clear_error();
     return make_error(Errc::invalid_argument, "the request is not signed by its own key");
+  }
+  if (const auto weak = unacceptable_key(key)) {
+    X509_REQ_free(req);
+    return make_error(Errc::invalid_argument, "the request's key is refused: " + *weak);
   }
   std::optional<smime::Certificate> issued_certificate;
   const Status done = storage_.transaction([&]() -> Status {

@@ -276,3 +276,31 @@ TEST_CASE("renewal leaves a signing key the user keeps, and its certificate, alo
     return r.event.action == "user-renew" && r.event.detail.find("kept: the user holds its key") != std::string::npos;
   }));
 }
+
+TEST_CASE("a certificate request for a weak or unusual key is refused, saying why", "[users]") {
+  Fixture f;
+  const UserRecord kim = must(f.users.add("kim@example.org", "test"));
+  const auto request = [&](const std::string& newkey) {
+    const auto req = test::run("openssl req -new -newkey " + newkey + " -nodes -keyout " + f.dir.path("kim.key").string() +
+                               " -subj /CN=kim 2>/dev/null");
+    REQUIRE(req.exit_code == 0);
+    return req.out;
+  };
+  const auto refused = [&](const std::string& newkey, const std::string& why) {
+    INFO(newkey);
+    const auto r = f.users.certify_signing_request("kim@example.org", request(newkey), "test");
+    REQUIRE_FALSE(r);
+    CHECK(r.error().code == Errc::invalid_argument);
+    CHECK(r.error().message == "the request's key is refused: " + why);
+  };
+  refused("rsa:1024", "RSA of 1024 bits: at least 2048 are needed");
+  refused("ec -pkeyopt ec_paramgen_curve:P-521", "EC on curve secp521r1: P-256 or P-384 are accepted");
+  refused("ec -pkeyopt ec_paramgen_curve:secp256k1", "EC on curve secp256k1: P-256 or P-384 are accepted");
+  refused("ed25519", "ED25519: RSA (2048 bits or more) or EC on P-256 or P-384 are accepted");
+  const UserRecord unchanged = must(f.users.get("kim@example.org"));
+  CHECK(unchanged.signing_serial == kim.signing_serial);
+  CHECK(unchanged.signing_key_held);
+
+  must(f.users.certify_signing_request("kim@example.org", request("rsa:2048"), "test"));
+  must(f.users.certify_signing_request("kim@example.org", request("ec -pkeyopt ec_paramgen_curve:P-384"), "test"));
+}
