@@ -183,8 +183,14 @@ Result<bool> Enrollment::redeem(const RedeemRequest& request, const std::string&
   const std::string from = Users::normalize(request.from);
   if (!Users::plausible_address(from)) return make_error(Errc::invalid_argument, "\"from\" is not a mail address");
   const std::optional<std::string> token = normalize_token(request.token);
-  const std::string hash = token ? token_hash(*token) : std::string();
-  const std::string mark = token ? "token " + AuditLog::fingerprint(*token) : "not a token";
+  if (!token) {
+    // Anyone can mail the enrollment address: what carries no token is not
+    // an attempt at one. It counts toward no limit and is not answered.
+    MAILKMS_CHECK(audit_.append({actor, "redeem-token", from, "ignored", "no token in the reply"}));
+    return false;
+  }
+  const std::string hash = token_hash(*token);
+  const std::string mark = "token " + AuditLog::fingerprint(*token);
 
   if (!limits_.allowed(from)) {
     // Checked for nothing and mailed nothing: a flood must not become mail.
@@ -194,14 +200,20 @@ Result<bool> Enrollment::redeem(const RedeemRequest& request, const std::string&
   const auto refuse = [&](const std::string& why, const std::string& told = {}) -> Result<bool> {
     limits_.failed(from);
     std::string detail = why + ", " + mark;
-    if (const Status mailed = mail_refusal(*s, from, told); !mailed) {
+    // "From" is anyone's to forge: only a user who awaits our mail, with a
+    // token still to redeem, is answered.
+    auto waiting = tokens_.pending(from);
+    if (!waiting) {
+      detail += "; not answered: " + waiting.error().message;
+    } else if (!*waiting) {
+      detail += "; not answered: no token pending for the address";
+    } else if (const Status mailed = mail_refusal(*s, from, told); !mailed) {
       detail += "; the refusal was not mailed: " + mailed.error().message;
     }
     MAILKMS_CHECK(audit_.append({actor, "redeem-token", from, "refused", detail}));
     return false;
   };
 
-  if (!token) return refuse("wrong token (not in the token format)");
   MAILKMS_TRY(found, tokens_.find(hash));
   if (!found) return refuse("wrong token");
   const TokenRecord& record = *found;

@@ -580,7 +580,7 @@ TEST_CASE("a user enrolls by mail through the daemon, and the token works once",
   CHECK(bundle.certificate == must(lookup_certificates(client, alice)).found.at(0).second.certificate);
 
   CHECK_FALSE(must(redeem_token(client, "alice@example.org", token[1], password)));
-  CHECK(last_mail().find("could not complete the request") != std::string::npos);
+  CHECK(last_mail() == keys);  // she has no token pending: a reused one is refused unanswered
   const auto again = must(client.call("enroll", {{"session", carol}, {"addresses", {"alice@example.org"}}}));
   CHECK(again["already_enrolled"] == 1);
   for (const std::string& secret : {std::string(token[1]), password}) {

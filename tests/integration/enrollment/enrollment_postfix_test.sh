@@ -173,18 +173,22 @@ check "bob's key from his PKCS#12 decrypts alice's message (openssl cms)" \
 
 # ---- Refusals -----------------------------------------------------------------------------
 reply alice@corp.example "$alice_token" "another password 123"
+for _ in $(seq 100); do "$ctl" audit show --limit 50 | grep -q 'redeem-token  alice@corp.example  refused  .*used' && break; sleep 0.1; done
+sleep 0.5
+check "a replayed token is refused unanswered: alice has no token pending" test "$(mailbox alice@corp.example | wc -l)" = 2
+# A user with a token pending is answered.
+"$ctl" enroll --reissue alice@corp.example > /dev/null
 wait_mail alice@corp.example 3
-check "a replayed token is refused with a short reply to the sender" \
-  bash -c "! grep -qi 'pkcs12' alice@corp.example.3.eml && ! grep -q 'MKMS-' alice@corp.example.3.eml"
 reply alice@corp.example "MKMS-AAAAA-BBBBB-CCCCC-DDDDD-EEEEE-F" "another password 123"
 wait_mail alice@corp.example 4
-check "a wrong token is refused the same way" bash -c "! grep -qi 'pkcs12' alice@corp.example.4.eml"
+check "a wrong token is refused with a short reply to the sender" \
+  bash -c "! grep -qi 'pkcs12' alice@corp.example.4.eml && ! grep -q 'MKMS-' alice@corp.example.4.eml"
 "$ctl" enroll --reissue bob@corp.example > /dev/null
 wait_mail bob@corp.example 4
 stolen=$(token_in bob@corp.example.4.eml)
 reply alice@corp.example "$stolen" "mallory's password 1"
 wait_mail alice@corp.example 5
-check "bob's token sent from alice's address is refused" bash -c "! grep -qi 'pkcs12' alice@corp.example.5.eml"
+check "bob's token sent from alice's address is refused the same way" bash -c "! grep -qi 'pkcs12' alice@corp.example.5.eml"
 check "the refusals are in the audit log, each with its reason" \
   bash -c "'$ctl' audit show --limit 50 > audit.txt; grep -q 'redeem-token  alice@corp.example  refused  .*used' audit.txt && grep -q 'refused  wrong token' audit.txt && grep -q 'refused  token of another address (bob@corp.example)' audit.txt"
 

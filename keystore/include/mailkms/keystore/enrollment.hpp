@@ -68,9 +68,12 @@ struct RedeemRequest {
 
 class Enrollment {
  public:
-  // Failed redemptions allowed in an hour, from one sender and in all.
+  // Failed redemptions allowed in an hour, from one claimed sender and in
+  // all. Replies without a token do not count; the overall ceiling is far
+  // above what real users reach, so that forged senders cannot lock
+  // everyone out.
   static constexpr std::size_t kFailuresPerSender = 5;
-  static constexpr std::size_t kFailuresInAll = 100;
+  static constexpr std::size_t kFailuresInAll = 10'000;
   static constexpr std::size_t kMinPassword = 8;
 
   Enrollment(Storage& storage, Barrier& barrier, AuditLog& audit, CertificateAuthority& ca, Users& users,
@@ -97,9 +100,10 @@ class Enrollment {
   // Mails `address` a recovery token; returns when the token expires.
   Result<std::time_t> mail_recovery_token(std::string_view address, const std::string& actor);
 
-  // true: the keys are on their way to the user. false: refused; the
-  // sender is told by mail and the audit log says exactly why, but the
-  // caller learns no more. An Error only for failures of our own (storage,
+  // true: the keys are on their way to the user. false: refused, or no
+  // token in the reply (ignored: audited, not answered, not counted); the
+  // audit log says exactly why, the sender is told by mail only if they are
+  // a user with a token pending, and the caller learns no more. An Error only for failures of our own (storage,
   // the mail command), after which the token can still be used.
   Result<bool> redeem(const RedeemRequest& request, const std::string& actor);
 

@@ -47,6 +47,9 @@ class TokenStore {
   // Makes `hash` the address's current token of its kind; the one before,
   // if still unused, can no longer be redeemed.
   Status make_current(std::string_view hash, const TokenRecord& record);
+  // Whether `address` has a current token, of either kind, that is neither
+  // used nor expired.
+  Result<bool> pending(std::string_view address);
 
  private:
   Storage& storage_;
