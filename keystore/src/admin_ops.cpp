@@ -193,31 +193,42 @@ Result<nlohmann::json> KeystoreService::open_request(const std::string& op, cons
 }
 
 Result<nlohmann::json> KeystoreService::approve(const std::string& id, const std::string& admin) {
-  MAILKMS_TRY(stored, storage_->get("requests/" + id));
-  if (!stored) return make_error(Errc::not_found, "no request " + id);
-  auto record = nlohmann::json::parse(*stored, nullptr, false);
-  if (!record.is_object()) return make_error(Errc::corrupt, "request " + id + " does not parse");
-  if (record.value("status", "") != "pending") return make_error(Errc::invalid_argument, "request " + id + " is not pending");
-  auto approvals = record.value("approvals", std::vector<std::string>{});
-  if (std::find(approvals.begin(), approvals.end(), admin) != approvals.end()) {
-    return make_error(Errc::invalid_argument, admin + " has already approved " + id + ": another administrator must");
-  }
-  approvals.push_back(admin);
-  record["approvals"] = approvals;
-  const int required = record.value("required", 1);
-  MAILKMS_CHECK(audit_.append({"admin:" + admin, "approve", id, "ok",
-                               std::to_string(approvals.size()) + " of " + std::to_string(required)}));
-  if (static_cast<int>(approvals.size()) < required) {
+  // Checked and recorded in one transaction: of two approvals at once, the
+  // second sees the first, and only the last one needed runs the request,
+  // which is marked running before it does.
+  nlohmann::json record;
+  std::vector<std::string> approvals;
+  int required = 1;
+  MAILKMS_CHECK(storage_->transaction([&]() -> Status {
+    MAILKMS_TRY(stored, storage_->get("requests/" + id));
+    if (!stored) return make_error(Errc::not_found, "no request " + id);
+    record = nlohmann::json::parse(*stored, nullptr, false);
+    if (!record.is_object()) return make_error(Errc::corrupt, "request " + id + " does not parse");
+    if (record.value("status", "") != "pending") return make_error(Errc::invalid_argument, "request " + id + " is not pending");
+    approvals = record.value("approvals", std::vector<std::string>{});
+    if (std::find(approvals.begin(), approvals.end(), admin) != approvals.end()) {
+      return make_error(Errc::invalid_argument, admin + " has already approved " + id + ": another administrator must");
+    }
+    approvals.push_back(admin);
+    record["approvals"] = approvals;
+    required = record.value("required", 1);
+    if (static_cast<int>(approvals.size()) >= required) record["status"] = "running";
     MAILKMS_CHECK(storage_->put("requests/" + id, record.dump()));
+    return audit_.append({"admin:" + admin, "approve", id, "ok",
+                          std::to_string(approvals.size()) + " of " + std::to_string(required)});
+  }));
+  if (static_cast<int>(approvals.size()) < required) {
     return nlohmann::json{{"request", id}, {"status", "pending"}, {"approvals", approvals.size()}, {"required", required}};
   }
+  Result<nlohmann::json> result = make_error(Errc::corrupt, "request " + id + " lost its parameters");
   MAILKMS_TRY(secret_params, barrier_.get("request-params/" + id));
-  if (!secret_params) return make_error(Errc::corrupt, "request " + id + " lost its parameters");
-  const auto params = nlohmann::json::parse(view(*secret_params));
-  std::string actor = "admin:" + record.value("requested_by", "") + " (approved by";
-  for (std::size_t i = 1; i < approvals.size(); ++i) actor += (i > 1 ? ", " : " ") + approvals[i];
-  actor += ")";
-  auto result = execute(record.value("op", ""), params, actor, record.value("requested_by", ""));
+  if (secret_params) {
+    const auto params = nlohmann::json::parse(view(*secret_params));
+    std::string actor = "admin:" + record.value("requested_by", "") + " (approved by";
+    for (std::size_t i = 1; i < approvals.size(); ++i) actor += (i > 1 ? ", " : " ") + approvals[i];
+    actor += ")";
+    result = execute(record.value("op", ""), params, actor, record.value("requested_by", ""));
+  }
   record["status"] = result ? "done" : "failed";
   record["message"] = result ? std::string() : result.error().message;
   MAILKMS_CHECK(storage_->transaction([&]() -> Status {
@@ -230,18 +241,25 @@ Result<nlohmann::json> KeystoreService::approve(const std::string& id, const std
 }
 
 Result<nlohmann::json> KeystoreService::fetch_request(const std::string& id, const std::string& admin) {
-  MAILKMS_TRY(stored, storage_->get("requests/" + id));
-  if (!stored) return make_error(Errc::not_found, "no request " + id);
-  const auto record = nlohmann::json::parse(*stored, nullptr, false);
-  if (record.value("requested_by", "") != admin) {
-    return make_error(Errc::permission_denied, "only " + record.value("requested_by", "") + " may fetch " + id);
-  }
-  if (record.value("status", "") != "done") {
-    return make_error(Errc::invalid_argument, "request " + id + " is " + record.value("status", "unknown"));
-  }
-  MAILKMS_TRY(result, barrier_.get("request-results/" + id));
-  if (!result) return make_error(Errc::not_found, "the result of " + id + " was already fetched");
-  MAILKMS_CHECK(storage_->remove("request-results/" + id));  // once only
+  // Read and removed in one transaction: a result is fetched once only.
+  std::optional<smime::SecretBytes> result;
+  MAILKMS_CHECK(storage_->transaction([&]() -> Status {
+    MAILKMS_TRY(stored, storage_->get("requests/" + id));
+    if (!stored) return make_error(Errc::not_found, "no request " + id);
+    const auto record = nlohmann::json::parse(*stored, nullptr, false);
+    if (!record.is_object()) return make_error(Errc::corrupt, "request " + id + " does not parse");
+    if (record.value("requested_by", "") != admin) {
+      return make_error(Errc::permission_denied, "only " + record.value("requested_by", "") + " may fetch " + id);
+    }
+    if (record.value("status", "") != "done") {
+      return make_error(Errc::invalid_argument, "request " + id + " is " + record.value("status", "unknown"));
+    }
+    MAILKMS_TRY(found, barrier_.get("request-results/" + id));
+    if (!found) return make_error(Errc::not_found, "the result of " + id + " was already fetched");
+    MAILKMS_CHECK(storage_->remove("request-results/" + id));
+    result = std::move(found);
+    return Ok{};
+  }));
   return nlohmann::json::parse(view(*result));
 }
 

@@ -14,6 +14,7 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <atomic>
 #include <chrono>
 #include <cstring>
 #include <regex>
@@ -535,6 +536,57 @@ TEST_CASE("changing administrators or approval counts takes as many approvals as
   CHECK(approvals()["recover"] == 1);
   CHECK(must(client.call("approve", {{"session", erin}, {"id", added["request"]}}))["status"] == "done");
   CHECK(administrators() == std::vector<std::string>{"carol", "carol2", "erin"});
+}
+
+TEST_CASE("two approvals at once run a request once, and two fetches at once get its result once", "[keystored][admin]") {
+  Daemon daemon("workers = 4\n");
+  auto client = daemon.client(120s);
+  unseal(client);
+  const auto login = [&](const std::string& name, const std::string& password) -> std::string {
+    return must(client.call("login", {{"name", name}, {"password", password}}))["token"];
+  };
+  const std::string carol = login("carol", kAdminPassword);
+  must(client.call("admin-add", {{"session", carol}, {"name", "erin"}, {"password", "erin's long password"}}));
+  must(client.call("admin-add", {{"session", carol}, {"name", "frank"}, {"password", "frank's long password"}}));
+  must(client.call("approvals-set", {{"session", carol}, {"task", "recover"}, {"count", 2}}));
+  const std::string erin = login("erin", "erin's long password");
+  const std::string frank = login("frank", "frank's long password");
+  const auto pending = must(client.call("recover", {{"session", carol},
+                                                  {"address", "alice@example.org"},
+                                                  {"password", "alice's new p12 password"}}));
+  const std::string id = pending["request"];
+
+  // Each call on its own connection, all let go at once.
+  const auto at_once = [&](const std::vector<std::pair<std::string, std::string>>& calls) {
+    std::vector<Result<nlohmann::json>> results(calls.size(), make_error(Errc::internal, "not run"));
+    std::vector<std::thread> threads;
+    std::atomic<bool> go{false};
+    for (std::size_t i = 0; i < calls.size(); ++i) {
+      threads.emplace_back([&, i] {
+        auto own = daemon.client(120s);
+        while (!go) std::this_thread::yield();
+        results[i] = own.call(calls[i].first, {{"session", calls[i].second}, {"id", id}});
+      });
+    }
+    go = true;
+    for (auto& t : threads) t.join();
+    return results;
+  };
+  const auto approved = at_once({{"approve", erin}, {"approve", frank}});
+  CHECK(std::count_if(approved.begin(), approved.end(), [](const auto& r) { return r && (*r)["status"] == "done"; }) == 1);
+  CHECK(std::count_if(approved.begin(), approved.end(), [](const auto& r) {
+          return !r && r.error().code == Errc::invalid_argument;
+        }) == 1);
+  const auto records = must(client.call("audit-show", {{"session", carol}, {"limit", 1000}}));
+  CHECK(std::count_if(records.begin(), records.end(), [](const nlohmann::json& r) {
+          return r["action"] == "recover" && r["outcome"] == "ok";
+        }) == 1);
+
+  const auto fetched = at_once({{"request-fetch", carol}, {"request-fetch", carol}, {"request-fetch", carol}});
+  CHECK(std::count_if(fetched.begin(), fetched.end(), [](const auto& r) { return r && r->contains("pkcs12"); }) == 1);
+  CHECK(std::count_if(fetched.begin(), fetched.end(), [](const auto& r) {
+          return !r && r.error().code == Errc::not_found;
+        }) == 2);
 }
 
 TEST_CASE("a user enrolls by mail through the daemon, and the token works once", "[keystored][enrollment]") {
