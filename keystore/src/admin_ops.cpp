@@ -168,9 +168,13 @@ Result<nlohmann::json> KeystoreService::administer(const Caller& caller, const p
 
 Result<nlohmann::json> KeystoreService::open_request(const std::string& op, const nlohmann::json& params,
                                                      const std::string& admin, int required) {
-  const std::string id = protocol::base64(view(detail::random_secret(9)));  // 12 characters
+  // 12 characters of base32, 60 random bits: an administrator types or
+  // pastes it as an argument, so it never starts with "-" (which base64 and
+  // its URL form can) and never needs quoting.
+  constexpr std::string_view alphabet = "abcdefghijklmnopqrstuvwxyz234567";
   std::string safe_id;
-  for (const char c : id) safe_id.push_back(c == '/' ? '_' : c == '+' ? '-' : c);
+  const auto random = detail::random_secret(12);
+  for (std::size_t i = 0; i < random.size(); ++i) safe_id.push_back(alphabet[random.data()[i] % 32]);
   const std::string task = tasks().find(op)->second;
   // What approvers are shown: every parameter but passwords, which stay
   // behind the barrier with the rest.

@@ -436,6 +436,8 @@ TEST_CASE("administration needs a session, and recovery needs the approvals poli
                                                   {"password", "dave's new p12 password"}}));
   CHECK(pending["status"] == "pending");
   const std::string id = pending["request"];
+  // An id an administrator passes as an argument: never "-" anything.
+  CHECK(std::regex_match(id, std::regex("[a-z2-7]{12}")));
   CHECK(client.call("approve", {{"session", carol}, {"id", id}}).error().code == Errc::invalid_argument);
   CHECK(client.call("request-fetch", {{"session", carol}, {"id", id}}).error().code == Errc::invalid_argument);
 
