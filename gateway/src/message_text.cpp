@@ -118,6 +118,12 @@ class InvitationFinder {
   // are bounded anyway), of a body line only what a boundary could fill
   // (RFC 2046 §5.1.1: at most 70 characters, "--" either side).
   [[nodiscard]] std::size_t wanted() const { return in_header_ ? kMaxField : 80; }
+  // Nothing more can be found: past a header section, and inside no
+  // multipart (a single-part message, or the epilogue of the outermost).
+  [[nodiscard]] bool done() const { return !in_header_ && boundaries_.empty(); }
+  // Whether a line starting with `first` can matter: every header line, of
+  // the body only what may be a boundary.
+  [[nodiscard]] bool wants_line_starting(char first) const { return in_header_ || first == '-'; }
 
  private:
   static constexpr std::size_t kMaxField = 8 * 1024;    // of one unfolded field
@@ -241,7 +247,8 @@ SmimeKind smime_kind(const std::vector<smime::HeaderField>& headers, const smime
 
 bool has_calendar(const smime::Spool& message) {
   InvitationFinder finder;
-  std::string line;  // as much of the current line as the finder wants
+  std::string line;      // as much of the current line as the finder wants
+  bool skipping = false;  // a body line that cannot be a boundary: not copied
   bool found = false;
   const auto feed = [&] {
     if (!line.empty() && line.back() == '\r') line.pop_back();
@@ -252,17 +259,24 @@ bool has_calendar(const smime::Spool& message) {
     while (!chunk.empty()) {
       const std::size_t newline = chunk.find('\n');
       const std::string_view piece = chunk.substr(0, newline);
-      const std::size_t keep = finder.wanted();
-      if (line.size() < keep) line.append(piece.substr(0, keep - line.size()));
+      if (!skipping && line.empty() && !piece.empty() && !finder.wants_line_starting(piece.front())) skipping = true;
+      if (!skipping) {
+        const std::size_t keep = finder.wanted();
+        if (line.size() < keep) line.append(piece.substr(0, keep - line.size()));
+      }
       if (newline == std::string_view::npos) break;  // continues in the next chunk
-      feed();
-      if (found) return smime::make_error(smime::Errc::internal, "found");  // stops the walk
+      if (skipping) {
+        skipping = false;
+      } else {
+        feed();
+        if (found || finder.done()) return smime::make_error(smime::Errc::internal, "done");  // stops the walk
+      }
       chunk.remove_prefix(newline + 1);
     }
     return smime::Ok{};
   });
   if (found) return true;
-  if (!line.empty()) {
+  if (!skipping && !line.empty()) {
     feed();
     if (found) return true;
   }
