@@ -589,6 +589,15 @@ Result<std::string> CertificateAuthority::crl(const std::string& id, int next_up
   ASN1_INTEGER_set(crl_number, number);
   X509_CRL_add1_ext_i2d(crl.get(), NID_crl_number, crl_number, 0, 0);
   ASN1_INTEGER_free(crl_number);
+  // RFC 5280 §5.2.1: which of the issuer's keys signed it (MUST).
+  X509V3_CTX v3;
+  X509V3_set_ctx_nodb(&v3);
+  X509V3_set_ctx(&v3, ca.certificate->native(), nullptr, nullptr, crl.get(), 0);
+  X509_EXTENSION* aki = X509V3_EXT_conf_nid(nullptr, &v3, NID_authority_key_identifier, "keyid:always");
+  if (aki == nullptr) return crypto("cannot make the CRL's authority key identifier");
+  const int added = X509_CRL_add_ext(crl.get(), aki, -1);
+  X509_EXTENSION_free(aki);
+  if (added != 1) return crypto("cannot add the CRL's authority key identifier");
   X509_CRL_sort(crl.get());
   MdPtr md(EVP_MD_fetch(ctx_->libctx(), signing_digest(key.native()), nullptr));
   if (!md || X509_CRL_sign(crl.get(), key.native(), md.get()) <= 0) return crypto("cannot sign the CRL");

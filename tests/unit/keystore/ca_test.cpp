@@ -197,6 +197,14 @@ TEST_CASE("a revoked certificate is on its CA's CRL and fails openssl's CRL chec
   CHECK(text.out.find(kept.certificate.serial_hex()) == std::string::npos);
   CHECK(text.out.find("Key Compromise") != std::string::npos);
   CHECK(text.out.find("X509v3 CRL Number: \n                1") != std::string::npos);
+  // RFC 5280 §5.2.1: the issuing CA's key identifier, as in its certificates.
+  const auto issuer = must(f.ca.get("issuing"));
+  test::write_file(f.dir.path("issuing.pem"), issuer.certificate->pem());
+  const auto ski = test::run("openssl x509 -noout -ext subjectKeyIdentifier -in " + f.dir.path("issuing.pem").string());
+  REQUIRE(ski.exit_code == 0);
+  const std::string key_id = ski.out.substr(ski.out.rfind('\n', ski.out.size() - 2) + 1);
+  CHECK(text.out.find("X509v3 Authority Key Identifier") != std::string::npos);
+  CHECK(text.out.find(key_id.substr(key_id.find_first_not_of(' '), 59)) != std::string::npos);
 
   REQUIRE(test::run("openssl crl -inform DER -in " + f.dir.path("crl.der").string() + " -out " +
                     f.dir.path("crl.pem").string()).exit_code == 0);
