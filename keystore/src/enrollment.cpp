@@ -150,9 +150,11 @@ Result<std::time_t> Enrollment::mail_token(const EnrollmentSettings& s, TokenKin
   if (!message) return std::move(message).error();
   // Stored, and the address's earlier token of this kind voided, before
   // the mail goes: a token that was mailed always exists.
+  std::optional<std::string> previous;  // the token this one voids, restored if the mail fails
   MAILKMS_CHECK(storage_.transaction([&]() -> Status {
     MAILKMS_CHECK(tokens_.save(hash, record));
-    MAILKMS_CHECK(tokens_.make_current(hash, record));
+    MAILKMS_TRY(superseded, tokens_.make_current(hash, record));
+    previous = std::move(superseded);
     return audit_.append({actor, action, address, "ok",
                           std::string(to_string(kind)) + " token sent, expires " + readable_time(record.expires) +
                               ", " + mark});
@@ -161,9 +163,10 @@ Result<std::time_t> Enrollment::mail_token(const EnrollmentSettings& s, TokenKin
   wipe(*message);
   if (!sent) {
     (void)storage_.transaction([&]() -> Status {
-      MAILKMS_CHECK(tokens_.remove(hash));
+      MAILKMS_CHECK(tokens_.withdraw(hash, record, previous));
       return audit_.append({actor, action, address, "failed",
-                            "the mail was not sent, token withdrawn: " + sent.error().message});
+                            "the mail was not sent, token withdrawn" +
+                                std::string(previous ? " and the one before restored" : "") + ": " + sent.error().message});
     });
     return sent.error();
   }

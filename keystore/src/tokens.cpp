@@ -88,8 +88,9 @@ Status TokenStore::save(std::string_view hash, const TokenRecord& r) {
 
 Status TokenStore::remove(std::string_view hash) { return storage_.remove(record_key(hash)); }
 
-Status TokenStore::make_current(std::string_view hash, const TokenRecord& record) {
-  return storage_.transaction([&]() -> Status {
+Result<std::optional<std::string>> TokenStore::make_current(std::string_view hash, const TokenRecord& record) {
+  std::optional<std::string> superseded;
+  MAILKMS_CHECK(storage_.transaction([&]() -> Status {
     MAILKMS_TRY(stored, barrier_.get(index_key(record.address)));
     auto index = stored ? nlohmann::json::parse(text_of(*stored), nullptr, false) : nlohmann::json::object();
     if (!index.is_object()) return make_error(Errc::corrupt, "a token index does not parse");
@@ -97,12 +98,36 @@ Status TokenStore::make_current(std::string_view hash, const TokenRecord& record
     const std::string previous = index.value(kind, "");
     if (!previous.empty() && previous != hash) {
       MAILKMS_TRY(old, find(previous));
-      if (old && !old->used) {
+      if (old && !old->used && !old->superseded) {
         old->superseded = true;
         MAILKMS_CHECK(save(previous, *old));
+        superseded = previous;
       }
     }
     index[kind] = std::string(hash);
+    return barrier_.put(index_key(record.address), index.dump());
+  }));
+  return superseded;
+}
+
+Status TokenStore::withdraw(std::string_view hash, const TokenRecord& record, const std::optional<std::string>& previous) {
+  return storage_.transaction([&]() -> Status {
+    MAILKMS_CHECK(remove(hash));
+    MAILKMS_TRY(stored, barrier_.get(index_key(record.address)));
+    auto index = stored ? nlohmann::json::parse(text_of(*stored), nullptr, false) : nlohmann::json::object();
+    if (!index.is_object()) return make_error(Errc::corrupt, "a token index does not parse");
+    const std::string kind(to_string(record.kind));
+    if (index.value(kind, "") != hash) return Ok{};  // a newer one has taken its place since
+    if (previous) {
+      MAILKMS_TRY(old, find(*previous));
+      if (old && !old->used) {
+        old->superseded = false;
+        MAILKMS_CHECK(save(*previous, *old));
+        index[kind] = *previous;
+        return barrier_.put(index_key(record.address), index.dump());
+      }
+    }
+    index.erase(kind);
     return barrier_.put(index_key(record.address), index.dump());
   });
 }

@@ -603,6 +603,16 @@ TEST_CASE("a mail that cannot be sent fails its address alone and withdraws its 
     k.service->set_enrollment(k.settings);
     CHECK(k.redeem("kim@example.org", kim, "kim's password"));
   }
+  SECTION("a new token that cannot be mailed leaves the one before it redeemable") {
+    const std::string kim = token_in(k.last_to("kim@example.org"));
+    EnrollmentSettings broken = k.settings;
+    broken.mail_command = {"/bin/false"};
+    k.service->set_enrollment(broken);
+    const json again = k.enroll({"kim@example.org"}, true);
+    CHECK(again["failed"] == 1);
+    k.service->set_enrollment(k.settings);
+    CHECK(k.redeem("kim@example.org", kim, "kim's password"));
+  }
   SECTION("with no enrollment address, enrollment by mail is off") {
     EnrollmentSettings off = k.settings;
     off.enrollment_address.clear();

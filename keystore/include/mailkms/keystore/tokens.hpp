@@ -45,8 +45,12 @@ class TokenStore {
   Status save(std::string_view hash, const TokenRecord& record);
   Status remove(std::string_view hash);
   // Makes `hash` the address's current token of its kind; the one before,
-  // if still unused, can no longer be redeemed.
-  Status make_current(std::string_view hash, const TokenRecord& record);
+  // if still unused, can no longer be redeemed. Returns that one's hash.
+  Result<std::optional<std::string>> make_current(std::string_view hash, const TokenRecord& record);
+  // Undoes make_current for a token that was never mailed: `hash` is
+  // forgotten, and `previous` (what make_current returned) is current and
+  // redeemable again.
+  Status withdraw(std::string_view hash, const TokenRecord& record, const std::optional<std::string>& previous);
   // Whether `address` has a current token, of either kind, that is neither
   // used nor expired.
   Result<bool> pending(std::string_view address);
