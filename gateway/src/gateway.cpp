@@ -114,8 +114,10 @@ Outcome Gateway::finish(const Transaction& transaction, const std::vector<smime:
     Outcome processed = transaction.direction.direction == policy::Direction::outbound
                             ? outbound(transaction, headers, message, outcome.removed_recipients)
                             : inbound(transaction, headers, message, outcome.removed_recipients);
-    // Results in our name are ours to write, whichever way the mail goes.
-    if (processed.verdict == Outcome::Verdict::deliver && transaction.direction.direction == policy::Direction::outbound) {
+    // Authentication-Results in our name, and the record of our decryption,
+    // are ours alone to write: any a message arrives with, whichever way it
+    // goes and whatever else befalls it, are forgeries.
+    if (processed.verdict == Outcome::Verdict::deliver) {
       add_removals(processed.header_edits, forged_results(headers, settings_.authserv_id));
     }
     if (!outcome.removed_recipients.empty()) {

@@ -51,10 +51,6 @@ Outcome Gateway::inbound(const Transaction& tx, const std::vector<smime::HeaderF
   const std::string where = "inbound (" + tx.direction.reason + ")";
   Outcome outcome;
 
-  // Authentication-Results in our name, or a record of our decryption, can
-  // only be forgeries from outside.
-  const std::vector<HeaderEdit> removals = forged_results(headers, settings_.authserv_id);
-
   bool verify = false;
   bool decrypt = true;
   bool harvest = true;
@@ -75,7 +71,7 @@ Outcome Gateway::inbound(const Transaction& tx, const std::vector<smime::HeaderF
 
   const auto kind = smime_kind(headers);
   const auto edits_with = [&](const std::vector<SmimeResult>& results) {
-    std::vector<HeaderEdit> edits = removals;
+    std::vector<HeaderEdit> edits;
     if (verify) {
       edits.push_back(
           {HeaderEdit::Kind::prepend, "Authentication-Results", authentication_results(settings_.authserv_id, results), 0});
@@ -258,8 +254,6 @@ Outcome Gateway::inbound(const Transaction& tx, const std::vector<smime::HeaderF
   const std::size_t body_offset = rebuilt.size();
   rebuilt.append(entity.body);
   outcome.header_edits = diff_headers(headers, after);
-  // Removals of forged results were found on the original header too.
-  add_removals(outcome.header_edits, removals);
   if (verify) {
     outcome.header_edits.push_back(
         {HeaderEdit::Kind::prepend, "Authentication-Results", authentication_results(settings_.authserv_id, results), 0});
