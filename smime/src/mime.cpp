@@ -402,6 +402,34 @@ void collect_mailboxes(InternetAddressList* list, std::vector<std::string>& out)
 
 }  // namespace
 
+namespace {
+
+std::string take_gstring(char* owned) {
+  if (owned == nullptr) return {};
+  std::string out(owned);
+  g_free(owned);
+  return out;
+}
+
+}  // namespace
+
+std::string decode_header_text(std::string_view value) {
+  if (value.find("=?") == std::string_view::npos) return std::string(value);
+  gmime::ensure_initialized();
+  const std::string text(value);
+  return take_gstring(g_mime_utils_header_decode_text(nullptr, text.c_str()));
+}
+
+std::string encode_header_text(std::string_view text) {
+  const bool ascii = std::all_of(text.begin(), text.end(), [](char c) { return static_cast<unsigned char>(c) < 0x80; });
+  if (ascii) return std::string(text);
+  gmime::ensure_initialized();
+  // Bytes that are not UTF-8 (a raw 8-bit header) become U+FFFD first:
+  // encoded-words must say what they hold.
+  const std::string valid = take_gstring(g_utf8_make_valid(text.data(), static_cast<gssize>(text.size())));
+  return take_gstring(g_mime_utils_header_encode_text(nullptr, valid.c_str(), "utf-8"));
+}
+
 std::vector<std::string> mailbox_addresses(std::string_view header_value) {
   gmime::ensure_initialized();
   const std::string value(header_value);

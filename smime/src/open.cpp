@@ -65,6 +65,20 @@ Result<std::optional<LayerKind>> classify(const CryptoContext& ctx, const Entity
   return make_error(Errc::malformed_cms, "application/pkcs7-mime body is not a CMS structure we know");
 }
 
+bool is_complete_encryption(const CryptoContext& ctx, const Entity& entity) {
+  auto der = detail::decode_cms_body(entity);
+  if (!der) return false;
+  std::size_t consumed = 0;
+  auto cms = detail::parse_cms(ctx, *der, &consumed);
+  if (!cms || consumed != der->size()) return false;  // not CMS, or something behind it
+  const int type = OBJ_obj2nid(CMS_get0_type(cms->get()));
+  if (type != NID_pkcs7_enveloped && type != NID_id_smime_ct_authEnvelopedData) return false;
+  const STACK_OF(CMS_RecipientInfo)* recipients = CMS_get0_RecipientInfos(cms->get());
+  ASN1_OCTET_STRING** content = CMS_get0_content(cms->get());
+  return recipients != nullptr && sk_CMS_RecipientInfo_num(recipients) > 0 && content != nullptr &&
+         *content != nullptr && ASN1_STRING_length(*content) > 0;
+}
+
 Opened open_entity(const CryptoContext& ctx, const Entity& entity, std::span<KeyUnwrapper* const> keys,
                    const VerifyOptions& options) {
   Opened opened;

@@ -43,7 +43,7 @@ Result<std::string> decode_cms_body(const Entity& entity) {
   return make_error(Errc::malformed_mime, "S/MIME body in unexpected transfer encoding \"" + encoding + "\"");
 }
 
-Result<ossl::Cms> parse_cms(const CryptoContext& ctx, std::string_view der) {
+Result<ossl::Cms> parse_cms(const CryptoContext& ctx, std::string_view der, std::size_t* consumed) {
   if (der.empty()) return make_error(Errc::malformed_cms, "empty CMS body");
   if (der.size() > static_cast<std::size_t>(LONG_MAX)) return make_error(Errc::limit_exceeded, "CMS body too large");
   CMS_ContentInfo* cms = CMS_ContentInfo_new_ex(ctx.libctx(), nullptr);
@@ -53,6 +53,7 @@ Result<ossl::Cms> parse_cms(const CryptoContext& ctx, std::string_view der) {
     CMS_ContentInfo_free(cms);
     return ossl::error(Errc::malformed_cms, "the CMS structure does not parse");
   }
+  if (consumed != nullptr) *consumed = static_cast<std::size_t>(p - reinterpret_cast<const unsigned char*>(der.data()));
   return ossl::Cms(cms);
 }
 

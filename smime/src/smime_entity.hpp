@@ -24,6 +24,8 @@ std::string make_boundary();
 Result<std::string> decode_cms_body(const Entity& entity);
 
 // Parses DER or BER into a CMS structure bound to `ctx`.
-Result<ossl::Cms> parse_cms(const CryptoContext& ctx, std::string_view der);
+// With `consumed`, the number of bytes the DER took (anything after it is
+// not CMS).
+Result<ossl::Cms> parse_cms(const CryptoContext& ctx, std::string_view der, std::size_t* consumed = nullptr);
 
 }  // namespace mailkms::smime::detail

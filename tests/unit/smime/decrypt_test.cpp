@@ -2,6 +2,7 @@
 
 #include "mailkms/smime/encrypt.hpp"
 #include "mailkms/smime/open.hpp"
+#include "mailkms/smime/sign.hpp"
 #include "test_support.hpp"
 
 using namespace mailkms;
@@ -126,4 +127,35 @@ TEST_CASE("a certificate whose keyUsage forbids encryption is not encrypted to",
   const auto r = encrypt_message(*test::context(), test::sample_message(), to, {});
   REQUIRE_FALSE(r);
   CHECK(r.error().code == Errc::invalid_certificate);
+}
+
+TEST_CASE("only a whole enveloped or authEnveloped CMS counts as already encrypted", "[open]") {
+  const auto entity_of = [](const std::string& message) { return must(parse_message(message)).entity; };
+  for (const Cipher cipher : {Cipher::aes256_cbc, Cipher::aes256_gcm}) {
+    EncryptOptions options;
+    options.cipher = cipher;
+    const std::string m = must(encrypt_message(*test::context(), test::sample_message(),
+                                               std::vector<Recipient>{{test::cert("alice")}}, options));
+    CHECK(is_complete_encryption(*test::context(), entity_of(m)));
+  }
+  const std::string m = must(encrypt_message(*test::context(), test::sample_message(),
+                                             std::vector<Recipient>{{test::cert("alice")}}, {}));
+  Entity real = entity_of(m);
+  const std::string der = must(base64_decode(real.body));
+  const auto with_body = [&](const std::string& bytes) {
+    Entity e = real;
+    e.body = base64_encode_mime(bytes);
+    return e;
+  };
+  // The first bytes of a real EnvelopedData, then the plain text.
+  CHECK_FALSE(is_complete_encryption(*test::context(), with_body(der.substr(0, 64) + "The plain secret.\r\n")));
+  CHECK_FALSE(is_complete_encryption(*test::context(), with_body(der + "trailing plain text")));
+  CHECK_FALSE(is_complete_encryption(*test::context(), with_body("The plain secret.\r\n")));
+  CHECK_FALSE(is_complete_encryption(*test::context(), with_body("")));
+  // Signed-data is not encryption, whatever its label says.
+  auto signer = test::signer("alice");
+  SignOptions opaque;
+  opaque.opaque = true;
+  const std::string signed_message = must(sign_message(*test::context(), test::sample_message(), signer, opaque));
+  CHECK_FALSE(is_complete_encryption(*test::context(), entity_of(signed_message)));
 }

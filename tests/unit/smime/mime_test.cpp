@@ -1,5 +1,9 @@
 #include <catch2/catch.hpp>
 
+#include <algorithm>
+#include <string>
+#include <vector>
+
 #include "mailkms/smime/mime.hpp"
 
 using namespace mailkms::smime;
@@ -92,4 +96,23 @@ TEST_CASE("mailbox addresses and the authors of a message", "[mime]") {
   CHECK(authors("To: b@example.org\r\n").empty());                             // no From
   CHECK(authors("From: <>\r\nFrom: ceo@example.org\r\n").empty());           // two From fields
   CHECK(authors("From: a@example.org, ceo@example.org\r\n").size() == 2);      // both must match
+}
+
+TEST_CASE("header text is read and written as RFC 2047 encoded-words", "[mime]") {
+  // "[secure] Gehälter" as a client writes it, in base64 and in Q.
+  CHECK(decode_header_text("=?UTF-8?B?W3NlY3VyZV0gR2Vow6RsdGVy?=") == "[secure] Gehälter");
+  CHECK(decode_header_text("=?utf-8?q?=5Bsecure=5D_Geh=C3=A4lter?=") == "[secure] Gehälter");
+  // A tag split over two adjacent encoded-words is one word to a reader.
+  CHECK(decode_header_text("=?UTF-8?Q?=5Bsec?= =?UTF-8?Q?ure=5D?= plans") == "[secure] plans");
+  CHECK(decode_header_text("=?ISO-8859-1?Q?Geh=E4lter?=") == "Gehälter");
+  CHECK(decode_header_text("plain [secure] text") == "plain [secure] text");
+
+  CHECK(encode_header_text("Minutes") == "Minutes");
+  const std::string long_text = "Gehälter für März, " + std::string(200, 'x') + " und April";
+  for (const std::string& text : std::vector<std::string>{"Gehälter für März", long_text, std::string(300, '\xc3') + "x"}) {
+    const std::string encoded = encode_header_text(text);
+    CHECK(std::all_of(encoded.begin(), encoded.end(), [](char ch) { return static_cast<unsigned char>(ch) < 0x80; }));
+    if (text.front() != '\xc3') CHECK(decode_header_text(encoded) == text);
+  }
+  CHECK(decode_header_text(encode_header_text("\xc3x")) == "\xef\xbf\xbdx");  // not UTF-8: U+FFFD
 }

@@ -98,6 +98,15 @@ struct DecodedPart {
 };
 Result<std::vector<DecodedPart>> decoded_parts(std::string_view message, const MimeLimits& limits = {});
 
+// The text of an unstructured header value such as a Subject, with its
+// RFC 2047 encoded-words decoded to UTF-8 (what a person reads, and what a
+// policy must match); what cannot be decoded stays as it was written.
+std::string decode_header_text(std::string_view value);
+// The reverse, for text written back into a header: ASCII stays as it is,
+// anything else becomes UTF-8 encoded-words of legal length (bytes that
+// are not UTF-8 as U+FFFD).
+std::string encode_header_text(std::string_view text);
+
 // The bare address of every mailbox in a From/To-style value (group
 // members included); empty if none can be read.
 std::vector<std::string> mailbox_addresses(std::string_view header_value);

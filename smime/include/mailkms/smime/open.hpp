@@ -21,6 +21,12 @@ std::string_view to_string(LayerKind kind) noexcept;
 // The S/MIME layer an entity is, or nullopt if it is plain content.
 Result<std::optional<LayerKind>> classify(const CryptoContext& ctx, const Entity& entity);
 
+// Whether an application/pkcs7-mime entity is, to its last byte, an
+// EnvelopedData or AuthEnvelopedData naming at least one recipient and
+// carrying its encrypted content: what may pass as already encrypted. A
+// label, or a CMS prefix with something else behind it, is not enough.
+bool is_complete_encryption(const CryptoContext& ctx, const Entity& entity);
+
 struct Layer {
   LayerKind kind;
   std::optional<VerifyResult> verification;  // signed layers (content moved out)
