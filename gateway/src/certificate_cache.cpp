@@ -1,6 +1,8 @@
 #include "mailkms/gateway/certificate_cache.hpp"
 
 #include <ctime>
+#include <string_view>
+#include <unordered_map>
 
 namespace mailkms::gateway {
 
@@ -30,15 +32,15 @@ keystore::Result<std::vector<std::optional<RecipientCertificate>>> CertificateCa
   if (wanted.empty()) return out;
 
   MAILKMS_TRY(found, keystore::lookup_certificates(*client_, wanted));
+  std::unordered_map<std::string_view, const keystore::CertificateLookup::Found*> by_address;
+  for (const auto& [address, entry] : found.found) by_address.emplace(address, &entry);
   const std::lock_guard lock(mutex_);
   if (entries_.size() > 100'000) entries_.clear();  // bounded; refilled on demand
   for (std::size_t k = 0; k < wanted.size(); ++k) {
     std::optional<RecipientCertificate> value;
-    for (auto& [address, entry] : found.found) {
-      if (address == wanted[k] && entry.certificate.not_after() > wall) {
-        value = RecipientCertificate{entry.certificate, entry.capabilities};
-        break;
-      }
+    const auto hit = by_address.find(wanted[k]);
+    if (hit != by_address.end() && hit->second->certificate.not_after() > wall) {
+      value = RecipientCertificate{hit->second->certificate, hit->second->capabilities};
     }
     entries_[wanted[k]] = Entry{value, now + (value ? ttl_ : missing_ttl_)};
     out[positions[k]] = std::move(value);

@@ -186,10 +186,12 @@ Result<nlohmann::json> KeystoreClient::call(std::string_view op, const nlohmann:
   }
 }
 
-Result<CertificateLookup> lookup_certificates(KeystoreClient& client, std::span<const std::string> addresses) {
+namespace {
+
+// One request's worth of addresses, its answer added to `out`.
+Status lookup_batch(KeystoreClient& client, std::span<const std::string> addresses, CertificateLookup& out) {
   const std::vector<std::string> list(addresses.begin(), addresses.end());
   MAILKMS_TRY(result, client.call(protocol::op::lookup_certificates, {{"addresses", list}}));
-  CertificateLookup out;
   const auto& certificates = field(result, "certificates");
   if (certificates.is_object()) {
     for (const auto& [address, entry] : certificates.items()) {
@@ -210,6 +212,19 @@ Result<CertificateLookup> lookup_certificates(KeystoreClient& client, std::span<
       if (m.is_string()) out.missing.push_back(m.get<std::string>());
     }
   }
+  return Ok{};
+}
+
+}  // namespace
+
+Result<CertificateLookup> lookup_certificates(KeystoreClient& client, std::span<const std::string> addresses) {
+  // However many recipients a message has, each request stays within what
+  // the keystore answers: a long list is never an error that lets mail
+  // out unencrypted.
+  CertificateLookup out;
+  for (std::size_t at = 0; at < addresses.size(); at += protocol::kMaxLookupAddresses) {
+    MAILKMS_CHECK(lookup_batch(client, addresses.subspan(at, std::min(protocol::kMaxLookupAddresses, addresses.size() - at)), out));
+  }
   return out;
 }
 
@@ -225,6 +240,15 @@ Result<bool> remember_certificate(KeystoreClient& client, const std::string& add
   MAILKMS_TRY(result, client.call(protocol::op::remember_certificate, params));
   const auto& stored = field(result, "stored");
   return stored.is_boolean() && stored.get<bool>();
+}
+
+Result<bool> check_mail_mark(KeystoreClient& client, std::string_view mark, std::string_view recipient,
+                             std::string_view message_id) {
+  MAILKMS_TRY(result, client.call(protocol::op::check_mail_mark, {{"mark", std::string(mark)},
+                                                                   {"recipient", std::string(recipient)},
+                                                                   {"message_id", std::string(message_id)}}));
+  const auto& ours = field(result, "ours");
+  return ours.is_boolean() && ours.get<bool>();
 }
 
 Result<bool> redeem_token(KeystoreClient& client, const std::string& from, const std::string& token,

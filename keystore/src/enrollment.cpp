@@ -3,6 +3,7 @@
 #include <openssl/crypto.h>
 
 #include <algorithm>
+#include <utility>
 
 #include "mailkms/keystore/mail_message.hpp"
 #include "mailkms/keystore/mailer.hpp"
@@ -67,6 +68,16 @@ void Enrollment::FailureLimits::failed(const std::string& sender) {
   const auto now = std::chrono::steady_clock::now();
   all_.push_back(now);
   by_sender_[sender].push_back(now);
+}
+
+void Enrollment::FailureLimits::unrecorded() {
+  const std::lock_guard lock(mutex_);
+  ++unrecorded_;
+}
+
+std::size_t Enrollment::FailureLimits::take_unrecorded() {
+  const std::lock_guard lock(mutex_);
+  return std::exchange(unrecorded_, 0);
 }
 
 void Enrollment::FailureLimits::forget_old(std::chrono::steady_clock::time_point now) {
@@ -142,7 +153,7 @@ Result<std::time_t> Enrollment::mail_token(const EnrollmentSettings& s, TokenKin
   values["expires"] = readable_time(record.expires);
   auto rendered = render_template_file(s.templates / (kind == TokenKind::enrollment ? "enrollment.txt" : "recovery.txt"),
                                        values);
-  auto message = rendered ? compose_message(*rendered, address, s.sender()) : Result<std::string>(rendered.error());
+  auto message = rendered ? compose_message(*rendered, address, s.sender(), {}, marker(address)) : Result<std::string>(rendered.error());
   wipe(token);
   wipe(normalized);
   wipe(values["token"]);
@@ -173,11 +184,15 @@ Result<std::time_t> Enrollment::mail_token(const EnrollmentSettings& s, TokenKin
   return record.expires;
 }
 
+MarkMaker Enrollment::marker(const std::string& address) {
+  return [this, address](const std::string& message_id) { return mark_.make(address, message_id, std::time(nullptr)); };
+}
+
 Status Enrollment::mail_refusal(const EnrollmentSettings& s, const std::string& to, const std::string& reason) {
   auto values = common_values(s, to);
   values["reason"] = reason;
   MAILKMS_TRY(rendered, render_template_file(s.templates / "refused.txt", values));
-  MAILKMS_TRY(message, compose_message(rendered, to, s.sender()));
+  MAILKMS_TRY(message, compose_message(rendered, to, s.sender(), {}, marker(to)));
   return send_mail(s.mail_command, s.sender(), to, message);
 }
 
@@ -195,14 +210,17 @@ Result<bool> Enrollment::redeem(const RedeemRequest& request, const std::string&
   const std::string hash = token_hash(*token);
   const std::string mark = "token " + AuditLog::fingerprint(*token);
 
-  if (!limits_.allowed(from)) {
-    // Checked for nothing and mailed nothing: a flood must not become mail.
-    MAILKMS_CHECK(audit_.append({actor, "redeem-token", from, "refused", "rate-limited, " + mark}));
-    return false;
-  }
   const auto refuse = [&](const std::string& why, const std::string& told = {}) -> Result<bool> {
+    if (!limits_.allowed(from)) {
+      // A flood becomes neither mail nor a record apiece: a count.
+      limits_.unrecorded();
+      return false;
+    }
     limits_.failed(from);
     std::string detail = why + ", " + mark;
+    if (const std::size_t unrecorded = limits_.take_unrecorded(); unrecorded > 0) {
+      detail += "; " + std::to_string(unrecorded) + " earlier failure(s) past the limits were counted, not recorded";
+    }
     // "From" is anyone's to forge: only a user who awaits our mail, with a
     // token still to redeem, is answered.
     auto waiting = tokens_.pending(from);
@@ -306,7 +324,7 @@ Result<bool> Enrollment::deliver(const EnrollmentSettings& s, const RedeemReques
         i + 1 == chain.size() ? "ca.crt" : "ca-intermediate-" + std::to_string(chain.size() - 1 - i) + ".crt";
     attachments.push_back({name, "application/pkix-cert", chain[i].der()});
   }
-  auto message = compose_message(text, address, s.sender(), attachments);
+  auto message = compose_message(text, address, s.sender(), attachments, marker(address));
   Status sent = message ? send_mail(s.mail_command, s.sender(), address, *message) : Status(message.error());
   if (!sent) {
     // The user may send their reply again: the token works once more.

@@ -1,4 +1,5 @@
 #include "mailkms/keystore/mail_message.hpp"
+#include "mailkms/keystore/protocol.hpp"
 
 #include <openssl/evp.h>
 
@@ -199,15 +200,18 @@ std::string readable_time(std::time_t t) {
 }
 
 Result<std::string> compose_message(std::string_view rendered, const std::string& to, const std::string& from,
-                                    std::span<const Attachment> attachments) {
+                                    std::span<const Attachment> attachments, const MarkMaker& mark) {
   MAILKMS_TRY(parsed, parse(rendered));
   const bool multipart = !attachments.empty();
   std::set<std::string> present;
   std::string out;
+  std::string message_id;
   for (const auto& h : parsed.headers) {
     const std::string name = lower(h.name);
-    // A multipart message's MIME headers are ours to write.
+    // A multipart message's MIME headers, and the mark, are ours to write.
     if (multipart && (name == "content-type" || name == "content-transfer-encoding")) continue;
+    if (name == lower(std::string(protocol::kMailMarkHeader))) continue;
+    if (name == "message-id") message_id = h.value;
     present.insert(name);
     out += h.name + ": " + (name == "subject" ? encoded_word(h.value) : h.value) + "\n";
   }
@@ -218,7 +222,14 @@ Result<std::string> compose_message(std::string_view rendered, const std::string
   add("From", from);
   add("To", to);
   add("Date", rfc5322_date(std::time(nullptr)));
-  add("Message-ID", "<" + random_hex(16) + "@" + (at == std::string::npos ? "localhost" : from.substr(at + 1)) + ">");
+  if (message_id.empty()) {
+    message_id = "<" + random_hex(16) + "@" + (at == std::string::npos ? "localhost" : from.substr(at + 1)) + ">";
+    add("Message-ID", message_id);
+  }
+  if (mark) {
+    MAILKMS_TRY(value, mark(message_id));
+    out += std::string(protocol::kMailMarkHeader) + ": " + value + "\n";
+  }
   add("Auto-Submitted", "auto-generated");  // no vacation replies to the keystore
   add("MIME-Version", "1.0");
   const std::string encoding = ascii(parsed.body) ? "7bit" : "8bit";

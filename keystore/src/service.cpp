@@ -151,7 +151,7 @@ Result<nlohmann::json> KeystoreService::handle(const Caller& caller, const proto
   const bool gateway_op = request.op == op::lookup_certificates || request.op == op::signing_identity ||
                           request.op == op::sign || request.op == op::unwrap || request.op == "trust-anchors" ||
                           request.op == "crls" || request.op == op::remember_certificate ||
-                          request.op == op::redeem_token;
+                          request.op == op::redeem_token || request.op == op::check_mail_mark;
   if (!gateway_op) return administer(caller, request);
   if (!is_gateway(caller)) {
     (void)audit_.append({describe(caller), request.op, "", "denied", "not a gateway"});
@@ -165,7 +165,22 @@ Result<nlohmann::json> KeystoreService::handle(const Caller& caller, const proto
   if (request.op == "crls") return crls();
   if (request.op == op::remember_certificate) return remember_certificate(request.params);
   if (request.op == op::redeem_token) return redeem_token(caller, request.params);
+  if (request.op == op::check_mail_mark) return check_mail_mark(caller, request.params);
   return unwrap(request.params);
+}
+
+Result<nlohmann::json> KeystoreService::check_mail_mark(const Caller& caller, const nlohmann::json& params) {
+  MAILKMS_TRY(mark, string_param(params, "mark"));
+  MAILKMS_TRY(recipient, string_param(params, "recipient"));
+  MAILKMS_TRY(message_id, string_param(params, "message_id"));
+  MAILKMS_TRY(ours, enrollment_.mail_mark().check(mark, recipient, message_id, std::time(nullptr)));
+  if (!ours) {
+    // Someone on a gateway's host sent mail in the keystore's name.
+    MAILKMS_CHECK(audit_.append({describe(caller), std::string(protocol::op::check_mail_mark), Users::normalize(recipient), "refused",
+                                 "mail from the enrollment address without the keystore's mark, Message-ID " +
+                                     message_id.substr(0, 200)}));
+  }
+  return nlohmann::json{{"ours", ours}};
 }
 
 Result<nlohmann::json> KeystoreService::status() {
@@ -228,8 +243,9 @@ Status KeystoreService::unseal_with_key_file(const std::filesystem::path& path) 
 
 Result<nlohmann::json> KeystoreService::lookup_certificates(const nlohmann::json& params) {
   const auto addresses = params.find("addresses");
-  if (addresses == params.end() || !addresses->is_array() || addresses->size() > 1000) {
-    return make_error(Errc::invalid_argument, "\"addresses\" must be an array of at most 1000 addresses");
+  if (addresses == params.end() || !addresses->is_array() || addresses->size() > protocol::kMaxLookupAddresses) {
+    return make_error(Errc::invalid_argument, "\"addresses\" must be an array of at most " +
+                                                  std::to_string(protocol::kMaxLookupAddresses) + " addresses");
   }
   nlohmann::json found = nlohmann::json::object();
   nlohmann::json missing = nlohmann::json::array();

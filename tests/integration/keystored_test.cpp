@@ -191,6 +191,16 @@ TEST_CASE("the gateway's operations through the daemon", "[keystored]") {
     CHECK(found.missing == std::vector<std::string>{"nobody@example.org"});
   }
 
+  SECTION("a lookup of more addresses than one request may carry is answered in full") {
+    std::vector<std::string> addresses;
+    for (int i = 0; i < 2500; ++i) addresses.push_back("nobody" + std::to_string(i) + "@example.org");
+    addresses[2400] = "alice@example.org";
+    const CertificateLookup found = must(lookup_certificates(client, addresses));
+    REQUIRE(found.found.size() == 1);
+    CHECK(found.found[0].first == "alice@example.org");
+    CHECK(found.missing.size() == 2499);
+  }
+
   SECTION("a message signed through the daemon verifies with openssl") {
     RemoteSigner signer = must(RemoteSigner::create(client, "alice@example.org"));
     const auto signed_message = smime::sign_message(*test::context(), test::sample_message(), signer, {});

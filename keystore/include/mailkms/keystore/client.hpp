@@ -87,6 +87,12 @@ Result<bool> remember_certificate(KeystoreClient& client, const std::string& add
 Result<bool> redeem_token(KeystoreClient& client, const std::string& from, const std::string& token,
                           std::string_view password, const std::optional<std::string>& csr = std::nullopt);
 
+// Whether `mark` (the X-Mailkms-Keystore-Mark of a mail from the
+// enrollment address) is the keystore's own, for this recipient and
+// Message-ID: only then may the gateway pass that mail as it is.
+Result<bool> check_mail_mark(KeystoreClient& client, std::string_view mark, std::string_view recipient,
+                             std::string_view message_id);
+
 // Signs with `address`'s signing key in the daemon.
 class RemoteSigner final : public smime::Signer {
  public:

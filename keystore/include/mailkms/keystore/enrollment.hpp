@@ -23,6 +23,8 @@
 #include "mailkms/keystore/barrier.hpp"
 #include "mailkms/keystore/ca.hpp"
 #include "mailkms/keystore/error.hpp"
+#include "mailkms/keystore/mail_mark.hpp"
+#include "mailkms/keystore/mail_message.hpp"
 #include "mailkms/keystore/pkcs12.hpp"
 #include "mailkms/keystore/storage.hpp"
 #include "mailkms/keystore/tokens.hpp"
@@ -68,10 +70,12 @@ struct RedeemRequest {
 
 class Enrollment {
  public:
-  // Failed redemptions allowed in an hour, from one claimed sender and in
-  // all. Replies without a token do not count; the overall ceiling is far
-  // above what real users reach, so that forged senders cannot lock
-  // everyone out.
+  // Failed redemptions answered and audited one by one in an hour, from
+  // one claimed sender and in all; past either, a failure is only counted.
+  // A token is 130 random bits: the limits bound what failures cost (mail,
+  // audit records), not guessing. The right token from its own address is
+  // redeemed whatever the limits say, so forged replies, however many and
+  // from whichever sender, lock nobody out.
   static constexpr std::size_t kFailuresPerSender = 5;
   static constexpr std::size_t kFailuresInAll = 10'000;
   static constexpr std::size_t kMinPassword = 8;
@@ -85,6 +89,7 @@ class Enrollment {
         ctx_(std::move(ctx)),
         pkcs12_(pkcs12),
         tokens_(storage, barrier),
+        mark_(barrier),
         settings_(std::make_shared<const EnrollmentSettings>(std::move(settings))) {}
 
   // New settings (SIGHUP): operations from then on use them.
@@ -102,10 +107,15 @@ class Enrollment {
 
   // true: the keys are on their way to the user. false: refused, or no
   // token in the reply (ignored: audited, not answered, not counted); the
-  // audit log says exactly why, the sender is told by mail only if they are
-  // a user with a token pending, and the caller learns no more. An Error only for failures of our own (storage,
-  // the mail command), after which the token can still be used.
+  // audit log says exactly why (past the failure limits: counted, and the
+  // count is in the next failure recorded), the sender is told by mail only
+  // if they are a user with a token pending, and the caller learns no more.
+  // An Error only for failures of our own (storage, the mail command), after
+  // which the token can still be used.
   Result<bool> redeem(const RedeemRequest& request, const std::string& actor);
+
+  // What tells the keystore's own mail from other mail from its address.
+  MailMark& mail_mark() { return mark_; }
 
  private:
   // Failed redemptions in the last hour, in memory.
@@ -113,10 +123,15 @@ class Enrollment {
    public:
     bool allowed(const std::string& sender);
     void failed(const std::string& sender);
+    // A failure past the limits, counted only.
+    void unrecorded();
+    // How many were counted only since the last call.
+    std::size_t take_unrecorded();
 
    private:
     void forget_old(std::chrono::steady_clock::time_point now);
     std::mutex mutex_;
+    std::size_t unrecorded_ = 0;
     std::deque<std::chrono::steady_clock::time_point> all_;
     std::map<std::string, std::deque<std::chrono::steady_clock::time_point>, std::less<>> by_sender_;
   };
@@ -125,6 +140,8 @@ class Enrollment {
                                  const std::string& actor, const std::string& action);
   EnrollOutcome enroll_one(const EnrollmentSettings& settings, const std::string& address, bool reissue,
                            const std::string& actor);
+  // Marks a mail to `address` as the keystore's own.
+  MarkMaker marker(const std::string& address);
   Status mail_refusal(const EnrollmentSettings& settings, const std::string& to, const std::string& reason);
   // Spends the checked token `hash` and mails `record.address` its keys.
   Result<bool> deliver(const EnrollmentSettings& settings, const RedeemRequest& request, const std::string& hash,
@@ -138,6 +155,7 @@ class Enrollment {
   smime::CryptoContextPtr ctx_;
   Pkcs12Options pkcs12_;
   TokenStore tokens_;
+  MailMark mark_;
   FailureLimits limits_;
   mutable std::mutex settings_mutex_;
   std::shared_ptr<const EnrollmentSettings> settings_;

@@ -9,6 +9,7 @@
 
 #include <ctime>
 #include <filesystem>
+#include <functional>
 #include <map>
 #include <span>
 #include <string>
@@ -34,9 +35,14 @@ struct Attachment {
   std::string data;          // sent base64
 };
 
-// A message ready for sendmail (LF line ends) from a rendered template.
+// The value of the keystore's mark (mail_mark.hpp) for a message with this Message-ID.
+using MarkMaker = std::function<Result<std::string>(const std::string& message_id)>;
+
+// A message ready for sendmail (LF line ends) from a rendered template,
+// with the keystore's mark when `mark` is given (a template's own mark
+// field is dropped).
 Result<std::string> compose_message(std::string_view rendered, const std::string& to, const std::string& from,
-                                    std::span<const Attachment> attachments = {});
+                                    std::span<const Attachment> attachments = {}, const MarkMaker& mark = {});
 
 // "Tue, 07 Jan 2025 09:30:00 +0000" (RFC 5322) and "2025-01-07 09:30 UTC".
 std::string rfc5322_date(std::time_t t);

@@ -20,6 +20,10 @@
 namespace mailkms::keystore::protocol {
 
 inline constexpr std::size_t kMaxLine = 1 << 20;  // a request or response line, newline included
+// The header field of the keystore's mark on its own mail (mail_mark.hpp).
+inline constexpr std::string_view kMailMarkHeader = "X-Mailkms-Keystore-Mark";
+// Addresses in one lookup-certificates request: 1000 of the longest still fit a line.
+inline constexpr std::size_t kMaxLookupAddresses = 1000;
 
 namespace op {
 inline constexpr std::string_view status = "status";
@@ -30,6 +34,7 @@ inline constexpr std::string_view sign = "sign";
 inline constexpr std::string_view unwrap = "unwrap";
 inline constexpr std::string_view remember_certificate = "remember-certificate";
 inline constexpr std::string_view redeem_token = "redeem-token";
+inline constexpr std::string_view check_mail_mark = "check-mail-mark";
 }  // namespace op
 
 struct Request {

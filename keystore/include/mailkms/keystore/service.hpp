@@ -104,6 +104,7 @@ class KeystoreService {
   Result<nlohmann::json> remember_certificate(const nlohmann::json& params);
   // A user's reply to the enrollment address, as a gateway passes it on.
   Result<nlohmann::json> redeem_token(const Caller& caller, const nlohmann::json& params);
+  Result<nlohmann::json> check_mail_mark(const Caller& caller, const nlohmann::json& params);
   // The harvested certificate for `address` if it may still be encrypted
   // to: valid now and chaining to today's anchors. `trust` is fetched on
   // first use and kept for the rest of the request.
