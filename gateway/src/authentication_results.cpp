@@ -105,7 +105,8 @@ std::string describe(const Treatment& t) {
 
 policy::Headers policy_headers(const std::vector<smime::HeaderField>& fields) {
   policy::Headers out;
-  for (const auto& f : fields) out.fields.emplace_back(f.name, f.unfolded());
+  // Matched as a person reads them: "=?UTF-8?B?W3NlY3VyZV0=?=" is "[secure]".
+  for (const auto& f : fields) out.fields.emplace_back(f.name, smime::decode_header_text(f.unfolded()));
   return out;
 }
 

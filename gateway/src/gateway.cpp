@@ -2,6 +2,8 @@
 
 #include <algorithm>
 #include <exception>
+#include <optional>
+#include <string_view>
 
 #include <openssl/crypto.h>
 
@@ -9,6 +11,27 @@
 #include "pipeline.hpp"
 
 namespace mailkms::gateway {
+namespace {
+
+// Why a recipient's address could be routed elsewhere than its domain says,
+// or nothing. The MTA may honour "bob%partner.example@example.org" (the
+// percent hack), "partner!bob@example.org" (a bang path), a source route or
+// a trailing dot in ways no domain rule sees; RFC 5321 needs none of them.
+std::optional<std::string> routing_syntax(std::string_view address) {
+  if (!address.empty() && address.front() == '@') return "a source route";
+  const std::size_t at = address.rfind('@');
+  const std::string_view local = address.substr(0, at == std::string_view::npos ? address.size() : at);
+  if (local.find('%') != std::string_view::npos) return "a % in the local part";
+  if (local.find('!') != std::string_view::npos) return "a ! in the local part";
+  if (at != std::string_view::npos && address.back() == '.') return "a trailing dot in the domain";
+  return std::nullopt;
+}
+
+Reply routing_refusal(const std::string& recipient, const std::string& why) {
+  return {"553", "5.1.3", recipient + ": address with " + why + " not accepted here"};
+}
+
+}  // namespace
 
 Gateway::Gateway(Settings settings, std::shared_ptr<const policy::Policy> policy, smime::CryptoContextPtr ctx,
                  ReinjectionMark mark)
@@ -50,6 +73,12 @@ RecipientVerdict Gateway::add_recipient(Transaction& transaction, const std::str
   RecipientVerdict verdict;
   if (is_enrollment_address(recipient)) {
     transaction.recipients.push_back(recipient);
+    return verdict;
+  }
+  if (const auto why = routing_syntax(recipient); why && transaction.refusable_recipients) {
+    verdict.kind = RecipientVerdict::Kind::reject;
+    verdict.reply = routing_refusal(recipient, *why);
+    verdict.log = recipient + ": refused, " + *why + " could take it past the domain rules";
     return verdict;
   }
   if (!transaction.refusable_recipients) {
@@ -108,6 +137,16 @@ Outcome Gateway::finish(const Transaction& transaction, const std::vector<smime:
       outcome.reply = {"552", "5.3.4", "Message too big for the S/MIME gateway"};
       outcome.log = "rejected: " + std::to_string(message.size()) + " bytes is over max_message_size";
       return outcome;
+    }
+    // Mail not taken over SMTP had no RCPT at which to refuse these.
+    for (const auto& r : transaction.recipients) {
+      if (const auto why = routing_syntax(r)) {
+        Outcome refused;
+        refused.verdict = Outcome::Verdict::reject;
+        refused.reply = routing_refusal(r, *why);
+        refused.log = "rejected: " + r + " has " + *why + ", which could take it past the domain rules";
+        return refused;
+      }
     }
     Outcome outcome = enrollment(transaction, headers, message);
     if (outcome.verdict != Outcome::Verdict::deliver) return outcome;

@@ -4,7 +4,9 @@
 #include <algorithm>
 #include <map>
 
+#include "mailkms/keystore/protocol.hpp"
 #include "mailkms/smime/encrypt.hpp"
+#include "mailkms/smime/open.hpp"
 #include "pipeline.hpp"
 
 namespace mailkms::gateway {
@@ -38,12 +40,76 @@ struct Planned {
   std::optional<RecipientCertificate> certificate;
 };
 
+using Groups = std::vector<std::pair<Treatment, std::vector<const Planned*>>>;
+
+// The recipients a message shows to its readers: To and Cc (and their
+// Resent- forms), normalized.
+std::vector<std::string> shown_recipients(const std::vector<smime::HeaderField>& headers) {
+  std::vector<std::string> shown;
+  for (const auto& f : headers) {
+    if (!iequals(f.name, "To") && !iequals(f.name, "Cc") && !iequals(f.name, "Resent-To") && !iequals(f.name, "Resent-Cc")) {
+      continue;
+    }
+    for (const auto& a : smime::mailbox_addresses(f.unfolded())) shown.push_back(smime::normalize_address(a));
+  }
+  return shown;
+}
+
+// Each encrypted-to recipient the headers do not show (a Bcc) gets a copy
+// of their own: the RecipientInfos of a shared copy name every certificate
+// it is encrypted to, and would tell the others who was blind-copied
+// (RFC 8551 §3.3). The first of a group keeps its place if none is shown.
+// Returns how many copies were added.
+std::size_t separate_blind(Groups& groups, const std::vector<std::string>& shown) {
+  const auto blind = [&](const Planned* p) {
+    return std::find(shown.begin(), shown.end(), smime::normalize_address(p->recipient)) == shown.end();
+  };
+  Groups separate;
+  for (auto& [treatment, members] : groups) {
+    if (!treatment.encrypt) continue;
+    std::vector<const Planned*> kept;
+    std::vector<const Planned*> alone;
+    for (const Planned* p : members) (blind(p) ? alone : kept).push_back(p);
+    if (kept.empty()) {  // nobody here is shown: the first keeps this copy
+      kept.push_back(alone.front());
+      alone.erase(alone.begin());
+    }
+    for (const Planned* p : alone) separate.push_back({treatment, {p}});
+    members = std::move(kept);
+  }
+  groups.insert(groups.end(), separate.begin(), separate.end());
+  return separate.size();
+}
+
+// An application/pkcs7-mime message passes as already encrypted only when
+// its body is, in full, encrypted content for someone. One too large to
+// check in memory is encrypted again: never passed on in the clear.
+bool already_encrypted(const smime::CryptoContext& ctx, const smime::Spool& message, std::size_t memory_limit) {
+  if (message.size() > memory_limit) return false;
+  auto text = message.to_string();
+  if (!text) return false;
+  auto parsed = smime::parse_entity(*text);
+  return parsed && smime::is_complete_encryption(ctx, *parsed);
+}
+
 }  // namespace
 
-bool Gateway::from_keystore(const Transaction& tx) const {
-  // The keystore submits with the sendmail command, never over SMTP: a
-  // client that gives the enrollment address in MAIL FROM is not it.
-  return !tx.refusable_recipients && is_enrollment_address(tx.sender);
+keystore::Result<bool> Gateway::from_keystore(const Transaction& tx, const std::vector<smime::HeaderField>& headers) {
+  // The keystore submits with the sendmail command, never over SMTP, one
+  // recipient a mail.
+  if (tx.refusable_recipients || !is_enrollment_address(tx.sender) || tx.recipients.size() != 1) return false;
+  const auto value_of = [&](std::string_view name) -> std::optional<std::string> {
+    const auto it = std::find_if(headers.begin(), headers.end(), [&](const auto& f) { return iequals(f.name, name); });
+    if (it == headers.end()) return std::nullopt;
+    std::string value = it->unfolded();
+    const auto first = value.find_first_not_of(" \t");
+    const auto last = value.find_last_not_of(" \t");
+    return first == std::string::npos ? std::string() : value.substr(first, last - first + 1);
+  };
+  const auto mark = value_of(keystore::protocol::kMailMarkHeader);
+  const auto message_id = value_of("Message-ID");
+  if (!mark || !message_id) return false;
+  return keystore::check_mail_mark(keystore_, *mark, tx.recipients.front(), *message_id);
 }
 
 keystore::Result<std::shared_ptr<keystore::RemoteSigner>> Gateway::signer_for(const std::string& address) {
@@ -76,10 +142,6 @@ BasicResult<EarlyPlan, RecipientVerdict> Gateway::plan_recipient_early(const Tra
   if (tx.direction.direction == policy::Direction::inbound) {
     plan.treatment.decrypt = s.decrypt;
     plan.log = recipient + ": " + decision.reason;
-    return plan;
-  }
-  if (from_keystore(tx)) {
-    plan.log = recipient + ": from the keystore";
     return plan;
   }
   plan.treatment.sign = s.sign != policy::Mode::never;
@@ -135,14 +197,19 @@ BasicResult<EarlyPlan, RecipientVerdict> Gateway::plan_recipient_early(const Tra
 Outcome Gateway::outbound(const Transaction& tx, const std::vector<smime::HeaderField>& headers,
                           const smime::Spool& message, const std::vector<std::string>& skip) {
   const policy::Policy& policy = *tx.policy;
-  const auto kind = smime_kind(headers, message);
+  auto kind = smime_kind(headers, message);
+  if (kind == SmimeKind::encrypted && !already_encrypted(*ctx_, message, settings_.inbound_memory_limit)) {
+    kind = SmimeKind::none;  // a label, or a CMS prefix with something else behind it
+  }
   const std::string where = "outbound (" + tx.direction.reason + ")";
-  if (from_keystore(tx)) {
+  // A keystore that cannot be asked cannot vouch: policy decides, and the
+  // keystore's absence is dealt with as it is for any message.
+  if (const auto ours = from_keystore(tx, headers); ours && *ours) {
     // The keystore's own mail to users (enrollment tokens, certificate files
     // protected by the user's password): the user cannot decrypt anything
     // before they have their key.
     Outcome outcome;
-    outcome.log = where + ": from the keystore (the enrollment address, submitted locally), sent as it is";
+    outcome.log = where + ": from the keystore (its mark confirmed), sent as it is";
     return outcome;
   }
   if (kind == SmimeKind::encrypted) {
@@ -281,7 +348,7 @@ Outcome Gateway::outbound(const Transaction& tx, const std::vector<smime::Header
 
   // Recipients with equal treatments share a copy; the first recipient's
   // copy is this transaction's.
-  std::vector<std::pair<Treatment, std::vector<const Planned*>>> groups;
+  Groups groups;
   for (const auto& p : plan) {
     auto it = std::find_if(groups.begin(), groups.end(), [&](const auto& g) { return g.first == p.treatment; });
     if (it == groups.end()) {
@@ -325,6 +392,9 @@ Outcome Gateway::outbound(const Transaction& tx, const std::vector<smime::Header
     }
     outcome.log += " => mixed recipients (send-plain), re-injected";
   }
+  if (const std::size_t blind = separate_blind(groups, shown_recipients(headers)); blind > 0) {
+    outcome.log += " => " + std::to_string(blind) + " blind-copied recipient(s) encrypted apart";
+  }
 
   const auto transform_failed = [&](const smime::Error& error, bool encrypting) {
     if (error.code == smime::Errc::key_operation_failed) {
@@ -353,7 +423,8 @@ Outcome Gateway::outbound(const Transaction& tx, const std::vector<smime::Header
   if (subject_tag) {
     const auto subject = fields.find("Subject");
     if (subject) {
-      auto rewritten = with_subject(message, header, policy::remove_subject_tag(*subject, *subject_tag), spool_options);
+      const auto untagged = smime::encode_header_text(policy::remove_subject_tag(*subject, *subject_tag));
+      auto rewritten = with_subject(message, header, untagged, spool_options);
       if (!rewritten) return fail(settings_.on_internal_error, "subject", rewritten.error().message);
       retagged = std::move(*rewritten);
     }

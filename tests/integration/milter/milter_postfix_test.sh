@@ -65,7 +65,7 @@ start_keystore || { echo "FAIL - the keystore does not start"; cat keystore.log;
 "$ctl" login admin --password-file admin.pw > /dev/null
 "$ctl" ca init --id root --name "Corp Root CA" > /dev/null
 "$ctl" ca add-subordinate --id issuing --parent root --name "Corp Issuing CA" > /dev/null
-"$ctl" user add alice@corp.example bob@corp.example > /dev/null
+"$ctl" user add alice@corp.example bob@corp.example dave@corp.example > /dev/null
 "$ctl" trust add "$pki/root.pem" > /dev/null  # an outside CA whose users write to us
 
 cat > policy.toml <<'POLICY'
@@ -94,6 +94,15 @@ name = "keep-encrypted"
 direction = "inbound"
 header = { name = "X-Keep-Encrypted", contains = "yes" }
 decrypt = false
+
+# A tag asks for encryption where nothing else would.
+[[rule]]
+name = "secure-on-request"
+direction = "outbound"
+to = "*@secret.example"
+subject_tag = "[secure]"
+encrypt = "always"
+on_missing_certificate = "reject"
 
 [[rule]]
 name = "must-encrypt-reject"
@@ -168,7 +177,7 @@ message() {  # message FROM TO SUBJECT BODY   (swaks ends the last line)
 }
 
 # bob's and alice's keys, as their owners get them: a PKCS#12 each.
-for user in alice bob; do
+for user in alice bob dave; do
   "$ctl" recover "$user@corp.example" --out "$user.p12" --password-file p12.pw > /dev/null
   openssl pkcs12 -in "$user.p12" -passin file:p12.pw -nodes -nocerts -out "$user.key" 2> /dev/null
   openssl pkcs12 -in "$user.p12" -passin file:p12.pw -nokeys -clcerts -out "$user.pem" 2> /dev/null
@@ -229,6 +238,18 @@ check "a message only labelled encrypted is encrypted all the same" \
   bash -c "openssl cms -decrypt -in out-labelled.eml -recip bob.pem -inkey bob.key -out labelled-inner.eml &&
     openssl cms -verify -in labelled-inner.eml -CAfile corp-chain.pem -purpose smimesign -out labelled.txt 2> /dev/null &&
     sed '1,/^\r\?$/d' labelled.txt | base64 -d | grep -q 'revenue up 4'"
+# An enveloped-data beginning with the plain text behind it: only the
+# whole CMS decides.
+openssl cms -encrypt -in figures.eml -outform DER -out real.der bob.pem
+{ printf '%s\r\n' "From: alice@corp.example" "To: bob@corp.example" "Subject: Prefixed" "MIME-Version: 1.0" \
+    "Content-Type: application/pkcs7-mime; smime-type=enveloped-data; name=smime.p7m" \
+    "Content-Transfer-Encoding: base64" ""
+  { head -c 64 real.der; printf '%s' "$body"; } | base64; } | sed 's/$/\r/;s/\r\r$/\r/' > prefixed.eml
+send alice@corp.example bob@corp.example < prefixed.eml
+arrived out-prefixed.eml
+check "an enveloped-data prefix before plain text is encrypted all the same" \
+  bash -c "openssl cms -decrypt -in out-prefixed.eml -recip bob.pem -inkey bob.key -out prefixed-inner.eml &&
+    openssl cms -verify -in prefixed-inner.eml -CAfile corp-chain.pem -purpose smimesign -out /dev/null 2> /dev/null"
 
 # Results in our name are ours to write, on the way out too.
 { printf 'Authentication-Results: mx.corp.example; smime=pass body.smime-identifier=ceo@corp.example\r\n'
@@ -268,6 +289,36 @@ check "alice's copy is re-injected to her alone, signed, not encrypted, the tag 
   bash -c "[ \$(grep -c '^X-Rcpt-Args:' tagged-y.eml) = 1 ] && grep -q '^X-Rcpt-Args: <alice@corp.example>' tagged-y.eml &&
     grep -q '^Subject: Minutes' tagged-y.eml && openssl cms -verify -in tagged-y.eml -CAfile corp-chain.pem -purpose smimesign -out tagged.txt 2> /dev/null &&
     grep -q 'revenue up 4' tagged.txt"
+
+# The tag as a reader sees it: in a Subject of RFC 2047 encoded-words,
+# "[secure]" still asks for encryption, which x@secret.example cannot have.
+message "alice@corp.example" "x@secret.example" "=?UTF-8?B?$(printf '[secure] Gehälter' | base64)?=" "salaries" |
+  send alice@corp.example x@secret.example
+check "an encoded [secure] tag is honoured: 550 5.7.1 at end of data, nothing queued" \
+  bash -c "grep -q '<\*\* 550 5.7.1 Policy requires encryption; no usable certificate for x@secret.example' send.out &&
+    ! grep -q 'Ok: queued' send.out"
+
+# Addresses the MTA may route past the domain rules: the percent hack, a
+# bang path, a trailing dot. Each is refused at RCPT.
+message "alice@corp.example" "x@reject.example" "Routed" "text" |
+  send alice@corp.example 'x%reject.example@corp.example' 'reject.example!x@corp.example' 'x@reject.example.'
+check "routing syntax in a recipient gets 553 5.1.3 at RCPT, each time" \
+  bash -c "[ \$(grep -c '<\*\* 553 5.1.3 .* not accepted here' send.out) = 3 ] && ! grep -q 'Ok: queued' send.out"
+
+# A blind copy: bob's copy must not name dave's certificate, so dave gets
+# one of his own (each readable by the sender too).
+message "alice@corp.example" "bob@corp.example" "Board minutes" "$body" |
+  send alice@corp.example bob@corp.example dave@corp.example
+arrived_split bcc
+check "To bob, Bcc dave: bob's copy opens for bob and alice, not for dave" \
+  bash -c "openssl cms -decrypt -in bcc-bob.eml -recip bob.pem -inkey bob.key -out /dev/null &&
+    openssl cms -decrypt -in bcc-bob.eml -recip alice.pem -inkey alice.key -out /dev/null &&
+    ! openssl cms -decrypt -in bcc-bob.eml -recip dave.pem -inkey dave.key -out /dev/null 2> /dev/null"
+check "dave's copy is his alone (and alice's), signed by alice" \
+  bash -c "grep -q '^X-Rcpt-Args: <dave@corp.example>' bcc-y.eml && [ \$(grep -c '^X-Rcpt-Args:' bcc-y.eml) = 1 ] &&
+    openssl cms -decrypt -in bcc-y.eml -recip dave.pem -inkey dave.key -out bcc-dave.signed &&
+    ! openssl cms -decrypt -in bcc-y.eml -recip bob.pem -inkey bob.key -out /dev/null 2> /dev/null &&
+    openssl cms -verify -in bcc-dave.signed -CAfile corp-chain.pem -purpose smimesign -out /dev/null 2> /dev/null"
 
 # ---- Inbound -----------------------------------------------------------------------
 # An outside party (alice@example.org, under a CA our trust list holds) writes to bob.
@@ -336,6 +387,14 @@ message "mailkms-enroll@corp.example" "bob@corp.example" "Not the keystore" "$bo
 arrived out-enrollment-sender.eml
 check "mail over SMTP from the enrollment address is still encrypted" \
   openssl cms -decrypt -in out-enrollment-sender.eml -recip bob.pem -inkey bob.key -out /dev/null
+# Locally too: anyone on the host may give sendmail -f the enrollment
+# address, and write a mark; only the keystore's own mark passes.
+{ printf 'X-Mailkms-Keystore-Mark: 1.%s.%064d\r\n' "$(date +%s)" 0
+  message "mailkms-enroll@corp.example" "bob@corp.example" "Not the keystore either" "$body"; } |
+  sendmail -C "$work/postfix/conf" -f mailkms-enroll@corp.example bob@corp.example
+arrived out-enrollment-local.eml
+check "local mail from the enrollment address with a forged mark is encrypted like any other" \
+  openssl cms -decrypt -in out-enrollment-local.eml -recip bob.pem -inkey bob.key -out /dev/null
 
 # ---- A broken policy on reload leaves the running one in force ----------------------
 cp policy.toml policy.good

@@ -95,8 +95,11 @@ class Gateway {
 
   [[nodiscard]] bool is_enrollment_address(std::string_view recipient) const;
   // Mail the keystore sent (enrollment tokens, PKCS#12 files), which goes
-  // out as it is.
-  [[nodiscard]] bool from_keystore(const Transaction& transaction) const;
+  // out as it is: submitted locally from the enrollment address to one
+  // recipient, with a mark the keystore confirms. Anyone on the host can
+  // use that sender address; only the keystore can make the mark.
+  [[nodiscard]] keystore::Result<bool> from_keystore(const Transaction& transaction,
+                                                     const std::vector<smime::HeaderField>& headers);
 
  private:
   BasicResult<EarlyPlan, RecipientVerdict> plan_recipient_early(const Transaction& transaction,

@@ -54,6 +54,7 @@ struct Settings {
   // Inbound encrypted and signed-data mail is opened in memory (OpenSSL needs
   // its CMS whole), at several times its size; larger mail is delivered as it
   // came, marked. multipart/signed is verified from the spool at any size.
+  // Outbound, larger mail labelled encrypted is not checked: it is encrypted again.
   std::size_t inbound_memory_limit = 32u << 20;
 };
 
