@@ -97,8 +97,20 @@ struct ExplainArgs {
   bool outbound = false;
   std::string client;
   bool authenticated = false;
+  std::string login;
+  std::string author;
   std::string config;
 };
+
+// The submission as the milter would see it: no --client is local submission.
+policy::Connection connection_of(const ExplainArgs& args) {
+  policy::Connection connection;
+  connection.client_address = args.client;
+  connection.login = args.login;
+  connection.authenticated = args.authenticated || !args.login.empty();
+  connection.local_submission = args.client.empty();
+  return connection;
+}
 
 policy::Headers make_headers(const ExplainArgs& args, bool subject_given) {
   policy::Headers headers;
@@ -204,7 +216,21 @@ void explain_cipher(const policy::Settings& settings, const keystore::Certificat
 policy::DirectionDecision direction_of(const ExplainArgs& args, const policy::Policy& p) {
   if (args.inbound) return {policy::Direction::inbound, "given with --inbound"};
   if (args.outbound) return {policy::Direction::outbound, "given with --outbound"};
-  return policy::decide_direction(p, args.from, policy::Connection{args.client, args.authenticated});
+  return policy::decide_direction(p, args.from, connection_of(args));
+}
+
+// Whom the message would be signed as, and why; with --login, everything
+// that login may sign as.
+void explain_signer(const ExplainArgs& args, const policy::Policy& p) {
+  const std::optional<std::string> author = args.author.empty() ? args.from : args.author;
+  const auto authorization = policy::authorize_signer(p, connection_of(args), args.from, author);
+  top_line("signer", authorization.authorized
+                         ? authorization.identity + " (" + authorization.reason + ")"
+                         : "none: not authorized to sign as " + authorization.identity + " (" + authorization.reason + ")");
+  if (!args.login.empty()) {
+    const auto owned = policy::addresses_of_login(p, args.login);
+    top_line("login owns", owned.empty() ? "nothing: it may sign as no one" : join(owned));
+  }
 }
 
 void explain_settings(policy::Direction direction, const policy::Settings& s) {
@@ -245,6 +271,7 @@ int run_explain(const ExplainArgs& args, bool subject_given) {
   top_line("policy", args.policy);
   top_line("sender", args.from);
   top_line("direction", std::string(policy::to_string(direction.direction)) + " (" + direction.reason + ")");
+  if (outbound) explain_signer(args, p);
   if (outbound && !config) top_line("certificates", "not checked (no keystore configured)");
   if (outbound && config) top_line("certificates", "from the keystore of " + *config);
 
@@ -286,6 +313,8 @@ Command add_explain(CLI::App& group) {
   cmd->add_option("--client", args->client, "The SMTP client's address (default: submitted locally)")
       ->type_name("IP");
   cmd->add_flag("--authenticated", args->authenticated, "The client authenticated with SMTP AUTH");
+  cmd->add_option("--login", args->login, "The client's SMTP AUTH login (implies --authenticated)")->type_name("LOGIN");
+  cmd->add_option("--author", args->author, "The address in From (default: the envelope sender)")->type_name("ADDR");
   cmd->add_option("--config", args->config,
                   "mailkms.conf, to look up certificates (or $MAILKMS_CONFIG, else /etc/mailkms/mailkms.conf "
                   "if it exists)")

@@ -33,6 +33,9 @@ struct MessageContext {
 
 struct ConnectionContext {
   policy::Connection connection;
+  // The connect step named the client Postfix's cleanup makes up for mail
+  // that came without one: "localhost", 127.0.0.1 (cleanup_milter.c).
+  bool stand_in_client = false;
   std::unique_ptr<MessageContext> message;
 };
 
@@ -114,7 +117,7 @@ std::string to_lf(std::string_view value) {
   return out;
 }
 
-sfsistat on_connect(SMFICTX* ctx, char* /*hostname*/, _SOCK_ADDR* address) {
+sfsistat on_connect(SMFICTX* ctx, char* hostname, _SOCK_ADDR* address) {
   return unanswered(ctx, "connect", [&] {
     auto connection = std::make_unique<ConnectionContext>();
     char text[INET6_ADDRSTRLEN] = {};
@@ -123,7 +126,11 @@ sfsistat on_connect(SMFICTX* ctx, char* /*hostname*/, _SOCK_ADDR* address) {
     } else if (address != nullptr && address->sa_family == AF_INET6) {
       inet_ntop(AF_INET6, &reinterpret_cast<sockaddr_in6*>(address)->sin6_addr, text, sizeof text);
     }
-    connection->connection.client_address = text;  // empty: local submission
+    // Empty when the MTA knows no address (a PROXY "UNKNOWN", an XCLIENT
+    // ADDR=[UNAVAILABLE]): an unknown client, never a local one.
+    connection->connection.client_address = text;
+    connection->stand_in_client = hostname != nullptr && std::string_view(hostname) == "localhost" &&
+                                  connection->connection.client_address == "127.0.0.1";
     smfi_setpriv(ctx, connection.release());
   });
 }
@@ -141,8 +148,13 @@ sfsistat on_envfrom(SMFICTX* ctx, char** argv) {
     auto message = std::make_unique<MessageContext>();
     message->transaction.connection = connection->connection;
     message->transaction.refusable_recipients = recipients_refusable(ctx);
-    const char* authenticated = smfi_getsymval(ctx, const_cast<char*>("{auth_authen}"));
-    message->transaction.connection.authenticated = authenticated != nullptr && *authenticated != '\0';
+    const char* login = smfi_getsymval(ctx, const_cast<char*>("{auth_authen}"));
+    message->transaction.connection.login = login != nullptr ? login : "";
+    message->transaction.connection.authenticated = !message->transaction.connection.login.empty();
+    // Local submission (sendmail, pickup) is Postfix's stand-in client on
+    // mail that came without SMTP; Sendmail's local mail comes over SMTP.
+    message->transaction.connection.local_submission =
+        connection->stand_in_client && !message->transaction.refusable_recipients;
     message->transaction.sender = unbracket(argv[0]);
     the_gateway->begin(message->transaction);
     connection->message = std::move(message);

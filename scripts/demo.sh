@@ -96,6 +96,11 @@ cat > policy.toml <<'POLICY'
 domains = ["demo.example"]
 networks = ["127.0.0.0/8", "::1/128"]
 
+# Clients on this machine sign as their envelope sender when it is the
+# author; elsewhere users would authenticate (SMTP AUTH) and sign as their login.
+[signing]
+unauthenticated_networks = ["127.0.0.0/8", "::1/128"]
+
 [defaults]
 sign = "if-possible"
 encrypt = "if-possible"

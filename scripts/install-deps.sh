@@ -21,6 +21,10 @@ packages=(
   # to drive the milter without an MTA, python3 to speak the keystore's
   # socket protocol where mailkmsctl has no command (gateway operations)
   catch2 postfix swaks miltertest python3
+  # tests: SMTP AUTH in the private Postfix (Cyrus SASL: saslpasswd2 for a
+  # sasldb of its own, the PLAIN and LOGIN mechanisms), so that who may
+  # sign as whom is tested with a real login
+  sasl2-bin libsasl2-modules
 )
 
 if [ "$(id -u)" -ne 0 ]; then

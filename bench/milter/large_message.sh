@@ -43,7 +43,7 @@ max_message_size = $(((size_mb + 50) * 1024 * 1024))
 socket = "unix:$work/milter.sock"
 group = "postfix"
 CONF
-printf '[local]\ndomains = ["corp.example"]\nnetworks = ["127.0.0.0/8"]\n' > policy.toml
+printf '[local]\ndomains = ["corp.example"]\nnetworks = ["127.0.0.0/8"]\n[signing]\nunauthenticated_networks = ["127.0.0.0/8"]\n' > policy.toml
 export MAILKMS_CONFIG=$work/mailkms.conf MAILKMS_SESSION_FILE=$work/session
 head -c 24 /dev/urandom | base64 > admin.pw
 "$ctl" init --admin admin --admin-password-file admin.pw --key-file master.key > /dev/null

@@ -162,6 +162,9 @@ policy() {  # policy SIGN ENCRYPT
 domains = ["corp.example"]
 networks = ["127.0.0.0/8"]
 
+[signing]
+unauthenticated_networks = ["127.0.0.0/8"]
+
 [defaults]
 sign = "$1"
 encrypt = "$2"

@@ -12,13 +12,18 @@ bool iequals(std::string_view a, std::string_view b) {
          });
 }
 
-std::string sole_author_or(const std::vector<smime::HeaderField>& headers, const std::string& fallback) {
+std::optional<std::string> sole_author(const std::vector<smime::HeaderField>& headers) {
   for (const auto& f : headers) {
     if (!iequals(f.name, "From")) continue;
     const auto authors = smime::mailbox_addresses(f.unfolded());
-    return authors.size() == 1 ? authors.front() : fallback;
+    if (authors.size() != 1) return std::nullopt;
+    return authors.front();
   }
-  return fallback;
+  return std::nullopt;
+}
+
+std::string sole_author_or(const std::vector<smime::HeaderField>& headers, const std::string& fallback) {
+  return sole_author(headers).value_or(fallback);
 }
 
 namespace {

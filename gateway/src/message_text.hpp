@@ -52,9 +52,12 @@ bool is_content_field(std::string_view name);  // Content-*, MIME-Version
 // Header field names compare without regard to case.
 bool iequals(std::string_view a, std::string_view b);
 
-// The author in From when there is exactly one, else `fallback` (the
-// envelope sender): whose keys a message is signed with, and whose
-// enrollment reply it is.
+// The author in From when there is exactly one (the first From field
+// decides): whose keys a message is signed with, if the submission is
+// authorized for it (policy::authorize_signer).
+std::optional<std::string> sole_author(const std::vector<smime::HeaderField>& headers);
+// The same, else `fallback` (the envelope sender): whose enrollment reply
+// a message is.
 std::string sole_author_or(const std::vector<smime::HeaderField>& headers, const std::string& fallback);
 
 }  // namespace mailkms::gateway

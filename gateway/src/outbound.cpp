@@ -92,6 +92,23 @@ bool already_encrypted(const smime::CryptoContext& ctx, const smime::Spool& mess
   return parsed && smime::is_complete_encryption(ctx, *parsed);
 }
 
+// What the log line says about the signer, whatever else happens.
+std::string signer_note(const policy::SignerAuthorization& authorization) {
+  return authorization.authorized ? "[signer " + authorization.identity + ": " + authorization.reason + "]"
+                                  : "[not signed as " + authorization.identity + ": " + authorization.reason + "]";
+}
+
+// A rule says sign "always", and this submission may not sign as its
+// author: asking again will not change that, so the message is refused.
+Outcome refused_signer(const policy::SignerAuthorization& authorization, const std::string& log) {
+  Outcome outcome;
+  outcome.verdict = Outcome::Verdict::reject;
+  outcome.reply = {"550", "5.7.1", "Policy requires signing, and this submission may not sign as " +
+                                       authorization.identity + ": " + authorization.reason};
+  outcome.log = log;
+  return outcome;
+}
+
 }  // namespace
 
 keystore::Result<bool> Gateway::from_keystore(const Transaction& tx, const std::vector<smime::HeaderField>& headers) {
@@ -201,7 +218,7 @@ Outcome Gateway::outbound(const Transaction& tx, const std::vector<smime::Header
   if (kind == SmimeKind::encrypted && !already_encrypted(*ctx_, message, settings_.inbound_memory_limit)) {
     kind = SmimeKind::none;  // a label, or a CMS prefix with something else behind it
   }
-  const std::string where = "outbound (" + tx.direction.reason + ")";
+  const std::string direction = "outbound (" + tx.direction.reason + ")";
   // A keystore that cannot be asked cannot vouch: policy decides, and the
   // keystore's absence is dealt with as it is for any message.
   if (const auto ours = from_keystore(tx, headers); ours && *ours) {
@@ -209,14 +226,18 @@ Outcome Gateway::outbound(const Transaction& tx, const std::vector<smime::Header
     // protected by the user's password): the user cannot decrypt anything
     // before they have their key.
     Outcome outcome;
-    outcome.log = where + ": from the keystore (its mark confirmed), sent as it is";
+    outcome.log = direction + ": from the keystore (its mark confirmed), sent as it is";
     return outcome;
   }
   if (kind == SmimeKind::encrypted) {
     Outcome outcome;
-    outcome.log = where + ": already encrypted by the sender, passed through";
+    outcome.log = direction + ": already encrypted by the sender, passed through";
     return outcome;
   }
+  // Who the message may be signed as: its author, if this submission is
+  // authorized for that address; else no one.
+  const auto authorization = policy::authorize_signer(policy, tx.connection, tx.sender, sole_author(headers));
+  const std::string where = direction + " " + signer_note(authorization);
   const bool already_signed = is_signed(kind);
   const bool calendar = has_calendar(message);
   const auto fields = policy_headers(headers);
@@ -238,7 +259,7 @@ Outcome Gateway::outbound(const Transaction& tx, const std::vector<smime::Header
     any_encrypt |= s.encrypt != policy::Mode::never && !(calendar && s.exempt_calendar);
     required |= (s.encrypt == policy::Mode::always && !(calendar && s.exempt_calendar)) ||
                 (s.sign == policy::Mode::always && !already_signed);
-    to_sender |= s.encrypt_to_sender;
+    to_sender |= s.encrypt_to_sender && authorization.authorized;
     if (p.decision.matched_subject_tag) subject_tag = p.decision.rule->subject_tag;
     plan.push_back(std::move(p));
   }
@@ -256,12 +277,12 @@ Outcome Gateway::outbound(const Transaction& tx, const std::vector<smime::Header
     return fail(settings_.on_keystore_unavailable, what, reason);
   };
 
-  // The signing identity: the author in From when it is one local address,
-  // else the envelope sender.
-  const std::string signer_address = sole_author_or(headers, tx.sender);
+  const std::string& signer_address = authorization.identity;
   std::shared_ptr<keystore::RemoteSigner> signer;
   std::string no_signer_reason = "signing not asked";
-  if (any_sign) {
+  if (any_sign && !authorization.authorized) {
+    no_signer_reason = "not authorized to sign as " + signer_address;
+  } else if (any_sign) {
     auto made = signer_for(signer_address);
     if (made) {
       signer = std::move(*made);
@@ -285,12 +306,16 @@ Outcome Gateway::outbound(const Transaction& tx, const std::vector<smime::Header
   }
 
   // Each recipient's treatment, or what to do when policy cannot be met.
+  bool unauthorized_signer = false;  // a rule says sign always, and it cannot be
   for (std::size_t i = 0; i < plan.size(); ++i) {
     auto& p = plan[i];
     const auto& s = *p.decision.settings;
     p.treatment.digest = s.digest;
     p.treatment.sign = s.sign != policy::Mode::never && !already_signed && signer != nullptr;
-    if (s.sign == policy::Mode::always && !already_signed && !signer) {
+    if (s.sign == policy::Mode::always && !already_signed && !authorization.authorized) {
+      unauthorized_signer = true;
+      p.why = no_signer_reason;
+    } else if (s.sign == policy::Mode::always && !already_signed && !signer) {
       p.missing = s.on_missing_certificate;
       p.why = no_signer_reason;
     }
@@ -329,6 +354,7 @@ Outcome Gateway::outbound(const Transaction& tx, const std::vector<smime::Header
     decisions += (decisions.empty() ? "" : "; ") + p.recipient + ": " + p.decision.rule_name() + ", " +
                  describe(p.treatment) + " (" + p.why + ")";
   }
+  if (unauthorized_signer) return refused_signer(authorization, where + ": " + decisions);
   if (strictest) {
     Outcome outcome;
     const std::string names = join(unmet);

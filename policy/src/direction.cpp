@@ -22,8 +22,10 @@ DirectionDecision decide_direction(const Policy& policy, std::string_view sender
   }
   const std::string is_local = "sender domain " + domain + " is local";
   if (connection.authenticated) return {Direction::outbound, is_local + " and client authenticated"};
+  if (connection.local_submission) return {Direction::outbound, is_local + " and the message was submitted locally"};
   if (connection.client_address.empty()) {
-    return {Direction::outbound, is_local + " and the message was submitted locally"};
+    return {Direction::inbound,
+            is_local + " but the client address is unknown, and the client neither internal nor authenticated"};
   }
   if (const auto client = parse_client_address(connection.client_address)) {
     for (const auto& network : policy.locality.networks) {

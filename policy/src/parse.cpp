@@ -16,8 +16,9 @@
 namespace mailkms::policy {
 namespace {
 
-const std::vector<std::string_view> kTopLevelKeys{"local", "defaults", "rule"};
+const std::vector<std::string_view> kTopLevelKeys{"local", "signing", "defaults", "rule"};
 const std::vector<std::string_view> kLocalKeys{"domains", "networks"};
+const std::vector<std::string_view> kSigningKeys{"login_map", "unauthenticated_networks", "local_submission"};
 const std::vector<std::string_view> kHeaderKeys{"name", "contains"};
 
 std::vector<std::string_view> rule_keys() {
@@ -74,6 +75,77 @@ Status read_local(const Place& top, const toml::node& node, Locality& locality) 
       }
     } else {
       return place.unknown_key(*key, kLocalKeys);
+    }
+  }
+  return Ok{};
+}
+
+// ---- [signing]
+
+// A network from which unauthenticated clients may sign must be internal:
+// mail from anywhere else is inbound and never signed.
+bool inside_local_networks(const Locality& locality, const Locality::Network& network) {
+  return std::any_of(locality.networks.begin(), locality.networks.end(), [&](const Locality::Network& local) {
+    return local.prefix <= network.prefix && contains(local, network.address);
+  });
+}
+
+Status read_unauthenticated_networks(const Place& place, const toml::node& value, const Locality& locality,
+                                     Signing& signing) {
+  const auto* list = value.as_array();
+  if (list == nullptr) {
+    return place.expected(value, "unauthenticated_networks", "a list of networks such as [\"10.1.0.0/16\"]");
+  }
+  for (const toml::node& item : *list) {
+    const auto* text = item.as_string();
+    if (text == nullptr) return place.expected(item, "unauthenticated_networks", "networks such as \"10.1.0.0/16\"");
+    auto network = parse_network(text->get());
+    if (!network) {
+      return place.error(item.source(), "unauthenticated_networks: " + in_quotes(text->get()) + ": " + network.error());
+    }
+    if (!inside_local_networks(locality, *network)) {
+      return place.error(item.source(), "unauthenticated_networks: " + in_quotes(text->get()) +
+                                            " is not inside [local] networks: mail from it is inbound, never signed");
+    }
+    signing.unauthenticated_networks.push_back(*network);
+  }
+  return Ok{};
+}
+
+// The login map is read with the policy, so that a reload reads it again.
+// A relative path is taken from the policy file's directory.
+Status read_login_map(const Place& place, const toml::node& value, Signing& signing) {
+  MAILKMS_TRY(name, read_string(place, value, "login_map"));
+  if (name.empty()) return place.expected(value, "login_map", "the path of a login map file");
+  std::filesystem::path path = name;
+  if (path.is_relative()) path = place.source.parent_path() / path;
+  std::error_code ec;
+  if (std::filesystem::is_directory(path, ec)) {
+    return place.error(value.source(), "login_map: cannot read " + path.string() + ": it is a directory");
+  }
+  std::ifstream in(path, std::ios::binary);
+  if (!in) return place.error(value.source(), "login_map: cannot read " + path.string() + ": " + std::strerror(errno));
+  std::ostringstream text;
+  text << in.rdbuf();
+  MAILKMS_TRY(owners, parse_login_map(text.str(), path));
+  signing.login_map = std::move(path);
+  signing.owners = std::move(owners);
+  return Ok{};
+}
+
+Status read_signing(const Place& top, const toml::node& node, const Locality& locality, Signing& signing) {
+  MAILKMS_TRY(table, read_table(top, node, "signing"));
+  const Place place{top.source, "[signing]"};
+  for (const auto& [key, value] : in_file_order(*table)) {
+    if (key->str() == "login_map") {
+      MAILKMS_CHECK(read_login_map(place, *value, signing));
+    } else if (key->str() == "unauthenticated_networks") {
+      MAILKMS_CHECK(read_unauthenticated_networks(place, *value, locality, signing));
+    } else if (key->str() == "local_submission") {
+      MAILKMS_TRY(allowed, read_bool(place, *value, "local_submission"));
+      signing.local_submission = allowed;
+    } else {
+      return place.unknown_key(*key, kSigningKeys);
     }
   }
   return Ok{};
@@ -263,6 +335,9 @@ Result<std::shared_ptr<const Policy>> parse_policy(std::string_view text, const 
     }
   }
   if (const toml::node* local = document.get("local")) MAILKMS_CHECK(read_local(top, *local, policy->locality));
+  if (const toml::node* signing = document.get("signing")) {
+    MAILKMS_CHECK(read_signing(top, *signing, policy->locality, policy->signing));
+  }
   if (const toml::node* defaults = document.get("defaults")) {
     MAILKMS_CHECK(read_defaults(top, *defaults, policy->defaults));
   }

@@ -57,7 +57,7 @@ printf '[local]\ndomains = ["example.org"]\n\n[defaults]\nsign = "always"\nsigne
 refused unknown-default.toml 'unknown-default.toml:6:1: [defaults]: unknown key "signed"; expected one of sign, encrypt, cipher, digest, on_missing_certificate, encrypt_to_sender, exempt_calendar, verify, decrypt, harvest'
 
 printf '[locals]\ndomains = ["example.org"]\n' > unknown-top.toml
-refused unknown-top.toml 'unknown-top.toml:1:2: unknown key "locals"; expected one of local, defaults, rule'
+refused unknown-top.toml 'unknown-top.toml:1:2: unknown key "locals"; expected one of local, signing, defaults, rule'
 
 printf '[[rule]]\nname = "partners"\n  encrypted = "always"\n' > unknown-rule.toml
 refused unknown-rule.toml 'unknown-rule.toml:3:3: rule "partners": unknown key "encrypted"; expected one of name, direction, from, to, subject_tag, header, sign, encrypt, cipher, digest, on_missing_certificate, encrypt_to_sender, exempt_calendar, verify, decrypt, harvest'
@@ -127,6 +127,7 @@ run "$ctl" policy explain --policy policy.toml --from alice@example.org --to bob
 t "explain: a rule matches" '[[ $rc == 0 ]] && only out "policy:       policy.toml
 sender:       alice@example.org
 direction:    outbound (sender domain example.org is local and client 10.1.2.3 is in 10.0.0.0/8)
+signer:       none: not authorized to sign as alice@example.org (client 10.1.2.3 is in none of [signing] unauthenticated_networks)
 certificates: not checked (no keystore configured)
 
 recipient bob@partner.example
@@ -139,6 +140,36 @@ recipient bob@partner.example
   on_missing_certificate: tempfail
   encrypt_to_sender:      yes
   exempt_calendar:        no"'
+
+# ---- explain: who may sign as whom
+cat > signing.toml <<'TOML'
+[local]
+domains = ["example.org"]
+networks = ["10.0.0.0/8"]
+
+[signing]
+login_map = "signing-logins"
+unauthenticated_networks = ["10.1.0.0/16"]
+TOML
+printf '%s\n' '# shared and delegated addresses' 'ceo@example.org      assistant' '@sales.example.org   assistant' > signing-logins
+run "$ctl" policy explain --policy signing.toml --from assistant@example.org --author ceo@example.org --login assistant --client 203.0.113.9 --to x@gmail.com
+t "explain: a login the map lets sign as the CEO, and all it owns" '[[ $rc == 0 ]] &&
+  line out "signer:       ceo@example.org (signing-logins gives it to login assistant)" &&
+  line out "login owns:   @sales.example.org, ceo@example.org"'
+run "$ctl" policy explain --policy signing.toml --from bob@example.org --author ceo@example.org --login bob@example.org --client 203.0.113.9 --to x@gmail.com
+t "explain: a login that does not own the author" '[[ $rc == 0 ]] &&
+  line out "signer:       none: not authorized to sign as ceo@example.org (login bob@example.org does not own it)" &&
+  line out "login owns:   bob@example.org"'
+run "$ctl" policy explain --policy signing.toml --from bob@example.org --client 10.1.2.3 --to x@gmail.com
+t "explain: an unauthenticated client of unauthenticated_networks signs as its envelope sender" '[[ $rc == 0 ]] &&
+  line out "signer:       bob@example.org (client 10.1.2.3 is in 10.1.0.0/16 of [signing] unauthenticated_networks and From is the envelope sender)"'
+run "$ctl" policy explain --policy signing.toml --from bob@example.org --to x@gmail.com
+t "explain: local submission does not sign unless local_submission = true" '[[ $rc == 0 ]] &&
+  line out "signer:       none: not authorized to sign as bob@example.org (local submission signs only with [signing] local_submission = true)"'
+printf '%s\n' 'ceo@example.org  assistant' 'ceo  deputy' > signing-logins
+run "$ctl" policy check signing.toml
+t "check: a bad login map line is refused with its file and line" \
+  '[[ $rc == 1 ]] && grep -qF "signing-logins:2: \"ceo\" is not an address such as \"sales@example.org\" or a domain such as \"@example.org\"" err'
 
 run "$ctl" policy explain --policy policy.toml --from alice@example.org --to x@gmail.com --to Bob@Partner.Example --authenticated --client 203.0.113.9
 t "explain: defaults, and one section per recipient" '[[ $rc == 0 ]] &&

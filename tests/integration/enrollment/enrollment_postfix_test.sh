@@ -65,6 +65,9 @@ cat > policy.toml <<'POLICY'
 [local]
 domains = ["corp.example"]
 networks = ["127.0.0.0/8"]
+
+[signing]
+unauthenticated_networks = ["127.0.0.0/8"]
 POLICY
 export MAILKMS_CONFIG=$work/mailkms.conf MAILKMS_SESSION_FILE=$work/carol.session
 for who in carol erin; do head -c 24 /dev/urandom | base64 > "$who.pw"; done

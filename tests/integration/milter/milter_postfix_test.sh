@@ -65,13 +65,20 @@ start_keystore || { echo "FAIL - the keystore does not start"; cat keystore.log;
 "$ctl" login admin --password-file admin.pw > /dev/null
 "$ctl" ca init --id root --name "Corp Root CA" > /dev/null
 "$ctl" ca add-subordinate --id issuing --parent root --name "Corp Issuing CA" > /dev/null
-"$ctl" user add alice@corp.example bob@corp.example dave@corp.example > /dev/null
+"$ctl" user add alice@corp.example bob@corp.example dave@corp.example ceo@corp.example > /dev/null
 "$ctl" trust add "$pki/root.pem" > /dev/null  # an outside CA whose users write to us
 
 cat > policy.toml <<'POLICY'
 [local]
 domains = ["corp.example"]
 networks = ["127.0.0.0/8"]
+
+# Unauthenticated clients here, and local submission, sign as their
+# envelope sender when it is the author; authenticated ones (bob, SMTP
+# AUTH) as their login.
+[signing]
+unauthenticated_networks = ["127.0.0.0/8"]
+local_submission = true
 
 [defaults]
 sign = "if-possible"
@@ -127,6 +134,12 @@ name = "must-encrypt-or-plain"
 to = "*@plain.example"
 encrypt = "always"
 on_missing_certificate = "send-plain"
+
+[[rule]]
+name = "must-sign"
+to = "*@signed.example"
+sign = "always"
+encrypt = "never"
 POLICY
 
 # ---- The milter and Postfix --------------------------------------------------
@@ -135,6 +148,10 @@ export POSTFIX_EXTRA_CONF="smtpd_milters = unix:$work/milter.sock
 non_smtpd_milters = unix:$work/milter.sock
 milter_default_action = tempfail
 milter_protocol = 6"
+# bob submits with SMTP AUTH (Cyrus SASL, PLAIN), as a mail client would.
+head -c 18 /dev/urandom | base64 > bob.sasl
+chmod 600 bob.sasl
+export POSTFIX_SASL_USERS="bob@corp.example $(cat bob.sasl)"
 postfix_start "$work/postfix" || { echo "FAIL - cannot start Postfix"; exit 1; }
 
 # send FROM TO… < message: one SMTP transaction; swaks's transcript in send.out
@@ -197,6 +214,42 @@ check "alice's signature verifies against our root (openssl cms)" \
 check "the body is the original, byte for byte" bash -c "printf '%s\r\n' '$body' | cmp - <(sed '1,/^\r\?$/d' out-1.txt)"
 check "alice can read her own sent copy" openssl cms -decrypt -in out-1.eml -recip alice.pem -inkey alice.key -out /dev/null
 check "the signer is alice" bash -c "openssl cms -verify -in out-1.signed -CAfile corp-chain.pem -purpose smimesign -signer signer.pem -out /dev/null 2>/dev/null && openssl x509 -in signer.pem -noout -ext subjectAltName | grep -q alice@corp.example"
+
+# ---- Who may sign as whom ----------------------------------------------------
+# send_as_bob FROM TO < message: MAIL FROM FROM, authenticated as bob@corp.example
+send_as_bob() {
+  swaks --server "127.0.0.1:$POSTFIX_PORT" --auth PLAIN --auth-user bob@corp.example --auth-password "$(cat bob.sasl)" \
+    --from "$1" --to "$2" --data - > send.out 2>&1
+}
+# signer_of FILE: the address in the certificate that signed FILE's inner message
+signer_of() {
+  openssl cms -verify -in "$1" -CAfile corp-chain.pem -purpose smimesign -signer "$1.signer" -out /dev/null 2> /dev/null &&
+    openssl x509 -in "$1.signer" -noout -ext subjectAltName | grep -o 'email:[^, ]*'
+}
+export -f signer_of
+message "Bob <bob@corp.example>" "alice@corp.example" "From bob" "$body" | send_as_bob bob@corp.example alice@corp.example
+check "SMTP AUTH: bob authenticates and is accepted" \
+  bash -c "grep -q '<-  235 2.7.0 Authentication successful' send.out && grep -q '250 2.0.0 Ok: queued' send.out"
+arrived out-bob.eml
+openssl cms -decrypt -in out-bob.eml -recip alice.pem -inkey alice.key -out out-bob.signed 2> /dev/null
+check "authenticated bob, From: bob: signed by bob (openssl cms)" bash -c "[ \"\$(signer_of out-bob.signed)\" = email:bob@corp.example ]"
+message "The CEO <ceo@corp.example>" "alice@corp.example" "Wire the money" "$body" | send_as_bob bob@corp.example alice@corp.example
+arrived out-bob-as-ceo.eml
+openssl cms -decrypt -in out-bob-as-ceo.eml -recip alice.pem -inkey alice.key -out out-bob-as-ceo.inner 2> /dev/null
+check "authenticated bob, From: ceo@: delivered, but not signed as the CEO (not signed at all)" \
+  bash -c "grep -q 'revenue up 4' out-bob-as-ceo.inner && ! grep -qi 'multipart/signed\|pkcs7-signature\|signed-data' out-bob-as-ceo.inner"
+check "the milter's log line says why" \
+  grep -qF "[not signed as ceo@corp.example: login bob@corp.example does not own it]" milter.log
+message "The CEO <ceo@corp.example>" "x@signed.example" "Wire the money" "$body" | send_as_bob bob@corp.example x@signed.example
+check "authenticated bob, From: ceo@, a rule says sign always: refused 550 5.7.1 naming the reason" \
+  grep -q "<\*\*  *550 5.7.1 Policy requires signing, and this submission may not sign as ceo@corp.example: login bob@corp.example does not own it" send.out
+message "Alice <alice@corp.example>" "bob@corp.example" "Not from alice" "$body" | send bob@corp.example bob@corp.example
+arrived out-bob-as-alice.eml
+openssl cms -decrypt -in out-bob-as-alice.eml -recip bob.pem -inkey bob.key -out out-bob-as-alice.inner 2> /dev/null
+check "an internal client, MAIL FROM bob, From: alice: not signed as alice" \
+  bash -c "grep -q 'revenue up 4' out-bob-as-alice.inner && ! grep -qi 'multipart/signed\|pkcs7-signature\|signed-data' out-bob-as-alice.inner"
+check "the log line says From is not the envelope sender" \
+  grep -qF "[not signed as alice@corp.example: From alice@corp.example is not the envelope sender bob@corp.example]" milter.log
 
 # ---- on_missing_certificate --------------------------------------------------
 message "alice@corp.example" "x@reject.example" "No certificate" "text" | send alice@corp.example x@reject.example

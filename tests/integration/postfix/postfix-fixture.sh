@@ -7,7 +7,10 @@
 #   postfix_start WORKDIR   sets POSTFIX_PORT, SINK_DIR; needs root, and every
 #                           directory above WORKDIR open to the postfix user;
 #                           lines in $POSTFIX_EXTRA_CONF are added to main.cf
-#                           (a milter, say)
+#                           (a milter, say); with $POSTFIX_SASL_USERS
+#                           ("login password" lines) smtpd offers SMTP AUTH
+#                           (PLAIN, LOGIN) to those logins (Cyrus SASL with
+#                           a sasldb of this instance's own)
 #   postfix_wait_for N      waits until N messages reached the sink
 #   sink_files              the messages the sink has finished writing
 #   postfix_stop
@@ -38,6 +41,11 @@ postfix_start() {
   SINK_PORT=$(free_port) || return 1
   while [ "$SINK_PORT" = "$POSTFIX_PORT" ]; do SINK_PORT=$(free_port) || return 1; done
 
+  local sasl_conf=
+  if [ -n "${POSTFIX_SASL_USERS:-}" ]; then
+    sasl_conf=$(postfix_sasl "$conf/sasl") || return 1
+  fi
+
   cat > "$conf/main.cf" <<CONF
 compatibility_level = 3.6
 queue_directory = $POSTFIX_DIR/queue
@@ -63,6 +71,7 @@ maillog_file_prefixes = $POSTFIX_DIR
 queue_run_delay = 1s
 minimal_backoff_time = 1s
 maximal_backoff_time = 2s
+${sasl_conf}
 ${POSTFIX_EXTRA_CONF:-}
 CONF
   # Debian's services, with our smtpd port instead of 25 and no chroot
@@ -77,6 +86,35 @@ CONF
   SINK_PID=$!
   for _ in $(seq 300); do ss -Hltn "sport = :$SINK_PORT" | grep -q . && break; sleep 0.1; done
   postfix -c "$conf" check && postfix -c "$conf" start > /dev/null 2>&1
+}
+
+# postfix_sasl DIR: a Cyrus SASL set-up in DIR for smtpd alone, its users
+# in a sasldb of their own (from $POSTFIX_SASL_USERS); prints the main.cf
+# lines that use it. Nothing outside DIR changes: not /etc/sasldb2, not
+# /etc/postfix/sasl. DIR is the instance's conf/sasl: Debian's Postfix
+# looks for smtpd.conf in $config_directory/sasl whatever
+# cyrus_sasl_config_path says (which names the same place, for other
+# builds). smtpd runs unchrooted here (see master.cf below), as the
+# postfix user, which must read the sasldb.
+postfix_sasl() {
+  local dir=$1 login password
+  mkdir -p "$dir"
+  cat > "$dir/smtpd.conf" <<SASL
+pwcheck_method: auxprop
+auxprop_plugin: sasldb
+sasldb_path: $dir/sasldb2
+mech_list: PLAIN LOGIN
+SASL
+  # A login without a domain lives in smtpd's realm, its myhostname.
+  while read -r login password; do
+    [ -n "$login" ] || continue
+    local realm=()
+    [[ $login == *@* ]] || realm=(-u mailkms-test.localdomain)
+    printf '%s' "$password" | saslpasswd2 -f "$dir/sasldb2" "${realm[@]}" -c -p "$login" || return 1
+  done <<< "$POSTFIX_SASL_USERS"
+  chown root:postfix "$dir/sasldb2" && chmod 640 "$dir/sasldb2" || return 1
+  printf '%s\n' "smtpd_sasl_auth_enable = yes" "smtpd_sasl_type = cyrus" "smtpd_sasl_path = smtpd" \
+    "cyrus_sasl_config_path = $dir" "smtpd_sasl_security_options = noanonymous"
 }
 
 # The sink creates a message's file at MAIL FROM and writes it as the data

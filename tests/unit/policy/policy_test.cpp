@@ -1,5 +1,7 @@
 #include <catch2/catch.hpp>
 
+#include <filesystem>
+#include <fstream>
 #include <string>
 
 #include "mailkms/policy/policy.hpp"
@@ -221,9 +223,9 @@ TEST_CASE("enum names read back as they are written", "[policy]") {
 
 TEST_CASE("unknown keys are refused wherever they are", "[policy]") {
   CHECK(refusal("[local]\ndomains = []\n\n[default]\nsign = \"always\"\n") ==
-        "policy.toml:4:2: unknown key \"default\"; expected one of local, defaults, rule");
+        "policy.toml:4:2: unknown key \"default\"; expected one of local, signing, defaults, rule");
   CHECK(refusal("verbose = true\n") ==
-        "policy.toml:1:1: unknown key \"verbose\"; expected one of local, defaults, rule");
+        "policy.toml:1:1: unknown key \"verbose\"; expected one of local, signing, defaults, rule");
   CHECK(refusal("[local]\ndomain = [\"example.org\"]\n") ==
         "policy.toml:2:1: [local]: unknown key \"domain\"; expected one of domains, networks");
   CHECK(refusal("[defaults]\nsign = \"always\"\n  signing = \"always\"\n") ==
@@ -403,7 +405,7 @@ networks = ["127.0.0.0/8", "::1/128", "10.0.0.0/8", "2001:db8:10::/48"]
 TEST_CASE("direction: outbound only for local senders from trusted clients", "[policy]") {
   const auto policy = must_parse(kLocality);
   const auto decide = [&](std::string_view sender, std::string client, bool authenticated = false) {
-    return decide_direction(*policy, sender, Connection{std::move(client), authenticated});
+    return decide_direction(*policy, sender, Connection{std::move(client), authenticated, {}, false});
   };
 
   auto d = decide("alice@example.org", "10.1.2.3");
@@ -426,7 +428,17 @@ TEST_CASE("direction: outbound only for local senders from trusted clients", "[p
   CHECK(d.direction == Direction::outbound);
   CHECK(d.reason == "sender domain example.org is local and client authenticated");
 
+  // No address known (a PROXY "UNKNOWN", an XCLIENT ADDR=[UNAVAILABLE]) is
+  // not local submission: that is said explicitly.
   d = decide("alice@example.org", "");
+  CHECK(d.direction == Direction::inbound);
+  CHECK(d.reason ==
+        "sender domain example.org is local but the client address is unknown, and the client neither internal nor "
+        "authenticated");
+
+  Connection local;
+  local.local_submission = true;
+  d = decide_direction(*policy, "alice@example.org", local);
   CHECK(d.direction == Direction::outbound);
   CHECK(d.reason == "sender domain example.org is local and the message was submitted locally");
 
@@ -458,9 +470,9 @@ TEST_CASE("direction: outbound only for local senders from trusted clients", "[p
 TEST_CASE("an IPv6 client is not in an IPv4 network by accident", "[policy]") {
   // ::a01:203 has the bytes of 10.1.2.3 in its last four, but is not IPv4-mapped.
   const auto policy = must_parse(kLocality);
-  CHECK(decide_direction(*policy, "alice@example.org", {"::a01:203", false}).direction == Direction::inbound);
-  CHECK(decide_direction(*policy, "alice@example.org", {"[10.1.2.3]", false}).direction == Direction::outbound);
-  CHECK(decide_direction(*policy, "alice@example.org", {"IPv6:::1", false}).direction == Direction::outbound);
+  CHECK(decide_direction(*policy, "alice@example.org", Connection{"::a01:203", false, {}, false}).direction == Direction::inbound);
+  CHECK(decide_direction(*policy, "alice@example.org", Connection{"[10.1.2.3]", false, {}, false}).direction == Direction::outbound);
+  CHECK(decide_direction(*policy, "alice@example.org", Connection{"IPv6:::1", false, {}, false}).direction == Direction::outbound);
 }
 
 // ---- decisions
@@ -643,4 +655,177 @@ TEST_CASE("the subject tag is removed and the spacing tidied", "[policy]") {
   CHECK(remove_subject_tag("[secure] a [secure] b", "[secure]") == "a [secure] b");
   CHECK(remove_subject_tag("Re:  two  spaces [secure]  kept", "[secure]") == "Re:  two  spaces kept");
   CHECK(remove_subject_tag("Plans", "") == "Plans");
+}
+
+// ---- who may sign as whom
+
+namespace {
+
+std::filesystem::path write_file(const std::string& name, std::string_view text) {
+  const auto path = std::filesystem::temp_directory_path() / name;
+  std::ofstream(path, std::ios::binary) << text;
+  return path;
+}
+
+Connection authenticated_as(std::string login) {
+  Connection c;
+  c.client_address = "203.0.113.9";
+  c.authenticated = true;
+  c.login = std::move(login);
+  return c;
+}
+
+Connection from_client(std::string address) {
+  Connection c;
+  c.client_address = std::move(address);
+  return c;
+}
+
+}  // namespace
+
+TEST_CASE("the login map: Postfix's form, comments, continuation lines", "[policy][signing]") {
+  const auto owners = parse_login_map(
+      "# shared addresses\n"
+      "Sales@Example.org   alice, bob@example.org\n"
+      "\n"
+      "ceo@example.org\tassistant,\n"
+      "  deputy\r\n"
+      "@branch.example.org branch-office\n",
+      "logins");
+  REQUIRE(owners);
+  CHECK(owners->size() == 3);
+  CHECK(owners->at("sales@example.org") == std::vector<std::string>{"alice", "bob@example.org"});
+  CHECK(owners->at("ceo@example.org") == std::vector<std::string>{"assistant", "deputy"});
+  CHECK(owners->at("@branch.example.org") == std::vector<std::string>{"branch-office"});
+}
+
+TEST_CASE("login map errors name the file and the line", "[policy][signing]") {
+  const auto error = [](std::string_view text) {
+    auto owners = parse_login_map(text, "/etc/mailkms/logins");
+    REQUIRE_FALSE(owners);
+    return owners.error().message;
+  };
+  CHECK(error("# a comment\nceo alice\n") ==
+        "/etc/mailkms/logins:2: \"ceo\" is not an address such as \"sales@example.org\" or a domain such as "
+        "\"@example.org\"");
+  CHECK(error("ceo@example.org\n") == "/etc/mailkms/logins:1: ceo@example.org: expected the logins that may sign as it");
+  CHECK(error("a@example.org x\n\nA@EXAMPLE.ORG y\n") ==
+        "/etc/mailkms/logins:3: A@EXAMPLE.ORG is already listed at line 1");
+  CHECK(error("*@example.org x\n").starts_with("/etc/mailkms/logins:1: \"*@example.org\" is not an address"));
+  CHECK(error("a@b@example.org x\n").starts_with("/etc/mailkms/logins:1: \"a@b@example.org\" is not an address"));
+}
+
+TEST_CASE("[signing] is read with the login map it names", "[policy][signing]") {
+  write_file("mailkms-policy-test-logins", "ceo@example.org assistant\n");
+  const auto policy_file = write_file("mailkms-policy-test-signing.toml",
+                                      "[local]\ndomains = [\"example.org\"]\nnetworks = [\"10.0.0.0/8\"]\n"
+                                      "[signing]\nlogin_map = \"mailkms-policy-test-logins\"\n"
+                                      "unauthenticated_networks = [\"10.1.0.0/16\"]\nlocal_submission = true\n");
+  auto loaded = load_policy(policy_file);
+  REQUIRE(loaded);
+  const auto& signing = (*loaded)->signing;
+  CHECK(signing.login_map == std::filesystem::temp_directory_path() / "mailkms-policy-test-logins");
+  CHECK(signing.owners.at("ceo@example.org") == std::vector<std::string>{"assistant"});
+  CHECK(signing.unauthenticated_networks.size() == 1);
+  CHECK(signing.local_submission);
+
+  write_file("mailkms-policy-test-logins", "ceo@example.org assistant\nceo deputy\n");
+  auto refused = load_policy(policy_file);
+  REQUIRE_FALSE(refused);
+  CHECK(refused.error().message.starts_with(
+      (std::filesystem::temp_directory_path() / "mailkms-policy-test-logins").string() + ":2: \"ceo\""));
+}
+
+TEST_CASE("[signing] refuses what cannot be meant", "[policy][signing]") {
+  CHECK(refusal("[local]\nnetworks = [\"10.0.0.0/8\"]\n[signing]\nunauthenticated_networks = [\"192.0.2.0/24\"]\n") ==
+        "policy.toml:4:29: [signing]: unauthenticated_networks: \"192.0.2.0/24\" is not inside [local] networks: mail "
+        "from it is inbound, never signed");
+  CHECK(refusal("[local]\nnetworks = [\"10.1.0.0/16\"]\n[signing]\nunauthenticated_networks = [\"10.0.0.0/8\"]\n")
+            .find("is not inside [local] networks") != std::string::npos);
+  CHECK(refusal("[signing]\nlocal_submission = \"yes\"\n").find("local_submission: expected") != std::string::npos);
+  CHECK(refusal("[signing]\nlogin_map = \"/nonexistent/logins\"\n") ==
+        "policy.toml:2:13: [signing]: login_map: cannot read /nonexistent/logins: No such file or directory");
+  CHECK(refusal("[signing]\nlogin_maps = \"x\"\n").find("unknown key \"login_maps\"") != std::string::npos);
+}
+
+TEST_CASE("an authenticated client signs only as what its login owns", "[policy][signing]") {
+  auto policy = std::make_shared<Policy>(*must_parse(kLocality));
+  policy->signing.login_map = "logins";
+  policy->signing.owners = *parse_login_map("ceo@example.org assistant\n@sales.example.org Seller\n", "logins");
+
+  auto a = authorize_signer(*policy, authenticated_as("bob@example.org"), "bob@example.org", "Bob@Example.ORG");
+  CHECK(a.authorized);
+  CHECK(a.identity == "Bob@Example.ORG");
+  CHECK(a.reason == "login bob@example.org signs as itself");
+
+  a = authorize_signer(*policy, authenticated_as("bob@example.org"), "bob@example.org", "ceo@example.org");
+  CHECK_FALSE(a.authorized);
+  CHECK(a.reason == "login bob@example.org does not own it");
+
+  // The envelope sender does not make an author of it.
+  a = authorize_signer(*policy, authenticated_as("bob@example.org"), "ceo@example.org", "ceo@example.org");
+  CHECK_FALSE(a.authorized);
+
+  // Without a single author in From, the envelope sender is the identity.
+  a = authorize_signer(*policy, authenticated_as("bob@example.org"), "<bob@example.org>", std::nullopt);
+  CHECK(a.authorized);
+  CHECK(a.identity == "bob@example.org");
+
+  a = authorize_signer(*policy, authenticated_as("Assistant"), "x@example.org", "CEO@example.org");
+  CHECK(a.authorized);
+  CHECK(a.reason == "logins gives it to login Assistant");
+  a = authorize_signer(*policy, authenticated_as("assistant"), "assistant@example.org", "bob@example.org");
+  CHECK_FALSE(a.authorized);
+
+  a = authorize_signer(*policy, authenticated_as("seller"), "x@example.org", "orders@sales.example.org");
+  CHECK(a.authorized);
+  CHECK(a.reason == "logins gives @sales.example.org to login seller");
+  a = authorize_signer(*policy, authenticated_as("seller"), "x@example.org", "orders@example.org");
+  CHECK_FALSE(a.authorized);
+
+  // Authentication decides alone: an allowed network adds nothing to it.
+  policy->signing.unauthenticated_networks = policy->locality.networks;
+  Connection internal = authenticated_as("bob@example.org");
+  internal.client_address = "10.1.2.3";
+  CHECK_FALSE(authorize_signer(*policy, internal, "ceo@example.org", "ceo@example.org").authorized);
+
+  CHECK(addresses_of_login(*policy, "Seller") == std::vector<std::string>{"@sales.example.org"});
+  CHECK(addresses_of_login(*policy, "bob@Example.org") == std::vector<std::string>{"bob@example.org"});
+  CHECK(addresses_of_login(*policy, "nobody").empty());
+}
+
+TEST_CASE("unauthenticated clients sign only where allowed, and only as their envelope sender", "[policy][signing]") {
+  auto policy = std::make_shared<Policy>(*must_parse(kLocality));
+
+  auto a = authorize_signer(*policy, from_client("10.1.2.3"), "bob@example.org", "bob@example.org");
+  CHECK_FALSE(a.authorized);  // off by default
+  CHECK(a.reason == "client 10.1.2.3 is in none of [signing] unauthenticated_networks");
+
+  Connection local;
+  local.local_submission = true;
+  a = authorize_signer(*policy, local, "bob@example.org", "bob@example.org");
+  CHECK_FALSE(a.authorized);  // off by default
+  CHECK(a.reason == "local submission signs only with [signing] local_submission = true");
+
+  policy->signing.unauthenticated_networks = {policy->locality.networks[2]};  // 10.0.0.0/8
+  policy->signing.local_submission = true;
+  a = authorize_signer(*policy, from_client("10.1.2.3"), "bob@example.org", "Bob@example.org");
+  CHECK(a.authorized);
+  CHECK(a.reason == "client 10.1.2.3 is in 10.0.0.0/8 of [signing] unauthenticated_networks and From is the envelope sender");
+  a = authorize_signer(*policy, from_client("10.1.2.3"), "bob@example.org", "alice@example.org");
+  CHECK_FALSE(a.authorized);
+  CHECK(a.reason == "From alice@example.org is not the envelope sender bob@example.org");
+  a = authorize_signer(*policy, from_client("10.1.2.3"), "bob@example.org", std::nullopt);
+  CHECK_FALSE(a.authorized);
+  CHECK(a.reason == "From names no single author");
+  CHECK_FALSE(authorize_signer(*policy, from_client("::1"), "bob@example.org", "bob@example.org").authorized);
+  a = authorize_signer(*policy, from_client(""), "bob@example.org", "bob@example.org");
+  CHECK_FALSE(a.authorized);
+  CHECK(a.reason == "the client's address is unknown and it did not authenticate");
+
+  a = authorize_signer(*policy, local, "bob@example.org", "bob@example.org");
+  CHECK(a.authorized);
+  CHECK(a.reason == "submitted locally, [signing] local_submission = true, and From is the envelope sender");
+  a = authorize_signer(*policy, local, "bob@example.org", "ceo@example.org");
+  CHECK_FALSE(a.authorized);
 }

@@ -1,7 +1,8 @@
 // The policy file (policy.toml) as an immutable value, and the decision it
 // gives for one message: per recipient, whether to sign, encrypt, verify or
 // decrypt, with which algorithms, and what to do when a certificate is
-// missing. Pure: no I/O beyond reading the file, no keystore, no clock.
+// missing; and who may sign as whom. Pure: no I/O beyond reading the file
+// (and the login map it names), no keystore, no clock.
 // A Policy never changes once loaded; a reload makes a new one, and each
 // message keeps the snapshot (shared_ptr<const Policy>) it started with.
 #pragma once
@@ -9,6 +10,7 @@
 #include <array>
 #include <cstdint>
 #include <filesystem>
+#include <map>
 #include <memory>
 #include <optional>
 #include <string>
@@ -108,9 +110,26 @@ struct Locality {
   std::vector<Network> networks;     // internal client networks
 };
 
+// Who may sign as whom ([signing]): the signing identity must be one the
+// submission is authorized for, as Postfix's smtpd_sender_login_maps binds
+// sender addresses to SASL logins. See authorize_signer.
+struct Signing {
+  // The login map, in Postfix's "address  login, login" form: who, besides
+  // a login that is the address itself, may sign as an address ("@domain":
+  // as any address there). Read with the policy, so a reload reads it again.
+  std::filesystem::path login_map;  // empty: none
+  std::map<std::string, std::vector<std::string>, std::less<>> owners;  // lower-case address or @domain → logins
+  // Clients in these networks may have mail signed without SMTP AUTH, as
+  // their envelope sender when it is also the author in From.
+  std::vector<Locality::Network> unauthenticated_networks;
+  // The same for mail submitted locally (sendmail, pickup).
+  bool local_submission = false;
+};
+
 struct Policy {
   std::filesystem::path source;  // the file it came from
   Locality locality;
+  Signing signing;
   Settings defaults;
   std::vector<Rule> rules;  // in file order; the first match wins
 };
@@ -122,8 +141,13 @@ Result<std::shared_ptr<const Policy>> parse_policy(std::string_view text, const 
 // ---- Direction -------------------------------------------------------------
 
 struct Connection {
-  std::string client_address;  // "192.0.2.1", "2001:db8::1"; empty if unknown (local submission)
+  std::string client_address;  // "192.0.2.1", "2001:db8::1"; empty if the MTA knows none
   bool authenticated = false;  // SMTP AUTH succeeded ({auth_authen} set)
+  std::string login;           // the SMTP AUTH login ({auth_authen})
+  // Taken without a network client: Postfix's sendmail and pickup. Never
+  // inferred from a missing address, which a PROXY "UNKNOWN" or an XCLIENT
+  // ADDR=[UNAVAILABLE] gives too.
+  bool local_submission = false;
 };
 
 struct DirectionDecision {
@@ -132,8 +156,38 @@ struct DirectionDecision {
 };
 
 // Outbound when the sender's domain is local and the client is internal or
-// authenticated; otherwise inbound. The reason is meant for the log line.
+// authenticated, or the mail was submitted locally; otherwise inbound. The
+// reason is meant for the log line.
 DirectionDecision decide_direction(const Policy& policy, std::string_view sender, const Connection& connection);
+
+// ---- Who may sign as whom -----------------------------------------------------
+
+struct SignerAuthorization {
+  bool authorized = false;
+  std::string identity;  // the address the message would be signed as
+  // Why, for the log line: "login bob@example.org signs as itself",
+  // "client 10.1.2.3 is in none of [signing] unauthenticated_networks".
+  std::string reason;
+};
+
+// Whether this submission may have its mail signed as its author: the
+// single address in From (`author`), else the envelope sender. An
+// authenticated client signs only as its login (when that is an address)
+// and what the login map gives the login; an unauthenticated one only from
+// [signing] unauthenticated_networks, or by local submission with
+// local_submission = true, and only when From is the envelope sender.
+SignerAuthorization authorize_signer(const Policy& policy, const Connection& connection, std::string_view sender,
+                                     const std::optional<std::string>& author);
+
+// The addresses `login` may sign as: itself when it is an address, then
+// what the login map gives it, sorted ("@domain" for a whole domain).
+std::vector<std::string> addresses_of_login(const Policy& policy, std::string_view login);
+
+// Reads a login map ("address  login, login" per line, "#" comments, lines
+// that start with white space continue the one before). Errors name the
+// file and line.
+Result<std::map<std::string, std::vector<std::string>, std::less<>>> parse_login_map(std::string_view text,
+                                                                                     const std::filesystem::path& source);
 
 // ---- Decisions -------------------------------------------------------------
 

@@ -64,6 +64,28 @@ function open(ip, queue_id, without_smtp)
   return conn
 end
 
+-- open_as(HOST, IP, QUEUE_ID, MACROS): a negotiated connection whose
+-- connect step names HOST and IP (IP "unspec": the MTA knows no address,
+-- as after a PROXY "UNKNOWN" or an XCLIENT ADDR=[UNAVAILABLE]); MACROS, a
+-- table of name = value, are given at MAIL FROM with the queue id.
+function open_as(host, ip, queue_id, macros)
+  mt.set_timeout(5)
+  local conn = mt.connect(socket, 40, 0.05)
+  if conn == nil then
+    io.stderr:write("cannot connect to " .. socket .. "\n")
+    os.exit(1)
+  end
+  step("conninfo", mt.conninfo(conn, host, ip))
+  reply(conn, SMFIR_CONTINUE, "connect")
+  local args = { "i", queue_id }
+  for name, value in pairs(macros or {}) do
+    args[#args + 1] = name
+    args[#args + 1] = value
+  end
+  step("macro", mt.macro(conn, SMFIC_MAIL, table.unpack(args)))
+  return conn
+end
+
 -- done(): the script's exit code is the number of failed checks.
 function done()
   if failures > 0 then

@@ -49,10 +49,16 @@ socket = "$work/keystore.sock"
 socket = "unix:$work/milter.sock"
 pid_file = "$work/milter.pid"
 CONF
-cat > policy.toml <<'POLICY'
+cat > policy.toml <<POLICY
 [local]
 domains = ["corp.example"]
-networks = ["127.0.0.0/8"]
+networks = ["127.0.0.0/8", "10.0.0.0/8"]
+
+# Who may sign as whom (case 11): logins as in signing-logins, and clients
+# of 10.1/16 without authenticating, as their envelope sender.
+[signing]
+login_map = "signing-logins"
+unauthenticated_networks = ["10.1.0.0/16"]
 
 [[rule]]
 name = "secret"
@@ -64,7 +70,22 @@ name = "open-for-erin"
 to = "erin@corp.example"
 direction = "inbound"
 decrypt = true
+
+[[rule]]
+name = "plain"
+to = "*@plain.example"
+encrypt = "never"
+
+[[rule]]
+name = "signed"
+to = "*@signed.example"
+sign = "always"
+encrypt = "never"
 POLICY
+cat > signing-logins <<'MAP'
+# Postfix's smtpd_sender_login_maps form: an address, the logins that own it.
+ceo@corp.example    assistant, deputy
+MAP
 
 "$milter" --config "$work/mailkms.conf" --foreground 2> milter.log &
 milter_pid=$!
@@ -117,10 +138,54 @@ check "10 the milter logs both, with the size" \
   bash -c 'grep -q "CASE10E: .*encrypted, not decrypted: [0-9]* bytes, over inbound_memory_limit" milter.log &&
     grep -q "CASE10S: .*signed-data not verified: [0-9]* bytes, over inbound_memory_limit" milter.log'
 
+# ---- 11. Who may sign as whom ------------------------------------------------------
+check "11 each submission signs only as an author it is authorized for" \
+  env PHASE=first miltertest -s "$here/11-signer-authorization.lua"
+signer_log() {  # signer_log ID TEXT: the milter's line for ID says TEXT
+  grep -F -- "$1: " milter.log | grep -qF -- "$2"
+}
+check "11 login bob@corp.example signs as itself" \
+  signer_log SIGN1 "[signer bob@corp.example: login bob@corp.example signs as itself]"
+check "11 login bob@corp.example may not sign as the CEO, and the log says why" \
+  signer_log SIGN2 "[not signed as ceo@corp.example: login bob@corp.example does not own it]"
+check "11 nor when MAIL FROM names the CEO" \
+  signer_log SIGN3 "[not signed as ceo@corp.example: login bob@corp.example does not own it]"
+check "11 the login map lets assistant sign as the CEO" \
+  signer_log SIGN4 "[signer ceo@corp.example: $work/signing-logins gives it to login assistant]"
+check "11 and only as the CEO" \
+  signer_log SIGN5 "[not signed as bob@corp.example: login assistant does not own it]"
+check "11 sign = always and a signer not authorized: 550 5.7.1 naming the reason" \
+  signer_log SIGN6 "=> 550 5.7.1 Policy requires signing, and this submission may not sign as ceo@corp.example: login bob@corp.example does not own it"
+check "11 an unauthenticated client of 10.1/16 signs as its envelope sender" \
+  signer_log SIGN7 "[signer bob@corp.example: client 10.1.2.3 is in 10.1.0.0/16 of [signing] unauthenticated_networks and From is the envelope sender]"
+check "11 but not as another author" \
+  signer_log SIGN8 "[not signed as alice@corp.example: From alice@corp.example is not the envelope sender bob@corp.example]"
+check "11 an internal client outside unauthenticated_networks does not sign" \
+  signer_log SIGN9 "[not signed as bob@corp.example: client 10.2.0.5 is in none of [signing] unauthenticated_networks]"
+check "11 Postfix's stand-in client without {mail_mailer} is local submission, which does not sign by default" \
+  signer_log SIGN10 "outbound (sender domain corp.example is local and the message was submitted locally) [not signed as alice@corp.example: local submission signs only with [signing] local_submission = true]"
+check "11 an unknown client address is not local submission (PROXY UNKNOWN, XCLIENT [UNAVAILABLE])" \
+  bash -c 'grep -F "LOCAL1: " milter.log | grep -qF "inbound (sender domain corp.example is local but the client address is unknown, and the client neither internal nor authenticated)" &&
+    grep -F "LOCAL2: " milter.log | grep -qF "inbound (sender domain corp.example is local but the client address is unknown"'
+# The login map and the policy are read again on SIGHUP.
+sed -i 's/^unauthenticated_networks = .*/&\nlocal_submission = true/' policy.toml
+sed -i 's/^ceo@corp.example .*/ceo@corp.example    deputy/' signing-logins
+reloads=$(grep -c "policy reloaded" milter.log)
+kill -HUP "$milter_pid"
+for _ in $(seq 300); do [ "$(grep -c "policy reloaded" milter.log)" -gt "$reloads" ] && break; sleep 0.05; done
+check "11 after SIGHUP: local submission signs as its sender, the login map is read again" \
+  env PHASE=reloaded miltertest -s "$here/11-signer-authorization.lua"
+check "11 local submission signs as the envelope sender once local_submission = true" \
+  signer_log SIGN11 "[signer alice@corp.example: submitted locally, [signing] local_submission = true, and From is the envelope sender]"
+check "11 and only as the envelope sender" \
+  signer_log SIGN12 "[not signed as bob@corp.example: From bob@corp.example is not the envelope sender alice@corp.example]"
+check "11 assistant, out of the reloaded map, no longer signs as the CEO" \
+  signer_log SIGN13 "[not signed as ceo@corp.example: login assistant does not own it]"
+
 # ---- 8. --check ---------------------------------------------------------------------
 run "$milter" --check --config "$work/mailkms.conf"
 t "8 --check: a good configuration exits 0 and prints OK for it and the policy" \
-  '[[ $rc == 0 ]] && grep -qxF "$work/mailkms.conf: OK; policy $work/policy.toml: OK, 2 rule(s)" out'
+  '[[ $rc == 0 ]] && grep -qxF "$work/mailkms.conf: OK; policy $work/policy.toml: OK, 4 rule(s)" out'
 
 # Line 6 has the error.
 cat > broken-policy.toml <<'POLICY'
