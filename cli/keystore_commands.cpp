@@ -55,7 +55,7 @@ keystore::Config load(const std::string& config) {
 // The daemon, reached through the configured socket.
 class Keystore {
  public:
-  explicit Keystore(const std::string& config) : client_({load(config).socket, std::chrono::minutes(5), 1}) {}
+  explicit Keystore(const std::string& config) : client_(options(load(config))) {}
 
   json call(std::string_view op, json params = json::object()) {
     return or_fail_keystore(client_.call(op, params), std::string(op));
@@ -71,6 +71,9 @@ class Keystore {
   }
 
  private:
+  static keystore::ClientOptions options(const keystore::Config& config) {
+    return {config.socket, std::chrono::minutes(5), 1, config.user};
+  }
   keystore::KeystoreClient client_;
 };
 

@@ -14,6 +14,7 @@
 
 #include "mailkms/keystore/config.hpp"
 #include "mailkms/keystore/service.hpp"
+#include "safe_paths.hpp"
 #include "server.hpp"
 
 namespace {
@@ -49,6 +50,8 @@ int main(int argc, char** argv) {
 
   auto config = mailkms::keystore::load_config(config_path);
   if (!config) return fatal(config.error().message);
+  if (auto own = mailkms::keystored::check_own_user(*config); !own) return fatal(own.error().message);
+  if (auto safe = mailkms::keystored::check_safe_paths(*config); !safe) return fatal(safe.error().message);
   harden(config->lock_memory);
 
   auto ctx = mailkms::smime::CryptoContext::create();

@@ -3,7 +3,10 @@
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/un.h>
+#include <unistd.h>
 
+#include <cerrno>
+#include <cstring>
 #include <deque>
 #include <iostream>
 
@@ -155,24 +158,36 @@ Server::Server(asio::io_context& io, keystore::KeystoreService& service, const k
     : io_(io), service_(service), config_(config), acceptor_(io) {}
 
 keystore::Status Server::listen() {
-  // Bound, given its mode and listening under a temporary name, then renamed
-  // over any stale socket from an earlier run: a client never finds one that
-  // refuses it, or one with the umask's mode.
+  // Bound in a directory of its own that only we can enter, born with its
+  // mode (the umask, not a chmod by path that a symbolic link could
+  // redirect), listening, then renamed over any stale socket from an
+  // earlier run: a client never finds one that refuses it, and no one can
+  // swap it on the way. Runs before the worker threads start: the umask is
+  // the process's.
   const std::string path = config_.socket.string();
-  std::string staging = path + ".new";
-  if (staging.size() >= sizeof(sockaddr_un::sun_path)) staging = path;  // no room for the suffix
-  std::error_code ignored;
-  std::filesystem::remove(staging, ignored);
-  const auto failed = [] { return boost::system::error_code(errno, boost::system::system_category()); };
-  boost::system::error_code ec;
-  acceptor_.open(local(), ec);
-  if (!ec) acceptor_.bind(local::endpoint(staging), ec);
-  if (!ec && ::chmod(staging.c_str(), config_.socket_mode) != 0) ec = failed();
-  if (!ec) acceptor_.listen(asio::socket_base::max_listen_connections, ec);
-  if (!ec && staging != path && ::rename(staging.c_str(), path.c_str()) != 0) ec = failed();
-  if (ec) {
+  const auto directory = config_.socket.has_parent_path() ? config_.socket.parent_path() : std::filesystem::path(".");
+  std::string staging_dir = (directory / ".keystored-XXXXXX").string();
+  if (::mkdtemp(staging_dir.data()) == nullptr) {
     return keystore::make_error(keystore::Errc::storage_failed,
-                                "cannot listen on " + config_.socket.string() + ": " + ec.message());
+                                "cannot listen on " + path + ": cannot make a directory beside it: " + std::strerror(errno));
+  }
+  const std::string staging = staging_dir + "/s";
+  boost::system::error_code ec;
+  if (staging.size() >= sizeof(sockaddr_un::sun_path)) ec = asio::error::name_too_long;
+  if (!ec) acceptor_.open(local(), ec);
+  if (!ec) {
+    const mode_t before = ::umask(0777 & ~config_.socket_mode);
+    acceptor_.bind(local::endpoint(staging), ec);
+    ::umask(before);
+  }
+  if (!ec) acceptor_.listen(asio::socket_base::max_listen_connections, ec);
+  if (!ec && ::rename(staging.c_str(), path.c_str()) != 0) ec = boost::system::error_code(errno, boost::system::system_category());
+  ::unlink(staging.c_str());
+  ::rmdir(staging_dir.c_str());
+  if (ec) {
+    boost::system::error_code ignored;
+    acceptor_.close(ignored);
+    return keystore::make_error(keystore::Errc::storage_failed, "cannot listen on " + path + ": " + ec.message());
   }
   asio::co_spawn(io_, accept_loop(), asio::detached);
   return keystore::Ok{};

@@ -5,6 +5,7 @@
 #include <catch2/catch.hpp>
 
 #include <poll.h>
+#include <grp.h>
 #include <pwd.h>
 #include <signal.h>
 #include <sys/socket.h>
@@ -42,7 +43,7 @@ const std::string kAdminPassword = "carol's long password";
 class Daemon {
  public:
   explicit Daemon(const std::string& extra_config = "") {
-    chmod(dir.path("").c_str(), 0755);  // so a test client running as nobody can reach the socket
+    chmod(dir.path("").c_str(), 0755);  // so a test client running as nobody, in root's group, can reach the socket
     {
       auto record = must(seal_with_passphrase(ok_master(), kPassphrase, {1 << 10, 8, 1}));
       KeystoreService::Policies policies;
@@ -59,7 +60,7 @@ class Daemon {
     test::write_file(dir.path("mailkms.conf"), "[keystore]\n"
                                                "database = \"" + database().string() + "\"\n"
                                                "socket = \"" + socket().string() + "\"\n"
-                                               "socket_mode = \"0666\"\n"
+                                               "socket_mode = \"0660\"\n"
                                                "lock_memory = false\n" + extra_config);
     start();
   }
@@ -339,8 +340,10 @@ TEST_CASE("bad input gets an answer, not a crash", "[keystored]") {
 
 namespace {
 
-// What "signing-identity" answers to the user nobody: "ok" or an error code.
-std::string as_nobody(const Daemon& daemon) {
+// What `op` answers to the user nobody (in the socket's group, root's):
+// "ok" or an error code.
+std::string as_nobody(const Daemon& daemon, const std::string& op = "signing-identity",
+                      const nlohmann::json& params = {{"address", "alice@example.org"}}) {
   const passwd* nobody = ::getpwnam("nobody");
   REQUIRE(nobody != nullptr);
   int pipe_fds[2];
@@ -348,9 +351,10 @@ std::string as_nobody(const Daemon& daemon) {
   const pid_t child = ::fork();
   if (child == 0) {
     ::close(pipe_fds[0]);
-    if (::setgid(nobody->pw_gid) != 0 || ::setuid(nobody->pw_uid) != 0) ::_exit(2);
+    const gid_t socket_group = 0;
+    if (::setgroups(1, &socket_group) != 0 || ::setgid(nobody->pw_gid) != 0 || ::setuid(nobody->pw_uid) != 0) ::_exit(2);
     KeystoreClient client({daemon.socket(), 5s, 1});
-    const auto r = client.call("signing-identity", {{"address", "alice@example.org"}});
+    const auto r = client.call(op, params);
     const std::string code = r ? "ok" : std::string(to_string(r.error().code));
     (void)!::write(pipe_fds[1], code.data(), code.size());
     ::_exit(0);
@@ -383,6 +387,95 @@ TEST_CASE("only gateways may use keys, as the configuration says, reloaded on SI
   daemon.reload();
   CHECK(as_nobody(daemon) == "ok");
   CHECK(daemon.log().find("reload refused") != std::string::npos);
+}
+
+namespace {
+
+// A socket served by the user nobody, as anyone who could write the
+// keystore's socket directory could serve one: it accepts `connections`
+// connections and reports, for each, how many bytes it received.
+class ForeignServer {
+ public:
+  ForeignServer(const std::filesystem::path& socket, int connections) {
+    int ready[2];
+    REQUIRE(::pipe(ready) == 0);
+    REQUIRE(::pipe(received_) == 0);
+    const passwd* nobody = ::getpwnam("nobody");
+    REQUIRE(nobody != nullptr);
+    pid_ = ::fork();
+    if (pid_ == 0) serve(socket, connections, nobody, ready[1]);
+    ::close(ready[1]);
+    ::close(received_[1]);
+    char byte = 0;
+    REQUIRE(::read(ready[0], &byte, 1) == 1);
+    ::close(ready[0]);
+  }
+  ~ForeignServer() {
+    ::kill(pid_, SIGKILL);
+    ::waitpid(pid_, nullptr, 0);
+    ::close(received_[0]);
+  }
+  // The bytes the next connection brought.
+  long next_received() {
+    std::string line;
+    char c = 0;
+    while (::read(received_[0], &c, 1) == 1 && c != '\n') line += c;
+    return line.empty() ? -1 : std::stol(line);
+  }
+
+ private:
+  [[noreturn]] void serve(const std::filesystem::path& socket, int connections, const passwd* nobody, int ready) {
+    if (::setgid(nobody->pw_gid) != 0 || ::setuid(nobody->pw_uid) != 0) ::_exit(2);
+    const int listener = ::socket(AF_UNIX, SOCK_STREAM, 0);
+    sockaddr_un address{};
+    address.sun_family = AF_UNIX;
+    std::strcpy(address.sun_path, socket.c_str());
+    if (::bind(listener, reinterpret_cast<sockaddr*>(&address), sizeof address) != 0 || ::listen(listener, 4) != 0) ::_exit(3);
+    (void)!::write(ready, "r", 1);
+    for (int i = 0; i < connections; ++i) {
+      const int fd = ::accept(listener, nullptr, nullptr);
+      long total = 0;
+      char buffer[4096];
+      for (;;) {  // up to the first line, or the client's close
+        pollfd p{fd, POLLIN, 0};
+        if (::poll(&p, 1, 5000) <= 0) break;
+        const ssize_t n = ::recv(fd, buffer, sizeof buffer, 0);
+        if (n <= 0) break;
+        total += n;
+        if (std::memchr(buffer, '\n', static_cast<std::size_t>(n)) != nullptr) break;
+      }
+      ::close(fd);
+      const std::string report = std::to_string(total) + "\n";
+      (void)!::write(received_[1], report.data(), report.size());
+    }
+    ::_exit(0);
+  }
+
+  pid_t pid_ = -1;
+  int received_[2] = {-1, -1};
+};
+
+}  // namespace
+
+TEST_CASE("a client sends nothing to a socket served by anyone but the keystore's user or root", "[keystored]") {
+  test::TempDir dir;
+  ::chmod(dir.path("").c_str(), 0777);  // where nobody can put a socket
+  const auto socket = dir.path("keystore.sock");
+  ForeignServer foreign(socket, 2);
+
+  KeystoreClient client({socket, 5s, 1, "mailkms-keystore"});
+  const auto refused = client.call("unseal", {{"passphrase", kPassphrase}});
+  REQUIRE_FALSE(refused);
+  CHECK(refused.error().code == Errc::unavailable);
+  CHECK(refused.error().message.find(socket.string() + " is served by uid " +
+                                     std::to_string(::getpwnam("nobody")->pw_uid) + ", not by mailkms-keystore") !=
+        std::string::npos);
+  CHECK(foreign.next_received() == 0);
+
+  // Configured as the keystore's user, the same server is talked to.
+  KeystoreClient trusting({socket, 5s, 1, "nobody"});
+  (void)trusting.call("status", {});
+  CHECK(foreign.next_received() > 0);
 }
 
 TEST_CASE("SIGTERM stops the daemon cleanly, and the client reports it unavailable", "[keystored]") {
