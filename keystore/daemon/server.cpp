@@ -17,6 +17,13 @@ namespace mailkms::keystored {
 namespace asio = boost::asio;
 using local = asio::local::stream_protocol;
 
+// A peer that pipelines without reading its answers is not read further
+// while this many of its requests run, or this many answers wait for it:
+// the kernel's socket buffers then hold it back. Its memory here stays
+// bounded (one line buffer, these answers), whatever it sends.
+constexpr int kMaxInFlight = 32;
+constexpr std::size_t kMaxQueuedAnswers = 64;
+
 class Session : public std::enable_shared_from_this<Session> {
  public:
   Session(Server& server, local::socket socket, keystore::Caller caller)
@@ -24,6 +31,7 @@ class Session : public std::enable_shared_from_this<Session> {
         socket_(std::move(socket)),
         strand_(asio::make_strand(server.io_)),
         idle_timer_(strand_),
+        drained_(strand_),
         caller_(caller) {}
 
   void start() {
@@ -35,6 +43,8 @@ class Session : public std::enable_shared_from_this<Session> {
       boost::system::error_code ignored;
       self->socket_.shutdown(local::socket::shutdown_receive, ignored);
       self->idle_timer_.cancel();
+      self->stopping_ = true;
+      self->drained_.cancel();
     });
   }
 
@@ -43,6 +53,10 @@ class Session : public std::enable_shared_from_this<Session> {
     std::string buffer;
     arm_idle_timer();
     while (true) {
+      while (backlogged() && !stopping_) {
+        drained_.expires_at(asio::steady_timer::time_point::max());
+        co_await drained_.async_wait(asio::as_tuple(asio::use_awaitable));
+      }
       auto [ec, n] = co_await asio::async_read_until(socket_, asio::dynamic_buffer(buffer, keystore::protocol::kMaxLine),
                                                      '\n', asio::as_tuple(asio::use_awaitable));
       if (ec == asio::error::not_found) {  // a line longer than the limit
@@ -60,6 +74,14 @@ class Session : public std::enable_shared_from_this<Session> {
     reading_done_ = true;
     idle_timer_.cancel();
     finish_if_done();
+  }
+
+  [[nodiscard]] bool backlogged() const {
+    return in_flight_ >= kMaxInFlight || outbox_.size() >= kMaxQueuedAnswers;
+  }
+  // The reader, if it waits for the backlog to drain, may go on.
+  void wake_reader() {
+    if (!backlogged()) drained_.cancel();
   }
 
   // `more` says another request is already waiting behind this one.
@@ -83,6 +105,7 @@ class Session : public std::enable_shared_from_this<Session> {
       asio::post(self->strand_, [self, reply = std::move(reply)] {
         --self->in_flight_;
         self->send(reply);
+        self->wake_reader();
       });
     });
   }
@@ -113,9 +136,11 @@ class Session : public std::enable_shared_from_this<Session> {
     asio::async_write(socket_, asio::buffer(outbox_.front()),
                       asio::bind_executor(strand_, [self = shared_from_this()](boost::system::error_code ec, std::size_t) {
                         self->outbox_.pop_front();
+                        self->wake_reader();
                         if (ec) {
                           self->outbox_.clear();
                           self->writing_ = false;
+                          self->wake_reader();
                           self->finish_if_done();
                           return;
                         }
@@ -146,11 +171,13 @@ class Session : public std::enable_shared_from_this<Session> {
   local::socket socket_;
   asio::strand<asio::io_context::executor_type> strand_;
   asio::steady_timer idle_timer_;
+  asio::steady_timer drained_;  // cancelled when a backlogged reader may go on
   keystore::Caller caller_;
   std::deque<std::string> outbox_;
   bool writing_ = false;
   bool reading_done_ = false;
   bool finished_ = false;
+  bool stopping_ = false;
   int in_flight_ = 0;
 };
 

@@ -172,17 +172,25 @@ Result<nlohmann::json> KeystoreService::status() {
   return nlohmann::json{{"sealed", barrier_.sealed()}};
 }
 
-Status KeystoreService::finish_unseal(Result<smime::SecretBytes> master, const std::string& actor, const std::string& how) {
+Status KeystoreService::finish_unseal(Result<smime::SecretBytes> master, const std::string& actor, const std::string& how,
+                                     std::optional<uid_t> peer) {
   const std::lock_guard lock(unseal_mutex_);
   if (!master) {
-    // Each wrong secret doubles the wait before the next attempt (to 60 s).
-    ++failed_unseals_;
-    next_unseal_ = std::chrono::steady_clock::now() + std::chrono::seconds(std::min(60, 1 << std::min(failed_unseals_, 6)));
+    // Each wrong secret doubles the wait before that peer's next attempt
+    // (to 60 s). Per peer: anyone who can reach the socket could otherwise
+    // keep the administrators from unsealing by guessing all the time.
+    if (peer) {
+      if (unseal_throttles_.size() >= 4096 && !unseal_throttles_.contains(*peer)) unseal_throttles_.clear();
+      UnsealThrottle& throttle = unseal_throttles_[*peer];
+      ++throttle.failures;
+      throttle.next = std::chrono::steady_clock::now() + std::chrono::seconds(std::min(60, 1 << std::min(throttle.failures, 6)));
+    }
     return std::move(master).error();
   }
   MAILKMS_CHECK(barrier_.unseal(std::move(*master)));
-  const int failures = failed_unseals_;
-  failed_unseals_ = 0;
+  int failures = 0;
+  for (const auto& [uid, throttle] : unseal_throttles_) failures += throttle.failures;
+  unseal_throttles_.clear();
   const Status audited = audit_.append({actor, "unseal", "keystore", "ok",
                                         how + (failures > 0 ? ", after " + std::to_string(failures) + " wrong attempt(s)" : "")});
   if (!audited) barrier_.seal();  // an unseal that cannot be audited does not happen
@@ -194,9 +202,11 @@ Result<nlohmann::json> KeystoreService::unseal(const Caller& caller, const nlohm
   {
     const std::lock_guard lock(unseal_mutex_);
     const auto now = std::chrono::steady_clock::now();
-    if (now < next_unseal_) {
-      const auto wait = std::chrono::duration_cast<std::chrono::seconds>(next_unseal_ - now).count() + 1;
-      return make_error(Errc::permission_denied, "too many wrong attempts: try again in " + std::to_string(wait) + " s");
+    const auto throttle = unseal_throttles_.find(caller.uid);
+    if (throttle != unseal_throttles_.end() && now < throttle->second.next) {
+      const auto wait = std::chrono::duration_cast<std::chrono::seconds>(throttle->second.next - now).count() + 1;
+      return make_error(Errc::permission_denied, "too many wrong attempts from " + describe(caller) + ": try again in " +
+                                                     std::to_string(wait) + " s");
     }
   }
   MAILKMS_TRY(record, seal_record());
@@ -217,13 +227,14 @@ Result<nlohmann::json> KeystoreService::unseal(const Caller& caller, const nlohm
     how = std::to_string(texts.size()) + " shares";
   }
   if (!master && master.error().code == Errc::invalid_argument) return std::move(master).error();
-  MAILKMS_CHECK(finish_unseal(std::move(master), describe(caller), how));
+  MAILKMS_CHECK(finish_unseal(std::move(master), describe(caller), how, caller.uid));
   return nlohmann::json{{"sealed", false}};
 }
 
 Status KeystoreService::unseal_with_key_file(const std::filesystem::path& path) {
   MAILKMS_TRY(record, seal_record());
-  return finish_unseal(keystore::unseal_with_key_file(record, path), "mailkms-keystored", "key file " + path.string());
+  return finish_unseal(keystore::unseal_with_key_file(record, path), "mailkms-keystored", "key file " + path.string(),
+                       std::nullopt);
 }
 
 Result<nlohmann::json> KeystoreService::lookup_certificates(const nlohmann::json& params) {

@@ -389,6 +389,64 @@ TEST_CASE("only gateways may use keys, as the configuration says, reloaded on SI
   CHECK(daemon.log().find("reload refused") != std::string::npos);
 }
 
+TEST_CASE("one peer's wrong passphrases do not keep another from unsealing", "[keystored]") {
+  Daemon daemon;
+  const nlohmann::json wrong{{"passphrase", "not the passphrase at all"}};
+  CHECK(as_nobody(daemon, "unseal", wrong) == "wrong_secret");
+  CHECK(as_nobody(daemon, "unseal", wrong) == "permission_denied");  // nobody waits
+  auto client = daemon.client();
+  unseal(client);  // root does not
+  CHECK(must(client.call("status", {}))["sealed"] == false);
+  CHECK(daemon.log().find(kPassphrase) == std::string::npos);
+}
+
+TEST_CASE("a client that pipelines without reading is held back, and what it got in is answered", "[keystored]") {
+  Daemon daemon;
+  const int fd = ::socket(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK, 0);
+  sockaddr_un address{};
+  address.sun_family = AF_UNIX;
+  std::strcpy(address.sun_path, daemon.socket().c_str());
+  REQUIRE(::connect(fd, reinterpret_cast<sockaddr*>(&address), sizeof address) == 0);
+  constexpr std::uint64_t kRequests = 100'000;
+  std::string stream;
+  for (std::uint64_t id = 1; id <= kRequests; ++id) {
+    stream += protocol::encode_request({id, "status", nlohmann::json::object()});
+  }
+  // Writes until the daemon stops taking requests for 10 s (it holds the
+  // client back) or all are in: a daemon that reads on, however slowly
+  // under a sanitizer, takes them all and queues every answer.
+  std::size_t sent = 0;
+  bool held_back = false;
+  while (sent < stream.size()) {
+    pollfd p{fd, POLLOUT, 0};
+    if (::poll(&p, 1, 10000) == 0) {
+      held_back = true;
+      break;
+    }
+    const ssize_t n = ::send(fd, stream.data() + sent, stream.size() - sent, MSG_NOSIGNAL);
+    if (n > 0) sent += static_cast<std::size_t>(n);
+  }
+  const auto complete = static_cast<std::size_t>(std::count(stream.begin(), stream.begin() + static_cast<std::ptrdiff_t>(sent), '\n'));
+  CHECK(held_back);
+  CHECK(complete < kRequests);
+  // Every complete request gets its answer once the client reads.
+  ::shutdown(fd, SHUT_WR);
+  std::string answers;
+  char buffer[65536];
+  for (;;) {
+    pollfd p{fd, POLLIN, 0};
+    if (::poll(&p, 1, 10000) <= 0) break;
+    const ssize_t n = ::recv(fd, buffer, sizeof buffer, 0);
+    if (n <= 0) break;
+    answers.append(buffer, static_cast<std::size_t>(n));
+  }
+  ::close(fd);
+  CHECK(static_cast<std::size_t>(std::count(answers.begin(), answers.end(), '\n')) == complete);
+  INFO(answers.substr(0, 200));
+  CHECK(answers.find("\"id\":" + std::to_string(complete) + ",") != std::string::npos);
+  CHECK(answers.find("error") == std::string::npos);
+}
+
 namespace {
 
 // A socket served by the user nobody, as anyone who could write the

@@ -91,7 +91,10 @@ class KeystoreService {
                   Policies policies);
   [[nodiscard]] bool is_gateway(const Caller& caller) const;
   Result<SealRecord> seal_record();
-  Status finish_unseal(Result<smime::SecretBytes> master, const std::string& actor, const std::string& how);
+  // `peer` is whose wrong secret slows their own next attempt; none for
+  // the key file read at start.
+  Status finish_unseal(Result<smime::SecretBytes> master, const std::string& actor, const std::string& how,
+                       std::optional<uid_t> peer);
 
   Result<nlohmann::json> status();
   Result<nlohmann::json> unseal(const Caller& caller, const nlohmann::json& params);
@@ -175,8 +178,11 @@ class KeystoreService {
   std::shared_ptr<const smime::TrustStore> trust_cache_;
 
   std::mutex unseal_mutex_;
-  int failed_unseals_ = 0;
-  std::chrono::steady_clock::time_point next_unseal_{};
+  struct UnsealThrottle {
+    int failures = 0;
+    std::chrono::steady_clock::time_point next{};
+  };
+  std::unordered_map<uid_t, UnsealThrottle> unseal_throttles_;  // by peer uid
 };
 
 std::string describe(const Caller& caller);
