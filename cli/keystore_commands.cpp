@@ -209,6 +209,11 @@ int run_unseal(const UnsealArgs& a) {
 int run_status(const Base& a) {
   const json status = Keystore(a.config).call("status");
   std::cout << (status.value("sealed", true) ? "sealed" : "unsealed") << "\n";
+  // What each gateway did with users' keys since the daemon started.
+  for (const auto& g : status.value("gateways", json::array())) {
+    std::cout << "gateway uid " << g.value("uid", 0) << ": " << g.value("signed", 0) << " signed, " << g.value("unwrapped", 0)
+              << " unwrapped, " << g.value("rate_limited", 0) << " refused by the rate limit\n";
+  }
   return 0;
 }
 

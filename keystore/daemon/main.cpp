@@ -56,7 +56,7 @@ int main(int argc, char** argv) {
 
   auto ctx = mailkms::smime::CryptoContext::create();
   if (!ctx) return fatal(ctx.error().describe());
-  mailkms::keystore::AccessPolicy access{config->gateway_uids, config->gateway_gids};
+  mailkms::keystore::AccessPolicy access{config->gateway_uids, config->gateway_gids, config->gateway_rate_limit};
   mailkms::keystore::KeystoreService::Policies policies;
   policies.users = {config->encryption_key_type, config->signing_key_type, config->certificate_days};
   policies.enrollment = config->enrollment;
@@ -115,7 +115,7 @@ int main(int argc, char** argv) {
     if (!fresh) {
       std::cerr << "mailkms-keystored: reload refused, running configuration kept: " << fresh.error().message << "\n";
     } else {
-      (*service)->set_access({fresh->gateway_uids, fresh->gateway_gids});
+      (*service)->set_access({fresh->gateway_uids, fresh->gateway_gids, fresh->gateway_rate_limit});
       (*service)->set_enrollment(fresh->enrollment);
       if (fresh->database != config->database || fresh->socket != config->socket || fresh->workers != config->workers) {
         std::cerr << "mailkms-keystored: database, socket and workers change only on restart\n";

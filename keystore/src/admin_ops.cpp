@@ -539,6 +539,10 @@ Result<nlohmann::json> KeystoreService::execute(const std::string& op, const nlo
     MAILKMS_CHECK(harvested_.remove(address, actor));
     return done;
   }
+  if (op == "audit-show" || op == "audit-verify") {
+    // Gateways' records are written in batches: what they did up to now is shown.
+    (void)gateway_audit_.flush();
+  }
   if (op == "audit-show") {
     MAILKMS_TRY(records, audit_.read(static_cast<std::uint64_t>(std::max(0, int_param(params, "after", 0))),
                                      static_cast<std::size_t>(int_param(params, "limit", 100))));

@@ -145,6 +145,8 @@ const std::vector<Setting>& settings() {
        }},
       {"gateway_users", [](const toml::node& n, Config& c) { return as_ids(n, "gateway_users", c.gateway_uids, true); }},
       {"gateway_groups", [](const toml::node& n, Config& c) { return as_ids(n, "gateway_groups", c.gateway_gids, false); }},
+      {"gateway_rate_limit",
+       [](const toml::node& n, Config& c) { return as_integer(n, "gateway_rate_limit", 0, 1'000'000, c.gateway_rate_limit); }},
       {"unseal_key_file", [](const toml::node& n, Config& c) { return as_path(n, "unseal_key_file", c.unseal_key_file); }},
       {"idle_timeout_seconds",
        [](const toml::node& n, Config& c) -> Status {

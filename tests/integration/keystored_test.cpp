@@ -802,3 +802,110 @@ TEST_CASE("a user enrolls by mail through the daemon, and the token works once",
   REQUIRE_FALSE(off);
   CHECK(off.error().message.find("enrollment by mail is off") != std::string::npos);
 }
+
+namespace {
+
+// Keeps the signed attributes the engine hands the daemon to sign.
+class RecordingSigner final : public smime::Signer {
+ public:
+  explicit RecordingSigner(RemoteSigner inner) : inner_(std::move(inner)) {}
+  const smime::Certificate& certificate() const override { return inner_.certificate(); }
+  const std::vector<smime::Certificate>& chain() const override { return inner_.chain(); }
+  smime::SignatureScheme scheme() const override { return inner_.scheme(); }
+  smime::Result<std::string> sign(smime::Digest digest, std::string_view to_be_signed) override {
+    signed_attributes = std::string(to_be_signed);
+    return inner_.sign(digest, to_be_signed);
+  }
+  std::string signed_attributes;
+
+ private:
+  RemoteSigner inner_;
+};
+
+Result<nlohmann::json> sign_raw(KeystoreClient& client, const std::string& data) {
+  return client.call("sign", {{"address", "alice@example.org"}, {"digest", "sha256"}, {"data", protocol::base64(data)}});
+}
+
+}  // namespace
+
+TEST_CASE("a gateway gets S/MIME signed attributes signed, nothing else, and each use is audited", "[keystored]") {
+  Daemon daemon;
+  auto client = daemon.client();
+  unseal(client);
+  RecordingSigner signer(must(RemoteSigner::create(client, "alice@example.org")));
+  REQUIRE(smime::sign_message(*test::context(), test::sample_message(), signer, {}));
+  const std::string attributes = signer.signed_attributes;
+  CHECK(sign_raw(client, attributes));
+
+  // A certificate for the gateway's own key, to be signed with alice's.
+  const auto tbs = test::cert("bob").der();
+  const auto certificate = sign_raw(client, tbs);
+  REQUIRE_FALSE(certificate);
+  CHECK(certificate.error().code == Errc::invalid_argument);
+  CHECK(certificate.error().message == "not S/MIME signed attributes: not one SET OF Attribute");
+  // Signed attributes from yesterday: their signingTime is far from now.
+  std::string stale = attributes;
+  const auto at = stale.find(std::string("\x17\x0d", 2));
+  REQUIRE(at != std::string::npos);
+  stale[at + 2] = static_cast<char>(stale[at + 2] - 1);  // ten years back
+  const auto old = sign_raw(client, stale);
+  REQUIRE_FALSE(old);
+  CHECK(old.error().message.find("the signingTime is -") != std::string::npos);
+
+  const std::string carol = must(client.call("login", {{"name", "carol"}, {"password", kAdminPassword}}))["token"];
+  const auto records = must(client.call("audit-show", {{"session", carol}, {"limit", 1000}}));
+  std::vector<std::string> gateway_signs;
+  for (const auto& r : records) {
+    if (r["action"] == "sign" && r["actor"].get<std::string>().starts_with("gateway:uid " + std::to_string(::getuid()))) {
+      gateway_signs.push_back(r["subject"].get<std::string>() + " " + r["outcome"].get<std::string>() + " " +
+                              r["detail"].get<std::string>().substr(0, 30));
+    }
+  }
+  CHECK(gateway_signs == std::vector<std::string>{"alice@example.org ok sha256", "alice@example.org ok sha256",
+                                                  "alice@example.org refused not S/MIME signed attributes: ",
+                                                  "alice@example.org refused not S/MIME signed attributes: "});
+  CHECK(must(client.call("audit-verify", {{"session", carol}}))["intact"] == true);
+}
+
+TEST_CASE("a gateway's unwraps are audited with the key they used", "[keystored]") {
+  Daemon daemon;
+  auto client = daemon.client();
+  unseal(client);
+  const std::vector<std::string> bob{"bob@example.org"};
+  const auto cert = must(lookup_certificates(client, bob)).found.at(0).second.certificate;
+  const std::vector<smime::Recipient> to{{cert, smime::KeyTransport::rsa_oaep_sha256}};
+  const auto encrypted = must(smime::encrypt_message(*test::context(), test::sample_message(), to, {}));
+  RemoteKeyUnwrapper key(client, "bob@example.org", cert);
+  smime::KeyUnwrapper* keys[] = {&key};
+  REQUIRE_FALSE(smime::open_message(*test::context(), encrypted, keys, {}).error);
+
+  const std::string carol = must(client.call("login", {{"name", "carol"}, {"password", kAdminPassword}}))["token"];
+  const auto records = must(client.call("audit-show", {{"session", carol}, {"limit", 1000}}));
+  const auto unwrap = std::find_if(records.begin(), records.end(), [](const auto& r) { return r["action"] == "unwrap"; });
+  REQUIRE(unwrap != records.end());
+  CHECK((*unwrap)["subject"] == "bob@example.org");
+  CHECK((*unwrap)["outcome"] == "ok");
+  CHECK((*unwrap)["detail"] == "key " + cert.serial_hex());
+}
+
+TEST_CASE("a gateway past its rate limit is refused, and counted in the status", "[keystored]") {
+  Daemon daemon("gateway_rate_limit = 5\n");
+  auto client = daemon.client();
+  unseal(client);
+  int limited = 0;
+  for (int i = 0; i < 30; ++i) {
+    const auto r = sign_raw(client, "not signed attributes");
+    REQUIRE_FALSE(r);
+    if (r.error().message.starts_with("rate limit: uid " + std::to_string(::getuid()))) {
+      CHECK(r.error().code == Errc::permission_denied);
+      CHECK(r.error().message.find("more than 5 times a second (keystore.gateway_rate_limit)") != std::string::npos);
+      ++limited;
+    }
+  }
+  CHECK(limited >= 20);
+  const auto status = must(client.call("status", {}));
+  REQUIRE(status["gateways"].size() == 1);
+  CHECK(status["gateways"][0]["uid"] == ::getuid());
+  CHECK(status["gateways"][0]["rate_limited"] == limited);
+  CHECK(status["gateways"][0]["signed"] == 0);
+}

@@ -28,6 +28,7 @@ struct Config {
   std::string user = "mailkms-keystore";
   std::vector<uid_t> gateway_uids;    // gateway_users: names or numbers
   std::vector<gid_t> gateway_gids;    // gateway_groups: names or numbers
+  unsigned gateway_rate_limit = 1000;  // signatures and unwraps a second per gateway uid; 0: none
   std::filesystem::path unseal_key_file;  // unseal at start with this key file, if set
   std::chrono::seconds idle_timeout{300};  // close a connection silent this long
   int workers = 2;                         // threads serving connections and requests
