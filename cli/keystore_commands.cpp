@@ -55,7 +55,7 @@ keystore::Config load(const std::string& config) {
 // The daemon, reached through the configured socket.
 class Keystore {
  public:
-  explicit Keystore(const std::string& config) : client_({load(config).socket, std::chrono::minutes(5), 1}) {}
+  explicit Keystore(const std::string& config) : client_(options(load(config))) {}
 
   json call(std::string_view op, json params = json::object()) {
     return or_fail_keystore(client_.call(op, params), std::string(op));
@@ -71,6 +71,9 @@ class Keystore {
   }
 
  private:
+  static keystore::ClientOptions options(const keystore::Config& config) {
+    return {config.socket, std::chrono::minutes(5), 1, config.user};
+  }
   keystore::KeystoreClient client_;
 };
 
@@ -206,6 +209,11 @@ int run_unseal(const UnsealArgs& a) {
 int run_status(const Base& a) {
   const json status = Keystore(a.config).call("status");
   std::cout << (status.value("sealed", true) ? "sealed" : "unsealed") << "\n";
+  // What each gateway did with users' keys since the daemon started.
+  for (const auto& g : status.value("gateways", json::array())) {
+    std::cout << "gateway uid " << g.value("uid", 0) << ": " << g.value("signed", 0) << " signed, " << g.value("unwrapped", 0)
+              << " unwrapped, " << g.value("rate_limited", 0) << " refused by the rate limit\n";
+  }
   return 0;
 }
 
@@ -636,6 +644,10 @@ std::vector<Command> add_keystore_commands(CLI::App& app) {
       [](const RecoverArgs& a) {
         const Secret password = secret_from(a.password_file, "password for the bundle");
         const json r = Keystore(a.config).admin("users-import", {{"bundle", read_file(a.address)}, {"password", std::string(password.view())}});
+        if (r.value("status", "") == "pending") {
+          pending_or(r, [] {});
+          return 0;
+        }
         for (const auto& s : r.value("skipped", json::array())) std::cout << "already here: " << s.get<std::string>() << "\n";
         std::cout << r.value("imported", 0) << " imported\n";
         return 0;

@@ -146,7 +146,7 @@ struct CertificateReport {
 CertificateReport look_up(const std::string& config, const std::vector<std::string>& addresses) {
   auto loaded = keystore::load_config(config);
   if (!loaded) throw Failure(exit_usage, "cannot read " + config + ": " + loaded.error().message);
-  keystore::KeystoreClient client({loaded->socket, std::chrono::seconds(10), 1});
+  keystore::KeystoreClient client({loaded->socket, std::chrono::seconds(10), 1, loaded->user});
   CertificateReport report;
   auto lookup = keystore::lookup_certificates(client, addresses);
   if (!lookup) {

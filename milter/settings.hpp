@@ -15,7 +15,7 @@ namespace mailkms::milter {
 
 struct Settings {
   // OpenDKIM's forms: unix:/path, local:/path, inet:PORT@HOST, inet6:PORT@HOST.
-  std::string socket = "unix:/run/mailkms/milter.sock";
+  std::string socket = "unix:/run/mailkms-milter/milter.sock";
   mode_t socket_mode = 0660;                 // for unix sockets
   std::optional<uid_t> user;                 // drop to this user after opening the socket
   std::optional<gid_t> group;                // and this group (the MTA's, for a unix socket)

@@ -38,7 +38,7 @@ Gateway::Gateway(Settings settings, std::shared_ptr<const policy::Policy> policy
     : settings_(std::move(settings)),
       policy_(std::move(policy)),
       ctx_(std::move(ctx)),
-      keystore_(keystore::ClientOptions{settings_.keystore_socket, settings_.keystore_timeout, 8}),
+      keystore_(keystore::ClientOptions{settings_.keystore_socket, settings_.keystore_timeout, 8, settings_.keystore_user}),
       certificates_(keystore_, settings_.certificate_ttl, settings_.missing_certificate_ttl),
       trust_(keystore_, settings_.certificate_ttl),
       mark_(mark) {}

@@ -159,6 +159,11 @@ Result<Settings> load_settings(const std::filesystem::path& file) {
   if (const auto* socket = (*document)["keystore"]["socket"].as_string(); socket != nullptr) {
     settings.keystore_socket = socket->get();
   }
+  if (const auto* user = (*document)["keystore"]["user"].as_string(); user != nullptr) {
+    settings.keystore_user = user->get();
+  } else if (const auto* uid = (*document)["keystore"]["user"].as_integer(); uid != nullptr) {
+    settings.keystore_user = std::to_string(uid->get());
+  }
   if (auto problem = conf::read_section<Settings>(*document, "gateway", keys(), settings, file)) {
     return Error{std::move(problem->message)};
   }

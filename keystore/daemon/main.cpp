@@ -14,6 +14,7 @@
 
 #include "mailkms/keystore/config.hpp"
 #include "mailkms/keystore/service.hpp"
+#include "safe_paths.hpp"
 #include "server.hpp"
 
 namespace {
@@ -49,11 +50,13 @@ int main(int argc, char** argv) {
 
   auto config = mailkms::keystore::load_config(config_path);
   if (!config) return fatal(config.error().message);
+  if (auto own = mailkms::keystored::check_own_user(*config); !own) return fatal(own.error().message);
+  if (auto safe = mailkms::keystored::check_safe_paths(*config); !safe) return fatal(safe.error().message);
   harden(config->lock_memory);
 
   auto ctx = mailkms::smime::CryptoContext::create();
   if (!ctx) return fatal(ctx.error().describe());
-  mailkms::keystore::AccessPolicy access{config->gateway_uids, config->gateway_gids};
+  mailkms::keystore::AccessPolicy access{config->gateway_uids, config->gateway_gids, config->gateway_rate_limit};
   mailkms::keystore::KeystoreService::Policies policies;
   policies.users = {config->encryption_key_type, config->signing_key_type, config->certificate_days};
   policies.enrollment = config->enrollment;
@@ -112,7 +115,7 @@ int main(int argc, char** argv) {
     if (!fresh) {
       std::cerr << "mailkms-keystored: reload refused, running configuration kept: " << fresh.error().message << "\n";
     } else {
-      (*service)->set_access({fresh->gateway_uids, fresh->gateway_gids});
+      (*service)->set_access({fresh->gateway_uids, fresh->gateway_gids, fresh->gateway_rate_limit});
       (*service)->set_enrollment(fresh->enrollment);
       if (fresh->database != config->database || fresh->socket != config->socket || fresh->workers != config->workers) {
         std::cerr << "mailkms-keystored: database, socket and workers change only on restart\n";

@@ -3,7 +3,10 @@
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/un.h>
+#include <unistd.h>
 
+#include <cerrno>
+#include <cstring>
 #include <deque>
 #include <iostream>
 
@@ -14,6 +17,13 @@ namespace mailkms::keystored {
 namespace asio = boost::asio;
 using local = asio::local::stream_protocol;
 
+// A peer that pipelines without reading its answers is not read further
+// while this many of its requests run, or this many answers wait for it:
+// the kernel's socket buffers then hold it back. Its memory here stays
+// bounded (one line buffer, these answers), whatever it sends.
+constexpr int kMaxInFlight = 32;
+constexpr std::size_t kMaxQueuedAnswers = 64;
+
 class Session : public std::enable_shared_from_this<Session> {
  public:
   Session(Server& server, local::socket socket, keystore::Caller caller)
@@ -21,6 +31,7 @@ class Session : public std::enable_shared_from_this<Session> {
         socket_(std::move(socket)),
         strand_(asio::make_strand(server.io_)),
         idle_timer_(strand_),
+        drained_(strand_),
         caller_(caller) {}
 
   void start() {
@@ -32,6 +43,8 @@ class Session : public std::enable_shared_from_this<Session> {
       boost::system::error_code ignored;
       self->socket_.shutdown(local::socket::shutdown_receive, ignored);
       self->idle_timer_.cancel();
+      self->stopping_ = true;
+      self->drained_.cancel();
     });
   }
 
@@ -40,6 +53,10 @@ class Session : public std::enable_shared_from_this<Session> {
     std::string buffer;
     arm_idle_timer();
     while (true) {
+      while (backlogged() && !stopping_) {
+        drained_.expires_at(asio::steady_timer::time_point::max());
+        co_await drained_.async_wait(asio::as_tuple(asio::use_awaitable));
+      }
       auto [ec, n] = co_await asio::async_read_until(socket_, asio::dynamic_buffer(buffer, keystore::protocol::kMaxLine),
                                                      '\n', asio::as_tuple(asio::use_awaitable));
       if (ec == asio::error::not_found) {  // a line longer than the limit
@@ -57,6 +74,14 @@ class Session : public std::enable_shared_from_this<Session> {
     reading_done_ = true;
     idle_timer_.cancel();
     finish_if_done();
+  }
+
+  [[nodiscard]] bool backlogged() const {
+    return in_flight_ >= kMaxInFlight || outbox_.size() >= kMaxQueuedAnswers;
+  }
+  // The reader, if it waits for the backlog to drain, may go on.
+  void wake_reader() {
+    if (!backlogged()) drained_.cancel();
   }
 
   // `more` says another request is already waiting behind this one.
@@ -80,6 +105,7 @@ class Session : public std::enable_shared_from_this<Session> {
       asio::post(self->strand_, [self, reply = std::move(reply)] {
         --self->in_flight_;
         self->send(reply);
+        self->wake_reader();
       });
     });
   }
@@ -110,9 +136,11 @@ class Session : public std::enable_shared_from_this<Session> {
     asio::async_write(socket_, asio::buffer(outbox_.front()),
                       asio::bind_executor(strand_, [self = shared_from_this()](boost::system::error_code ec, std::size_t) {
                         self->outbox_.pop_front();
+                        self->wake_reader();
                         if (ec) {
                           self->outbox_.clear();
                           self->writing_ = false;
+                          self->wake_reader();
                           self->finish_if_done();
                           return;
                         }
@@ -143,11 +171,13 @@ class Session : public std::enable_shared_from_this<Session> {
   local::socket socket_;
   asio::strand<asio::io_context::executor_type> strand_;
   asio::steady_timer idle_timer_;
+  asio::steady_timer drained_;  // cancelled when a backlogged reader may go on
   keystore::Caller caller_;
   std::deque<std::string> outbox_;
   bool writing_ = false;
   bool reading_done_ = false;
   bool finished_ = false;
+  bool stopping_ = false;
   int in_flight_ = 0;
 };
 
@@ -155,24 +185,36 @@ Server::Server(asio::io_context& io, keystore::KeystoreService& service, const k
     : io_(io), service_(service), config_(config), acceptor_(io) {}
 
 keystore::Status Server::listen() {
-  // Bound, given its mode and listening under a temporary name, then renamed
-  // over any stale socket from an earlier run: a client never finds one that
-  // refuses it, or one with the umask's mode.
+  // Bound in a directory of its own that only we can enter, born with its
+  // mode (the umask, not a chmod by path that a symbolic link could
+  // redirect), listening, then renamed over any stale socket from an
+  // earlier run: a client never finds one that refuses it, and no one can
+  // swap it on the way. Runs before the worker threads start: the umask is
+  // the process's.
   const std::string path = config_.socket.string();
-  std::string staging = path + ".new";
-  if (staging.size() >= sizeof(sockaddr_un::sun_path)) staging = path;  // no room for the suffix
-  std::error_code ignored;
-  std::filesystem::remove(staging, ignored);
-  const auto failed = [] { return boost::system::error_code(errno, boost::system::system_category()); };
-  boost::system::error_code ec;
-  acceptor_.open(local(), ec);
-  if (!ec) acceptor_.bind(local::endpoint(staging), ec);
-  if (!ec && ::chmod(staging.c_str(), config_.socket_mode) != 0) ec = failed();
-  if (!ec) acceptor_.listen(asio::socket_base::max_listen_connections, ec);
-  if (!ec && staging != path && ::rename(staging.c_str(), path.c_str()) != 0) ec = failed();
-  if (ec) {
+  const auto directory = config_.socket.has_parent_path() ? config_.socket.parent_path() : std::filesystem::path(".");
+  std::string staging_dir = (directory / ".keystored-XXXXXX").string();
+  if (::mkdtemp(staging_dir.data()) == nullptr) {
     return keystore::make_error(keystore::Errc::storage_failed,
-                                "cannot listen on " + config_.socket.string() + ": " + ec.message());
+                                "cannot listen on " + path + ": cannot make a directory beside it: " + std::strerror(errno));
+  }
+  const std::string staging = staging_dir + "/s";
+  boost::system::error_code ec;
+  if (staging.size() >= sizeof(sockaddr_un::sun_path)) ec = asio::error::name_too_long;
+  if (!ec) acceptor_.open(local(), ec);
+  if (!ec) {
+    const mode_t before = ::umask(0777 & ~config_.socket_mode);
+    acceptor_.bind(local::endpoint(staging), ec);
+    ::umask(before);
+  }
+  if (!ec) acceptor_.listen(asio::socket_base::max_listen_connections, ec);
+  if (!ec && ::rename(staging.c_str(), path.c_str()) != 0) ec = boost::system::error_code(errno, boost::system::system_category());
+  ::unlink(staging.c_str());
+  ::rmdir(staging_dir.c_str());
+  if (ec) {
+    boost::system::error_code ignored;
+    acceptor_.close(ignored);
+    return keystore::make_error(keystore::Errc::storage_failed, "cannot listen on " + path + ": " + ec.message());
   }
   asio::co_spawn(io_, accept_loop(), asio::detached);
   return keystore::Ok{};

@@ -21,6 +21,9 @@ const std::map<std::string, std::string, std::less<>>& tasks() {
       {"ca-import-external", "ca-change"},  {"ca-enable", "ca-change"},        {"ca-disable", "ca-change"},
       {"trust-add", "ca-change"},           {"trust-remove", "ca-change"},     {"trust-system", "ca-change"},
       {"revoke", "revoke"},                 {"recover", "recover"},            {"users-export", "recover"},
+      // Importing plants users whose keys the importer holds: as much a
+      // matter for several administrators as taking keys out.
+      {"users-import", "recover"},
   };
   return table;
 }
@@ -36,7 +39,7 @@ bool plain_operation(std::string_view op) {
                                                  "ca-list",     "user-add",    "user-list",    "user-show",
                                                  "user-enable", "user-disable", "user-renew",  "crl",
                                                  "audit-show",  "audit-verify", "approve",     "requests-list", "trust-list",
-                                                 "users-import", "enroll",
+                                                 "enroll",
                                                  "request-fetch", "harvested-list", "harvested-remove"};
   return std::find(ops.begin(), ops.end(), op) != ops.end();
 }
@@ -180,6 +183,9 @@ Result<nlohmann::json> KeystoreService::open_request(const std::string& op, cons
   // behind the barrier with the rest.
   nlohmann::json shown = params;
   shown.erase("password");
+  if (const auto bundle = shown.find("bundle"); bundle != shown.end() && bundle->is_string()) {
+    *bundle = std::to_string(bundle->get_ref<const std::string&>().size()) + " bytes";  // sealed by its password
+  }
   const nlohmann::json record{{"id", safe_id},          {"op", op},
                               {"task", task},           {"requested_by", admin},
                               {"approvals", {admin}},   {"required", required},
@@ -532,6 +538,10 @@ Result<nlohmann::json> KeystoreService::execute(const std::string& op, const nlo
     MAILKMS_TRY(address, text_param(params, "address"));
     MAILKMS_CHECK(harvested_.remove(address, actor));
     return done;
+  }
+  if (op == "audit-show" || op == "audit-verify") {
+    // Gateways' records are written in batches: what they did up to now is shown.
+    (void)gateway_audit_.flush();
   }
   if (op == "audit-show") {
     MAILKMS_TRY(records, audit_.read(static_cast<std::uint64_t>(std::max(0, int_param(params, "after", 0))),

@@ -68,20 +68,85 @@ Result<Head> read_head(Barrier& barrier) {
 
 std::string AuditLog::fingerprint(std::string_view secret) { return "sha256:" + hex_sha256(secret).substr(0, 16); }
 
-Status AuditLog::append(const AuditEvent& event) {
+Status AuditLog::append(const AuditEvent& event) { return append_all({event}); }
+
+Status AuditLog::append_all(const std::vector<AuditEvent>& events) {
+  if (events.empty()) return Ok{};
   return storage_.transaction([&]() -> Status {
     MAILKMS_TRY(head, read_head(barrier_));
-    AuditRecord r;
-    r.sequence = head.sequence + 1;
-    r.time = std::time(nullptr);
-    r.event = event;
-    r.previous_hash = head.hash;
-    r.hash = hash_of(r);
-    nlohmann::json j = body_of(r);
-    j["hash"] = r.hash;
-    MAILKMS_CHECK(storage_.put(key_for(r.sequence), j.dump()));
-    return barrier_.put(kHead, std::to_string(r.sequence) + ":" + r.hash);
+    const std::time_t now = std::time(nullptr);
+    for (const AuditEvent& event : events) {
+      AuditRecord r;
+      r.sequence = head.sequence + 1;
+      r.time = now;
+      r.event = event;
+      r.previous_hash = head.hash;
+      r.hash = hash_of(r);
+      nlohmann::json j = body_of(r);
+      j["hash"] = r.hash;
+      MAILKMS_CHECK(storage_.put(key_for(r.sequence), j.dump()));
+      head = {r.sequence, r.hash};
+    }
+    return barrier_.put(kHead, std::to_string(head.sequence) + ":" + head.hash);
   });
+}
+
+AuditBatcher::AuditBatcher(AuditLog& log) : log_(log), thread_([this] { run(); }) {}
+
+AuditBatcher::~AuditBatcher() {
+  {
+    const std::lock_guard lock(mutex_);
+    stopping_ = true;
+  }
+  wake_.notify_all();
+  thread_.join();
+}
+
+Status AuditBatcher::queue(AuditEvent event) {
+  const std::lock_guard lock(mutex_);
+  if (failure_ || queued_.size() >= kMaxQueued) {
+    return make_error(Errc::storage_failed,
+                      "the audit log cannot be written" + (failure_ ? ": " + failure_->message : std::string()));
+  }
+  queued_.push_back(std::move(event));
+  return Ok{};
+}
+
+Status AuditBatcher::flush() {
+  std::unique_lock lock(mutex_);
+  wake_.wait(lock, [&] { return !writing_; });  // what the writer holds is in the log after this
+  return write_queued(lock);
+}
+
+// Called with the lock held; writes without it, so queue() never waits
+// for the database.
+Status AuditBatcher::write_queued(std::unique_lock<std::mutex>& lock) {
+  if (queued_.empty()) return failure_ ? Status(*failure_) : Status(Ok{});
+  std::vector<AuditEvent> batch;
+  batch.swap(queued_);
+  writing_ = true;
+  lock.unlock();
+  Status written = log_.append_all(batch);
+  lock.lock();
+  writing_ = false;
+  if (written) {
+    failure_.reset();
+  } else {
+    failure_ = written.error();
+    batch.insert(batch.end(), std::make_move_iterator(queued_.begin()), std::make_move_iterator(queued_.end()));
+    queued_ = std::move(batch);  // kept, in order, for the next try
+  }
+  wake_.notify_all();
+  return written;
+}
+
+void AuditBatcher::run() {
+  std::unique_lock lock(mutex_);
+  while (!stopping_) {
+    wake_.wait_for(lock, kFlushInterval, [&] { return stopping_; });
+    if (!writing_) (void)write_queued(lock);
+  }
+  if (!writing_) (void)write_queued(lock);
 }
 
 Result<std::vector<AuditRecord>> AuditLog::read(std::uint64_t after_sequence, std::size_t limit) {

@@ -2,6 +2,7 @@
 
 #include <fcntl.h>
 #include <poll.h>
+#include <pwd.h>
 #include <sys/socket.h>
 #include <sys/un.h>
 #include <unistd.h>
@@ -9,6 +10,7 @@
 #include <openssl/crypto.h>
 
 #include <cerrno>
+#include <cstdlib>
 #include <cstring>
 
 #include "mailkms/keystore/protocol.hpp"
@@ -103,6 +105,18 @@ smime::Error to_smime(const Error& e) {
 
 }  // namespace
 
+std::optional<uid_t> resolve_user(const std::string& user) {
+  if (!user.empty() && user.find_first_not_of("0123456789") == std::string::npos) {
+    errno = 0;
+    const unsigned long long uid = std::strtoull(user.c_str(), nullptr, 10);
+    if (errno != 0 || uid >= static_cast<unsigned long long>(static_cast<uid_t>(-1))) return std::nullopt;
+    return static_cast<uid_t>(uid);
+  }
+  const passwd* pw = ::getpwnam(user.c_str());
+  if (pw == nullptr) return std::nullopt;
+  return pw->pw_uid;
+}
+
 KeystoreClient::~KeystoreClient() {
   for (const int fd : idle_) ::close(fd);
 }
@@ -131,7 +145,25 @@ Result<KeystoreClient::Connection> KeystoreClient::take_connection() {
     ::close(fd);
     return unavailable("cannot connect to " + path + ": " + why);
   }
+  if (auto served = check_server(fd); !served) {
+    ::close(fd);
+    return std::move(served).error();
+  }
   return Connection{fd, false};
+}
+
+Status KeystoreClient::check_server(int fd) const {
+  ucred peer{};
+  socklen_t length = sizeof peer;
+  if (::getsockopt(fd, SOL_SOCKET, SO_PEERCRED, &peer, &length) != 0) {
+    return unavailable(std::string("cannot tell who serves the socket: ") + std::strerror(errno));
+  }
+  // Root may serve it: root can read the keystore's files anyway.
+  if (peer.uid == 0 || (server_uid_ && peer.uid == *server_uid_)) return Ok{};
+  return unavailable(options_.socket.string() + " is served by uid " + std::to_string(peer.uid) + ", not by " +
+                     options_.server_user +
+                     (server_uid_ ? " (uid " + std::to_string(*server_uid_) + ")" : " (no such user)") +
+                     " or root: nothing was sent to it");
 }
 
 void KeystoreClient::drop_idle() {

@@ -2,6 +2,7 @@
 
 #include <grp.h>
 #include <pwd.h>
+#include <sys/stat.h>
 
 #include <algorithm>
 #include <functional>
@@ -119,14 +120,33 @@ const std::vector<Setting>& settings() {
            std::size_t used = 0;
            const unsigned long mode = std::stoul(s->get(), &used, 8);
            if (used != s->get().size() || mode > 0777) return wrong(n, "socket_mode", "an octal mode like \"0660\"");
+           // Peer credentials decide what a connection may do, but a socket
+           // anyone can reach lets anyone race administrators' unseals and
+           // fill the daemon's queues.
+           if ((mode & S_IRWXO) != 0) {
+             return wrong(n, "socket_mode", "a mode that gives others nothing, like \"0660\", not \"" + s->get() + "\"");
+           }
            c.socket_mode = static_cast<mode_t>(mode);
          } catch (const std::exception&) {
            return wrong(n, "socket_mode", "an octal mode like \"0660\"");
          }
          return mailkms::Ok{};
        }},
+      {"user",
+       [](const toml::node& n, Config& c) -> Status {
+         if (const auto* number = n.as_integer(); number != nullptr && number->get() >= 0) {
+           c.user = std::to_string(number->get());
+           return mailkms::Ok{};
+         }
+         const auto* s = n.as_string();
+         if (s == nullptr || s->get().empty()) return wrong(n, "user", "a user name or uid");
+         c.user = s->get();
+         return mailkms::Ok{};
+       }},
       {"gateway_users", [](const toml::node& n, Config& c) { return as_ids(n, "gateway_users", c.gateway_uids, true); }},
       {"gateway_groups", [](const toml::node& n, Config& c) { return as_ids(n, "gateway_groups", c.gateway_gids, false); }},
+      {"gateway_rate_limit",
+       [](const toml::node& n, Config& c) { return as_integer(n, "gateway_rate_limit", 0, 1'000'000, c.gateway_rate_limit); }},
       {"unseal_key_file", [](const toml::node& n, Config& c) { return as_path(n, "unseal_key_file", c.unseal_key_file); }},
       {"idle_timeout_seconds",
        [](const toml::node& n, Config& c) -> Status {

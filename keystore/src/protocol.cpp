@@ -41,6 +41,17 @@ bool nests_too_deep(std::string_view line) {
   return false;
 }
 
+std::size_t kek_length_of(smime::KeyAgreementInput::Wrap wrap) {
+  using Wrap = smime::KeyAgreementInput::Wrap;
+  switch (wrap) {
+    case Wrap::aes128: return 16;
+    case Wrap::aes192: return 24;
+    case Wrap::aes256: return 32;
+    case Wrap::des_ede3: return 24;
+  }
+  return 0;
+}
+
 }  // namespace
 
 ParsedRequest parse_request(std::string_view line) {
@@ -214,7 +225,8 @@ Result<smime::WrappedKey> wrapped_key_from_json(const nlohmann::json& j) {
       in.kdf_digest = *kdf;
       in.wrap = static_cast<smime::KeyAgreementInput::Wrap>(wrap);
       in.kek_length = j.at("kek_length").get<std::size_t>();
-      if (in.kek_length != 16 && in.kek_length != 24 && in.kek_length != 32) return bad;
+      // The wrap algorithm fixes the KEK's length: a shorter one would be read past.
+      if (in.kek_length != kek_length_of(in.wrap)) return bad;
       return smime::WrappedKey{std::move(in)};
     }
   } catch (const nlohmann::json::exception&) {

@@ -5,6 +5,7 @@
 #include <algorithm>
 
 #include "mailkms/smime/sign.hpp"
+#include "mailkms/smime/signed_attributes.hpp"
 
 namespace mailkms::keystore {
 namespace {
@@ -18,6 +19,9 @@ Result<std::string> string_param(const nlohmann::json& params, const char* name)
   }
   return it->get<std::string>();
 }
+
+// How far a signingTime a gateway sends may be from our clock.
+constexpr std::chrono::seconds kSigningTimeSkew{300};
 
 // A certificate's chain is what a signature may carry: a handful, not hundreds.
 constexpr std::size_t kMaxChain = 8;
@@ -82,7 +86,8 @@ KeystoreService::KeystoreService(std::unique_ptr<SqliteStorage> storage, smime::
       admins_(*storage_, audit_, policies.admins),
       harvested_(*storage_, barrier_, audit_),
       pkcs12_(policies.pkcs12),
-      enrollment_(*storage_, barrier_, audit_, ca_, users_, ctx_, policies.pkcs12, std::move(policies.enrollment)) {}
+      enrollment_(*storage_, barrier_, audit_, ca_, users_, ctx_, policies.pkcs12, std::move(policies.enrollment)),
+      gateway_audit_(audit_) {}
 
 Result<std::unique_ptr<KeystoreService>> KeystoreService::open(const std::filesystem::path& database,
                                                                smime::CryptoContextPtr ctx, AccessPolicy access,
@@ -159,14 +164,68 @@ Result<nlohmann::json> KeystoreService::handle(const Caller& caller, const proto
   }
   if (barrier_.sealed()) return make_error(Errc::sealed, "the keystore is sealed");
   if (request.op == op::lookup_certificates) return lookup_certificates(request.params);
-  if (request.op == op::signing_identity) return signing_identity(request.params);
-  if (request.op == op::sign) return sign(request.params);
   if (request.op == "trust-anchors") return trust_anchors();
   if (request.op == "crls") return crls();
-  if (request.op == op::remember_certificate) return remember_certificate(request.params);
+  // Redemption audits itself, each outcome with its reason.
   if (request.op == op::redeem_token) return redeem_token(caller, request.params);
+  if (request.op == op::signing_identity) return audited(caller, request, signing_identity(request.params));
+  if (request.op == op::remember_certificate) return audited(caller, request, remember_certificate(request.params));
   if (request.op == op::check_mail_mark) return check_mail_mark(caller, request.params);
-  return unwrap(request.params);
+  MAILKMS_CHECK(take_key_use(caller));
+  if (request.op == op::sign) return audited(caller, request, sign(request.params));
+  return audited(caller, request, unwrap(request.params));
+}
+
+Status KeystoreService::take_key_use(const Caller& caller) {
+  unsigned rate = 0;
+  {
+    const std::shared_lock lock(access_mutex_);
+    rate = access_.key_uses_per_second;
+  }
+  const auto now = std::chrono::steady_clock::now();
+  const std::lock_guard lock(gateway_use_mutex_);
+  GatewayUse& use = gateway_use_[caller.uid];
+  if (rate == 0) return Ok{};
+  // A token bucket a second deep: bursts up to the rate, then the rate.
+  const double elapsed = std::chrono::duration<double>(now - use.refilled).count();
+  use.tokens = use.tokens < 0 ? rate : std::min<double>(rate, use.tokens + elapsed * rate);
+  use.refilled = now;
+  if (use.tokens < 1) {
+    ++use.rate_limited;  // counted, not audited one by one: a flood must not fill the log
+    return make_error(Errc::permission_denied, "rate limit: " + describe(caller) + " used users' keys more than " +
+                                                   std::to_string(rate) +
+                                                   " times a second (keystore.gateway_rate_limit); try again shortly");
+  }
+  use.tokens -= 1;
+  return Ok{};
+}
+
+Result<nlohmann::json> KeystoreService::audited(const Caller& caller, const protocol::Request& request,
+                                                Result<nlohmann::json> result) {
+  const auto& p = request.params;
+  const auto text = [&](const char* name) {
+    const auto it = p.find(name);
+    return it != p.end() && it->is_string() ? it->get<std::string>() : std::string();
+  };
+  AuditEvent event{"gateway:" + describe(caller), request.op, text("address"), result ? "ok" : "refused", ""};
+  if (!result) {
+    event.detail = result.error().message;
+  } else if (request.op == protocol::op::sign) {
+    event.detail = text("digest");
+  } else if (request.op == protocol::op::unwrap) {
+    event.detail = "key " + text("serial");
+  } else if (request.op == protocol::op::remember_certificate) {
+    const bool stored = result->value("stored", false);
+    event.outcome = stored ? "ok" : "not stored";
+    event.detail = stored ? "harvested" : result->value("reason", "");
+  }
+  MAILKMS_CHECK(gateway_audit_.queue(std::move(event)));
+  if (result && (request.op == protocol::op::sign || request.op == protocol::op::unwrap)) {
+    const std::lock_guard lock(gateway_use_mutex_);
+    auto& use = gateway_use_[caller.uid];
+    ++(request.op == protocol::op::sign ? use.signed_count : use.unwrapped);
+  }
+  return result;
 }
 
 Result<nlohmann::json> KeystoreService::check_mail_mark(const Caller& caller, const nlohmann::json& params) {
@@ -184,20 +243,38 @@ Result<nlohmann::json> KeystoreService::check_mail_mark(const Caller& caller, co
 }
 
 Result<nlohmann::json> KeystoreService::status() {
-  return nlohmann::json{{"sealed", barrier_.sealed()}};
+  nlohmann::json gateways = nlohmann::json::array();
+  {
+    const std::lock_guard lock(gateway_use_mutex_);
+    for (const auto& [uid, use] : gateway_use_) {
+      gateways.push_back({{"uid", uid},
+                          {"signed", use.signed_count},
+                          {"unwrapped", use.unwrapped},
+                          {"rate_limited", use.rate_limited}});
+    }
+  }
+  return nlohmann::json{{"sealed", barrier_.sealed()}, {"gateways", std::move(gateways)}};
 }
 
-Status KeystoreService::finish_unseal(Result<smime::SecretBytes> master, const std::string& actor, const std::string& how) {
+Status KeystoreService::finish_unseal(Result<smime::SecretBytes> master, const std::string& actor, const std::string& how,
+                                     std::optional<uid_t> peer) {
   const std::lock_guard lock(unseal_mutex_);
   if (!master) {
-    // Each wrong secret doubles the wait before the next attempt (to 60 s).
-    ++failed_unseals_;
-    next_unseal_ = std::chrono::steady_clock::now() + std::chrono::seconds(std::min(60, 1 << std::min(failed_unseals_, 6)));
+    // Each wrong secret doubles the wait before that peer's next attempt
+    // (to 60 s). Per peer: anyone who can reach the socket could otherwise
+    // keep the administrators from unsealing by guessing all the time.
+    if (peer) {
+      if (unseal_throttles_.size() >= 4096 && !unseal_throttles_.contains(*peer)) unseal_throttles_.clear();
+      UnsealThrottle& throttle = unseal_throttles_[*peer];
+      ++throttle.failures;
+      throttle.next = std::chrono::steady_clock::now() + std::chrono::seconds(std::min(60, 1 << std::min(throttle.failures, 6)));
+    }
     return std::move(master).error();
   }
   MAILKMS_CHECK(barrier_.unseal(std::move(*master)));
-  const int failures = failed_unseals_;
-  failed_unseals_ = 0;
+  int failures = 0;
+  for (const auto& [uid, throttle] : unseal_throttles_) failures += throttle.failures;
+  unseal_throttles_.clear();
   const Status audited = audit_.append({actor, "unseal", "keystore", "ok",
                                         how + (failures > 0 ? ", after " + std::to_string(failures) + " wrong attempt(s)" : "")});
   if (!audited) barrier_.seal();  // an unseal that cannot be audited does not happen
@@ -209,9 +286,11 @@ Result<nlohmann::json> KeystoreService::unseal(const Caller& caller, const nlohm
   {
     const std::lock_guard lock(unseal_mutex_);
     const auto now = std::chrono::steady_clock::now();
-    if (now < next_unseal_) {
-      const auto wait = std::chrono::duration_cast<std::chrono::seconds>(next_unseal_ - now).count() + 1;
-      return make_error(Errc::permission_denied, "too many wrong attempts: try again in " + std::to_string(wait) + " s");
+    const auto throttle = unseal_throttles_.find(caller.uid);
+    if (throttle != unseal_throttles_.end() && now < throttle->second.next) {
+      const auto wait = std::chrono::duration_cast<std::chrono::seconds>(throttle->second.next - now).count() + 1;
+      return make_error(Errc::permission_denied, "too many wrong attempts from " + describe(caller) + ": try again in " +
+                                                     std::to_string(wait) + " s");
     }
   }
   MAILKMS_TRY(record, seal_record());
@@ -232,13 +311,14 @@ Result<nlohmann::json> KeystoreService::unseal(const Caller& caller, const nlohm
     how = std::to_string(texts.size()) + " shares";
   }
   if (!master && master.error().code == Errc::invalid_argument) return std::move(master).error();
-  MAILKMS_CHECK(finish_unseal(std::move(master), describe(caller), how));
+  MAILKMS_CHECK(finish_unseal(std::move(master), describe(caller), how, caller.uid));
   return nlohmann::json{{"sealed", false}};
 }
 
 Status KeystoreService::unseal_with_key_file(const std::filesystem::path& path) {
   MAILKMS_TRY(record, seal_record());
-  return finish_unseal(keystore::unseal_with_key_file(record, path), "mailkms-keystored", "key file " + path.string());
+  return finish_unseal(keystore::unseal_with_key_file(record, path), "mailkms-keystored", "key file " + path.string(),
+                       std::nullopt);
 }
 
 Result<nlohmann::json> KeystoreService::lookup_certificates(const nlohmann::json& params) {
@@ -378,6 +458,11 @@ Result<nlohmann::json> KeystoreService::sign(const nlohmann::json& params) {
   if (data.size() > 64 * 1024) return make_error(Errc::invalid_argument, "signed attributes larger than 64 KiB");
   const auto digest = smime::parse_digest(digest_name);
   if (!digest || smime::is_weak(*digest)) return make_error(Errc::invalid_argument, "unsupported digest " + digest_name);
+  // Users' keys sign mail, nothing else: not a certificate request, not a
+  // TLS handshake, not whatever a gateway (perhaps compromised) hands us.
+  if (auto attributes = smime::check_signed_attributes(data, *digest, std::time(nullptr), kSigningTimeSkew); !attributes) {
+    return make_error(Errc::invalid_argument, attributes.error().message);
+  }
   MAILKMS_TRY(user, users_.get(address));
   if (!user.enabled) return make_error(Errc::permission_denied, user.address + " is disabled");
   MAILKMS_TRY(current, ca_.summary(user.signing_serial));

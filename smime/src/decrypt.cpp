@@ -63,6 +63,19 @@ Result<SecretBytes> unwrap_key_transport(const CryptoContext& ctx, EVP_PKEY* key
   return SecretBytes(std::move(out));
 }
 
+// The key length each wrap algorithm takes. The two travel apart (the
+// keystore's protocol carries both), so they are checked to agree: a
+// shorter KEK would be read past its end.
+std::size_t kek_length_of(KeyAgreementInput::Wrap wrap) {
+  switch (wrap) {
+    case KeyAgreementInput::Wrap::aes128: return 16;
+    case KeyAgreementInput::Wrap::aes192: return 24;
+    case KeyAgreementInput::Wrap::aes256: return 32;
+    case KeyAgreementInput::Wrap::des_ede3: return 24;
+  }
+  return 0;
+}
+
 // ECC-CMS-SharedInfo (RFC 5753 §7.2), the X9.63 KDF's "info".
 std::string shared_info(const KeyAgreementInput& in) {
   std::string fields = in.key_wrap_algorithm;
@@ -77,6 +90,11 @@ std::string shared_info(const KeyAgreementInput& in) {
 }
 
 Result<SecretBytes> unwrap_key_agreement(const CryptoContext& ctx, EVP_PKEY* key, const KeyAgreementInput& in) {
+  if (in.kek_length != kek_length_of(in.wrap)) {
+    return make_error(Errc::invalid_argument, "a KEK of " + std::to_string(in.kek_length) +
+                                                  " bytes for a key wrap that takes " +
+                                                  std::to_string(kek_length_of(in.wrap)));
+  }
   char group[80] = {};
   std::size_t group_length = 0;
   if (EVP_PKEY_get_utf8_string_param(key, OSSL_PKEY_PARAM_GROUP_NAME, group, sizeof group, &group_length) != 1) {
@@ -200,12 +218,13 @@ Result<WrappedKey> wrapped_key_for(const detail::RecipientEntry& entry, std::siz
   }
   MAILKMS_TRY(wrap, parse_algorithm(algorithm.parameters));
   switch (wrap.nid) {
-    case NID_id_aes128_wrap: in.wrap = KeyAgreementInput::Wrap::aes128; in.kek_length = 16; break;
-    case NID_id_aes192_wrap: in.wrap = KeyAgreementInput::Wrap::aes192; in.kek_length = 24; break;
-    case NID_id_aes256_wrap: in.wrap = KeyAgreementInput::Wrap::aes256; in.kek_length = 32; break;
-    case NID_id_smime_alg_CMS3DESwrap: in.wrap = KeyAgreementInput::Wrap::des_ede3; in.kek_length = 24; break;
+    case NID_id_aes128_wrap: in.wrap = KeyAgreementInput::Wrap::aes128; break;
+    case NID_id_aes192_wrap: in.wrap = KeyAgreementInput::Wrap::aes192; break;
+    case NID_id_aes256_wrap: in.wrap = KeyAgreementInput::Wrap::aes256; break;
+    case NID_id_smime_alg_CMS3DESwrap: in.wrap = KeyAgreementInput::Wrap::des_ede3; break;
     default: return make_error(Errc::unsupported_algorithm, "key wrap algorithm " + std::string(OBJ_nid2sn(wrap.nid)));
   }
+  in.kek_length = kek_length_of(in.wrap);
   in.key_wrap_algorithm = algorithm.parameters;
   return WrappedKey{in};
 }

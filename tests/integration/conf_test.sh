@@ -35,9 +35,25 @@ mkdir postfix
 grep -v '^#' "$conf/postfix-main.cf" | grep -v '^$' > postfix/main.cf
 cp /etc/postfix/master.cf postfix/
 run postconf -c postfix -n
-t "Postfix accepts the main.cf snippet" '[[ $rc == 0 ]] && ! [ -s err ] && grep -qx "milter_default_action = tempfail" out && grep -qx "smtpd_milters = unix:/run/mailkms/milter.sock" out'
+t "Postfix accepts the main.cf snippet" '[[ $rc == 0 ]] && ! [ -s err ] && grep -qx "milter_default_action = tempfail" out && grep -qx "smtpd_milters = unix:/run/mailkms-milter/milter.sock" out'
 check "the Sendmail line declares the milter with tempfail on failure" \
-  grep -q "^INPUT_MAIL_FILTER(\`mailkms', \`S=unix:/run/mailkms/milter.sock, F=T" "$conf/sendmail.mc"
+  grep -q "^INPUT_MAIL_FILTER(\`mailkms', \`S=unix:/run/mailkms-milter/milter.sock, F=T" "$conf/sendmail.mc"
+# Each daemon owns its runtime directory: systemd gives a directory two
+# units name to whichever starts last, and the owner of the keystore
+# socket's directory could serve its own socket there.
+unit_setting() { sed -n "s/^$1=//p" "$conf/systemd/$2.service"; }
+keystore_dir=$(unit_setting RuntimeDirectory mailkms-keystored)
+milter_dir=$(unit_setting RuntimeDirectory mailkms-milter)
+t "each daemon has a runtime directory of its own, and its socket is in it" \
+  '[ -n "$keystore_dir" ] && [ -n "$milter_dir" ] && [ "$keystore_dir" != "$milter_dir" ] &&
+   grep -qx "socket = \"/run/$keystore_dir/keystore.sock\"" "$conf/mailkms.conf" &&
+   grep -qx "socket = \"unix:/run/$milter_dir/milter.sock\"" "$conf/mailkms.conf"'
+keystore_group=$(unit_setting Group mailkms-keystored)
+milter_group=$(unit_setting Group mailkms-milter)
+t "the MTA joins the milter socket's group, never the keystore's" \
+  '[ "$keystore_group" != "$milter_group" ] && grep -qx "#   usermod -aG $milter_group postfix" "$conf/postfix-main.cf" &&
+   grep -qx "SupplementaryGroups=$keystore_group" "$conf/systemd/mailkms-milter.service" &&
+   [ "$(unit_setting User mailkms-keystored)" = "$(sed -n "s/^user = \"\(.*\)\"$/\1/p" "$conf/mailkms.conf" | head -n 1)" ]'
 for unit in "$conf"/systemd/*.service; do
   check "$(basename "$unit") starts its daemon in the foreground with the shared config" \
     grep -q '^ExecStart=/usr/sbin/mailkms-[a-z]* --config /etc/mailkms/mailkms.conf --foreground$' "$unit"

@@ -5,6 +5,7 @@
 #include <catch2/catch.hpp>
 
 #include <poll.h>
+#include <grp.h>
 #include <pwd.h>
 #include <signal.h>
 #include <sys/socket.h>
@@ -42,7 +43,7 @@ const std::string kAdminPassword = "carol's long password";
 class Daemon {
  public:
   explicit Daemon(const std::string& extra_config = "") {
-    chmod(dir.path("").c_str(), 0755);  // so a test client running as nobody can reach the socket
+    chmod(dir.path("").c_str(), 0755);  // so a test client running as nobody, in root's group, can reach the socket
     {
       auto record = must(seal_with_passphrase(ok_master(), kPassphrase, {1 << 10, 8, 1}));
       KeystoreService::Policies policies;
@@ -59,7 +60,7 @@ class Daemon {
     test::write_file(dir.path("mailkms.conf"), "[keystore]\n"
                                                "database = \"" + database().string() + "\"\n"
                                                "socket = \"" + socket().string() + "\"\n"
-                                               "socket_mode = \"0666\"\n"
+                                               "socket_mode = \"0660\"\n"
                                                "lock_memory = false\n" + extra_config);
     start();
   }
@@ -349,8 +350,10 @@ TEST_CASE("bad input gets an answer, not a crash", "[keystored]") {
 
 namespace {
 
-// What "signing-identity" answers to the user nobody: "ok" or an error code.
-std::string as_nobody(const Daemon& daemon) {
+// What `op` answers to the user nobody (in the socket's group, root's):
+// "ok" or an error code.
+std::string as_nobody(const Daemon& daemon, const std::string& op = "signing-identity",
+                      const nlohmann::json& params = {{"address", "alice@example.org"}}) {
   const passwd* nobody = ::getpwnam("nobody");
   REQUIRE(nobody != nullptr);
   int pipe_fds[2];
@@ -358,9 +361,10 @@ std::string as_nobody(const Daemon& daemon) {
   const pid_t child = ::fork();
   if (child == 0) {
     ::close(pipe_fds[0]);
-    if (::setgid(nobody->pw_gid) != 0 || ::setuid(nobody->pw_uid) != 0) ::_exit(2);
+    const gid_t socket_group = 0;
+    if (::setgroups(1, &socket_group) != 0 || ::setgid(nobody->pw_gid) != 0 || ::setuid(nobody->pw_uid) != 0) ::_exit(2);
     KeystoreClient client({daemon.socket(), 5s, 1});
-    const auto r = client.call("signing-identity", {{"address", "alice@example.org"}});
+    const auto r = client.call(op, params);
     const std::string code = r ? "ok" : std::string(to_string(r.error().code));
     (void)!::write(pipe_fds[1], code.data(), code.size());
     ::_exit(0);
@@ -393,6 +397,153 @@ TEST_CASE("only gateways may use keys, as the configuration says, reloaded on SI
   daemon.reload();
   CHECK(as_nobody(daemon) == "ok");
   CHECK(daemon.log().find("reload refused") != std::string::npos);
+}
+
+TEST_CASE("one peer's wrong passphrases do not keep another from unsealing", "[keystored]") {
+  Daemon daemon;
+  const nlohmann::json wrong{{"passphrase", "not the passphrase at all"}};
+  CHECK(as_nobody(daemon, "unseal", wrong) == "wrong_secret");
+  CHECK(as_nobody(daemon, "unseal", wrong) == "permission_denied");  // nobody waits
+  auto client = daemon.client();
+  unseal(client);  // root does not
+  CHECK(must(client.call("status", {}))["sealed"] == false);
+  CHECK(daemon.log().find(kPassphrase) == std::string::npos);
+}
+
+TEST_CASE("a client that pipelines without reading is held back, and what it got in is answered", "[keystored]") {
+  Daemon daemon;
+  const int fd = ::socket(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK, 0);
+  sockaddr_un address{};
+  address.sun_family = AF_UNIX;
+  std::strcpy(address.sun_path, daemon.socket().c_str());
+  REQUIRE(::connect(fd, reinterpret_cast<sockaddr*>(&address), sizeof address) == 0);
+  constexpr std::uint64_t kRequests = 100'000;
+  std::string stream;
+  for (std::uint64_t id = 1; id <= kRequests; ++id) {
+    stream += protocol::encode_request({id, "status", nlohmann::json::object()});
+  }
+  // Writes until the daemon stops taking requests for 10 s (it holds the
+  // client back) or all are in: a daemon that reads on, however slowly
+  // under a sanitizer, takes them all and queues every answer.
+  std::size_t sent = 0;
+  bool held_back = false;
+  while (sent < stream.size()) {
+    pollfd p{fd, POLLOUT, 0};
+    if (::poll(&p, 1, 10000) == 0) {
+      held_back = true;
+      break;
+    }
+    const ssize_t n = ::send(fd, stream.data() + sent, stream.size() - sent, MSG_NOSIGNAL);
+    if (n > 0) sent += static_cast<std::size_t>(n);
+  }
+  const auto complete = static_cast<std::size_t>(std::count(stream.begin(), stream.begin() + static_cast<std::ptrdiff_t>(sent), '\n'));
+  CHECK(held_back);
+  CHECK(complete < kRequests);
+  // Every complete request gets its answer once the client reads.
+  ::shutdown(fd, SHUT_WR);
+  std::string answers;
+  char buffer[65536];
+  for (;;) {
+    pollfd p{fd, POLLIN, 0};
+    if (::poll(&p, 1, 10000) <= 0) break;
+    const ssize_t n = ::recv(fd, buffer, sizeof buffer, 0);
+    if (n <= 0) break;
+    answers.append(buffer, static_cast<std::size_t>(n));
+  }
+  ::close(fd);
+  CHECK(static_cast<std::size_t>(std::count(answers.begin(), answers.end(), '\n')) == complete);
+  INFO(answers.substr(0, 200));
+  CHECK(answers.find("\"id\":" + std::to_string(complete) + ",") != std::string::npos);
+  CHECK(answers.find("error") == std::string::npos);
+}
+
+namespace {
+
+// A socket served by the user nobody, as anyone who could write the
+// keystore's socket directory could serve one: it accepts `connections`
+// connections and reports, for each, how many bytes it received.
+class ForeignServer {
+ public:
+  ForeignServer(const std::filesystem::path& socket, int connections) {
+    int ready[2];
+    REQUIRE(::pipe(ready) == 0);
+    REQUIRE(::pipe(received_) == 0);
+    const passwd* nobody = ::getpwnam("nobody");
+    REQUIRE(nobody != nullptr);
+    pid_ = ::fork();
+    if (pid_ == 0) serve(socket, connections, nobody, ready[1]);
+    ::close(ready[1]);
+    ::close(received_[1]);
+    char byte = 0;
+    REQUIRE(::read(ready[0], &byte, 1) == 1);
+    ::close(ready[0]);
+  }
+  ~ForeignServer() {
+    ::kill(pid_, SIGKILL);
+    ::waitpid(pid_, nullptr, 0);
+    ::close(received_[0]);
+  }
+  // The bytes the next connection brought.
+  long next_received() {
+    std::string line;
+    char c = 0;
+    while (::read(received_[0], &c, 1) == 1 && c != '\n') line += c;
+    return line.empty() ? -1 : std::stol(line);
+  }
+
+ private:
+  [[noreturn]] void serve(const std::filesystem::path& socket, int connections, const passwd* nobody, int ready) {
+    if (::setgid(nobody->pw_gid) != 0 || ::setuid(nobody->pw_uid) != 0) ::_exit(2);
+    const int listener = ::socket(AF_UNIX, SOCK_STREAM, 0);
+    sockaddr_un address{};
+    address.sun_family = AF_UNIX;
+    std::strcpy(address.sun_path, socket.c_str());
+    if (::bind(listener, reinterpret_cast<sockaddr*>(&address), sizeof address) != 0 || ::listen(listener, 4) != 0) ::_exit(3);
+    (void)!::write(ready, "r", 1);
+    for (int i = 0; i < connections; ++i) {
+      const int fd = ::accept(listener, nullptr, nullptr);
+      long total = 0;
+      char buffer[4096];
+      for (;;) {  // up to the first line, or the client's close
+        pollfd p{fd, POLLIN, 0};
+        if (::poll(&p, 1, 5000) <= 0) break;
+        const ssize_t n = ::recv(fd, buffer, sizeof buffer, 0);
+        if (n <= 0) break;
+        total += n;
+        if (std::memchr(buffer, '\n', static_cast<std::size_t>(n)) != nullptr) break;
+      }
+      ::close(fd);
+      const std::string report = std::to_string(total) + "\n";
+      (void)!::write(received_[1], report.data(), report.size());
+    }
+    ::_exit(0);
+  }
+
+  pid_t pid_ = -1;
+  int received_[2] = {-1, -1};
+};
+
+}  // namespace
+
+TEST_CASE("a client sends nothing to a socket served by anyone but the keystore's user or root", "[keystored]") {
+  test::TempDir dir;
+  ::chmod(dir.path("").c_str(), 0777);  // where nobody can put a socket
+  const auto socket = dir.path("keystore.sock");
+  ForeignServer foreign(socket, 2);
+
+  KeystoreClient client({socket, 5s, 1, "mailkms-keystore"});
+  const auto refused = client.call("unseal", {{"passphrase", kPassphrase}});
+  REQUIRE_FALSE(refused);
+  CHECK(refused.error().code == Errc::unavailable);
+  CHECK(refused.error().message.find(socket.string() + " is served by uid " +
+                                     std::to_string(::getpwnam("nobody")->pw_uid) + ", not by mailkms-keystore") !=
+        std::string::npos);
+  CHECK(foreign.next_received() == 0);
+
+  // Configured as the keystore's user, the same server is talked to.
+  KeystoreClient trusting({socket, 5s, 1, "nobody"});
+  (void)trusting.call("status", {});
+  CHECK(foreign.next_received() > 0);
 }
 
 TEST_CASE("SIGTERM stops the daemon cleanly, and the client reports it unavailable", "[keystored]") {
@@ -660,4 +811,111 @@ TEST_CASE("a user enrolls by mail through the daemon, and the token works once",
   const auto off = client.call("enroll", {{"session", carol}, {"addresses", {"bob@example.org"}}});
   REQUIRE_FALSE(off);
   CHECK(off.error().message.find("enrollment by mail is off") != std::string::npos);
+}
+
+namespace {
+
+// Keeps the signed attributes the engine hands the daemon to sign.
+class RecordingSigner final : public smime::Signer {
+ public:
+  explicit RecordingSigner(RemoteSigner inner) : inner_(std::move(inner)) {}
+  const smime::Certificate& certificate() const override { return inner_.certificate(); }
+  const std::vector<smime::Certificate>& chain() const override { return inner_.chain(); }
+  smime::SignatureScheme scheme() const override { return inner_.scheme(); }
+  smime::Result<std::string> sign(smime::Digest digest, std::string_view to_be_signed) override {
+    signed_attributes = std::string(to_be_signed);
+    return inner_.sign(digest, to_be_signed);
+  }
+  std::string signed_attributes;
+
+ private:
+  RemoteSigner inner_;
+};
+
+Result<nlohmann::json> sign_raw(KeystoreClient& client, const std::string& data) {
+  return client.call("sign", {{"address", "alice@example.org"}, {"digest", "sha256"}, {"data", protocol::base64(data)}});
+}
+
+}  // namespace
+
+TEST_CASE("a gateway gets S/MIME signed attributes signed, nothing else, and each use is audited", "[keystored]") {
+  Daemon daemon;
+  auto client = daemon.client();
+  unseal(client);
+  RecordingSigner signer(must(RemoteSigner::create(client, "alice@example.org")));
+  REQUIRE(smime::sign_message(*test::context(), test::sample_message(), signer, {}));
+  const std::string attributes = signer.signed_attributes;
+  CHECK(sign_raw(client, attributes));
+
+  // A certificate for the gateway's own key, to be signed with alice's.
+  const auto tbs = test::cert("bob").der();
+  const auto certificate = sign_raw(client, tbs);
+  REQUIRE_FALSE(certificate);
+  CHECK(certificate.error().code == Errc::invalid_argument);
+  CHECK(certificate.error().message == "not S/MIME signed attributes: not one SET OF Attribute");
+  // Signed attributes from yesterday: their signingTime is far from now.
+  std::string stale = attributes;
+  const auto at = stale.find(std::string("\x17\x0d", 2));
+  REQUIRE(at != std::string::npos);
+  stale[at + 2] = static_cast<char>(stale[at + 2] - 1);  // ten years back
+  const auto old = sign_raw(client, stale);
+  REQUIRE_FALSE(old);
+  CHECK(old.error().message.find("the signingTime is -") != std::string::npos);
+
+  const std::string carol = must(client.call("login", {{"name", "carol"}, {"password", kAdminPassword}}))["token"];
+  const auto records = must(client.call("audit-show", {{"session", carol}, {"limit", 1000}}));
+  std::vector<std::string> gateway_signs;
+  for (const auto& r : records) {
+    if (r["action"] == "sign" && r["actor"].get<std::string>().starts_with("gateway:uid " + std::to_string(::getuid()))) {
+      gateway_signs.push_back(r["subject"].get<std::string>() + " " + r["outcome"].get<std::string>() + " " +
+                              r["detail"].get<std::string>().substr(0, 30));
+    }
+  }
+  CHECK(gateway_signs == std::vector<std::string>{"alice@example.org ok sha256", "alice@example.org ok sha256",
+                                                  "alice@example.org refused not S/MIME signed attributes: ",
+                                                  "alice@example.org refused not S/MIME signed attributes: "});
+  CHECK(must(client.call("audit-verify", {{"session", carol}}))["intact"] == true);
+}
+
+TEST_CASE("a gateway's unwraps are audited with the key they used", "[keystored]") {
+  Daemon daemon;
+  auto client = daemon.client();
+  unseal(client);
+  const std::vector<std::string> bob{"bob@example.org"};
+  const auto cert = must(lookup_certificates(client, bob)).found.at(0).second.certificate;
+  const std::vector<smime::Recipient> to{{cert, smime::KeyTransport::rsa_oaep_sha256}};
+  const auto encrypted = must(smime::encrypt_message(*test::context(), test::sample_message(), to, {}));
+  RemoteKeyUnwrapper key(client, "bob@example.org", cert);
+  smime::KeyUnwrapper* keys[] = {&key};
+  REQUIRE_FALSE(smime::open_message(*test::context(), encrypted, keys, {}).error);
+
+  const std::string carol = must(client.call("login", {{"name", "carol"}, {"password", kAdminPassword}}))["token"];
+  const auto records = must(client.call("audit-show", {{"session", carol}, {"limit", 1000}}));
+  const auto unwrap = std::find_if(records.begin(), records.end(), [](const auto& r) { return r["action"] == "unwrap"; });
+  REQUIRE(unwrap != records.end());
+  CHECK((*unwrap)["subject"] == "bob@example.org");
+  CHECK((*unwrap)["outcome"] == "ok");
+  CHECK((*unwrap)["detail"] == "key " + cert.serial_hex());
+}
+
+TEST_CASE("a gateway past its rate limit is refused, and counted in the status", "[keystored]") {
+  Daemon daemon("gateway_rate_limit = 5\n");
+  auto client = daemon.client();
+  unseal(client);
+  int limited = 0;
+  for (int i = 0; i < 30; ++i) {
+    const auto r = sign_raw(client, "not signed attributes");
+    REQUIRE_FALSE(r);
+    if (r.error().message.starts_with("rate limit: uid " + std::to_string(::getuid()))) {
+      CHECK(r.error().code == Errc::permission_denied);
+      CHECK(r.error().message.find("more than 5 times a second (keystore.gateway_rate_limit)") != std::string::npos);
+      ++limited;
+    }
+  }
+  CHECK(limited >= 20);
+  const auto status = must(client.call("status", {}));
+  REQUIRE(status["gateways"].size() == 1);
+  CHECK(status["gateways"][0]["uid"] == ::getuid());
+  CHECK(status["gateways"][0]["rate_limited"] == limited);
+  CHECK(status["gateways"][0]["signed"] == 0);
 }

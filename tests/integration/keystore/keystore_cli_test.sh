@@ -197,7 +197,12 @@ check "an export of keys needs the approvals a recovery needs" test -n "$export_
 check "erin approves the export" env MAILKMS_SESSION_FILE="$work/erin.session" "$ctl" approve "$export_request"
 check "carol fetches the bundle" "$ctl" fetch "$export_request" --out alice.bundle
 check "the bundle is private" bash -c "[ \"\$(stat -c %a alice.bundle)\" = 600 ]"
-check "importing where the user exists skips them" bash -c "'$ctl' user import alice.bundle --password-file bundle.pw | grep -qx 'already here: alice@example.org'"
+"$ctl" user import alice.bundle --password-file bundle.pw > import.out
+import_request=$(sed -n 's/^request \([^ ]*\) needs 2 approvals.*/\1/p' import.out)
+check "an import of users with keys needs the approvals a recovery needs" \
+  bash -c "[ -n '$import_request' ] && ! grep -q imported import.out && '$ctl' requests | grep -q 'users-import'"
+check "once erin approves, the import runs" \
+  bash -c "MAILKMS_SESSION_FILE='$work/erin.session' '$ctl' approve '$import_request' | grep -qx '$import_request: done (2 of 2)' && '$ctl' requests | grep -q '^$import_request  users-import .* done  by carol  approvals 2/2'"
 check "the audit log is intact" bash -c "'$ctl' audit verify | grep -q '^intact'"
 "$ctl" audit show --limit 1000 > audit.out 2>&1
 for action in unseal login ca-create-root user-add enroll redeem-token admin-add approvals-set request approve recover revoke harvested-remove; do

@@ -24,7 +24,7 @@ cd "$work" || exit 2
 
 
 mkdir -p "$mnt"
-if ! mount -t tmpfs -o size=64m tmpfs "$mnt"; then
+if ! mount -t tmpfs -o size=64m,mode=0700 tmpfs "$mnt"; then
   echo "FAIL - cannot mount a tmpfs (this test needs root)"
   echo "0 passed, 1 failed"
   exit 1

@@ -44,7 +44,7 @@ TEST_CASE("without [gateway] every setting has its default", "[settings]") {
   const Settings s = load(dir, "[keystore]\ndatabase = \"/var/lib/mailkms/keystore.db\"\n");
   const Settings defaults;
   CHECK(s.policy == "/etc/mailkms/policy.toml");
-  CHECK(s.keystore_socket == "/run/mailkms/keystore.sock");
+  CHECK(s.keystore_socket == "/run/mailkms-keystore/keystore.sock");
   CHECK(s.certificate_ttl == 300s);
   CHECK(s.missing_certificate_ttl == 60s);
   CHECK(s.keystore_timeout == 5000ms);

@@ -159,3 +159,43 @@ TEST_CASE("only a whole enveloped or authEnveloped CMS counts as already encrypt
   const std::string signed_message = must(sign_message(*test::context(), test::sample_message(), signer, opaque));
   CHECK_FALSE(is_complete_encryption(*test::context(), entity_of(signed_message)));
 }
+
+namespace {
+
+// Hands the unwrapper a key-agreement input with a different KEK length,
+// as a keystore peer could: the wrap algorithm stays what the sender chose.
+class KekLengthChanger final : public KeyUnwrapper {
+ public:
+  KekLengthChanger(LocalKeyUnwrapper inner, std::size_t kek_length)
+      : inner_(std::move(inner)), kek_length_(kek_length) {}
+  const Certificate& certificate() const override { return inner_.certificate(); }
+  Result<SecretBytes> unwrap(const WrappedKey& wrapped) override {
+    KeyAgreementInput changed = std::get<KeyAgreementInput>(wrapped);
+    wrap = changed.wrap;
+    changed.kek_length = kek_length_;
+    return inner_.unwrap(changed);
+  }
+  KeyAgreementInput::Wrap wrap = KeyAgreementInput::Wrap::aes128;
+
+ private:
+  LocalKeyUnwrapper inner_;
+  std::size_t kek_length_;
+};
+
+}  // namespace
+
+TEST_CASE("a key wrap whose KEK length is not its algorithm's is refused, never read past", "[decrypt]") {
+  const std::vector<Recipient> to{{test::cert("carol")}};  // EC: key agreement, AES-256 key wrap
+  const std::string der = must(build_enveloped_data(*test::context(), "secret\r\n", to, {}));
+  for (const std::size_t kek_length : {std::size_t{16}, std::size_t{24}}) {
+    DYNAMIC_SECTION("a " << kek_length << "-byte KEK") {
+      KekLengthChanger key(test::unwrapper("carol"), kek_length);
+      KeyUnwrapper* keys[] = {&key};
+      const auto r = decrypt_cms(*test::context(), der, keys);
+      CHECK(key.wrap == KeyAgreementInput::Wrap::aes256);
+      REQUIRE_FALSE(r);
+      CHECK(r.error().code == Errc::invalid_argument);
+      CHECK(r.error().message.find("KEK of " + std::to_string(kek_length) + " bytes") != std::string::npos);
+    }
+  }
+}

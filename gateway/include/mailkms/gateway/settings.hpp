@@ -31,7 +31,8 @@ enum class MixedRecipients {
 
 struct Settings {
   std::filesystem::path policy = "/etc/mailkms/policy.toml";
-  std::filesystem::path keystore_socket = "/run/mailkms/keystore.sock";  // [keystore] socket
+  std::filesystem::path keystore_socket = "/run/mailkms-keystore/keystore.sock";  // [keystore] socket
+  std::string keystore_user = "mailkms-keystore";  // [keystore] user: who must serve that socket
   std::string authserv_id;  // Authentication-Results; default: this host's name
   std::chrono::seconds certificate_ttl{300};          // found certificates cached this long
   std::chrono::seconds missing_certificate_ttl{60};   // "no certificate" cached this long

@@ -7,9 +7,14 @@
 // audited does not happen. Never holds secrets: tokens are hashed first.
 #pragma once
 
+#include <chrono>
+#include <condition_variable>
 #include <cstdint>
 #include <ctime>
+#include <mutex>
+#include <optional>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include "mailkms/keystore/barrier.hpp"
@@ -47,6 +52,8 @@ class AuditLog {
   // Appends atomically; fails (and so must the caller's transaction) if
   // the record cannot be written or the keystore is sealed.
   Status append(const AuditEvent& event);
+  // Appends them all in one transaction, in order.
+  Status append_all(const std::vector<AuditEvent>& events);
   Result<std::vector<AuditRecord>> read(std::uint64_t after_sequence, std::size_t limit);
   Result<AuditVerification> verify();
 
@@ -56,6 +63,40 @@ class AuditLog {
  private:
   Storage& storage_;
   Barrier& barrier_;
+};
+
+// Gateway operations (sign, unwrap, …) come by the hundred a second, one
+// or more per message: each gets its record, but appended in batches, one
+// transaction (one fsync) per batch, so that auditing them costs the mail
+// path a few percent. A record is in the database within kFlushInterval,
+// or at once on flush() (before the log is shown or verified). Records
+// that cannot be written stay queued, and queue() refuses new ones until
+// they are: gateway operations stop rather than go unaudited.
+class AuditBatcher {
+ public:
+  static constexpr std::chrono::milliseconds kFlushInterval{50};
+  static constexpr std::size_t kMaxQueued = 4096;
+
+  explicit AuditBatcher(AuditLog& log);
+  ~AuditBatcher();  // writes what is queued
+  AuditBatcher(const AuditBatcher&) = delete;
+  AuditBatcher& operator=(const AuditBatcher&) = delete;
+
+  Status queue(AuditEvent event);
+  Status flush();
+
+ private:
+  void run();
+  Status write_queued(std::unique_lock<std::mutex>& lock);
+
+  AuditLog& log_;
+  std::mutex mutex_;
+  std::condition_variable wake_;
+  std::vector<AuditEvent> queued_;
+  std::optional<Error> failure_;  // the last write's, until one succeeds
+  bool writing_ = false;
+  bool stopping_ = false;
+  std::thread thread_;
 };
 
 }  // namespace mailkms::keystore

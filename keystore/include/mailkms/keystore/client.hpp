@@ -5,6 +5,8 @@
 // engine's interfaces over it, so private keys stay in the daemon.
 #pragma once
 
+#include <sys/types.h>
+
 #include <chrono>
 #include <ctime>
 #include <filesystem>
@@ -27,11 +29,18 @@ struct ClientOptions {
   std::filesystem::path socket;
   std::chrono::milliseconds timeout{5000};  // per request, connect included
   std::size_t pool_size = 8;                // idle connections kept
+  // Who must serve the socket ([keystore] user): anyone who could put a
+  // socket at its path would otherwise collect what clients send.
+  std::string server_user = "mailkms-keystore";
 };
+
+// The uid of `user` (a name or a number), or nullopt if there is no such user.
+std::optional<uid_t> resolve_user(const std::string& user);
 
 class KeystoreClient {
  public:
-  explicit KeystoreClient(ClientOptions options) : options_(std::move(options)) {}
+  explicit KeystoreClient(ClientOptions options)
+      : options_(std::move(options)), server_uid_(resolve_user(options_.server_user)) {}
   KeystoreClient(const KeystoreClient&) = delete;
   KeystoreClient& operator=(const KeystoreClient&) = delete;
   ~KeystoreClient();
@@ -46,10 +55,14 @@ class KeystoreClient {
     bool pooled = false;  // opened for an earlier call: the daemon may have closed it since
   };
   Result<Connection> take_connection();
+  // Nothing is sent on a connection before this says who serves it is the
+  // keystore's user or root.
+  Status check_server(int fd) const;
   void give_back(int fd);
   void drop_idle();  // closes every pooled connection
 
   ClientOptions options_;
+  std::optional<uid_t> server_uid_;  // server_user's, when it exists
   std::mutex mutex_;
   std::vector<int> idle_;
   std::uint64_t next_id_ = 1;

@@ -8,6 +8,7 @@
 
 #include <chrono>
 #include <filesystem>
+#include <string>
 #include <vector>
 
 #include "mailkms/keystore/ca.hpp"
@@ -18,10 +19,16 @@ namespace mailkms::keystore {
 
 struct Config {
   std::filesystem::path database = "/var/lib/mailkms/keystore.db";
-  std::filesystem::path socket = "/run/mailkms/keystore.sock";
-  mode_t socket_mode = 0660;
+  // The daemon's own runtime directory: no other unit may own or write it.
+  std::filesystem::path socket = "/run/mailkms-keystore/keystore.sock";
+  mode_t socket_mode = 0660;  // never anything for others: refused
+  // The user mailkms-keystored runs as (name or uid). Clients talk only to
+  // a socket served by this user or by root, and the daemon refuses to
+  // start as anyone else.
+  std::string user = "mailkms-keystore";
   std::vector<uid_t> gateway_uids;    // gateway_users: names or numbers
   std::vector<gid_t> gateway_gids;    // gateway_groups: names or numbers
+  unsigned gateway_rate_limit = 1000;  // signatures and unwraps a second per gateway uid; 0: none
   std::filesystem::path unseal_key_file;  // unseal at start with this key file, if set
   std::chrono::seconds idle_timeout{300};  // close a connection silent this long
   int workers = 2;                         // threads serving connections and requests

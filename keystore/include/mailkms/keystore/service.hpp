@@ -8,6 +8,7 @@
 
 #include <chrono>
 #include <filesystem>
+#include <map>
 #include <memory>
 #include <mutex>
 #include <shared_mutex>
@@ -41,6 +42,10 @@ struct AccessPolicy {
   // remember outside senders' certificates and redeem users' tokens.
   std::vector<uid_t> gateway_uids;
   std::vector<gid_t> gateway_gids;
+  // Signatures and unwraps a second, per gateway uid (0: no limit): a
+  // compromised gateway uses users' keys at this rate at most, and is seen
+  // doing so in `mailkmsctl status`.
+  unsigned key_uses_per_second = 1000;
 };
 
 class KeystoreService {
@@ -91,9 +96,17 @@ class KeystoreService {
                   Policies policies);
   [[nodiscard]] bool is_gateway(const Caller& caller) const;
   Result<SealRecord> seal_record();
-  Status finish_unseal(Result<smime::SecretBytes> master, const std::string& actor, const std::string& how);
+  // `peer` is whose wrong secret slows their own next attempt; none for
+  // the key file read at start.
+  Status finish_unseal(Result<smime::SecretBytes> master, const std::string& actor, const std::string& how,
+                       std::optional<uid_t> peer);
 
   Result<nlohmann::json> status();
+  // A gateway's operation, audited (in batches) whatever its outcome: a
+  // result the audit cannot take is not given.
+  Result<nlohmann::json> audited(const Caller& caller, const protocol::Request& request, Result<nlohmann::json> result);
+  // One use of a user's key (sign, unwrap) by this gateway, if its rate allows.
+  Status take_key_use(const Caller& caller);
   Result<nlohmann::json> unseal(const Caller& caller, const nlohmann::json& params);
   Result<nlohmann::json> lookup_certificates(const nlohmann::json& params);
   Result<nlohmann::json> signing_identity(const nlohmann::json& params);
@@ -158,6 +171,18 @@ class KeystoreService {
   HarvestedCertificates harvested_;
   Pkcs12Options pkcs12_;
   Enrollment enrollment_;
+  AuditBatcher gateway_audit_;  // after audit_: written out before it goes
+
+  // Per gateway uid: what it did with users' keys, and its rate limit's bucket.
+  struct GatewayUse {
+    std::uint64_t signed_count = 0;
+    std::uint64_t unwrapped = 0;
+    std::uint64_t rate_limited = 0;
+    double tokens = -1;  // not yet filled
+    std::chrono::steady_clock::time_point refilled{};
+  };
+  std::mutex gateway_use_mutex_;
+  std::map<uid_t, GatewayUse> gateway_use_;
 
   // Signing keys in use, kept unwrapped (this process may hold keys):
   // the gateway signs every outgoing message. Keyed by address, checked
@@ -176,8 +201,11 @@ class KeystoreService {
   std::shared_ptr<const smime::TrustStore> trust_cache_;
 
   std::mutex unseal_mutex_;
-  int failed_unseals_ = 0;
-  std::chrono::steady_clock::time_point next_unseal_{};
+  struct UnsealThrottle {
+    int failures = 0;
+    std::chrono::steady_clock::time_point next{};
+  };
+  std::unordered_map<uid_t, UnsealThrottle> unseal_throttles_;  // by peer uid
 };
 
 std::string describe(const Caller& caller);

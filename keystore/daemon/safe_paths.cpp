@@ -1,0 +1,93 @@
+#include "safe_paths.hpp"
+
+#include <pwd.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <cstring>
+#include <string>
+
+#include "mailkms/keystore/client.hpp"
+
+namespace mailkms::keystored {
+namespace {
+
+using keystore::Errc;
+using keystore::make_error;
+
+std::string owner_name(uid_t uid) {
+  const passwd* pw = ::getpwuid(uid);
+  return pw != nullptr ? std::string(pw->pw_name) : "uid " + std::to_string(uid);
+}
+
+// One file or directory: owned by us or root, and written by no one else.
+// `what` names it in the message ("the database"). Directories above the
+// one that holds our files may be shared if sticky (/tmp): then no one
+// else can rename what is ours inside them.
+keystore::Status check_one(const std::filesystem::path& path, std::string_view what, bool ancestor,
+                           bool private_to_us) {
+  struct stat st {};
+  if (::lstat(path.c_str(), &st) != 0) {
+    return make_error(Errc::storage_failed, std::string(what) + " " + path.string() + ": " + std::strerror(errno));
+  }
+  const std::string named = std::string(what) + " " + path.string();
+  if (S_ISLNK(st.st_mode)) {
+    return make_error(Errc::permission_denied, named + " is a symbolic link: name the real path in mailkms.conf");
+  }
+  const uid_t self = ::geteuid();
+  if (st.st_uid != self && st.st_uid != 0) {
+    return make_error(Errc::permission_denied, named + " belongs to " + owner_name(st.st_uid) +
+                                                   ": it must belong to " + owner_name(self) +
+                                                   ", who runs mailkms-keystored, or to root");
+  }
+  const bool shared_but_sticky = ancestor && (st.st_mode & S_ISVTX) != 0;
+  if ((st.st_mode & (S_IWGRP | S_IWOTH)) != 0 && !shared_but_sticky) {
+    const char* who = (st.st_mode & S_IWOTH) != 0 ? "everyone" : "its group";
+    return make_error(Errc::permission_denied, named + " is writable by " + who +
+                                                   ": only mailkms-keystored's user may write it (chmod go-w " +
+                                                   path.string() + ")");
+  }
+  if (private_to_us && (st.st_mode & (S_IRWXG | S_IRWXO)) != 0) {
+    return make_error(Errc::permission_denied, named + " is open to its group or others: chmod 600 " + path.string());
+  }
+  return keystore::Ok{};
+}
+
+// `directory` and every directory above it.
+keystore::Status check_directories(const std::filesystem::path& directory, std::string_view what) {
+  std::filesystem::path at = std::filesystem::absolute(directory).lexically_normal();
+  if (at.has_filename() == false && at != at.root_path()) at = at.parent_path();
+  MAILKMS_CHECK(check_one(at, what, false, false));
+  while (at != at.root_path()) {
+    at = at.parent_path();
+    MAILKMS_CHECK(check_one(at, "the directory", true, false));
+  }
+  return keystore::Ok{};
+}
+
+}  // namespace
+
+keystore::Status check_safe_paths(const keystore::Config& config) {
+  const auto database = std::filesystem::absolute(config.database);
+  MAILKMS_CHECK(check_one(database, "the database", false, true));
+  MAILKMS_CHECK(check_directories(database.parent_path(), "the database's directory"));
+  if (!config.unseal_key_file.empty()) {
+    const auto key_file = std::filesystem::absolute(config.unseal_key_file);
+    MAILKMS_CHECK(check_one(key_file, "the key file", false, true));
+    MAILKMS_CHECK(check_directories(key_file.parent_path(), "the key file's directory"));
+  }
+  return check_directories(std::filesystem::absolute(config.socket).parent_path(), "the socket's directory");
+}
+
+keystore::Status check_own_user(const keystore::Config& config) {
+  const uid_t self = ::geteuid();
+  if (self == 0) return keystore::Ok{};
+  const auto uid = keystore::resolve_user(config.user);
+  if (uid && *uid == self) return keystore::Ok{};
+  return make_error(Errc::permission_denied, "running as " + owner_name(self) + ", but keystore.user is " + config.user +
+                                                 (uid ? "" : " (no such user)") +
+                                                 ": clients would refuse the socket; set user to the daemon's user");
+}
+
+}  // namespace mailkms::keystored
