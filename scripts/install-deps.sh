@@ -19,8 +19,9 @@ packages=(
   libmilter-dev libspdlog-dev
   # tests: Catch2, a real Postfix with swaks to send it mail, miltertest
   # to drive the milter without an MTA, python3 to speak the keystore's
-  # socket protocol where mailkmsctl has no command (gateway operations)
-  catch2 postfix swaks miltertest python3
+  # socket protocol where mailkmsctl has no command (gateway operations),
+  # sqlite3 to tamper with the keystore's database as an attacker would
+  catch2 postfix swaks miltertest python3 sqlite3
 )
 
 if [ "$(id -u)" -ne 0 ]; then

@@ -71,6 +71,14 @@ std::string AuditLog::fingerprint(std::string_view secret) { return "sha256:" + 
 Status AuditLog::append(const AuditEvent& event) {
   return storage_.transaction([&]() -> Status {
     MAILKMS_TRY(head, read_head(barrier_));
+    // An older copy of the head put back would fork the chain: refused.
+    MAILKMS_TRY(successor, storage_.get(key_for(head.sequence + 1)));
+    if (successor) {
+      std::string problem = "the audit head says record " + std::to_string(head.sequence) +
+                            " is the last, but later ones exist: an older head was put back";
+      storage_.report_tamper(kHead, problem);
+      return make_error(Errc::corrupt, "integrity check failed: " + problem);
+    }
     AuditRecord r;
     r.sequence = head.sequence + 1;
     r.time = std::time(nullptr);
