@@ -51,6 +51,10 @@ std::string collection_of(std::string_view key) {
   return std::string(prefix.substr(0, prefix.size() - 1));
 }
 
+// For searching scanned rows by key, with a key or a row on either side.
+std::string_view key_of(const std::string& key) { return key; }
+std::string_view key_of(const std::pair<std::string, std::string>& row) { return row.first; }
+
 std::string hex(const unsigned char* data, std::size_t size) {
   static constexpr char kHex[] = "0123456789abcdef";
   std::string out;
@@ -350,6 +354,8 @@ Result<std::vector<std::pair<std::string, std::string>>> AuthenticatedStorage::s
     versions = std::move(listed);
   }
   MAILKMS_TRY(rows, inner_.scan(prefix, after, limit));
+  const bool complete = rows.size() < limit;
+  const std::string last_read = rows.empty() ? std::string() : rows.back().first;
   std::vector<std::pair<std::string, std::string>> out;
   for (auto& [key, row] : rows) {
     std::uint64_t version = 0;
@@ -370,11 +376,12 @@ Result<std::vector<std::pair<std::string, std::string>>> AuthenticatedStorage::s
   }
   if (versions) {
     // Every listed row in the range read must have been there.
-    const bool complete = rows.size() < limit;
     for (auto it = versions->lower_bound(prefix); it != versions->end() && it->first.starts_with(prefix); ++it) {
       if (!after.empty() && it->first <= after) continue;
-      if (!complete && !rows.empty() && it->first > rows.back().first) break;
-      const bool present = std::any_of(out.begin(), out.end(), [&](const auto& r) { return r.first == it->first; });
+      if (!complete && it->first > last_read) break;
+      // `out` is in key order, as the scan returned it.
+      const bool present = std::binary_search(out.begin(), out.end(), it->first,
+                                              [](const auto& a, const auto& b) { return key_of(a) < key_of(b); });
       if (!present) return tampered(it->first, "the row was deleted");
     }
   }

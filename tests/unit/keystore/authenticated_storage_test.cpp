@@ -110,6 +110,20 @@ TEST_CASE("an inserted row is ignored; a changed, moved, deleted or older one is
   }
 }
 
+TEST_CASE("a revocation deleted is seen by a scan of any page that should hold it", "[authenticated-storage]") {
+  Guarded g;
+  must(g.guarded.adopt_unauthenticated_rows());
+  for (int i = 10; i < 40; ++i) must(g.guarded.put("revoked/issuing/" + std::to_string(i), "1700000000:1"));
+  CHECK(must(g.guarded.scan("revoked/issuing/", "revoked/issuing/19", 10)).size() == 10);
+  must(g.raw->remove("revoked/issuing/25"));
+  CHECK(must(g.guarded.scan("revoked/issuing/", {}, 10)).size() == 10);  // 10-19: the page lacks nothing
+  CHECK_FALSE(g.guarded.scan("revoked/issuing/", "revoked/issuing/19", 10));
+  CHECK_FALSE(g.guarded.scan("revoked/issuing/", "revoked/issuing/20"));
+  CHECK(must(g.guarded.scan("revoked/issuing/", "revoked/issuing/30")).size() == 9);
+  CHECK_FALSE(g.guarded.scan("revoked/issuing/"));
+  CHECK(reported(g.guarded, "revoked/issuing/25", "deleted"));
+}
+
 TEST_CASE("authenticated rows need the master key; other rows pass through", "[authenticated-storage]") {
   Guarded g;
   must(g.guarded.adopt_unauthenticated_rows());
