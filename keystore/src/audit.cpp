@@ -134,6 +134,11 @@ Result<AuditVerification> AuditLog::verify() {
     after = rows.back().first;
   }
   MAILKMS_TRY(head, read_head(barrier_));
+  if (head.sequence < v.records) {
+    v.problem = "the log goes on to record " + std::to_string(v.records) + " but its head says " +
+                std::to_string(head.sequence) + ": an older head was put back";
+    return v;
+  }
   if (head.sequence != v.records || head.hash != previous) {
     v.problem = "the log ends at record " + std::to_string(v.records) + " but its head says " +
                 std::to_string(head.sequence) + ": records were removed from the end";
