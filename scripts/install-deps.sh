@@ -19,8 +19,9 @@ packages=(
   libmilter-dev libspdlog-dev
   # tests: Catch2, a real Postfix with swaks to send it mail, miltertest
   # to drive the milter without an MTA, python3 to speak the keystore's
-  # socket protocol where mailkmsctl has no command (gateway operations)
-  catch2 postfix swaks miltertest python3
+  # socket protocol where mailkmsctl has no command (gateway operations),
+  # sqlite3 to tamper with the keystore's database as an attacker would
+  catch2 postfix swaks miltertest python3 sqlite3
   # tests: SMTP AUTH in the private Postfix (Cyrus SASL: saslpasswd2 for a
   # sasldb of its own, the PLAIN and LOGIN mechanisms), so that who may
   # sign as whom is tested with a real login

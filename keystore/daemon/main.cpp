@@ -62,6 +62,8 @@ int main(int argc, char** argv) {
   policies.enrollment = config->enrollment;
   auto service = mailkms::keystore::KeystoreService::open(config->database, *ctx, access, policies);
   if (!service) return fatal(service.error().describe());
+  // Guarded rows that fail their checks: a database writer at work.
+  (*service)->set_integrity_reporter([](const std::string& message) { warn(message); });
   if (!config->unseal_key_file.empty()) {
     if (auto unsealed = (*service)->unseal_with_key_file(config->unseal_key_file); !unsealed) {
       return fatal("cannot unseal with " + config->unseal_key_file.string() + ": " + unsealed.error().message);

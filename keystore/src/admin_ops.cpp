@@ -111,7 +111,7 @@ std::string view(const smime::SecretBytes& s) { return std::string(reinterpret_c
 }  // namespace
 
 Result<int> KeystoreService::approvals_required(std::string_view task) {
-  MAILKMS_TRY(stored, storage_->get("config/approvals"));
+  MAILKMS_TRY(stored, guarded_.get("config/approvals"));
   if (!stored) return 1;
   const auto j = nlohmann::json::parse(*stored, nullptr, false);
   if (!j.is_object()) return make_error(Errc::corrupt, "the approval policy does not parse");
@@ -192,10 +192,10 @@ Result<nlohmann::json> KeystoreService::open_request(const std::string& op, cons
                               {"status", "pending"},    {"created", std::time(nullptr)},
                               {"subject", params.value("address", params.value("name", params.value("id", "")))},
                               {"parameters", shown}};
-  MAILKMS_CHECK(storage_->transaction([&]() -> Status {
+  MAILKMS_CHECK(guarded_.transaction([&]() -> Status {
     // Parameters may hold secrets (a PKCS#12 password): behind the barrier.
     MAILKMS_CHECK(barrier_.put("request-params/" + safe_id, params.dump()));
-    MAILKMS_CHECK(storage_->put("requests/" + safe_id, record.dump()));
+    MAILKMS_CHECK(guarded_.put("requests/" + safe_id, record.dump()));
     return audit_.append({"admin:" + admin, "request", safe_id, "ok",
                           op + " needs " + std::to_string(required) + " approvals"});
   }));
@@ -209,8 +209,8 @@ Result<nlohmann::json> KeystoreService::approve(const std::string& id, const std
   nlohmann::json record;
   std::vector<std::string> approvals;
   int required = 1;
-  MAILKMS_CHECK(storage_->transaction([&]() -> Status {
-    MAILKMS_TRY(stored, storage_->get("requests/" + id));
+  MAILKMS_CHECK(guarded_.transaction([&]() -> Status {
+    MAILKMS_TRY(stored, guarded_.get("requests/" + id));
     if (!stored) return make_error(Errc::not_found, "no request " + id);
     record = nlohmann::json::parse(*stored, nullptr, false);
     if (!record.is_object()) return make_error(Errc::corrupt, "request " + id + " does not parse");
@@ -223,7 +223,7 @@ Result<nlohmann::json> KeystoreService::approve(const std::string& id, const std
     record["approvals"] = approvals;
     required = record.value("required", 1);
     if (static_cast<int>(approvals.size()) >= required) record["status"] = "running";
-    MAILKMS_CHECK(storage_->put("requests/" + id, record.dump()));
+    MAILKMS_CHECK(guarded_.put("requests/" + id, record.dump()));
     return audit_.append({"admin:" + admin, "approve", id, "ok",
                           std::to_string(approvals.size()) + " of " + std::to_string(required)});
   }));
@@ -241,10 +241,10 @@ Result<nlohmann::json> KeystoreService::approve(const std::string& id, const std
   }
   record["status"] = result ? "done" : "failed";
   record["message"] = result ? std::string() : result.error().message;
-  MAILKMS_CHECK(storage_->transaction([&]() -> Status {
-    MAILKMS_CHECK(storage_->remove("request-params/" + id));
+  MAILKMS_CHECK(guarded_.transaction([&]() -> Status {
+    MAILKMS_CHECK(guarded_.remove("request-params/" + id));
     if (result) MAILKMS_CHECK(barrier_.put("request-results/" + id, result->dump()));
-    return storage_->put("requests/" + id, record.dump());
+    return guarded_.put("requests/" + id, record.dump());
   }));
   if (!result) return std::move(result).error();
   return nlohmann::json{{"request", id}, {"status", "done"}, {"approvals", approvals.size()}, {"required", required}};
@@ -253,8 +253,8 @@ Result<nlohmann::json> KeystoreService::approve(const std::string& id, const std
 Result<nlohmann::json> KeystoreService::fetch_request(const std::string& id, const std::string& admin) {
   // Read and removed in one transaction: a result is fetched once only.
   std::optional<smime::SecretBytes> result;
-  MAILKMS_CHECK(storage_->transaction([&]() -> Status {
-    MAILKMS_TRY(stored, storage_->get("requests/" + id));
+  MAILKMS_CHECK(guarded_.transaction([&]() -> Status {
+    MAILKMS_TRY(stored, guarded_.get("requests/" + id));
     if (!stored) return make_error(Errc::not_found, "no request " + id);
     const auto record = nlohmann::json::parse(*stored, nullptr, false);
     if (!record.is_object()) return make_error(Errc::corrupt, "request " + id + " does not parse");
@@ -266,7 +266,7 @@ Result<nlohmann::json> KeystoreService::fetch_request(const std::string& id, con
     }
     MAILKMS_TRY(found, barrier_.get("request-results/" + id));
     if (!found) return make_error(Errc::not_found, "the result of " + id + " was already fetched");
-    MAILKMS_CHECK(storage_->remove("request-results/" + id));
+    MAILKMS_CHECK(guarded_.remove("request-results/" + id));
     result = std::move(found);
     return Ok{};
   }));
@@ -306,11 +306,11 @@ Result<nlohmann::json> KeystoreService::execute(const std::string& op, const nlo
     if (static_cast<std::size_t>(count) > admins.size()) {
       return make_error(Errc::invalid_argument, "only " + std::to_string(admins.size()) + " administrators could approve");
     }
-    MAILKMS_CHECK(storage_->transaction([&]() -> Status {
-      MAILKMS_TRY(stored, storage_->get("config/approvals"));
+    MAILKMS_CHECK(guarded_.transaction([&]() -> Status {
+      MAILKMS_TRY(stored, guarded_.get("config/approvals"));
       auto policy = stored ? nlohmann::json::parse(*stored) : nlohmann::json::object();
       policy[task] = count;
-      MAILKMS_CHECK(storage_->put("config/approvals", policy.dump()));
+      MAILKMS_CHECK(guarded_.put("config/approvals", policy.dump()));
       return audit_.append({actor, "approvals-set", task, "ok", std::to_string(count)});
     }));
     return done;
@@ -494,13 +494,13 @@ Result<nlohmann::json> KeystoreService::execute(const std::string& op, const nlo
     auto anchors = smime::Certificate::all_from_pem(pem);
     if (!anchors) return make_error(Errc::invalid_argument, anchors.error().message);
     nlohmann::json added = nlohmann::json::array();
-    MAILKMS_CHECK(storage_->transaction([&]() -> Status {
+    MAILKMS_CHECK(guarded_.transaction([&]() -> Status {
       for (const auto& anchor : *anchors) {
         if (X509_check_ca(anchor.native()) == 0) {
           return make_error(Errc::invalid_argument, anchor.subject() + " is not a CA certificate");
         }
         const std::string fingerprint = detail::hex_sha256(anchor.der());
-        MAILKMS_CHECK(storage_->put("trust/" + fingerprint, anchor.pem()));
+        MAILKMS_CHECK(guarded_.put("trust/" + fingerprint, anchor.pem()));
         MAILKMS_CHECK(audit_.append({actor, "trust-add", anchor.subject(), "ok", "sha256 " + fingerprint}));
         added.push_back(fingerprint);
       }
@@ -510,10 +510,10 @@ Result<nlohmann::json> KeystoreService::execute(const std::string& op, const nlo
   }
   if (op == "trust-remove") {
     MAILKMS_TRY(fingerprint, text_param(params, "fingerprint"));
-    MAILKMS_TRY(existing, storage_->get("trust/" + fingerprint));
+    MAILKMS_TRY(existing, guarded_.get("trust/" + fingerprint));
     if (!existing) return make_error(Errc::not_found, "no added anchor " + fingerprint + " (our own roots cannot be removed)");
-    MAILKMS_CHECK(storage_->transaction([&]() -> Status {
-      MAILKMS_CHECK(storage_->remove("trust/" + fingerprint));
+    MAILKMS_CHECK(guarded_.transaction([&]() -> Status {
+      MAILKMS_CHECK(guarded_.remove("trust/" + fingerprint));
       return audit_.append({actor, "trust-remove", fingerprint, "ok", ""});
     }));
     return done;
@@ -521,8 +521,8 @@ Result<nlohmann::json> KeystoreService::execute(const std::string& op, const nlo
   if (op == "trust-system") {
     const auto enabled = params.find("enabled");
     if (enabled == params.end() || !enabled->is_boolean()) return make_error(Errc::invalid_argument, "\"enabled\" is true or false");
-    MAILKMS_CHECK(storage_->transaction([&]() -> Status {
-      MAILKMS_CHECK(storage_->put("config/trust-system-roots", enabled->get<bool>() ? "1" : "0"));
+    MAILKMS_CHECK(guarded_.transaction([&]() -> Status {
+      MAILKMS_CHECK(guarded_.put("config/trust-system-roots", enabled->get<bool>() ? "1" : "0"));
       return audit_.append({actor, "trust-system", "system roots", "ok", enabled->get<bool>() ? "trusted" : "not trusted"});
     }));
     return done;
@@ -555,7 +555,7 @@ Result<nlohmann::json> KeystoreService::execute(const std::string& op, const nlo
     return nlohmann::json{{"intact", v.intact}, {"records", v.records}, {"problem", v.problem}};
   }
   if (op == "requests-list") {
-    MAILKMS_TRY(rows, storage_->scan("requests/", {}, 1000));
+    MAILKMS_TRY(rows, guarded_.scan("requests/", {}, 1000));
     nlohmann::json out = nlohmann::json::array();
     for (const auto& [key, value] : rows) out.push_back(nlohmann::json::parse(value, nullptr, false));
     return out;

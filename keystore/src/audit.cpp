@@ -74,6 +74,14 @@ Status AuditLog::append_all(const std::vector<AuditEvent>& events) {
   if (events.empty()) return Ok{};
   return storage_.transaction([&]() -> Status {
     MAILKMS_TRY(head, read_head(barrier_));
+    // An older copy of the head put back would fork the chain: refused.
+    MAILKMS_TRY(successor, storage_.get(key_for(head.sequence + 1)));
+    if (successor) {
+      std::string problem = "the audit head says record " + std::to_string(head.sequence) +
+                            " is the last, but later ones exist: an older head was put back";
+      storage_.report_tamper(kHead, problem);
+      return make_error(Errc::corrupt, "integrity check failed: " + problem);
+    }
     const std::time_t now = std::time(nullptr);
     for (const AuditEvent& event : events) {
       AuditRecord r;
@@ -191,6 +199,11 @@ Result<AuditVerification> AuditLog::verify() {
     after = rows.back().first;
   }
   MAILKMS_TRY(head, read_head(barrier_));
+  if (head.sequence < v.records) {
+    v.problem = "the log goes on to record " + std::to_string(v.records) + " but its head says " +
+                std::to_string(head.sequence) + ": an older head was put back";
+    return v;
+  }
   if (head.sequence != v.records || head.hash != previous) {
     v.problem = "the log ends at record " + std::to_string(v.records) + " but its head says " +
                 std::to_string(head.sequence) + ": records were removed from the end";

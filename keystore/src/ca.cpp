@@ -256,6 +256,7 @@ Result<CertificateAuthority::Summary> CertificateAuthority::summary(const std::s
   if (!j.is_object()) return make_error(Errc::corrupt, "a certificate record does not parse");
   Summary s{j.value("ca", ""), j.value("certificate", ""), j.value("not_after", std::time_t{0}),
             !j.value("revoked_at", nlohmann::json()).is_null()};
+  if (!s.revoked) MAILKMS_CHECK(check_not_revoked(s.ca_id, serial));
   if (s.not_after == 0) {  // records from before not_after was stored
     MAILKMS_TRY(record, record_from_json(*stored));
     s.not_after = record.certificate.not_after();
@@ -522,7 +523,20 @@ Result<Issued> CertificateAuthority::issue(EVP_PKEY* public_key, const std::stri
 Result<CertificateRecord> CertificateAuthority::certificate(const std::string& serial) {
   MAILKMS_TRY(stored, storage_.get("certs/" + serial));
   if (!stored) return make_error(Errc::not_found, "no certificate with serial " + serial);
-  return record_from_json(*stored);
+  MAILKMS_TRY(record, record_from_json(*stored));
+  if (!record.revoked_at) MAILKMS_CHECK(check_not_revoked(record.ca_id, serial));
+  return record;
+}
+
+Status CertificateAuthority::check_not_revoked(const std::string& ca_id, const std::string& serial) {
+  // Certificate records are authenticated but not versioned: an older copy
+  // from before the revocation would pass. The revocation row is versioned.
+  MAILKMS_TRY(revocation, storage_.get("revoked/" + ca_id + "/" + serial));
+  if (revocation) {
+    return make_error(Errc::corrupt, "integrity check failed: certs/" + serial +
+                                         " says the certificate is valid, but it was revoked: an older copy was put back");
+  }
+  return Ok{};
 }
 
 Status CertificateAuthority::revoke(const std::string& serial, RevocationReason reason, const std::string& actor) {

@@ -77,16 +77,17 @@ std::string describe(const Caller& caller) {
 KeystoreService::KeystoreService(std::unique_ptr<SqliteStorage> storage, smime::CryptoContextPtr ctx,
                                  AccessPolicy access, Policies policies)
     : storage_(std::move(storage)),
+      guarded_(*storage_),
       ctx_(std::move(ctx)),
       access_(std::move(access)),
-      barrier_(*storage_),
-      audit_(*storage_, barrier_),
-      ca_(*storage_, barrier_, audit_, ctx_),
-      users_(*storage_, barrier_, audit_, ca_, ctx_, policies.users),
-      admins_(*storage_, audit_, policies.admins),
-      harvested_(*storage_, barrier_, audit_),
+      barrier_(guarded_),
+      audit_(guarded_, barrier_),
+      ca_(guarded_, barrier_, audit_, ctx_),
+      users_(guarded_, barrier_, audit_, ca_, ctx_, policies.users),
+      admins_(guarded_, audit_, policies.admins),
+      harvested_(guarded_, barrier_, audit_),
       pkcs12_(policies.pkcs12),
-      enrollment_(*storage_, barrier_, audit_, ca_, users_, ctx_, policies.pkcs12, std::move(policies.enrollment)),
+      enrollment_(guarded_, barrier_, audit_, ca_, users_, ctx_, policies.pkcs12, std::move(policies.enrollment)),
       gateway_audit_(audit_) {}
 
 Result<std::unique_ptr<KeystoreService>> KeystoreService::open(const std::filesystem::path& database,
@@ -115,9 +116,10 @@ Result<std::unique_ptr<KeystoreService>> KeystoreService::initialize(const std::
   std::unique_ptr<KeystoreService> service(
       new KeystoreService(std::move(storage), std::move(ctx), std::move(access), std::move(policies)));
   MAILKMS_CHECK(service->storage_->put(kSealKey, seal.to_json()));
-  MAILKMS_CHECK(service->barrier_.unseal(std::move(master_key)));
+  MAILKMS_CHECK(service->open_barrier(std::move(master_key)));
   MAILKMS_CHECK(service->audit_.append({"mailkmsctl init", "init", "keystore", "ok",
                                         "sealed with " + std::string(to_string(seal.method))}));
+  MAILKMS_CHECK(service->adopt_unauthenticated_rows("mailkmsctl init"));
   MAILKMS_CHECK(service->admins_.add(first_admin, admin_password, "mailkmsctl init"));
   return service;
 }
@@ -141,6 +143,12 @@ bool KeystoreService::is_gateway(const Caller& caller) const {
 }
 
 Result<nlohmann::json> KeystoreService::handle(const Caller& caller, const protocol::Request& request) {
+  auto result = dispatch(caller, request);
+  report_integrity(request.op, result ? nullptr : &result.error());
+  return result;
+}
+
+Result<nlohmann::json> KeystoreService::dispatch(const Caller& caller, const protocol::Request& request) {
   namespace op = protocol::op;
   if (request.op == op::status) return status();
   if (request.op == op::unseal) return unseal(caller, request.params);
@@ -271,14 +279,66 @@ Status KeystoreService::finish_unseal(Result<smime::SecretBytes> master, const s
     }
     return std::move(master).error();
   }
-  MAILKMS_CHECK(barrier_.unseal(std::move(*master)));
+  MAILKMS_CHECK(open_barrier(std::move(*master)));
   int failures = 0;
   for (const auto& [uid, throttle] : unseal_throttles_) failures += throttle.failures;
   unseal_throttles_.clear();
-  const Status audited = audit_.append({actor, "unseal", "keystore", "ok",
-                                        how + (failures > 0 ? ", after " + std::to_string(failures) + " wrong attempt(s)" : "")});
-  if (!audited) barrier_.seal();  // an unseal that cannot be audited does not happen
+  Status audited = audit_.append({actor, "unseal", "keystore", "ok",
+                                  how + (failures > 0 ? ", after " + std::to_string(failures) + " wrong attempt(s)" : "")});
+  if (audited) audited = adopt_unauthenticated_rows(actor);
+  if (!audited) {
+    report_integrity("unseal", &audited.error());
+    close_barrier();  // an unseal that cannot be audited, or finds its rows tampered with, does not happen
+  }
   return audited;
+}
+
+Status KeystoreService::open_barrier(smime::SecretBytes master_key) {
+  MAILKMS_CHECK(guarded_.unlock(master_key));
+  const Status unsealed = barrier_.unseal(std::move(master_key));
+  if (!unsealed) guarded_.lock();
+  return unsealed;
+}
+
+void KeystoreService::close_barrier() {
+  barrier_.seal();
+  guarded_.lock();
+}
+
+Status KeystoreService::adopt_unauthenticated_rows(const std::string& actor) {
+  MAILKMS_TRY(has_manifest, guarded_.has_manifest());
+  if (has_manifest) return Ok{};
+  // A keystore whose rows were authenticated once never goes back: the
+  // audit log (hash-chained, and anchored outside the database) says so.
+  std::uint64_t after = 0;
+  while (true) {
+    MAILKMS_TRY(records, audit_.read(after, 1000));
+    if (records.empty()) break;
+    for (const auto& r : records) {
+      if (r.event.action == "integrity-init") {
+        return make_error(Errc::corrupt, "integrity check failed: the manifest of authenticated rows is missing, "
+                                         "though audit record " + std::to_string(r.sequence) + " says it was made");
+      }
+    }
+    after = records.back().sequence;
+  }
+  return guarded_.transaction([&]() -> Status {
+    MAILKMS_TRY(adopted, guarded_.adopt_unauthenticated_rows());
+    return audit_.append({actor, "integrity-init", "keystore", "ok",
+                          std::to_string(adopted) + " existing row(s) authenticated; rows are authenticated from here on"});
+  });
+}
+
+void KeystoreService::report_integrity(const std::string& op, const Error* error) {
+  auto reports = guarded_.take_tamper_reports();
+  for (const auto& r : reports) {
+    if (report_integrity_) report_integrity_("integrity check failed in " + op + ": " + r.key + ": " + r.problem);
+    if (!barrier_.sealed()) (void)audit_.append({"keystore", "integrity", r.key, "failed", r.problem});
+  }
+  // Failures found elsewhere (an audit head older than its log) are logged.
+  if (reports.empty() && error != nullptr && error->code == Errc::corrupt && report_integrity_) {
+    report_integrity_("integrity check failed in " + op + ": " + error->message);
+  }
 }
 
 Result<nlohmann::json> KeystoreService::unseal(const Caller& caller, const nlohmann::json& params) {
@@ -402,7 +462,7 @@ Result<nlohmann::json> KeystoreService::remember_certificate(const nlohmann::jso
   MAILKMS_TRY(trust, trust_store());
   MAILKMS_CHECK(verify_chain(*ctx_, *trust, record.certificate, record.chain, record.stored_at));
   std::optional<std::string> refused;
-  MAILKMS_CHECK(storage_->transaction([&]() -> Status {
+  MAILKMS_CHECK(guarded_.transaction([&]() -> Status {
     MAILKMS_TRY(added_since, local_user());  // the user may have been added while we checked
     if (added_since) {
       refused = address + " is a local user";
@@ -483,13 +543,13 @@ Result<KeystoreService::TrustList> KeystoreService::trust_list() {
     if (ca.role == CaRole::root && ca.certificate) list.anchors.push_back({"ours", "", *ca.certificate});
     if (!ca.external_chain.empty()) list.anchors.push_back({"external", "", ca.external_chain.back()});
   }
-  MAILKMS_TRY(added, storage_->scan("trust/", {}, 10'000));
+  MAILKMS_TRY(added, guarded_.scan("trust/", {}, 10'000));
   for (const auto& [key, pem] : added) {
     auto cert = smime::Certificate::from_pem(pem);
     if (!cert) return make_error(Errc::corrupt, key + " does not parse");
     list.anchors.push_back({"added", key.substr(6), std::move(*cert)});
   }
-  MAILKMS_TRY(system, storage_->get("config/trust-system-roots"));
+  MAILKMS_TRY(system, guarded_.get("config/trust-system-roots"));
   list.system_roots = system.value_or("0") == "1";
   return list;
 }

@@ -83,6 +83,18 @@ TEST_CASE("tampering of every kind is found", "[audit]") {
     CHECK_FALSE(v.intact);
     CHECK(v.problem.find("removed from the end") != std::string::npos);
   }
+  SECTION("an older head put back: verify says so, and nothing more is appended over history") {
+    const std::string head = must(f.storage->get("core/audit-head")).value();
+    must(f.log.append({"carol", "admin-add", "erin", "ok", ""}));
+    must(f.storage->put("core/audit-head", head));
+    const auto v = must(f.log.verify());
+    CHECK_FALSE(v.intact);
+    CHECK(v.problem.find("an older head was put back") != std::string::npos);
+    const auto appended = f.log.append({"carol", "admin-add", "frank", "ok", ""});
+    REQUIRE_FALSE(appended);
+    CHECK(appended.error().code == Errc::corrupt);
+    CHECK(nlohmann::json::parse(f.raw(6)).at("subject") == "erin");
+  }
   SECTION("two records swapped") {
     const std::string two = f.raw(2);
     f.put_raw(2, f.raw(4));

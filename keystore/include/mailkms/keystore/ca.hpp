@@ -117,6 +117,8 @@ class CertificateAuthority {
   Result<std::string> crl(const std::string& id, int next_update_days = 7);
 
  private:
+  // Refuses a certificate record that says "valid" when a revocation row exists.
+  Status check_not_revoked(const std::string& ca_id, const std::string& serial);
   Result<CaInfo> create_ca(const std::string& id, const std::optional<std::string>& parent, const std::string& name,
                            KeyType type, int validity_days, int priority, CaRole role, const std::string& actor);
   Status save(const CaInfo& info);

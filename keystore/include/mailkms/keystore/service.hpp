@@ -9,6 +9,7 @@
 #include <chrono>
 #include <filesystem>
 #include <map>
+#include <functional>
 #include <memory>
 #include <mutex>
 #include <shared_mutex>
@@ -17,6 +18,7 @@
 
 #include "mailkms/keystore/admins.hpp"
 #include "mailkms/keystore/audit.hpp"
+#include "mailkms/keystore/authenticated_storage.hpp"
 #include "mailkms/keystore/barrier.hpp"
 #include "mailkms/keystore/ca.hpp"
 #include "mailkms/keystore/enrollment.hpp"
@@ -89,7 +91,10 @@ class KeystoreService {
   AuditLog& audit() { return audit_; }
   HarvestedCertificates& harvested() { return harvested_; }
   Enrollment& enrollment() { return enrollment_; }
-  Storage& storage() { return *storage_; }
+  Storage& storage() { return guarded_; }
+  // Where rows found forged, deleted or replayed are reported (besides the
+  // audit log, which a replayed head may have broken): the daemon's log.
+  void set_integrity_reporter(std::function<void(const std::string&)> report) { report_integrity_ = std::move(report); }
 
  private:
   KeystoreService(std::unique_ptr<SqliteStorage> storage, smime::CryptoContextPtr ctx, AccessPolicy access,
@@ -100,6 +105,15 @@ class KeystoreService {
   // the key file read at start.
   Status finish_unseal(Result<smime::SecretBytes> master, const std::string& actor, const std::string& how,
                        std::optional<uid_t> peer);
+  // Loads the master key into the barrier and the row authentication.
+  Status open_barrier(smime::SecretBytes master_key);
+  void close_barrier();
+  // At the first unseal of a database written before rows were
+  // authenticated: authenticates them, once, and audits it.
+  Status adopt_unauthenticated_rows(const std::string& actor);
+  // Audits and logs what the row checks found while answering a request.
+  void report_integrity(const std::string& op, const Error* error);
+  Result<nlohmann::json> dispatch(const Caller& caller, const protocol::Request& request);
 
   Result<nlohmann::json> status();
   // A gateway's operation, audited (in batches) whatever its outcome: a
@@ -160,6 +174,8 @@ class KeystoreService {
   Result<int> approvals_for(std::string_view op);
 
   std::unique_ptr<SqliteStorage> storage_;
+  AuthenticatedStorage guarded_;  // what every service reads and writes through
+  std::function<void(const std::string&)> report_integrity_;
   smime::CryptoContextPtr ctx_;
   mutable std::shared_mutex access_mutex_;
   AccessPolicy access_;

@@ -31,6 +31,12 @@ class Storage {
       std::size_t limit = std::numeric_limits<std::size_t>::max()) = 0;
   // Runs `work`; all of its changes land, or none do. Nests.
   virtual Status transaction(const std::function<Status()>& work) = 0;
+  // A row a caller found tampered with, for a storage that keeps such
+  // reports (AuthenticatedStorage); others forget it.
+  virtual void report_tamper(std::string_view key, std::string problem) {
+    (void)key;
+    (void)problem;
+  }
 };
 
 }  // namespace mailkms::keystore

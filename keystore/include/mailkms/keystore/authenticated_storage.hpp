@@ -1,0 +1,99 @@
+// Storage as the keystore's services see it, so that a database writer
+// without the master key can neither grant nor change anything. Rows that
+// decide who may do what (administrators, sessions, approval counts,
+// requests, trust anchors, CAs, revocations, CRLs, tokens) and rows that
+// say who holds which certificate (users, certificates) carry an
+// HMAC-SHA256 under a key derived from the master key, over their storage
+// key and value. Rows of the first kind also carry a version, which an
+// authenticated manifest must name: one inserted beside the keystore is
+// ignored, one deleted or put back as an older copy of itself is refused.
+// Everything else (the audit log, which is hash-chained; the seal; keys
+// behind the barrier) passes through unchanged. Locked (sealed), it
+// refuses the rows it guards.
+#pragma once
+
+#include <cstdint>
+#include <map>
+#include <mutex>
+#include <optional>
+#include <shared_mutex>
+#include <string>
+#include <vector>
+
+#include "mailkms/keystore/error.hpp"
+#include "mailkms/keystore/storage.hpp"
+#include "mailkms/smime/decrypt.hpp"
+
+namespace mailkms::keystore {
+
+// A row that failed its check: which, and what was wrong.
+struct TamperReport {
+  std::string key;
+  std::string problem;
+};
+
+class AuthenticatedStorage final : public Storage {
+ public:
+  explicit AuthenticatedStorage(Storage& inner) : inner_(inner) {}
+
+  // Derives the row key from the master key (HKDF-SHA256, its own label).
+  Status unlock(const smime::SecretBytes& master_key);
+  void lock();
+
+  // Whether the manifest exists: every database that authenticates its
+  // rows has one from its first unseal on.
+  Result<bool> has_manifest();
+  // Authenticates the rows of a database written before rows were
+  // authenticated, and creates the manifest; returns how many it adopted.
+  // Refused when any row already carries an authentication tag: the
+  // manifest of such a database was removed, not never made.
+  Result<std::size_t> adopt_unauthenticated_rows();
+
+  // Rows found forged, deleted or replayed since the last call (at most a
+  // hundred are kept), for the service to audit and log.
+  std::vector<TamperReport> take_tamper_reports();
+
+  Result<std::optional<std::string>> get(std::string_view key) override;
+  Status put(std::string_view key, std::string_view value) override;
+  Status remove(std::string_view key) override;
+  Result<std::vector<std::pair<std::string, std::string>>> scan(
+      std::string_view prefix, std::string_view after = {},
+      std::size_t limit = std::numeric_limits<std::size_t>::max()) override;
+  Status transaction(const std::function<Status()>& work) override { return inner_.transaction(work); }
+  void report_tamper(std::string_view key, std::string problem) override;
+
+ private:
+  // The manifest: a counter every change of a tracked row moves on, and
+  // for each collection (admins, sessions, …) the version of its list of
+  // rows and their versions.
+  struct Root {
+    std::uint64_t counter = 0;
+    std::map<std::string, std::uint64_t, std::less<>> collections;
+  };
+  using Versions = std::map<std::string, std::uint64_t, std::less<>>;
+
+  Result<std::string> tag(std::string_view key, std::uint64_t version, std::string_view payload) const;
+  Result<std::string> encode(std::string_view key, std::uint64_t version, std::string_view payload) const;
+  // The payload of a row whose tag is right; the version it claims in `version`.
+  Result<std::string> decode(std::string_view key, std::string_view row, std::uint64_t& version) const;
+  Error tampered(std::string_view key, std::string problem);
+  // get and scan of guarded rows, inside a transaction; `protection` is
+  // the row class (kept out of this header).
+  Result<std::optional<std::string>> get_checked(std::string_view key, int protection);
+  Result<std::vector<std::pair<std::string, std::string>>> scan_checked(std::string_view prefix,
+                                                                       std::string_view after, std::size_t limit,
+                                                                       int protection);
+
+  Result<std::optional<Root>> read_root();
+  Result<Root> require_root();
+  Result<Versions> read_collection(const Root& root, std::string_view collection);
+  Status write_manifest(Root& root, std::string_view collection, const Versions& versions);
+
+  Storage& inner_;
+  mutable std::shared_mutex key_mutex_;
+  std::optional<smime::SecretBytes> row_key_;
+  std::mutex reports_mutex_;
+  std::vector<TamperReport> reports_;
+};
+
+}  // namespace mailkms::keystore
