@@ -1,6 +1,7 @@
 // The inbound half: verify signatures into Authentication-Results (and
-// drop forged copies of ours), decrypt for local recipients whose keys are
-// escrowed when policy says so, and remember trusted senders' certificates.
+// drop forged copies of ours), decrypt for the local recipients whose own
+// escrowed keys open the message when policy says so (the others get it as
+// it came), and remember trusted senders' certificates.
 #include <algorithm>
 
 #include "pipeline.hpp"
@@ -45,6 +46,14 @@ SmimeResult result_of(const smime::VerifyResult& v) {
 
 }  // namespace
 
+smime::Result<smime::Spool> Gateway::as_it_came(const std::string& sender, const std::vector<std::string>& recipients,
+                                                const smime::Spool& message) const {
+  MAILKMS_TRY(header, read_header_section(message));
+  const std::string mark = mark_.make(sender, recipients, message, header.body_offset);
+  return with_field_on_top(message, {std::string(reinjection_header), " " + mark},
+                           smime::SpoolOptions{settings_.spool_memory_limit, settings_.spool_directory});
+}
+
 Outcome Gateway::inbound(const Transaction& tx, const std::vector<smime::HeaderField>& headers,
                          const smime::Spool& message, const std::vector<std::string>& skip) {
   const policy::Policy& policy = *tx.policy;
@@ -52,21 +61,22 @@ Outcome Gateway::inbound(const Transaction& tx, const std::vector<smime::HeaderF
   Outcome outcome;
 
   bool verify = false;
-  bool decrypt = true;
+  bool decrypt = false;  // for some recipient: each has the copy its own rule and key allow
   bool harvest = true;
   std::vector<std::string> recipients;
+  std::vector<policy::RecipientDecision> decisions;
   std::string rules;
   const auto fields = policy_headers(headers);  // rules on the subject or a header apply inbound too
   for (const auto& r : tx.recipients) {
     if (std::find(skip.begin(), skip.end(), r) != skip.end()) continue;
     recipients.push_back(r);
-    const auto d = policy::decide(policy, policy::Direction::inbound, tx.sender, r, &fields);
+    decisions.push_back(policy::decide(policy, policy::Direction::inbound, tx.sender, r, &fields));
+    const auto& d = decisions.back();
     verify |= d.settings->verify;
-    decrypt &= d.settings->decrypt;  // one copy for all: only if every recipient's rule says so
+    decrypt |= d.settings->decrypt;
     harvest &= d.settings->harvest;
     rules += (rules.empty() ? "" : ", ") + r + ": " + d.rule_name();
   }
-  decrypt &= !recipients.empty();
   outcome.log = where + ": " + rules;
 
   const auto kind = smime_kind(headers);
@@ -178,20 +188,28 @@ Outcome Gateway::inbound(const Transaction& tx, const std::vector<smime::HeaderF
   smime::Entity entity = parsed->entity;
   bool decrypted = false;
   std::string decrypted_note;
+  std::vector<std::string> readers;  // the recipients whose own keys open it
   if (kind == SmimeKind::encrypted) {
-    // Every local recipient's current key may open it.
+    // The current key of each local recipient whose rule says decrypt.
     std::vector<std::string> local;
-    for (const auto& r : recipients) {
+    for (std::size_t i = 0; i < recipients.size(); ++i) {
+      const auto& r = recipients[i];
       const auto domain = smime::normalize_address(r.substr(r.rfind('@') + 1));
-      if (std::find(policy.locality.domains.begin(), policy.locality.domains.end(), domain) != policy.locality.domains.end()) {
-        local.push_back(smime::normalize_address(r));
+      if (decisions[i].settings->decrypt &&
+          std::find(policy.locality.domains.begin(), policy.locality.domains.end(), domain) != policy.locality.domains.end()) {
+        local.push_back(r);
       }
     }
-    MAILKMS_TRY_OR(found, certificates_.lookup(local),
+    std::vector<std::string> normalized;
+    for (const auto& r : local) normalized.push_back(smime::normalize_address(r));
+    MAILKMS_TRY_OR(found, certificates_.lookup(normalized),
                    return failure(settings_.on_keystore_unavailable, where + ": keystore unavailable", found_result.error().message));
     std::vector<keystore::RemoteKeyUnwrapper> unwrappers;
+    std::vector<std::string> owners;
     for (std::size_t i = 0; i < local.size(); ++i) {
-      if (found[i]) unwrappers.emplace_back(keystore_, local[i], found[i]->certificate);
+      if (!found[i]) continue;
+      unwrappers.emplace_back(keystore_, normalized[i], found[i]->certificate);
+      owners.push_back(local[i]);
     }
     std::vector<smime::KeyUnwrapper*> keys;
     for (auto& u : unwrappers) keys.push_back(&u);
@@ -211,6 +229,7 @@ Outcome Gateway::inbound(const Transaction& tx, const std::vector<smime::HeaderF
       }
       return broken;
     }
+    for (const std::size_t i : opened->readers) readers.push_back(owners[i]);
     entity = std::move(opened->content);
     decrypted = true;
     const auto addresses = opened->recipient.email_addresses();
@@ -234,6 +253,19 @@ Outcome Gateway::inbound(const Transaction& tx, const std::vector<smime::HeaderF
   }
 
   if (!decrypted) return finish_with(results);
+  // Only its readers get the plaintext; the others get the message as it
+  // came, in a copy of their own.
+  std::vector<std::string> others;
+  for (const auto& r : recipients) {
+    if (std::find(readers.begin(), readers.end(), r) == readers.end()) others.push_back(r);
+  }
+  if (!others.empty()) {
+    auto copy = as_it_came(tx.sender, others, message);
+    if (!copy) return failure(settings_.on_internal_error, where + ": re-injection", copy.error().message);
+    outcome.reinjections.push_back({others, std::move(*copy)});
+    outcome.removed_recipients = others;
+    outcome.log += "; " + join(others) + " not among its readers, re-injected as it came";
+  }
   // The decrypted entity replaces the encrypted one; the outer fields stay,
   // but for a claim of decryption we did not make. Of the inner fields only
   // the entity's own Content-* come out: anything else in there was written

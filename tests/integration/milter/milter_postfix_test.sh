@@ -65,7 +65,7 @@ start_keystore || { echo "FAIL - the keystore does not start"; cat keystore.log;
 "$ctl" login admin --password-file admin.pw > /dev/null
 "$ctl" ca init --id root --name "Corp Root CA" > /dev/null
 "$ctl" ca add-subordinate --id issuing --parent root --name "Corp Issuing CA" > /dev/null
-"$ctl" user add alice@corp.example bob@corp.example > /dev/null
+"$ctl" user add alice@corp.example bob@corp.example carol@corp.example > /dev/null
 "$ctl" trust add "$pki/root.pem" > /dev/null  # an outside CA whose users write to us
 
 cat > policy.toml <<'POLICY'
@@ -153,12 +153,13 @@ arrived() {
   postfix_wait_for 1 || return 1
   mv "$(sink_files | sort | head -n 1)" "$1"
 }
-# arrived_split NAME: bob's and y's copies of one message, to NAME-bob.eml and NAME-y.eml
+# arrived_split NAME [OTHER]: bob's and the other recipient's copies of one
+# message, to NAME-bob.eml and NAME-OTHER.eml (OTHER: y unless given)
 arrived_split() {
   postfix_wait_for 2 || return 1
   local f
   for f in $(sink_files); do
-    if grep -q '^X-Rcpt-Args: <bob@corp.example>' "$f"; then mv "$f" "$1-bob.eml"; else mv "$f" "$1-y.eml"; fi
+    if grep -q '^X-Rcpt-Args: <bob@corp.example>' "$f"; then mv "$f" "$1-bob.eml"; else mv "$f" "$1-${2:-y}.eml"; fi
   done
 }
 message() {  # message FROM TO SUBJECT BODY   (swaks ends the last line)
@@ -323,6 +324,41 @@ check "inbound, a rule on a header applies: the message stays encrypted" \
 check "of the encrypted part's fields only its Content-* come out; forged claims are gone" \
   bash -c "[ \$(grep -c '^From:' in-decrypted.eml) = 1 ] && [ \$(grep -c '^Subject:' in-decrypted.eml) = 1 ] &&
     [ \$(grep -c '^X-Mailkms-Decrypted:' in-decrypted.eml) = 1 ] && ! grep -q 'ceo@corp.example\|cipher=forged' in-decrypted.eml"
+
+# encrypted_mail MESSAGE CIPHER: MESSAGE with its content encrypted to bob by
+# openssl with CIPHER (an openssl cms option), its other header fields kept.
+encrypted_mail() {
+  openssl cms -encrypt "-$2" -in "$1" -recip bob.pem -out "$1.p7m" 2> /dev/null
+  with_encrypted_content "$1" "$1.p7m"
+}
+# with_encrypted_content MESSAGE P7M: MESSAGE's header fields but its
+# Content-*, then the S/MIME entity P7M
+with_encrypted_content() {
+  { tr -d '\r' < "$1" | sed -n '1,/^$/p' | awk '/^[^ \t]/ { drop = tolower($0) ~ /^(mime-version|content-)/ } !drop && !/^$/'
+    tr -d '\r' < "$2"; } | sed 's/$/\r/'
+}
+
+# body_lines MESSAGE: the non-empty lines of its body, without CRs (the
+# transport may add empty lines at the end)
+body_lines() {
+  tr -d '\r' < "$1" | sed '1,/^$/d' | grep -v '^$'
+}
+export -f body_lines
+
+# ---- Who may read what -----------------------------------------------------------------
+# Encrypted to bob alone, sent to bob and carol, who both have keys here:
+# bob's key must not open it for carol. bob's copy is decrypted, carol's is
+# re-injected as it came.
+message "carol@example.org" "bob@corp.example, carol@corp.example" "For bob only" "Only bob may read this." > bob-only.eml
+encrypted_mail bob-only.eml aes-256-gcm > bob-only-mail.eml
+send carol@example.org bob@corp.example carol@corp.example < bob-only-mail.eml
+arrived_split only carol
+check "encrypted to bob alone, sent to bob and carol: bob's copy arrives decrypted, for him alone" \
+  bash -c "grep -q '^Only bob may read this' only-bob.eml && [ \$(grep -c '^X-Rcpt-Args:' only-bob.eml) = 1 ]"
+check "carol's copy is the ciphertext as it came, line for line, for her alone" \
+  bash -c "grep -q '^X-Rcpt-Args: <carol@corp.example>' only-carol.eml && [ \$(grep -c '^X-Rcpt-Args:' only-carol.eml) = 1 ] &&
+    grep -qi '^Content-Type: application/pkcs7-mime' only-carol.eml && ! grep -q '^X-Mailkms-Decrypted' only-carol.eml &&
+    cmp <(body_lines bob-only-mail.eml) <(body_lines only-carol.eml)"
 
 # ---- The enrollment address -----------------------------------------------------------
 message "alice@corp.example" "mailkms-enroll@corp.example" "Re: your enrollment" "token and password" |
