@@ -8,43 +8,6 @@
 #include "mailkms/smime/open.hpp"
 
 namespace mailkms::gateway {
-namespace {
-
-// A message the gateway could not read back from its own spool: our
-// trouble, not the sender's.
-bool unreadable(const smime::VerifyResult& v) {
-  return v.error && (v.error->code == smime::Errc::io_error || v.error->code == smime::Errc::internal);
-}
-
-SmimeResult result_of(const smime::VerifyResult& v) {
-  SmimeResult r;
-  using S = smime::SignatureStatus;
-  switch (v.status) {
-    case S::pass: r.result = "pass"; break;
-    case S::fail:
-    case S::untrusted:
-    case S::expired:
-    case S::revoked: r.result = "fail"; break;
-    case S::signer_mismatch: r.result = "policy"; break;
-    case S::no_signature: r.result = "none"; break;
-    case S::malformed: r.result = unreadable(v) ? "temperror" : "permerror"; break;
-  }
-  if (v.status != S::pass) {
-    r.reason = std::string(smime::to_string(v.status));
-    if (!v.reason.empty()) r.reason += ": " + v.reason;
-  } else if (v.weak) {
-    r.reason = "weak algorithm (SHA-1 or a short key)";
-  }
-  for (const auto& signer : v.signers) {
-    if (!signer.addresses.empty()) {
-      r.identifier = signer.addresses.front();
-      break;
-    }
-  }
-  return r;
-}
-
-}  // namespace
 
 smime::Result<smime::Spool> Gateway::as_it_came(const std::string& sender, const std::vector<std::string>& recipients,
                                                 const smime::Spool& message) const {
@@ -117,7 +80,7 @@ Outcome Gateway::inbound(const Transaction& tx, const std::vector<smime::HeaderF
     options.from = authors;
     options.max_in_memory = settings_.inbound_memory_limit;
     const smime::VerifyResult verified = run(options);
-    results.push_back(result_of(verified));
+    results.push_back(smime_result(verified, authors));
     outcome.log += "; signature " + std::string(smime::to_string(verified.status));
     // MIME or CMS that cannot be read is malformed input, not a bad
     // signature; a spool we cannot read back is an internal error.

@@ -360,6 +360,25 @@ check "carol's copy is the ciphertext as it came, line for line, for her alone" 
     grep -qi '^Content-Type: application/pkcs7-mime' only-carol.eml && ! grep -q '^X-Mailkms-Decrypted' only-carol.eml &&
     cmp <(body_lines bob-only-mail.eml) <(body_lines only-carol.eml)"
 
+# ---- Signers and authors ---------------------------------------------------------------
+# Two signers: first a self-signed one for ceo@bank.example, then alice, who
+# wrote it. Authentication-Results names alice, whose signature passed.
+openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -keyout ceo.key -out ceo.pem -days 30 \
+  -subj "/CN=CEO" -addext "subjectAltName=email:ceo@bank.example" -addext "keyUsage=digitalSignature" \
+  -addext "extendedKeyUsage=emailProtection" 2> /dev/null
+printf '%s\r\n' "Content-Type: text/plain; charset=us-ascii" "" "Wire the money today." > two-signers.txt
+openssl cms -sign -in two-signers.txt -binary -signer ceo.pem -inkey ceo.key -signer "$pki/alice.pem" -inkey "$pki/alice.key" \
+  -certfile "$pki/chain.pem" -out two-signers.p7s 2> /dev/null
+{ printf '%s\r\n' "From: alice@example.org" "To: bob@corp.example" "Subject: Two signers" "Date: Thu, 26 Nov 2026 10:00:00 +0000"
+  tr -d '\r' < two-signers.p7s | sed 's/$/\r/'; } > two-signers.eml
+check "the self-signed signer comes first in the signature" \
+  bash -c "openssl cms -cmsout -print -in two-signers.eml | sed -n '/signerInfos:/,\$p' | grep -m1 'issuer:' | grep -q 'CN=CEO'"
+send alice@example.org bob@corp.example < two-signers.eml
+arrived in-two-signers.eml
+check "two signers: Authentication-Results names the one that passed and wrote it, not the first" \
+  bash -c "tr -d '\r' < in-two-signers.eml | sed -n '/^Authentication-Results: mx.corp.example;/,/^[^ \t]/p' | tr -d '\n\t' |
+    grep -q 'smime=pass.*body.smime-identifier=alice@example.org' && ! grep -q 'smime-identifier=ceo@bank.example' in-two-signers.eml"
+
 # ---- The enrollment address -----------------------------------------------------------
 message "alice@corp.example" "mailkms-enroll@corp.example" "Re: your enrollment" "token and password" |
   send alice@corp.example mailkms-enroll@corp.example
