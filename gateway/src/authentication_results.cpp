@@ -78,7 +78,8 @@ SmimeResult smime_result(const smime::VerifyResult& v, const std::vector<std::st
   if (named == nullptr || named->addresses.empty()) return r;
   r.identifier = named->addresses.front();
   for (const auto& author : authors) {
-    const auto matched = std::find(named->addresses.begin(), named->addresses.end(), smime::normalize_address(author));
+    const auto matched = std::find_if(named->addresses.begin(), named->addresses.end(),
+                                      [&](const std::string& a) { return smime::same_address(a, author); });
     if (matched != named->addresses.end()) {
       r.identifier = *matched;
       break;

@@ -102,7 +102,9 @@ Outcome Gateway::inbound(const Transaction& tx, const std::vector<smime::HeaderF
       for (const auto& signer : verified.signers) {
         if (signer.status != smime::SignatureStatus::pass) continue;
         for (const auto& address : signer.addresses) {
-          if (std::find(authors.begin(), authors.end(), address) == authors.end()) continue;
+          const bool author = std::any_of(authors.begin(), authors.end(),
+                                          [&](const std::string& a) { return smime::same_address(a, address); });
+          if (!author) continue;
           auto stored = keystore::remember_certificate(keystore_, address, signer.certificate, verified.certificates,
                                                        signer.capabilities, signer.signing_time);
           outcome.log += stored && *stored ? "; harvested " + address : "";

@@ -379,6 +379,17 @@ check "two signers: Authentication-Results names the one that passed and wrote i
   bash -c "tr -d '\r' < in-two-signers.eml | sed -n '/^Authentication-Results: mx.corp.example;/,/^[^ \t]/p' | tr -d '\n\t' |
     grep -q 'smime=pass.*body.smime-identifier=alice@example.org' && ! grep -q 'smime-identifier=ceo@bank.example' in-two-signers.eml"
 
+# An address is compared without regard to case (docs/ARCHITECTURE.md): a
+# From in capitals signed by bob@example.org passes, and his certificate is
+# harvested.
+message "Bob Outside <Bob@Example.ORG>" "bob@corp.example" "Capitals" "Hello in capitals." > capitals.eml
+"$ctl" message sign --cert "$pki/bob.pem" --key "$pki/bob.key" --chain "$pki/chain.pem" --in capitals.eml --out capitals-signed.eml
+send bob@example.org bob@corp.example < capitals-signed.eml
+arrived in-capitals.eml
+check "From: Bob@Example.ORG signed by bob@example.org: smime=pass" \
+  bash -c "tr -d '\r' < in-capitals.eml | sed -n '/^Authentication-Results: mx.corp.example;/,/^[^ \t]/p' | tr -d '\n\t' | grep -q 'smime=pass'"
+check "and bob@example.org's certificate is harvested from it" bash -c "'$ctl' harvested list | grep -q '^bob@example.org '"
+
 # ---- The enrollment address -----------------------------------------------------------
 message "alice@corp.example" "mailkms-enroll@corp.example" "Re: your enrollment" "token and password" |
   send alice@corp.example mailkms-enroll@corp.example
