@@ -154,6 +154,8 @@ Outcome Gateway::inbound(const Transaction& tx, const std::vector<smime::HeaderF
   bool decrypted = false;
   std::string decrypted_note;
   std::vector<std::string> readers;  // the recipients whose own keys open it
+  bool authenticated = false;        // AuthEnvelopedData: its integrity was checked
+  std::string cipher;
   if (kind == SmimeKind::encrypted) {
     // The current key of each local recipient whose rule says decrypt.
     std::vector<std::string> local;
@@ -197,14 +199,24 @@ Outcome Gateway::inbound(const Transaction& tx, const std::vector<smime::HeaderF
     for (const std::size_t i : opened->readers) readers.push_back(owners[i]);
     entity = std::move(opened->content);
     decrypted = true;
+    authenticated = opened->authenticated;
+    cipher = smime::name(opened->cipher);
     const auto addresses = opened->recipient.email_addresses();
-    decrypted_note = settings_.authserv_id + "; cipher=" + std::string(smime::name(opened->cipher)) +
-                     (addresses.empty() ? "" : "; key=" + addresses.front());
-    outcome.log += "; decrypted (" + std::string(smime::name(opened->cipher)) + ")";
+    decrypted_note = settings_.authserv_id + "; cipher=" + cipher + (addresses.empty() ? "" : "; key=" + addresses.front());
+    outcome.log += "; decrypted (" + cipher + ")";
   }
 
+  // EFAIL: content encrypted without integrity protection (CBC) may have
+  // been changed on the way to exfiltrate what the reader's client shows;
+  // unless a reader's rule allows it, only a signature that passes vouches
+  // for it.
+  const auto wants_signature = [&](const std::string& reader) {
+    const auto at = std::find(recipients.begin(), recipients.end(), reader);
+    return !decisions[static_cast<std::size_t>(at - recipients.begin())].settings->decrypt_unauthenticated;
+  };
+  const bool must_vouch = decrypted && !authenticated && std::any_of(readers.begin(), readers.end(), wants_signature);
   std::vector<SmimeResult> results;
-  if (verify) {
+  if (verify || must_vouch) {
     auto layer = smime::classify(*ctx_, entity);
     if (layer && *layer && (**layer == smime::LayerKind::signed_multipart || **layer == smime::LayerKind::signed_opaque)) {
       if (auto refused = check_signature(results, authors, [&](const smime::VerifyOptions& options) {
@@ -218,12 +230,32 @@ Outcome Gateway::inbound(const Transaction& tx, const std::vector<smime::HeaderF
   }
 
   if (!decrypted) return finish_with(results);
-  // Only its readers get the plaintext; the others get the message as it
-  // came, in a copy of their own.
+  // Only its readers get the plaintext, and of them only those a passing
+  // signature is not asked for; the others get the message as it came, in a
+  // copy of their own.
+  const bool vouched = !results.empty() && results.back().result == "pass";
   std::vector<std::string> others;
+  std::vector<std::string> unvouched;
   for (const auto& r : recipients) {
-    if (std::find(readers.begin(), readers.end(), r) == readers.end()) others.push_back(r);
+    const bool reader = std::find(readers.begin(), readers.end(), r) != readers.end();
+    if (!reader) {
+      others.push_back(r);
+    } else if (must_vouch && !vouched && wants_signature(r)) {
+      unvouched.push_back(r);
+    }
   }
+  const std::string unprotected = cipher + " does not protect the content's integrity, and no signature that passes vouches for it";
+  if (!unvouched.empty()) outcome.log += "; left encrypted for " + join(unvouched) + ": " + unprotected;
+  if (others.size() + unvouched.size() == recipients.size()) {
+    // Nobody reads it here: as it came, saying why, whatever `verify` says.
+    SmimeResult& verdict = results.back();
+    if (verdict.result == "none") verdict.reason = "not signed";
+    verdict.reason += "; left encrypted: " + unprotected + " (decrypt_unauthenticated = false)";
+    outcome.header_edits = {
+        {HeaderEdit::Kind::prepend, "Authentication-Results", authentication_results(settings_.authserv_id, results), 0}};
+    return outcome;
+  }
+  others.insert(others.end(), unvouched.begin(), unvouched.end());
   if (!others.empty()) {
     auto copy = as_it_came(tx.sender, others, message);
     if (!copy) return failure(settings_.on_internal_error, where + ": re-injection", copy.error().message);

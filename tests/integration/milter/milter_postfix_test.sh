@@ -301,19 +301,20 @@ check "policy explain shows the cipher chosen from her harvested capabilities" \
   bash -c "'$ctl' policy explain --policy policy.toml --from alice@corp.example --to alice@example.org --client 127.0.0.1 |
            grep -q 'cipher used: *aes-256-cbc — the first allowed one they can read (from their signed mail)'"
 
-# Encrypted to bob from outside: policy says decrypt for local users.
+# Encrypted to bob from outside (AES-GCM, which authenticates it): policy
+# says decrypt for local users.
 message "carol@example.org" "bob@corp.example" "For your eyes" "The secret is 42." > secret.eml
 # Inside, a forged result of our own; outside, a forged claim of decryption.
 { printf 'Authentication-Results: mx.corp.example; smime=pass body.smime-identifier=ceo@corp.example\r\n'
   cat secret.eml; } > secret-inner.eml
-openssl cms -encrypt -aes256 -in secret-inner.eml -recip bob.pem -out secret-encrypted.eml 2> /dev/null
+openssl cms -encrypt -aes-256-gcm -in secret-inner.eml -recip bob.pem -out secret-encrypted.eml 2> /dev/null
 { echo "X-Mailkms-Decrypted: mx.corp.example; cipher=forged"
   tr -d '\r' < secret.eml | sed -n '1,/^$/p' | grep -v -i '^\(MIME-Version\|Content-\)' | grep -v '^$'
   tr -d '\r' < secret-encrypted.eml; } | sed 's/$/\r/' > secret-mail.eml
 send carol@example.org bob@corp.example < secret-mail.eml
 arrived in-decrypted.eml
 check "inbound mail encrypted to bob arrives decrypted" grep -q "^The secret is 42" in-decrypted.eml
-check "a header records that the gateway decrypted it" grep -q "^X-Mailkms-Decrypted: mx.corp.example; cipher=aes-256-cbc" in-decrypted.eml
+check "a header records that the gateway decrypted it" grep -q "^X-Mailkms-Decrypted: mx.corp.example; cipher=aes-256-gcm" in-decrypted.eml
 check "the original subject and sender are kept" bash -c "grep -q '^Subject: For your eyes' in-decrypted.eml && grep -q '^From: carol@example.org' in-decrypted.eml"
 { echo "X-Keep-Encrypted: yes"; cat secret-mail.eml; } | sed 's/^X-Keep-Encrypted: yes$/&\r/' |
   send carol@example.org bob@corp.example
@@ -359,6 +360,43 @@ check "carol's copy is the ciphertext as it came, line for line, for her alone" 
   bash -c "grep -q '^X-Rcpt-Args: <carol@corp.example>' only-carol.eml && [ \$(grep -c '^X-Rcpt-Args:' only-carol.eml) = 1 ] &&
     grep -qi '^Content-Type: application/pkcs7-mime' only-carol.eml && ! grep -q '^X-Mailkms-Decrypted' only-carol.eml &&
     cmp <(body_lines bob-only-mail.eml) <(body_lines only-carol.eml)"
+
+# EFAIL: content encrypted without integrity protection (CBC in
+# EnvelopedData) is decrypted only where a signature that passes vouches for
+# it; by default the rest is delivered still encrypted, saying why.
+message "carol@example.org" "bob@corp.example" "Unsigned CBC" "Unsigned and unauthenticated." > cbc-unsigned.eml
+encrypted_mail cbc-unsigned.eml aes256 > cbc-unsigned-mail.eml
+send carol@example.org bob@corp.example < cbc-unsigned-mail.eml
+arrived in-cbc-unsigned.eml
+check "unsigned CBC-encrypted mail stays encrypted, the reason in Authentication-Results" \
+  bash -c "grep -qi '^Content-Type: application/pkcs7-mime' in-cbc-unsigned.eml && ! grep -q '^X-Mailkms-Decrypted' in-cbc-unsigned.eml &&
+    tr -d '\r' < in-cbc-unsigned.eml | sed -n '/^Authentication-Results: mx.corp.example;/,/^[^ \t]/p' | tr -d '\n\t' |
+    grep -q 'smime=none reason=\"[^\"]*left encrypted[^\"]*decrypt_unauthenticated'"
+# The IV changed on the way so that the first block decrypts to what an
+# attacker chose, as EFAIL's CBC gadgets do.
+openssl cms -encrypt -aes256 -in cbc-unsigned.eml -recip bob.pem -outform DER -out cbc.der 2> /dev/null
+perl -e '
+  my ($der, $known) = map { open my $f, "<:raw", $_ or die; local $/; scalar <$f> } @ARGV;
+  my $xor = substr($known, 0, 16) ^ "X-Efail-Attack: ";
+  $der =~ s/(\x06\x09\x60\x86\x48\x01\x65\x03\x04\x01\x2a\x04\x10)(.{16})/$1 . ($2 ^ $xor)/se or die "no IV\n";
+  binmode STDOUT; print $der' cbc.der cbc-unsigned.eml > cbc-flipped.der
+openssl cms -cmsout -inform DER -in cbc-flipped.der -outform SMIME -out cbc-flipped.p7m
+with_encrypted_content cbc-unsigned.eml cbc-flipped.p7m > cbc-flipped-mail.eml
+check "flipped IV bytes make the first block what the attacker chose (openssl)" \
+  bash -c "openssl cms -decrypt -in cbc-flipped-mail.eml -recip bob.pem -inkey bob.key | head -n 1 | grep -q '^X-Efail-Attack: '"
+send carol@example.org bob@corp.example < cbc-flipped-mail.eml
+arrived in-cbc-flipped.eml
+check "CBC mail with its IV changed is not delivered decrypted" \
+  bash -c "grep -qi '^Content-Type: application/pkcs7-mime' in-cbc-flipped.eml && ! grep -q '^X-Mailkms-Decrypted' in-cbc-flipped.eml &&
+    cmp <(body_lines cbc-flipped-mail.eml) <(body_lines in-cbc-flipped.eml)"
+# Signed by its author, under an anchor we trust: decrypted as before.
+encrypted_mail outside-signed.eml aes256 > cbc-signed-mail.eml
+send alice@example.org bob@corp.example < cbc-signed-mail.eml
+arrived in-cbc-signed.eml
+check "CBC-encrypted mail whose content its author signed (smime=pass) is decrypted" \
+  bash -c "grep -q '^Hello from outside' in-cbc-signed.eml && grep -q '^X-Mailkms-Decrypted: mx.corp.example; cipher=aes-256-cbc' in-cbc-signed.eml &&
+    tr -d '\r' < in-cbc-signed.eml | sed -n '/^Authentication-Results: mx.corp.example;/,/^[^ \t]/p' | tr -d '\n\t' |
+    grep -q 'smime=pass.*body.smime-identifier=alice@example.org'"
 
 # ---- Signers and authors ---------------------------------------------------------------
 # Two signers: first a self-signed one for ceo@bank.example, then alice, who
