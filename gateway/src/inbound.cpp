@@ -8,6 +8,15 @@
 #include "mailkms/smime/open.hpp"
 
 namespace mailkms::gateway {
+namespace {
+
+bool in_local_domain(const policy::Policy& policy, const std::string& address) {
+  const auto domain = smime::normalize_address(address.substr(address.rfind('@') + 1));
+  const auto& local = policy.locality.domains;
+  return std::find(local.begin(), local.end(), domain) != local.end();
+}
+
+}  // namespace
 
 smime::Result<smime::Spool> Gateway::as_it_came(const std::string& sender, const std::vector<std::string>& recipients,
                                                 const smime::Spool& message) const {
@@ -105,6 +114,12 @@ Outcome Gateway::inbound(const Transaction& tx, const std::vector<smime::HeaderF
           const bool author = std::any_of(authors.begin(), authors.end(),
                                           [&](const std::string& a) { return smime::same_address(a, address); });
           if (!author) continue;
+          // Our own users' certificates come from our CA, never from mail:
+          // one an outside CA issued for our domain would be encrypted to.
+          if (in_local_domain(policy, address)) {
+            outcome.log += "; not harvested: " + address + " is in a local domain";
+            continue;
+          }
           auto stored = keystore::remember_certificate(keystore_, address, signer.certificate, verified.certificates,
                                                        signer.capabilities, signer.signing_time);
           outcome.log += stored && *stored ? "; harvested " + address : "";
@@ -160,12 +175,7 @@ Outcome Gateway::inbound(const Transaction& tx, const std::vector<smime::HeaderF
     // The current key of each local recipient whose rule says decrypt.
     std::vector<std::string> local;
     for (std::size_t i = 0; i < recipients.size(); ++i) {
-      const auto& r = recipients[i];
-      const auto domain = smime::normalize_address(r.substr(r.rfind('@') + 1));
-      if (decisions[i].settings->decrypt &&
-          std::find(policy.locality.domains.begin(), policy.locality.domains.end(), domain) != policy.locality.domains.end()) {
-        local.push_back(r);
-      }
+      if (decisions[i].settings->decrypt && in_local_domain(policy, recipients[i])) local.push_back(recipients[i]);
     }
     std::vector<std::string> normalized;
     for (const auto& r : local) normalized.push_back(smime::normalize_address(r));

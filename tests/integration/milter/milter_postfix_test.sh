@@ -428,6 +428,24 @@ check "From: Bob@Example.ORG signed by bob@example.org: smime=pass" \
   bash -c "tr -d '\r' < in-capitals.eml | sed -n '/^Authentication-Results: mx.corp.example;/,/^[^ \t]/p' | tr -d '\n\t' | grep -q 'smime=pass'"
 check "and bob@example.org's certificate is harvested from it" bash -c "'$ctl' harvested list | grep -q '^bob@example.org '"
 
+# A certificate an outside CA issued for an address in one of our own
+# domains passes, but is never harvested: our users' certificates come from
+# our CA, and a harvested one would be encrypted to.
+openssl genpkey -algorithm RSA -pkeyopt rsa_keygen_bits:2048 -out dana.key 2> /dev/null
+openssl req -new -key dana.key -subj "/CN=Dana" -out dana.csr
+printf '%s\n' "subjectAltName=email:dana@corp.example" "keyUsage=digitalSignature,keyEncipherment" \
+  "extendedKeyUsage=emailProtection" "basicConstraints=CA:FALSE" > dana.ext
+openssl x509 -req -in dana.csr -CA "$pki/issuing.pem" -CAkey "$pki/issuing.key" -set_serial 4242 -days 30 \
+  -extfile dana.ext -out dana.pem 2> /dev/null
+message "Dana <dana@corp.example>" "bob@corp.example" "From inside?" "Trust me." > dana.eml
+"$ctl" message sign --cert dana.pem --key dana.key --chain "$pki/chain.pem" --in dana.eml --out dana-signed.eml
+send dana@example.org bob@corp.example < dana-signed.eml
+arrived in-dana.eml
+check "a signature under an outside CA for an address in a local domain passes, but is not harvested" \
+  bash -c "tr -d '\r' < in-dana.eml | sed -n '/^Authentication-Results: mx.corp.example;/,/^[^ \t]/p' | tr -d '\n\t' |
+    grep -q 'smime=pass.*body.smime-identifier=dana@corp.example' && ! '$ctl' harvested list | grep -q '^dana@corp.example ' &&
+    grep -q 'not harvested: dana@corp.example is in a local domain' milter.log"
+
 # ---- The enrollment address -----------------------------------------------------------
 message "alice@corp.example" "mailkms-enroll@corp.example" "Re: your enrollment" "token and password" |
   send alice@corp.example mailkms-enroll@corp.example
