@@ -53,7 +53,9 @@ Result<HarvestedCertificate> harvest_from_params(const nlohmann::json& params, s
     if (t->get<std::int64_t>() > now + 86400) {
       return make_error(Errc::invalid_argument, "\"signing_time\" is more than a day in the future");
     }
-    record.signing_time = t->get<std::time_t>();
+    // The sender writes it: a time ahead of now would keep this certificate
+    // against later messages' until then. It counts as now.
+    record.signing_time = std::min(t->get<std::time_t>(), now);
   }
   return record;
 }
