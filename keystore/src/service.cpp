@@ -165,7 +165,7 @@ Result<nlohmann::json> KeystoreService::handle(const Caller& caller, const proto
   if (request.op == op::sign) return sign(request.params);
   if (request.op == "trust-anchors") return trust_anchors();
   if (request.op == "crls") return crls();
-  if (request.op == op::remember_certificate) return remember_certificate(request.params);
+  if (request.op == op::remember_certificate) return remember_certificate(caller, request.params);
   if (request.op == op::redeem_token) return redeem_token(caller, request.params);
   return unwrap(request.params);
 }
@@ -289,7 +289,7 @@ Result<std::optional<HarvestedCertificate>> KeystoreService::usable_harvested(co
   return harvested;
 }
 
-Result<nlohmann::json> KeystoreService::remember_certificate(const nlohmann::json& params) {
+Result<nlohmann::json> KeystoreService::remember_certificate(const Caller& caller, const nlohmann::json& params) {
   MAILKMS_TRY(record, harvest_from_params(params, std::time(nullptr)));
   const std::string& address = record.address;
   // Our own users' certificates come from our CA, never from mail: even a
@@ -316,7 +316,10 @@ Result<nlohmann::json> KeystoreService::remember_certificate(const nlohmann::jso
     }
     MAILKMS_TRY(kept_instead, harvested_.remember(record));
     refused = std::move(kept_instead);
-    return Ok{};
+    if (refused) return Ok{};
+    // A certificate kept is one mail to this address will be encrypted to.
+    return audit_.append({"gateway:" + describe(caller), std::string(protocol::op::remember_certificate), address, "ok",
+                          record.certificate.subject() + ", issuer " + record.certificate.issuer()});
   }));
   if (refused) return not_stored(*refused);
   return nlohmann::json{{"stored", true}};

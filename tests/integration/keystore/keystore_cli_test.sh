@@ -209,6 +209,8 @@ check "the audit log is intact" bash -c "'$ctl' audit verify | grep -q '^intact'
 for action in unseal login ca-create-root user-add enroll redeem-token admin-add approvals-set request approve recover revoke harvested-remove; do
   check "the audit log records $action" grep -q "  $action  " audit.out
 done
+check "the audit log records each harvested certificate, with the gateway that offered it" \
+  grep -q "  gateway:uid [0-9]* (pid [0-9]*)  remember-certificate  zoe@partner.example  ok  CN=Zoe Partner" audit.out
 check "no password reached the daemon's log" bash -c "! grep -qF -e \"\$(cat carol.pw)\" -e \"\$(cat p12.pw)\" -e \"\$(cat unseal.pw)\" -e \"\$(cat enroll.pw)\" daemon.log"
 check "nor a token the log or the audit log" bash -c "! grep -qF -e '$first_token' -e \"\$(token_to frank@example.org)\" daemon.log audit.out"
 check "logout ends the session" bash -c "'$ctl' logout && ! '$ctl' user list"
