@@ -314,10 +314,13 @@ Result<nlohmann::json> KeystoreService::remember_certificate(const Caller& calle
       refused = address + " is a local user";
       return Ok{};
     }
+    MAILKMS_TRY(before, harvested_.get(address));
     MAILKMS_TRY(kept_instead, harvested_.remember(record));
     refused = std::move(kept_instead);
-    if (refused) return Ok{};
-    // A certificate kept is one mail to this address will be encrypted to.
+    // A new certificate is one mail to this address will be encrypted to
+    // from now on; the same one again (most signed mail) changes nothing
+    // worth a record.
+    if (refused || (before && before->certificate == record.certificate)) return Ok{};
     return audit_.append({"gateway:" + describe(caller), std::string(protocol::op::remember_certificate), address, "ok",
                           record.certificate.subject() + ", issuer " + record.certificate.issuer()});
   }));
