@@ -247,6 +247,11 @@ void explain_settings(policy::Direction direction, const policy::Settings& s) {
   } else {
     recipient_line("verify", yes_no(s.verify));
     recipient_line("decrypt", yes_no(s.decrypt));
+    if (s.decrypt) {
+      recipient_line("decrypt_unauthenticated",
+                     s.decrypt_unauthenticated ? "yes"
+                                               : "no — CBC-encrypted mail without a signature that passes stays encrypted");
+    }
     recipient_line("harvest", yes_no(s.harvest));
   }
 }

@@ -40,6 +40,54 @@ std::string address_pvalue(std::string_view address) {
 
 }  // namespace
 
+bool unreadable(const smime::VerifyResult& v) {
+  return v.error && (v.error->code == smime::Errc::io_error || v.error->code == smime::Errc::internal);
+}
+
+SmimeResult smime_result(const smime::VerifyResult& v, const std::vector<std::string>& authors) {
+  SmimeResult r;
+  using S = smime::SignatureStatus;
+  switch (v.status) {
+    case S::pass: r.result = "pass"; break;
+    case S::fail:
+    case S::untrusted:
+    case S::expired:
+    case S::revoked: r.result = "fail"; break;
+    case S::signer_mismatch: r.result = "policy"; break;
+    case S::no_signature: r.result = "none"; break;
+    case S::malformed: r.result = unreadable(v) ? "temperror" : "permerror"; break;
+  }
+  if (v.status != S::pass) {
+    r.reason = std::string(smime::to_string(v.status));
+    if (!v.reason.empty()) r.reason += ": " + v.reason;
+  } else if (v.weak) {
+    r.reason = "weak algorithm (SHA-1 or a short key)";
+  }
+  // The signer the verdict is about: one good signature makes the message
+  // good, so a pass names the first signer that passed — and a signer passes
+  // only as an author — never another signer that merely came first.
+  // Otherwise the first signer's verdict is the message's (verify.cpp).
+  const smime::SignerReport* named = nullptr;
+  if (v.status == S::pass) {
+    const auto passed = std::find_if(v.signers.begin(), v.signers.end(),
+                                     [](const smime::SignerReport& s) { return s.status == S::pass; });
+    if (passed != v.signers.end()) named = &*passed;
+  } else if (!v.signers.empty()) {
+    named = &v.signers.front();
+  }
+  if (named == nullptr || named->addresses.empty()) return r;
+  r.identifier = named->addresses.front();
+  for (const auto& author : authors) {
+    const auto matched = std::find_if(named->addresses.begin(), named->addresses.end(),
+                                      [&](const std::string& a) { return smime::same_address(a, author); });
+    if (matched != named->addresses.end()) {
+      r.identifier = *matched;
+      break;
+    }
+  }
+  return r;
+}
+
 std::string authentication_results(const std::string& authserv_id, const std::vector<SmimeResult>& results) {
   std::string out = authserv_id;
   // RFC 8601: a header with no results says so.

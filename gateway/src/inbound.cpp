@@ -1,6 +1,7 @@
 // The inbound half: verify signatures into Authentication-Results (and
-// drop forged copies of ours), decrypt for local recipients whose keys are
-// escrowed when policy says so, and remember trusted senders' certificates.
+// drop forged copies of ours), decrypt for the local recipients whose own
+// escrowed keys open the message when policy says so (the others get it as
+// it came), and remember trusted senders' certificates.
 #include <algorithm>
 
 #include "pipeline.hpp"
@@ -9,41 +10,21 @@
 namespace mailkms::gateway {
 namespace {
 
-// A message the gateway could not read back from its own spool: our
-// trouble, not the sender's.
-bool unreadable(const smime::VerifyResult& v) {
-  return v.error && (v.error->code == smime::Errc::io_error || v.error->code == smime::Errc::internal);
-}
-
-SmimeResult result_of(const smime::VerifyResult& v) {
-  SmimeResult r;
-  using S = smime::SignatureStatus;
-  switch (v.status) {
-    case S::pass: r.result = "pass"; break;
-    case S::fail:
-    case S::untrusted:
-    case S::expired:
-    case S::revoked: r.result = "fail"; break;
-    case S::signer_mismatch: r.result = "policy"; break;
-    case S::no_signature: r.result = "none"; break;
-    case S::malformed: r.result = unreadable(v) ? "temperror" : "permerror"; break;
-  }
-  if (v.status != S::pass) {
-    r.reason = std::string(smime::to_string(v.status));
-    if (!v.reason.empty()) r.reason += ": " + v.reason;
-  } else if (v.weak) {
-    r.reason = "weak algorithm (SHA-1 or a short key)";
-  }
-  for (const auto& signer : v.signers) {
-    if (!signer.addresses.empty()) {
-      r.identifier = signer.addresses.front();
-      break;
-    }
-  }
-  return r;
+bool in_local_domain(const policy::Policy& policy, const std::string& address) {
+  const auto domain = smime::normalize_address(address.substr(address.rfind('@') + 1));
+  const auto& local = policy.locality.domains;
+  return std::find(local.begin(), local.end(), domain) != local.end();
 }
 
 }  // namespace
+
+smime::Result<smime::Spool> Gateway::as_it_came(const std::string& sender, const std::vector<std::string>& recipients,
+                                                const smime::Spool& message) const {
+  MAILKMS_TRY(header, read_header_section(message));
+  const std::string mark = mark_.make(sender, recipients, message, header.body_offset);
+  return with_field_on_top(message, {std::string(reinjection_header), " " + mark},
+                           smime::SpoolOptions{settings_.spool_memory_limit, settings_.spool_directory});
+}
 
 Outcome Gateway::inbound(const Transaction& tx, const std::vector<smime::HeaderField>& headers,
                          const smime::Spool& message, const std::vector<std::string>& skip) {
@@ -52,21 +33,22 @@ Outcome Gateway::inbound(const Transaction& tx, const std::vector<smime::HeaderF
   Outcome outcome;
 
   bool verify = false;
-  bool decrypt = true;
+  bool decrypt = false;  // for some recipient: each has the copy its own rule and key allow
   bool harvest = true;
   std::vector<std::string> recipients;
+  std::vector<policy::RecipientDecision> decisions;
   std::string rules;
   const auto fields = policy_headers(headers);  // rules on the subject or a header apply inbound too
   for (const auto& r : tx.recipients) {
     if (std::find(skip.begin(), skip.end(), r) != skip.end()) continue;
     recipients.push_back(r);
-    const auto d = policy::decide(policy, policy::Direction::inbound, tx.sender, r, &fields);
+    decisions.push_back(policy::decide(policy, policy::Direction::inbound, tx.sender, r, &fields));
+    const auto& d = decisions.back();
     verify |= d.settings->verify;
-    decrypt &= d.settings->decrypt;  // one copy for all: only if every recipient's rule says so
+    decrypt |= d.settings->decrypt;
     harvest &= d.settings->harvest;
     rules += (rules.empty() ? "" : ", ") + r + ": " + d.rule_name();
   }
-  decrypt &= !recipients.empty();
   outcome.log = where + ": " + rules;
 
   const auto kind = smime_kind(headers);
@@ -107,7 +89,7 @@ Outcome Gateway::inbound(const Transaction& tx, const std::vector<smime::HeaderF
     options.from = authors;
     options.max_in_memory = settings_.inbound_memory_limit;
     const smime::VerifyResult verified = run(options);
-    results.push_back(result_of(verified));
+    results.push_back(smime_result(verified, authors));
     outcome.log += "; signature " + std::string(smime::to_string(verified.status));
     // MIME or CMS that cannot be read is malformed input, not a bad
     // signature; a spool we cannot read back is an internal error.
@@ -129,7 +111,15 @@ Outcome Gateway::inbound(const Transaction& tx, const std::vector<smime::HeaderF
       for (const auto& signer : verified.signers) {
         if (signer.status != smime::SignatureStatus::pass) continue;
         for (const auto& address : signer.addresses) {
-          if (std::find(authors.begin(), authors.end(), address) == authors.end()) continue;
+          const bool author = std::any_of(authors.begin(), authors.end(),
+                                          [&](const std::string& a) { return smime::same_address(a, address); });
+          if (!author) continue;
+          // Our own users' certificates come from our CA, never from mail:
+          // one an outside CA issued for our domain would be encrypted to.
+          if (in_local_domain(policy, address)) {
+            outcome.log += "; not harvested: " + address + " is in a local domain";
+            continue;
+          }
           auto stored = keystore::remember_certificate(keystore_, address, signer.certificate, verified.certificates,
                                                        signer.capabilities, signer.signing_time);
           outcome.log += stored && *stored ? "; harvested " + address : "";
@@ -178,20 +168,25 @@ Outcome Gateway::inbound(const Transaction& tx, const std::vector<smime::HeaderF
   smime::Entity entity = parsed->entity;
   bool decrypted = false;
   std::string decrypted_note;
+  std::vector<std::string> readers;  // the recipients whose own keys open it
+  bool authenticated = false;        // AuthEnvelopedData: its integrity was checked
+  std::string cipher;
   if (kind == SmimeKind::encrypted) {
-    // Every local recipient's current key may open it.
+    // The current key of each local recipient whose rule says decrypt.
     std::vector<std::string> local;
-    for (const auto& r : recipients) {
-      const auto domain = smime::normalize_address(r.substr(r.rfind('@') + 1));
-      if (std::find(policy.locality.domains.begin(), policy.locality.domains.end(), domain) != policy.locality.domains.end()) {
-        local.push_back(smime::normalize_address(r));
-      }
+    for (std::size_t i = 0; i < recipients.size(); ++i) {
+      if (decisions[i].settings->decrypt && in_local_domain(policy, recipients[i])) local.push_back(recipients[i]);
     }
-    MAILKMS_TRY_OR(found, certificates_.lookup(local),
+    std::vector<std::string> normalized;
+    for (const auto& r : local) normalized.push_back(smime::normalize_address(r));
+    MAILKMS_TRY_OR(found, certificates_.lookup(normalized),
                    return failure(settings_.on_keystore_unavailable, where + ": keystore unavailable", found_result.error().message));
     std::vector<keystore::RemoteKeyUnwrapper> unwrappers;
+    std::vector<std::string> owners;
     for (std::size_t i = 0; i < local.size(); ++i) {
-      if (found[i]) unwrappers.emplace_back(keystore_, local[i], found[i]->certificate);
+      if (!found[i]) continue;
+      unwrappers.emplace_back(keystore_, normalized[i], found[i]->certificate);
+      owners.push_back(local[i]);
     }
     std::vector<smime::KeyUnwrapper*> keys;
     for (auto& u : unwrappers) keys.push_back(&u);
@@ -211,16 +206,27 @@ Outcome Gateway::inbound(const Transaction& tx, const std::vector<smime::HeaderF
       }
       return broken;
     }
+    for (const std::size_t i : opened->readers) readers.push_back(owners[i]);
     entity = std::move(opened->content);
     decrypted = true;
+    authenticated = opened->authenticated;
+    cipher = smime::name(opened->cipher);
     const auto addresses = opened->recipient.email_addresses();
-    decrypted_note = settings_.authserv_id + "; cipher=" + std::string(smime::name(opened->cipher)) +
-                     (addresses.empty() ? "" : "; key=" + addresses.front());
-    outcome.log += "; decrypted (" + std::string(smime::name(opened->cipher)) + ")";
+    decrypted_note = settings_.authserv_id + "; cipher=" + cipher + (addresses.empty() ? "" : "; key=" + addresses.front());
+    outcome.log += "; decrypted (" + cipher + ")";
   }
 
+  // EFAIL: content encrypted without integrity protection (CBC) may have
+  // been changed on the way to exfiltrate what the reader's client shows;
+  // unless a reader's rule allows it, only a signature that passes vouches
+  // for it.
+  const auto wants_signature = [&](const std::string& reader) {
+    const auto at = std::find(recipients.begin(), recipients.end(), reader);
+    return !decisions[static_cast<std::size_t>(at - recipients.begin())].settings->decrypt_unauthenticated;
+  };
+  const bool must_vouch = decrypted && !authenticated && std::any_of(readers.begin(), readers.end(), wants_signature);
   std::vector<SmimeResult> results;
-  if (verify) {
+  if (verify || must_vouch) {
     auto layer = smime::classify(*ctx_, entity);
     if (layer && *layer && (**layer == smime::LayerKind::signed_multipart || **layer == smime::LayerKind::signed_opaque)) {
       if (auto refused = check_signature(results, authors, [&](const smime::VerifyOptions& options) {
@@ -234,6 +240,39 @@ Outcome Gateway::inbound(const Transaction& tx, const std::vector<smime::HeaderF
   }
 
   if (!decrypted) return finish_with(results);
+  // Only its readers get the plaintext, and of them only those a passing
+  // signature is not asked for; the others get the message as it came, in a
+  // copy of their own.
+  const bool vouched = !results.empty() && results.back().result == "pass";
+  std::vector<std::string> others;
+  std::vector<std::string> unvouched;
+  for (const auto& r : recipients) {
+    const bool reader = std::find(readers.begin(), readers.end(), r) != readers.end();
+    if (!reader) {
+      others.push_back(r);
+    } else if (must_vouch && !vouched && wants_signature(r)) {
+      unvouched.push_back(r);
+    }
+  }
+  const std::string unprotected = cipher + " does not protect the content's integrity, and no signature that passes vouches for it";
+  if (!unvouched.empty()) outcome.log += "; left encrypted for " + join(unvouched) + ": " + unprotected;
+  if (others.size() + unvouched.size() == recipients.size()) {
+    // Nobody reads it here: as it came, saying why, whatever `verify` says.
+    SmimeResult& verdict = results.back();
+    if (verdict.result == "none") verdict.reason = "not signed";
+    verdict.reason += "; left encrypted: " + unprotected + " (decrypt_unauthenticated = false)";
+    outcome.header_edits = {
+        {HeaderEdit::Kind::prepend, "Authentication-Results", authentication_results(settings_.authserv_id, results), 0}};
+    return outcome;
+  }
+  others.insert(others.end(), unvouched.begin(), unvouched.end());
+  if (!others.empty()) {
+    auto copy = as_it_came(tx.sender, others, message);
+    if (!copy) return failure(settings_.on_internal_error, where + ": re-injection", copy.error().message);
+    outcome.reinjections.push_back({others, std::move(*copy)});
+    outcome.removed_recipients = others;
+    outcome.log += "; " + join(others) + " not among its readers, re-injected as it came";
+  }
   // The decrypted entity replaces the encrypted one; the outer fields stay,
   // but for a claim of decryption we did not make. Of the inner fields only
   // the entity's own Content-* come out: anything else in there was written

@@ -5,6 +5,7 @@
 #include <vector>
 
 #include "mailkms/gateway/gateway.hpp"
+#include "mailkms/smime/verify.hpp"
 #include "message_text.hpp"
 
 namespace mailkms::gateway {
@@ -20,6 +21,12 @@ struct SmimeResult {
   std::string identifier;  // the signer's address
 };
 std::string authentication_results(const std::string& authserv_id, const std::vector<SmimeResult>& results);
+// A verification as one smime result, naming the signer it is about by the
+// address under which it matched the message's `authors`.
+SmimeResult smime_result(const smime::VerifyResult& verified, const std::vector<std::string>& authors);
+// A message the gateway could not read back from its own spool: our
+// trouble, not the sender's.
+bool unreadable(const smime::VerifyResult& verified);
 // The authserv-id an Authentication-Results value starts with.
 std::string authserv_id_of(std::string_view value);
 // What records that the gateway decrypted a message (inbound.cpp).

@@ -57,7 +57,9 @@ Result<HarvestedCertificate> harvest_from_params(const nlohmann::json& params, s
     if (t->get<std::int64_t>() > now + 86400) {
       return make_error(Errc::invalid_argument, "\"signing_time\" is more than a day in the future");
     }
-    record.signing_time = t->get<std::time_t>();
+    // The sender writes it: a time ahead of now would keep this certificate
+    // against later messages' until then. It counts as now.
+    record.signing_time = std::min(t->get<std::time_t>(), now);
   }
   return record;
 }
@@ -174,10 +176,10 @@ Result<nlohmann::json> KeystoreService::dispatch(const Caller& caller, const pro
   if (request.op == op::lookup_certificates) return lookup_certificates(request.params);
   if (request.op == "trust-anchors") return trust_anchors();
   if (request.op == "crls") return crls();
-  // Redemption audits itself, each outcome with its reason.
+  // Harvesting and redemption audit themselves, each outcome with its reason.
+  if (request.op == op::remember_certificate) return remember_certificate(caller, request.params);
   if (request.op == op::redeem_token) return redeem_token(caller, request.params);
   if (request.op == op::signing_identity) return audited(caller, request, signing_identity(request.params));
-  if (request.op == op::remember_certificate) return audited(caller, request, remember_certificate(request.params));
   if (request.op == op::check_mail_mark) return check_mail_mark(caller, request.params);
   MAILKMS_CHECK(take_key_use(caller));
   if (request.op == op::sign) return audited(caller, request, sign(request.params));
@@ -443,7 +445,7 @@ Result<std::optional<HarvestedCertificate>> KeystoreService::usable_harvested(co
   return harvested;
 }
 
-Result<nlohmann::json> KeystoreService::remember_certificate(const nlohmann::json& params) {
+Result<nlohmann::json> KeystoreService::remember_certificate(const Caller& caller, const nlohmann::json& params) {
   MAILKMS_TRY(record, harvest_from_params(params, std::time(nullptr)));
   const std::string& address = record.address;
   // Our own users' certificates come from our CA, never from mail: even a
@@ -468,9 +470,15 @@ Result<nlohmann::json> KeystoreService::remember_certificate(const nlohmann::jso
       refused = address + " is a local user";
       return Ok{};
     }
+    MAILKMS_TRY(before, harvested_.get(address));
     MAILKMS_TRY(kept_instead, harvested_.remember(record));
     refused = std::move(kept_instead);
-    return Ok{};
+    // A new certificate is one mail to this address will be encrypted to
+    // from now on; the same one again (most signed mail) changes nothing
+    // worth a record.
+    if (refused || (before && before->certificate == record.certificate)) return Ok{};
+    return audit_.append({"gateway:" + describe(caller), std::string(protocol::op::remember_certificate), address, "ok",
+                          record.certificate.subject() + ", issuer " + record.certificate.issuer()});
   }));
   if (refused) return not_stored(*refused);
   return nlohmann::json{{"stored", true}};

@@ -119,6 +119,10 @@ constexpr std::array kSettingKeys{
                [](const Place& p, const toml::node& n, Settings& s) { return read_flag(p, n, "verify", s.verify); }},
     SettingKey{"decrypt",
                [](const Place& p, const toml::node& n, Settings& s) { return read_flag(p, n, "decrypt", s.decrypt); }},
+    SettingKey{"decrypt_unauthenticated",
+               [](const Place& p, const toml::node& n, Settings& s) {
+                 return read_flag(p, n, "decrypt_unauthenticated", s.decrypt_unauthenticated);
+               }},
     SettingKey{"harvest",
                [](const Place& p, const toml::node& n, Settings& s) { return read_flag(p, n, "harvest", s.harvest); }},
 };

@@ -35,6 +35,8 @@ std::string normalize_address(std::string_view address) {
   return out;
 }
 
+bool same_address(std::string_view a, std::string_view b) { return normalize_address(a) == normalize_address(b); }
+
 Certificate Certificate::share(X509* x509) {
   X509_up_ref(x509);
   return Certificate(own(x509));
@@ -123,9 +125,8 @@ std::vector<std::string> Certificate::email_addresses() const {
 }
 
 bool Certificate::has_email(std::string_view address) const {
-  const std::string wanted = normalize_address(address);
   const auto all = email_addresses();
-  return std::find(all.begin(), all.end(), wanted) != all.end();
+  return std::any_of(all.begin(), all.end(), [&](const std::string& a) { return same_address(a, address); });
 }
 
 // The public key, or null; a key that does not decode leaves nothing on

@@ -1,11 +1,13 @@
 #include "mailkms/smime/decrypt.hpp"
 
 #include <openssl/core_names.h>
+#include <openssl/crypto.h>
 #include <openssl/kdf.h>
 #include <openssl/param_build.h>
 #include <openssl/rand.h>
 #include <openssl/rsa.h>
 
+#include <algorithm>
 #include <climits>
 
 #include "der.hpp"
@@ -252,6 +254,113 @@ Result<GcmParameters> parse_gcm_parameters(std::string_view der_params) {
   return p;
 }
 
+bool same_key(const SecretBytes& a, const SecretBytes& b) {
+  return a.size() == b.size() && CRYPTO_memcmp(a.data(), b.data(), a.size()) == 0;
+}
+
+// A context for the content cipher, set up from its parameters (the IV,
+// RC2's key size, GCM's nonce length), still without a key.
+Result<ossl::CipherCtx> content_context(const CryptoContext& ctx, const detail::EnvelopedParts& parts, Cipher cipher,
+                                        const GcmParameters& gcm) {
+  // Every RC2 variant is RC2-CBC; the key size comes from its parameters.
+  const bool rc2 = cipher == Cipher::rc2_40 || cipher == Cipher::rc2_64 || cipher == Cipher::rc2_128;
+  ossl::Cipher evp(EVP_CIPHER_fetch(ctx.libctx(), rc2 ? "RC2-CBC" : openssl_name(cipher), nullptr));
+  if (!evp) return ossl::error(Errc::unsupported_algorithm, "cipher unavailable");
+  ossl::CipherCtx cctx(EVP_CIPHER_CTX_new());
+  if (!cctx || EVP_DecryptInit_ex2(cctx.get(), evp.get(), nullptr, nullptr, nullptr) != 1) {
+    return ossl::error(Errc::internal, "cannot start decryption");
+  }
+  if (parts.authenticated) {
+    if (EVP_CIPHER_CTX_ctrl(cctx.get(), EVP_CTRL_AEAD_SET_IVLEN, static_cast<int>(gcm.nonce.size()), nullptr) != 1) {
+      return ossl::error(Errc::malformed_cms, "unusable GCM nonce");
+    }
+    return cctx;
+  }
+  const auto* p = reinterpret_cast<const unsigned char*>(parts.content_encryption_algorithm.data());
+  X509_ALGOR* alg = d2i_X509_ALGOR(nullptr, &p, static_cast<long>(parts.content_encryption_algorithm.size()));
+  const int ok = alg != nullptr && EVP_CIPHER_asn1_to_param(cctx.get(), alg->parameter) > 0;
+  X509_ALGOR_free(alg);
+  if (!ok) return ossl::error(Errc::malformed_cms, "bad content-encryption parameters");
+  return cctx;
+}
+
+// Each key's content-encryption key, unwrapped from the recipient entries
+// that name its certificate (every one in turn: one unreadable entry must
+// not hide a good one); none for a key that has no such entry, or none that
+// unwraps.
+Result<std::vector<std::optional<SecretBytes>>> unwrap_each(const detail::EnvelopedParts& parts,
+                                                           std::span<KeyUnwrapper* const> keys,
+                                                           std::size_t key_length) {
+  std::vector<std::optional<SecretBytes>> content_keys(keys.size());
+  std::optional<Error> last_error;
+  bool any = false;
+  for (std::size_t i = 0; i < keys.size(); ++i) {
+    for (const auto& entry : parts.recipients) {
+      if (entry.kind == detail::RecipientEntry::Kind::unsupported || !entry.id.matches(keys[i]->certificate())) continue;
+      auto wrapped = wrapped_key_for(entry, key_length);
+      auto unwrapped = wrapped ? keys[i]->unwrap(*wrapped) : Result<SecretBytes>(std::move(wrapped).error());
+      if (unwrapped && unwrapped->size() != key_length) {
+        unwrapped = make_error(Errc::decryption_failed, "content-encryption key has the wrong length");
+      }
+      if (!unwrapped) {
+        last_error = std::move(unwrapped).error();
+        continue;
+      }
+      content_keys[i] = std::move(*unwrapped);
+      any = true;
+      break;
+    }
+  }
+  if (any) return content_keys;
+  if (last_error) return *last_error;
+  std::string listed;
+  for (const auto& entry : parts.recipients) {
+    if (!listed.empty()) listed += "; ";
+    listed += entry.kind == detail::RecipientEntry::Kind::unsupported ? entry.kind_name : entry.id.describe();
+  }
+  return make_error(Errc::no_matching_recipient, "none of our keys is a recipient (recipients: " + listed + ")");
+}
+
+// The content, decrypted and (AuthEnvelopedData) authenticated with `cek`.
+Result<std::string> decrypt_content(ossl::CipherCtx& cctx, const detail::EnvelopedParts& parts,
+                                    const GcmParameters& gcm, const SecretBytes& cek) {
+  const auto* nonce = parts.authenticated ? reinterpret_cast<const unsigned char*>(gcm.nonce.data()) : nullptr;
+  if (EVP_DecryptInit_ex2(cctx.get(), nullptr, cek.data(), nonce, nullptr) != 1) {
+    return ossl::error(Errc::decryption_failed, "cannot key the cipher");
+  }
+  const auto ciphertext = ossl::as_bytes(parts.encrypted_content);
+  if (ciphertext.size() > static_cast<std::size_t>(INT_MAX - 64)) return make_error(Errc::limit_exceeded, "content too large");
+  int n = 0;
+  if (parts.authenticated && !parts.auth_attributes.empty()) {
+    const auto aad = ossl::as_bytes(parts.auth_attributes);
+    if (EVP_DecryptUpdate(cctx.get(), nullptr, &n, aad.data(), static_cast<int>(aad.size())) != 1) {
+      return ossl::error(Errc::decryption_failed, "cannot authenticate attributes");
+    }
+  }
+  std::string plain(ciphertext.size() + static_cast<std::size_t>(EVP_MAX_BLOCK_LENGTH), '\0');
+  auto* out = reinterpret_cast<unsigned char*>(plain.data());
+  if (EVP_DecryptUpdate(cctx.get(), out, &n, ciphertext.data(), static_cast<int>(ciphertext.size())) != 1) {
+    OPENSSL_cleanse(plain.data(), plain.size());
+    return ossl::error(Errc::decryption_failed, "decryption failed");
+  }
+  if (parts.authenticated &&
+      EVP_CIPHER_CTX_ctrl(cctx.get(), EVP_CTRL_AEAD_SET_TAG, static_cast<int>(parts.mac.size()),
+                          const_cast<char*>(parts.mac.data())) != 1) {
+    OPENSSL_cleanse(plain.data(), plain.size());
+    return ossl::error(Errc::decryption_failed, "cannot set the GCM tag");
+  }
+  int tail = 0;
+  if (EVP_DecryptFinal_ex(cctx.get(), out + n, &tail) != 1) {
+    OPENSSL_cleanse(plain.data(), plain.size());
+    ERR_clear_error();
+    return make_error(Errc::decryption_failed, parts.authenticated
+                                                   ? "authentication failed: the message was altered or the key is wrong"
+                                                   : "decryption failed: wrong key or corrupted content");
+  }
+  plain.resize(static_cast<std::size_t>(n + tail));
+  return plain;
+}
+
 }  // namespace
 
 SecretBytes::SecretBytes(SecretBytes&& other) noexcept : bytes_(std::move(other.bytes_)) { other.wipe(); }
@@ -313,97 +422,44 @@ Result<DecryptedBytes> decrypt_cms(const CryptoContext& ctx, std::string_view cm
   if (is_aead(*cipher) != parts.authenticated) {
     return make_error(Errc::malformed_cms, "cipher does not match the content type (GCM needs AuthEnvelopedData)");
   }
-  // Every RC2 variant is RC2-CBC; the key size comes from its parameters.
-  const bool rc2 = *cipher == Cipher::rc2_40 || *cipher == Cipher::rc2_64 || *cipher == Cipher::rc2_128;
-  ossl::Cipher evp(EVP_CIPHER_fetch(ctx.libctx(), rc2 ? "RC2-CBC" : openssl_name(*cipher), nullptr));
-  if (!evp) return ossl::error(Errc::unsupported_algorithm, "cipher unavailable");
-  ossl::CipherCtx cctx(EVP_CIPHER_CTX_new());
-  if (!cctx || EVP_DecryptInit_ex2(cctx.get(), evp.get(), nullptr, nullptr, nullptr) != 1) {
-    return ossl::error(Errc::internal, "cannot start decryption");
-  }
   GcmParameters gcm;
   if (parts.authenticated) {
     MAILKMS_TRY(parsed, parse_gcm_parameters(algorithm.parameters));
     gcm = std::move(parsed);
     if (gcm.tag_length != parts.mac.size()) return make_error(Errc::malformed_cms, "MAC length differs from ICVlen");
-    if (EVP_CIPHER_CTX_ctrl(cctx.get(), EVP_CTRL_AEAD_SET_IVLEN, static_cast<int>(gcm.nonce.size()), nullptr) != 1) {
-      return ossl::error(Errc::malformed_cms, "unusable GCM nonce");
-    }
-  } else {
-    const auto* p = reinterpret_cast<const unsigned char*>(parts.content_encryption_algorithm.data());
-    X509_ALGOR* alg = d2i_X509_ALGOR(nullptr, &p, static_cast<long>(parts.content_encryption_algorithm.size()));
-    const int ok = alg != nullptr && EVP_CIPHER_asn1_to_param(cctx.get(), alg->parameter) > 0;
-    X509_ALGOR_free(alg);
-    if (!ok) return ossl::error(Errc::malformed_cms, "bad content-encryption parameters");
   }
-  const auto key_length = static_cast<std::size_t>(EVP_CIPHER_CTX_get_key_length(cctx.get()));
+  MAILKMS_TRY(probe, content_context(ctx, parts, *cipher, gcm));
+  const auto key_length = static_cast<std::size_t>(EVP_CIPHER_CTX_get_key_length(probe.get()));
+  MAILKMS_TRY(content_keys, unwrap_each(parts, keys, key_length));
 
-  // Find our recipient entry and have its key unwrapped.
-  // Every entry that names one of our certificates is tried in turn: one
-  // unreadable entry must not hide a good one.
-  std::optional<SecretBytes> cek;
-  std::optional<Certificate> recipient;
-  std::optional<Error> last_error;
-  for (KeyUnwrapper* key : keys) {
-    for (const auto& entry : parts.recipients) {
-      if (entry.kind == detail::RecipientEntry::Kind::unsupported || !entry.id.matches(key->certificate())) continue;
-      auto wrapped = wrapped_key_for(entry, key_length);
-      auto unwrapped = wrapped ? key->unwrap(*wrapped) : Result<SecretBytes>(std::move(wrapped).error());
-      if (!unwrapped) {
-        last_error = std::move(unwrapped).error();
-        continue;
-      }
-      cek = std::move(*unwrapped);
-      recipient = key->certificate();
-      break;
+  // The content opens with the first key that opens it; among several
+  // distinct keys (one of them from an entry someone added), each is tried.
+  std::optional<std::string> plain;
+  std::size_t opened_by = 0;
+  std::optional<Error> failure;
+  for (std::size_t i = 0; i < keys.size() && !plain; ++i) {
+    if (!content_keys[i]) continue;
+    const bool tried = std::any_of(content_keys.begin(), content_keys.begin() + static_cast<std::ptrdiff_t>(i),
+                                   [&](const auto& earlier) { return earlier && same_key(*earlier, *content_keys[i]); });
+    if (tried) continue;
+    MAILKMS_TRY(cctx, content_context(ctx, parts, *cipher, gcm));
+    auto opened = decrypt_content(cctx, parts, gcm, *content_keys[i]);
+    if (!opened) {
+      failure = std::move(opened).error();
+      continue;
     }
-    if (cek) break;
+    plain = std::move(*opened);
+    opened_by = i;
   }
-  if (!cek && last_error) return *last_error;
-  if (!cek) {
-    std::string listed;
-    for (const auto& entry : parts.recipients) {
-      if (!listed.empty()) listed += "; ";
-      listed += entry.kind == detail::RecipientEntry::Kind::unsupported ? entry.kind_name : entry.id.describe();
-    }
-    return make_error(Errc::no_matching_recipient, "none of our keys is a recipient (recipients: " + listed + ")");
+  if (!plain) return *failure;
+  // Only the keys whose own entries yield the key that opened it can read
+  // it: an entry that merely names a certificate proves nothing.
+  std::vector<std::size_t> readers;
+  for (std::size_t i = 0; i < keys.size(); ++i) {
+    if (content_keys[i] && same_key(*content_keys[i], *content_keys[opened_by])) readers.push_back(i);
   }
-  if (cek->size() != key_length) return make_error(Errc::decryption_failed, "content-encryption key has the wrong length");
-
-  const auto* nonce = parts.authenticated ? reinterpret_cast<const unsigned char*>(gcm.nonce.data()) : nullptr;
-  if (EVP_DecryptInit_ex2(cctx.get(), nullptr, cek->data(), nonce, nullptr) != 1) {
-    return ossl::error(Errc::decryption_failed, "cannot key the cipher");
-  }
-  const auto ciphertext = ossl::as_bytes(parts.encrypted_content);
-  if (ciphertext.size() > static_cast<std::size_t>(INT_MAX - 64)) return make_error(Errc::limit_exceeded, "content too large");
-  int n = 0;
-  if (parts.authenticated && !parts.auth_attributes.empty()) {
-    const auto aad = ossl::as_bytes(parts.auth_attributes);
-    if (EVP_DecryptUpdate(cctx.get(), nullptr, &n, aad.data(), static_cast<int>(aad.size())) != 1) {
-      return ossl::error(Errc::decryption_failed, "cannot authenticate attributes");
-    }
-  }
-  std::string plain(ciphertext.size() + static_cast<std::size_t>(EVP_MAX_BLOCK_LENGTH), '\0');
-  auto* out = reinterpret_cast<unsigned char*>(plain.data());
-  if (EVP_DecryptUpdate(cctx.get(), out, &n, ciphertext.data(), static_cast<int>(ciphertext.size())) != 1) {
-    return ossl::error(Errc::decryption_failed, "decryption failed");
-  }
-  if (parts.authenticated &&
-      EVP_CIPHER_CTX_ctrl(cctx.get(), EVP_CTRL_AEAD_SET_TAG, static_cast<int>(parts.mac.size()),
-                          const_cast<char*>(parts.mac.data())) != 1) {
-    return ossl::error(Errc::decryption_failed, "cannot set the GCM tag");
-  }
-  int tail = 0;
-  if (EVP_DecryptFinal_ex(cctx.get(), out + n, &tail) != 1) {
-    OPENSSL_cleanse(plain.data(), plain.size());
-    ERR_clear_error();
-    return make_error(Errc::decryption_failed, parts.authenticated
-                                                   ? "authentication failed: the message was altered or the key is wrong"
-                                                   : "decryption failed: wrong key or corrupted content");
-  }
-  plain.resize(static_cast<std::size_t>(n + tail));
-  return DecryptedBytes{std::move(plain), *cipher, parts.authenticated,
-                        *recipient};
+  return DecryptedBytes{std::move(*plain), *cipher, parts.authenticated, keys[opened_by]->certificate(),
+                        std::move(readers)};
 }
 
 Result<Decrypted> decrypt_entity(const CryptoContext& ctx, const Entity& entity, std::span<KeyUnwrapper* const> keys,
@@ -411,7 +467,8 @@ Result<Decrypted> decrypt_entity(const CryptoContext& ctx, const Entity& entity,
   MAILKMS_TRY(der, detail::decode_cms_body(entity));
   MAILKMS_TRY(bytes, decrypt_cms(ctx, der, keys));
   MAILKMS_TRY(content, parse_entity(bytes.content, limits));
-  return Decrypted{std::move(content), bytes.cipher, bytes.authenticated, std::move(bytes.recipient)};
+  return Decrypted{std::move(content), bytes.cipher, bytes.authenticated, std::move(bytes.recipient),
+                   std::move(bytes.readers)};
 }
 
 }  // namespace mailkms::smime

@@ -54,13 +54,13 @@ refused() {
 }
 
 printf '[local]\ndomains = ["example.org"]\n\n[defaults]\nsign = "always"\nsigned = "always"\n' > unknown-default.toml
-refused unknown-default.toml 'unknown-default.toml:6:1: [defaults]: unknown key "signed"; expected one of sign, encrypt, cipher, digest, on_missing_certificate, encrypt_to_sender, exempt_calendar, verify, decrypt, harvest'
+refused unknown-default.toml 'unknown-default.toml:6:1: [defaults]: unknown key "signed"; expected one of sign, encrypt, cipher, digest, on_missing_certificate, encrypt_to_sender, exempt_calendar, verify, decrypt, decrypt_unauthenticated, harvest'
 
 printf '[locals]\ndomains = ["example.org"]\n' > unknown-top.toml
 refused unknown-top.toml 'unknown-top.toml:1:2: unknown key "locals"; expected one of local, signing, defaults, rule'
 
 printf '[[rule]]\nname = "partners"\n  encrypted = "always"\n' > unknown-rule.toml
-refused unknown-rule.toml 'unknown-rule.toml:3:3: rule "partners": unknown key "encrypted"; expected one of name, direction, from, to, subject_tag, header, sign, encrypt, cipher, digest, on_missing_certificate, encrypt_to_sender, exempt_calendar, verify, decrypt, harvest'
+refused unknown-rule.toml 'unknown-rule.toml:3:3: rule "partners": unknown key "encrypted"; expected one of name, direction, from, to, subject_tag, header, sign, encrypt, cipher, digest, on_missing_certificate, encrypt_to_sender, exempt_calendar, verify, decrypt, decrypt_unauthenticated, harvest'
 
 printf '[[rule]]\nheader = { name = "X-Secure", value = "yes" }\n' > unknown-header.toml
 refused unknown-header.toml 'unknown-header.toml:2:31: rule 1: header: unknown key "value"; expected one of name, contains'
@@ -192,6 +192,7 @@ recipient alice@example.org
   policy:                 rule \"inbound\" (line 22): inbound
   verify:                 yes
   decrypt:                yes
+  decrypt_unauthenticated: no — CBC-encrypted mail without a signature that passes stays encrypted
   harvest:                no"'
 
 run "$ctl" policy explain --policy policy.toml --from alice@example.org --to bob@partner.example --inbound

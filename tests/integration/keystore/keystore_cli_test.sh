@@ -15,14 +15,16 @@ daemon_pid=
 trap '[ -n "$daemon_pid" ] && kill "$daemon_pid" 2>/dev/null; wait 2>/dev/null; rm -rf "$work"' EXIT
 cd "$work" || exit 2
 
-# remember ADDRESS CERT.pem: what a gateway sends after a signature from
-# ADDRESS verified (mailkmsctl has no command for it: gateways do it).
+# remember ADDRESS CERT.pem [SIGNING-TIME]: what a gateway sends after a
+# signature from ADDRESS verified (mailkmsctl has no command for it:
+# gateways do it).
 remember() {
-  python3 - keystore.sock "$1" "$2" <<'PY'
+  python3 - keystore.sock "$@" <<'PY'
 import json, socket, sys
 path, address, pem = sys.argv[1], sys.argv[2], open(sys.argv[3]).read()
+signing_time = int(sys.argv[4]) if len(sys.argv) > 4 else 1700000000
 request = {"id": 1, "op": "remember-certificate",
-           "params": {"address": address, "certificate": pem, "chain": [], "signing_time": 1700000000,
+           "params": {"address": address, "certificate": pem, "chain": [], "signing_time": signing_time,
                       "capabilities": {"ciphers": ["aes-256-gcm", "aes-128-cbc"], "rsa_oaep": True}}}
 s = socket.socket(socket.AF_UNIX)
 s.connect(path)
@@ -181,6 +183,10 @@ printf 'keyUsage=critical,digitalSignature,keyEncipherment\nextendedKeyUsage=ema
 openssl x509 -req -in zoe.csr -CA partner.pem -CAkey partner.key -CAcreateserial -days 30 -extfile zoe.ext -out zoe.pem 2> /dev/null
 check "a gateway's harvested certificate under the partner's root is kept" remember zoe@partner.example zoe.pem
 check "an address of a local user is never harvested" bash -c "remember alice@example.org zoe.pem | grep -q 'alice@example.org is a local user'"
+# The signing time is the sender's to write: one ahead of now would keep
+# the certificate against every later message's for as long.
+check "a signing time ahead of now is taken as now" remember zoe@partner.example zoe.pem $(($(date +%s) + 20 * 3600))
+check "so a message signed now still brings its certificate" remember zoe@partner.example zoe.pem "$(date +%s)"
 check "harvested list shows it with what the sender can read" \
   bash -c "'$ctl' harvested list | grep -q '^zoe@partner.example  CN=Zoe Partner  until .*  ciphers aes-256-gcm,aes-128-cbc  rsa-oaep\$'"
 check "mailkmsctl encrypts to the harvested certificate" \
@@ -208,6 +214,8 @@ check "the audit log is intact" bash -c "'$ctl' audit verify | grep -q '^intact'
 for action in unseal login ca-create-root user-add enroll redeem-token admin-add approvals-set request approve recover revoke harvested-remove; do
   check "the audit log records $action" grep -q "  $action  " audit.out
 done
+check "the audit log records each harvested certificate, with the gateway that offered it" \
+  grep -q "  gateway:uid [0-9]* (pid [0-9]*)  remember-certificate  zoe@partner.example  ok  CN=Zoe Partner" audit.out
 check "no password reached the daemon's log" bash -c "! grep -qF -e \"\$(cat carol.pw)\" -e \"\$(cat p12.pw)\" -e \"\$(cat unseal.pw)\" -e \"\$(cat enroll.pw)\" daemon.log"
 check "nor a token the log or the audit log" bash -c "! grep -qF -e '$first_token' -e \"\$(token_to frank@example.org)\" daemon.log audit.out"
 check "logout ends the session" bash -c "'$ctl' logout && ! '$ctl' user list"

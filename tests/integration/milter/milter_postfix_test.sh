@@ -65,7 +65,7 @@ start_keystore || { echo "FAIL - the keystore does not start"; cat keystore.log;
 "$ctl" login admin --password-file admin.pw > /dev/null
 "$ctl" ca init --id root --name "Corp Root CA" > /dev/null
 "$ctl" ca add-subordinate --id issuing --parent root --name "Corp Issuing CA" > /dev/null
-"$ctl" user add alice@corp.example bob@corp.example dave@corp.example ceo@corp.example > /dev/null
+"$ctl" user add alice@corp.example bob@corp.example carol@corp.example dave@corp.example ceo@corp.example > /dev/null
 "$ctl" trust add "$pki/root.pem" > /dev/null  # an outside CA whose users write to us
 
 cat > policy.toml <<'POLICY'
@@ -179,12 +179,13 @@ arrived() {
   postfix_wait_for 1 || return 1
   mv "$(sink_files | sort | head -n 1)" "$1"
 }
-# arrived_split NAME: bob's and y's copies of one message, to NAME-bob.eml and NAME-y.eml
+# arrived_split NAME [OTHER]: bob's and the other recipient's copies of one
+# message, to NAME-bob.eml and NAME-OTHER.eml (OTHER: y unless given)
 arrived_split() {
   postfix_wait_for 2 || return 1
   local f
   for f in $(sink_files); do
-    if grep -q '^X-Rcpt-Args: <bob@corp.example>' "$f"; then mv "$f" "$1-bob.eml"; else mv "$f" "$1-y.eml"; fi
+    if grep -q '^X-Rcpt-Args: <bob@corp.example>' "$f"; then mv "$f" "$1-bob.eml"; else mv "$f" "$1-${2:-y}.eml"; fi
   done
 }
 message() {  # message FROM TO SUBJECT BODY   (swaks ends the last line)
@@ -404,19 +405,20 @@ check "policy explain shows the cipher chosen from her harvested capabilities" \
   bash -c "'$ctl' policy explain --policy policy.toml --from alice@corp.example --to alice@example.org --client 127.0.0.1 |
            grep -q 'cipher used: *aes-256-cbc — the first allowed one they can read (from their signed mail)'"
 
-# Encrypted to bob from outside: policy says decrypt for local users.
+# Encrypted to bob from outside (AES-GCM, which authenticates it): policy
+# says decrypt for local users.
 message "carol@example.org" "bob@corp.example" "For your eyes" "The secret is 42." > secret.eml
 # Inside, a forged result of our own; outside, a forged claim of decryption.
 { printf 'Authentication-Results: mx.corp.example; smime=pass body.smime-identifier=ceo@corp.example\r\n'
   cat secret.eml; } > secret-inner.eml
-openssl cms -encrypt -aes256 -in secret-inner.eml -recip bob.pem -out secret-encrypted.eml 2> /dev/null
+openssl cms -encrypt -aes-256-gcm -in secret-inner.eml -recip bob.pem -out secret-encrypted.eml 2> /dev/null
 { echo "X-Mailkms-Decrypted: mx.corp.example; cipher=forged"
   tr -d '\r' < secret.eml | sed -n '1,/^$/p' | grep -v -i '^\(MIME-Version\|Content-\)' | grep -v '^$'
   tr -d '\r' < secret-encrypted.eml; } | sed 's/$/\r/' > secret-mail.eml
 send carol@example.org bob@corp.example < secret-mail.eml
 arrived in-decrypted.eml
 check "inbound mail encrypted to bob arrives decrypted" grep -q "^The secret is 42" in-decrypted.eml
-check "a header records that the gateway decrypted it" grep -q "^X-Mailkms-Decrypted: mx.corp.example; cipher=aes-256-cbc" in-decrypted.eml
+check "a header records that the gateway decrypted it" grep -q "^X-Mailkms-Decrypted: mx.corp.example; cipher=aes-256-gcm" in-decrypted.eml
 check "the original subject and sender are kept" bash -c "grep -q '^Subject: For your eyes' in-decrypted.eml && grep -q '^From: carol@example.org' in-decrypted.eml"
 { echo "X-Keep-Encrypted: yes"; cat secret-mail.eml; } | sed 's/^X-Keep-Encrypted: yes$/&\r/' |
   send carol@example.org bob@corp.example
@@ -427,6 +429,126 @@ check "inbound, a rule on a header applies: the message stays encrypted" \
 check "of the encrypted part's fields only its Content-* come out; forged claims are gone" \
   bash -c "[ \$(grep -c '^From:' in-decrypted.eml) = 1 ] && [ \$(grep -c '^Subject:' in-decrypted.eml) = 1 ] &&
     [ \$(grep -c '^X-Mailkms-Decrypted:' in-decrypted.eml) = 1 ] && ! grep -q 'ceo@corp.example\|cipher=forged' in-decrypted.eml"
+
+# encrypted_mail MESSAGE CIPHER: MESSAGE with its content encrypted to bob by
+# openssl with CIPHER (an openssl cms option), its other header fields kept.
+encrypted_mail() {
+  openssl cms -encrypt "-$2" -in "$1" -recip bob.pem -out "$1.p7m" 2> /dev/null
+  with_encrypted_content "$1" "$1.p7m"
+}
+# with_encrypted_content MESSAGE P7M: MESSAGE's header fields but its
+# Content-*, then the S/MIME entity P7M
+with_encrypted_content() {
+  { tr -d '\r' < "$1" | sed -n '1,/^$/p' | awk '/^[^ \t]/ { drop = tolower($0) ~ /^(mime-version|content-)/ } !drop && !/^$/'
+    tr -d '\r' < "$2"; } | sed 's/$/\r/'
+}
+
+# body_lines MESSAGE: the non-empty lines of its body, without CRs (the
+# transport may add empty lines at the end)
+body_lines() {
+  tr -d '\r' < "$1" | sed '1,/^$/d' | grep -v '^$'
+}
+export -f body_lines
+
+# ---- Who may read what -----------------------------------------------------------------
+# Encrypted to bob alone, sent to bob and carol, who both have keys here:
+# bob's key must not open it for carol. bob's copy is decrypted, carol's is
+# re-injected as it came.
+message "carol@example.org" "bob@corp.example, carol@corp.example" "For bob only" "Only bob may read this." > bob-only.eml
+encrypted_mail bob-only.eml aes-256-gcm > bob-only-mail.eml
+send carol@example.org bob@corp.example carol@corp.example < bob-only-mail.eml
+arrived_split only carol
+check "encrypted to bob alone, sent to bob and carol: bob's copy arrives decrypted, for him alone" \
+  bash -c "grep -q '^Only bob may read this' only-bob.eml && [ \$(grep -c '^X-Rcpt-Args:' only-bob.eml) = 1 ]"
+check "carol's copy is the ciphertext as it came, line for line, for her alone" \
+  bash -c "grep -q '^X-Rcpt-Args: <carol@corp.example>' only-carol.eml && [ \$(grep -c '^X-Rcpt-Args:' only-carol.eml) = 1 ] &&
+    grep -qi '^Content-Type: application/pkcs7-mime' only-carol.eml && ! grep -q '^X-Mailkms-Decrypted' only-carol.eml &&
+    cmp <(body_lines bob-only-mail.eml) <(body_lines only-carol.eml)"
+
+# EFAIL: content encrypted without integrity protection (CBC in
+# EnvelopedData) is decrypted only where a signature that passes vouches for
+# it; by default the rest is delivered still encrypted, saying why.
+message "carol@example.org" "bob@corp.example" "Unsigned CBC" "Unsigned and unauthenticated." > cbc-unsigned.eml
+encrypted_mail cbc-unsigned.eml aes256 > cbc-unsigned-mail.eml
+send carol@example.org bob@corp.example < cbc-unsigned-mail.eml
+arrived in-cbc-unsigned.eml
+check "unsigned CBC-encrypted mail stays encrypted, the reason in Authentication-Results" \
+  bash -c "grep -qi '^Content-Type: application/pkcs7-mime' in-cbc-unsigned.eml && ! grep -q '^X-Mailkms-Decrypted' in-cbc-unsigned.eml &&
+    tr -d '\r' < in-cbc-unsigned.eml | sed -n '/^Authentication-Results: mx.corp.example;/,/^[^ \t]/p' | tr -d '\n\t' |
+    grep -q 'smime=none reason=\"[^\"]*left encrypted[^\"]*decrypt_unauthenticated'"
+# The IV changed on the way so that the first block decrypts to what an
+# attacker chose, as EFAIL's CBC gadgets do.
+openssl cms -encrypt -aes256 -in cbc-unsigned.eml -recip bob.pem -outform DER -out cbc.der 2> /dev/null
+perl -e '
+  my ($der, $known) = map { open my $f, "<:raw", $_ or die; local $/; scalar <$f> } @ARGV;
+  my $xor = substr($known, 0, 16) ^ "X-Efail-Attack: ";
+  $der =~ s/(\x06\x09\x60\x86\x48\x01\x65\x03\x04\x01\x2a\x04\x10)(.{16})/$1 . ($2 ^ $xor)/se or die "no IV\n";
+  binmode STDOUT; print $der' cbc.der cbc-unsigned.eml > cbc-flipped.der
+openssl cms -cmsout -inform DER -in cbc-flipped.der -outform SMIME -out cbc-flipped.p7m
+with_encrypted_content cbc-unsigned.eml cbc-flipped.p7m > cbc-flipped-mail.eml
+check "flipped IV bytes make the first block what the attacker chose (openssl)" \
+  bash -c "openssl cms -decrypt -in cbc-flipped-mail.eml -recip bob.pem -inkey bob.key | head -n 1 | grep -q '^X-Efail-Attack: '"
+send carol@example.org bob@corp.example < cbc-flipped-mail.eml
+arrived in-cbc-flipped.eml
+check "CBC mail with its IV changed is not delivered decrypted" \
+  bash -c "grep -qi '^Content-Type: application/pkcs7-mime' in-cbc-flipped.eml && ! grep -q '^X-Mailkms-Decrypted' in-cbc-flipped.eml &&
+    cmp <(body_lines cbc-flipped-mail.eml) <(body_lines in-cbc-flipped.eml)"
+# Signed by its author, under an anchor we trust: decrypted as before.
+encrypted_mail outside-signed.eml aes256 > cbc-signed-mail.eml
+send alice@example.org bob@corp.example < cbc-signed-mail.eml
+arrived in-cbc-signed.eml
+check "CBC-encrypted mail whose content its author signed (smime=pass) is decrypted" \
+  bash -c "grep -q '^Hello from outside' in-cbc-signed.eml && grep -q '^X-Mailkms-Decrypted: mx.corp.example; cipher=aes-256-cbc' in-cbc-signed.eml &&
+    tr -d '\r' < in-cbc-signed.eml | sed -n '/^Authentication-Results: mx.corp.example;/,/^[^ \t]/p' | tr -d '\n\t' |
+    grep -q 'smime=pass.*body.smime-identifier=alice@example.org'"
+
+# ---- Signers and authors ---------------------------------------------------------------
+# Two signers: first a self-signed one for ceo@bank.example, then alice, who
+# wrote it. Authentication-Results names alice, whose signature passed.
+openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -keyout ceo.key -out ceo.pem -days 30 \
+  -subj "/CN=CEO" -addext "subjectAltName=email:ceo@bank.example" -addext "keyUsage=digitalSignature" \
+  -addext "extendedKeyUsage=emailProtection" 2> /dev/null
+printf '%s\r\n' "Content-Type: text/plain; charset=us-ascii" "" "Wire the money today." > two-signers.txt
+openssl cms -sign -in two-signers.txt -binary -signer ceo.pem -inkey ceo.key -signer "$pki/alice.pem" -inkey "$pki/alice.key" \
+  -certfile "$pki/chain.pem" -out two-signers.p7s 2> /dev/null
+{ printf '%s\r\n' "From: alice@example.org" "To: bob@corp.example" "Subject: Two signers" "Date: Thu, 26 Nov 2026 10:00:00 +0000"
+  tr -d '\r' < two-signers.p7s | sed 's/$/\r/'; } > two-signers.eml
+check "the self-signed signer comes first in the signature" \
+  bash -c "openssl cms -cmsout -print -in two-signers.eml | sed -n '/signerInfos:/,\$p' | grep -m1 'issuer:' | grep -q 'CN=CEO'"
+send alice@example.org bob@corp.example < two-signers.eml
+arrived in-two-signers.eml
+check "two signers: Authentication-Results names the one that passed and wrote it, not the first" \
+  bash -c "tr -d '\r' < in-two-signers.eml | sed -n '/^Authentication-Results: mx.corp.example;/,/^[^ \t]/p' | tr -d '\n\t' |
+    grep -q 'smime=pass.*body.smime-identifier=alice@example.org' && ! grep -q 'smime-identifier=ceo@bank.example' in-two-signers.eml"
+
+# An address is compared without regard to case (docs/ARCHITECTURE.md): a
+# From in capitals signed by bob@example.org passes, and his certificate is
+# harvested.
+message "Bob Outside <Bob@Example.ORG>" "bob@corp.example" "Capitals" "Hello in capitals." > capitals.eml
+"$ctl" message sign --cert "$pki/bob.pem" --key "$pki/bob.key" --chain "$pki/chain.pem" --in capitals.eml --out capitals-signed.eml
+send bob@example.org bob@corp.example < capitals-signed.eml
+arrived in-capitals.eml
+check "From: Bob@Example.ORG signed by bob@example.org: smime=pass" \
+  bash -c "tr -d '\r' < in-capitals.eml | sed -n '/^Authentication-Results: mx.corp.example;/,/^[^ \t]/p' | tr -d '\n\t' | grep -q 'smime=pass'"
+check "and bob@example.org's certificate is harvested from it" bash -c "'$ctl' harvested list | grep -q '^bob@example.org '"
+
+# A certificate an outside CA issued for an address in one of our own
+# domains passes, but is never harvested: our users' certificates come from
+# our CA, and a harvested one would be encrypted to.
+openssl genpkey -algorithm RSA -pkeyopt rsa_keygen_bits:2048 -out dana.key 2> /dev/null
+openssl req -new -key dana.key -subj "/CN=Dana" -out dana.csr
+printf '%s\n' "subjectAltName=email:dana@corp.example" "keyUsage=digitalSignature,keyEncipherment" \
+  "extendedKeyUsage=emailProtection" "basicConstraints=CA:FALSE" > dana.ext
+openssl x509 -req -in dana.csr -CA "$pki/issuing.pem" -CAkey "$pki/issuing.key" -set_serial 4242 -days 30 \
+  -extfile dana.ext -out dana.pem 2> /dev/null
+message "Dana <dana@corp.example>" "bob@corp.example" "From inside?" "Trust me." > dana.eml
+"$ctl" message sign --cert dana.pem --key dana.key --chain "$pki/chain.pem" --in dana.eml --out dana-signed.eml
+send dana@example.org bob@corp.example < dana-signed.eml
+arrived in-dana.eml
+check "a signature under an outside CA for an address in a local domain passes, but is not harvested" \
+  bash -c "tr -d '\r' < in-dana.eml | sed -n '/^Authentication-Results: mx.corp.example;/,/^[^ \t]/p' | tr -d '\n\t' |
+    grep -q 'smime=pass.*body.smime-identifier=dana@corp.example' && ! '$ctl' harvested list | grep -q '^dana@corp.example ' &&
+    grep -q 'not harvested: dana@corp.example is in a local domain' milter.log"
 
 # ---- The enrollment address -----------------------------------------------------------
 message "alice@corp.example" "mailkms-enroll@corp.example" "Re: your enrollment" "token and password" |

@@ -5,6 +5,7 @@
 #include <catch2/catch.hpp>
 
 #include "pipeline.hpp"
+#include "test_support.hpp"
 
 using namespace mailkms::gateway;
 
@@ -86,4 +87,35 @@ TEST_CASE("authserv_id_of sees through every spelling RFC 8601 allows", "[authen
 
 TEST_CASE("a header without results says none (RFC 8601)", "[authentication-results]") {
   CHECK(authentication_results("mx.example", {}) == "mx.example; none");
+}
+
+TEST_CASE("a pass names the signer that passed as the author, not the first signer", "[authentication_results]") {
+  using mailkms::smime::SignatureStatus;
+  mailkms::smime::VerifyResult verified;
+  verified.status = SignatureStatus::pass;
+  verified.intact = true;
+  // A self-signed signer for ceo@bank.example first, then alice, who wrote it.
+  mailkms::smime::SignerReport ceo{mailkms::test::cert("mallory"), {"ceo@bank.example"}, {}, {}, {},
+                                   SignatureStatus::untrusted, "self-signed"};
+  mailkms::smime::SignerReport alice{mailkms::test::cert("alice"), {"alice.smith@example.org", "alice@example.org"}, {},
+                                     {}, {}, SignatureStatus::pass, "signed by alice@example.org"};
+  verified.signers = {ceo, alice};
+  const SmimeResult r = smime_result(verified, {"alice@example.org"});
+  CHECK(r.result == "pass");
+  CHECK(r.identifier == "alice@example.org");  // the address that matched the author, of the signer that passed
+  CHECK(authentication_results("mx", {r}) == "mx;\r\n\tsmime=pass\r\n\tbody.smime-identifier=alice@example.org");
+  // An author in capitals is the same mailbox.
+  CHECK(smime_result(verified, {"Alice@Example.ORG"}).identifier == "alice@example.org");
+}
+
+TEST_CASE("a failure names the signer whose verdict it is", "[authentication_results]") {
+  using mailkms::smime::SignatureStatus;
+  mailkms::smime::VerifyResult verified;
+  verified.status = SignatureStatus::untrusted;
+  verified.reason = "self-signed";
+  verified.signers = {{mailkms::test::cert("mallory"), {}, {}, {}, {}, SignatureStatus::untrusted, "self-signed"},
+                      {mailkms::test::cert("alice"), {"alice@example.org"}, {}, {}, {}, SignatureStatus::untrusted, "x"}};
+  const SmimeResult r = smime_result(verified, {"alice@example.org"});
+  CHECK(r.result == "fail");
+  CHECK(r.identifier.empty());  // the first signer, which has no address: not another signer's
 }

@@ -156,6 +156,7 @@ TEST_CASE("an empty file is a policy of defaults and no rules", "[policy]") {
   CHECK(policy->defaults.exempt_calendar);
   CHECK(policy->defaults.verify);
   CHECK_FALSE(policy->defaults.decrypt);
+  CHECK_FALSE(policy->defaults.decrypt_unauthenticated);
   CHECK(policy->defaults.harvest);
 }
 
@@ -230,13 +231,13 @@ TEST_CASE("unknown keys are refused wherever they are", "[policy]") {
         "policy.toml:2:1: [local]: unknown key \"domain\"; expected one of domains, networks");
   CHECK(refusal("[defaults]\nsign = \"always\"\n  signing = \"always\"\n") ==
         "policy.toml:3:3: [defaults]: unknown key \"signing\"; expected one of sign, encrypt, cipher, digest, "
-        "on_missing_certificate, encrypt_to_sender, exempt_calendar, verify, decrypt, harvest");
+        "on_missing_certificate, encrypt_to_sender, exempt_calendar, verify, decrypt, decrypt_unauthenticated, harvest");
   // Keys that only rules have are unknown in [defaults].
   CHECK(refusal("[defaults]\nto = \"*\"\n").starts_with("policy.toml:2:1: [defaults]: unknown key \"to\";"));
   CHECK(refusal("[[rule]]\nname = \"partners\"\nencrypt = \"always\"\n\n\n\n\n\n\n\n\n  encrypted = \"always\"\n") ==
         "policy.toml:12:3: rule \"partners\": unknown key \"encrypted\"; expected one of name, direction, from, to, "
         "subject_tag, header, sign, encrypt, cipher, digest, on_missing_certificate, encrypt_to_sender, "
-        "exempt_calendar, verify, decrypt, harvest");
+        "exempt_calendar, verify, decrypt, decrypt_unauthenticated, harvest");
   CHECK(refusal("[[rule]]\nto = \"*\"\nheader = { name = \"X-Secure\", value = \"yes\" }\n") ==
         "policy.toml:3:31: rule 1: header: unknown key \"value\"; expected one of name, contains");
 }
@@ -828,4 +829,13 @@ TEST_CASE("unauthenticated clients sign only where allowed, and only as their en
   CHECK(a.reason == "submitted locally, [signing] local_submission = true, and From is the envelope sender");
   a = authorize_signer(*policy, local, "bob@example.org", "ceo@example.org");
   CHECK_FALSE(a.authorized);
+}
+
+TEST_CASE("decrypt_unauthenticated is off unless a rule or [defaults] turns it on", "[policy]") {
+  const auto policy = must_parse(
+      "[defaults]\ndecrypt = true\n\n[[rule]]\nname = \"legacy clients\"\nto = \"*@old.example.org\"\n"
+      "decrypt_unauthenticated = true\n");
+  CHECK_FALSE(policy->defaults.decrypt_unauthenticated);
+  CHECK(decide(*policy, Direction::inbound, "x@gmail.com", "bob@old.example.org", nullptr).settings->decrypt_unauthenticated);
+  CHECK_FALSE(decide(*policy, Direction::inbound, "x@gmail.com", "bob@example.org", nullptr).settings->decrypt_unauthenticated);
 }

@@ -199,3 +199,41 @@ TEST_CASE("a key wrap whose KEK length is not its algorithm's is refused, never 
     }
   }
 }
+
+TEST_CASE("the readers are the keys whose own recipient entries open the message", "[decrypt]") {
+  const std::vector<Recipient> to{{test::cert("alice")}, {test::cert("bob")}};
+  const std::string der = must(build_enveloped_data(*test::context(), "for alice and bob\r\n", to, {}));
+  auto carol = test::unwrapper("carol");
+  auto bob = test::unwrapper("bob");
+  auto alice = test::unwrapper("alice");
+  KeyUnwrapper* keys[] = {&carol, &bob, &alice};
+  const auto bytes = must(decrypt_cms(*test::context(), der, keys));
+  CHECK(bytes.content == "for alice and bob\r\n");
+  CHECK(bytes.readers == std::vector<std::size_t>{1, 2});
+}
+
+TEST_CASE("an entry that names a key but does not unwrap to the content key makes it no reader", "[decrypt]") {
+  // PKCS#1 v1.5 entries: a damaged one unwraps to a random key, as any
+  // entry an attacker adds for a certificate of their choice would.
+  const std::vector<Recipient> to{{test::cert("alice"), KeyTransport::rsa_pkcs1v15},
+                                  {test::cert("bob"), KeyTransport::rsa_pkcs1v15}};
+  const std::string der = must(build_enveloped_data(*test::context(), "for alice only\r\n", to, {}));
+  auto alice = test::unwrapper("alice");
+  auto bob = test::unwrapper("bob");
+  // The two encryptedKey OCTET STRINGs (2048-bit RSA): damage the one alice does not need.
+  const std::string marker("\x04\x82\x01\x00", 4);
+  std::optional<std::string> damaged;
+  for (auto at = der.find(marker); at != std::string::npos && !damaged; at = der.find(marker, at + 1)) {
+    std::string candidate = der;
+    candidate[at + 4 + 100] ^= 0x5a;
+    KeyUnwrapper* only_alice[] = {&alice};
+    const auto r = decrypt_cms(*test::context(), candidate, only_alice);
+    if (r && r->content == "for alice only\r\n") damaged = std::move(candidate);
+  }
+  REQUIRE(damaged);
+  KeyUnwrapper* keys[] = {&bob, &alice};
+  const auto bytes = must(decrypt_cms(*test::context(), *damaged, keys));
+  CHECK(bytes.content == "for alice only\r\n");
+  CHECK(bytes.readers == std::vector<std::size_t>{1});
+  CHECK(bytes.recipient == test::cert("alice"));
+}

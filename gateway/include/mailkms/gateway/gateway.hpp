@@ -117,6 +117,9 @@ class Gateway {
   Outcome inbound(const Transaction& transaction, const std::vector<smime::HeaderField>& headers,
                   const smime::Spool& message, const std::vector<std::string>& skip);
   Outcome failure(FailureAction action, const std::string& what, const std::string& reason) const;
+  // `message` as it came, marked for re-injection to `recipients`.
+  smime::Result<smime::Spool> as_it_came(const std::string& sender, const std::vector<std::string>& recipients,
+                                         const smime::Spool& message) const;
   // The sender's signing identity from the keystore, kept for the
   // certificate TTL: fetching and parsing it per message cost more CPU than
   // the signature.

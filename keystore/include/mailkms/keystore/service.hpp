@@ -128,7 +128,7 @@ class KeystoreService {
   Result<nlohmann::json> unwrap(const nlohmann::json& params);
   // An outside sender's certificate from a signature a gateway verified,
   // checked again here against our own trust anchors.
-  Result<nlohmann::json> remember_certificate(const nlohmann::json& params);
+  Result<nlohmann::json> remember_certificate(const Caller& caller, const nlohmann::json& params);
   // A user's reply to the enrollment address, as a gateway passes it on.
   Result<nlohmann::json> redeem_token(const Caller& caller, const nlohmann::json& params);
   Result<nlohmann::json> check_mail_mark(const Caller& caller, const nlohmann::json& params);

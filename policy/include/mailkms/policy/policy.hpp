@@ -61,6 +61,10 @@ struct Settings {
   // Inbound.
   bool verify = true;    // add Authentication-Results with the smime method
   bool decrypt = false;  // decrypt for local recipients with escrowed keys
+  // Decrypt content whose integrity nothing protects (CBC, EnvelopedData)
+  // even when no signature that passes vouches for it (EFAIL); off, such
+  // mail is delivered still encrypted.
+  bool decrypt_unauthenticated = false;
   bool harvest = true;   // remember trusted senders' certificates
 };
 

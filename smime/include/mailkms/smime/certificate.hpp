@@ -78,5 +78,9 @@ Result<KeyBundle> read_pkcs12(const CryptoContext& ctx, std::string_view der, st
 // Lower-cases an address for comparison: the domain is case-insensitive by
 // RFC 5321, and every deployed mail system treats the local part so too.
 std::string normalize_address(std::string_view address);
+// Whether two addresses name the same mailbox: compared without regard to
+// ASCII case, the local part as well as the domain (docs/ARCHITECTURE.md
+// says why), as certificates, the keystore and policy all compare them.
+bool same_address(std::string_view a, std::string_view b);
 
 }  // namespace mailkms::smime

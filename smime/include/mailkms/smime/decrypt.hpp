@@ -9,6 +9,7 @@
 #include <string>
 #include <string_view>
 #include <variant>
+#include <vector>
 
 #include "mailkms/smime/algorithms.hpp"
 #include "mailkms/smime/certificate.hpp"
@@ -90,10 +91,15 @@ struct Decrypted {
   Cipher cipher;
   bool authenticated = false;  // AuthEnvelopedData: the content's integrity was checked
   Certificate recipient;       // the certificate whose key opened it
+  // The indexes in `keys` of those that can read it: whose own recipient
+  // entries unwrap to the key that opened it. Recipient entries are not
+  // protected: one that only names a certificate makes it no reader.
+  std::vector<std::size_t> readers;
 };
 
 // Decrypts an application/pkcs7-mime enveloped-data or authEnveloped-data
-// entity with whichever of `keys` is a recipient.
+// entity with whichever of `keys` is a recipient. Every key named among the
+// recipients is asked to unwrap its entry, to tell the readers.
 Result<Decrypted> decrypt_entity(const CryptoContext& ctx, const Entity& entity, std::span<KeyUnwrapper* const> keys,
                                  const MimeLimits& limits = {});
 
@@ -103,6 +109,7 @@ struct DecryptedBytes {
   Cipher cipher;
   bool authenticated = false;
   Certificate recipient;
+  std::vector<std::size_t> readers;
 };
 Result<DecryptedBytes> decrypt_cms(const CryptoContext& ctx, std::string_view cms_der,
                                    std::span<KeyUnwrapper* const> keys);
