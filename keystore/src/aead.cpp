@@ -24,17 +24,35 @@ smime::SecretBytes random_secret(std::size_t n) {
   return smime::SecretBytes(std::move(out));
 }
 
+namespace {
+
+std::string lower_hex(const unsigned char* data, std::size_t size) {
+  static constexpr char kHex[] = "0123456789abcdef";
+  std::string out;
+  for (std::size_t i = 0; i < size; ++i) {
+    out.push_back(kHex[data[i] >> 4]);
+    out.push_back(kHex[data[i] & 15]);
+  }
+  return out;
+}
+
+}  // namespace
+
 std::string hex_sha256(std::string_view data) {
   unsigned char digest[EVP_MAX_MD_SIZE];
   unsigned int length = 0;
   EVP_Digest(data.data(), data.size(), digest, &length, EVP_sha256(), nullptr);
-  static constexpr char kHex[] = "0123456789abcdef";
-  std::string out;
-  for (unsigned int i = 0; i < length; ++i) {
-    out.push_back(kHex[digest[i] >> 4]);
-    out.push_back(kHex[digest[i] & 15]);
+  return lower_hex(digest, length);
+}
+
+Result<std::string> hex_hmac_sha256(const smime::SecretBytes& key, std::string_view data) {
+  unsigned char mac[EVP_MAX_MD_SIZE];
+  std::size_t length = 0;
+  if (EVP_Q_mac(nullptr, "HMAC", nullptr, "SHA256", nullptr, key.data(), key.size(),
+                reinterpret_cast<const unsigned char*>(data.data()), data.size(), mac, sizeof mac, &length) == nullptr) {
+    return make_error(Errc::crypto_failed, "HMAC-SHA256 failed");
   }
-  return out;
+  return lower_hex(mac, length);
 }
 
 Result<std::string> seal_record(const smime::SecretBytes& key, std::string_view plaintext, std::string_view aad) {

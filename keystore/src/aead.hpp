@@ -22,5 +22,7 @@ smime::SecretBytes random_secret(std::size_t bytes);
 
 // SHA-256 of `data`, in lower-case hex.
 std::string hex_sha256(std::string_view data);
+// HMAC-SHA256 of `data` under `key`, in lower-case hex.
+Result<std::string> hex_hmac_sha256(const smime::SecretBytes& key, std::string_view data);
 
 }  // namespace mailkms::keystore::detail

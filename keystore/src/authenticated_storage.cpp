@@ -10,6 +10,8 @@
 #include <charconv>
 #include <nlohmann/json.hpp>
 
+#include "aead.hpp"
+
 namespace mailkms::keystore {
 namespace {
 
@@ -54,16 +56,6 @@ std::string collection_of(std::string_view key) {
 // For searching scanned rows by key, with a key or a row on either side.
 std::string_view key_of(const std::string& key) { return key; }
 std::string_view key_of(const std::pair<std::string, std::string>& row) { return row.first; }
-
-std::string hex(const unsigned char* data, std::size_t size) {
-  static constexpr char kHex[] = "0123456789abcdef";
-  std::string out;
-  for (std::size_t i = 0; i < size; ++i) {
-    out.push_back(kHex[data[i] >> 4]);
-    out.push_back(kHex[data[i] & 15]);
-  }
-  return out;
-}
 
 Result<smime::SecretBytes> derive_row_key(const smime::SecretBytes& master_key) {
   char digest[] = "SHA256";
@@ -114,16 +106,9 @@ Result<std::string> AuthenticatedStorage::tag(std::string_view key, std::uint64_
   message += std::to_string(version);
   message.push_back('\0');
   message += payload;
-  unsigned char mac[EVP_MAX_MD_SIZE];
-  std::size_t length = 0;
   const std::shared_lock lock(key_mutex_);
   if (!row_key_) return make_error(Errc::sealed, "the keystore is sealed");
-  if (EVP_Q_mac(nullptr, "HMAC", nullptr, "SHA256", nullptr, row_key_->data(), row_key_->size(),
-                reinterpret_cast<const unsigned char*>(message.data()), message.size(), mac, sizeof mac,
-                &length) == nullptr) {
-    return make_error(Errc::crypto_failed, "HMAC failed");
-  }
-  return hex(mac, length);
+  return detail::hex_hmac_sha256(*row_key_, message);
 }
 
 Result<std::string> AuthenticatedStorage::encode(std::string_view key, std::uint64_t version,

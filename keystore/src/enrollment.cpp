@@ -153,7 +153,8 @@ Result<std::time_t> Enrollment::mail_token(const EnrollmentSettings& s, TokenKin
   values["expires"] = readable_time(record.expires);
   auto rendered = render_template_file(s.templates / (kind == TokenKind::enrollment ? "enrollment.txt" : "recovery.txt"),
                                        values);
-  auto message = rendered ? compose_message(*rendered, address, s.sender(), {}, marker(address)) : Result<std::string>(rendered.error());
+  auto message = rendered ? compose_message(*rendered, address, s.sender(), {}, marker(address))
+                          : Result<std::string>(rendered.error());
   wipe(token);
   wipe(normalized);
   wipe(values["token"]);

@@ -1,7 +1,6 @@
 #include "mailkms/keystore/mail_mark.hpp"
 
 #include <openssl/crypto.h>
-#include <openssl/evp.h>
 
 #include <charconv>
 
@@ -13,16 +12,6 @@ namespace {
 
 constexpr std::string_view kKeyRecord = "core/mail-mark-key";
 constexpr std::size_t kKeyBytes = 32;
-
-std::string hex(const unsigned char* data, std::size_t size) {
-  static constexpr char digits[] = "0123456789abcdef";
-  std::string out;
-  for (std::size_t i = 0; i < size; ++i) {
-    out += digits[data[i] >> 4];
-    out += digits[data[i] & 15];
-  }
-  return out;
-}
 
 }  // namespace
 
@@ -46,13 +35,7 @@ Result<std::string> MailMark::mac(std::time_t made, std::string_view recipient, 
   input += Users::normalize(recipient);
   input.push_back('\0');
   input += message_id;
-  unsigned char out[EVP_MAX_MD_SIZE];
-  std::size_t length = 0;
-  if (EVP_Q_mac(nullptr, "HMAC", nullptr, "SHA256", nullptr, secret.data(), secret.size(),
-                reinterpret_cast<const unsigned char*>(input.data()), input.size(), out, sizeof out, &length) == nullptr) {
-    return make_error(Errc::internal, "HMAC-SHA256 failed");
-  }
-  return hex(out, length);
+  return detail::hex_hmac_sha256(secret, input);
 }
 
 Result<std::string> MailMark::make(std::string_view recipient, std::string_view message_id, std::time_t now) {
