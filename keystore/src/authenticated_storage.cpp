@@ -1,9 +1,6 @@
 #include "mailkms/keystore/authenticated_storage.hpp"
 
-#include <openssl/core_names.h>
 #include <openssl/crypto.h>
-#include <openssl/evp.h>
-#include <openssl/kdf.h>
 
 #include <algorithm>
 #include <array>
@@ -11,6 +8,7 @@
 #include <nlohmann/json.hpp>
 
 #include "aead.hpp"
+#include "mailkms/keystore/kdf.hpp"
 
 namespace mailkms::keystore {
 namespace {
@@ -57,26 +55,6 @@ std::string collection_of(std::string_view key) {
 std::string_view key_of(const std::string& key) { return key; }
 std::string_view key_of(const std::pair<std::string, std::string>& row) { return row.first; }
 
-Result<smime::SecretBytes> derive_row_key(const smime::SecretBytes& master_key) {
-  char digest[] = "SHA256";
-  const OSSL_PARAM params[] = {
-      OSSL_PARAM_construct_utf8_string(OSSL_KDF_PARAM_DIGEST, digest, 0),
-      OSSL_PARAM_construct_octet_string(OSSL_KDF_PARAM_KEY, const_cast<unsigned char*>(master_key.data()),
-                                        master_key.size()),
-      OSSL_PARAM_construct_octet_string(OSSL_KDF_PARAM_INFO, const_cast<char*>(kKeyLabel.data()), kKeyLabel.size()),
-      OSSL_PARAM_construct_end(),
-  };
-  EVP_KDF* kdf = EVP_KDF_fetch(nullptr, "HKDF", nullptr);
-  EVP_KDF_CTX* ctx = kdf != nullptr ? EVP_KDF_CTX_new(kdf) : nullptr;
-  EVP_KDF_free(kdf);
-  std::string key(32, '\0');
-  const bool ok = ctx != nullptr &&
-                  EVP_KDF_derive(ctx, reinterpret_cast<unsigned char*>(key.data()), key.size(), params) == 1;
-  EVP_KDF_CTX_free(ctx);
-  if (!ok) return make_error(Errc::crypto_failed, "HKDF failed");
-  return smime::SecretBytes(std::move(key));
-}
-
 nlohmann::json root_json(std::uint64_t counter, const std::map<std::string, std::uint64_t, std::less<>>& collections) {
   nlohmann::json j{{"counter", counter}, {"collections", nlohmann::json::object()}};
   for (const auto& [name, version] : collections) j["collections"][name] = version;
@@ -86,7 +64,7 @@ nlohmann::json root_json(std::uint64_t counter, const std::map<std::string, std:
 }  // namespace
 
 Status AuthenticatedStorage::unlock(const smime::SecretBytes& master_key) {
-  MAILKMS_TRY(key, derive_row_key(master_key));
+  MAILKMS_TRY(key, hkdf_sha256(master_key, kKeyLabel));
   const std::unique_lock lock(key_mutex_);
   row_key_ = std::move(key);
   return Ok{};

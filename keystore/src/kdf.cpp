@@ -7,6 +7,22 @@
 #include <string>
 
 namespace mailkms::keystore {
+namespace {
+
+// 32 bytes from OpenSSL's KDF `name` with `params`; `failure` if it fails.
+Result<smime::SecretBytes> derive(const char* name, const OSSL_PARAM* params, const char* failure) {
+  EVP_KDF* kdf = EVP_KDF_fetch(nullptr, name, nullptr);
+  EVP_KDF_CTX* ctx = kdf != nullptr ? EVP_KDF_CTX_new(kdf) : nullptr;
+  EVP_KDF_free(kdf);
+  std::string key(32, '\0');
+  const bool ok = ctx != nullptr &&
+                  EVP_KDF_derive(ctx, reinterpret_cast<unsigned char*>(key.data()), key.size(), params) == 1;
+  EVP_KDF_CTX_free(ctx);
+  if (!ok) return make_error(Errc::crypto_failed, failure);
+  return smime::SecretBytes(std::move(key));
+}
+
+}  // namespace
 
 Result<smime::SecretBytes> scrypt(std::string_view passphrase, std::string_view salt, const ScryptParameters& p) {
   std::uint64_t n = p.n;
@@ -22,15 +38,18 @@ Result<smime::SecretBytes> scrypt(std::string_view passphrase, std::string_view 
       OSSL_PARAM_construct_uint64(OSSL_KDF_PARAM_SCRYPT_MAXMEM, &max_memory),
       OSSL_PARAM_construct_end(),
   };
-  EVP_KDF* kdf = EVP_KDF_fetch(nullptr, "SCRYPT", nullptr);
-  EVP_KDF_CTX* ctx = kdf != nullptr ? EVP_KDF_CTX_new(kdf) : nullptr;
-  EVP_KDF_free(kdf);
-  std::string key(32, '\0');
-  const bool ok = ctx != nullptr &&
-                  EVP_KDF_derive(ctx, reinterpret_cast<unsigned char*>(key.data()), key.size(), params) == 1;
-  EVP_KDF_CTX_free(ctx);
-  if (!ok) return make_error(Errc::crypto_failed, "scrypt failed (parameters too large for this machine?)");
-  return smime::SecretBytes(std::move(key));
+  return derive("SCRYPT", params, "scrypt failed (parameters too large for this machine?)");
+}
+
+Result<smime::SecretBytes> hkdf_sha256(const smime::SecretBytes& key, std::string_view label) {
+  char digest[] = "SHA256";
+  const OSSL_PARAM params[] = {
+      OSSL_PARAM_construct_utf8_string(OSSL_KDF_PARAM_DIGEST, digest, 0),
+      OSSL_PARAM_construct_octet_string(OSSL_KDF_PARAM_KEY, const_cast<unsigned char*>(key.data()), key.size()),
+      OSSL_PARAM_construct_octet_string(OSSL_KDF_PARAM_INFO, const_cast<char*>(label.data()), label.size()),
+      OSSL_PARAM_construct_end(),
+  };
+  return derive("HKDF", params, "HKDF failed");
 }
 
 }  // namespace mailkms::keystore

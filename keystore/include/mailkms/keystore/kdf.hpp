@@ -19,4 +19,8 @@ struct ScryptParameters {
 // 32 bytes from `secret` and `salt`.
 Result<smime::SecretBytes> scrypt(std::string_view secret, std::string_view salt, const ScryptParameters& parameters);
 
+// 32 bytes for one purpose, named by `label`, from a key that is already
+// uniformly random (HKDF-SHA256, RFC 5869): never from something typed.
+Result<smime::SecretBytes> hkdf_sha256(const smime::SecretBytes& key, std::string_view label);
+
 }  // namespace mailkms::keystore
