@@ -214,6 +214,9 @@ int run_status(const Base& a) {
     std::cout << "gateway uid " << g.value("uid", 0) << ": " << g.value("signed", 0) << " signed, " << g.value("unwrapped", 0)
               << " unwrapped, " << g.value("rate_limited", 0) << " refused by the rate limit\n";
   }
+  if (const auto counted = status.value("audit_counted", std::uint64_t{0}); counted > 0) {
+    std::cout << "audit: " << counted << " event(s) anyone can cause counted past their limit, not recorded one by one\n";
+  }
   return 0;
 }
 
@@ -455,7 +458,37 @@ struct RevokeArgs : Base {
 struct AuditArgs : Base {
   int after = 0;
   int limit = 100;
+  std::string checkpoint_file;
 };
+
+// The newest checkpoints of a file: the keystore checks at most these.
+std::string newest_lines(const std::string& text, std::size_t count) {
+  std::size_t start = text.size();
+  if (start > 0 && text[start - 1] == '\n') --start;
+  for (std::size_t seen = 0; start > 0; --start) {
+    if (text[start - 1] == '\n' && ++seen == count) break;
+  }
+  return text.substr(start);
+}
+
+int run_audit_verify(const AuditArgs& a) {
+  json params = json::object();
+  if (!a.checkpoint_file.empty()) params["checkpoints"] = newest_lines(read_file(a.checkpoint_file), 100);
+  const json r = Keystore(a.config).admin("audit-verify", params);
+  if (!r.value("intact", false)) {
+    std::cout << "BROKEN: " << r.value("problem", "") << "\n";
+    return exit_failure;
+  }
+  std::cout << "intact: " << r.value("records", 0) << " records";
+  if (r.value("checkpoints", 0) > 0) {
+    std::cout << "; holds the " << r.value("checkpoints", 0) << " newest checkpoint(s) of "
+              << r.value("checkpoint_source", "") << ", the last at record " << r.value("checkpoint", 0);
+  } else {
+    std::cout << "; no checkpoint to check it against in " << r.value("checkpoint_source", "");
+  }
+  std::cout << "\n";
+  return 0;
+}
 
 // ---- harvested certificates
 
@@ -866,15 +899,25 @@ std::vector<Command> add_keystore_commands(CLI::App& app) {
         }
         return 0;
       }));
-  commands.push_back(command<Base>(*audit, "verify", "Check the audit log's hash chain", [](CLI::App&, Base&) {},
+  commands.push_back(command<AuditArgs>(
+      *audit, "verify", "Check the audit log's hash chain, and that it still holds what its checkpoints name",
+      [](CLI::App& c, AuditArgs& a) {
+        c.add_option("--checkpoint", a.checkpoint_file,
+                     "A copy of the checkpoint file kept elsewhere (default: the keystore's own)");
+      },
+      run_audit_verify));
+  commands.push_back(command<Base>(
+      *audit, "checkpoint", "Sign where the audit chain stands now and append it to the checkpoint file",
+      [](CLI::App&, Base&) {},
+      [](const Base& a) {
+        std::cout << Keystore(a.config).admin("audit-checkpoint").dump() << "\n";
+        return 0;
+      }));
+  commands.push_back(command<Base>(*audit, "key", "Print the public key that signs audit checkpoints (PEM)",
+                                   [](CLI::App&, Base&) {},
                                    [](const Base& a) {
-                                     const json r = Keystore(a.config).admin("audit-verify");
-                                     if (r.value("intact", false)) {
-                                       std::cout << "intact: " << r.value("records", 0) << " records\n";
-                                       return 0;
-                                     }
-                                     std::cout << "BROKEN: " << r.value("problem", "") << "\n";
-                                     return exit_failure;
+                                     std::cout << Keystore(a.config).admin("audit-key").value("public_key", "");
+                                     return 0;
                                    }));
   return commands;
 }

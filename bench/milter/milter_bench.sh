@@ -8,6 +8,9 @@
 # Usage (as root): bench/milter/milter_bench.sh [--messages N] [--rounds N]
 #   [--sessions N] [--size BYTES] [--build-dir DIR] [--no-build] [--keep] [--quick]
 #   [--only ID,ID…]  (postfix dkim-unix dkim-inet pass-unix sign-unix sign-inet both-unix both-inet)
+#   [--baseline REV]  also sign-unix and both-unix with mailkms-keystored and
+#                     mailkmsctl built from git revision REV (the same milter):
+#                     what the keystore's changes since REV cost the mail path
 set -uo pipefail
 root=$(cd "$(dirname "$0")/../.." && pwd)
 
@@ -19,6 +22,7 @@ build_dir=$root/build/bench
 build=1
 keep=
 only=
+baseline=
 while [ $# -gt 0 ]; do
   case $1 in
     --messages) messages=$2; shift 2 ;;
@@ -30,7 +34,8 @@ while [ $# -gt 0 ]; do
     --rounds) rounds=$2; shift 2 ;;  # the table keeps each set-up's fastest round
     --quick) messages=500; shift ;;
     --only) only=",$2,"; shift 2 ;;  # some set-ups only; their targets say n/a
-    -h|--help) sed -n '2,10p' "$0"; exit 0 ;;
+    --baseline) baseline=$2; shift 2 ;;
+    -h|--help) sed -n '2,13p' "$0"; exit 0 ;;
     *) echo "milter_bench: unknown argument $1" >&2; exit 2 ;;
   esac
 done
@@ -62,6 +67,20 @@ milter=$build_dir/milter/mailkms-milter
 keystored=$build_dir/keystore/daemon/mailkms-keystored
 ctl=$build_dir/cli/mailkmsctl
 for b in "$milter" "$keystored" "$ctl"; do [ -x "$b" ] || die "$b is not built"; done
+# The baseline's keystore: REV's sources, exported (no work tree of ours is
+# touched), built in Release beside ours.
+if [ -n "$baseline" ]; then
+  base_rev=$(git -C "$root" rev-parse --short "$baseline^{commit}") || die "no revision $baseline"
+  base_src=$build_dir-baseline-src/$base_rev
+  base_build=$build_dir-baseline/$base_rev
+  if [ ! -f "$base_src/CMakeLists.txt" ]; then
+    mkdir -p "$base_src" && git -C "$root" archive "$base_rev" | tar -x -C "$base_src" || die "cannot export $base_rev"
+  fi
+  cmake -G Ninja -S "$base_src" -B "$base_build" -DCMAKE_BUILD_TYPE=Release -DMAILKMS_TESTS=OFF > /dev/null &&
+    cmake --build "$base_build" --target mailkms-keystored mailkmsctl || die "the baseline $base_rev does not build"
+  base_keystored=$base_build/keystore/daemon/mailkms-keystored
+  base_ctl=$base_build/cli/mailkmsctl
+fi
 
 # ---- State and clean-up ----------------------------------------------------------
 # Under /var/lib: OpenDKIM refuses keys under world-writable directories.
@@ -118,13 +137,14 @@ postfix_port='' sink_port='' probe_port='' milter_port='' dkim_port=''
 for p in postfix_port sink_port probe_port milter_port dkim_port; do free_port "$p" || die "no free port"; done
 
 # ---- The keystore: a CA, and alice, bob and probe of corp.example ------------------
-mailkms_conf() {  # mailkms_conf SOCKET NAME
+mailkms_conf() {  # mailkms_conf SOCKET NAME [KEYSTORE_DIR]
+  local ks=${3:-$work}
   cat <<CONF
 [keystore]
-database = "$work/keystore.db"
-socket = "$work/keystore.sock"
+database = "$ks/keystore.db"
+socket = "$ks/keystore.sock"
 socket_mode = "0600"
-unseal_key_file = "$work/master.key"
+unseal_key_file = "$ks/master.key"
 gateway_users = ["root"]
 lock_memory = false
 
@@ -142,19 +162,38 @@ CONF
 }
 mailkms_conf "unix:$work/milter.sock" unix > mailkms-unix.conf
 mailkms_conf "inet:$milter_port@127.0.0.1" inet > mailkms-inet.conf
-export MAILKMS_CONFIG=$work/mailkms-unix.conf MAILKMS_SESSION_FILE=$work/session
 head -c 24 /dev/urandom | base64 > admin.pw
 chmod 600 admin.pw
-"$ctl" init --admin admin --admin-password-file admin.pw --key-file master.key > /dev/null || die "mailkmsctl init failed"
-"$keystored" --config mailkms-unix.conf 2>> keystore.log &
-keystore_pid=$!
-pids+=("$keystore_pid")
-keystore_up() { [ -S keystore.sock ] && "$ctl" status 2> /dev/null | grep -qx unsealed; }
-wait_for 10 keystore_up || die "the keystore does not start: $(cat keystore.log)"
-{ "$ctl" login admin --password-file admin.pw &&
-  "$ctl" ca init --id root --name "Bench Root CA" &&
-  "$ctl" ca add-subordinate --id issuing --parent root --name "Bench Issuing CA" &&
-  "$ctl" user add alice@corp.example bob@corp.example probe@corp.example; } > /dev/null || die "keystore set-up failed"
+# start_keystore KEYSTORED CTL CONF: a new keystore (database, CA, users) in
+# the directory of CONF's database; sets keystore_pid.
+start_keystore() {
+  local daemon=$1 tool=$2 conf=$3 dir
+  dir=$(sed -n 's/^database = "\(.*\)\/keystore.db"$/\1/p' "$conf")
+  (
+    export MAILKMS_CONFIG=$conf MAILKMS_SESSION_FILE=$dir/session
+    cd "$dir" || exit 1
+    "$tool" init --admin admin --admin-password-file "$work/admin.pw" --key-file master.key > /dev/null || exit 1
+  ) || die "mailkmsctl init failed ($conf)"
+  "$daemon" --config "$conf" 2>> "$dir/keystore.log" &
+  keystore_pid=$!
+  pids+=("$keystore_pid")
+  keystore_up() { [ -S "$dir/keystore.sock" ] && MAILKMS_CONFIG=$conf "$tool" status 2> /dev/null | grep -qx unsealed; }
+  wait_for 10 keystore_up || die "the keystore does not start: $(cat "$dir/keystore.log")"
+  (
+    export MAILKMS_CONFIG=$conf MAILKMS_SESSION_FILE=$dir/session
+    "$tool" login admin --password-file "$work/admin.pw" &&
+      "$tool" ca init --id root --name "Bench Root CA" &&
+      "$tool" ca add-subordinate --id issuing --parent root --name "Bench Issuing CA" &&
+      "$tool" user add alice@corp.example bob@corp.example probe@corp.example
+  ) > /dev/null || die "keystore set-up failed ($conf)"
+}
+if [ -n "$baseline" ]; then
+  mkdir -p "$work/base"
+  mailkms_conf "unix:$work/milter-base.sock" base "$work/base" > mailkms-base.conf
+  start_keystore "$base_keystored" "$base_ctl" "$work/mailkms-base.conf"
+  base_keystore_pid=$keystore_pid
+fi
+start_keystore "$keystored" "$ctl" "$work/mailkms-unix.conf"
 
 policy() {  # policy SIGN ENCRYPT
   cat > policy.toml <<POLICY
@@ -313,20 +352,20 @@ declare -A rate latency fcpu kcpu busy what
 order=()
 # measure ID LABEL EXPECTED FILTER_PID: one timed run; with --rounds, the
 # table keeps each set-up's fastest.
-measure() {
-  local id=$1 label=$2 expected=$3 filter_pid=$4
+measure() {  # measure ID LABEL EXPECTED FILTER_PID [KEYSTORE_PID]
+  local id=$1 label=$2 expected=$3 filter_pid=$4 ks_pid=${5:-$keystore_pid}
   [ -z "$only" ] || [[ $only == *",$id,"* ]] || return 0
   [ -n "${what[$id]:-}" ] || order+=("$id")
   what[$id]=$label
   local seen
   seen=$(probe)
-  printf '%-36s probe: %s\n' "$label" "$seen"
+  printf '%-52s probe: %s\n' "$label" "$seen"
   case $seen in "$expected"*) ;; *) echo "  expected: $expected" >&2; rate[$id]=failed; return 1 ;; esac
   send "$warmup" || { rate[$id]=failed; return 1; }
   local f0 k0 m0 t0 f1 k1 m1 t1 r l f k b
-  f0=$(ticks "$filter_pid"); k0=$(ticks "$keystore_pid"); m0=$(machine); t0=$EPOCHREALTIME
+  f0=$(ticks "$filter_pid"); k0=$(ticks "$ks_pid"); m0=$(machine); t0=$EPOCHREALTIME
   send "$messages" || { rate[$id]=failed; return 1; }
-  t1=$EPOCHREALTIME; f1=$(ticks "$filter_pid"); k1=$(ticks "$keystore_pid"); m1=$(machine)
+  t1=$EPOCHREALTIME; f1=$(ticks "$filter_pid"); k1=$(ticks "$ks_pid"); m1=$(machine)
   read -r r l f k b < <(
     awk -v t0="$t0" -v t1="$t1" -v n="$messages" -v s="$sessions" -v hz="$clk_tck" \
       -v f="$((f1 - f0))" -v k="$((k1 - k0))" -v m0="$m0" -v m1="$m1" -v fp="$filter_pid" 'BEGIN {
@@ -335,7 +374,7 @@ measure() {
           fp == "" ? "-" : sprintf("%.3f", 1000 * f / hz / n), 1000 * k / hz / n,
           100 * (b[1] - a[1]) / (b[2] - a[2]) }')
   case $id in sign-* | both-*) ;; *) k=- ;; esac
-  printf '%-36s %d messages in %.2f s: %d msg/s\n' "" "$messages" "$(awk -v a="$t0" -v b="$t1" 'BEGIN { print b - a }')" "$r"
+  printf '%-52s %d messages in %.2f s: %d msg/s\n' "" "$messages" "$(awk -v a="$t0" -v b="$t1" 'BEGIN { print b - a }')" "$r"
   [ "${rate[$id]:-0}" = failed ] && return 0  # a failed round spoils the set-up
   if [ "$r" -gt "${rate[$id]:-0}" ]; then
     rate[$id]=$r latency[$id]=$l fcpu[$id]=$f kcpu[$id]=$k busy[$id]=$b
@@ -354,12 +393,12 @@ start_dkim() {  # start_dkim unix|inet: sets dkim_pid
   pids+=("$dkim_pid")
 }
 reloads=0
-switch_policy() {  # switch_policy SIGN ENCRYPT: both milters reload it
+switch_policy() {  # switch_policy SIGN ENCRYPT: every milter reloads it
   policy "$1" "$2"
   reloads=$((reloads + 1))
-  kill -HUP "$unix_pid" "$inet_pid"
+  kill -HUP "$unix_pid" "$inet_pid" ${base_pid:+"$base_pid"}
   local kind
-  for kind in unix inet; do
+  for kind in unix inet ${base_pid:+base}; do
     reloaded() { [ "$(grep -c "policy reloaded" "milter-$kind.log")" -ge "$reloads" ]; }
     wait_for 10 reloaded || die "the milter ($kind) did not reload its policy"
   done
@@ -376,6 +415,18 @@ start_milter unix
 unix_pid=$milter_pid
 start_milter inet
 inet_pid=$milter_pid
+base_pid=
+if [ -n "$baseline" ]; then
+  start_milter base
+  base_pid=$milter_pid
+fi
+# measure_baseline ID LABEL EXPECTED: the same set-up, the milter talking
+# to the baseline's keystore.
+measure_baseline() {
+  [ -n "$baseline" ] || return 0
+  use_milter "unix:$work/milter-base.sock"
+  measure "$1-base" "$2, keystore $base_rev" "$3" "$base_pid" "$base_keystore_pid"
+}
 
 echo "== mailkms-milter against Postfix alone and OpenDKIM: $messages messages of $size bytes, $sessions sessions"
 echo "   ($warmup warm-up messages before each run; $(nproc) CPUs; $rounds round(s))"
@@ -401,11 +452,13 @@ for round in $(seq "$rounds"); do
   switch_policy if-possible never
   use_milter "unix:$work/milter.sock"
   measure sign-unix "Postfix + mailkms sign, unix" "signed (S/MIME)" "$unix_pid"
+  measure_baseline sign-unix "Postfix + mailkms sign, unix" "signed (S/MIME)"
   use_milter "inet:127.0.0.1:$milter_port"
   measure sign-inet "Postfix + mailkms sign, inet" "signed (S/MIME)" "$inet_pid"
   switch_policy if-possible if-possible
   use_milter "unix:$work/milter.sock"
   measure both-unix "Postfix + mailkms sign+encrypt, unix" "signed and encrypted (S/MIME)" "$unix_pid"
+  measure_baseline both-unix "Postfix + mailkms sign+encrypt, unix" "signed and encrypted (S/MIME)"
   use_milter "inet:127.0.0.1:$milter_port"
   measure both-inet "Postfix + mailkms sign+encrypt, inet" "signed and encrypted (S/MIME)" "$inet_pid"
 done
@@ -413,9 +466,9 @@ use_milter ""
 
 # ---- The table, and the targets ------------------------------------------------------
 echo
-row() { printf '| %-36s | %7s | %11s | %13s | %14s | %7s |\n' "$@"; }
+row() { printf '| %-52s | %7s | %11s | %13s | %14s | %7s |\n' "$@"; }
 row "set-up" "msg/s" "latency ms" "filter CPU ms" "keystored ms" "busy"
-echo "|--------------------------------------|--------:|------------:|--------------:|---------------:|--------:|"
+echo "|------------------------------------------------------|--------:|------------:|--------------:|---------------:|--------:|"
 for id in "${order[@]}"; do
   if [ "${rate[$id]}" = failed ]; then
     row "${what[$id]}" failed - - - -
@@ -453,6 +506,12 @@ target "inet within 10% of unix, sign-only: $(ratio "$(r sign-inet)" "$(r sign-u
   "a >= 0.9 * b" "$(r sign-inet)" "$(r sign-unix)"
 target "inet within 10% of unix, sign+encrypt: $(ratio "$(r both-inet)" "$(r both-unix)")" \
   "a >= 0.9 * b" "$(r both-inet)" "$(r both-unix)"
+if [ -n "$baseline" ]; then
+  target "sign, unix: >= 95% of the rate with keystore $base_rev: $(ratio "$(r sign-unix)" "$(r sign-unix-base)")" \
+    "a >= 0.95 * b" "$(r sign-unix)" "$(r sign-unix-base)"
+  target "sign+encrypt, unix: >= 95% of the rate with keystore $base_rev: $(ratio "$(r both-unix)" "$(r both-unix-base)")" \
+    "a >= 0.95 * b" "$(r both-unix)" "$(r both-unix-base)"
+fi
 echo "  (keystored's CPU, where the signing happens, is reported apart: ${kcpu[both-unix]:-?} ms per message, sign+encrypt, unix)"
 
 for id in "${order[@]}"; do [ "${rate[$id]}" = failed ] && exit 1; done

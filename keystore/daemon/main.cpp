@@ -64,6 +64,8 @@ int main(int argc, char** argv) {
   if (!service) return fatal(service.error().describe());
   // Guarded rows that fail their checks: a database writer at work.
   (*service)->set_integrity_reporter([](const std::string& message) { warn(message); });
+  (*service)->set_audit_checkpoints(config->audit_checkpoint_file, config->audit_checkpoint_interval,
+                                    [](const std::string& line) { std::cerr << "mailkms-keystored: " << line << "\n"; });
   if (!config->unseal_key_file.empty()) {
     if (auto unsealed = (*service)->unseal_with_key_file(config->unseal_key_file); !unsealed) {
       return fatal("cannot unseal with " + config->unseal_key_file.string() + ": " + unsealed.error().message);
@@ -93,6 +95,18 @@ int main(int argc, char** argv) {
   renewals.expires_after(std::chrono::minutes(1));
   renewals.async_wait(renew);
 
+  // Every few seconds: counted audit records whose window ended, and a
+  // checkpoint of the chain when one is due.
+  boost::asio::steady_timer upkeep(io);
+  std::function<void(boost::system::error_code)> keep_audit = [&](boost::system::error_code ec) {
+    if (ec) return;
+    (*service)->audit_upkeep(false);
+    upkeep.expires_after(std::chrono::seconds(5));
+    upkeep.async_wait(keep_audit);
+  };
+  upkeep.expires_after(std::chrono::seconds(5));
+  upkeep.async_wait(keep_audit);
+
   boost::asio::signal_set hangups(io, SIGHUP);
   // SIGTERM: stop accepting, answer what is in flight, then exit; a client
   // that will not take its answers gets 10 seconds.
@@ -106,6 +120,7 @@ int main(int argc, char** argv) {
     });
     hangups.cancel();
     renewals.cancel();
+    upkeep.cancel();
     server.stop([&io] { io.stop(); });  // every answer is out
   });
   // SIGHUP: read the configuration again. Who counts as a gateway, and how
@@ -134,5 +149,6 @@ int main(int argc, char** argv) {
   for (int i = 1; i < config->workers; ++i) threads.emplace_back([&io] { io.run(); });
   io.run();
   for (auto& t : threads) t.join();
+  (*service)->audit_upkeep(true);  // the last counts, and where the chain ends
   return 0;
 }

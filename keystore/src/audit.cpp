@@ -6,6 +6,7 @@
 #include <nlohmann/json.hpp>
 
 #include "aead.hpp"
+#include "mailkms/keystore/mail_message.hpp"
 
 namespace mailkms::keystore {
 namespace {
@@ -47,24 +48,21 @@ Result<AuditRecord> parse(std::string_view text) {
   }
 }
 
-struct Head {
-  std::uint64_t sequence = 0;
-  std::string hash;
-};
-
-Result<Head> read_head(Barrier& barrier) {
+Result<AuditHead> read_head(Barrier& barrier) {
   MAILKMS_TRY(stored, barrier.get(kHead));
-  if (!stored) return Head{};
+  if (!stored) return AuditHead{};
   const std::string text(reinterpret_cast<const char*>(stored->data()), stored->size());
   const auto colon = text.find(':');
   if (colon == std::string::npos) return make_error(Errc::corrupt, "the audit head does not parse");
-  Head head{0, text.substr(colon + 1)};
+  AuditHead head{0, text.substr(colon + 1)};
   const auto [end, ec] = std::from_chars(text.data(), text.data() + colon, head.sequence);
   if (ec != std::errc() || end != text.data() + colon) return make_error(Errc::corrupt, "the audit head does not parse");
   return head;
 }
 
 }  // namespace
+
+Result<AuditHead> AuditLog::head() { return read_head(barrier_); }
 
 std::string AuditLog::fingerprint(std::string_view secret) { return "sha256:" + hex_sha256(secret).substr(0, 16); }
 
@@ -211,6 +209,66 @@ Result<AuditVerification> AuditLog::verify() {
   }
   v.intact = true;
   return v;
+}
+
+}  // namespace mailkms::keystore
+
+namespace mailkms::keystore {
+
+Status AuditLimiter::record(const AuditEvent& event) {
+  const auto now = std::chrono::steady_clock::now();
+  {
+    const std::lock_guard lock(mutex_);
+    Kind& k = kinds_[event.action + " " + event.outcome];
+    if (k.recorded + k.counted == 0 || now - k.start >= kWindow) {
+      if (k.counted > 0) MAILKMS_CHECK(log_.append(count_of(event.action + " " + event.outcome, k)));
+      k = Kind{now, std::time(nullptr), 0, 0, {}, false, {}};
+    }
+    if (k.recorded >= kPerWindow) {
+      ++k.counted;
+      ++counted_total_;
+      k.actor = event.actor;
+      if (k.subjects.size() < kSubjectsKept) {
+        k.subjects.insert(event.subject);
+      } else if (!k.subjects.contains(event.subject)) {
+        k.more_subjects = true;
+      }
+      return Ok{};
+    }
+    ++k.recorded;
+  }
+  return log_.append(event);
+}
+
+Status AuditLimiter::write_counts(bool every_window) {
+  const auto now = std::chrono::steady_clock::now();
+  const std::lock_guard lock(mutex_);
+  for (auto it = kinds_.begin(); it != kinds_.end();) {
+    Kind& k = it->second;
+    const bool ended = now - k.start >= kWindow;
+    if (k.counted > 0 && (every_window || ended)) {
+      MAILKMS_CHECK(log_.append(count_of(it->first, k)));
+      k.counted = 0;
+      k.subjects.clear();
+      k.more_subjects = false;
+    }
+    it = ended && k.counted == 0 ? kinds_.erase(it) : std::next(it);
+  }
+  return Ok{};
+}
+
+std::uint64_t AuditLimiter::counted() const {
+  const std::lock_guard lock(mutex_);
+  return counted_total_;
+}
+
+AuditEvent AuditLimiter::count_of(const std::string& kind, const Kind& k) {
+  const auto space = kind.find(' ');
+  const std::string since = readable_time(k.started);
+  const std::string subjects = std::to_string(k.subjects.size()) + (k.more_subjects ? " or more" : "");
+  return {k.actor, kind.substr(0, space), subjects + " subject(s)", kind.substr(space + 1),
+          std::to_string(k.counted) + " more like this in the window from " + since + " (past " +
+              std::to_string(kPerWindow) + " a window, counted, not recorded one by one)"};
 }
 
 }  // namespace mailkms::keystore

@@ -148,6 +148,15 @@ const std::vector<Setting>& settings() {
       {"gateway_rate_limit",
        [](const toml::node& n, Config& c) { return as_integer(n, "gateway_rate_limit", 0, 1'000'000, c.gateway_rate_limit); }},
       {"unseal_key_file", [](const toml::node& n, Config& c) { return as_path(n, "unseal_key_file", c.unseal_key_file); }},
+      {"audit_checkpoint_file",
+       [](const toml::node& n, Config& c) { return as_path(n, "audit_checkpoint_file", c.audit_checkpoint_file); }},
+      {"audit_checkpoint_interval_seconds",
+       [](const toml::node& n, Config& c) -> Status {
+         long long seconds = 0;
+         MAILKMS_CHECK(as_integer(n, "audit_checkpoint_interval_seconds", 1, 86400, seconds));
+         c.audit_checkpoint_interval = std::chrono::seconds(seconds);
+         return mailkms::Ok{};
+       }},
       {"idle_timeout_seconds",
        [](const toml::node& n, Config& c) -> Status {
          long long seconds = 0;
@@ -238,6 +247,7 @@ Result<Config> load_config(const std::filesystem::path& path) {
                                                     "\"; set it once, in either section");
     }
   }
+  if (config.audit_checkpoint_file.empty()) config.audit_checkpoint_file = config.database.parent_path() / "audit-checkpoints";
   if (config.renewal_window_days >= config.certificate_days) {
     return make_error(Errc::invalid_argument, path.string() +
                                                   ": keystore.renewal_window_days must be shorter than certificate_days");

@@ -205,7 +205,7 @@ Result<bool> Enrollment::redeem(const RedeemRequest& request, const std::string&
   if (!token) {
     // Anyone can mail the enrollment address: what carries no token is not
     // an attempt at one. It counts toward no limit and is not answered.
-    MAILKMS_CHECK(audit_.append({actor, "redeem-token", from, "ignored", "no token in the reply"}));
+    MAILKMS_CHECK(limiter_.record({actor, "redeem-token", from, "ignored", "no token in the reply"}));
     return false;
   }
   const std::string hash = token_hash(*token);
@@ -228,7 +228,12 @@ Result<bool> Enrollment::redeem(const RedeemRequest& request, const std::string&
     if (!waiting) {
       detail += "; not answered: " + waiting.error().message;
     } else if (!*waiting) {
+      // Anyone's to send from any address: audited within the limiter's
+      // limits. A failure against a token that awaits its reply is
+      // recorded each time (the per-sender limit bounds those).
       detail += "; not answered: no token pending for the address";
+      MAILKMS_CHECK(limiter_.record({actor, "redeem-token", from, "refused", detail}));
+      return false;
     } else if (const Status mailed = mail_refusal(*s, from, told); !mailed) {
       detail += "; the refusal was not mailed: " + mailed.error().message;
     }

@@ -84,12 +84,15 @@ KeystoreService::KeystoreService(std::unique_ptr<SqliteStorage> storage, smime::
       access_(std::move(access)),
       barrier_(guarded_),
       audit_(guarded_, barrier_),
+      audit_limiter_(audit_),
+      checkpoints_(guarded_, barrier_, audit_, ctx_),
       ca_(guarded_, barrier_, audit_, ctx_),
       users_(guarded_, barrier_, audit_, ca_, ctx_, policies.users),
       admins_(guarded_, audit_, policies.admins),
       harvested_(guarded_, barrier_, audit_),
       pkcs12_(policies.pkcs12),
-      enrollment_(guarded_, barrier_, audit_, ca_, users_, ctx_, policies.pkcs12, std::move(policies.enrollment)),
+      enrollment_(guarded_, barrier_, audit_, audit_limiter_, ca_, users_, ctx_, policies.pkcs12,
+                  std::move(policies.enrollment)),
       gateway_audit_(audit_) {}
 
 Result<std::unique_ptr<KeystoreService>> KeystoreService::open(const std::filesystem::path& database,
@@ -169,7 +172,7 @@ Result<nlohmann::json> KeystoreService::dispatch(const Caller& caller, const pro
                           request.op == op::redeem_token || request.op == op::check_mail_mark;
   if (!gateway_op) return administer(caller, request);
   if (!is_gateway(caller)) {
-    (void)audit_.append({describe(caller), request.op, "", "denied", "not a gateway"});
+    (void)audit_limiter_.record({describe(caller), request.op, "", "denied", "not a gateway"});
     return make_error(Errc::permission_denied, request.op + " is for gateways; " + describe(caller) + " is not one");
   }
   if (barrier_.sealed()) return make_error(Errc::sealed, "the keystore is sealed");
@@ -245,7 +248,7 @@ Result<nlohmann::json> KeystoreService::check_mail_mark(const Caller& caller, co
   MAILKMS_TRY(ours, enrollment_.mail_mark().check(mark, recipient, message_id, std::time(nullptr)));
   if (!ours) {
     // Someone on a gateway's host sent mail in the keystore's name.
-    MAILKMS_CHECK(audit_.append({describe(caller), std::string(protocol::op::check_mail_mark), Users::normalize(recipient), "refused",
+    MAILKMS_CHECK(audit_limiter_.record({describe(caller), std::string(protocol::op::check_mail_mark), Users::normalize(recipient), "refused",
                                  "mail from the enrollment address without the keystore's mark, Message-ID " +
                                      message_id.substr(0, 200)}));
   }
@@ -263,7 +266,9 @@ Result<nlohmann::json> KeystoreService::status() {
                           {"rate_limited", use.rate_limited}});
     }
   }
-  return nlohmann::json{{"sealed", barrier_.sealed()}, {"gateways", std::move(gateways)}};
+  return nlohmann::json{{"sealed", barrier_.sealed()},
+                        {"gateways", std::move(gateways)},
+                        {"audit_counted", audit_limiter_.counted()}};
 }
 
 Status KeystoreService::finish_unseal(Result<smime::SecretBytes> master, const std::string& actor, const std::string& how,
@@ -291,7 +296,9 @@ Status KeystoreService::finish_unseal(Result<smime::SecretBytes> master, const s
   if (!audited) {
     report_integrity("unseal", &audited.error());
     close_barrier();  // an unseal that cannot be audited, or finds its rows tampered with, does not happen
+    return audited;
   }
+  check_and_checkpoint_audit();
   return audited;
 }
 
@@ -303,6 +310,7 @@ Status KeystoreService::open_barrier(smime::SecretBytes master_key) {
 }
 
 void KeystoreService::close_barrier() {
+  checkpoints_.forget();
   barrier_.seal();
   guarded_.lock();
 }
@@ -640,6 +648,85 @@ Result<nlohmann::json> KeystoreService::unwrap(const nlohmann::json& params) {
   if (!cek) return make_error(Errc::crypto_failed, cek.error().message);
   return nlohmann::json{
       {"key", protocol::base64(std::string_view(reinterpret_cast<const char*>(cek->data()), cek->size()))}};
+}
+
+}  // namespace mailkms::keystore
+
+namespace mailkms::keystore {
+
+void KeystoreService::set_audit_checkpoints(std::filesystem::path file, std::chrono::seconds interval,
+                                            std::function<void(const std::string&)> log) {
+  checkpoint_interval_ = interval;
+  checkpoints_.set_output(std::move(file), std::move(log));
+}
+
+namespace {
+std::int64_t steady_seconds() {
+  return std::chrono::duration_cast<std::chrono::seconds>(std::chrono::steady_clock::now().time_since_epoch()).count();
+}
+}  // namespace
+
+void KeystoreService::audit_upkeep(bool final) {
+  if (barrier_.sealed()) return;
+  const auto failed = [&](const char* what, const Error& error) {
+    if (report_integrity_) report_integrity_(std::string("audit ") + what + " failed: " + error.message);
+  };
+  (void)gateway_audit_.flush();
+  if (const Status counts = audit_limiter_.write_counts(final); !counts) failed("counts", counts.error());
+  const std::int64_t now = steady_seconds();
+  if (!final && now - last_checkpoint_.load() < checkpoint_interval_.count()) return;
+  if (auto made = checkpoints_.checkpoint(false); !made) {
+    failed("checkpoint", made.error());
+  } else {
+    last_checkpoint_ = now;
+  }
+}
+
+void KeystoreService::check_and_checkpoint_audit() {
+  const auto say = [&](const std::string& message) {
+    if (report_integrity_) report_integrity_(message);
+  };
+  auto own = checkpoints_.read_own();
+  auto chain = own ? audit_.verify() : Result<AuditVerification>(own.error());
+  auto problem = chain && chain->intact ? checkpoints_.check(*own, chain->records)
+                                        : Result<std::string>(chain ? chain->problem : chain.error().message);
+  if (!problem) {
+    say("audit checkpoints could not be checked: " + problem.error().message);
+  } else if (!problem->empty()) {
+    say("integrity check failed: the audit log and " + checkpoints_.file().string() + " disagree: " + *problem);
+    (void)audit_.append({"keystore", "audit-checkpoint", "keystore", "failed", *problem});
+  }
+  if (auto made = checkpoints_.checkpoint(true); !made) {
+    say("audit checkpoint failed: " + made.error().message);
+  } else {
+    last_checkpoint_ = steady_seconds();
+  }
+}
+
+Result<nlohmann::json> KeystoreService::verify_audit(const nlohmann::json& params) {
+  MAILKMS_TRY(v, audit_.verify());
+  nlohmann::json out{{"intact", v.intact}, {"records", v.records}, {"problem", v.problem}};
+  std::vector<AuditCheckpoint> checkpoints;
+  const auto given = params.find("checkpoints");
+  if (given != params.end()) {
+    if (!given->is_string()) return make_error(Errc::invalid_argument, "\"checkpoints\" is a checkpoint file's text");
+    MAILKMS_TRY(parsed, parse_checkpoints(given->get<std::string>(), AuditCheckpoints::kMaxChecked));
+    checkpoints = std::move(parsed);
+    out["checkpoint_source"] = "given";
+  } else {
+    MAILKMS_TRY(own, checkpoints_.read_own());
+    checkpoints = std::move(own);
+    out["checkpoint_source"] = checkpoints_.file().string();
+  }
+  out["checkpoints"] = checkpoints.size();
+  if (checkpoints.empty() || !v.intact) return out;
+  out["checkpoint"] = checkpoints.back().sequence;
+  MAILKMS_TRY(problem, checkpoints_.check(checkpoints, v.records));
+  if (!problem.empty()) {
+    out["intact"] = false;
+    out["problem"] = problem;
+  }
+  return out;
 }
 
 }  // namespace mailkms::keystore

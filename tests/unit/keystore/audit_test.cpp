@@ -4,6 +4,7 @@
 #include <nlohmann/json.hpp>
 
 #include "mailkms/keystore/audit.hpp"
+#include "mailkms/keystore/audit_checkpoint.hpp"
 #include "mailkms/keystore/seal.hpp"
 #include "mailkms/keystore/sqlite_storage.hpp"
 #include "keystore_fixture.hpp"
@@ -120,4 +121,79 @@ TEST_CASE("secrets appear in the log only as fingerprints", "[audit]") {
   CHECK(fp.rfind("sha256:", 0) == 0);
   CHECK(fp.find("4f9a") == std::string::npos);
   CHECK(fp == AuditLog::fingerprint("token-4f9a"));
+}
+
+TEST_CASE("events anyone can cause are recorded a few a window, then counted", "[audit]") {
+  Fixture f;
+  AuditLimiter limiter(f.log);
+  for (int i = 0; i < 1000; ++i) {
+    must(limiter.record({"gateway:uid 107", "redeem-token", "sender" + std::to_string(i % 300) + "@flood.example",
+                         "ignored", "no token in the reply"}));
+  }
+  must(limiter.record({"uid 1000", "signing-identity", "", "denied", "not a gateway"}));
+  CHECK(must(f.log.verify()).records == 5 + AuditLimiter::kPerWindow + 1);
+  CHECK(limiter.counted() == 1000 - AuditLimiter::kPerWindow);
+
+  must(limiter.write_counts(false));  // the window has not ended
+  CHECK(must(f.log.verify()).records == 5 + AuditLimiter::kPerWindow + 1);
+  must(limiter.write_counts(true));
+  const auto records = must(f.log.read(0, 1000));
+  REQUIRE(records.size() == 5 + AuditLimiter::kPerWindow + 2);
+  const AuditRecord& count = records.back();
+  CHECK(count.event.action == "redeem-token");
+  CHECK(count.event.outcome == "ignored");
+  CHECK(count.event.subject == "300 subject(s)");
+  CHECK(count.event.detail.rfind("980 more like this in the window from ", 0) == 0);
+  must(limiter.write_counts(true));  // written once
+  CHECK(must(f.log.verify()).records == records.size());
+}
+
+namespace {
+
+struct CheckpointFixture : Fixture {
+  smime::CryptoContextPtr ctx = must(smime::CryptoContext::create({}));
+  AuditCheckpoints checkpoints{*storage, barrier, log, ctx};
+  std::vector<std::string> logged;
+  CheckpointFixture() {
+    checkpoints.set_output(dir.path("audit-checkpoints"), [this](const std::string& line) { logged.push_back(line); });
+  }
+};
+
+}  // namespace
+
+TEST_CASE("a checkpoint signs the head, and a log rolled back is found by it", "[audit]") {
+  CheckpointFixture f;
+  const auto made = must(f.checkpoints.checkpoint(false));
+  REQUIRE(made);
+  CHECK(made->sequence == 5);
+  CHECK(made->hash == must(f.log.head()).hash);
+  CHECK_FALSE(must(f.checkpoints.checkpoint(false)));  // the head did not move
+  REQUIRE(f.logged.size() == 1);
+  CHECK(f.logged[0] == "audit checkpoint " + made->to_line());
+  const auto own = must(f.checkpoints.read_own());
+  REQUIRE(own.size() == 1);
+  CHECK(own[0].to_line() == made->to_line());
+  CHECK(must(f.checkpoints.check(own, 5)).empty());
+
+  SECTION("records cut from the end") {
+    CHECK(must(f.checkpoints.check(own, 4)).find("the log ends at record 4, but the checkpoint of record 5") == 0);
+  }
+  SECTION("the record replaced") {
+    f.put_raw(5, f.raw(4));
+    CHECK(must(f.checkpoints.check(own, 5)).find("record 5 is not the one the checkpoint of record 5") == 0);
+  }
+  SECTION("a checkpoint of another time, or of another key") {
+    AuditCheckpoint forged = own[0];
+    forged.time += 1;
+    CHECK(must(f.checkpoints.check({forged}, 5)).find("is not signed by this keystore's audit key") !=
+          std::string::npos);
+    forged = own[0];
+    forged.key = "sha256:" + std::string(64, '0');
+    CHECK(must(f.checkpoints.check({forged}, 5)).find("is not signed") != std::string::npos);
+  }
+  SECTION("lines that are not checkpoints are named") {
+    const auto parsed = parse_checkpoints(made->to_line() + "\n{\"audit_checkpoint\":1}\n", 10);
+    REQUIRE_FALSE(parsed);
+    CHECK(parsed.error().message == "line 2 of the checkpoints is not an audit checkpoint");
+  }
 }

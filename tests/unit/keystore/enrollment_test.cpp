@@ -486,7 +486,7 @@ TEST_CASE("failures past 5 an hour from one sender, or 10,000 from all, are only
   CHECK(k.redeem("ivan@example.org", ivan, "ivan's password"));
 }
 
-TEST_CASE("a reply without a token is audited only: not answered, not counted", "[enrollment]") {
+TEST_CASE("a reply without a token is audited within limits: not answered, not counted", "[enrollment]") {
   Keystore k;
   const std::string lena = k.enroll_and_read_token("lena@example.org");
   const std::size_t mails_before = k.mails().size();
@@ -499,7 +499,7 @@ TEST_CASE("a reply without a token is audited only: not answered, not counted", 
   const auto records = k.audit();
   CHECK(std::count_if(records.begin(), records.end(), [](const AuditRecord& r) {
           return r.event.action == "redeem-token" && r.event.outcome == "ignored" && r.event.detail == "no token in the reply";
-        }) == 30);
+        }) == AuditLimiter::kPerWindow);  // anyone can send these: the other ten are counted
   // Twenty of them from lena held nothing back: her token still works.
   CHECK(k.redeem("lena@example.org", lena, "lena's password"));
 

@@ -11,8 +11,10 @@
 #include <condition_variable>
 #include <cstdint>
 #include <ctime>
+#include <map>
 #include <mutex>
 #include <optional>
+#include <set>
 #include <string>
 #include <thread>
 #include <vector>
@@ -39,6 +41,12 @@ struct AuditRecord {
   std::string hash;           // hex SHA-256 of the previous hash and this record
 };
 
+// The chain's newest record, as the head behind the barrier names it.
+struct AuditHead {
+  std::uint64_t sequence = 0;  // 0: no record yet
+  std::string hash;
+};
+
 struct AuditVerification {
   bool intact = false;
   std::uint64_t records = 0;
@@ -56,6 +64,7 @@ class AuditLog {
   Status append_all(const std::vector<AuditEvent>& events);
   Result<std::vector<AuditRecord>> read(std::uint64_t after_sequence, std::size_t limit);
   Result<AuditVerification> verify();
+  Result<AuditHead> head();
 
   // A token or password-like value, as it may appear in a record.
   static std::string fingerprint(std::string_view secret);
@@ -97,6 +106,47 @@ class AuditBatcher {
   bool writing_ = false;
   bool stopping_ = false;
   std::thread thread_;
+};
+
+// Events anyone can cause come as fast as an outsider sends them: mail to
+// the enrollment address without a token, a socket peer that is no gateway
+// or has no session, a wrong password. Written one by one they would fill
+// the log (and bury what matters in it). Each kind (action and outcome)
+// gets kPerWindow records a window; past that they are counted, and when
+// the window ends one record says how many there were and from how many
+// subjects. The counts are also in `mailkmsctl status`.
+class AuditLimiter {
+ public:
+  static constexpr std::size_t kPerWindow = 20;
+  static constexpr std::chrono::seconds kWindow{60};
+  static constexpr std::size_t kSubjectsKept = 1000;  // distinct subjects counted exactly, per kind
+
+  explicit AuditLimiter(AuditLog& log) : log_(log) {}
+
+  // Written now if its kind has records left in this window, else counted.
+  Status record(const AuditEvent& event);
+  // One record for each kind with events counted in a window that has
+  // ended (or every window: before the log is shown, and at exit).
+  Status write_counts(bool every_window);
+  // Events counted and not recorded one by one, since the start.
+  [[nodiscard]] std::uint64_t counted() const;
+
+ private:
+  struct Kind {
+    std::chrono::steady_clock::time_point start;
+    std::time_t started = 0;  // the same, for the record
+    std::size_t recorded = 0;
+    std::size_t counted = 0;
+    std::set<std::string> subjects;  // of those counted, up to kSubjectsKept
+    bool more_subjects = false;
+    std::string actor;  // the last counted one's
+  };
+  static AuditEvent count_of(const std::string& kind, const Kind& k);
+
+  AuditLog& log_;
+  mutable std::mutex mutex_;
+  std::map<std::string, Kind> kinds_;  // by "action outcome"
+  std::uint64_t counted_total_ = 0;
 };
 
 }  // namespace mailkms::keystore

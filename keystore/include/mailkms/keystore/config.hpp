@@ -30,6 +30,10 @@ struct Config {
   std::vector<gid_t> gateway_gids;    // gateway_groups: names or numbers
   unsigned gateway_rate_limit = 1000;  // signatures and unwraps a second per gateway uid; 0: none
   std::filesystem::path unseal_key_file;  // unseal at start with this key file, if set
+  // Signed audit checkpoints are appended here (default: audit-checkpoints
+  // beside the database), one whenever the log grew, at most this often.
+  std::filesystem::path audit_checkpoint_file;
+  std::chrono::seconds audit_checkpoint_interval{60};
   std::chrono::seconds idle_timeout{300};  // close a connection silent this long
   int workers = 2;                         // threads serving connections and requests
   bool lock_memory = true;                 // mlockall, so keys never reach swap

@@ -80,10 +80,12 @@ class Enrollment {
   static constexpr std::size_t kFailuresInAll = 10'000;
   static constexpr std::size_t kMinPassword = 8;
 
-  Enrollment(Storage& storage, Barrier& barrier, AuditLog& audit, CertificateAuthority& ca, Users& users,
-             smime::CryptoContextPtr ctx, Pkcs12Options pkcs12, EnrollmentSettings settings)
+  // `limiter` takes the records of what anyone can mail us.
+  Enrollment(Storage& storage, Barrier& barrier, AuditLog& audit, AuditLimiter& limiter, CertificateAuthority& ca,
+             Users& users, smime::CryptoContextPtr ctx, Pkcs12Options pkcs12, EnrollmentSettings settings)
       : storage_(storage),
         audit_(audit),
+        limiter_(limiter),
         ca_(ca),
         users_(users),
         ctx_(std::move(ctx)),
@@ -106,7 +108,8 @@ class Enrollment {
   Result<std::time_t> mail_recovery_token(std::string_view address, const std::string& actor);
 
   // true: the keys are on their way to the user. false: refused, or no
-  // token in the reply (ignored: audited, not answered, not counted); the
+  // token in the reply (ignored: not answered, not counted toward the
+  // failure limits, audited within AuditLimiter's limits); the
   // audit log says exactly why (past the failure limits: counted, and the
   // count is in the next failure recorded), the sender is told by mail only
   // if they are a user with a token pending, and the caller learns no more.
@@ -150,6 +153,7 @@ class Enrollment {
 
   Storage& storage_;
   AuditLog& audit_;
+  AuditLimiter& limiter_;
   CertificateAuthority& ca_;
   Users& users_;
   smime::CryptoContextPtr ctx_;

@@ -6,6 +6,7 @@
 
 #include <sys/types.h>
 
+#include <atomic>
 #include <chrono>
 #include <filesystem>
 #include <map>
@@ -22,6 +23,7 @@
 #include "mailkms/keystore/barrier.hpp"
 #include "mailkms/keystore/ca.hpp"
 #include "mailkms/keystore/enrollment.hpp"
+#include "mailkms/keystore/audit_checkpoint.hpp"
 #include "mailkms/keystore/harvest.hpp"
 #include "mailkms/keystore/protocol.hpp"
 #include "mailkms/keystore/seal.hpp"
@@ -92,6 +94,14 @@ class KeystoreService {
   HarvestedCertificates& harvested() { return harvested_; }
   Enrollment& enrollment() { return enrollment_; }
   Storage& storage() { return guarded_; }
+  // Where audit checkpoints go (the file; and `log`, the daemon's log) and
+  // how often one is made while the log grows.
+  void set_audit_checkpoints(std::filesystem::path file, std::chrono::seconds interval,
+                             std::function<void(const std::string&)> log);
+  // Run every few seconds, and once more at exit (`final`): writes the
+  // counts of rate-limited audit records whose window ended, and a
+  // checkpoint when one is due.
+  void audit_upkeep(bool final);
   // Where rows found forged, deleted or replayed are reported (besides the
   // audit log, which a replayed head may have broken): the daemon's log.
   void set_integrity_reporter(std::function<void(const std::string&)> report) { report_integrity_ = std::move(report); }
@@ -116,6 +126,12 @@ class KeystoreService {
   Result<nlohmann::json> dispatch(const Caller& caller, const protocol::Request& request);
 
   Result<nlohmann::json> status();
+  // At unseal: the database's chain against the keystore's own checkpoint
+  // file (an older copy of the database put back is said loudly), then a
+  // checkpoint of where the chain stands.
+  void check_and_checkpoint_audit();
+  // audit-verify: the chain, and the checkpoints given (or the keystore's own).
+  Result<nlohmann::json> verify_audit(const nlohmann::json& params);
   // A gateway's operation, audited (in batches) whatever its outcome: a
   // result the audit cannot take is not given.
   Result<nlohmann::json> audited(const Caller& caller, const protocol::Request& request, Result<nlohmann::json> result);
@@ -181,6 +197,10 @@ class KeystoreService {
   AccessPolicy access_;
   Barrier barrier_;
   AuditLog audit_;
+  AuditLimiter audit_limiter_;  // what anyone can cause: audited within limits
+  AuditCheckpoints checkpoints_;
+  std::chrono::seconds checkpoint_interval_{60};
+  std::atomic<std::int64_t> last_checkpoint_{0};  // steady clock, seconds
   CertificateAuthority ca_;
   Users users_;
   Admins admins_;
