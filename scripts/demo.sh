@@ -9,12 +9,13 @@
 #   scripts/demo.sh          set up, start, send the demo message
 #   scripts/demo.sh stop     stop everything the demo started
 #
-# State lives in ./demo-state (MAILKMS_DEMO_DIR to change it); it is made
-# afresh at each start. Needs root (Postfix runs as its own user).
+# State lives in /var/lib/mailkms-demo (MAILKMS_DEMO_DIR to change it), not
+# in the clone: Postfix runs as its own user, which cannot enter a clone
+# under /root or a 0700 home. It is made afresh at each start. Needs root.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 root=$PWD
-state=${MAILKMS_DEMO_DIR:-$root/demo-state}
+state=${MAILKMS_DEMO_DIR:-/var/lib/mailkms-demo}
 
 stop() {
   [ -d "$state" ] || return 0
@@ -51,6 +52,12 @@ stop
 rm -rf "$state"
 mkdir -p "$state"
 chmod 755 "$state"
+# Every directory above the state must let the postfix user through.
+if ! runuser -u postfix -- test -x "$state"; then
+  echo "demo: the postfix user cannot enter $state (a directory above it is closed to others, like /root" >&2
+  echo "demo: or a 0700 home); set MAILKMS_DEMO_DIR to a directory under one it can, e.g. /var/lib/mailkms-demo" >&2
+  exit 1
+fi
 cd "$state"
 
 step "The keystore: SQLite in $state, unsealed by a key file"
