@@ -224,26 +224,32 @@ Status SqliteStorage::transaction(const std::function<Status()>& work) {
   const std::lock_guard lock(mutex_);
   const bool outermost = depth_ == 0;
   const std::string name = "s" + std::to_string(depth_);
-  const auto statement = [&name](std::string verb) {
-    verb += name;
-    return verb;
-  };
-  MAILKMS_CHECK(execute(outermost ? "BEGIN IMMEDIATE" : statement("SAVEPOINT ").c_str()));
+  MAILKMS_CHECK(execute(outermost ? "BEGIN IMMEDIATE" : ("SAVEPOINT " + name).c_str()));
+  // Undone unless committed, however `work` leaves: an exception (a stored
+  // row that does not parse) must not leave BEGIN IMMEDIATE open, which
+  // would turn every later write, audit included, into a savepoint that
+  // never commits.
+  struct Scope {
+    SqliteStorage& self;
+    bool outermost;
+    const std::string& name;
+    bool committed = false;
+    ~Scope() {
+      if (!committed && outermost) (void)self.execute("ROLLBACK");
+      if (!committed && !outermost) {
+        (void)self.execute(("ROLLBACK TO " + name).c_str());
+        (void)self.execute(("RELEASE " + name).c_str());
+      }
+      --self.depth_;
+    }
+  } scope{*this, outermost, name};
   ++depth_;
-  Status result = work();
-  --depth_;
-  if (result) {
-    const Status committed = execute(outermost ? "COMMIT" : statement("RELEASE ").c_str());
-    if (committed) return result;
-    result = committed;  // a full disk shows up here: undo everything
-  }
-  if (outermost) {
-    (void)execute("ROLLBACK");
-  } else {
-    (void)execute(statement("ROLLBACK TO ").c_str());
-    (void)execute(statement("RELEASE ").c_str());
-  }
-  return result;
+  const Status result = work();
+  if (!result) return result;
+  // A full disk shows up here, as a commit that fails: undone too.
+  const Status committed = execute(outermost ? "COMMIT" : ("RELEASE " + name).c_str());
+  scope.committed = static_cast<bool>(committed);
+  return committed ? result : committed;
 }
 
 }  // namespace mailkms::keystore

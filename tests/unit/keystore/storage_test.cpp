@@ -98,6 +98,27 @@ TEST_CASE("a transaction lands whole or not at all, and nests", "[storage]") {
   CHECK_FALSE(must(db->get("inner")));
 }
 
+TEST_CASE("a transaction that throws is rolled back, and the next one commits", "[storage]") {
+  test::TempDir dir;
+  auto db = open_db(dir.path("keystore.db"));
+  const auto throws_inside = [&](bool nested) {
+    return db->transaction([&]() -> Status {
+      must(db->put("half", "written"));
+      if (!nested) throw std::runtime_error("a stored row that does not parse");
+      return db->transaction([&]() -> Status { throw std::runtime_error("deeper"); });
+    });
+  };
+  CHECK_THROWS_WITH(throws_inside(false), "a stored row that does not parse");
+  CHECK_THROWS_WITH(throws_inside(true), "deeper");
+  CHECK_FALSE(must(db->get("half")));
+
+  must(db->transaction([&]() -> Status { return db->put("after", "committed"); }));
+  // Committed for everyone, not a savepoint inside a transaction left open.
+  auto other = open_db(dir.path("keystore.db"));
+  CHECK(must(other->get("after")) == std::optional<std::string>("committed"));
+  CHECK_FALSE(must(other->get("half")));
+}
+
 TEST_CASE("a database written by a newer mailkms is refused, not damaged", "[storage]") {
   test::TempDir dir;
   const auto path = dir.path("keystore.db");
