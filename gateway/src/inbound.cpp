@@ -1,7 +1,8 @@
 // The inbound half: verify signatures into Authentication-Results (and
 // drop forged copies of ours), decrypt for the local recipients whose own
-// escrowed keys open the message when policy says so (the others get it as
-// it came), and remember trusted senders' certificates.
+// escrowed keys open the message when policy says so and only where the MTA
+// will not send it on (the others get it as it came), and remember trusted
+// senders' certificates.
 #include <algorithm>
 
 #include "pipeline.hpp"
@@ -157,6 +158,12 @@ Outcome Gateway::inbound(const Transaction& tx, const std::vector<smime::HeaderF
   if (too_large) {
     outcome.log += "; encrypted, not decrypted: " + size_note;
     return finish_with({{"none", "encrypted; too large to decrypt here", ""}});
+  }
+  // Before the final hop the MTA may still expand a recipient into an
+  // address elsewhere (an alias, .forward): plain text made here could leave.
+  if (const auto here = policy::decryption_here(policy, tx.connection); !here.allowed) {
+    outcome.log += "; encrypted, not decrypted here: " + here.reason;
+    return finish_with({{"none", "encrypted; decrypted only at the final hop", ""}});
   }
   MAILKMS_TRY_OR(text, message.to_string(), return failure(settings_.on_internal_error, where, text_result.error().message));
   auto parsed = smime::parse_message(text);
