@@ -161,7 +161,8 @@ Outcome Gateway::inbound(const Transaction& tx, const std::vector<smime::HeaderF
   }
   // Before the final hop the MTA may still expand a recipient into an
   // address elsewhere (an alias, .forward): plain text made here could leave.
-  if (const auto here = policy::decryption_here(policy, tx.connection); !here.allowed) {
+  const auto here = policy::decryption_here(policy, tx.connection);
+  if (!here.allowed) {
     outcome.log += "; encrypted, not decrypted here: " + here.reason;
     return finish_with({{"none", "encrypted; decrypted only at the final hop", ""}});
   }
@@ -220,7 +221,7 @@ Outcome Gateway::inbound(const Transaction& tx, const std::vector<smime::HeaderF
     cipher = smime::name(opened->cipher);
     const auto addresses = opened->recipient.email_addresses();
     decrypted_note = settings_.authserv_id + "; cipher=" + cipher + (addresses.empty() ? "" : "; key=" + addresses.front());
-    outcome.log += "; decrypted (" + cipher + ")";
+    outcome.log += "; decrypted (" + cipher + "; " + here.reason + ")";
   }
 
   // EFAIL: content encrypted without integrity protection (CBC) may have

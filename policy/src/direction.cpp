@@ -16,12 +16,6 @@ std::string final_hop_said() { return "{daemon_name} " + std::string(final_hop_d
 }  // namespace
 
 DirectionDecision decide_direction(const Policy& policy, std::string_view sender, const Connection& connection) {
-  // Its client is the MTA's own smtp client, which says nothing of who
-  // submitted the mail: never a reason to sign.
-  if (connection.final_hop) {
-    return {Direction::inbound,
-            "final hop (" + final_hop_said() + "): recipients expanded, only decryption and verification here"};
-  }
   const std::string_view bare = bare_address(sender);
   const auto at = bare.rfind('@');
   if (at == std::string_view::npos || at + 1 == bare.size()) {

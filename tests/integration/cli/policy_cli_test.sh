@@ -196,12 +196,14 @@ recipient alice@example.org
   decrypt_unauthenticated: no — CBC-encrypted mail without a signature that passes stays encrypted
   harvest:                no"'
 
-# The final hop ({daemon_name} mailkms-final-hop): its client is the MTA
-# itself, on loopback; mail there is inbound whoever sent it, and decrypted.
-run "$ctl" policy explain --policy policy.toml --from alice@example.org --to alice@example.org --client 127.0.0.1 --final-hop
-t "explain --final-hop: inbound even from a local sender, and decrypted there" '[[ $rc == 0 ]] &&
-  line out "direction:    inbound (final hop ({daemon_name} mailkms-final-hop): recipients expanded, only decryption and verification here)" &&
+# The final hop ({daemon_name} mailkms-final-hop): mail is decrypted there,
+# and nothing is signed, its client being the MTA itself.
+run "$ctl" policy explain --policy policy.toml --from friend@gmail.com --to alice@example.org --client 127.0.0.1 --final-hop
+t "explain --final-hop: decrypted there" '[[ $rc == 0 ]] &&
   line out "decryption:   here: this is the final hop ({daemon_name} mailkms-final-hop)" && line out "  decrypt:                yes"'
+run "$ctl" policy explain --policy policy.toml --from alice@example.org --to bob@partner.example --client 10.0.0.25 --final-hop
+t "explain --final-hop: nothing signed there" '[[ $rc == 0 ]] &&
+  line out "signer:       none: not authorized to sign as alice@example.org (the final hop signs nothing: its client is the MTA itself)"'
 printf '[decryption]\nat = "anywhere"\n' | cat - policy.toml > policy-anywhere.toml
 run "$ctl" policy explain --policy policy-anywhere.toml --from friend@gmail.com --to alice@example.org --client 2001:db8::25
 t "explain: [decryption] at = anywhere decrypts in any connection" '[[ $rc == 0 ]] &&

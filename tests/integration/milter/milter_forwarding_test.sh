@@ -204,7 +204,7 @@ check "the forwarded copies went out by smtp to the outside, their original reci
   bash -c "grep -q 'to=<bob@partner.example>, orig_to=<bob@corp.example>, relay=127.0.0.1\[127.0.0.1\]:$SINK_PORT, .*status=sent' postfix/maillog &&
     grep -q 'to=<dave@partner.example>, orig_to=<dave@corp.example>, relay=127.0.0.1\[127.0.0.1\]:$SINK_PORT, .*status=sent' postfix/maillog"
 check "the milter decrypted at the final hop, and only there" \
-  bash -c "grep -F '$final_qid: ' milter.log | grep -q 'inbound (final hop.*decrypted (aes-256-cbc)' &&
+  bash -c "grep -F '$final_qid: ' milter.log | grep -qF 'decrypted (aes-256-cbc; this is the final hop ({daemon_name} mailkms-final-hop))' &&
     [ \$(grep -c 'decrypted (aes' milter.log) = 1 ]"
 
 # ---- Nothing else left the site ----------------------------------------------------

@@ -877,16 +877,24 @@ TEST_CASE("[decryption] refuses what cannot be meant", "[policy][decryption]") {
   CHECK(refusal("decryption = \"anywhere\"\n") == "policy.toml:1:14: decryption: expected a table");
 }
 
-TEST_CASE("at the final hop mail is inbound, whoever sent it and however", "[policy][decryption]") {
-  const auto policy = must_parse(kLocality);
-  // The MTA's own smtp client on loopback, an internal network here: it says
-  // nothing of who submitted the mail, so nothing is signed there.
-  Connection final_hop{"127.0.0.1", true, "bob@example.org", false};
+TEST_CASE("the final hop signs nothing, whoever its client says it is", "[policy][decryption]") {
+  const auto policy = must_parse(
+      "[local]\ndomains = [\"example.org\"]\nnetworks = [\"127.0.0.0/8\"]\n\n"
+      "[signing]\nunauthenticated_networks = [\"127.0.0.0/8\"]\nlocal_submission = true\n");
+  // The MTA's own smtp client on loopback, where clients may sign as their
+  // envelope sender: at the entry it would; at the final hop it says
+  // nothing of who submitted the mail.
+  Connection entry{"127.0.0.1", false, {}, false};
+  CHECK(authorize_signer(*policy, entry, "alice@example.org", "alice@example.org").authorized);
+  Connection final_hop = entry;
   final_hop.final_hop = true;
-  const auto d = decide_direction(*policy, "alice@example.org", final_hop);
-  CHECK(d.direction == Direction::inbound);
-  CHECK(d.reason ==
-        "final hop ({daemon_name} mailkms-final-hop): recipients expanded, only decryption and verification here");
-  final_hop.local_submission = true;
-  CHECK(decide_direction(*policy, "alice@example.org", final_hop).direction == Direction::inbound);
+  auto a = authorize_signer(*policy, final_hop, "alice@example.org", "alice@example.org");
+  CHECK_FALSE(a.authorized);
+  CHECK(a.identity == "alice@example.org");
+  CHECK(a.reason == "the final hop signs nothing: its client is the MTA itself");
+  final_hop.authenticated = true;
+  final_hop.login = "alice@example.org";
+  CHECK_FALSE(authorize_signer(*policy, final_hop, "alice@example.org", "alice@example.org").authorized);
+  // The direction is decided as anywhere: mail among our users stays outbound.
+  CHECK(decide_direction(*policy, "alice@example.org", final_hop).direction == Direction::outbound);
 }

@@ -182,8 +182,6 @@ struct DirectionDecision {
 // Outbound when the sender's domain is local and the client is internal or
 // authenticated, or the mail was submitted locally; otherwise inbound. The
 // reason is meant for the log line.
-// At the final hop mail is always inbound: signing and encryption were
-// done at the entry, and the client here is the MTA itself.
 DirectionDecision decide_direction(const Policy& policy, std::string_view sender, const Connection& connection);
 
 struct DecryptionHere {
@@ -211,6 +209,7 @@ struct SignerAuthorization {
 // and what the login map gives the login; an unauthenticated one only from
 // [signing] unauthenticated_networks, or by local submission with
 // local_submission = true, and only when From is the envelope sender.
+// Nothing is signed at the final hop, whose client is the MTA itself.
 SignerAuthorization authorize_signer(const Policy& policy, const Connection& connection, std::string_view sender,
                                      const std::optional<std::string>& author);
 

@@ -59,9 +59,19 @@ conn = connect("CASE12F", "127.0.0.1", "mailkms-final-hop")
 encrypted(conn, "outside@partner.example", SMFIR_REPLYCODE, "final hop")
 mt.disconnect(conn)
 
--- At the final hop, a local sender from an internal client is still
--- inbound: nothing is signed there.
+-- At the final hop nothing is signed: its client is the MTA itself. bob
+-- from 10.1.2.3 (of unauthenticated_networks) would sign anywhere else.
 conn = connect("CASE12L", "10.1.2.3", "mailkms-final-hop")
-encrypted(conn, "bob@corp.example", SMFIR_REPLYCODE, "final hop, local sender")
+step("MAIL FROM", mt.mailfrom(conn, "<bob@corp.example>"))
+step("RCPT TO", mt.rcptto(conn, "<x@plain.example>"))
+reply(conn, SMFIR_CONTINUE, "final hop, local sender: RCPT TO")
+for _, h in ipairs({ { "From", "bob@corp.example" }, { "To", "x@plain.example" }, { "Subject", "Plain" } }) do
+  step("header " .. h[1], mt.header(conn, h[1], h[2]))
+end
+step("EOH", mt.eoh(conn))
+step("body", mt.bodystring(conn, "Hello.\r\n"))
+step("EOM", mt.eom(conn))
+reply(conn, { SMFIR_CONTINUE, SMFIR_ACCEPT }, "final hop, local sender: EOM")
+expect("final hop, local sender: the body is left alone", not mt.eom_check(conn, MT_BODYCHANGE))
 mt.disconnect(conn)
 done()
