@@ -88,6 +88,8 @@ POLICY
 start_milter || { echo "FAIL - the milter does not start"; cat milter.log; exit 1; }
 final_port=$(free_port)
 mkdir mail && chown postfix mail
+postfix_uid=$(id -u postfix)
+postfix_gid=$(id -g postfix)
 export POSTFIX_EXTRA_CONF="smtpd_milters = unix:$work/milter.sock
 non_smtpd_milters = unix:$work/milter.sock
 milter_default_action = tempfail
@@ -96,8 +98,8 @@ virtual_alias_maps = inline:{ bob@corp.example=bob@partner.example, { dave@corp.
 virtual_mailbox_domains = corp.example
 virtual_mailbox_base = $work/mail
 virtual_mailbox_maps = inline:{ dave@corp.example=dave/ }
-virtual_uid_maps = static:$(id -u postfix)
-virtual_gid_maps = static:$(id -g postfix)
+virtual_uid_maps = static:$postfix_uid
+virtual_gid_maps = static:$postfix_gid
 transport_maps = inline:{ corp.example=smtp:[127.0.0.1]:$final_port }"
 # The final hop as conf/postfix-master.cf writes it, on a port of our own.
 POSTFIX_EXTRA_MASTER=$(grep -v '^#' "$here/../../../conf/postfix-master.cf" | sed "s/^127.0.0.1:10026 /127.0.0.1:$final_port /")
@@ -173,6 +175,9 @@ check "bob@ forwards to bob@partner.example: what leaves is the ciphertext as it
   still_ciphertext bob-mail.eml out-bob.eml "$bob_body"
 check "the entry's log line says why it was not decrypted there" \
   grep -qF "encrypted, not decrypted here: decryption happens at the final hop" milter.log
+check "and so does its Authentication-Results on the copy that left" \
+  bash -c "tr -d '\r' < out-bob.eml | sed -n '/^Authentication-Results: mx.corp.example;/,/^[^ \t]/p' | tr -d '\n\t' |
+    grep -qF 'smime=none reason=\"encrypted; decrypted only at the final hop\"'"
 
 # ---- dave@ keeps a copy and forwards one ---------------------------------------------
 dave_body="Dave, the figures: revenue up 4 %, costs down 2 %."
