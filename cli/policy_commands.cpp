@@ -100,6 +100,7 @@ struct ExplainArgs {
   std::string login;
   std::string author;
   std::string config;
+  bool final_hop = false;
 };
 
 // The submission as the milter would see it: no --client is local submission.
@@ -109,6 +110,7 @@ policy::Connection connection_of(const ExplainArgs& args) {
   connection.login = args.login;
   connection.authenticated = args.authenticated || !args.login.empty();
   connection.local_submission = args.client.empty();
+  connection.final_hop = args.final_hop;
   return connection;
 }
 
@@ -233,7 +235,7 @@ void explain_signer(const ExplainArgs& args, const policy::Policy& p) {
   }
 }
 
-void explain_settings(policy::Direction direction, const policy::Settings& s) {
+void explain_settings(policy::Direction direction, const policy::Settings& s, bool decrypts_here) {
   if (direction == policy::Direction::outbound) {
     recipient_line("sign", std::string(policy::to_string(s.sign)));
     recipient_line("encrypt", std::string(policy::to_string(s.encrypt)));
@@ -246,7 +248,8 @@ void explain_settings(policy::Direction direction, const policy::Settings& s) {
     recipient_line("exempt_calendar", yes_no(s.exempt_calendar));
   } else {
     recipient_line("verify", yes_no(s.verify));
-    recipient_line("decrypt", yes_no(s.decrypt));
+    recipient_line("decrypt", s.decrypt && !decrypts_here ? "yes, but not in this connection (see decryption)"
+                                                          : yes_no(s.decrypt));
     if (s.decrypt) {
       recipient_line("decrypt_unauthenticated",
                      s.decrypt_unauthenticated ? "yes"
@@ -276,6 +279,8 @@ int run_explain(const ExplainArgs& args, bool subject_given) {
   top_line("policy", args.policy);
   top_line("sender", args.from);
   top_line("direction", std::string(policy::to_string(direction.direction)) + " (" + direction.reason + ")");
+  const auto here = policy::decryption_here(p, connection_of(args));
+  if (!outbound) top_line("decryption", (here.allowed ? "here: " : "not here: ") + here.reason);
   if (outbound) explain_signer(args, p);
   if (outbound && !config) top_line("certificates", "not checked (no keystore configured)");
   if (outbound && config) top_line("certificates", "from the keystore of " + *config);
@@ -291,7 +296,7 @@ int run_explain(const ExplainArgs& args, bool subject_given) {
       recipient_line("subject", "\"" + policy::remove_subject_tag(subject, *d.rule->subject_tag) + "\" (tag " +
                                     *d.rule->subject_tag + " removed)");
     }
-    explain_settings(direction.direction, *d.settings);
+    explain_settings(direction.direction, *d.settings, here.allowed);
     if (certificates) {
       explain_certificate(*d.settings, d.recipient, *certificates);
       const auto* found = certificates->failure ? nullptr : certificate_of(*certificates, d.recipient);
@@ -318,6 +323,8 @@ Command add_explain(CLI::App& group) {
   cmd->add_option("--client", args->client, "The SMTP client's address (default: submitted locally)")
       ->type_name("IP");
   cmd->add_flag("--authenticated", args->authenticated, "The client authenticated with SMTP AUTH");
+  cmd->add_flag("--final-hop", args->final_hop,
+                "The MTA service is the final hop ({daemon_name} mailkms-final-hop): recipients already expanded");
   cmd->add_option("--login", args->login, "The client's SMTP AUTH login (implies --authenticated)")->type_name("LOGIN");
   cmd->add_option("--author", args->author, "The address in From (default: the envelope sender)")->type_name("ADDR");
   cmd->add_option("--config", args->config,

@@ -131,6 +131,9 @@ sfsistat on_connect(SMFICTX* ctx, char* hostname, _SOCK_ADDR* address) {
     connection->connection.client_address = text;
     connection->stand_in_client = hostname != nullptr && std::string_view(hostname) == "localhost" &&
                                   connection->connection.client_address == "127.0.0.1";
+    // Set in the MTA's own configuration, per service: no client can send it.
+    const char* daemon = smfi_getsymval(ctx, const_cast<char*>("{daemon_name}"));
+    connection->connection.final_hop = daemon != nullptr && policy::final_hop_daemon_name == daemon;
     smfi_setpriv(ctx, connection.release());
   });
 }

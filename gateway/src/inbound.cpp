@@ -1,7 +1,8 @@
 // The inbound half: verify signatures into Authentication-Results (and
 // drop forged copies of ours), decrypt for the local recipients whose own
-// escrowed keys open the message when policy says so (the others get it as
-// it came), and remember trusted senders' certificates.
+// escrowed keys open the message when policy says so and only where the MTA
+// will not send it on (the others get it as it came), and remember trusted
+// senders' certificates.
 #include <algorithm>
 
 #include "pipeline.hpp"
@@ -158,6 +159,13 @@ Outcome Gateway::inbound(const Transaction& tx, const std::vector<smime::HeaderF
     outcome.log += "; encrypted, not decrypted: " + size_note;
     return finish_with({{"none", "encrypted; too large to decrypt here", ""}});
   }
+  // Before the final hop the MTA may still expand a recipient into an
+  // address elsewhere (an alias, .forward): plain text made here could leave.
+  const auto here = policy::decryption_here(policy, tx.connection);
+  if (!here.allowed) {
+    outcome.log += "; encrypted, not decrypted here: " + here.reason;
+    return finish_with({{"none", "encrypted; decrypted only at the final hop", ""}});
+  }
   MAILKMS_TRY_OR(text, message.to_string(), return failure(settings_.on_internal_error, where, text_result.error().message));
   auto parsed = smime::parse_message(text);
   if (!parsed) {
@@ -213,7 +221,7 @@ Outcome Gateway::inbound(const Transaction& tx, const std::vector<smime::HeaderF
     cipher = smime::name(opened->cipher);
     const auto addresses = opened->recipient.email_addresses();
     decrypted_note = settings_.authserv_id + "; cipher=" + cipher + (addresses.empty() ? "" : "; key=" + addresses.front());
-    outcome.log += "; decrypted (" + cipher + ")";
+    outcome.log += "; decrypted (" + cipher + "; " + here.reason + ")";
   }
 
   // EFAIL: content encrypted without integrity protection (CBC) may have

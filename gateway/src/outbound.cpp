@@ -157,7 +157,7 @@ BasicResult<EarlyPlan, RecipientVerdict> Gateway::plan_recipient_early(const Tra
   EarlyPlan plan;
   plan.uncertain = uncertain;
   if (tx.direction.direction == policy::Direction::inbound) {
-    plan.treatment.decrypt = s.decrypt;
+    plan.treatment.decrypt = s.decrypt && policy::decryption_here(*tx.policy, tx.connection).allowed;
     plan.log = recipient + ": " + decision.reason;
     return plan;
   }

@@ -1,5 +1,6 @@
 // decide_direction: outbound is mail from our own domains that came from
-// somewhere we trust to speak for them.
+// somewhere we trust to speak for them. decryption_here: plain text only
+// where the MTA sends mail nowhere but to the recipients the milter sees.
 #include <algorithm>
 
 #include "ascii.hpp"
@@ -7,6 +8,12 @@
 #include "networks.hpp"
 
 namespace mailkms::policy {
+
+namespace {
+
+std::string final_hop_said() { return "{daemon_name} " + std::string(final_hop_daemon_name); }
+
+}  // namespace
 
 DirectionDecision decide_direction(const Policy& policy, std::string_view sender, const Connection& connection) {
   const std::string_view bare = bare_address(sender);
@@ -37,6 +44,13 @@ DirectionDecision decide_direction(const Policy& policy, std::string_view sender
   }
   return {Direction::inbound,
           is_local + " but client " + connection.client_address + " is neither internal nor authenticated"};
+}
+
+DecryptionHere decryption_here(const Policy& policy, const Connection& connection) {
+  if (connection.final_hop) return {true, "this is the final hop (" + final_hop_said() + ")"};
+  if (policy.decryption == DecryptionPlace::anywhere) return {true, "[decryption] at = \"anywhere\""};
+  return {false, "decryption happens at the final hop (" + final_hop_said() +
+                     "), after the MTA has expanded aliases and forwarding; this connection is not it"};
 }
 
 }  // namespace mailkms::policy

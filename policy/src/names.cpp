@@ -16,6 +16,8 @@ constexpr Names<MissingCertificate, 4> kMissing{{{MissingCertificate::send_plain
                                                  {MissingCertificate::reject, "reject"},
                                                  {MissingCertificate::tempfail, "tempfail"},
                                                  {MissingCertificate::quarantine, "quarantine"}}};
+constexpr Names<DecryptionPlace, 2> kPlaces{
+    {{DecryptionPlace::final_hop, "final-hop"}, {DecryptionPlace::anywhere, "anywhere"}}};
 
 template <class Enum, std::size_t N>
 std::string_view name_of(const Names<Enum, N>& names, Enum value) noexcept {
@@ -39,11 +41,15 @@ std::optional<Enum> value_of(const Names<Enum, N>& names, std::string_view text)
 std::string_view to_string(Direction direction) noexcept { return name_of(kDirections, direction); }
 std::string_view to_string(Mode mode) noexcept { return name_of(kModes, mode); }
 std::string_view to_string(MissingCertificate action) noexcept { return name_of(kMissing, action); }
+std::string_view to_string(DecryptionPlace place) noexcept { return name_of(kPlaces, place); }
 
 std::optional<Direction> parse_direction(std::string_view text) noexcept { return value_of(kDirections, text); }
 std::optional<Mode> parse_mode(std::string_view text) noexcept { return value_of(kModes, text); }
 std::optional<MissingCertificate> parse_missing_certificate(std::string_view text) noexcept {
   return value_of(kMissing, text);
+}
+std::optional<DecryptionPlace> parse_decryption_place(std::string_view text) noexcept {
+  return value_of(kPlaces, text);
 }
 
 std::string rule_label(std::string_view name) {

@@ -16,10 +16,11 @@
 namespace mailkms::policy {
 namespace {
 
-const std::vector<std::string_view> kTopLevelKeys{"local", "signing", "defaults", "rule"};
+const std::vector<std::string_view> kTopLevelKeys{"local", "signing", "decryption", "defaults", "rule"};
 const std::vector<std::string_view> kLocalKeys{"domains", "networks"};
 const std::vector<std::string_view> kSigningKeys{"login_map", "unauthenticated_networks", "local_submission"};
 const std::vector<std::string_view> kHeaderKeys{"name", "contains"};
+const std::vector<std::string_view> kDecryptionKeys{"at"};
 
 std::vector<std::string_view> rule_keys() {
   std::vector<std::string_view> keys{"name", "direction", "from", "to", "subject_tag", "header"};
@@ -147,6 +148,21 @@ Status read_signing(const Place& top, const toml::node& node, const Locality& lo
     } else {
       return place.unknown_key(*key, kSigningKeys);
     }
+  }
+  return Ok{};
+}
+
+// ---- [decryption]
+
+Status read_decryption(const Place& top, const toml::node& node, DecryptionPlace& at) {
+  MAILKMS_TRY(table, read_table(top, node, "decryption"));
+  const Place place{top.source, "[decryption]"};
+  for (const auto& [key, value] : in_file_order(*table)) {
+    if (key->str() != "at") return place.unknown_key(*key, kDecryptionKeys);
+    MAILKMS_TRY(text, read_string(place, *value, "at"));
+    const auto parsed = parse_decryption_place(text);
+    if (!parsed) return place.expected(*value, "at", "final-hop or anywhere, not " + in_quotes(text));
+    at = *parsed;
   }
   return Ok{};
 }
@@ -337,6 +353,9 @@ Result<std::shared_ptr<const Policy>> parse_policy(std::string_view text, const 
   if (const toml::node* local = document.get("local")) MAILKMS_CHECK(read_local(top, *local, policy->locality));
   if (const toml::node* signing = document.get("signing")) {
     MAILKMS_CHECK(read_signing(top, *signing, policy->locality, policy->signing));
+  }
+  if (const toml::node* decryption = document.get("decryption")) {
+    MAILKMS_CHECK(read_decryption(top, *decryption, policy->decryption));
   }
   if (const toml::node* defaults = document.get("defaults")) {
     MAILKMS_CHECK(read_defaults(top, *defaults, policy->defaults));

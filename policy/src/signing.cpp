@@ -159,6 +159,12 @@ SignerAuthorization authorize_signer(const Policy& policy, const Connection& con
                                      const std::optional<std::string>& author) {
   SignerAuthorization result;
   result.identity = author ? *author : std::string(bare_address(sender));
+  // Its client is the MTA's own smtp client, on loopback as often as not,
+  // which vouches for no submission; the entry signed what was to be signed.
+  if (connection.final_hop) {
+    result.reason = "the final hop signs nothing: its client is the MTA itself";
+    return result;
+  }
   if (connection.authenticated) return by_login(policy, connection, std::move(result));
   if (connection.local_submission) {
     if (!policy.signing.local_submission) {

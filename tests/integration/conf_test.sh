@@ -36,6 +36,18 @@ grep -v '^#' "$conf/postfix-main.cf" | grep -v '^$' > postfix/main.cf
 cp /etc/postfix/master.cf postfix/
 run postconf -c postfix -n
 t "Postfix accepts the main.cf snippet" '[[ $rc == 0 ]] && ! [ -s err ] && grep -qx "milter_default_action = tempfail" out && grep -qx "smtpd_milters = unix:/run/mailkms-milter/milter.sock" out'
+# The final hop: a second smtpd that says so to the milter, expands nothing
+# again, and delivers only to mailboxes.
+grep -v '^#' "$conf/postfix-master.cf" >> postfix/master.cf
+final_hop=127.0.0.1:10026/inet
+run postconf -c postfix -P "$final_hop/milter_macro_daemon_name" "$final_hop/receive_override_options" \
+  "$final_hop/virtual_alias_maps" "$final_hop/content_filter"
+t "Postfix reads the final hop of the master.cf snippet: daemon name, no address mappings, mailboxes only" \
+  '[[ $rc == 0 ]] && ! [ -s err ] && [[ $(cat out) == "$final_hop/milter_macro_daemon_name = mailkms-final-hop
+$final_hop/receive_override_options = no_address_mappings
+$final_hop/virtual_alias_maps =
+$final_hop/content_filter = virtual:localhost" ]]'
+check "the policy example decrypts only at the final hop" grep -qx 'at = "final-hop"' "$conf/policy.toml"
 check "the Sendmail line declares the milter with tempfail on failure" \
   grep -q "^INPUT_MAIL_FILTER(\`mailkms', \`S=unix:/run/mailkms-milter/milter.sock, F=T" "$conf/sendmail.mc"
 # Each daemon owns its runtime directory: systemd gives a directory two

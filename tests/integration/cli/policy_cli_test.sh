@@ -57,7 +57,7 @@ printf '[local]\ndomains = ["example.org"]\n\n[defaults]\nsign = "always"\nsigne
 refused unknown-default.toml 'unknown-default.toml:6:1: [defaults]: unknown key "signed"; expected one of sign, encrypt, cipher, digest, on_missing_certificate, encrypt_to_sender, exempt_calendar, verify, decrypt, decrypt_unauthenticated, harvest'
 
 printf '[locals]\ndomains = ["example.org"]\n' > unknown-top.toml
-refused unknown-top.toml 'unknown-top.toml:1:2: unknown key "locals"; expected one of local, signing, defaults, rule'
+refused unknown-top.toml 'unknown-top.toml:1:2: unknown key "locals"; expected one of local, signing, decryption, defaults, rule'
 
 printf '[[rule]]\nname = "partners"\n  encrypted = "always"\n' > unknown-rule.toml
 refused unknown-rule.toml 'unknown-rule.toml:3:3: rule "partners": unknown key "encrypted"; expected one of name, direction, from, to, subject_tag, header, sign, encrypt, cipher, digest, on_missing_certificate, encrypt_to_sender, exempt_calendar, verify, decrypt, decrypt_unauthenticated, harvest'
@@ -187,13 +187,27 @@ run "$ctl" policy explain --policy policy.toml --from friend@gmail.com --to alic
 t "explain: inbound settings" '[[ $rc == 0 ]] && only out "policy:       policy.toml
 sender:       friend@gmail.com
 direction:    inbound (sender domain gmail.com is not local)
+decryption:   not here: decryption happens at the final hop ({daemon_name} mailkms-final-hop), after the MTA has expanded aliases and forwarding; this connection is not it
 
 recipient alice@example.org
   policy:                 rule \"inbound\" (line 22): inbound
   verify:                 yes
-  decrypt:                yes
+  decrypt:                yes, but not in this connection (see decryption)
   decrypt_unauthenticated: no — CBC-encrypted mail without a signature that passes stays encrypted
   harvest:                no"'
+
+# The final hop ({daemon_name} mailkms-final-hop): mail is decrypted there,
+# and nothing is signed, its client being the MTA itself.
+run "$ctl" policy explain --policy policy.toml --from friend@gmail.com --to alice@example.org --client 127.0.0.1 --final-hop
+t "explain --final-hop: decrypted there" '[[ $rc == 0 ]] &&
+  line out "decryption:   here: this is the final hop ({daemon_name} mailkms-final-hop)" && line out "  decrypt:                yes"'
+run "$ctl" policy explain --policy policy.toml --from alice@example.org --to bob@partner.example --client 10.0.0.25 --final-hop
+t "explain --final-hop: nothing signed there" '[[ $rc == 0 ]] &&
+  line out "signer:       none: not authorized to sign as alice@example.org (the final hop signs nothing: its client is the MTA itself)"'
+printf '[decryption]\nat = "anywhere"\n' | cat - policy.toml > policy-anywhere.toml
+run "$ctl" policy explain --policy policy-anywhere.toml --from friend@gmail.com --to alice@example.org --client 2001:db8::25
+t "explain: [decryption] at = anywhere decrypts in any connection" '[[ $rc == 0 ]] &&
+  line out "decryption:   here: [decryption] at = \"anywhere\"" && line out "  decrypt:                yes"'
 
 run "$ctl" policy explain --policy policy.toml --from alice@example.org --to bob@partner.example --inbound
 t "explain: --inbound overrides the direction" '[[ $rc == 0 ]] && line out "direction:    inbound (given with --inbound)" &&

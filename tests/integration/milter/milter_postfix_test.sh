@@ -80,6 +80,11 @@ networks = ["127.0.0.0/8"]
 unauthenticated_networks = ["127.0.0.0/8"]
 local_submission = true
 
+# This Postfix expands no recipient to another address: every connection
+# may decrypt (milter_forwarding covers the final hop).
+[decryption]
+at = "anywhere"
+
 [defaults]
 sign = "if-possible"
 encrypt = "if-possible"

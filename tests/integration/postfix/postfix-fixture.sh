@@ -7,7 +7,9 @@
 #   postfix_start WORKDIR   sets POSTFIX_PORT, SINK_DIR; needs root, and every
 #                           directory above WORKDIR open to the postfix user;
 #                           lines in $POSTFIX_EXTRA_CONF are added to main.cf
-#                           (a milter, say); with $POSTFIX_SASL_USERS
+#                           (a milter, say), and lines in
+#                           $POSTFIX_EXTRA_MASTER to master.cf (a second
+#                           smtpd, say); with $POSTFIX_SASL_USERS
 #                           ("login password" lines) smtpd offers SMTP AUTH
 #                           (PLAIN, LOGIN) to those logins (Cyrus SASL with
 #                           a sasldb of this instance's own)
@@ -80,6 +82,7 @@ CONF
     /^#/ || /^[ \t]/ || NF < 8 { print; next }
     { if ($1 == "smtp" && $2 == "inet") $1 = port; $5 = "n"; print }
   ' /etc/postfix/master.cf > "$conf/master.cf"
+  [ -z "${POSTFIX_EXTRA_MASTER:-}" ] || printf '%s\n' "$POSTFIX_EXTRA_MASTER" >> "$conf/master.cf"
 
   smtp-sink -u postfix -d "$SINK_DIR/%Y%m%d%H%M%S." -c "127.0.0.1:$SINK_PORT" 50 \
     > "$POSTFIX_DIR/sink.log" 2>&1 &

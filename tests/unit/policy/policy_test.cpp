@@ -158,6 +158,7 @@ TEST_CASE("an empty file is a policy of defaults and no rules", "[policy]") {
   CHECK_FALSE(policy->defaults.decrypt);
   CHECK_FALSE(policy->defaults.decrypt_unauthenticated);
   CHECK(policy->defaults.harvest);
+  CHECK(policy->decryption == DecryptionPlace::final_hop);
 }
 
 TEST_CASE("a table that sets encrypt always exempts invitations only if it says so too", "[policy]") {
@@ -224,9 +225,9 @@ TEST_CASE("enum names read back as they are written", "[policy]") {
 
 TEST_CASE("unknown keys are refused wherever they are", "[policy]") {
   CHECK(refusal("[local]\ndomains = []\n\n[default]\nsign = \"always\"\n") ==
-        "policy.toml:4:2: unknown key \"default\"; expected one of local, signing, defaults, rule");
+        "policy.toml:4:2: unknown key \"default\"; expected one of local, signing, decryption, defaults, rule");
   CHECK(refusal("verbose = true\n") ==
-        "policy.toml:1:1: unknown key \"verbose\"; expected one of local, signing, defaults, rule");
+        "policy.toml:1:1: unknown key \"verbose\"; expected one of local, signing, decryption, defaults, rule");
   CHECK(refusal("[local]\ndomain = [\"example.org\"]\n") ==
         "policy.toml:2:1: [local]: unknown key \"domain\"; expected one of domains, networks");
   CHECK(refusal("[defaults]\nsign = \"always\"\n  signing = \"always\"\n") ==
@@ -838,4 +839,62 @@ TEST_CASE("decrypt_unauthenticated is off unless a rule or [defaults] turns it o
   CHECK_FALSE(policy->defaults.decrypt_unauthenticated);
   CHECK(decide(*policy, Direction::inbound, "x@gmail.com", "bob@old.example.org", nullptr).settings->decrypt_unauthenticated);
   CHECK_FALSE(decide(*policy, Direction::inbound, "x@gmail.com", "bob@example.org", nullptr).settings->decrypt_unauthenticated);
+}
+
+// ---- where decryption happens
+
+TEST_CASE("decryption happens only at the final hop unless the policy says anywhere", "[policy][decryption]") {
+  const auto by_default = must_parse("[defaults]\ndecrypt = true\n");
+  Connection entry{"203.0.113.9", false, {}, false};
+  Connection final_hop{"127.0.0.1", false, {}, false};
+  final_hop.final_hop = true;
+
+  auto here = decryption_here(*by_default, entry);
+  CHECK_FALSE(here.allowed);
+  CHECK(here.reason ==
+        "decryption happens at the final hop ({daemon_name} mailkms-final-hop), after the MTA has expanded aliases "
+        "and forwarding; this connection is not it");
+  here = decryption_here(*by_default, final_hop);
+  CHECK(here.allowed);
+  CHECK(here.reason == "this is the final hop ({daemon_name} mailkms-final-hop)");
+
+  const auto anywhere = must_parse("[decryption]\nat = \"anywhere\"\n");
+  CHECK(anywhere->decryption == DecryptionPlace::anywhere);
+  here = decryption_here(*anywhere, entry);
+  CHECK(here.allowed);
+  CHECK(here.reason == "[decryption] at = \"anywhere\"");
+  CHECK(must_parse("[decryption]\nat = \"final-hop\"\n")->decryption == DecryptionPlace::final_hop);
+  CHECK(to_string(DecryptionPlace::final_hop) == "final-hop");
+  CHECK(to_string(DecryptionPlace::anywhere) == "anywhere");
+}
+
+TEST_CASE("[decryption] refuses what cannot be meant", "[policy][decryption]") {
+  CHECK(refusal("[decryption]\nat = \"entry\"\n") ==
+        "policy.toml:2:6: [decryption]: at: expected final-hop or anywhere, not \"entry\"");
+  CHECK(refusal("[decryption]\nat = true\n") == "policy.toml:2:6: [decryption]: at: expected a string");
+  CHECK(refusal("[decryption]\nwhere = \"anywhere\"\n") ==
+        "policy.toml:2:1: [decryption]: unknown key \"where\"; expected at");
+  CHECK(refusal("decryption = \"anywhere\"\n") == "policy.toml:1:14: decryption: expected a table");
+}
+
+TEST_CASE("the final hop signs nothing, whoever its client says it is", "[policy][decryption]") {
+  const auto policy = must_parse(
+      "[local]\ndomains = [\"example.org\"]\nnetworks = [\"127.0.0.0/8\"]\n\n"
+      "[signing]\nunauthenticated_networks = [\"127.0.0.0/8\"]\nlocal_submission = true\n");
+  // The MTA's own smtp client on loopback, where clients may sign as their
+  // envelope sender: at the entry it would; at the final hop it says
+  // nothing of who submitted the mail.
+  Connection entry{"127.0.0.1", false, {}, false};
+  CHECK(authorize_signer(*policy, entry, "alice@example.org", "alice@example.org").authorized);
+  Connection final_hop = entry;
+  final_hop.final_hop = true;
+  auto a = authorize_signer(*policy, final_hop, "alice@example.org", "alice@example.org");
+  CHECK_FALSE(a.authorized);
+  CHECK(a.identity == "alice@example.org");
+  CHECK(a.reason == "the final hop signs nothing: its client is the MTA itself");
+  final_hop.authenticated = true;
+  final_hop.login = "alice@example.org";
+  CHECK_FALSE(authorize_signer(*policy, final_hop, "alice@example.org", "alice@example.org").authorized);
+  // The direction is decided as anywhere: mail among our users stays outbound.
+  CHECK(decide_direction(*policy, "alice@example.org", final_hop).direction == Direction::outbound);
 }

@@ -130,10 +130,21 @@ struct Signing {
   bool local_submission = false;
 };
 
+// Where a rule's decrypt = true takes effect ([decryption] at). The MTA
+// expands aliases, virtual aliases and .forward after the milter has seen
+// the recipients, so a copy decrypted for bob@ would go wherever bob@
+// forwards; only the final hop sees recipients that are no longer expanded.
+enum class DecryptionPlace {
+  final_hop,  // only in connections from the MTA service that is the final hop
+  anywhere,   // in every connection: for an MTA that sends no recipient's mail on
+};
+std::string_view to_string(DecryptionPlace place) noexcept;  // "final-hop", "anywhere"
+
 struct Policy {
   std::filesystem::path source;  // the file it came from
   Locality locality;
   Signing signing;
+  DecryptionPlace decryption = DecryptionPlace::final_hop;
   Settings defaults;
   std::vector<Rule> rules;  // in file order; the first match wins
 };
@@ -152,7 +163,16 @@ struct Connection {
   // inferred from a missing address, which a PROXY "UNKNOWN" or an XCLIENT
   // ADDR=[UNAVAILABLE] gives too.
   bool local_submission = false;
+  // The MTA service said it is the final hop ({daemon_name} is
+  // final_hop_daemon_name): it takes mail whose recipients are already
+  // expanded and hands it to mailboxes without expanding them again.
+  bool final_hop = false;
 };
+
+// The {daemon_name} of the final hop (Postfix: milter_macro_daemon_name in
+// that service's master.cf entry; Sendmail: DaemonPortOptions Name=). One
+// fixed name, so that nothing has to be kept in step with the MTA's files.
+inline constexpr std::string_view final_hop_daemon_name = "mailkms-final-hop";
 
 struct DirectionDecision {
   Direction direction;
@@ -163,6 +183,15 @@ struct DirectionDecision {
 // authenticated, or the mail was submitted locally; otherwise inbound. The
 // reason is meant for the log line.
 DirectionDecision decide_direction(const Policy& policy, std::string_view sender, const Connection& connection);
+
+struct DecryptionHere {
+  bool allowed = false;
+  std::string reason;  // for the log line and policy explain
+};
+
+// Whether mail may be decrypted in this connection: [decryption] at =
+// "anywhere", or the connection is the final hop.
+DecryptionHere decryption_here(const Policy& policy, const Connection& connection);
 
 // ---- Who may sign as whom -----------------------------------------------------
 
@@ -180,6 +209,7 @@ struct SignerAuthorization {
 // and what the login map gives the login; an unauthenticated one only from
 // [signing] unauthenticated_networks, or by local submission with
 // local_submission = true, and only when From is the envelope sender.
+// Nothing is signed at the final hop, whose client is the MTA itself.
 SignerAuthorization authorize_signer(const Policy& policy, const Connection& connection, std::string_view sender,
                                      const std::optional<std::string>& author);
 

@@ -182,6 +182,18 @@ check "11 and only as the envelope sender" \
 check "11 assistant, out of the reloaded map, no longer signs as the CEO" \
   signer_log SIGN13 "[not signed as ceo@corp.example: login assistant does not own it]"
 
+# ---- 12. Decryption only at the final hop ------------------------------------------
+check "12 encrypted to erin (decrypt = true): left encrypted at the entry, tried only where {daemon_name} is mailkms-final-hop" \
+  run_case 12-final-hop.lua
+check "12 the entry's log line says why it did not decrypt" \
+  grep -qF "CASE12E: inbound (sender domain partner.example is not local): erin@corp.example: open-for-erin; encrypted, not decrypted here: decryption happens at the final hop ({daemon_name} mailkms-final-hop), after the MTA has expanded aliases and forwarding; this connection is not it" milter.log
+check "12 without {daemon_name} it is not the final hop either" \
+  grep -qF "CASE12N: inbound (sender domain partner.example is not local): erin@corp.example: open-for-erin; encrypted, not decrypted here" milter.log
+check "12 the final hop tries to decrypt, and defers for the keystore" \
+  grep -qF "CASE12F: inbound (sender domain partner.example is not local): keystore unavailable, deferred" milter.log
+check "12 the final hop signs nothing, not even for a client of unauthenticated_networks" \
+  signer_log CASE12L "[not signed as bob@corp.example: the final hop signs nothing: its client is the MTA itself]"
+
 # ---- 8. --check ---------------------------------------------------------------------
 run "$milter" --check --config "$work/mailkms.conf"
 t "8 --check: a good configuration exits 0 and prints OK for it and the policy" \
