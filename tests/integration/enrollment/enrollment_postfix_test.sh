@@ -54,6 +54,9 @@ enrollment_address = "$enroll_address"
 spool_directory = "$work"
 certificate_ttl_seconds = 1
 missing_certificate_ttl_seconds = 1
+# A redemption makes a PKCS#12 and mails it: under the sanitizers, on a
+# busy machine, that can take longer than the default's 5 s.
+keystore_timeout_ms = 30000
 
 [milter]
 socket = "unix:$work/milter.sock"
