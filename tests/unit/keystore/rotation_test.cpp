@@ -1,0 +1,237 @@
+// Rotating the master key over the real SQLite storage: everything reads
+// as before under the new key, what was stored before the rotation is
+// refused, the same unseal secret opens the new key, and a storage failure
+// at any write of the rotation leaves the old key in use and the database
+// as it was.
+#include <catch2/catch.hpp>
+
+#include <functional>
+#include <limits>
+#include <map>
+
+#include "mailkms/keystore/audit.hpp"
+#include "mailkms/keystore/authenticated_storage.hpp"
+#include "mailkms/keystore/barrier.hpp"
+#include "mailkms/keystore/rotation.hpp"
+#include "mailkms/keystore/seal.hpp"
+#include "mailkms/keystore/sqlite_storage.hpp"
+#include "test_support.hpp"
+
+using namespace mailkms;
+using namespace mailkms::keystore;
+using test::must;
+
+namespace {
+
+constexpr ScryptParameters kFast{1 << 10, 8, 1};  // the mechanism, not the cost
+constexpr std::string_view kPassphrase = "the unseal passphrase of this keystore";
+
+std::string text(const smime::SecretBytes& s) { return std::string(reinterpret_cast<const char*>(s.data()), s.size()); }
+smime::SecretBytes copy_of(const smime::SecretBytes& s) { return smime::SecretBytes(text(s)); }
+
+// The real storage, with a failure where a test wants one: the Nth put, or
+// the end of the outermost transaction (as a commit that fails).
+class FailingStorage final : public Storage {
+ public:
+  explicit FailingStorage(Storage& inner) : inner_(inner) {}
+
+  std::size_t puts = 0;
+  std::size_t fail_put = 0;  // fail the put with this number (counting from 1); 0: none
+  bool fail_at_commit = false;
+
+  Result<std::optional<std::string>> get(std::string_view key) override { return inner_.get(key); }
+  Status put(std::string_view key, std::string_view value) override {
+    if (++puts == fail_put) return make_error(Errc::storage_failed, "injected: write " + std::to_string(puts) + " fails");
+    return inner_.put(key, value);
+  }
+  Status remove(std::string_view key) override { return inner_.remove(key); }
+  Result<std::vector<std::pair<std::string, std::string>>> scan(std::string_view prefix, std::string_view after,
+                                                               std::size_t limit) override {
+    return inner_.scan(prefix, after, limit);
+  }
+  Status transaction(const std::function<Status()>& work) override {
+    const bool outermost = depth_ == 0;
+    ++depth_;
+    Status result = inner_.transaction([&]() -> Status {
+      Status done = work();
+      if (done && outermost && fail_at_commit) return make_error(Errc::storage_failed, "injected: the commit fails");
+      return done;
+    });
+    --depth_;
+    return result;
+  }
+
+ private:
+  Storage& inner_;
+  int depth_ = 0;
+};
+
+// The keystore's layers over one SQLite file, unsealed, with a row of each
+// kind: tracked, authenticated, barrier records with and without a tag.
+struct Keystore {
+  test::TempDir dir;
+  std::unique_ptr<SqliteStorage> sqlite = must(SqliteStorage::open(dir.path("keystore.db"), {.create = true}));
+  FailingStorage failing{*sqlite};
+  AuthenticatedStorage rows{failing};
+  Barrier barrier{rows};
+  AuditLog audit{rows, barrier};
+  smime::SecretBytes master = new_master_key();
+  SealRecord seal = must(seal_with_passphrase(master, kPassphrase, kFast));
+
+  Keystore() {
+    must(rows.put("core/seal", seal.to_json()));
+    must(rows.unlock(master));
+    must(barrier.unseal(copy_of(master)));
+    must(rows.adopt_unauthenticated_rows());
+    must(audit.append({"test", "init", "keystore", "ok", ""}));
+    must(rows.put("admins/carol", R"({"name":"carol"})"));
+    must(rows.put("sessions/0123", R"({"admin":"carol"})"));
+    must(rows.put("users/alice@example.org", R"({"address":"alice@example.org"})"));
+    must(barrier.put("keys/alice@example.org/enc-01", "alice's private key"));
+    must(barrier.put("token/abcd", "alice's token"));
+    must(audit.append({"admin:carol", "user-add", "alice@example.org", "ok", ""}));
+  }
+
+  // Every row as stored, by key.
+  std::map<std::string, std::string> raw() {
+    std::map<std::string, std::string> all;
+    for (auto& [key, value] : must(sqlite->scan("", {}, std::numeric_limits<std::size_t>::max()))) all.emplace(std::move(key), std::move(value));
+    return all;
+  }
+  std::string opened(std::string_view key) { return text(must(barrier.get(key)).value()); }
+  void check_everything_reads() {
+    CHECK(must(rows.get("admins/carol")) == R"({"name":"carol"})");
+    CHECK(must(rows.get("sessions/0123")) == R"({"admin":"carol"})");
+    CHECK(must(rows.get("users/alice@example.org")) == R"({"address":"alice@example.org"})");
+    CHECK(opened("keys/alice@example.org/enc-01") == "alice's private key");
+    CHECK(opened("token/abcd") == "alice's token");
+    CHECK(must(audit.verify()).intact);
+  }
+  Result<RotationOutcome> rotate(const smime::SecretBytes& new_master) {
+    const SealRecord stored = must(SealRecord::from_json(must(sqlite->get("core/seal")).value()));
+    const auto seal_key = must(seal_key_from_passphrase(stored, kPassphrase));
+    return rotate_master_key(rows, barrier, audit, must(reseal(stored, seal_key, new_master)), new_master,
+                             "admin:carol");
+  }
+};
+
+}  // namespace
+
+TEST_CASE("a rotation seals and tags everything again under a new key; copies from before it are refused",
+          "[rotation]") {
+  Keystore k;
+  const auto before = k.raw();
+  CHECK(must(key_generation(k.rows)).number == 1);
+  const auto new_master = new_master_key();
+  const RotationOutcome outcome = must(k.rotate(new_master));
+  CHECK(outcome.generation.number == 2);
+  CHECK(outcome.resealed == 3);  // alice's key, her token, the audit head
+  CHECK(outcome.left == 0);
+  k.check_everything_reads();
+  const KeyGeneration generation = must(key_generation(k.rows));
+  CHECK(generation.number == 2);
+  CHECK(generation.rotated >= std::time(nullptr) - 60);
+
+  // Audited: who and which generation, never key material.
+  const auto records = must(k.audit.read(0, 100));
+  const AuditRecord& last = records.back();
+  CHECK(last.event.actor == "admin:carol");
+  CHECK(last.event.action == "rekey");
+  CHECK(last.event.detail.starts_with("generation 2; 3 barrier record(s) sealed again, "));
+  for (const auto& r : records) {
+    CHECK(r.event.detail.find(text(k.master)) == std::string::npos);
+    CHECK(r.event.detail.find(text(new_master)) == std::string::npos);
+  }
+
+  // Every row but the audit records (hash-chained, not secret) changed.
+  const auto after = k.raw();
+  for (const auto& [key, value] : before) {
+    INFO(key);
+    if (key.starts_with("audit/")) {
+      CHECK(after.at(key) == value);
+    } else {
+      CHECK(after.at(key) != value);
+    }
+  }
+
+  SECTION("the same passphrase opens the new key, and only it, after a restart") {
+    const SealRecord stored = must(SealRecord::from_json(after.at("core/seal")));
+    auto master = must(unseal_with_passphrase(stored, kPassphrase));
+    CHECK(text(master) == text(new_master));
+    CHECK(unseal_with_passphrase(stored, "not the unseal passphrase").error().code == Errc::wrong_secret);
+    AuthenticatedStorage rows{*k.sqlite};
+    Barrier barrier{rows};
+    must(rows.unlock(master));
+    must(barrier.unseal(std::move(master)));
+    CHECK(must(rows.get("admins/carol")) == R"({"name":"carol"})");
+    CHECK(text(must(barrier.get("keys/alice@example.org/enc-01")).value()) == "alice's private key");
+  }
+  SECTION("rows copied from before the rotation are refused") {
+    const auto refused = [](auto read) { return !read && read.error().code == Errc::corrupt; };
+    // Each row, and what reads it.
+    const std::vector<std::pair<std::string, std::function<bool()>>> copies{
+        {"keys/alice@example.org/enc-01", [&] { return refused(k.barrier.get("keys/alice@example.org/enc-01")); }},
+        {"token/abcd", [&] { return refused(k.barrier.get("token/abcd")); }},
+        {"core/audit-head", [&] { return refused(k.audit.append({"test", "after", "keystore", "ok", ""})); }},
+        {"admins/carol", [&] { return refused(k.rows.get("admins/carol")); }},
+        {"sessions/0123", [&] { return refused(k.rows.get("sessions/0123")); }},
+        {"users/alice@example.org", [&] { return refused(k.rows.get("users/alice@example.org")); }},
+        {"core/manifest", [&] { return refused(k.rows.get("admins/carol")); }},
+    };
+    for (const auto& [key, read_is_refused] : copies) {
+      INFO(key);
+      must(k.sqlite->put(key, before.at(key)));
+      CHECK(read_is_refused());
+      must(k.sqlite->put(key, after.at(key)));
+    }
+    k.check_everything_reads();
+  }
+  SECTION("the seal from before the rotation opens only the old key, which opens nothing now") {
+    const SealRecord old_seal = must(SealRecord::from_json(before.at("core/seal")));
+    const auto old_master = must(unseal_with_passphrase(old_seal, kPassphrase));
+    AuthenticatedStorage rows{*k.sqlite};
+    Barrier barrier{rows};
+    must(rows.unlock(old_master));
+    must(barrier.unseal(copy_of(old_master)));
+    CHECK(rows.get("admins/carol").error().code == Errc::corrupt);
+    CHECK(barrier.get("keys/alice@example.org/enc-01").error().code == Errc::corrupt);
+  }
+}
+
+TEST_CASE("a storage failure at any write of a rotation, or at its commit, leaves the old key in use",
+          "[rotation]") {
+  Keystore k;
+  const auto before = k.raw();
+  std::size_t failures = 0;
+  for (std::size_t n = 1;; ++n) {
+    const auto new_master = new_master_key();
+    k.failing.puts = 0;
+    k.failing.fail_put = n;
+    const auto outcome = k.rotate(new_master);
+    k.failing.fail_put = 0;
+    if (outcome) break;
+    INFO("the rotation failed at write " << n);
+    ++failures;
+    CHECK(outcome.error().message.find("injected") != std::string::npos);
+    CHECK(k.raw() == before);
+    k.check_everything_reads();
+    CHECK(must(key_generation(k.rows)).number == 1);
+  }
+  CHECK(failures >= 10);  // every row of each kind, the seal, the generation and the audit record
+
+  // A commit that fails after every write, and after the keys were swapped.
+  Keystore c;
+  const auto untouched = c.raw();
+  c.failing.fail_at_commit = true;
+  const auto new_master = new_master_key();
+  const auto outcome = c.rotate(new_master);
+  REQUIRE_FALSE(outcome);
+  CHECK(outcome.error().message == "injected: the commit fails");
+  c.failing.fail_at_commit = false;
+  CHECK(c.raw() == untouched);
+  c.check_everything_reads();
+  must(c.audit.append({"test", "after", "keystore", "ok", ""}));  // written under the old key, readable by it
+  c.check_everything_reads();
+  const SealRecord stored = must(SealRecord::from_json(c.raw().at("core/seal")));
+  CHECK(text(must(unseal_with_passphrase(stored, kPassphrase))) == text(c.master));
+}
