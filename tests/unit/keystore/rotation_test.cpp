@@ -14,6 +14,7 @@
 #include "mailkms/keystore/barrier.hpp"
 #include "mailkms/keystore/rotation.hpp"
 #include "mailkms/keystore/seal.hpp"
+#include "mailkms/keystore/service.hpp"
 #include "mailkms/keystore/sqlite_storage.hpp"
 #include "test_support.hpp"
 
@@ -117,7 +118,7 @@ struct Keystore {
 
 }  // namespace
 
-TEST_CASE("a rotation seals and tags everything again under a new key; copies from before it are refused",
+TEST_CASE("a rotation seals and tags everything again under a new key, and copies from before it are refused",
           "[rotation]") {
   Keystore k;
   const auto before = k.raw();
@@ -234,4 +235,47 @@ TEST_CASE("a storage failure at any write of a rotation, or at its commit, leave
   c.check_everything_reads();
   const SealRecord stored = must(SealRecord::from_json(c.raw().at("core/seal")));
   CHECK(text(must(unseal_with_passphrase(stored, kPassphrase))) == text(c.master));
+}
+
+TEST_CASE("rekey needs an administrator's session and the unseal passphrase again", "[rotation]") {
+  test::TempDir dir;
+  KeystoreService::Policies policies;
+  policies.admins.password_kdf = kFast;
+  auto master = new_master_key();
+  const auto seal = must(seal_with_passphrase(master, kPassphrase, kFast));
+  auto service = must(KeystoreService::initialize(dir.path("keystore.db"), test::context(), seal, std::move(master),
+                                                  "carol", "carol's long password", {}, policies));
+  const Caller administrator{1000, 1000, 1};
+  std::uint64_t id = 0;
+  const auto call = [&](const std::string& op, const nlohmann::json& params) {
+    return service->handle(administrator, {++id, op, params});
+  };
+  const std::string session = must(call("login", {{"name", "carol"}, {"password", "carol's long password"}}))["token"];
+  CHECK(must(call("status", nlohmann::json::object()))["key_generation"] == 1);
+
+  const auto anonymous = call("rekey", {{"passphrase", std::string(kPassphrase)}});
+  REQUIRE_FALSE(anonymous);
+  CHECK(anonymous.error().code == Errc::permission_denied);
+
+  const auto rotated = must(call("rekey", {{"session", session}, {"passphrase", std::string(kPassphrase)}}));
+  CHECK(rotated["generation"] == 2);
+  CHECK(rotated["left"] == 0);
+  const auto status = must(call("status", nlohmann::json::object()));
+  CHECK(status["key_generation"] == 2);
+  CHECK(status["seal"] == "passphrase");
+  CHECK(must(call("user-list", {{"session", session}})).is_array());  // the session outlives the rotation
+  must(call("login", {{"name", "carol"}, {"password", "carol's long password"}}));
+
+  const auto wrong = call("rekey", {{"session", session}, {"passphrase", "not the unseal passphrase"}});
+  REQUIRE_FALSE(wrong);
+  CHECK(wrong.error().code == Errc::wrong_secret);
+  // The next try waits, as an unseal's would: a session is no faster way to guess.
+  const auto again = call("rekey", {{"session", session}, {"passphrase", std::string(kPassphrase)}});
+  REQUIRE_FALSE(again);
+  CHECK(again.error().message.find("too many wrong attempts") != std::string::npos);
+  CHECK(must(call("status", nlohmann::json::object()))["key_generation"] == 2);
+  const auto refusal = must(service->audit().read(0, 1000)).back();
+  CHECK(refusal.event.actor == "admin:carol");
+  CHECK(refusal.event.action == "rekey");
+  CHECK(refusal.event.outcome == "refused");
 }

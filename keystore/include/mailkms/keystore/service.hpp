@@ -114,6 +114,10 @@ class KeystoreService {
   // Audits and logs what the row checks found while answering a request.
   void report_integrity(const std::string& op, const Error* error);
   Result<nlohmann::json> dispatch(const Caller& caller, const protocol::Request& request);
+  // handle() once it holds the rotation lock (shared, or for rekey exclusive).
+  Result<nlohmann::json> handle_locked(const Caller& caller, const protocol::Request& request);
+  // Whether the request carries a live administrator's session (refusals audited).
+  Status admit_administrator(const Caller& caller, const protocol::Request& request);
 
   Result<nlohmann::json> status();
   // A gateway's operation, audited (in batches) whatever its outcome: a
@@ -122,6 +126,14 @@ class KeystoreService {
   // One use of a user's key (sign, unwrap) by this gateway, if its rate allows.
   Status take_key_use(const Caller& caller);
   Result<nlohmann::json> unseal(const Caller& caller, const nlohmann::json& params);
+  // A wrong unseal secret from `peer` (unseal or rekey) slows its next try.
+  // Called with unseal_mutex_ held.
+  void count_wrong_secret(uid_t peer);
+  Status check_unseal_throttle(const Caller& caller);
+  // Rotation of the master key (rekey.cpp): the new key wrapped under the
+  // seal in use, which the unseal secret given again opens.
+  Result<nlohmann::json> rekey(const Caller& caller, const nlohmann::json& params, const std::string& actor);
+  Result<smime::SecretBytes> seal_key_for(const SealRecord& record, const nlohmann::json& params);
   Result<nlohmann::json> lookup_certificates(const nlohmann::json& params);
   Result<nlohmann::json> signing_identity(const nlohmann::json& params);
   Result<nlohmann::json> sign(const nlohmann::json& params);
@@ -215,6 +227,11 @@ class KeystoreService {
   std::mutex trust_cache_mutex_;
   std::string trust_cache_key_;  // the anchors' DER, and whether the system's roots count
   std::shared_ptr<const smime::TrustStore> trust_cache_;
+
+  // Held shared by every request, exclusively by a rotation of the master key.
+  std::shared_mutex rotation_mutex_;
+  // The key file the daemon unsealed with, if it did (set before serving).
+  std::filesystem::path unseal_key_file_;
 
   std::mutex unseal_mutex_;
   struct UnsealThrottle {
