@@ -160,9 +160,14 @@ Result<nlohmann::json> KeystoreService::handle(const Caller& caller, const proto
         return admitted.error();
       }
     }
+    // Held while the rotation waits for the requests in progress, so that
+    // new ones queue behind it rather than keep it waiting for ever.
+    std::unique_lock gate(rotation_gate_);
     const std::unique_lock exclusive(rotation_mutex_);
+    gate.unlock();
     return handle_locked(caller, request);
   }
+  { const std::lock_guard gate(rotation_gate_); }
   const std::shared_lock shared(rotation_mutex_);
   return handle_locked(caller, request);
 }

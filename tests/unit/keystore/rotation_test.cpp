@@ -5,9 +5,12 @@
 // as it was.
 #include <catch2/catch.hpp>
 
+#include <atomic>
+#include <chrono>
 #include <functional>
 #include <limits>
 #include <map>
+#include <thread>
 
 #include "mailkms/keystore/audit.hpp"
 #include "mailkms/keystore/authenticated_storage.hpp"
@@ -278,4 +281,36 @@ TEST_CASE("rekey needs an administrator's session and the unseal passphrase agai
   CHECK(refusal.event.actor == "admin:carol");
   CHECK(refusal.event.action == "rekey");
   CHECK(refusal.event.outcome == "refused");
+}
+
+TEST_CASE("a rotation is not starved by requests that never pause", "[rotation]") {
+  test::TempDir dir;
+  KeystoreService::Policies policies;
+  policies.admins.password_kdf = kFast;
+  auto master = new_master_key();
+  const auto seal = must(seal_with_passphrase(master, kPassphrase, kFast));
+  auto service = must(KeystoreService::initialize(dir.path("keystore.db"), test::context(), seal, std::move(master),
+                                                  "carol", "carol's long password", {}, policies));
+  const Caller administrator{1000, 1000, 1};
+  const std::string session =
+      must(service->handle(administrator, {1, "login", {{"name", "carol"}, {"password", "carol's long password"}}}))["token"];
+
+  // Four clients asking for the status back to back, until the rotation is
+  // done or, at the latest, for ten seconds.
+  std::atomic<bool> rotated{false};
+  const auto give_up = std::chrono::steady_clock::now() + std::chrono::seconds(10);
+  std::vector<std::thread> clients;
+  for (int i = 0; i < 4; ++i) {
+    clients.emplace_back([&] {
+      while (!rotated && std::chrono::steady_clock::now() < give_up) {
+        (void)service->handle(administrator, {2, "status", nlohmann::json::object()});
+      }
+    });
+  }
+  const auto rekey = service->handle(administrator, {3, "rekey", {{"session", session}, {"passphrase", std::string(kPassphrase)}}});
+  const bool in_time = std::chrono::steady_clock::now() < give_up;
+  rotated = true;
+  for (auto& c : clients) c.join();
+  CHECK(must(rekey)["generation"] == 2);
+  CHECK(in_time);
 }

@@ -228,8 +228,11 @@ class KeystoreService {
   std::string trust_cache_key_;  // the anchors' DER, and whether the system's roots count
   std::shared_ptr<const smime::TrustStore> trust_cache_;
 
-  // Held shared by every request, exclusively by a rotation of the master key.
+  // Held shared by every request, exclusively by a rotation of the master
+  // key; a request passes the gate first, which a waiting rotation holds
+  // (std::shared_mutex may let readers starve a writer).
   std::shared_mutex rotation_mutex_;
+  std::mutex rotation_gate_;
   // The key file the daemon unsealed with, if it did (set before serving).
   std::filesystem::path unseal_key_file_;
 
