@@ -202,6 +202,28 @@ TEST_CASE("a rotation seals and tags everything again under a new key, and copie
   }
 }
 
+TEST_CASE("rows that failed their check before a rotation are not made valid by it", "[rotation]") {
+  Keystore k;
+  const std::string first_session = must(k.sqlite->get("sessions/0123")).value();
+  must(k.rows.put("sessions/0123", R"({"admin":"carol","ended":true})"));
+  // A database writer's work: an inserted session, a changed user, an
+  // older copy of a session put back.
+  must(k.sqlite->put("sessions/forged", R"({"admin":"carol"})"));
+  must(k.sqlite->put("users/alice@example.org", R"(mkms-auth-1 0 00 {"address":"mallory@example.org"})"));
+  must(k.sqlite->put("sessions/0123", first_session));
+  (void)k.rows.take_tamper_reports();
+
+  const RotationOutcome outcome = must(k.rotate(new_master_key()));
+  CHECK(outcome.left == 3);
+  CHECK(must(k.audit.read(0, 100)).back().event.detail.ends_with(
+      ", 3 row(s) that had failed their check left as they were"));
+  CHECK(k.sqlite->get("sessions/forged").value() == R"({"admin":"carol"})");
+  CHECK_FALSE(must(k.rows.get("sessions/forged")).has_value());
+  CHECK(k.rows.get("users/alice@example.org").error().code == Errc::corrupt);
+  CHECK(k.rows.get("sessions/0123").error().code == Errc::corrupt);
+  CHECK(must(k.rows.get("admins/carol")) == R"({"name":"carol"})");
+}
+
 TEST_CASE("a storage failure at any write of a rotation, or at its commit, leaves the old key in use",
           "[rotation]") {
   Keystore k;
