@@ -185,9 +185,8 @@ struct UnsealArgs : Base {
   std::string shares_file;
 };
 
-int run_unseal(const UnsealArgs& a) {
-  Keystore keystore(a.config);
-  json params;
+// The shares given as arguments, then those in the file, one a line.
+std::vector<std::string> shares_of(const UnsealArgs& a) {
   std::vector<std::string> shares = a.shares;
   if (!a.shares_file.empty()) {
     std::istringstream lines(read_file(a.shares_file));
@@ -195,6 +194,13 @@ int run_unseal(const UnsealArgs& a) {
       if (!line.empty()) shares.push_back(line);
     }
   }
+  return shares;
+}
+
+int run_unseal(const UnsealArgs& a) {
+  Keystore keystore(a.config);
+  json params;
+  const std::vector<std::string> shares = shares_of(a);
   if (!shares.empty()) {
     params["shares"] = shares;
   } else {
@@ -206,9 +212,40 @@ int run_unseal(const UnsealArgs& a) {
   return 0;
 }
 
+// A new master key under the same seal: the unseal secret is asked for
+// again (a key file, the daemon reads itself).
+int run_rekey(const UnsealArgs& a) {
+  Keystore keystore(a.config);
+  json params = json::object();
+  const std::vector<std::string> shares = shares_of(a);
+  const std::string seal = keystore.call("status").value("seal", "");
+  if (seal == "shares") {
+    if (shares.empty()) throw Failure(exit_usage, "this keystore is sealed with shares: give enough of them (--share, --shares-file)");
+    params["shares"] = shares;
+  } else if (seal == "passphrase") {
+    const Secret passphrase = secret_from(a.passphrase_file, "unseal passphrase");
+    params["passphrase"] = std::string(passphrase.view());
+  }
+  const json r = keystore.admin("rekey", params);
+  std::cout << "master key rotated: generation " << r.value("generation", 0) << " (" << r.value("resealed", 0)
+            << " barrier records sealed again, " << r.value("tagged", 0) << " rows tagged again)\n";
+  if (r.value("left", 0) > 0) {
+    std::cerr << r.value("left", 0)
+              << " row(s) that had failed their integrity check before were left as they were: see the audit log\n";
+  }
+  return 0;
+}
+
 int run_status(const Base& a) {
   const json status = Keystore(a.config).call("status");
   std::cout << (status.value("sealed", true) ? "sealed" : "unsealed") << "\n";
+  if (status.contains("key_generation")) {
+    const auto rotated = status.value("key_rotated", std::time_t{0});
+    std::cout << "master key generation " << status.value("key_generation", 0) << ", "
+              << (rotated == 0 ? std::string("never rotated") : "rotated " + when(rotated)) << "\n";
+  } else if (status.contains("key_generation_problem")) {
+    std::cout << "master key generation unknown: " << status.value("key_generation_problem", "") << "\n";
+  }
   // What each gateway did with users' keys since the daemon started.
   for (const auto& g : status.value("gateways", json::array())) {
     std::cout << "gateway uid " << g.value("uid", 0) << ": " << g.value("signed", 0) << " signed, " << g.value("unwrapped", 0)
@@ -529,7 +566,16 @@ std::vector<Command> add_keystore_commands(CLI::App& app) {
         c.add_option("--shares-file", a.shares_file, "Shares, one per line");
       },
       run_unseal));
-  commands.push_back(command<Base>(app, "status", "Say whether the keystore is sealed", [](CLI::App&, Base&) {}, run_status));
+  commands.push_back(command<UnsealArgs>(
+      app, "rekey", "Rotate the master key: every record sealed again under a new one, the same unseal secret",
+      [](CLI::App& c, UnsealArgs& a) {
+        c.add_option("--passphrase-file", a.passphrase_file, "The unseal passphrase, first line (else asked)");
+        c.add_option("--share", a.shares, "A share (repeat)");
+        c.add_option("--shares-file", a.shares_file, "Shares, one per line");
+      },
+      run_rekey));
+  commands.push_back(command<Base>(app, "status", "Say whether the keystore is sealed, and its master key's generation",
+                                   [](CLI::App&, Base&) {}, run_status));
   commands.push_back(command<LoginArgs>(
       app, "login", "Start an administrator's session (kept in ~/.mailkms-session, mode 0600)",
       [](CLI::App& c, LoginArgs& a) {

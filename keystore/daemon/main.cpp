@@ -82,7 +82,7 @@ int main(int argc, char** argv) {
     if (ec) return;
     if (!(*service)->sealed()) {
       const auto before = std::time(nullptr) + 86400L * config->renewal_window_days;
-      auto renewed = (*service)->users().renew_expiring(before, "mailkms-keystored (renewal)");
+      auto renewed = (*service)->renew_expiring(before);
       if (!renewed) {
         std::cerr << "mailkms-keystored: renewal failed: " << renewed.error().message << "\n";
       } else if (*renewed > 0) {

@@ -40,7 +40,9 @@ bool plain_operation(std::string_view op) {
                                                  "user-enable", "user-disable", "user-renew",  "crl",
                                                  "audit-show",  "audit-verify", "audit-checkpoint", "audit-key", "approve",     "requests-list", "trust-list",
                                                  "enroll",
-                                                 "request-fetch", "harvested-list", "harvested-remove"};
+                                                 "request-fetch", "harvested-list", "harvested-remove",
+                                                 // Discloses and grants nothing, and needs the unseal secret.
+                                                 "rekey"};
   return std::find(ops.begin(), ops.end(), op) != ops.end();
 }
 
@@ -160,6 +162,7 @@ Result<nlohmann::json> KeystoreService::administer(const Caller& caller, const p
     MAILKMS_TRY(id, text_param(params, "id"));
     return fetch_request(id, *admin);
   }
+  if (request.op == "rekey") return rekey(caller, params, "admin:" + *admin);
   // Changing one's own password is no one else's business.
   const bool own_password = request.op == "admin-passwd" && params.value("name", "") == *admin;
   if (task != tasks().end() && !own_password) {

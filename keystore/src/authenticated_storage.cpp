@@ -75,8 +75,10 @@ void AuthenticatedStorage::lock() {
   row_key_.reset();
 }
 
-Result<std::string> AuthenticatedStorage::tag(std::string_view key, std::uint64_t version,
-                                              std::string_view payload) const {
+namespace {
+
+Result<std::string> row_tag(const smime::SecretBytes& row_key, std::string_view key, std::uint64_t version,
+                            std::string_view payload) {
   std::string message = "mailkms/row/v1";
   message.push_back('\0');
   message += key;
@@ -84,14 +86,10 @@ Result<std::string> AuthenticatedStorage::tag(std::string_view key, std::uint64_
   message += std::to_string(version);
   message.push_back('\0');
   message += payload;
-  const std::shared_lock lock(key_mutex_);
-  if (!row_key_) return make_error(Errc::sealed, "the keystore is sealed");
-  return detail::hex_hmac_sha256(*row_key_, message);
+  return detail::hex_hmac_sha256(row_key, message);
 }
 
-Result<std::string> AuthenticatedStorage::encode(std::string_view key, std::uint64_t version,
-                                                 std::string_view payload) const {
-  MAILKMS_TRY(mac, tag(key, version, payload));
+std::string tagged_row(std::uint64_t version, std::string_view mac, std::string_view payload) {
   std::string row(kMagic);
   row += std::to_string(version);
   row += ' ';
@@ -99,6 +97,21 @@ Result<std::string> AuthenticatedStorage::encode(std::string_view key, std::uint
   row += '\n';
   row += payload;
   return row;
+}
+
+}  // namespace
+
+Result<std::string> AuthenticatedStorage::tag(std::string_view key, std::uint64_t version,
+                                              std::string_view payload) const {
+  const std::shared_lock lock(key_mutex_);
+  if (!row_key_) return make_error(Errc::sealed, "the keystore is sealed");
+  return row_tag(*row_key_, key, version, payload);
+}
+
+Result<std::string> AuthenticatedStorage::encode(std::string_view key, std::uint64_t version,
+                                                 std::string_view payload) const {
+  MAILKMS_TRY(mac, tag(key, version, payload));
+  return tagged_row(version, mac, payload);
 }
 
 Result<std::string> AuthenticatedStorage::decode(std::string_view key, std::string_view row,
@@ -391,6 +404,68 @@ Result<std::size_t> AuthenticatedStorage::adopt_unauthenticated_rows() {
     return Ok{};
   }));
   return adopted;
+}
+
+bool AuthenticatedStorage::named_by_manifest(std::string_view key, std::uint64_t version,
+                                             const std::map<std::string, Versions, std::less<>>& lists) {
+  const auto list = lists.find(collection_of(key));
+  if (list == lists.end()) return false;
+  const auto listed = list->second.find(key);
+  return listed != list->second.end() && listed->second == version;
+}
+
+Result<AuthenticatedStorage::Rekeyed> AuthenticatedStorage::rekey_rows(const smime::SecretBytes& new_master_key,
+                                                                        const Resealer& reseal) {
+  MAILKMS_TRY(new_key, hkdf_sha256(new_master_key, kKeyLabel));
+  // The manifest is read whole first: its own rows are tagged again on the way.
+  MAILKMS_TRY(root, require_root());
+  std::map<std::string, Versions, std::less<>> lists;
+  for (const auto& [collection, version] : root.collections) {
+    MAILKMS_TRY(versions, read_collection(root, collection));
+    lists.emplace(collection, std::move(versions));
+  }
+  Rekeyed counts;
+  std::string after;
+  while (true) {
+    // Every row of the database, a page at a time: what is not tagged may
+    // still be a barrier record.
+    MAILKMS_TRY(rows, inner_.scan({}, after, 1000));
+    if (rows.empty()) break;
+    after = rows.back().first;
+    for (const auto& [key, value] : rows) {
+      const bool manifest = key == kRootKey || key.starts_with(kCollectionPrefix);
+      if (protection_of(key) == Protection::none && !manifest) {
+        MAILKMS_TRY(resealed, reseal(key, value));
+        if (!resealed) continue;
+        MAILKMS_CHECK(inner_.put(key, *resealed));
+        ++counts.resealed;
+        continue;
+      }
+      std::uint64_t version = 0;
+      auto payload = decode(key, value, version);
+      if (payload && tracked_prefix(key)) {
+        if (!named_by_manifest(key, version, lists)) payload = make_error(Errc::corrupt, "not the version the manifest names");
+      } else if (payload && protection_of(key) == Protection::authenticated && version != 0) {
+        payload = make_error(Errc::corrupt, "an authenticated row with a version");
+      }
+      if (!payload) {
+        if (payload.error().code != Errc::corrupt) return std::move(payload).error();
+        report_tamper(key, "left as it was by the master key's rotation: it failed its check before");
+        ++counts.left;
+        continue;
+      }
+      std::optional<std::string> resealed;
+      if (!manifest) {
+        MAILKMS_TRY(found, reseal(key, *payload));
+        resealed = std::move(found);
+      }
+      if (resealed) ++counts.resealed;
+      MAILKMS_TRY(mac, row_tag(new_key, key, version, resealed ? *resealed : *payload));
+      MAILKMS_CHECK(inner_.put(key, tagged_row(version, mac, resealed ? *resealed : *payload)));
+      ++counts.tagged;
+    }
+  }
+  return counts;
 }
 
 }  // namespace mailkms::keystore

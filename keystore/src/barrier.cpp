@@ -60,4 +60,26 @@ Result<std::optional<smime::SecretBytes>> Barrier::get(std::string_view key) {
   return std::optional<smime::SecretBytes>(std::move(*opened));
 }
 
+Result<std::optional<std::string>> Barrier::reseal(std::string_view key, std::string_view record,
+                                                  const smime::SecretBytes& new_master_key) const {
+  const std::shared_lock lock(mutex_);
+  if (!master_key_) return sealed_error();
+  auto opened = detail::open_record(*master_key_, record, associated_data(key));
+  if (!opened) return std::optional<std::string>();
+  MAILKMS_TRY(sealed_again,
+              detail::seal_record(new_master_key,
+                                  std::string_view(reinterpret_cast<const char*>(opened->data()), opened->size()),
+                                  associated_data(key)));
+  return std::optional<std::string>(std::move(sealed_again));
+}
+
+Result<smime::SecretBytes> Barrier::replace_master_key(smime::SecretBytes new_master_key) {
+  if (new_master_key.size() != detail::kKeyBytes) return make_error(Errc::invalid_argument, "a master key is 32 bytes");
+  const std::unique_lock lock(mutex_);
+  if (!master_key_) return sealed_error();
+  smime::SecretBytes old = std::move(*master_key_);
+  master_key_ = std::move(new_master_key);
+  return old;
+}
+
 }  // namespace mailkms::keystore

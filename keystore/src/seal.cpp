@@ -129,13 +129,14 @@ Result<std::pair<SealRecord, std::vector<std::string>>> seal_with_shares(const s
   return std::pair{std::move(sealed), std::move(encoded)};
 }
 
-Result<smime::SecretBytes> unseal_with_passphrase(const SealRecord& record, std::string_view passphrase) {
+Result<smime::SecretBytes> seal_key_from_passphrase(const SealRecord& record, std::string_view passphrase) {
   if (record.method != SealMethod::passphrase) return make_error(Errc::invalid_argument, "this keystore is not sealed with a passphrase");
   MAILKMS_TRY(kek, scrypt(passphrase, record.salt, record.scrypt));
-  return unwrap(record, kek);
+  MAILKMS_CHECK(unwrap(record, kek));
+  return kek;
 }
 
-Result<smime::SecretBytes> unseal_with_key_file(const SealRecord& record, const std::filesystem::path& path) {
+Result<smime::SecretBytes> seal_key_from_key_file(const SealRecord& record, const std::filesystem::path& path) {
   if (record.method != SealMethod::key_file) return make_error(Errc::invalid_argument, "this keystore is not sealed with a key file");
   struct stat st {};
   if (::stat(path.c_str(), &st) != 0) return make_error(Errc::not_found, "cannot read the key file " + path.string());
@@ -154,11 +155,12 @@ Result<smime::SecretBytes> unseal_with_key_file(const SealRecord& record, const 
   auto kek = smime::base64_decode(std::string_view(contents).substr(kKeyFilePrefix.size()));
   OPENSSL_cleanse(contents.data(), contents.size());
   if (!kek || kek->size() != detail::kKeyBytes) return make_error(Errc::wrong_secret, "not a mailkms key file");
-  const smime::SecretBytes secret(std::move(*kek));
-  return unwrap(record, secret);
+  smime::SecretBytes secret(std::move(*kek));
+  MAILKMS_CHECK(unwrap(record, secret));
+  return secret;
 }
 
-Result<smime::SecretBytes> unseal_with_shares(const SealRecord& record, std::span<const std::string> shares) {
+Result<smime::SecretBytes> seal_key_from_shares(const SealRecord& record, std::span<const std::string> shares) {
   if (record.method != SealMethod::shares) return make_error(Errc::invalid_argument, "this keystore is not sealed with shares");
   if (static_cast<int>(shares.size()) < record.threshold) {
     return make_error(Errc::wrong_secret, std::to_string(record.threshold) + " shares are needed, " +
@@ -170,6 +172,32 @@ Result<smime::SecretBytes> unseal_with_shares(const SealRecord& record, std::spa
     decoded.push_back(std::move(share));
   }
   MAILKMS_TRY(kek, combine_shares(decoded));
+  MAILKMS_CHECK(unwrap(record, kek));
+  return kek;
+}
+
+Result<smime::SecretBytes> open_seal(const SealRecord& record, const smime::SecretBytes& seal_key) {
+  return unwrap(record, seal_key);
+}
+
+Result<SealRecord> reseal(const SealRecord& record, const smime::SecretBytes& seal_key,
+                          const smime::SecretBytes& new_master_key) {
+  MAILKMS_CHECK(unwrap(record, seal_key));  // the same seal, or none
+  return wrap(record, seal_key, new_master_key);
+}
+
+Result<smime::SecretBytes> unseal_with_passphrase(const SealRecord& record, std::string_view passphrase) {
+  MAILKMS_TRY(kek, seal_key_from_passphrase(record, passphrase));
+  return unwrap(record, kek);
+}
+
+Result<smime::SecretBytes> unseal_with_key_file(const SealRecord& record, const std::filesystem::path& path) {
+  MAILKMS_TRY(kek, seal_key_from_key_file(record, path));
+  return unwrap(record, kek);
+}
+
+Result<smime::SecretBytes> unseal_with_shares(const SealRecord& record, std::span<const std::string> shares) {
+  MAILKMS_TRY(kek, seal_key_from_shares(record, shares));
   return unwrap(record, kek);
 }
 

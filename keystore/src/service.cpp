@@ -4,6 +4,8 @@
 
 #include <algorithm>
 
+#include "mailkms/keystore/rotation.hpp"
+
 #include "mailkms/smime/sign.hpp"
 #include "mailkms/smime/signed_attributes.hpp"
 
@@ -148,6 +150,43 @@ bool KeystoreService::is_gateway(const Caller& caller) const {
 }
 
 Result<nlohmann::json> KeystoreService::handle(const Caller& caller, const protocol::Request& request) {
+  if (request.op == "rekey") {
+    // A rotation of the master key has the storage and the keys to itself:
+    // nothing sealed or tagged under the old key lands after it. Only an
+    // administrator's waits for every other request, or anyone on the
+    // socket could stall the keystore at will.
+    {
+      const std::shared_lock shared(rotation_mutex_);
+      const Status admitted = admit_administrator(caller, request);
+      if (!admitted) {
+        report_integrity(request.op, &admitted.error());
+        return admitted.error();
+      }
+    }
+    // Held while the rotation waits for the requests in progress, so that
+    // new ones queue behind it rather than keep it waiting for ever.
+    std::unique_lock gate(rotation_gate_);
+    const std::unique_lock exclusive(rotation_mutex_);
+    gate.unlock();
+    return handle_locked(caller, request);
+  }
+  { const std::lock_guard gate(rotation_gate_); }
+  const std::shared_lock shared(rotation_mutex_);
+  return handle_locked(caller, request);
+}
+
+Status KeystoreService::admit_administrator(const Caller& caller, const protocol::Request& request) {
+  if (barrier_.sealed()) return make_error(Errc::sealed, "the keystore is sealed");
+  const auto session = request.params.find("session");
+  auto admin = admins_.authenticate(session != request.params.end() && session->is_string() ? session->get<std::string>() : "");
+  if (!admin) {
+    (void)audit_limiter_.record({describe(caller), request.op, "", "denied", admin.error().message});
+    return std::move(admin).error();
+  }
+  return Ok{};
+}
+
+Result<nlohmann::json> KeystoreService::handle_locked(const Caller& caller, const protocol::Request& request) {
   auto result = dispatch(caller, request);
   report_integrity(request.op, result ? nullptr : &result.error());
   return result;
@@ -266,24 +305,28 @@ Result<nlohmann::json> KeystoreService::status() {
                           {"rate_limited", use.rate_limited}});
     }
   }
-  return nlohmann::json{{"sealed", barrier_.sealed()},
-                        {"gateways", std::move(gateways)},
-                        {"audit_counted", audit_limiter_.counted()}};
+  nlohmann::json out{{"sealed", barrier_.sealed()},
+                     {"gateways", std::move(gateways)},
+                     {"audit_counted", audit_limiter_.counted()}};
+  // What a rotation asks for, and which key is in use: a problem reading
+  // either is shown, not a reason to hide the rest.
+  if (const auto seal = seal_record()) out["seal"] = std::string(to_string(seal->method));
+  if (!barrier_.sealed()) {
+    if (const auto generation = key_generation(guarded_)) {
+      out["key_generation"] = generation->number;
+      out["key_rotated"] = generation->rotated;
+    } else {
+      out["key_generation_problem"] = generation.error().message;
+    }
+  }
+  return out;
 }
 
 Status KeystoreService::finish_unseal(Result<smime::SecretBytes> master, const std::string& actor, const std::string& how,
                                      std::optional<uid_t> peer) {
   const std::lock_guard lock(unseal_mutex_);
   if (!master) {
-    // Each wrong secret doubles the wait before that peer's next attempt
-    // (to 60 s). Per peer: anyone who can reach the socket could otherwise
-    // keep the administrators from unsealing by guessing all the time.
-    if (peer) {
-      if (unseal_throttles_.size() >= 4096 && !unseal_throttles_.contains(*peer)) unseal_throttles_.clear();
-      UnsealThrottle& throttle = unseal_throttles_[*peer];
-      ++throttle.failures;
-      throttle.next = std::chrono::steady_clock::now() + std::chrono::seconds(std::min(60, 1 << std::min(throttle.failures, 6)));
-    }
+    if (peer) count_wrong_secret(*peer);
     return std::move(master).error();
   }
   MAILKMS_CHECK(open_barrier(std::move(*master)));
@@ -351,18 +394,31 @@ void KeystoreService::report_integrity(const std::string& op, const Error* error
   }
 }
 
+void KeystoreService::count_wrong_secret(uid_t peer) {
+  // Each wrong secret doubles the wait before that peer's next attempt
+  // (to 60 s). Per peer: anyone who can reach the socket could otherwise
+  // keep the administrators from unsealing by guessing all the time.
+  if (unseal_throttles_.size() >= 4096 && !unseal_throttles_.contains(peer)) unseal_throttles_.clear();
+  UnsealThrottle& throttle = unseal_throttles_[peer];
+  ++throttle.failures;
+  throttle.next = std::chrono::steady_clock::now() + std::chrono::seconds(std::min(60, 1 << std::min(throttle.failures, 6)));
+}
+
+Status KeystoreService::check_unseal_throttle(const Caller& caller) {
+  const std::lock_guard lock(unseal_mutex_);
+  const auto now = std::chrono::steady_clock::now();
+  const auto throttle = unseal_throttles_.find(caller.uid);
+  if (throttle != unseal_throttles_.end() && now < throttle->second.next) {
+    const auto wait = std::chrono::duration_cast<std::chrono::seconds>(throttle->second.next - now).count() + 1;
+    return make_error(Errc::permission_denied, "too many wrong attempts from " + describe(caller) + ": try again in " +
+                                                   std::to_string(wait) + " s");
+  }
+  return Ok{};
+}
+
 Result<nlohmann::json> KeystoreService::unseal(const Caller& caller, const nlohmann::json& params) {
   if (!barrier_.sealed()) return nlohmann::json{{"sealed", false}};
-  {
-    const std::lock_guard lock(unseal_mutex_);
-    const auto now = std::chrono::steady_clock::now();
-    const auto throttle = unseal_throttles_.find(caller.uid);
-    if (throttle != unseal_throttles_.end() && now < throttle->second.next) {
-      const auto wait = std::chrono::duration_cast<std::chrono::seconds>(throttle->second.next - now).count() + 1;
-      return make_error(Errc::permission_denied, "too many wrong attempts from " + describe(caller) + ": try again in " +
-                                                     std::to_string(wait) + " s");
-    }
-  }
+  MAILKMS_CHECK(check_unseal_throttle(caller));
   MAILKMS_TRY(record, seal_record());
   Result<smime::SecretBytes> master = make_error(Errc::invalid_argument, "give a passphrase or shares");
   std::string how;
@@ -386,6 +442,7 @@ Result<nlohmann::json> KeystoreService::unseal(const Caller& caller, const nlohm
 }
 
 Status KeystoreService::unseal_with_key_file(const std::filesystem::path& path) {
+  unseal_key_file_ = path;  // read again, and only, for a rotation
   MAILKMS_TRY(record, seal_record());
   return finish_unseal(keystore::unseal_with_key_file(record, path), "mailkms-keystored", "key file " + path.string(),
                        std::nullopt);
@@ -666,7 +723,16 @@ std::int64_t steady_seconds() {
 }
 }  // namespace
 
+Result<std::size_t> KeystoreService::renew_expiring(std::time_t before) {
+  { const std::lock_guard gate(rotation_gate_); }
+  const std::shared_lock shared(rotation_mutex_);  // as a request: never in a rotation's middle
+  if (barrier_.sealed()) return std::size_t{0};
+  return users_.renew_expiring(before, "mailkms-keystored (renewal)");
+}
+
 void KeystoreService::audit_upkeep(bool final) {
+  { const std::lock_guard gate(rotation_gate_); }
+  const std::shared_lock shared(rotation_mutex_);  // as a request: never in a rotation's middle
   if (barrier_.sealed()) return;
   const auto failed = [&](const char* what, const Error& error) {
     if (report_integrity_) report_integrity_(std::string("audit ") + what + " failed: " + error.message);

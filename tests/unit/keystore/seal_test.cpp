@@ -119,3 +119,43 @@ TEST_CASE("shares encode and decode", "[shamir]") {
   CHECK_FALSE(decode_share("mailkms-share-1-7-0g"));
   CHECK(split_secret(smime::SecretBytes(std::string(4, 'x')), 2, 3).error().code == Errc::invalid_argument);
 }
+
+TEST_CASE("a seal over a new master key opens with the same secret, whichever the method", "[seal]") {
+  const auto master = new_master_key();
+  const auto next = new_master_key();
+  SECTION("passphrase") {
+    const SealRecord record = must(seal_with_passphrase(master, "correct horse battery staple", kFast));
+    CHECK(seal_key_from_passphrase(record, "correct horse battery stapler").error().code == Errc::wrong_secret);
+    const auto seal_key = must(seal_key_from_passphrase(record, "correct horse battery staple"));
+    CHECK(text(must(open_seal(record, seal_key))) == text(master));
+    const SealRecord resealed = must(SealRecord::from_json(must(reseal(record, seal_key, next)).to_json()));
+    CHECK(resealed.salt == record.salt);
+    CHECK(text(must(unseal_with_passphrase(resealed, "correct horse battery staple"))) == text(next));
+  }
+  SECTION("key file") {
+    test::TempDir dir;
+    auto [record, contents] = must(seal_with_key_file(master));
+    test::write_file(dir.path("master.key"), contents);
+    REQUIRE(::chmod(dir.path("master.key").c_str(), 0600) == 0);
+    const auto seal_key = must(seal_key_from_key_file(record, dir.path("master.key")));
+    const SealRecord resealed = must(reseal(record, seal_key, next));
+    CHECK(text(must(unseal_with_key_file(resealed, dir.path("master.key")))) == text(next));
+  }
+  SECTION("shares") {
+    auto [record, shares] = must(seal_with_shares(master, 5, 3));
+    const std::vector<std::string> two(shares.begin(), shares.begin() + 2);
+    CHECK(seal_key_from_shares(record, two).error().code == Errc::wrong_secret);
+    const std::vector<std::string> three(shares.begin(), shares.begin() + 3);
+    const auto seal_key = must(seal_key_from_shares(record, three));
+    const SealRecord resealed = must(reseal(record, seal_key, next));
+    CHECK(resealed.threshold == 3);
+    const std::vector<std::string> other_three(shares.begin() + 2, shares.end());
+    CHECK(text(must(unseal_with_shares(resealed, other_three))) == text(next));
+  }
+  SECTION("not another seal's key") {
+    const SealRecord record = must(seal_with_passphrase(master, "correct horse battery staple", kFast));
+    const SealRecord other = must(seal_with_passphrase(master, "another long passphrase", kFast));
+    const auto other_key = must(seal_key_from_passphrase(other, "another long passphrase"));
+    CHECK(reseal(record, other_key, next).error().code == Errc::wrong_secret);
+  }
+}

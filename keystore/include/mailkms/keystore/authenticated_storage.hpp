@@ -49,6 +49,23 @@ class AuthenticatedStorage final : public Storage {
   // manifest of such a database was removed, not never made.
   Result<std::size_t> adopt_unauthenticated_rows();
 
+  // For a rotation of the master key, inside the caller's transaction and
+  // with no one else using the storage meanwhile: every row the current key
+  // authenticates (and, for a tracked row, that its manifest names at that
+  // version) is tagged again under the key derived from `new_master_key`,
+  // keeping its version, so the manifest still holds and an older copy is
+  // still seen; `reseal` may first replace each value (a tagged row's
+  // payload) and returns nullopt to keep it. A row the current key does not
+  // authenticate is left as it was: refused still, never made valid by the
+  // rotation. The key in use changes only through unlock().
+  struct Rekeyed {
+    std::size_t tagged = 0;    // rows tagged again
+    std::size_t resealed = 0;  // values `reseal` replaced
+    std::size_t left = 0;      // rows left as they were
+  };
+  using Resealer = std::function<Result<std::optional<std::string>>(std::string_view key, std::string_view value)>;
+  Result<Rekeyed> rekey_rows(const smime::SecretBytes& new_master_key, const Resealer& reseal);
+
   // Rows found forged, deleted or replayed since the last call (at most a
   // hundred are kept), for the service to audit and log.
   std::vector<TamperReport> take_tamper_reports();
@@ -74,6 +91,10 @@ class AuthenticatedStorage final : public Storage {
 
   Result<std::string> tag(std::string_view key, std::uint64_t version, std::string_view payload) const;
   Result<std::string> encode(std::string_view key, std::uint64_t version, std::string_view payload) const;
+  // Whether a tracked row of this version is the one its collection's list
+  // (in `lists`, by collection) names.
+  static bool named_by_manifest(std::string_view key, std::uint64_t version,
+                                const std::map<std::string, Versions, std::less<>>& lists);
   // The payload of a row whose tag is right; the version it claims in `version`.
   Result<std::string> decode(std::string_view key, std::string_view row, std::uint64_t& version) const;
   Error tampered(std::string_view key, std::string problem);

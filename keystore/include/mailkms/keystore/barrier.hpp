@@ -28,6 +28,16 @@ class Barrier {
   Status put(std::string_view key, std::string_view plaintext);
   Result<std::optional<smime::SecretBytes>> get(std::string_view key);
 
+  // For a rotation of the master key. A record stored under `key` that the
+  // current key opens, sealed again under `new_master_key`; nullopt for a
+  // value the current key does not open (not a barrier record, or one no
+  // longer readable, which stays as it is).
+  Result<std::optional<std::string>> reseal(std::string_view key, std::string_view record,
+                                            const smime::SecretBytes& new_master_key) const;
+  // Takes `new_master_key` in place of the current one and hands that back,
+  // for a rotation that fails to put back.
+  Result<smime::SecretBytes> replace_master_key(smime::SecretBytes new_master_key);
+
  private:
   Storage& storage_;
   mutable std::shared_mutex mutex_;

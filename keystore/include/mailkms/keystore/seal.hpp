@@ -52,4 +52,18 @@ Result<smime::SecretBytes> unseal_with_passphrase(const SealRecord& record, std:
 Result<smime::SecretBytes> unseal_with_key_file(const SealRecord& record, const std::filesystem::path& path);
 Result<smime::SecretBytes> unseal_with_shares(const SealRecord& record, std::span<const std::string> shares);
 
+// For a rotation of the master key: the key-encryption key the unseal
+// secret gives, once it has opened the seal (Errc::wrong_secret if not).
+// The keystore drops it after unsealing, so a rotation asks for the secret
+// again.
+Result<smime::SecretBytes> seal_key_from_passphrase(const SealRecord& record, std::string_view passphrase);
+Result<smime::SecretBytes> seal_key_from_key_file(const SealRecord& record, const std::filesystem::path& path);
+Result<smime::SecretBytes> seal_key_from_shares(const SealRecord& record, std::span<const std::string> shares);
+// The master key `record` wraps, opened with its key-encryption key.
+Result<smime::SecretBytes> open_seal(const SealRecord& record, const smime::SecretBytes& seal_key);
+// The same seal (method, KDF parameters, salt, shares) over another master
+// key: the unseal secret stays what it was.
+Result<SealRecord> reseal(const SealRecord& record, const smime::SecretBytes& seal_key,
+                          const smime::SecretBytes& new_master_key);
+
 }  // namespace mailkms::keystore

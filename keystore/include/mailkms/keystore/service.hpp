@@ -102,6 +102,9 @@ class KeystoreService {
   // counts of rate-limited audit records whose window ended, and a
   // checkpoint when one is due.
   void audit_upkeep(bool final);
+  // Renews users whose certificates end before `before` (the daemon's
+  // hourly timer); waits for a rotation of the master key, as requests do.
+  Result<std::size_t> renew_expiring(std::time_t before);
   // Where rows found forged, deleted or replayed are reported (besides the
   // audit log, which a replayed head may have broken): the daemon's log.
   void set_integrity_reporter(std::function<void(const std::string&)> report) { report_integrity_ = std::move(report); }
@@ -124,6 +127,10 @@ class KeystoreService {
   // Audits and logs what the row checks found while answering a request.
   void report_integrity(const std::string& op, const Error* error);
   Result<nlohmann::json> dispatch(const Caller& caller, const protocol::Request& request);
+  // handle() once it holds the rotation lock (shared, or for rekey exclusive).
+  Result<nlohmann::json> handle_locked(const Caller& caller, const protocol::Request& request);
+  // Whether the request carries a live administrator's session (refusals audited).
+  Status admit_administrator(const Caller& caller, const protocol::Request& request);
 
   Result<nlohmann::json> status();
   // At unseal: the database's chain against the keystore's own checkpoint
@@ -138,6 +145,14 @@ class KeystoreService {
   // One use of a user's key (sign, unwrap) by this gateway, if its rate allows.
   Status take_key_use(const Caller& caller);
   Result<nlohmann::json> unseal(const Caller& caller, const nlohmann::json& params);
+  // A wrong unseal secret from `peer` (unseal or rekey) slows its next try.
+  // Called with unseal_mutex_ held.
+  void count_wrong_secret(uid_t peer);
+  Status check_unseal_throttle(const Caller& caller);
+  // Rotation of the master key (rekey.cpp): the new key wrapped under the
+  // seal in use, which the unseal secret given again opens.
+  Result<nlohmann::json> rekey(const Caller& caller, const nlohmann::json& params, const std::string& actor);
+  Result<smime::SecretBytes> seal_key_for(const SealRecord& record, const nlohmann::json& params);
   Result<nlohmann::json> lookup_certificates(const nlohmann::json& params);
   Result<nlohmann::json> signing_identity(const nlohmann::json& params);
   Result<nlohmann::json> sign(const nlohmann::json& params);
@@ -235,6 +250,14 @@ class KeystoreService {
   std::mutex trust_cache_mutex_;
   std::string trust_cache_key_;  // the anchors' DER, and whether the system's roots count
   std::shared_ptr<const smime::TrustStore> trust_cache_;
+
+  // Held shared by every request, exclusively by a rotation of the master
+  // key; a request passes the gate first, which a waiting rotation holds
+  // (std::shared_mutex may let readers starve a writer).
+  std::shared_mutex rotation_mutex_;
+  std::mutex rotation_gate_;
+  // The key file the daemon unsealed with, if it did (set before serving).
+  std::filesystem::path unseal_key_file_;
 
   std::mutex unseal_mutex_;
   struct UnsealThrottle {
