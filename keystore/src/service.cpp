@@ -90,7 +90,9 @@ KeystoreService::KeystoreService(std::unique_ptr<SqliteStorage> storage, smime::
       harvested_(guarded_, barrier_, audit_),
       pkcs12_(policies.pkcs12),
       enrollment_(guarded_, barrier_, audit_, ca_, users_, ctx_, policies.pkcs12, std::move(policies.enrollment)),
-      gateway_audit_(audit_) {}
+      gateway_audit_(audit_) {
+  local_domains_ = std::move(policies.local_domains);
+}
 
 Result<std::unique_ptr<KeystoreService>> KeystoreService::open(const std::filesystem::path& database,
                                                                smime::CryptoContextPtr ctx, AccessPolicy access,
@@ -135,6 +137,31 @@ Result<SealRecord> KeystoreService::seal_record() {
 void KeystoreService::set_access(AccessPolicy access) {
   const std::unique_lock lock(access_mutex_);
   access_ = std::move(access);
+}
+
+void KeystoreService::set_local_domains(std::vector<std::string> domains) {
+  const std::unique_lock lock(access_mutex_);
+  local_domains_ = std::move(domains);
+}
+
+Result<std::optional<std::string>> KeystoreService::served_domain(std::string_view address) {
+  const std::string domain = Users::normalize(address.substr(address.rfind('@') + 1));
+  {
+    const std::shared_lock lock(access_mutex_);
+    for (const auto& local : local_domains_) {
+      if (smime::address_in_domain(address, local) || smime::address_in_domain(address, "." + local)) {
+        return std::optional<std::string>(local);
+      }
+    }
+  }
+  // The address's domain and each one above it, so that a user at
+  // example.org keeps hr.example.org ours too.
+  for (std::string_view candidate = domain; candidate.find('.') != std::string_view::npos;
+       candidate.remove_prefix(candidate.find('.') + 1)) {
+    MAILKMS_TRY(ours, users_.has_domain(candidate));
+    if (ours) return std::optional<std::string>(candidate);
+  }
+  return std::optional<std::string>();
 }
 
 bool KeystoreService::is_gateway(const Caller& caller) const {
@@ -436,6 +463,9 @@ Result<std::optional<HarvestedCertificate>> KeystoreService::usable_harvested(co
   const std::time_t now = std::time(nullptr);
   const HarvestedCertificate& record = **harvested;
   if (!check_encryption_certificate(record.certificate, address, now)) return std::optional<HarvestedCertificate>();
+  // Kept before its domain became ours (a first user there, local_domains).
+  MAILKMS_TRY(served, served_domain(address));
+  if (served) return std::optional<HarvestedCertificate>();
   if (!trust) {
     MAILKMS_TRY(store, trust_store());
     trust = std::move(store);
@@ -460,6 +490,18 @@ Result<nlohmann::json> KeystoreService::remember_certificate(const Caller& calle
   const auto not_stored = [&](const std::string& reason) { return nlohmann::json{{"stored", false}, {"reason", reason}}; };
   MAILKMS_TRY(local, local_user());
   if (local) return not_stored(address + " is a local user");
+  // Nor anyone's in a domain we serve: a gateway misconfigured, or in an
+  // attacker's hands, must not plant a certificate that mail to ceo@ our
+  // domain would be encrypted to, however trusted its CA.
+  MAILKMS_TRY(served, served_domain(address));
+  if (served) {
+    Error refused = make_error(Errc::permission_denied, address + " is in " + *served +
+                                                            ", a domain this keystore serves: its certificates come "
+                                                            "from our CA, never from mail");
+    MAILKMS_CHECK(gateway_audit_.queue({"gateway:" + describe(caller), std::string(protocol::op::remember_certificate),
+                                        address, "refused", refused.message}));
+    return refused;
+  }
   MAILKMS_CHECK(check_encryption_certificate(record.certificate, address, record.stored_at));
   MAILKMS_TRY(trust, trust_store());
   MAILKMS_CHECK(verify_chain(*ctx_, *trust, record.certificate, record.chain, record.stored_at));
