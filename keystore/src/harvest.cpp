@@ -114,7 +114,7 @@ Status check_encryption_certificate(const smime::Certificate& certificate, std::
 
 Status verify_chain(const smime::CryptoContext& ctx, const smime::TrustStore& trust,
                     const smime::Certificate& certificate, std::span<const smime::Certificate> intermediates,
-                    std::time_t now) {
+                    std::string_view address, std::time_t now) {
   std::unique_ptr<STACK_OF(X509), X509StackFree> untrusted(sk_X509_new_null());
   std::unique_ptr<X509_STORE_CTX, StoreCtxFree> sctx(X509_STORE_CTX_new_ex(ctx.libctx(), nullptr));
   if (!untrusted || !sctx) {
@@ -139,6 +139,9 @@ Status verify_chain(const smime::CryptoContext& ctx, const smime::TrustStore& tr
     ERR_clear_error();
     return make_error(Errc::permission_denied,
                       certificate.subject() + " does not chain to a trust anchor: " + reason);
+  }
+  if (auto outside = trust.out_of_scope(X509_STORE_CTX_get0_chain(sctx.get()), address)) {
+    return make_error(Errc::permission_denied, std::move(*outside));
   }
   return Ok{};
 }

@@ -64,6 +64,34 @@ Result<HarvestedCertificate> harvest_from_params(const nlohmann::json& params, s
   return record;
 }
 
+}  // namespace
+
+// An added anchor's row: its PEM, or (scoped to domains) a JSON object
+// with the PEM and the domains. The row is authenticated as a whole, so a
+// scope cannot be widened in the database.
+Result<KeystoreService::TrustAnchor> KeystoreService::parse_trust_row(const std::string& key, const std::string& value) {
+  const Error bad = make_error(Errc::corrupt, key + " does not parse");
+  std::vector<std::string> domains;
+  std::string pem = value;
+  if (value.starts_with('{')) {
+    const auto j = nlohmann::json::parse(value, nullptr, false);
+    if (!j.is_object() || !j.contains("certificate") || !j["certificate"].is_string() || !j.contains("domains") ||
+        !j["domains"].is_array() || j["domains"].empty()) {
+      return bad;
+    }
+    pem = j["certificate"].get<std::string>();
+    for (const auto& d : j["domains"]) {
+      if (!d.is_string()) return bad;
+      domains.push_back(d.get<std::string>());
+    }
+  }
+  auto certificate = smime::Certificate::from_pem(pem);
+  if (!certificate) return bad;
+  return TrustAnchor{"added", key.substr(std::string_view("trust/").size()), std::move(*certificate), std::move(domains)};
+}
+
+namespace {
+
 std::vector<std::string> chain_pems(const std::vector<smime::Certificate>& chain) {
   std::vector<std::string> out;
   for (const auto& c : chain) out.push_back(c.pem());
@@ -471,7 +499,9 @@ Result<std::optional<HarvestedCertificate>> KeystoreService::usable_harvested(co
     trust = std::move(store);
   }
   // Anchors change: one an administrator removed must stop the certificates under it.
-  if (!verify_chain(*ctx_, *trust, record.certificate, record.chain, now)) return std::optional<HarvestedCertificate>();
+  if (!verify_chain(*ctx_, *trust, record.certificate, record.chain, address, now)) {
+    return std::optional<HarvestedCertificate>();
+  }
   return harvested;
 }
 
@@ -504,7 +534,7 @@ Result<nlohmann::json> KeystoreService::remember_certificate(const Caller& calle
   }
   MAILKMS_CHECK(check_encryption_certificate(record.certificate, address, record.stored_at));
   MAILKMS_TRY(trust, trust_store());
-  MAILKMS_CHECK(verify_chain(*ctx_, *trust, record.certificate, record.chain, record.stored_at));
+  MAILKMS_CHECK(verify_chain(*ctx_, *trust, record.certificate, record.chain, address, record.stored_at));
   std::optional<std::string> refused;
   MAILKMS_CHECK(guarded_.transaction([&]() -> Status {
     MAILKMS_TRY(added_since, local_user());  // the user may have been added while we checked
@@ -590,14 +620,13 @@ Result<KeystoreService::TrustList> KeystoreService::trust_list() {
   TrustList list;
   MAILKMS_TRY(cas, ca_.list());
   for (const auto& ca : cas) {
-    if (ca.role == CaRole::root && ca.certificate) list.anchors.push_back({"ours", "", *ca.certificate});
-    if (!ca.external_chain.empty()) list.anchors.push_back({"external", "", ca.external_chain.back()});
+    if (ca.role == CaRole::root && ca.certificate) list.anchors.push_back({"ours", "", *ca.certificate, {}});
+    if (!ca.external_chain.empty()) list.anchors.push_back({"external", "", ca.external_chain.back(), {}});
   }
   MAILKMS_TRY(added, guarded_.scan("trust/", {}, 10'000));
-  for (const auto& [key, pem] : added) {
-    auto cert = smime::Certificate::from_pem(pem);
-    if (!cert) return make_error(Errc::corrupt, key + " does not parse");
-    list.anchors.push_back({"added", key.substr(6), std::move(*cert)});
+  for (const auto& [key, value] : added) {
+    MAILKMS_TRY(anchor, parse_trust_row(key, value));
+    list.anchors.push_back(std::move(anchor));
   }
   MAILKMS_TRY(system, guarded_.get("config/trust-system-roots"));
   list.system_roots = system.value_or("0") == "1";
@@ -610,6 +639,7 @@ Result<nlohmann::json> KeystoreService::trust_anchors() {
   for (const auto& a : list.anchors) {
     nlohmann::json anchor{{"source", a.source}, {"subject", a.certificate.subject()}, {"certificate", a.certificate.pem()}};
     if (!a.fingerprint.empty()) anchor["fingerprint"] = a.fingerprint;
+    if (!a.domains.empty()) anchor["domains"] = a.domains;
     anchors.push_back(std::move(anchor));
   }
   return nlohmann::json{{"anchors", anchors}, {"system_roots", list.system_roots}};
@@ -618,13 +648,17 @@ Result<nlohmann::json> KeystoreService::trust_anchors() {
 Result<std::shared_ptr<const smime::TrustStore>> KeystoreService::trust_store() {
   MAILKMS_TRY(list, trust_list());
   std::string key = list.system_roots ? "system" : "";
-  for (const auto& a : list.anchors) key += a.certificate.der();
+  for (const auto& a : list.anchors) {
+    key += a.certificate.der();
+    for (const auto& d : a.domains) key += "\n" + d;  // a changed scope is another store
+    key += "\n";
+  }
   {
     const std::lock_guard lock(trust_cache_mutex_);
     if (trust_cache_ && trust_cache_key_ == key) return trust_cache_;
   }
   auto store = std::make_shared<smime::TrustStore>();
-  for (const auto& a : list.anchors) store->add(a.certificate);
+  for (const auto& a : list.anchors) store->add(a.certificate, a.domains);
   if (list.system_roots) {
     const auto loaded = store->add_system_roots();
     if (!loaded) return make_error(Errc::internal, loaded.error().message);

@@ -67,6 +67,10 @@ start_keystore || { echo "FAIL - the keystore does not start"; cat keystore.log;
 "$ctl" ca add-subordinate --id issuing --parent root --name "Corp Issuing CA" > /dev/null
 "$ctl" user add alice@corp.example bob@corp.example carol@corp.example dave@corp.example ceo@corp.example > /dev/null
 "$ctl" trust add "$pki/root.pem" > /dev/null  # an outside CA whose users write to us
+# partner.example's own CA, trusted for partner.example alone.
+openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -keyout partner-root.key -out partner-root.pem \
+  -subj "/CN=Partner Root" -days 30 -addext basicConstraints=critical,CA:TRUE -addext keyUsage=critical,keyCertSign,cRLSign 2> /dev/null
+"$ctl" trust add partner-root.pem --domains partner.example > /dev/null
 
 cat > policy.toml <<'POLICY'
 [local]
@@ -549,6 +553,33 @@ check "a signature under an outside CA for an address in a local domain passes, 
   bash -c "tr -d '\r' < in-dana.eml | sed -n '/^Authentication-Results: mx.corp.example;/,/^[^ \t]/p' | tr -d '\n\t' |
     grep -q 'smime=pass.*body.smime-identifier=dana@corp.example' && ! '$ctl' harvested list | grep -q '^dana@corp.example ' &&
     grep -q 'not harvested: dana@corp.example is in a local domain' milter.log"
+
+# ---- Trust anchors scoped to domains ------------------------------------------------
+# partner_signed ADDRESS OUT.eml: a message from ADDRESS to bob, signed
+# with a certificate partner.example's CA issued for ADDRESS.
+partner_signed() {
+  local name=${1%@*}-${1#*@}
+  openssl req -new -newkey rsa:2048 -nodes -keyout "$name.key" -subj "/CN=$1" -out "$name.csr" 2> /dev/null
+  printf '%s\n' "subjectAltName=email:$1" "keyUsage=digitalSignature,keyEncipherment" \
+    "extendedKeyUsage=emailProtection" "basicConstraints=CA:FALSE" > "$name.ext"
+  openssl x509 -req -in "$name.csr" -CA partner-root.pem -CAkey partner-root.key -CAcreateserial -days 30 \
+    -extfile "$name.ext" -out "$name.pem" 2> /dev/null
+  message "$1" "bob@corp.example" "From a partner?" "Signed under partner.example's CA." > "$name.eml"
+  "$ctl" message sign --cert "$name.pem" --key "$name.key" --chain partner-root.pem --in "$name.eml" --out "$2"
+}
+partner_signed someone@evil.example evil-signed.eml
+send someone@evil.example bob@corp.example < evil-signed.eml
+arrived in-evil.eml
+check "a CA scoped to partner.example signing for someone@evil.example: not smime=pass, and not harvested" \
+  bash -c "tr -d '\r' < in-evil.eml | sed -n '/^Authentication-Results: mx.corp.example;/,/^[^ \t]/p' | tr -d '\n\t' > ar.txt &&
+    grep -q 'smime=' ar.txt && ! grep -q 'smime=pass' ar.txt && grep -q 'vouches only for partner.example' ar.txt &&
+    ! '$ctl' harvested list | grep -q '^someone@evil.example '"
+partner_signed alice@partner.example partner-signed.eml
+send alice@partner.example bob@corp.example < partner-signed.eml
+arrived in-partner.eml
+check "the same CA signing for alice@partner.example: smime=pass, and her certificate is harvested" \
+  bash -c "tr -d '\r' < in-partner.eml | sed -n '/^Authentication-Results: mx.corp.example;/,/^[^ \t]/p' | tr -d '\n\t' |
+    grep -q 'smime=pass.*body.smime-identifier=alice@partner.example' && '$ctl' harvested list | grep -q '^alice@partner.example '"
 
 # ---- The enrollment address -----------------------------------------------------------
 message "alice@corp.example" "mailkms-enroll@corp.example" "Re: your enrollment" "token and password" |

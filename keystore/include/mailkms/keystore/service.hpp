@@ -152,7 +152,9 @@ class KeystoreService {
     std::string source;       // "ours", "external", "added"
     std::string fingerprint;  // SHA-256, for added ones: what trust-remove takes
     smime::Certificate certificate;
+    std::vector<std::string> domains;  // what it vouches for (see smime::TrustStore::add); empty: any
   };
+  static Result<TrustAnchor> parse_trust_row(const std::string& key, const std::string& value);
   struct TrustList {
     std::vector<TrustAnchor> anchors;
     bool system_roots = false;
