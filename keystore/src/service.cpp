@@ -92,6 +92,19 @@ Result<KeystoreService::TrustAnchor> KeystoreService::parse_trust_row(const std:
 
 namespace {
 
+// The CRLs a gateway fetched for the certificate it offers (base64 DER).
+Result<std::vector<std::string>> crls_from_params(const nlohmann::json& params) {
+  std::vector<std::string> crls;
+  const auto given = params.find("crls");
+  if (given == params.end() || given->is_null()) return crls;
+  if (!given->is_array() || given->size() > 4) return make_error(Errc::invalid_argument, "\"crls\" is a list of at most 4 CRLs");
+  for (const auto& c : *given) {
+    MAILKMS_TRY(der, protocol::unbase64(c));
+    crls.push_back(std::move(der));
+  }
+  return crls;
+}
+
 std::vector<std::string> chain_pems(const std::vector<smime::Certificate>& chain) {
   std::vector<std::string> out;
   for (const auto& c : chain) out.push_back(c.pem());
@@ -533,8 +546,17 @@ Result<nlohmann::json> KeystoreService::remember_certificate(const Caller& calle
     return refused;
   }
   MAILKMS_CHECK(check_encryption_certificate(record.certificate, address, record.stored_at));
+  MAILKMS_TRY(crls, crls_from_params(params));
   MAILKMS_TRY(trust, trust_store());
-  MAILKMS_CHECK(verify_chain(*ctx_, *trust, record.certificate, record.chain, address, record.stored_at));
+  // Revocation is checked here, on CRLs the gateway fetched (this process
+  // opens no connection to a URL from a certificate): one that names a
+  // distribution point is kept only under a current CRL of its issuer.
+  if (auto chained = verify_chain(*ctx_, *trust, record.certificate, record.chain, address, record.stored_at, &crls);
+      !chained) {
+    MAILKMS_CHECK(gateway_audit_.queue({"gateway:" + describe(caller), std::string(protocol::op::remember_certificate),
+                                        address, "refused", chained.error().message}));
+    return std::move(chained).error();
+  }
   std::optional<std::string> refused;
   MAILKMS_CHECK(guarded_.transaction([&]() -> Status {
     MAILKMS_TRY(added_since, local_user());  // the user may have been added while we checked

@@ -23,7 +23,9 @@ pki=$(realpath "$4")
 
 work=$(mktemp -d)
 chmod 755 "$work"
+crl_server=
 cleanup() {
+  [ -n "$crl_server" ] && kill "$crl_server" 2> /dev/null
   postfix_stop
   stop_daemons
   [ -n "${KEEP_WORK:-}" ] || rm -rf "$work"
@@ -561,7 +563,7 @@ partner_signed() {
   local name=${1%@*}-${1#*@}
   openssl req -new -newkey rsa:2048 -nodes -keyout "$name.key" -subj "/CN=$1" -out "$name.csr" 2> /dev/null
   printf '%s\n' "subjectAltName=email:$1" "keyUsage=digitalSignature,keyEncipherment" \
-    "extendedKeyUsage=emailProtection" "basicConstraints=CA:FALSE" > "$name.ext"
+    "extendedKeyUsage=emailProtection" "basicConstraints=CA:FALSE" ${CDP:+"crlDistributionPoints=URI:$CDP"} > "$name.ext"
   openssl x509 -req -in "$name.csr" -CA partner-root.pem -CAkey partner-root.key -CAcreateserial -days 30 \
     -extfile "$name.ext" -out "$name.pem" 2> /dev/null
   message "$1" "bob@corp.example" "From a partner?" "Signed under partner.example's CA." > "$name.eml"
@@ -580,6 +582,51 @@ arrived in-partner.eml
 check "the same CA signing for alice@partner.example: smime=pass, and her certificate is harvested" \
   bash -c "tr -d '\r' < in-partner.eml | sed -n '/^Authentication-Results: mx.corp.example;/,/^[^ \t]/p' | tr -d '\n\t' |
     grep -q 'smime=pass.*body.smime-identifier=alice@partner.example' && '$ctl' harvested list | grep -q '^alice@partner.example '"
+
+# ---- Revocation of harvested certificates --------------------------------------------
+# partner.example's CA publishes its CRL at an http URL its certificates
+# name, served here on loopback; the CRL revokes carol@partner.example's.
+# The gateway fetches it, the keystore checks it: a revoked certificate is
+# not harvested, one the CRL does not revoke is, and one whose CRL cannot
+# be had is not.
+crl_port=$(free_port)
+mkdir crl-www partner-ca && : > partner-ca/index.txt && echo 01 > partner-ca/crlnumber
+python3 -m http.server "$crl_port" --bind 127.0.0.1 --directory crl-www > http.log 2>&1 &
+crl_server=$!
+for _ in $(seq 100); do ss -Hltn "sport = :$crl_port" | grep -q . && break; sleep 0.1; done
+cat > partner-ca.cnf <<CNF
+[ ca ]
+default_ca = partner
+[ partner ]
+database = $work/partner-ca/index.txt
+crlnumber = $work/partner-ca/crlnumber
+certificate = $work/partner-root.pem
+private_key = $work/partner-root.key
+default_md = sha256
+default_crl_days = 1
+CNF
+CDP="http://127.0.0.1:$crl_port/partner.crl" partner_signed carol@partner.example carol-signed.eml
+CDP="http://127.0.0.1:$crl_port/partner.crl" partner_signed dan@partner.example dan-signed.eml
+CDP="http://127.0.0.1:$crl_port/gone.crl" partner_signed erin@partner.example erin-signed.eml
+openssl ca -config partner-ca.cnf -batch -revoke carol-partner.example.pem 2> /dev/null
+openssl ca -config partner-ca.cnf -batch -gencrl 2> /dev/null | openssl crl -outform DER -out crl-www/partner.crl
+send carol@partner.example bob@corp.example < carol-signed.eml
+arrived in-carol.eml
+check "a certificate its CRL revokes is not harvested, and the log says why" \
+  bash -c "! '$ctl' harvested list | grep -q '^carol@partner.example ' &&
+    grep -q 'not harvested: .*carol@partner.example fails its revocation check: certificate revoked' milter.log"
+check "the keystore's audit log records the refusal" \
+  bash -c "'$ctl' audit show --limit 100000 | grep -q 'remember-certificate  carol@partner.example  refused  .*certificate revoked'"
+send dan@partner.example bob@corp.example < dan-signed.eml
+arrived in-dan.eml
+check "one the same CRL does not revoke is harvested" bash -c "'$ctl' harvested list | grep -q '^dan@partner.example '"
+check "the CRL was fetched once, then kept until its nextUpdate" bash -c "[ \$(grep -c 'GET /partner.crl' http.log) = 1 ]"
+send erin@partner.example bob@corp.example < erin-signed.eml
+arrived in-erin.eml
+check "one whose CRL cannot be had is not harvested, and the log says why" \
+  bash -c "! '$ctl' harvested list | grep -q '^erin@partner.example ' &&
+    grep -q 'the CRL at http://127.0.0.1:$crl_port/gone.crl cannot be had: HTTP status 404' milter.log &&
+    grep -q 'not harvested: .*erin@partner.example fails its revocation check: unable to get certificate CRL' milter.log"
 
 # ---- The enrollment address -----------------------------------------------------------
 message "alice@corp.example" "mailkms-enroll@corp.example" "Re: your enrollment" "token and password" |
