@@ -83,7 +83,10 @@ keystore::Result<std::string> CrlFetcher::fetch(const std::string& url) {
   const std::time_t now = std::time(nullptr);
   {
     const std::lock_guard lock(mutex_);
-    if (const auto it = cache_.find(url); it != cache_.end() && it->second.until > now) return it->second.der;
+    if (const auto it = cache_.find(url); it != cache_.end() && it->second.until > now) {
+      if (!it->second.failure.empty()) return keystore::make_error(keystore::Errc::unavailable, it->second.failure);
+      return it->second.der;
+    }
   }
   std::unique_ptr<CURL, CurlFree> curl(curl_easy_init());
   if (!curl) return keystore::make_error(keystore::Errc::internal, "cannot start a transfer for " + url);
@@ -105,12 +108,18 @@ keystore::Result<std::string> CrlFetcher::fetch(const std::string& url) {
   if (done != CURLE_OK || status != 200) {
     const std::string why = done != CURLE_OK ? (error[0] != '\0' ? std::string(error) : curl_easy_strerror(done))
                                              : "HTTP status " + std::to_string(status);
-    return keystore::make_error(keystore::Errc::unavailable, "the CRL at " + url + " cannot be had: " + why);
+    const std::string failure = "the CRL at " + url + " cannot be had: " + why;
+    remember(url, {{}, failure, now + kRetryAfter.count()});
+    return keystore::make_error(keystore::Errc::unavailable, failure);
   }
+  remember(url, {body, {}, keep_until(body, now)});
+  return body;
+}
+
+void CrlFetcher::remember(const std::string& url, Cached entry) {
   const std::lock_guard lock(mutex_);
   if (cache_.size() >= 1024) cache_.clear();  // bounded; refilled on demand
-  cache_[url] = {body, keep_until(body, now)};
-  return body;
+  cache_[url] = std::move(entry);
 }
 
 }  // namespace mailkms::gateway

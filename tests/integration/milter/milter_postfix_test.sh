@@ -627,6 +627,10 @@ check "one whose CRL cannot be had is not harvested, and the log says why" \
   bash -c "! '$ctl' harvested list | grep -q '^erin@partner.example ' &&
     grep -q 'the CRL at http://127.0.0.1:$crl_port/gone.crl cannot be had: HTTP status 404' milter.log &&
     grep -q 'not harvested: .*erin@partner.example fails its revocation check: unable to get certificate CRL' milter.log"
+send erin@partner.example bob@corp.example < erin-signed.eml
+arrived in-erin-again.eml
+check "a CRL that could not be had is not asked for again at once: a slow server delays one message, not each" \
+  bash -c "[ \$(grep -c 'GET /gone.crl' http.log) = 1 ] && [ \$(grep -c 'gone.crl cannot be had: HTTP status 404' milter.log) = 2 ]"
 
 # ---- The enrollment address -----------------------------------------------------------
 message "alice@corp.example" "mailkms-enroll@corp.example" "Re: your enrollment" "token and password" |

@@ -4,8 +4,10 @@
 // holds users' keys never opens a connection to a URL someone else wrote.
 // Only http (a CRL is signed; TLS adds nothing but a way to fail), no
 // redirects, at most kMaxCrlBytes, kFetchTimeout; each CRL is kept until
-// its nextUpdate (a day at most). It never judges a CRL: the keystore
-// verifies its signature and its dates against the issuer.
+// its nextUpdate (a day at most), and a failure for kRetryAfter, so that a
+// slow or absent server delays one message, not every one. It never judges
+// a CRL: the keystore verifies its signature and its dates against the
+// issuer.
 #pragma once
 
 #include <chrono>
@@ -22,6 +24,7 @@ namespace mailkms::gateway {
 
 inline constexpr std::size_t kMaxCrlBytes = 512 * 1024;  // the keystore's request line is 1 MiB
 inline constexpr std::chrono::seconds kFetchTimeout{5};
+inline constexpr std::chrono::seconds kRetryAfter{300};
 
 // The http URLs of the CRL distribution points `certificate` names.
 std::vector<std::string> crl_urls(const smime::Certificate& certificate);
@@ -39,8 +42,10 @@ class CrlFetcher {
 
   struct Cached {
     std::string der;
+    std::string failure;  // why it could not be had, when it could not
     std::time_t until = 0;
   };
+  void remember(const std::string& url, Cached entry);
   std::mutex mutex_;
   std::map<std::string, Cached> cache_;  // by URL
 };
