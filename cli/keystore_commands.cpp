@@ -290,6 +290,7 @@ int run_logout(const Base& a) {
 // ---- CA
 
 struct CaArgs : Base {
+  std::vector<std::string> domains;  // trust add --domains
   std::string id;
   std::string parent;
   std::string name;
@@ -299,6 +300,13 @@ struct CaArgs : Base {
   std::string in;
   std::string out;
 };
+
+// "  for partner.example, .partner.example": a trust anchor's scope, if any.
+std::string scope_text(const json& domains) {
+  std::string out;
+  for (const auto& d : domains) out += (out.empty() ? "  for " : ", ") + d.get<std::string>();
+  return out;
+}
 
 void print_ca(const json& ca) {
   std::cout << ca.value("id", "") << "  " << ca.value("role", "") << (ca.value("enabled", false) ? "" : " (disabled)")
@@ -877,11 +885,21 @@ std::vector<Command> add_keystore_commands(CLI::App& app) {
   trust->require_subcommand(1);
   commands.push_back(command<CaArgs>(
       *trust, "add", "Trust these CA certificates (PEM) for inbound mail",
-      [](CLI::App& c, CaArgs& a) { c.add_option("file", a.in, "PEM file (- for stdin)")->required(); },
+      [](CLI::App& c, CaArgs& a) {
+        c.add_option("file", a.in, "PEM file (- for stdin)")->required();
+        c.add_option("--domains", a.domains,
+                     "Vouch only for addresses at these domains (comma-separated; partner.example is that domain, "
+                     ".partner.example those below it)")
+            ->delimiter(',');
+      },
       [](const CaArgs& a) {
-        const json r = Keystore(a.config).admin("trust-add", {{"pem", read_input(a.in)}});
+        json params{{"pem", read_input(a.in)}};
+        if (!a.domains.empty()) params["domains"] = a.domains;
+        const json r = Keystore(a.config).admin("trust-add", params);
         pending_or(r, [&] {
-          for (const auto& f : r.value("added", json::array())) std::cout << "trusted sha256 " << f.get<std::string>() << "\n";
+          for (const auto& f : r.value("added", json::array())) {
+            std::cout << "trusted sha256 " << f.get<std::string>() << scope_text(r.value("domains", json::array())) << "\n";
+          }
         });
         return 0;
       }));
@@ -904,7 +922,7 @@ std::vector<Command> add_keystore_commands(CLI::App& app) {
     for (const auto& anchor : r.value("anchors", json::array())) {
       std::cout << anchor.value("source", "") << "  " << anchor.value("subject", "");
       if (anchor.contains("fingerprint")) std::cout << "  sha256 " << anchor.value("fingerprint", "");
-      std::cout << "\n";
+      std::cout << scope_text(anchor.value("domains", json::array())) << "\n";
     }
     std::cout << "system roots: " << (r.value("system_roots", false) ? "on" : "off") << "\n";
     return 0;

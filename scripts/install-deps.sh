@@ -15,8 +15,8 @@ packages=(
   # mailkmsctl's and the daemons' command lines
   libcli11-dev
   # the milter: libmilter for the protocol, spdlog for its log lines
-  # (stderr under systemd, or syslog)
-  libmilter-dev libspdlog-dev
+  # (stderr under systemd, or syslog), libcurl for outside CAs' CRLs
+  libmilter-dev libspdlog-dev libcurl4-openssl-dev
   # tests: Catch2, a real Postfix with swaks to send it mail, miltertest
   # to drive the milter without an MTA, python3 to speak the keystore's
   # socket protocol where mailkmsctl has no command (gateway operations),

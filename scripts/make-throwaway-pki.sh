@@ -103,6 +103,11 @@ user dave p384 -days 3650
 user erin rsa -startdate 20200101000000Z -enddate 20210101000000Z   # expired
 user frank encrypt-only -days 3650                                   # may not sign
 
+# A correspondent outside our domains (the users above share example.org).
+export EMAIL=zoe@partner.example
+rsa zoe.key
+issue zoe zoe.key issuing v3_user -days 3650
+
 # A signer under a root nobody trusts.
 export EMAIL=mallory@example.org
 rsa mallory.key

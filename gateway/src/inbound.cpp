@@ -121,9 +121,16 @@ Outcome Gateway::inbound(const Transaction& tx, const std::vector<smime::HeaderF
             outcome.log += "; not harvested: " + address + " is in a local domain";
             continue;
           }
+          // Fetched here, checked by the keystore: without the CRL a
+          // certificate names, it is not kept (the keystore says why).
+          auto crls = crls_.crls_for(signer.certificate);
+          if (!crls) outcome.log += "; " + crls.error().message;
           auto stored = keystore::remember_certificate(keystore_, address, signer.certificate, verified.certificates,
-                                                       signer.capabilities, signer.signing_time);
-          outcome.log += stored && *stored ? "; harvested " + address : "";
+                                                       signer.capabilities, signer.signing_time,
+                                                       crls ? *crls : std::vector<std::string>{});
+          outcome.log += !stored ? "; not harvested: " + stored.error().message
+                         : *stored ? "; harvested " + address
+                                   : "";
         }
       }
     }

@@ -27,7 +27,13 @@ keystore::Result<std::shared_ptr<Trust>> fetch(keystore::KeystoreClient& client)
   for (const auto& anchor : anchors.value("anchors", nlohmann::json::array())) {
     auto certificate = smime::Certificate::from_pem(anchor.value("certificate", ""));
     if (!certificate) return keystore::make_error(keystore::Errc::corrupt, "a trust anchor does not parse");
-    trust->store.add(*certificate);
+    // An anchor scoped to domains vouches for signers there alone.
+    std::vector<std::string> domains;
+    for (const auto& d : anchor.value("domains", nlohmann::json::array())) {
+      if (!d.is_string()) return keystore::make_error(keystore::Errc::corrupt, "a trust anchor's scope does not parse");
+      domains.push_back(d.get<std::string>());
+    }
+    trust->store.add(*certificate, domains);
   }
   if (anchors.value("system_roots", false)) {
     if (auto added = trust->store.add_system_roots(); !added) {

@@ -60,6 +60,7 @@ int main(int argc, char** argv) {
   mailkms::keystore::KeystoreService::Policies policies;
   policies.users = {config->encryption_key_type, config->signing_key_type, config->certificate_days};
   policies.enrollment = config->enrollment;
+  policies.local_domains = config->local_domains;
   auto service = mailkms::keystore::KeystoreService::open(config->database, *ctx, access, policies);
   if (!service) return fatal(service.error().describe());
   // Guarded rows that fail their checks: a database writer at work.
@@ -134,6 +135,7 @@ int main(int argc, char** argv) {
     } else {
       (*service)->set_access({fresh->gateway_uids, fresh->gateway_gids, fresh->gateway_rate_limit});
       (*service)->set_enrollment(fresh->enrollment);
+      (*service)->set_local_domains(fresh->local_domains);
       if (fresh->database != config->database || fresh->socket != config->socket || fresh->workers != config->workers) {
         std::cerr << "mailkms-keystored: database, socket and workers change only on restart\n";
       }

@@ -59,6 +59,25 @@ int int_param(const nlohmann::json& params, const char* name, int fallback) {
   return it != params.end() && it->is_number_integer() ? it->get<int>() : fallback;
 }
 
+// trust-add's "domains": what the anchor may vouch for, lower-cased;
+// "partner.example" that domain, ".partner.example" those below it.
+Result<std::vector<std::string>> scope_param(const nlohmann::json& params) {
+  std::vector<std::string> domains;
+  const auto it = params.find("domains");
+  if (it == params.end() || it->is_null()) return domains;
+  if (!it->is_array() || it->size() > 100) return make_error(Errc::invalid_argument, "\"domains\" is a list of at most 100 domains");
+  for (const auto& d : *it) {
+    const std::string domain = d.is_string() ? smime::normalize_address(d.get<std::string>()) : std::string();
+    const std::string_view bare = std::string_view(domain).substr(domain.starts_with('.') ? 1 : 0);
+    if (!smime::plausible_domain(bare)) {
+      return make_error(Errc::invalid_argument, "not a domain for a trust anchor's scope: \"" + domain +
+                                                    "\" (partner.example, or .partner.example for those below it)");
+    }
+    if (std::find(domains.begin(), domains.end(), domain) == domains.end()) domains.push_back(domain);
+  }
+  return domains;
+}
+
 bool flag_param(const nlohmann::json& params, const char* name) {
   const auto it = params.find(name);
   return it != params.end() && it->is_boolean() && it->get<bool>();
@@ -496,6 +515,9 @@ Result<nlohmann::json> KeystoreService::execute(const std::string& op, const nlo
     MAILKMS_TRY(pem, text_param(params, "pem"));
     auto anchors = smime::Certificate::all_from_pem(pem);
     if (!anchors) return make_error(Errc::invalid_argument, anchors.error().message);
+    MAILKMS_TRY(domains, scope_param(params));
+    std::string scope;
+    for (const auto& d : domains) scope += (scope.empty() ? "" : ", ") + d;
     nlohmann::json added = nlohmann::json::array();
     MAILKMS_CHECK(guarded_.transaction([&]() -> Status {
       for (const auto& anchor : *anchors) {
@@ -503,13 +525,17 @@ Result<nlohmann::json> KeystoreService::execute(const std::string& op, const nlo
           return make_error(Errc::invalid_argument, anchor.subject() + " is not a CA certificate");
         }
         const std::string fingerprint = detail::hex_sha256(anchor.der());
-        MAILKMS_CHECK(guarded_.put("trust/" + fingerprint, anchor.pem()));
-        MAILKMS_CHECK(audit_.append({actor, "trust-add", anchor.subject(), "ok", "sha256 " + fingerprint}));
+        // The scope is inside the authenticated row (parse_trust_row).
+        const std::string row =
+            domains.empty() ? anchor.pem() : nlohmann::json{{"certificate", anchor.pem()}, {"domains", domains}}.dump();
+        MAILKMS_CHECK(guarded_.put("trust/" + fingerprint, row));
+        MAILKMS_CHECK(audit_.append({actor, "trust-add", anchor.subject(), "ok",
+                                     "sha256 " + fingerprint + (scope.empty() ? "" : ", for " + scope)}));
         added.push_back(fingerprint);
       }
       return Ok{};
     }));
-    return nlohmann::json{{"added", added}};
+    return nlohmann::json{{"added", added}, {"domains", domains}};
   }
   if (op == "trust-remove") {
     MAILKMS_TRY(fingerprint, text_param(params, "fingerprint"));

@@ -263,10 +263,15 @@ Result<CertificateLookup> lookup_certificates(KeystoreClient& client, std::span<
 Result<bool> remember_certificate(KeystoreClient& client, const std::string& address,
                                   const smime::Certificate& certificate, std::span<const smime::Certificate> chain,
                                   const std::optional<smime::Capabilities>& capabilities,
-                                  std::optional<std::time_t> signing_time) {
+                                  std::optional<std::time_t> signing_time, std::span<const std::string> crls) {
   std::vector<std::string> pems;
   for (const auto& c : chain) pems.push_back(c.pem());
   nlohmann::json params{{"address", address}, {"certificate", certificate.pem()}, {"chain", pems}};
+  if (!crls.empty()) {
+    nlohmann::json encoded = nlohmann::json::array();
+    for (const auto& der : crls) encoded.push_back(protocol::base64(der));
+    params["crls"] = std::move(encoded);
+  }
   if (capabilities) params["capabilities"] = protocol::capabilities_to_json(*capabilities);
   if (signing_time) params["signing_time"] = *signing_time;
   MAILKMS_TRY(result, client.call(protocol::op::remember_certificate, params));

@@ -79,6 +79,19 @@ Status as_command(const toml::node& node, const std::string& key, std::vector<st
   return mailkms::Ok{};
 }
 
+Status as_domains(const toml::node& node, const std::string& key, std::vector<std::string>& out) {
+  const auto* list = node.as_array();
+  if (list == nullptr) return wrong(node, key, "a list of domains like [\"example.org\"]");
+  std::vector<std::string> domains;
+  for (const auto& item : *list) {
+    const auto* s = item.as_string();
+    if (s == nullptr || !smime::plausible_domain(s->get())) return wrong(item, key, "domains like \"example.org\"");
+    domains.push_back(smime::normalize_address(s->get()));
+  }
+  out = std::move(domains);
+  return mailkms::Ok{};
+}
+
 template <class Id>
 Status as_ids(const toml::node& node, const std::string& key, std::vector<Id>& out, bool users) {
   const auto* list = node.as_array();
@@ -173,6 +186,7 @@ const std::vector<Setting>& settings() {
        [](const toml::node& n, Config& c) { return as_integer(n, "certificate_days", 1, 3650, c.certificate_days); }},
       {"renewal_window_days",
        [](const toml::node& n, Config& c) { return as_integer(n, "renewal_window_days", 1, 365, c.renewal_window_days); }},
+      {"local_domains", [](const toml::node& n, Config& c) { return as_domains(n, "local_domains", c.local_domains); }},
       {"mail_command", [](const toml::node& n, Config& c) { return as_command(n, "mail_command", c.enrollment.mail_command); }},
       {"mail_from",
        [](const toml::node& n, Config& c) { return as_mail_address(n, "mail_from", false, c.enrollment.mail_from); }},

@@ -33,6 +33,28 @@ struct StoreCtxFree {
 struct X509StackFree {
   void operator()(STACK_OF(X509) * p) const { sk_X509_free(p); }  // the certificates are borrowed
 };
+struct CrlStackFree {
+  void operator()(STACK_OF(X509_CRL) * p) const { sk_X509_CRL_pop_free(p, X509_CRL_free); }
+};
+
+bool names_crl(const smime::Certificate& certificate) {
+  const int at = X509_get_ext_by_NID(certificate.native(), NID_crl_distribution_points, -1);
+  return at >= 0;
+}
+
+bool about_revocation(int error) {
+  switch (error) {
+    case X509_V_ERR_UNABLE_TO_GET_CRL:
+    case X509_V_ERR_UNABLE_TO_GET_CRL_ISSUER:
+    case X509_V_ERR_CRL_SIGNATURE_FAILURE:
+    case X509_V_ERR_CRL_NOT_YET_VALID:
+    case X509_V_ERR_CRL_HAS_EXPIRED:
+    case X509_V_ERR_UNABLE_TO_DECRYPT_CRL_SIGNATURE:
+    case X509_V_ERR_KEYUSAGE_NO_CRL_SIGN:
+    case X509_V_ERR_CERT_REVOKED: return true;
+    default: return false;
+  }
+}
 
 nlohmann::json to_json(const HarvestedCertificate& r) {
   std::vector<std::string> chain;
@@ -114,7 +136,9 @@ Status check_encryption_certificate(const smime::Certificate& certificate, std::
 
 Status verify_chain(const smime::CryptoContext& ctx, const smime::TrustStore& trust,
                     const smime::Certificate& certificate, std::span<const smime::Certificate> intermediates,
-                    std::time_t now) {
+                    std::string_view address, std::time_t now, const std::vector<std::string>* crls) {
+  // Declared first: the context only borrows the CRLs.
+  std::unique_ptr<STACK_OF(X509_CRL), CrlStackFree> lists(sk_X509_CRL_new_null());
   std::unique_ptr<STACK_OF(X509), X509StackFree> untrusted(sk_X509_new_null());
   std::unique_ptr<X509_STORE_CTX, StoreCtxFree> sctx(X509_STORE_CTX_new_ex(ctx.libctx(), nullptr));
   if (!untrusted || !sctx) {
@@ -130,6 +154,20 @@ Status verify_chain(const smime::CryptoContext& ctx, const smime::TrustStore& tr
   }
   // No purpose: the leaf's usages are check_encryption_certificate's to judge.
   X509_VERIFY_PARAM_set_time(X509_STORE_CTX_get0_param(sctx.get()), now);
+  if (crls != nullptr && names_crl(certificate)) {
+    if (!lists) return make_error(Errc::crypto_failed, "out of memory");
+    for (const auto& der : *crls) {
+      const auto* p = reinterpret_cast<const unsigned char*>(der.data());
+      X509_CRL* crl = d2i_X509_CRL(nullptr, &p, static_cast<long>(der.size()));
+      if (crl == nullptr || sk_X509_CRL_push(lists.get(), crl) <= 0) {
+        X509_CRL_free(crl);
+        ERR_clear_error();
+        return make_error(Errc::permission_denied, certificate.subject() + ": a CRL offered for it does not parse");
+      }
+    }
+    X509_STORE_CTX_set0_crls(sctx.get(), lists.get());
+    X509_VERIFY_PARAM_set_flags(X509_STORE_CTX_get0_param(sctx.get()), X509_V_FLAG_CRL_CHECK);
+  }
   if (X509_verify_cert(sctx.get()) != 1) {
     const int error = X509_STORE_CTX_get_error(sctx.get());
     std::string reason = X509_verify_cert_error_string(error);
@@ -137,8 +175,14 @@ Status verify_chain(const smime::CryptoContext& ctx, const smime::TrustStore& tr
       reason += " (" + smime::Certificate::share(where).subject() + ")";
     }
     ERR_clear_error();
+    if (about_revocation(error)) {
+      return make_error(Errc::permission_denied, certificate.subject() + " fails its revocation check: " + reason);
+    }
     return make_error(Errc::permission_denied,
                       certificate.subject() + " does not chain to a trust anchor: " + reason);
+  }
+  if (auto outside = trust.out_of_scope(X509_STORE_CTX_get0_chain(sctx.get()), address)) {
+    return make_error(Errc::permission_denied, std::move(*outside));
   }
   return Ok{};
 }

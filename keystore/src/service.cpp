@@ -66,6 +66,47 @@ Result<HarvestedCertificate> harvest_from_params(const nlohmann::json& params, s
   return record;
 }
 
+}  // namespace
+
+// An added anchor's row: its PEM, or (scoped to domains) a JSON object
+// with the PEM and the domains. The row is authenticated as a whole, so a
+// scope cannot be widened in the database.
+Result<KeystoreService::TrustAnchor> KeystoreService::parse_trust_row(const std::string& key, const std::string& value) {
+  const Error bad = make_error(Errc::corrupt, key + " does not parse");
+  std::vector<std::string> domains;
+  std::string pem = value;
+  if (value.starts_with('{')) {
+    const auto j = nlohmann::json::parse(value, nullptr, false);
+    if (!j.is_object() || !j.contains("certificate") || !j["certificate"].is_string() || !j.contains("domains") ||
+        !j["domains"].is_array() || j["domains"].empty()) {
+      return bad;
+    }
+    pem = j["certificate"].get<std::string>();
+    for (const auto& d : j["domains"]) {
+      if (!d.is_string()) return bad;
+      domains.push_back(d.get<std::string>());
+    }
+  }
+  auto certificate = smime::Certificate::from_pem(pem);
+  if (!certificate) return bad;
+  return TrustAnchor{"added", key.substr(std::string_view("trust/").size()), std::move(*certificate), std::move(domains)};
+}
+
+namespace {
+
+// The CRLs a gateway fetched for the certificate it offers (base64 DER).
+Result<std::vector<std::string>> crls_from_params(const nlohmann::json& params) {
+  std::vector<std::string> crls;
+  const auto given = params.find("crls");
+  if (given == params.end() || given->is_null()) return crls;
+  if (!given->is_array() || given->size() > 4) return make_error(Errc::invalid_argument, "\"crls\" is a list of at most 4 CRLs");
+  for (const auto& c : *given) {
+    MAILKMS_TRY(der, protocol::unbase64(c));
+    crls.push_back(std::move(der));
+  }
+  return crls;
+}
+
 std::vector<std::string> chain_pems(const std::vector<smime::Certificate>& chain) {
   std::vector<std::string> out;
   for (const auto& c : chain) out.push_back(c.pem());
@@ -95,7 +136,9 @@ KeystoreService::KeystoreService(std::unique_ptr<SqliteStorage> storage, smime::
       pkcs12_(policies.pkcs12),
       enrollment_(guarded_, barrier_, audit_, audit_limiter_, ca_, users_, ctx_, policies.pkcs12,
                   std::move(policies.enrollment)),
-      gateway_audit_(audit_) {}
+      gateway_audit_(audit_) {
+  local_domains_ = std::move(policies.local_domains);
+}
 
 Result<std::unique_ptr<KeystoreService>> KeystoreService::open(const std::filesystem::path& database,
                                                                smime::CryptoContextPtr ctx, AccessPolicy access,
@@ -140,6 +183,31 @@ Result<SealRecord> KeystoreService::seal_record() {
 void KeystoreService::set_access(AccessPolicy access) {
   const std::unique_lock lock(access_mutex_);
   access_ = std::move(access);
+}
+
+void KeystoreService::set_local_domains(std::vector<std::string> domains) {
+  const std::unique_lock lock(access_mutex_);
+  local_domains_ = std::move(domains);
+}
+
+Result<std::optional<std::string>> KeystoreService::served_domain(std::string_view address) {
+  const std::string domain = Users::normalize(address.substr(address.rfind('@') + 1));
+  {
+    const std::shared_lock lock(access_mutex_);
+    for (const auto& local : local_domains_) {
+      if (smime::address_in_domain(address, local) || smime::address_in_domain(address, "." + local)) {
+        return std::optional<std::string>(local);
+      }
+    }
+  }
+  // The address's domain and each one above it, so that a user at
+  // example.org keeps hr.example.org ours too.
+  for (std::string_view candidate = domain; candidate.find('.') != std::string_view::npos;
+       candidate.remove_prefix(candidate.find('.') + 1)) {
+    MAILKMS_TRY(ours, users_.has_domain(candidate));
+    if (ours) return std::optional<std::string>(candidate);
+  }
+  return std::optional<std::string>();
 }
 
 bool KeystoreService::is_gateway(const Caller& caller) const {
@@ -501,12 +569,17 @@ Result<std::optional<HarvestedCertificate>> KeystoreService::usable_harvested(co
   const std::time_t now = std::time(nullptr);
   const HarvestedCertificate& record = **harvested;
   if (!check_encryption_certificate(record.certificate, address, now)) return std::optional<HarvestedCertificate>();
+  // Kept before its domain became ours (a first user there, local_domains).
+  MAILKMS_TRY(served, served_domain(address));
+  if (served) return std::optional<HarvestedCertificate>();
   if (!trust) {
     MAILKMS_TRY(store, trust_store());
     trust = std::move(store);
   }
   // Anchors change: one an administrator removed must stop the certificates under it.
-  if (!verify_chain(*ctx_, *trust, record.certificate, record.chain, now)) return std::optional<HarvestedCertificate>();
+  if (!verify_chain(*ctx_, *trust, record.certificate, record.chain, address, now)) {
+    return std::optional<HarvestedCertificate>();
+  }
   return harvested;
 }
 
@@ -525,9 +598,30 @@ Result<nlohmann::json> KeystoreService::remember_certificate(const Caller& calle
   const auto not_stored = [&](const std::string& reason) { return nlohmann::json{{"stored", false}, {"reason", reason}}; };
   MAILKMS_TRY(local, local_user());
   if (local) return not_stored(address + " is a local user");
+  // Nor anyone's in a domain we serve: a gateway misconfigured, or in an
+  // attacker's hands, must not plant a certificate that mail to ceo@ our
+  // domain would be encrypted to, however trusted its CA.
+  MAILKMS_TRY(served, served_domain(address));
+  if (served) {
+    Error refused = make_error(Errc::permission_denied, address + " is in " + *served +
+                                                            ", a domain this keystore serves: its certificates come "
+                                                            "from our CA, never from mail");
+    MAILKMS_CHECK(gateway_audit_.queue({"gateway:" + describe(caller), std::string(protocol::op::remember_certificate),
+                                        address, "refused", refused.message}));
+    return refused;
+  }
   MAILKMS_CHECK(check_encryption_certificate(record.certificate, address, record.stored_at));
+  MAILKMS_TRY(crls, crls_from_params(params));
   MAILKMS_TRY(trust, trust_store());
-  MAILKMS_CHECK(verify_chain(*ctx_, *trust, record.certificate, record.chain, record.stored_at));
+  // Revocation is checked here, on CRLs the gateway fetched (this process
+  // opens no connection to a URL from a certificate): one that names a
+  // distribution point is kept only under a current CRL of its issuer.
+  if (auto chained = verify_chain(*ctx_, *trust, record.certificate, record.chain, address, record.stored_at, &crls);
+      !chained) {
+    MAILKMS_CHECK(gateway_audit_.queue({"gateway:" + describe(caller), std::string(protocol::op::remember_certificate),
+                                        address, "refused", chained.error().message}));
+    return std::move(chained).error();
+  }
   std::optional<std::string> refused;
   MAILKMS_CHECK(guarded_.transaction([&]() -> Status {
     MAILKMS_TRY(added_since, local_user());  // the user may have been added while we checked
@@ -613,14 +707,13 @@ Result<KeystoreService::TrustList> KeystoreService::trust_list() {
   TrustList list;
   MAILKMS_TRY(cas, ca_.list());
   for (const auto& ca : cas) {
-    if (ca.role == CaRole::root && ca.certificate) list.anchors.push_back({"ours", "", *ca.certificate});
-    if (!ca.external_chain.empty()) list.anchors.push_back({"external", "", ca.external_chain.back()});
+    if (ca.role == CaRole::root && ca.certificate) list.anchors.push_back({"ours", "", *ca.certificate, {}});
+    if (!ca.external_chain.empty()) list.anchors.push_back({"external", "", ca.external_chain.back(), {}});
   }
   MAILKMS_TRY(added, guarded_.scan("trust/", {}, 10'000));
-  for (const auto& [key, pem] : added) {
-    auto cert = smime::Certificate::from_pem(pem);
-    if (!cert) return make_error(Errc::corrupt, key + " does not parse");
-    list.anchors.push_back({"added", key.substr(6), std::move(*cert)});
+  for (const auto& [key, value] : added) {
+    MAILKMS_TRY(anchor, parse_trust_row(key, value));
+    list.anchors.push_back(std::move(anchor));
   }
   MAILKMS_TRY(system, guarded_.get("config/trust-system-roots"));
   list.system_roots = system.value_or("0") == "1";
@@ -633,6 +726,7 @@ Result<nlohmann::json> KeystoreService::trust_anchors() {
   for (const auto& a : list.anchors) {
     nlohmann::json anchor{{"source", a.source}, {"subject", a.certificate.subject()}, {"certificate", a.certificate.pem()}};
     if (!a.fingerprint.empty()) anchor["fingerprint"] = a.fingerprint;
+    if (!a.domains.empty()) anchor["domains"] = a.domains;
     anchors.push_back(std::move(anchor));
   }
   return nlohmann::json{{"anchors", anchors}, {"system_roots", list.system_roots}};
@@ -641,13 +735,17 @@ Result<nlohmann::json> KeystoreService::trust_anchors() {
 Result<std::shared_ptr<const smime::TrustStore>> KeystoreService::trust_store() {
   MAILKMS_TRY(list, trust_list());
   std::string key = list.system_roots ? "system" : "";
-  for (const auto& a : list.anchors) key += a.certificate.der();
+  for (const auto& a : list.anchors) {
+    key += a.certificate.der();
+    for (const auto& d : a.domains) key += "\n" + d;  // a changed scope is another store
+    key += "\n";
+  }
   {
     const std::lock_guard lock(trust_cache_mutex_);
     if (trust_cache_ && trust_cache_key_ == key) return trust_cache_;
   }
   auto store = std::make_shared<smime::TrustStore>();
-  for (const auto& a : list.anchors) store->add(a.certificate);
+  for (const auto& a : list.anchors) store->add(a.certificate, a.domains);
   if (list.system_roots) {
     const auto loaded = store->add_system_roots();
     if (!loaded) return make_error(Errc::internal, loaded.error().message);

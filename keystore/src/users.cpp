@@ -88,7 +88,29 @@ bool Users::plausible_address(std::string_view address) {
   });
 }
 
-Status Users::save(const UserRecord& record) { return storage_.put(user_key(record.address), to_json(record).dump()); }
+Status Users::save(const UserRecord& record) {
+  {
+    const std::lock_guard lock(domains_mutex_);
+    if (domains_) domains_->insert(record.address.substr(record.address.rfind('@') + 1));
+  }
+  return storage_.put(user_key(record.address), to_json(record).dump());
+}
+
+Result<bool> Users::has_domain(std::string_view domain) {
+  const std::lock_guard lock(domains_mutex_);
+  if (!domains_) {
+    std::set<std::string, std::less<>> found;
+    std::string after;
+    for (;;) {
+      MAILKMS_TRY(rows, storage_.scan("users/", after, 1000));
+      for (const auto& [key, value] : rows) found.insert(key.substr(key.rfind('@') + 1));
+      if (rows.size() < 1000) break;
+      after = rows.back().first;
+    }
+    domains_ = std::move(found);
+  }
+  return domains_->contains(domain);
+}
 
 Status Users::issue_encryption(UserRecord& record, const std::string& actor) {
   MAILKMS_TRY(encryption_key, generate_key(*ctx_, policy_.encryption_key));

@@ -37,6 +37,24 @@ std::string normalize_address(std::string_view address) {
 
 bool same_address(std::string_view a, std::string_view b) { return normalize_address(a) == normalize_address(b); }
 
+bool plausible_domain(std::string_view domain) {
+  if (domain.empty() || domain.size() > 253 || domain.front() == '.' || domain.back() == '.') return false;
+  if (domain.find('.') == std::string_view::npos || domain.find("..") != std::string_view::npos) return false;
+  return std::all_of(domain.begin(), domain.end(), [](unsigned char c) {
+    return std::isalnum(c) != 0 || c == '-' || c == '.' || c >= 0x80;
+  });
+}
+
+bool address_in_domain(std::string_view address, std::string_view domain) {
+  const auto at = address.rfind('@');
+  if (at == std::string_view::npos || domain.empty()) return false;
+  const std::string own = normalize_address(address.substr(at + 1));
+  const std::string wanted = normalize_address(domain);
+  if (wanted.front() != '.') return own == wanted;
+  // ".partner.example": a label, then the domain.
+  return own.size() > wanted.size() && own.ends_with(wanted);
+}
+
 Certificate Certificate::share(X509* x509) {
   X509_up_ref(x509);
   return Certificate(own(x509));

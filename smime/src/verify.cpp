@@ -180,6 +180,16 @@ void judge_signer(const CryptoContext& ctx, SignerReport& report, STACK_OF(X509)
       }
     }
   }
+  // A scoped anchor vouches for its domains alone: the authors, or without
+  // them every address the signer's certificate names.
+  const std::vector<std::string>& vouched = options.from ? *options.from : report.addresses;
+  for (const auto& address : vouched) {
+    if (auto outside = options.trust->out_of_scope(X509_STORE_CTX_get0_chain(sctx.get()), address)) {
+      report.status = SignatureStatus::untrusted;
+      report.reason = std::move(*outside);
+      return;
+    }
+  }
   report.status = SignatureStatus::pass;
   report.reason = "signed by " + (report.addresses.empty() ? report.certificate.subject() : report.addresses.front());
 }
@@ -390,16 +400,39 @@ std::string_view to_string(SignatureStatus status) noexcept {
 }
 
 TrustStore::TrustStore() : store_(X509_STORE_new()) {}
-TrustStore::TrustStore(TrustStore&& other) noexcept : store_(other.store_) { other.store_ = nullptr; }
+TrustStore::TrustStore(TrustStore&& other) noexcept : store_(other.store_), scopes_(std::move(other.scopes_)) {
+  other.store_ = nullptr;
+}
 TrustStore& TrustStore::operator=(TrustStore&& other) noexcept {
   std::swap(store_, other.store_);
+  std::swap(scopes_, other.scopes_);
   return *this;
 }
 TrustStore::~TrustStore() { X509_STORE_free(store_); }
 
-void TrustStore::add(const Certificate& anchor) {
+void TrustStore::add(const Certificate& anchor, const std::vector<std::string>& domains) {
   X509_STORE_add_cert(store_, anchor.native());
   ERR_clear_error();  // adding the same anchor twice is not an error
+  if (domains.empty()) return;
+  auto& scope = scopes_[anchor.der()];
+  for (const auto& d : domains) scope.push_back(normalize_address(d));
+}
+
+std::optional<std::string> TrustStore::out_of_scope(STACK_OF(X509) * chain, std::string_view address) const {
+  if (scopes_.empty()) return std::nullopt;
+  for (int i = 0; i < sk_X509_num(chain); ++i) {
+    const Certificate certificate = Certificate::share(sk_X509_value(chain, i));
+    const auto scope = scopes_.find(certificate.der());
+    if (scope == scopes_.end()) continue;
+    const auto& domains = scope->second;
+    if (std::any_of(domains.begin(), domains.end(), [&](const std::string& d) { return address_in_domain(address, d); })) {
+      continue;
+    }
+    std::string listed;
+    for (const auto& d : domains) listed += (listed.empty() ? "" : ", ") + d;
+    return "the trust anchor " + certificate.subject() + " vouches only for " + listed + ", not " + std::string(address);
+  }
+  return std::nullopt;
 }
 
 Status TrustStore::add_system_roots() {

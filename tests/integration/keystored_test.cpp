@@ -262,41 +262,48 @@ TEST_CASE("a gateway remembers an outside sender's certificate, and lookups hand
 
   const std::vector<smime::Certificate> chain = test::chain();
   const smime::Capabilities capabilities{{smime::Cipher::aes256_gcm, smime::Cipher::aes256_cbc}, true};
-  const auto frank_cert = test::cert("frank");
-  CHECK(must(remember_certificate(client, "Frank@Example.org", frank_cert, chain, capabilities, 1'700'000'000)));
+  const auto zoe_cert = test::cert("zoe");
+  CHECK(must(remember_certificate(client, "Zoe@Partner.Example", zoe_cert, chain, capabilities, 1'700'000'000)));
   // An older message does not roll it back; our own users are never harvested.
-  CHECK_FALSE(must(remember_certificate(client, "frank@example.org", frank_cert, chain, std::nullopt, 1'600'000'000)));
+  CHECK_FALSE(must(remember_certificate(client, "zoe@partner.example", zoe_cert, chain, std::nullopt, 1'600'000'000)));
   const auto alice = must(lookup_certificates(client, std::vector<std::string>{"alice@example.org"})).found.at(0).second;
   CHECK_FALSE(must(remember_certificate(client, "alice@example.org", alice.certificate, alice.chain, {}, {})));
-  const auto untrusted = remember_certificate(client, "mallory@example.org", test::cert("mallory"), {}, {}, {});
+  // Nor anyone else in their domain, however trusted the CA: a gateway
+  // must not plant the certificate mail to our own addresses is encrypted to.
+  const auto planted = remember_certificate(client, "frank@example.org", test::cert("frank"), chain, {}, {});
+  REQUIRE_FALSE(planted);
+  CHECK(planted.error().code == Errc::permission_denied);
+  CHECK(planted.error().message.find("frank@example.org is in example.org, a domain this keystore serves") !=
+        std::string::npos);
+  const auto untrusted = remember_certificate(client, "zoe@partner.example", zoe_cert, {}, {}, {});
   REQUIRE_FALSE(untrusted);
   CHECK(untrusted.error().code == Errc::permission_denied);
 
-  const std::vector<std::string> addresses{"frank@example.org", "alice@example.org", "mallory@example.org"};
+  const std::vector<std::string> addresses{"zoe@partner.example", "alice@example.org", "frank@example.org"};
   const CertificateLookup found = must(lookup_certificates(client, addresses));
   REQUIRE(found.found.size() == 2);
   const auto entry = [&](const std::string& address) {
     return std::find_if(found.found.begin(), found.found.end(), [&](const auto& f) { return f.first == address; });
   };
-  const auto frank = entry("frank@example.org");
-  REQUIRE(frank != found.found.end());
-  CHECK(frank->second.source == "harvested");
-  CHECK(frank->second.certificate == frank_cert);
-  CHECK(frank->second.chain == chain);
-  REQUIRE(frank->second.capabilities);
-  CHECK(frank->second.capabilities->ciphers == capabilities.ciphers);
-  CHECK(frank->second.capabilities->rsa_oaep);
+  const auto zoe = entry("zoe@partner.example");
+  REQUIRE(zoe != found.found.end());
+  CHECK(zoe->second.source == "harvested");
+  CHECK(zoe->second.certificate == zoe_cert);
+  CHECK(zoe->second.chain == chain);
+  REQUIRE(zoe->second.capabilities);
+  CHECK(zoe->second.capabilities->ciphers == capabilities.ciphers);
+  CHECK(zoe->second.capabilities->rsa_oaep);
   const auto ours = entry("alice@example.org");
   REQUIRE(ours != found.found.end());
   CHECK(ours->second.source == "keystore");
   CHECK_FALSE(ours->second.capabilities);
-  CHECK(found.missing == std::vector<std::string>{"mallory@example.org"});
+  CHECK(found.missing == std::vector<std::string>{"frank@example.org"});
 
-  // A message encrypted to what the lookup returned opens with frank's own key.
-  const std::vector<smime::Recipient> to{{frank->second.certificate, smime::KeyTransport::rsa_oaep_sha256}};
+  // A message encrypted to what the lookup returned opens with zoe's own key.
+  const std::vector<smime::Recipient> to{{zoe->second.certificate, smime::KeyTransport::rsa_oaep_sha256}};
   const auto encrypted = smime::encrypt_message(*test::context(), test::sample_message(), to, {});
   REQUIRE(encrypted);
-  auto key = test::unwrapper("frank");
+  auto key = test::unwrapper("zoe");
   smime::KeyUnwrapper* keys[] = {&key};
   const auto opened = smime::open_message(*test::context(), *encrypted, keys, {});
   REQUIRE_FALSE(opened.error);

@@ -87,6 +87,7 @@ mail_command = ["$work/capture-mail", "$work/outbox"]
 mail_from = "mailkms@example.org"
 enrollment_address = "enroll@example.org"
 templates = "$templates"
+local_domains = ["corp.example"]
 CONF
 export MAILKMS_CONFIG=$work/mailkms.conf
 export MAILKMS_SESSION_FILE=$work/carol.session
@@ -183,6 +184,44 @@ printf 'keyUsage=critical,digitalSignature,keyEncipherment\nextendedKeyUsage=ema
 openssl x509 -req -in zoe.csr -CA partner.pem -CAkey partner.key -CAcreateserial -days 30 -extfile zoe.ext -out zoe.pem 2> /dev/null
 check "a gateway's harvested certificate under the partner's root is kept" remember zoe@partner.example zoe.pem
 check "an address of a local user is never harvested" bash -c "remember alice@example.org zoe.pem | grep -q 'alice@example.org is a local user'"
+# partner_cert ADDRESS OUT.pem [CA]: a certificate the partner root (or
+# CA) issued for ADDRESS, fit to encrypt to.
+partner_cert() {
+  local ca=${3:-partner}
+  openssl req -new -newkey rsa:2048 -nodes -keyout "$2.key" -subj "/CN=$1" -out "$2.csr" 2> /dev/null &&
+  printf 'keyUsage=critical,digitalSignature,keyEncipherment\nextendedKeyUsage=emailProtection\nsubjectAltName=email:%s\n' "$1" > "$2.ext" &&
+  openssl x509 -req -in "$2.csr" -CA "$ca.pem" -CAkey "$ca.key" -CAcreateserial -days 30 -extfile "$2.ext" -out "$2" 2> /dev/null
+}
+# A gateway (misconfigured, or in an attacker's hands) must not plant a
+# certificate that mail to one of our own addresses would be encrypted to,
+# however trusted its CA: the domains of our users and [keystore]
+# local_domains, and the domains below them, are the keystore's own.
+for address in ceo@example.org ceo@corp.example ceo@hr.corp.example; do
+  partner_cert "$address" "planted-$address.pem"
+  domain=${address#*@}
+  served=example.org; [ "$domain" = example.org ] || served=corp.example
+  check "a harvested certificate for $address, in a domain the keystore serves, is refused" \
+    bash -c "! remember '$address' 'planted-$address.pem' > answer.out && grep -q '\"code\":\"permission_denied\"' answer.out &&
+      grep -q '$address is in $served, a domain this keystore serves' answer.out && ! '$ctl' harvested list | grep -q '^$address '"
+done
+# An anchor scoped to domains vouches for addresses there alone: a
+# partner's CA speaks for the partner's people, not for everyone.
+# "partner2.example" is that domain, ".partner2.example" those below it.
+openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -keyout scoped.key -out scoped.pem \
+  -subj "/CN=Scoped Root" -days 30 -addext basicConstraints=critical,CA:TRUE 2> /dev/null
+check "a partner's root is trusted for its own domains" \
+  bash -c "'$ctl' trust add scoped.pem --domains Partner2.example,.partner2.example | grep -q '^trusted sha256 [0-9a-f]*  for partner2.example, .partner2.example\$'"
+check "trust list shows the scope" \
+  bash -c "'$ctl' trust list | grep -q '^added  CN=Scoped Root  sha256 [0-9a-f]*  for partner2.example, .partner2.example\$'"
+check "a domain that is not one is refused as a scope" bash -c "! '$ctl' trust add scoped.pem --domains 'evil..example' 2> err && grep -q 'evil..example' err"
+partner_cert yan@partner2.example yan.pem scoped
+partner_cert yan@mx.partner2.example yan-mx.pem scoped
+partner_cert someone@evil.example someone.pem scoped
+check "a certificate under the scoped root for its domain is harvested" remember yan@partner2.example yan.pem
+check "and one for a domain below it" remember yan@mx.partner2.example yan-mx.pem
+check "one under it for another domain is refused, naming the scope" \
+  bash -c "! remember someone@evil.example someone.pem > answer.out && grep -q 'vouches only for partner2.example, .partner2.example' answer.out &&
+    ! '$ctl' harvested list | grep -q '^someone@evil.example '"
 # The signing time is the sender's to write: one ahead of now would keep
 # the certificate against every later message's for as long.
 check "a signing time ahead of now is taken as now" remember zoe@partner.example zoe.pem $(($(date +%s) + 20 * 3600))
@@ -216,6 +255,8 @@ for action in unseal login ca-create-root user-add enroll redeem-token admin-add
 done
 check "the audit log records each harvested certificate, with the gateway that offered it" \
   grep -q "  gateway:uid [0-9]* (pid [0-9]*)  remember-certificate  zoe@partner.example  ok  CN=Zoe Partner" audit.out
+check "and each one refused for a domain the keystore serves, with the gateway that offered it" \
+  grep -q "  gateway:uid [0-9]* (pid [0-9]*)  remember-certificate  ceo@hr.corp.example  refused  ceo@hr.corp.example is in corp.example, a domain this keystore serves" audit.out
 check "no password reached the daemon's log" bash -c "! grep -qF -e \"\$(cat carol.pw)\" -e \"\$(cat p12.pw)\" -e \"\$(cat unseal.pw)\" -e \"\$(cat enroll.pw)\" daemon.log"
 check "nor a token the log or the audit log" bash -c "! grep -qF -e '$first_token' -e \"\$(token_to frank@example.org)\" daemon.log audit.out"
 check "logout ends the session" bash -c "'$ctl' logout && ! '$ctl' user list"

@@ -121,6 +121,27 @@ run "$ctl" trust list
 t "an inserted trust anchor is not trusted" '[ $rc = 0 ] && grep -q "^ours  CN=Example Root CA" out && ! grep -q "Evil Root" out'
 t "and the log names the row" 'logged "trust-list: trust/$fingerprint: a row the manifest does not name"'
 
+# 4b. A trust anchor's scope widened: its domains taken out of its row, or
+# the row it had before it was scoped put back.
+openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -keyout partner.key -out partner.pem \
+  -subj "/CN=Partner Root" -days 30 -addext basicConstraints=critical,CA:TRUE 2> /dev/null
+partner=$(openssl x509 -in partner.pem -outform DER | sha256sum | cut -c1-64)
+"$ctl" trust add partner.pem > /dev/null
+unscoped=$(value "trust/$partner")
+"$ctl" trust add partner.pem --domains partner.example > /dev/null
+scoped=$(value "trust/$partner")
+db "UPDATE kv SET value = CAST(replace(CAST(value AS TEXT), '[\"partner.example\"]', '[]') AS BLOB) WHERE key = 'trust/$partner'"
+run "$ctl" trust list
+t "a scope taken out of an anchor's row widens nothing: the trust list is refused" '[ $rc != 0 ] && ! grep -q "Partner Root" out'
+t "and the log names the row" 'logged "trust-list: trust/$partner: the row was changed"'
+put_back "trust/$partner" "$unscoped"
+run "$ctl" trust list
+t "nor does the unscoped row put back" '[ $rc != 0 ] && ! grep -q "Partner Root" out'
+t "and the log names the row" 'logged "trust-list: trust/$partner: an older copy of the row was put back"'
+put_back "trust/$partner" "$scoped"
+run "$ctl" trust list
+t "the scoped row as it was is trusted again, with its scope" '[ $rc = 0 ] && grep -q "^added  CN=Partner Root  sha256 $partner  for partner.example$" out'
+
 # 5. A revocation undone: the revocation row deleted, the certificate's
 # row put back as it was before.
 serial=$("$ctl" user show bob@example.org | sed -n 's/^certificate: \([^ ]*\)  signing.*$/\1/p')

@@ -23,7 +23,9 @@ pki=$(realpath "$4")
 
 work=$(mktemp -d)
 chmod 755 "$work"
+crl_server=
 cleanup() {
+  [ -n "$crl_server" ] && kill "$crl_server" 2> /dev/null
   postfix_stop
   stop_daemons
   [ -n "${KEEP_WORK:-}" ] || rm -rf "$work"
@@ -67,6 +69,10 @@ start_keystore || { echo "FAIL - the keystore does not start"; cat keystore.log;
 "$ctl" ca add-subordinate --id issuing --parent root --name "Corp Issuing CA" > /dev/null
 "$ctl" user add alice@corp.example bob@corp.example carol@corp.example dave@corp.example ceo@corp.example > /dev/null
 "$ctl" trust add "$pki/root.pem" > /dev/null  # an outside CA whose users write to us
+# partner.example's own CA, trusted for partner.example alone.
+openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -keyout partner-root.key -out partner-root.pem \
+  -subj "/CN=Partner Root" -days 30 -addext basicConstraints=critical,CA:TRUE -addext keyUsage=critical,keyCertSign,cRLSign 2> /dev/null
+"$ctl" trust add partner-root.pem --domains partner.example > /dev/null
 
 cat > policy.toml <<'POLICY'
 [local]
@@ -554,6 +560,82 @@ check "a signature under an outside CA for an address in a local domain passes, 
   bash -c "tr -d '\r' < in-dana.eml | sed -n '/^Authentication-Results: mx.corp.example;/,/^[^ \t]/p' | tr -d '\n\t' |
     grep -q 'smime=pass.*body.smime-identifier=dana@corp.example' && ! '$ctl' harvested list | grep -q '^dana@corp.example ' &&
     grep -q 'not harvested: dana@corp.example is in a local domain' milter.log"
+
+# ---- Trust anchors scoped to domains ------------------------------------------------
+# partner_signed ADDRESS OUT.eml: a message from ADDRESS to bob, signed
+# with a certificate partner.example's CA issued for ADDRESS.
+partner_signed() {
+  local name=${1%@*}-${1#*@}
+  openssl req -new -newkey rsa:2048 -nodes -keyout "$name.key" -subj "/CN=$1" -out "$name.csr" 2> /dev/null
+  printf '%s\n' "subjectAltName=email:$1" "keyUsage=digitalSignature,keyEncipherment" \
+    "extendedKeyUsage=emailProtection" "basicConstraints=CA:FALSE" ${CDP:+"crlDistributionPoints=URI:$CDP"} > "$name.ext"
+  openssl x509 -req -in "$name.csr" -CA partner-root.pem -CAkey partner-root.key -CAcreateserial -days 30 \
+    -extfile "$name.ext" -out "$name.pem" 2> /dev/null
+  message "$1" "bob@corp.example" "From a partner?" "Signed under partner.example's CA." > "$name.eml"
+  "$ctl" message sign --cert "$name.pem" --key "$name.key" --chain partner-root.pem --in "$name.eml" --out "$2"
+}
+partner_signed someone@evil.example evil-signed.eml
+send someone@evil.example bob@corp.example < evil-signed.eml
+arrived in-evil.eml
+check "a CA scoped to partner.example signing for someone@evil.example: not smime=pass, and not harvested" \
+  bash -c "tr -d '\r' < in-evil.eml | sed -n '/^Authentication-Results: mx.corp.example;/,/^[^ \t]/p' | tr -d '\n\t' > ar.txt &&
+    grep -q 'smime=' ar.txt && ! grep -q 'smime=pass' ar.txt && grep -q 'vouches only for partner.example' ar.txt &&
+    ! '$ctl' harvested list | grep -q '^someone@evil.example '"
+partner_signed alice@partner.example partner-signed.eml
+send alice@partner.example bob@corp.example < partner-signed.eml
+arrived in-partner.eml
+check "the same CA signing for alice@partner.example: smime=pass, and her certificate is harvested" \
+  bash -c "tr -d '\r' < in-partner.eml | sed -n '/^Authentication-Results: mx.corp.example;/,/^[^ \t]/p' | tr -d '\n\t' |
+    grep -q 'smime=pass.*body.smime-identifier=alice@partner.example' && '$ctl' harvested list | grep -q '^alice@partner.example '"
+
+# ---- Revocation of harvested certificates --------------------------------------------
+# partner.example's CA publishes its CRL at an http URL its certificates
+# name, served here on loopback; the CRL revokes carol@partner.example's.
+# The gateway fetches it, the keystore checks it: a revoked certificate is
+# not harvested, one the CRL does not revoke is, and one whose CRL cannot
+# be had is not.
+crl_port=$(free_port)
+mkdir crl-www partner-ca && : > partner-ca/index.txt && echo 01 > partner-ca/crlnumber
+python3 -m http.server "$crl_port" --bind 127.0.0.1 --directory crl-www > http.log 2>&1 &
+crl_server=$!
+for _ in $(seq 100); do ss -Hltn "sport = :$crl_port" | grep -q . && break; sleep 0.1; done
+cat > partner-ca.cnf <<CNF
+[ ca ]
+default_ca = partner
+[ partner ]
+database = $work/partner-ca/index.txt
+crlnumber = $work/partner-ca/crlnumber
+certificate = $work/partner-root.pem
+private_key = $work/partner-root.key
+default_md = sha256
+default_crl_days = 1
+CNF
+CDP="http://127.0.0.1:$crl_port/partner.crl" partner_signed carol@partner.example carol-signed.eml
+CDP="http://127.0.0.1:$crl_port/partner.crl" partner_signed dan@partner.example dan-signed.eml
+CDP="http://127.0.0.1:$crl_port/gone.crl" partner_signed erin@partner.example erin-signed.eml
+openssl ca -config partner-ca.cnf -batch -revoke carol-partner.example.pem 2> /dev/null
+openssl ca -config partner-ca.cnf -batch -gencrl 2> /dev/null | openssl crl -outform DER -out crl-www/partner.crl
+send carol@partner.example bob@corp.example < carol-signed.eml
+arrived in-carol.eml
+check "a certificate its CRL revokes is not harvested, and the log says why" \
+  bash -c "! '$ctl' harvested list | grep -q '^carol@partner.example ' &&
+    grep -q 'not harvested: .*carol@partner.example fails its revocation check: certificate revoked' milter.log"
+check "the keystore's audit log records the refusal" \
+  bash -c "'$ctl' audit show --limit 100000 | grep -q 'remember-certificate  carol@partner.example  refused  .*certificate revoked'"
+send dan@partner.example bob@corp.example < dan-signed.eml
+arrived in-dan.eml
+check "one the same CRL does not revoke is harvested" bash -c "'$ctl' harvested list | grep -q '^dan@partner.example '"
+check "the CRL was fetched once, then kept until its nextUpdate" bash -c "[ \$(grep -c 'GET /partner.crl' http.log) = 1 ]"
+send erin@partner.example bob@corp.example < erin-signed.eml
+arrived in-erin.eml
+check "one whose CRL cannot be had is not harvested, and the log says why" \
+  bash -c "! '$ctl' harvested list | grep -q '^erin@partner.example ' &&
+    grep -q 'the CRL at http://127.0.0.1:$crl_port/gone.crl cannot be had: HTTP status 404' milter.log &&
+    grep -q 'not harvested: .*erin@partner.example fails its revocation check: unable to get certificate CRL' milter.log"
+send erin@partner.example bob@corp.example < erin-signed.eml
+arrived in-erin-again.eml
+check "a CRL that could not be had is not asked for again at once: a slow server delays one message, not each" \
+  bash -c "[ \$(grep -c 'GET /gone.crl' http.log) = 1 ] && [ \$(grep -c 'gone.crl cannot be had: HTTP status 404' milter.log) = 2 ]"
 
 # ---- The enrollment address -----------------------------------------------------------
 message "alice@corp.example" "mailkms-enroll@corp.example" "Re: your enrollment" "token and password" |

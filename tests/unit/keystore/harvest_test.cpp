@@ -29,16 +29,17 @@ struct Fixture {
   std::unique_ptr<KeystoreService> service;
   std::string session;
 
-  Fixture() {
+  explicit Fixture(std::vector<std::string> local_domains = {}) {
     auto master = new_master_key();
     const auto seal = must(seal_with_passphrase(master, "a long enough passphrase", {1 << 10, 8, 1}));
     KeystoreService::Policies policies;
     policies.admins.password_kdf = {1 << 10, 8, 1};
+    policies.local_domains = std::move(local_domains);
     service = must(KeystoreService::initialize(dir.path("keystore.db"), test::context(), seal, std::move(master), "carol",
                                                kAdminPassword, {}, policies));
     must(service->ca().create_root("root", "Our Root", KeyType::ec_p256, 3650, "test"));
     must(service->ca().create_issuing("issuing", "root", "Our Issuing", KeyType::ec_p256, 1825, 1, "test"));
-    must(service->users().add("local@example.org", "test"));
+    must(service->users().add("local@corp.example", "test"));
     session = must(call("login", {{"name", "carol"}, {"password", kAdminPassword}}))["token"];
   }
 
@@ -84,7 +85,7 @@ TEST_CASE("a trusted sender's certificate is stored, then looked up as harvested
   CHECK(must(f.remember("alice@example.org", "alice", again))["stored"] == true);
   CHECK(f.audit_records() == audited + 3);  // the same one again, as most signed mail brings it, is not
 
-  json found = f.lookup({"alice@EXAMPLE.org", "carol@example.org", "local@example.org", "nobody@example.org"});
+  json found = f.lookup({"alice@EXAMPLE.org", "carol@example.org", "local@corp.example", "nobody@example.org"});
   const json& alice = found["certificates"]["alice@example.org"];
   CHECK(alice["source"] == "harvested");
   CHECK(alice["certificate"] == test::cert("alice").pem());
@@ -92,7 +93,7 @@ TEST_CASE("a trusted sender's certificate is stored, then looked up as harvested
   CHECK(alice["capabilities"] == json{{"ciphers", {"aes-256-gcm", "aes-128-cbc"}}, {"rsa_oaep", true}});
   CHECK(found["certificates"]["carol@example.org"]["source"] == "harvested");
   CHECK_FALSE(found["certificates"]["carol@example.org"].contains("capabilities"));
-  CHECK(found["certificates"]["local@example.org"]["source"] == "keystore");
+  CHECK(found["certificates"]["local@corp.example"]["source"] == "keystore");
   CHECK(found["missing"] == json::array({"nobody@example.org"}));
 
   // What administrators see.
@@ -167,20 +168,54 @@ TEST_CASE("certificates the keystore cannot trust or use are refused, saying why
 TEST_CASE("a local user's address is never harvested", "[harvest]") {
   Fixture f;
   // Our own user's certificate, from our own trusted CA: still not kept.
-  json ours = f.lookup({"local@example.org"})["certificates"]["local@example.org"];
-  json r = must(f.call("remember-certificate", {{"address", "Local@Example.org"},
+  json ours = f.lookup({"local@corp.example"})["certificates"]["local@corp.example"];
+  json r = must(f.call("remember-certificate", {{"address", "Local@Corp.Example"},
                                                       {"certificate", ours["certificate"]},
                                                       {"chain", ours["chain"]}}));
   CHECK(r["stored"] == false);
-  CHECK(r["reason"] == "local@example.org is a local user");
+  CHECK(r["reason"] == "local@corp.example is a local user");
   CHECK(f.admin("harvested-list").empty());
 
   // Nor once they are disabled: a disabled user stays missing.
-  f.admin("user-disable", {{"address", "local@example.org"}});
-  CHECK(must(f.call("remember-certificate", {{"address", "local@example.org"},
+  f.admin("user-disable", {{"address", "local@corp.example"}});
+  CHECK(must(f.call("remember-certificate", {{"address", "local@corp.example"},
                                              {"certificate", ours["certificate"]},
                                              {"chain", ours["chain"]}}))["stored"] == false);
-  CHECK(f.lookup({"local@example.org"})["missing"] == json::array({"local@example.org"}));
+  CHECK(f.lookup({"local@corp.example"})["missing"] == json::array({"local@corp.example"}));
+}
+
+TEST_CASE("no certificate is harvested in a domain the keystore serves: its users', local_domains', or below them",
+          "[harvest]") {
+  Fixture f({"example.net"});
+  f.trust("root");
+  const std::size_t audited = f.audit_records();
+  // Whatever the certificate: the address alone decides, before anything else is looked at.
+  for (const auto& [address, domain] : std::vector<std::pair<std::string, std::string>>{
+           {"ceo@corp.example", "corp.example"},  // local@corp.example is a user
+           {"CEO@HR.Corp.Example", "corp.example"},
+           {"ceo@example.net", "example.net"},  // local_domains
+           {"ceo@mail.example.net", "example.net"}}) {
+    const auto r = f.remember(address, "alice");
+    REQUIRE_FALSE(r);
+    CHECK(r.error().code == Errc::permission_denied);
+    CHECK(r.error().message == smime::normalize_address(address) + " is in " + domain +
+                                   ", a domain this keystore serves: its certificates come from our CA, never from mail");
+  }
+  CHECK(f.admin("harvested-list").empty());
+  json records = f.admin("audit-show", {{"after", audited}, {"limit", 100}});
+  const auto refusals = std::count_if(records.begin(), records.end(), [](const json& r) {
+    return r["action"] == "remember-certificate" && r["outcome"] == "refused";
+  });
+  CHECK(refusals == 4);
+
+  // A domain is ours from its first user on.
+  CHECK(must(f.remember("alice@example.org", "alice"))["stored"] == true);
+  must(f.service->users().add("bob@example.org", "test"));
+  const auto after = f.remember("alice@example.org", "alice");
+  REQUIRE_FALSE(after);
+  CHECK(after.error().code == Errc::permission_denied);
+  // and the certificate kept before is no longer handed out.
+  CHECK(f.lookup({"alice@example.org"})["missing"] == json::array({"alice@example.org"}));
 }
 
 TEST_CASE("a certificate from an older message does not replace one from a newer", "[harvest]") {

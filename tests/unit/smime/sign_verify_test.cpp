@@ -129,6 +129,35 @@ TEST_CASE("every verdict of the verifier", "[verify]") {
   }
 }
 
+TEST_CASE("an anchor scoped to domains vouches for addresses there alone", "[verify]") {
+  const auto verify_under = [](const TrustStore& trust, const std::string& user, const std::string& from) {
+    VerifyOptions options;
+    options.trust = &trust;
+    return sign_and_verify(user, from, options);
+  };
+  TrustStore partner;
+  partner.add(test::cert("root"), {"partner.example", ".partner.example"});
+  const VerifyResult outside = verify_under(partner, "alice", "alice@example.org");
+  CHECK(outside.status == SignatureStatus::untrusted);
+  CHECK(outside.reason.find("vouches only for partner.example, .partner.example, not alice@example.org") !=
+        std::string::npos);
+  CHECK(verify_under(partner, "zoe", "zoe@partner.example").status == SignatureStatus::pass);
+
+  // "example.org" is that domain; ".example.org" only those below it.
+  TrustStore exact;
+  exact.add(test::cert("root"), {"Example.ORG"});
+  CHECK(verify_under(exact, "alice", "alice@example.org").status == SignatureStatus::pass);
+  TrustStore below;
+  below.add(test::cert("root"), {".example.org"});
+  CHECK(verify_under(below, "alice", "alice@example.org").status == SignatureStatus::untrusted);
+
+  // A scope holds even where the same anchor is also trusted without one.
+  TrustStore both;
+  both.add(test::cert("root"));
+  both.add(test::cert("root"), {"partner.example"});
+  CHECK(verify_under(both, "alice", "alice@example.org").status == SignatureStatus::untrusted);
+}
+
 TEST_CASE("signatures survive what mail transport does to line endings", "[sign][verify]") {
   auto signer = test::signer("alice");
   std::string m = must(sign_message(*test::context(), test::sample_message(), signer, {}));

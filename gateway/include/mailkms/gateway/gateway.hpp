@@ -17,6 +17,7 @@
 #include "mailkms/gateway/outcome.hpp"
 #include "mailkms/gateway/reinjection.hpp"
 #include "mailkms/gateway/settings.hpp"
+#include "mailkms/gateway/crl_fetcher.hpp"
 #include "mailkms/gateway/trust_cache.hpp"
 #include "mailkms/keystore/client.hpp"
 #include "mailkms/policy/policy.hpp"
@@ -131,6 +132,7 @@ class Gateway {
   keystore::KeystoreClient keystore_;
   CertificateCache certificates_;
   TrustCache trust_;
+  CrlFetcher crls_;  // outside CAs' CRLs, for harvesting
   ReinjectionMark mark_;
   struct CachedSigner {
     std::shared_ptr<keystore::RemoteSigner> signer;

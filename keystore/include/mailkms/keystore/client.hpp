@@ -86,10 +86,12 @@ Result<CertificateLookup> lookup_certificates(KeystoreClient& client, std::span<
 // that verified, with the intermediates it carried. The keystore checks it
 // again itself. Returns whether it was stored: not for a local user's
 // address, nor when a certificate from a later message is kept already.
+// `crls`: the DER of the CRLs its distribution points gave, which the
+// keystore needs to keep a certificate that names any.
 Result<bool> remember_certificate(KeystoreClient& client, const std::string& address,
                                   const smime::Certificate& certificate, std::span<const smime::Certificate> chain,
                                   const std::optional<smime::Capabilities>& capabilities,
-                                  std::optional<std::time_t> signing_time);
+                                  std::optional<std::time_t> signing_time, std::span<const std::string> crls = {});
 
 // Passes on a user's reply to the enrollment address: `from` (the
 // message's sender), the token and the password they wrote, and the

@@ -42,6 +42,9 @@ struct Config {
   KeyType signing_key_type = KeyType::rsa2048;
   int certificate_days = 365;
   int renewal_window_days = 30;  // renew users' certificates this long before they end
+  // Domains the keystore serves besides its users' (lower case): no
+  // certificate for an address in them, or below them, is harvested.
+  std::vector<std::string> local_domains;
   // Enrollment and recovery by mail: mail_command, mail_from,
   // enrollment_address, templates, token_lifetime_hours, pkcs12_profile.
   EnrollmentSettings enrollment;

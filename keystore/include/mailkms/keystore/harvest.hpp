@@ -40,10 +40,14 @@ struct HarvestedCertificate {
 Status check_encryption_certificate(const smime::Certificate& certificate, std::string_view address, std::time_t now);
 
 // Whether `certificate` chains to an anchor of `trust` at `now`, with
-// `intermediates` to fill the gaps. permission_denied if not.
+// `intermediates` to fill the gaps, and every scoped anchor on the way
+// vouches for `address`. With `crls` (DER, as a gateway fetched them), a
+// certificate that names a CRL distribution point must also be found
+// unrevoked by a current CRL its issuer signed: none, an expired one or a
+// forged one fails too. permission_denied if not.
 Status verify_chain(const smime::CryptoContext& ctx, const smime::TrustStore& trust,
                     const smime::Certificate& certificate, std::span<const smime::Certificate> intermediates,
-                    std::time_t now);
+                    std::string_view address, std::time_t now, const std::vector<std::string>* crls = nullptr);
 
 class HarvestedCertificates {
  public:

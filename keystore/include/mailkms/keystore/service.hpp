@@ -60,6 +60,8 @@ class KeystoreService {
     AdminPolicy admins;
     Pkcs12Options pkcs12;
     EnrollmentSettings enrollment;
+    // [keystore] local_domains: served here besides the users' domains.
+    std::vector<std::string> local_domains;
   };
 
   static Result<std::unique_ptr<KeystoreService>> open(const std::filesystem::path& database,
@@ -82,6 +84,8 @@ class KeystoreService {
   void set_access(AccessPolicy access);
   // New enrollment settings (SIGHUP): the mail command, addresses, templates.
   void set_enrollment(EnrollmentSettings settings) { enrollment_.set_settings(std::move(settings)); }
+  // New local domains (SIGHUP).
+  void set_local_domains(std::vector<std::string> domains);
 
   // Unsealing outside the protocol (a key file named in the configuration).
   Status unseal_with_key_file(const std::filesystem::path& path);
@@ -160,6 +164,9 @@ class KeystoreService {
   // An outside sender's certificate from a signature a gateway verified,
   // checked again here against our own trust anchors.
   Result<nlohmann::json> remember_certificate(const Caller& caller, const nlohmann::json& params);
+  // The domain this keystore serves that `address` is in or below (one of
+  // local_domains, or a user's), if any.
+  Result<std::optional<std::string>> served_domain(std::string_view address);
   // A user's reply to the enrollment address, as a gateway passes it on.
   Result<nlohmann::json> redeem_token(const Caller& caller, const nlohmann::json& params);
   Result<nlohmann::json> check_mail_mark(const Caller& caller, const nlohmann::json& params);
@@ -176,7 +183,9 @@ class KeystoreService {
     std::string source;       // "ours", "external", "added"
     std::string fingerprint;  // SHA-256, for added ones: what trust-remove takes
     smime::Certificate certificate;
+    std::vector<std::string> domains;  // what it vouches for (see smime::TrustStore::add); empty: any
   };
+  static Result<TrustAnchor> parse_trust_row(const std::string& key, const std::string& value);
   struct TrustList {
     std::vector<TrustAnchor> anchors;
     bool system_roots = false;
@@ -210,6 +219,7 @@ class KeystoreService {
   smime::CryptoContextPtr ctx_;
   mutable std::shared_mutex access_mutex_;
   AccessPolicy access_;
+  std::vector<std::string> local_domains_;  // under access_mutex_
   Barrier barrier_;
   AuditLog audit_;
   AuditLimiter audit_limiter_;  // what anyone can cause: audited within limits

@@ -7,7 +7,9 @@
 
 #include <ctime>
 #include <functional>
+#include <mutex>
 #include <optional>
+#include <set>
 #include <span>
 #include <string>
 #include <vector>
@@ -97,6 +99,12 @@ class Users {
   static std::string normalize(std::string_view address);
   static bool plausible_address(std::string_view address);
 
+  // Whether some user's address is in `domain` (lower case): the domains
+  // the keystore serves. Read from storage at the first call, then kept as
+  // users are saved (a domain stays once seen: at worst a harvest too many
+  // is refused).
+  Result<bool> has_domain(std::string_view domain);
+
  private:
   Status issue_encryption(UserRecord& record, const std::string& actor);
   Status issue_signing(UserRecord& record, const std::string& actor);
@@ -108,6 +116,8 @@ class Users {
   CertificateAuthority& ca_;
   smime::CryptoContextPtr ctx_;
   UserPolicy policy_;
+  std::mutex domains_mutex_;
+  std::optional<std::set<std::string, std::less<>>> domains_;  // read on first use
 };
 
 }  // namespace mailkms::keystore

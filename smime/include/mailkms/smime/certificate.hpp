@@ -83,4 +83,13 @@ std::string normalize_address(std::string_view address);
 // says why), as certificates, the keystore and policy all compare them.
 bool same_address(std::string_view a, std::string_view b);
 
+// Whether `domain` is a domain name as settings write one: labels of
+// letters, digits and hyphens (or UTF-8) between dots, at least two, no
+// dot at either end.
+bool plausible_domain(std::string_view domain);
+// Whether `address` is at `domain`, as name constraints write domains for
+// mail (RFC 5280 §4.2.1.10): "partner.example" is that domain alone,
+// ".partner.example" every domain below it. Without regard to ASCII case.
+bool address_in_domain(std::string_view address, std::string_view domain);
+
 }  // namespace mailkms::smime

@@ -5,8 +5,11 @@
 // for bad input — bad input is the verdict "malformed".
 #pragma once
 
+#include <openssl/x509.h>
+
 #include <ctime>
 #include <limits>
+#include <map>
 #include <memory>
 #include <optional>
 #include <string>
@@ -43,13 +46,21 @@ class TrustStore {
   TrustStore& operator=(TrustStore&&) noexcept;
   ~TrustStore();
 
-  void add(const Certificate& anchor);
+  // `domains`, when given, scope the anchor: it vouches only for addresses
+  // at those domains ("partner.example", or ".partner.example" for the
+  // domains below it: see address_in_domain). A scope holds wherever the
+  // anchor appears in a chain, even if it is also trusted without one.
+  void add(const Certificate& anchor, const std::vector<std::string>& domains = {});
   // The operating system's roots (Debian: /etc/ssl/certs).
   Status add_system_roots();
   [[nodiscard]] X509_STORE* native() const noexcept { return store_; }
+  // Why `address` is outside what a scoped anchor in `chain` (a verified
+  // chain, leaf first) vouches for; nothing when every anchor vouches for it.
+  [[nodiscard]] std::optional<std::string> out_of_scope(STACK_OF(X509) * chain, std::string_view address) const;
 
  private:
   X509_STORE* store_;
+  std::map<std::string, std::vector<std::string>, std::less<>> scopes_;  // by the anchor's DER
 };
 
 enum class Revocation { good, revoked, unknown };
