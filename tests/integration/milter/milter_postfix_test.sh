@@ -263,15 +263,29 @@ check "an internal client, MAIL FROM bob, From: alice: not signed as alice" \
 check "the log line says From is not the envelope sender" \
   grep -qF "[not signed as alice@corp.example: From alice@corp.example is not the envelope sender bob@corp.example]" milter.log
 
+# log_mark: where Postfix's log ends now. logged_since MARK PATTERN: a line
+# after MARK matches PATTERN (extended regex) within 30 s. What Postfix did
+# with a message is read from its log, never assumed after a sleep.
+log_mark() { wc -l < postfix/maillog; }
+logged_since() {
+  local end=$((SECONDS + 30))
+  until tail -n +"$(($1 + 1))" postfix/maillog | grep -qE "$2"; do
+    [ "$SECONDS" -lt "$end" ] || return 1
+    sleep 0.05
+  done
+}
+
 # ---- on_missing_certificate --------------------------------------------------
 message "alice@corp.example" "x@reject.example" "No certificate" "text" | send alice@corp.example x@reject.example
 check "reject: 550 5.7.1 at RCPT, naming the recipient" grep -q "<\*\* 550 5.7.1 .*x@reject.example" send.out
 message "alice@corp.example" "x@tempfail.example" "No certificate" "text" | send alice@corp.example x@tempfail.example
 check "tempfail: 450 4.7.1 at RCPT" grep -q "<\*\* 450 4.7.1 " send.out
+mark=$(log_mark)
 message "alice@corp.example" "x@hold.example" "No certificate" "held text" | send alice@corp.example x@hold.example
 check "quarantine: accepted" grep -q "250 2.0.0 Ok: queued" send.out
+check "quarantine: Postfix logs the milter's HOLD" logged_since "$mark" "milter-hold: END-OF-MESSAGE .*to=<x@hold.example>"
 check "quarantine: in Postfix's hold queue, not delivered" \
-  bash -c "sleep 0.5; [ \$(find '$work/postfix/queue/hold' -type f | wc -l) = 1 ] && [ \$(find '$SINK_DIR' -type f | wc -l) = 0 ]"
+  bash -c "[ \$(find '$work/postfix/queue/hold' -type f | wc -l) = 1 ] && [ \$(find '$SINK_DIR' -type f | wc -l) = 0 ]"
 message "alice@corp.example" "x@plain.example" "No certificate" "plain text" | send alice@corp.example x@plain.example
 arrived out-plain.eml
 check "send-plain: delivered signed, not encrypted" \
@@ -638,10 +652,13 @@ check "a CRL that could not be had is not asked for again at once: a slow server
   bash -c "[ \$(grep -c 'GET /gone.crl' http.log) = 1 ] && [ \$(grep -c 'gone.crl cannot be had: HTTP status 404' milter.log) = 2 ]"
 
 # ---- The enrollment address -----------------------------------------------------------
+mark=$(log_mark)
 message "alice@corp.example" "mailkms-enroll@corp.example" "Re: your enrollment" "token and password" |
   send alice@corp.example mailkms-enroll@corp.example
 check "mail to the enrollment address is accepted" grep -q "250 2.0.0 Ok: queued" send.out
-check "and never delivered" bash -c "sleep 1; [ \$(find '$SINK_DIR' -type f | wc -l) = 0 ]"
+check "and never delivered: Postfix logs the milter's DISCARD" \
+  logged_since "$mark" "milter-discard: END-OF-MESSAGE .*to=<mailkms-enroll@corp.example>"
+check "and nothing reached the sink" bash -c "[ \$(find '$SINK_DIR' -type f | wc -l) = 0 ]"
 # Only the keystore's own local submissions go out as they are: over SMTP,
 # the enrollment address as sender is a sender like any other.
 message "mailkms-enroll@corp.example" "bob@corp.example" "Not the keystore" "$body" |
@@ -694,8 +711,10 @@ message "alice@corp.example" "bob@corp.example" "While the keystore is down" "$b
 send alice@corp.example bob@corp.example < down.eml
 check "with the keystore down, mail that may be encrypted gets 451 4.7.1" grep -q "<\*\* 451 4.7.1 " send.out
 # Submitted locally instead, it waits in Postfix's queue: the milter defers it.
+mark=$(log_mark)
 sendmail -C "$work/postfix/conf" -f alice@corp.example bob@corp.example < down.eml
-sleep 1.5
+check "submitted locally, Postfix logs the milter's temporary refusal" \
+  logged_since "$mark" "milter-reject: END-OF-MESSAGE .*4\.7\.1.*to=<bob@corp.example>"
 check "nothing was delivered meanwhile" bash -c "[ \$(find '$SINK_DIR' -type f | wc -l) = 0 ]"
 start_keystore || echo "keystore did not restart" >&2
 postkick -c "$work/postfix/conf" public pickup W 2> /dev/null
