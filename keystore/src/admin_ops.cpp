@@ -160,35 +160,29 @@ Result<nlohmann::json> KeystoreService::administer(const Caller& caller, const p
   if (task == tasks().end() && !plain_operation(request.op)) {
     return make_error(Errc::invalid_argument, "unknown operation \"" + request.op + "\"");
   }
-  if (barrier_.sealed()) return make_error(Errc::sealed, "the keystore is sealed");
-  const auto session = request.params.find("session");
-  auto admin = admins_.authenticate(session != request.params.end() && session->is_string() ? session->get<std::string>() : "");
-  if (!admin) {
-    (void)audit_limiter_.record({describe(caller), request.op, "", "denied", admin.error().message});
-    return std::move(admin).error();
-  }
+  MAILKMS_TRY(admin, session_administrator(caller, request));
   nlohmann::json params = request.params;
   params.erase("session");
   if (request.op == "logout") {
-    MAILKMS_CHECK(admins_.logout(session->get<std::string>()));
+    MAILKMS_CHECK(admins_.logout(request.params.at("session").get<std::string>()));
     return nlohmann::json::object();
   }
   if (request.op == "approve") {
     MAILKMS_TRY(id, text_param(params, "id"));
-    return approve(id, *admin);
+    return approve(id, admin);
   }
   if (request.op == "request-fetch") {
     MAILKMS_TRY(id, text_param(params, "id"));
-    return fetch_request(id, *admin);
+    return fetch_request(id, admin);
   }
-  if (request.op == "rekey") return rekey(caller, params, "admin:" + *admin);
+  if (request.op == "rekey") return rekey(caller, params, "admin:" + admin);
   // Changing one's own password is no one else's business.
-  const bool own_password = request.op == "admin-passwd" && params.value("name", "") == *admin;
+  const bool own_password = request.op == "admin-passwd" && params.value("name", "") == admin;
   if (task != tasks().end() && !own_password) {
     MAILKMS_TRY(required, approvals_for(request.op));
-    if (required > 1) return open_request(request.op, params, *admin, required);
+    if (required > 1) return open_request(request.op, params, admin, required);
   }
-  return execute(request.op, params, "admin:" + *admin, *admin);
+  return execute(request.op, params, "admin:" + admin, admin);
 }
 
 Result<nlohmann::json> KeystoreService::open_request(const std::string& op, const nlohmann::json& params,
@@ -585,8 +579,6 @@ Result<nlohmann::json> KeystoreService::execute(const std::string& op, const nlo
   if (op == "audit-checkpoint") {
     MAILKMS_TRY(made, checkpoints_.checkpoint(true));
     if (!made) return make_error(Errc::not_found, "the audit log is empty: nothing to checkpoint");
-    last_checkpoint_ = std::chrono::duration_cast<std::chrono::seconds>(
-                           std::chrono::steady_clock::now().time_since_epoch()).count();
     return nlohmann::json::parse(made->to_line());
   }
   if (op == "audit-key") {

@@ -175,6 +175,11 @@ Result<std::string> AuditCheckpoints::key_id() {
   return key_id_;
 }
 
+bool AuditCheckpoints::due(std::chrono::seconds interval) const {
+  const std::lock_guard lock(mutex_);
+  return std::chrono::steady_clock::now() - last_made_ >= interval;
+}
+
 Result<std::string> AuditCheckpoints::public_key_pem() {
   const std::lock_guard lock(mutex_);
   MAILKMS_TRY(k, key());
@@ -194,6 +199,7 @@ Result<std::optional<AuditCheckpoint>> AuditCheckpoints::checkpoint(bool always)
   MAILKMS_TRY(signature, sign_text(k.native(), *ctx_, c.signed_text()));
   c.signature = base64_line(signature);
   last_sequence_ = head.sequence;
+  last_made_ = std::chrono::steady_clock::now();
   if (log_line_) log_line_("audit checkpoint " + c.to_line());
   if (const Status written = write_out(c); !written && log_line_) {
     log_line_("audit checkpoint not written to " + file_.string() + ": " + written.error().message);

@@ -225,7 +225,7 @@ Result<nlohmann::json> KeystoreService::handle(const Caller& caller, const proto
     // socket could stall the keystore at will.
     {
       const std::shared_lock shared(rotation_mutex_);
-      const Status admitted = admit_administrator(caller, request);
+      const auto admitted = session_administrator(caller, request);
       if (!admitted) {
         report_integrity(request.op, &admitted.error());
         return admitted.error();
@@ -243,15 +243,12 @@ Result<nlohmann::json> KeystoreService::handle(const Caller& caller, const proto
   return handle_locked(caller, request);
 }
 
-Status KeystoreService::admit_administrator(const Caller& caller, const protocol::Request& request) {
+Result<std::string> KeystoreService::session_administrator(const Caller& caller, const protocol::Request& request) {
   if (barrier_.sealed()) return make_error(Errc::sealed, "the keystore is sealed");
   const auto session = request.params.find("session");
   auto admin = admins_.authenticate(session != request.params.end() && session->is_string() ? session->get<std::string>() : "");
-  if (!admin) {
-    (void)audit_limiter_.record({describe(caller), request.op, "", "denied", admin.error().message});
-    return std::move(admin).error();
-  }
-  return Ok{};
+  if (!admin) (void)audit_limiter_.record({describe(caller), request.op, "", "denied", admin.error().message});
+  return admin;
 }
 
 Result<nlohmann::json> KeystoreService::handle_locked(const Caller& caller, const protocol::Request& request) {
@@ -815,12 +812,6 @@ void KeystoreService::set_audit_checkpoints(std::filesystem::path file, std::chr
   checkpoints_.set_output(std::move(file), std::move(log));
 }
 
-namespace {
-std::int64_t steady_seconds() {
-  return std::chrono::duration_cast<std::chrono::seconds>(std::chrono::steady_clock::now().time_since_epoch()).count();
-}
-}  // namespace
-
 Result<std::size_t> KeystoreService::renew_expiring(std::time_t before) {
   { const std::lock_guard gate(rotation_gate_); }
   const std::shared_lock shared(rotation_mutex_);  // as a request: never in a rotation's middle
@@ -835,15 +826,10 @@ void KeystoreService::audit_upkeep(bool final) {
   const auto failed = [&](const char* what, const Error& error) {
     if (report_integrity_) report_integrity_(std::string("audit ") + what + " failed: " + error.message);
   };
-  (void)gateway_audit_.flush();
+  if (final) (void)gateway_audit_.flush();  // the batcher writes on its own otherwise
   if (const Status counts = audit_limiter_.write_counts(final); !counts) failed("counts", counts.error());
-  const std::int64_t now = steady_seconds();
-  if (!final && now - last_checkpoint_.load() < checkpoint_interval_.count()) return;
-  if (auto made = checkpoints_.checkpoint(false); !made) {
-    failed("checkpoint", made.error());
-  } else {
-    last_checkpoint_ = now;
-  }
+  if (!final && !checkpoints_.due(checkpoint_interval_)) return;
+  if (auto made = checkpoints_.checkpoint(false); !made) failed("checkpoint", made.error());
 }
 
 void KeystoreService::check_and_checkpoint_audit() {
@@ -860,11 +846,7 @@ void KeystoreService::check_and_checkpoint_audit() {
     say("integrity check failed: the audit log and " + checkpoints_.file().string() + " disagree: " + *problem);
     (void)audit_.append({"keystore", "audit-checkpoint", "keystore", "failed", *problem});
   }
-  if (auto made = checkpoints_.checkpoint(true); !made) {
-    say("audit checkpoint failed: " + made.error().message);
-  } else {
-    last_checkpoint_ = steady_seconds();
-  }
+  if (auto made = checkpoints_.checkpoint(true); !made) say("audit checkpoint failed: " + made.error().message);
 }
 
 Result<nlohmann::json> KeystoreService::verify_audit(const nlohmann::json& params) {

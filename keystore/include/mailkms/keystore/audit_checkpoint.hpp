@@ -12,6 +12,7 @@
 // master key cannot sign a checkpoint of their own.
 #pragma once
 
+#include <chrono>
 #include <cstdint>
 #include <ctime>
 #include <filesystem>
@@ -67,6 +68,8 @@ class AuditCheckpoints {
   // empty. The checkpoint is returned even if the file cannot be written
   // (the error is logged): it is in the daemon's log.
   Result<std::optional<AuditCheckpoint>> checkpoint(bool always);
+  // Whether the last checkpoint made here is older than `interval`.
+  [[nodiscard]] bool due(std::chrono::seconds interval) const;
   // The audit key's public half, PEM: to check checkpoints elsewhere.
   Result<std::string> public_key_pem();
   // What is wrong with the database's chain in the light of these
@@ -95,6 +98,7 @@ class AuditCheckpoints {
   std::filesystem::path file_;
   std::function<void(const std::string&)> log_line_;
   std::uint64_t last_sequence_ = 0;  // of the last checkpoint made here
+  std::chrono::steady_clock::time_point last_made_{};
 };
 
 }  // namespace mailkms::keystore

@@ -133,8 +133,9 @@ class KeystoreService {
   Result<nlohmann::json> dispatch(const Caller& caller, const protocol::Request& request);
   // handle() once it holds the rotation lock (shared, or for rekey exclusive).
   Result<nlohmann::json> handle_locked(const Caller& caller, const protocol::Request& request);
-  // Whether the request carries a live administrator's session (refusals audited).
-  Status admit_administrator(const Caller& caller, const protocol::Request& request);
+  // The administrator whose live session the request carries (refusals
+  // audited, within the limiter's limits: anyone on the socket can send one).
+  Result<std::string> session_administrator(const Caller& caller, const protocol::Request& request);
 
   Result<nlohmann::json> status();
   // At unseal: the database's chain against the keystore's own checkpoint
@@ -225,7 +226,6 @@ class KeystoreService {
   AuditLimiter audit_limiter_;  // what anyone can cause: audited within limits
   AuditCheckpoints checkpoints_;
   std::chrono::seconds checkpoint_interval_{60};
-  std::atomic<std::int64_t> last_checkpoint_{0};  // steady clock, seconds
   CertificateAuthority ca_;
   Users users_;
   Admins admins_;
