@@ -116,13 +116,9 @@ class Session : public std::enable_shared_from_this<Session> {
       auto result = server_.service_.handle(caller_, request);
       return result ? keystore::protocol::encode_result(request.id, *result)
                     : keystore::protocol::encode_error(request.id, result.error());
-    } catch (const nlohmann::json::exception& e) {
-      // A stored record of the wrong shape (the transaction it was read in
-      // is rolled back): the request fails, the next one is served.
-      std::cerr << "mailkms-keystored: a stored record does not parse in " << request.op << ": " << e.what() << "\n";
-      return keystore::protocol::encode_error(
-          request.id, keystore::make_error(keystore::Errc::corrupt, "a stored record does not parse (see the keystore's log)"));
     } catch (const std::exception& e) {
+      // A stored row of the wrong shape is an error value already (the
+      // service's): this is a bug, and the next request is served.
       std::cerr << "mailkms-keystored: internal error in " << request.op << ": " << e.what() << "\n";
       return keystore::protocol::encode_error(request.id, keystore::make_error(keystore::Errc::internal, "internal error"));
     }

@@ -7,6 +7,7 @@
 #include <map>
 
 #include "aead.hpp"
+#include "row.hpp"
 #include "mailkms/keystore/service.hpp"
 
 namespace mailkms::keystore {
@@ -52,6 +53,37 @@ Result<std::string> text_param(const nlohmann::json& params, const char* name) {
     return make_error(Errc::invalid_argument, std::string("missing string parameter \"") + name + "\"");
   }
   return it->get<std::string>();
+}
+
+// An optional string: its fallback when absent; refused when not a string.
+Result<std::string> text_param_or(const nlohmann::json& params, const char* name, std::string fallback) {
+  const auto it = params.find(name);
+  if (it == params.end() || it->is_null()) return fallback;
+  if (!it->is_string()) return make_error(Errc::invalid_argument, std::string("parameter \"") + name + "\" must be a string");
+  return it->get<std::string>();
+}
+
+// The first of these parameters that is a string, or "": what a request
+// is about, as its approvers are shown it.
+std::string subject_of(const nlohmann::json& params) {
+  for (const char* name : {"address", "name", "id"}) {
+    if (const auto it = params.find(name); it != params.end() && it->is_string()) return it->get<std::string>();
+  }
+  return {};
+}
+
+// An optional list of strings; refused when anything in it is not one.
+Result<std::vector<std::string>> texts_param(const nlohmann::json& params, const char* name) {
+  std::vector<std::string> out;
+  const auto it = params.find(name);
+  if (it == params.end() || it->is_null()) return out;
+  const Error bad = make_error(Errc::invalid_argument, std::string("parameter \"") + name + "\" must be a list of strings");
+  if (!it->is_array()) return bad;
+  for (const auto& item : *it) {
+    if (!item.is_string()) return bad;
+    out.push_back(item.get<std::string>());
+  }
+  return out;
 }
 
 int int_param(const nlohmann::json& params, const char* name, int fallback) {
@@ -134,8 +166,7 @@ std::string view(const smime::SecretBytes& s) { return std::string(reinterpret_c
 Result<int> KeystoreService::approvals_required(std::string_view task) {
   MAILKMS_TRY(stored, guarded_.get("config/approvals"));
   if (!stored) return 1;
-  const auto j = nlohmann::json::parse(*stored, nullptr, false);
-  if (!j.is_object()) return make_error(Errc::corrupt, "the approval policy does not parse");
+  MAILKMS_TRY(j, detail::parse_row("config/approvals", *stored));
   return std::max(1, j.value(std::string(task), 1));
 }
 
@@ -177,7 +208,7 @@ Result<nlohmann::json> KeystoreService::administer(const Caller& caller, const p
   }
   if (request.op == "rekey") return rekey(caller, params, "admin:" + admin);
   // Changing one's own password is no one else's business.
-  const bool own_password = request.op == "admin-passwd" && params.value("name", "") == admin;
+  const bool own_password = request.op == "admin-passwd" && params.contains("name") && params["name"] == admin;
   if (task != tasks().end() && !own_password) {
     MAILKMS_TRY(required, approvals_for(request.op));
     if (required > 1) return open_request(request.op, params, admin, required);
@@ -206,7 +237,7 @@ Result<nlohmann::json> KeystoreService::open_request(const std::string& op, cons
                               {"task", task},           {"requested_by", admin},
                               {"approvals", {admin}},   {"required", required},
                               {"status", "pending"},    {"created", std::time(nullptr)},
-                              {"subject", params.value("address", params.value("name", params.value("id", "")))},
+                              {"subject", subject_of(params)},
                               {"parameters", shown}};
   MAILKMS_CHECK(guarded_.transaction([&]() -> Status {
     // Parameters may hold secrets (a PKCS#12 password): behind the barrier.
@@ -228,8 +259,8 @@ Result<nlohmann::json> KeystoreService::approve(const std::string& id, const std
   MAILKMS_CHECK(guarded_.transaction([&]() -> Status {
     MAILKMS_TRY(stored, guarded_.get("requests/" + id));
     if (!stored) return make_error(Errc::not_found, "no request " + id);
-    record = nlohmann::json::parse(*stored, nullptr, false);
-    if (!record.is_object()) return make_error(Errc::corrupt, "request " + id + " does not parse");
+    MAILKMS_TRY(parsed, detail::parse_row("requests/" + id, *stored));
+    record = std::move(parsed);
     if (record.value("status", "") != "pending") return make_error(Errc::invalid_argument, "request " + id + " is not pending");
     approvals = record.value("approvals", std::vector<std::string>{});
     if (std::find(approvals.begin(), approvals.end(), admin) != approvals.end()) {
@@ -249,7 +280,7 @@ Result<nlohmann::json> KeystoreService::approve(const std::string& id, const std
   Result<nlohmann::json> result = make_error(Errc::corrupt, "request " + id + " lost its parameters");
   MAILKMS_TRY(secret_params, barrier_.get("request-params/" + id));
   if (secret_params) {
-    const auto params = nlohmann::json::parse(view(*secret_params));
+    MAILKMS_TRY(params, detail::parse_row("request-params/" + id, view(*secret_params)));
     std::string actor = "admin:" + record.value("requested_by", "") + " (approved by";
     for (std::size_t i = 1; i < approvals.size(); ++i) actor += (i > 1 ? ", " : " ") + approvals[i];
     actor += ")";
@@ -272,8 +303,7 @@ Result<nlohmann::json> KeystoreService::fetch_request(const std::string& id, con
   MAILKMS_CHECK(guarded_.transaction([&]() -> Status {
     MAILKMS_TRY(stored, guarded_.get("requests/" + id));
     if (!stored) return make_error(Errc::not_found, "no request " + id);
-    const auto record = nlohmann::json::parse(*stored, nullptr, false);
-    if (!record.is_object()) return make_error(Errc::corrupt, "request " + id + " does not parse");
+    MAILKMS_TRY(record, detail::parse_row("requests/" + id, *stored));
     if (record.value("requested_by", "") != admin) {
       return make_error(Errc::permission_denied, "only " + record.value("requested_by", "") + " may fetch " + id);
     }
@@ -286,7 +316,7 @@ Result<nlohmann::json> KeystoreService::fetch_request(const std::string& id, con
     result = std::move(found);
     return Ok{};
   }));
-  return nlohmann::json::parse(view(*result));
+  return detail::parse_row("request-results/" + id, view(*result));
 }
 
 Result<nlohmann::json> KeystoreService::execute(const std::string& op, const nlohmann::json& params,
@@ -324,7 +354,7 @@ Result<nlohmann::json> KeystoreService::execute(const std::string& op, const nlo
     }
     MAILKMS_CHECK(guarded_.transaction([&]() -> Status {
       MAILKMS_TRY(stored, guarded_.get("config/approvals"));
-      auto policy = stored ? nlohmann::json::parse(*stored) : nlohmann::json::object();
+      MAILKMS_TRY(policy, stored ? detail::parse_row("config/approvals", *stored) : nlohmann::json::object());
       policy[task] = count;
       MAILKMS_CHECK(guarded_.put("config/approvals", policy.dump()));
       return audit_.append({actor, "approvals-set", task, "ok", std::to_string(count)});
@@ -342,21 +372,24 @@ Result<nlohmann::json> KeystoreService::execute(const std::string& op, const nlo
   if (op == "ca-create-root") {
     MAILKMS_TRY(id, text_param(params, "id"));
     MAILKMS_TRY(type, key_type_param(params, KeyType::ec_p384));
-    MAILKMS_TRY(ca, ca_.create_root(id, params.value("name", id), type, int_param(params, "validity_days", 3650), actor));
+    MAILKMS_TRY(name, text_param_or(params, "name", id));
+    MAILKMS_TRY(ca, ca_.create_root(id, name, type, int_param(params, "validity_days", 3650), actor));
     return describe_ca(ca);
   }
   if (op == "ca-create-issuing") {
     MAILKMS_TRY(id, text_param(params, "id"));
     MAILKMS_TRY(parent, text_param(params, "parent"));
     MAILKMS_TRY(type, key_type_param(params, KeyType::ec_p256));
-    MAILKMS_TRY(ca, ca_.create_issuing(id, parent, params.value("name", id), type,
+    MAILKMS_TRY(name, text_param_or(params, "name", id));
+    MAILKMS_TRY(ca, ca_.create_issuing(id, parent, name, type,
                                        int_param(params, "validity_days", 1825), int_param(params, "priority", 100), actor));
     return describe_ca(ca);
   }
   if (op == "ca-request-external") {
     MAILKMS_TRY(id, text_param(params, "id"));
     MAILKMS_TRY(type, key_type_param(params, KeyType::ec_p256));
-    MAILKMS_TRY(csr, ca_.request_external(id, params.value("name", id), type, int_param(params, "priority", 100), actor));
+    MAILKMS_TRY(name, text_param_or(params, "name", id));
+    MAILKMS_TRY(csr, ca_.request_external(id, name, type, int_param(params, "priority", 100), actor));
     return nlohmann::json{{"csr", csr}};
   }
   if (op == "ca-import-external") {
@@ -415,7 +448,8 @@ Result<nlohmann::json> KeystoreService::execute(const std::string& op, const nlo
                           {"failed", counts[EnrollStatus::failed]}};
   }
   if (op == "user-list") {
-    MAILKMS_TRY(all, users_.list(params.value("after", ""), static_cast<std::size_t>(int_param(params, "limit", 1000))));
+    MAILKMS_TRY(after, text_param_or(params, "after", ""));
+    MAILKMS_TRY(all, users_.list(after, static_cast<std::size_t>(int_param(params, "limit", 1000))));
     nlohmann::json out = nlohmann::json::array();
     for (const auto& u : all) out.push_back(describe_user(u));
     return out;
@@ -450,7 +484,8 @@ Result<nlohmann::json> KeystoreService::execute(const std::string& op, const nlo
     return describe_user(user);
   }
   if (op == "revoke") {
-    const auto reason = parse_revocation_reason(params.value("reason", "unspecified"));
+    MAILKMS_TRY(reason_name, text_param_or(params, "reason", "unspecified"));
+    const auto reason = parse_revocation_reason(reason_name);
     if (!reason) return make_error(Errc::invalid_argument, "unknown revocation reason");
     std::vector<std::string> serials;
     if (params.contains("serial")) {
@@ -479,7 +514,8 @@ Result<nlohmann::json> KeystoreService::execute(const std::string& op, const nlo
     }
     MAILKMS_TRY(password, text_param(params, "password"));
     Pkcs12Options options = pkcs12_;
-    if (params.value("profile", "modern") == "legacy") options.profile = Pkcs12Profile::legacy;
+    MAILKMS_TRY(profile, text_param_or(params, "profile", "modern"));
+    if (profile == "legacy") options.profile = Pkcs12Profile::legacy;
     MAILKMS_TRY(entries, users_.escrowed_encryption_keys(address));
     MAILKMS_TRY(user, users_.get(address));
     MAILKMS_TRY(current, ca_.certificate(user.encryption_serials.back()));
@@ -492,11 +528,12 @@ Result<nlohmann::json> KeystoreService::execute(const std::string& op, const nlo
     return nlohmann::json{{"pkcs12", protocol::base64(*p12)}, {"keys", entries.size()}};
   }
   if (op == "users-export") {
+    MAILKMS_TRY(addresses, texts_param(params, "addresses"));
     MAILKMS_TRY(password, text_param(params, "password"));
-    std::vector<std::string> addresses = params.value("addresses", std::vector<std::string>{});
-    MAILKMS_TRY(bundle, users_.export_bundle(addresses, password, {std::uint64_t{1} << 15, 8, 1}, actor));
-    OPENSSL_cleanse(password.data(), password.size());
-    return nlohmann::json{{"bundle", bundle}};
+    auto bundle = users_.export_bundle(addresses, password, {std::uint64_t{1} << 15, 8, 1}, actor);
+    OPENSSL_cleanse(password.data(), password.size());  // exported or not
+    if (!bundle) return std::move(bundle).error();
+    return nlohmann::json{{"bundle", *bundle}};
   }
   if (op == "users-import") {
     MAILKMS_TRY(bundle, text_param(params, "bundle"));
@@ -552,7 +589,8 @@ Result<nlohmann::json> KeystoreService::execute(const std::string& op, const nlo
   }
   if (op == "trust-list") return trust_anchors();
   if (op == "harvested-list") {
-    MAILKMS_TRY(all, harvested_.list(params.value("after", ""), static_cast<std::size_t>(int_param(params, "limit", 1000))));
+    MAILKMS_TRY(after, text_param_or(params, "after", ""));
+    MAILKMS_TRY(all, harvested_.list(after, static_cast<std::size_t>(int_param(params, "limit", 1000))));
     nlohmann::json out = nlohmann::json::array();
     for (const auto& h : all) out.push_back(describe_harvested(h));
     return out;
@@ -588,7 +626,10 @@ Result<nlohmann::json> KeystoreService::execute(const std::string& op, const nlo
   if (op == "requests-list") {
     MAILKMS_TRY(rows, guarded_.scan("requests/", {}, 1000));
     nlohmann::json out = nlohmann::json::array();
-    for (const auto& [key, value] : rows) out.push_back(nlohmann::json::parse(value, nullptr, false));
+    for (const auto& [key, value] : rows) {
+      MAILKMS_TRY(request, detail::parse_row(key, value));
+      out.push_back(std::move(request));
+    }
     return out;
   }
   return make_error(Errc::invalid_argument, "unknown operation \"" + op + "\"");

@@ -6,6 +6,7 @@
 #include <nlohmann/json.hpp>
 
 #include "aead.hpp"
+#include "row.hpp"
 #include "mailkms/keystore/protocol.hpp"
 
 namespace mailkms::keystore {
@@ -50,7 +51,7 @@ Status Admins::add(const std::string& name, std::string_view password, const std
   return storage_.transaction([&]() -> Status {
     MAILKMS_TRY(existing, storage_.get(admin_key(name)));
     if (existing) return make_error(Errc::already_exists, "an administrator " + name + " exists");
-    auto j = nlohmann::json::parse(record);
+    auto j = nlohmann::json::parse(record);  // made just above
     j["name"] = name;
     j["created"] = std::time(nullptr);
     MAILKMS_CHECK(storage_.put(admin_key(name), j.dump()));
@@ -64,8 +65,8 @@ Status Admins::set_password(const std::string& name, std::string_view password, 
   return storage_.transaction([&]() -> Status {
     MAILKMS_TRY(existing, storage_.get(admin_key(name)));
     if (!existing) return make_error(Errc::not_found, "no administrator " + name);
-    auto j = nlohmann::json::parse(*existing);
-    const auto fresh = nlohmann::json::parse(record);
+    MAILKMS_TRY(j, detail::parse_row(admin_key(name), *existing));
+    const auto fresh = nlohmann::json::parse(record);  // made just above
     j["kdf"] = fresh["kdf"];
     j["hash"] = fresh["hash"];
     MAILKMS_CHECK(storage_.put(admin_key(name), j.dump()));
@@ -89,8 +90,7 @@ Result<std::vector<AdminRecord>> Admins::list() {
   MAILKMS_TRY(rows, storage_.scan("admins/", {}, 10'000));
   std::vector<AdminRecord> out;
   for (const auto& [key, value] : rows) {
-    const auto j = nlohmann::json::parse(value, nullptr, false);
-    if (!j.is_object()) return make_error(Errc::corrupt, key + " does not parse");
+    MAILKMS_TRY(j, detail::parse_row(key, value));
     out.push_back({j.value("name", ""), j.value("created", std::time_t{0})});
   }
   return out;
@@ -110,14 +110,13 @@ Result<Session> Admins::login(const std::string& name, std::string_view password
   MAILKMS_TRY(stored, storage_.get(admin_key(name)));
   bool match = false;
   if (stored) {
-    const auto j = nlohmann::json::parse(*stored, nullptr, false);
-    if (!j.is_object()) return make_error(Errc::corrupt, "administrator record does not parse");
+    MAILKMS_TRY(j, detail::parse_row(admin_key(name), *stored));
     const auto& kdf = j.value("kdf", nlohmann::json::object());
     const ScryptParameters params{kdf.value("n", std::uint64_t{0}), kdf.value("r", std::uint32_t{0}),
                                   kdf.value("p", std::uint32_t{0})};
     auto salt = protocol::unbase64(kdf.value("salt", nlohmann::json()));
     auto expected = protocol::unbase64(j.value("hash", nlohmann::json()));
-    if (!salt || !expected || params.n == 0) return make_error(Errc::corrupt, "administrator record does not parse");
+    if (!salt || !expected || params.n == 0) return detail::corrupt_row(admin_key(name), "lacks its password hash");
     MAILKMS_TRY(hash, scrypt(password, *salt, params));
     match = hash.size() == expected->size() && CRYPTO_memcmp(hash.data(), expected->data(), hash.size()) == 0;
   } else {

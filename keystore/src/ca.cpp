@@ -11,6 +11,7 @@
 #include <nlohmann/json.hpp>
 
 #include "mailkms/smime/mime.hpp"
+#include "row.hpp"
 
 namespace mailkms::keystore {
 namespace {
@@ -89,10 +90,9 @@ nlohmann::json to_json(const CaInfo& ca) {
           {"external_chain", chain}};
 }
 
-Result<CaInfo> ca_from_json(std::string_view text) {
-  const auto j = nlohmann::json::parse(text, nullptr, false);
-  const Error bad = make_error(Errc::corrupt, "a CA record does not parse");
-  if (j.is_discarded() || !j.is_object()) return bad;
+Result<CaInfo> ca_from_json(std::string_view key, std::string_view text) {
+  MAILKMS_TRY(j, detail::parse_row(key, text));
+  const Error bad = detail::corrupt_row(key, "lacks a field, has one of the wrong type, or holds no certificate");
   try {
     CaInfo ca;
     ca.id = j.at("id").get<std::string>();
@@ -128,10 +128,9 @@ nlohmann::json to_json(const CertificateRecord& r) {
           {"reason", static_cast<int>(r.reason)}};
 }
 
-Result<CertificateRecord> record_from_json(std::string_view text) {
-  const auto j = nlohmann::json::parse(text, nullptr, false);
-  const Error bad = make_error(Errc::corrupt, "a certificate record does not parse");
-  if (j.is_discarded() || !j.is_object()) return bad;
+Result<CertificateRecord> record_from_json(std::string_view key, std::string_view text) {
+  MAILKMS_TRY(j, detail::parse_row(key, text));
+  const Error bad = detail::corrupt_row(key, "lacks a field, has one of the wrong type, or holds no certificate");
   try {
     auto cert = smime::Certificate::from_pem(j.at("certificate").get<std::string>());
     if (!cert) return bad;
@@ -252,13 +251,12 @@ Result<std::vector<std::string>> CertificateAuthority::chain_pem(const std::stri
 Result<CertificateAuthority::Summary> CertificateAuthority::summary(const std::string& serial) {
   MAILKMS_TRY(stored, storage_.get("certs/" + serial));
   if (!stored) return make_error(Errc::not_found, "no certificate with serial " + serial);
-  const auto j = nlohmann::json::parse(*stored, nullptr, false);
-  if (!j.is_object()) return make_error(Errc::corrupt, "a certificate record does not parse");
+  MAILKMS_TRY(j, detail::parse_row("certs/" + serial, *stored));
   Summary s{j.value("ca", ""), j.value("certificate", ""), j.value("not_after", std::time_t{0}),
             !j.value("revoked_at", nlohmann::json()).is_null()};
   if (!s.revoked) MAILKMS_CHECK(check_not_revoked(s.ca_id, serial));
   if (s.not_after == 0) {  // records from before not_after was stored
-    MAILKMS_TRY(record, record_from_json(*stored));
+    MAILKMS_TRY(record, record_from_json("certs/" + serial, *stored));
     s.not_after = record.certificate.not_after();
   }
   return s;
@@ -267,14 +265,14 @@ Result<CertificateAuthority::Summary> CertificateAuthority::summary(const std::s
 Result<CaInfo> CertificateAuthority::get(const std::string& id) {
   MAILKMS_TRY(stored, storage_.get(ca_record_key(id)));
   if (!stored) return make_error(Errc::not_found, "no CA " + id);
-  return ca_from_json(*stored);
+  return ca_from_json(ca_record_key(id), *stored);
 }
 
 Result<std::vector<CaInfo>> CertificateAuthority::list() {
   MAILKMS_TRY(rows, storage_.scan("ca/", {}, 10'000));
   std::vector<CaInfo> out;
   for (const auto& [key, value] : rows) {
-    MAILKMS_TRY(ca, ca_from_json(value));
+    MAILKMS_TRY(ca, ca_from_json(key, value));
     out.push_back(std::move(ca));
   }
   return out;
@@ -523,7 +521,7 @@ Result<Issued> CertificateAuthority::issue(EVP_PKEY* public_key, const std::stri
 Result<CertificateRecord> CertificateAuthority::certificate(const std::string& serial) {
   MAILKMS_TRY(stored, storage_.get("certs/" + serial));
   if (!stored) return make_error(Errc::not_found, "no certificate with serial " + serial);
-  MAILKMS_TRY(record, record_from_json(*stored));
+  MAILKMS_TRY(record, record_from_json("certs/" + serial, *stored));
   if (!record.revoked_at) MAILKMS_CHECK(check_not_revoked(record.ca_id, serial));
   return record;
 }

@@ -252,9 +252,21 @@ Result<std::string> KeystoreService::session_administrator(const Caller& caller,
 }
 
 Result<nlohmann::json> KeystoreService::handle_locked(const Caller& caller, const protocol::Request& request) {
-  auto result = dispatch(caller, request);
+  auto result = dispatch_contained(caller, request);
   report_integrity(request.op, result ? nullptr : &result.error());
   return result;
+}
+
+// A field of the wrong type in a row that parsed (read with json::value or
+// get<>) throws from deep in an operation; the storage transaction it was
+// read in has rolled back on the way out. The request fails as a corrupt
+// row; the keystore serves the next one.
+Result<nlohmann::json> KeystoreService::dispatch_contained(const Caller& caller, const protocol::Request& request) {
+  try {
+    return dispatch(caller, request);
+  } catch (const nlohmann::json::exception& e) {
+    return make_error(Errc::corrupt, "a stored row read by " + request.op + " has a field of the wrong type: " + e.what());
+  }
 }
 
 Result<nlohmann::json> KeystoreService::dispatch(const Caller& caller, const protocol::Request& request) {
@@ -694,7 +706,8 @@ Result<nlohmann::json> KeystoreService::sign(const nlohmann::json& params) {
   if (current.not_after < std::time(nullptr)) {
     return make_error(Errc::permission_denied, user.address + "'s signing certificate has expired");
   }
-  MAILKMS_TRY(signer, signer_for(user, params.value("scheme", "") == "rsa-pss"));
+  const auto scheme = params.find("scheme");
+  MAILKMS_TRY(signer, signer_for(user, scheme != params.end() && *scheme == "rsa-pss"));
   auto signature = signer->sign(*digest, data);
   if (!signature) return make_error(Errc::crypto_failed, signature.error().message);
   return nlohmann::json{{"signature", protocol::base64(*signature)}};

@@ -10,6 +10,7 @@
 #include <nlohmann/json.hpp>
 
 #include "aead.hpp"
+#include "row.hpp"
 #include "mailkms/keystore/protocol.hpp"
 
 namespace mailkms::keystore {
@@ -29,9 +30,8 @@ nlohmann::json to_json(const UserRecord& r) {
           {"enrolled", r.enrolled}};
 }
 
-Result<UserRecord> from_json(std::string_view text) {
-  const auto j = nlohmann::json::parse(text, nullptr, false);
-  if (j.is_discarded() || !j.is_object()) return make_error(Errc::corrupt, "a user record does not parse");
+Result<UserRecord> from_json(std::string_view key, std::string_view text) {
+  MAILKMS_TRY(j, detail::parse_row(key, text));
   try {
     return UserRecord{j.at("address").get<std::string>(),
                       j.at("enabled").get<bool>(),
@@ -41,7 +41,7 @@ Result<UserRecord> from_json(std::string_view text) {
                       j.at("signing_key_held").get<bool>(),
                       j.value("enrolled", std::time_t{0})};  // records from before enrollment by mail lack it
   } catch (const nlohmann::json::exception&) {
-    return make_error(Errc::corrupt, "a user record lacks a field");
+    return detail::corrupt_row(key, "lacks a field or has one of the wrong type");
   }
 }
 
@@ -166,16 +166,17 @@ BulkSummary Users::add_many(std::span<const std::string> addresses, const std::s
 }
 
 Result<UserRecord> Users::get(std::string_view address) {
-  MAILKMS_TRY(stored, storage_.get(user_key(normalize(address))));
+  const std::string key = user_key(normalize(address));
+  MAILKMS_TRY(stored, storage_.get(key));
   if (!stored) return make_error(Errc::not_found, "no user " + std::string(address));
-  return from_json(*stored);
+  return from_json(key, *stored);
 }
 
 Result<std::vector<UserRecord>> Users::list(std::string_view after, std::size_t limit) {
   MAILKMS_TRY(rows, storage_.scan("users/", after.empty() ? std::string() : user_key(normalize(after)), limit));
   std::vector<UserRecord> out;
   for (const auto& [key, value] : rows) {
-    MAILKMS_TRY(record, from_json(value));
+    MAILKMS_TRY(record, from_json(key, value));
     out.push_back(std::move(record));
   }
   return out;

@@ -133,6 +133,7 @@ class KeystoreService {
   Result<nlohmann::json> dispatch(const Caller& caller, const protocol::Request& request);
   // handle() once it holds the rotation lock (shared, or for rekey exclusive).
   Result<nlohmann::json> handle_locked(const Caller& caller, const protocol::Request& request);
+  Result<nlohmann::json> dispatch_contained(const Caller& caller, const protocol::Request& request);
   // The administrator whose live session the request carries (refusals
   // audited, within the limiter's limits: anyone on the socket can send one).
   Result<std::string> session_administrator(const Caller& caller, const protocol::Request& request);
