@@ -78,6 +78,13 @@ const std::vector<conf::Key<Settings>>& keys() {
          s.pid_file = v->get();
          return std::nullopt;
        }},
+      {"log_file",
+       [](const toml::node& n, Settings& s) -> std::optional<Problem> {
+         const auto* v = n.as_string();
+         if (v == nullptr || !v->get().starts_with('/')) return wrong(n, "log_file", "an absolute path");
+         s.log_file = v->get();
+         return std::nullopt;
+       }},
       {"timeout_seconds",
        [](const toml::node& n, Settings& s) -> std::optional<Problem> {
          const auto* v = n.as_integer();

@@ -20,6 +20,7 @@ struct Settings {
   std::optional<uid_t> user;                 // drop to this user after opening the socket
   std::optional<gid_t> group;                // and this group (the MTA's, for a unix socket)
   std::filesystem::path pid_file;            // none if empty
+  std::filesystem::path log_file;            // none if empty: stderr in the foreground, else syslog
   int timeout_seconds = 300;                 // silence from the MTA before giving up a connection
   int backlog = 64;
 };

@@ -240,6 +240,43 @@ check "9 the milter logs dave's as delivered unchanged, carol's as deferred" \
 check "the milter stops on SIGTERM within 10 s" stop_milter
 check "and removes its pid file" test ! -e milter.pid
 
+# ---- 13. In the background ------------------------------------------------------------
+# Without --foreground the milter detaches: its pid file names the process
+# that serves, not the parent that exited; its log goes to log_file, which
+# SIGHUP reopens for logrotate. This is what is under test, so it starts
+# the milter itself.
+in_background() {  # waits for the detached milter's pid file and socket
+  for _ in $(seq 600); do [ -s milter.pid ] && [ -S milter.sock ] && return 0; sleep 0.05; done
+  return 1
+}
+logged_in() {  # logged_in FILE TEXT: a bounded wait for TEXT in FILE
+  for _ in $(seq 300); do grep -qF -- "$2" "$1" 2> /dev/null && return 0; sleep 0.05; done
+  return 1
+}
+rm -f milter.sock
+sed -i "s|^pid_file = .*|&\nlog_file = \"$work/background.log\"|" mailkms.conf
+run "$milter" --config "$work/mailkms.conf"
+t "13 in the background: the command that starts it exits 0" '[[ $rc == 0 ]]'
+check "13 the detached milter writes its pid file and listens" in_background
+milter_pid=$(cat milter.pid 2> /dev/null)
+check "13 the pid file names the process that serves, which is the milter" \
+  test "$(readlink "/proc/$milter_pid/exe" 2> /dev/null)" = "$milter"
+check "13 its log goes to log_file" logged_in background.log "serving unix:$work/milter.sock"
+check "13 it answers the MTA" run_case 1-inbound-authentication-results.lua
+mv background.log background.log.1
+kill -HUP "$milter_pid" 2> /dev/null
+check "13 SIGHUP reopens log_file (logrotate moved it away)" logged_in background.log "policy reloaded"
+check "13 the pid file's process stops on SIGTERM" stop_milter
+check "13 and removes its pid file" test ! -e milter.pid
+sed '/^log_file = /d' mailkms.conf > no-log.conf
+if [ -S /dev/log ]; then
+  echo "skip - 13 refusal without a place to log: this machine has a syslog socket, which the milter logs to"
+else
+  run "$milter" --config "$work/no-log.conf"
+  t "13 in the background with no log_file and no syslog socket: refuses to start, saying why" \
+    '[[ $rc == 1 ]] && grep -qF "in the background the milter'"'"'s log would go nowhere; set [milter] log_file" err'
+fi
+
 if [[ $failed != 0 ]]; then
   echo "---- milter.log"
   sed 's/^/       /' milter.log | tail -40
