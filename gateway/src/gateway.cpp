@@ -34,13 +34,13 @@ Reply routing_refusal(const std::string& recipient, const std::string& why) {
 }  // namespace
 
 Gateway::Gateway(Settings settings, std::shared_ptr<const policy::Policy> policy, smime::CryptoContextPtr ctx,
-                 ReinjectionMark mark)
+                 ReinjectionMark mark, std::shared_ptr<KeystorePort> keystore)
     : settings_(std::move(settings)),
       policy_(std::move(policy)),
       ctx_(std::move(ctx)),
-      keystore_(keystore::ClientOptions{settings_.keystore_socket, settings_.keystore_timeout, 8, settings_.keystore_user}),
-      certificates_(keystore_, settings_.certificate_ttl, settings_.missing_certificate_ttl),
-      trust_(keystore_, settings_.certificate_ttl),
+      keystore_(std::move(keystore)),
+      certificates_(*keystore_, settings_.certificate_ttl, settings_.missing_certificate_ttl),
+      trust_(*keystore_, settings_.certificate_ttl),
       mark_(mark) {}
 
 void Gateway::replace_policy(std::shared_ptr<const policy::Policy> policy) {
@@ -206,11 +206,8 @@ Outcome Gateway::enrollment(const Transaction& transaction, const std::vector<sm
     if (auto parts = smime::decoded_parts(*text); parts) reply = read_enrollment_reply(*parts);
     OPENSSL_cleanse(text->data(), text->size());
   }
-  nlohmann::json params{{"from", from}, {"token", reply.token}, {"password", reply.password}};
-  if (reply.csr_pem) params["csr"] = *reply.csr_pem;
+  auto answer = keystore_->redeem({from, reply.token, reply.password, reply.csr_pem});
   OPENSSL_cleanse(reply.password.data(), reply.password.size());
-  auto answer = keystore_.call("redeem-token", params);
-  if (auto* password = params.find("password")->get_ptr<std::string*>()) OPENSSL_cleanse(password->data(), password->size());
   if (!answer) {
     if (answer.error().code == keystore::Errc::unavailable) {
       return failure(FailureAction::tempfail, outcome.log, answer.error().message);
@@ -219,7 +216,7 @@ Outcome Gateway::enrollment(const Transaction& transaction, const std::vector<sm
     return outcome;
   }
   outcome.log += " handed to the keystore and taken out of delivery; the reply from " + from + " was " +
-                 (answer->value("ok", false) ? "accepted" : "refused");
+                 (*answer ? "accepted" : "refused");
   return outcome;
 }
 

@@ -125,9 +125,8 @@ Outcome Gateway::inbound(const Transaction& tx, const std::vector<smime::HeaderF
           // certificate names, it is not kept (the keystore says why).
           auto crls = crls_.crls_for(signer.certificate);
           if (!crls) outcome.log += "; " + crls.error().message;
-          auto stored = keystore::remember_certificate(keystore_, address, signer.certificate, verified.certificates,
-                                                       signer.capabilities, signer.signing_time,
-                                                       crls ? *crls : std::vector<std::string>{});
+          auto stored = keystore_->remember({address, signer.certificate, verified.certificates, signer.capabilities,
+                                             signer.signing_time, crls ? *crls : std::vector<std::string>{}});
           outcome.log += !stored ? "; not harvested: " + stored.error().message
                          : *stored ? "; harvested " + address
                                    : "";
@@ -196,15 +195,15 @@ Outcome Gateway::inbound(const Transaction& tx, const std::vector<smime::HeaderF
     for (const auto& r : local) normalized.push_back(smime::normalize_address(r));
     MAILKMS_TRY_OR(found, certificates_.lookup(normalized),
                    return failure(settings_.on_keystore_unavailable, where + ": keystore unavailable", found_result.error().message));
-    std::vector<keystore::RemoteKeyUnwrapper> unwrappers;
+    std::vector<std::unique_ptr<smime::KeyUnwrapper>> unwrappers;
     std::vector<std::string> owners;
     for (std::size_t i = 0; i < local.size(); ++i) {
       if (!found[i]) continue;
-      unwrappers.emplace_back(keystore_, normalized[i], found[i]->certificate);
+      unwrappers.push_back(keystore_->unwrapper(normalized[i], found[i]->certificate));
       owners.push_back(local[i]);
     }
     std::vector<smime::KeyUnwrapper*> keys;
-    for (auto& u : unwrappers) keys.push_back(&u);
+    for (auto& u : unwrappers) keys.push_back(u.get());
     auto opened = smime::decrypt_entity(*ctx_, entity, keys);
     if (!opened) {
       const auto code = opened.error().code;

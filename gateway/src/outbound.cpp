@@ -126,10 +126,10 @@ keystore::Result<bool> Gateway::from_keystore(const Transaction& tx, const std::
   const auto mark = value_of(keystore::protocol::kMailMarkHeader);
   const auto message_id = value_of("Message-ID");
   if (!mark || !message_id) return false;
-  return keystore::check_mail_mark(keystore_, *mark, tx.recipients.front(), *message_id);
+  return keystore_->is_keystore_mark(*mark, tx.recipients.front(), *message_id);
 }
 
-keystore::Result<std::shared_ptr<keystore::RemoteSigner>> Gateway::signer_for(const std::string& address) {
+keystore::Result<std::shared_ptr<smime::Signer>> Gateway::signer_for(const std::string& address) {
   const std::string key = smime::normalize_address(address);
   const auto now = std::chrono::steady_clock::now();
   {
@@ -142,8 +142,7 @@ keystore::Result<std::shared_ptr<keystore::RemoteSigner>> Gateway::signer_for(co
       return it->second.signer;
     }
   }
-  MAILKMS_TRY(made, keystore::RemoteSigner::create(keystore_, key));
-  auto signer = std::make_shared<keystore::RemoteSigner>(std::move(made));
+  MAILKMS_TRY(signer, keystore_->signer(key));
   const std::lock_guard lock(signers_mutex_);
   if (signers_.size() > 10'000) signers_.clear();  // bounded; refilled on demand
   signers_[key] = {signer, now + settings_.certificate_ttl};
@@ -278,7 +277,7 @@ Outcome Gateway::outbound(const Transaction& tx, const std::vector<smime::Header
   };
 
   const std::string& signer_address = authorization.identity;
-  std::shared_ptr<keystore::RemoteSigner> signer;
+  std::shared_ptr<smime::Signer> signer;
   std::string no_signer_reason = "signing not asked";
   if (any_sign && !authorization.authorized) {
     no_signer_reason = "not authorized to sign as " + signer_address;

@@ -19,7 +19,7 @@
 #include "mailkms/gateway/settings.hpp"
 #include "mailkms/gateway/crl_fetcher.hpp"
 #include "mailkms/gateway/trust_cache.hpp"
-#include "mailkms/keystore/client.hpp"
+#include "mailkms/gateway/keystore_port.hpp"
 #include "mailkms/policy/policy.hpp"
 #include "mailkms/smime/crypto_context.hpp"
 
@@ -69,8 +69,9 @@ struct RecipientVerdict {
 
 class Gateway {
  public:
+  // `keystore`: a KeystoreAdapter in the daemons.
   Gateway(Settings settings, std::shared_ptr<const policy::Policy> policy, smime::CryptoContextPtr ctx,
-          ReinjectionMark mark);
+          ReinjectionMark mark, std::shared_ptr<KeystorePort> keystore);
 
   [[nodiscard]] const Settings& settings() const noexcept { return settings_; }
   [[nodiscard]] std::shared_ptr<const policy::Policy> policy() const { return std::atomic_load(&policy_); }
@@ -124,18 +125,18 @@ class Gateway {
   // The sender's signing identity from the keystore, kept for the
   // certificate TTL: fetching and parsing it per message cost more CPU than
   // the signature.
-  keystore::Result<std::shared_ptr<keystore::RemoteSigner>> signer_for(const std::string& address);
+  keystore::Result<std::shared_ptr<smime::Signer>> signer_for(const std::string& address);
 
   Settings settings_;
   std::shared_ptr<const policy::Policy> policy_;
   smime::CryptoContextPtr ctx_;
-  keystore::KeystoreClient keystore_;
+  std::shared_ptr<KeystorePort> keystore_;
   CertificateCache certificates_;
   TrustCache trust_;
   CrlFetcher crls_;  // outside CAs' CRLs, for harvesting
   ReinjectionMark mark_;
   struct CachedSigner {
-    std::shared_ptr<keystore::RemoteSigner> signer;
+    std::shared_ptr<smime::Signer> signer;
     std::chrono::steady_clock::time_point expires;
   };
   std::mutex signers_mutex_;
