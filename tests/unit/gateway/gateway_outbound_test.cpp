@@ -84,6 +84,38 @@ TEST_CASE("a rule says encrypt always, no certificate, reject: 550 5.7.1 at RCPT
   CHECK_FALSE(outcome.message);
 }
 
+TEST_CASE("a rule says encrypt always, no certificate, tempfail: 450 4.7.1 with one text at RCPT and at the end of the message", "[gateway][outbound][missing]") {
+  GatewayHarness h;
+  auto tx = h.begin("alice@example.org");
+  const auto verdict = h.add(tx, "x@tempfail.example");
+  CHECK(verdict.kind == RecipientVerdict::Kind::tempfail);
+  CHECK(verdict.reply.code == "450");
+  CHECK(verdict.reply.enhanced == "4.7.1");
+  CHECK(verdict.reply.text == "Policy requires encryption; no usable certificate yet for x@tempfail.example");
+
+  auto local = h.begin_local("alice@example.org");
+  h.add_all(local, {"x@tempfail.example"});
+  const auto outcome = h.finish(local, message_from("alice@example.org", "x@tempfail.example", body));
+  CHECK(outcome.verdict == Outcome::Verdict::tempfail);
+  CHECK(outcome.reply.code == "450");
+  CHECK(outcome.reply.enhanced == "4.7.1");
+  CHECK(outcome.reply.text == "Policy requires encryption; no usable certificate yet for x@tempfail.example");
+  CHECK_FALSE(outcome.message);
+}
+
+TEST_CASE("recipients a subject tag sets apart at the end of the message: their rule's tempfail is 450 4.7.1", "[gateway][outbound][mixed]") {
+  GatewayHarness h;
+  auto tx = h.begin("alice@example.org");
+  h.add_all(tx, {"zoe@partner.example", "carol@example.org"});  // both encrypted, as far as RCPT can tell
+  const auto outcome =
+      h.finish(tx, message_from("alice@example.org", "zoe@partner.example, carol@example.org", body, "[noencrypt] Figures"));
+  INFO(outcome.log);
+  CHECK(outcome.verdict == Outcome::Verdict::tempfail);
+  CHECK(outcome.reply.code == "450");
+  CHECK(outcome.reply.enhanced == "4.7.1");
+  CHECK(outcome.reply.text == "These recipients need a differently protected copy: carol@example.org");
+}
+
 TEST_CASE("a rule says encrypt always, no certificate, quarantine: held, signed, never in clear to the recipient's server", "[gateway][outbound][missing]") {
   GatewayHarness h;
   auto tx = h.begin("alice@example.org");

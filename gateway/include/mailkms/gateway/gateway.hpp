@@ -25,6 +25,13 @@
 
 namespace mailkms::gateway {
 
+// The outbound stages' values (outbound.cpp).
+struct OutboundPlan;
+struct OutboundKeys;
+struct OutboundCopies;
+struct Planned;
+enum class SmimeKind;
+
 // How one recipient's copy must be made; recipients with equal treatments
 // can share one copy.
 struct Treatment {
@@ -116,6 +123,20 @@ class Gateway {
   // `skip`: recipients already taken out of this transaction.
   Outcome outbound(const Transaction& transaction, const std::vector<smime::HeaderField>& headers,
                    const smime::Spool& message, const std::vector<std::string>& skip);
+  // The outbound stages, each taking the value the one before made: the
+  // plan (policy per recipient, who may sign), the keys it needs, each
+  // recipient's verdict, the copies, and the outcome with their transforms.
+  std::optional<Outcome> passes_as_it_is(const Transaction& transaction, const std::vector<smime::HeaderField>& headers,
+                                         SmimeKind kind);
+  BasicResult<OutboundKeys, Outcome> resolve_keys(const OutboundPlan& plan);
+  Outcome make_copies(const Transaction& transaction, const smime::Spool& message, const OutboundPlan& plan,
+                      const OutboundKeys& keys, bool required, const OutboundCopies& copies);
+  smime::Result<std::optional<smime::Spool>> transform(const Treatment& treatment, const std::vector<const Planned*>& members,
+                                                       const smime::Spool& input, bool retagged,
+                                                       const OutboundKeys& keys) const;
+  Outcome transform_failed(const OutboundPlan& plan, bool required, const smime::Error& error, bool encrypting);
+  // `failure`, but never delivering as it came what policy requires protected.
+  Outcome outbound_failure(bool required, FailureAction action, const std::string& what, const std::string& reason) const;
   Outcome inbound(const Transaction& transaction, const std::vector<smime::HeaderField>& headers,
                   const smime::Spool& message, const std::vector<std::string>& skip);
   Outcome failure(FailureAction action, const std::string& what, const std::string& reason) const;
