@@ -6,6 +6,7 @@
 #pragma once
 
 #include <atomic>
+#include <functional>
 #include <memory>
 #include <mutex>
 #include <unordered_map>
@@ -31,6 +32,11 @@ struct OutboundKeys;
 struct OutboundCopies;
 struct Planned;
 enum class SmimeKind;
+// The inbound stages' values (inbound.cpp).
+struct InboundPlan;
+struct SignatureCheck;
+struct Opened;
+struct SmimeResult;
 
 // How one recipient's copy must be made; recipients with equal treatments
 // can share one copy.
@@ -139,6 +145,23 @@ class Gateway {
   Outcome outbound_failure(bool required, FailureAction action, const std::string& what, const std::string& reason) const;
   Outcome inbound(const Transaction& transaction, const std::vector<smime::HeaderField>& headers,
                   const smime::Spool& message, const std::vector<std::string>& skip);
+  // The inbound stages: the plan (policy per recipient), the signature
+  // checked, the message opened for its readers, and the copies.
+  std::optional<Outcome> left_encrypted(const InboundPlan& plan, const Transaction& transaction,
+                                        const smime::Spool& message) const;
+  BasicResult<Opened, Outcome> open_for_readers(const InboundPlan& plan, const policy::Policy& policy,
+                                                const smime::Spool& message);
+  SignatureCheck check_signature(const InboundPlan& plan, const policy::Policy& policy, std::vector<SmimeResult> results,
+                                 const std::function<smime::VerifyResult(const smime::VerifyOptions&)>& run);
+  std::string harvest(const InboundPlan& plan, const policy::Policy& policy, const smime::VerifyResult& verified);
+  Outcome decrypted_copies(const Transaction& transaction, const InboundPlan& plan,
+                           const std::vector<smime::HeaderField>& headers, const smime::Spool& message,
+                           const Opened& opened, std::vector<SmimeResult> results, bool must_vouch,
+                           std::string log) const;
+  std::vector<HeaderEdit> results_edits(const InboundPlan& plan, const std::vector<SmimeResult>& results) const;
+  Outcome annotated(const InboundPlan& plan, std::string log, const std::vector<SmimeResult>& results) const;
+  Outcome inbound_failure(const InboundPlan& plan, FailureAction action, const std::string& what,
+                          const std::string& reason, const std::vector<SmimeResult>& results) const;
   Outcome failure(FailureAction action, const std::string& what, const std::string& reason) const;
   // `message` as it came, marked for re-injection to `recipients`.
   smime::Result<smime::Spool> as_it_came(const std::string& sender, const std::vector<std::string>& recipients,
