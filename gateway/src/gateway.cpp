@@ -27,6 +27,9 @@ std::optional<std::string> routing_syntax(std::string_view address) {
   return std::nullopt;
 }
 
+const Reply internal_trouble_reply{"451", "4.3.0", "Temporary failure in the S/MIME gateway"};
+const Reply too_big_reply{"552", "5.3.4", "Message too big for the S/MIME gateway"};
+
 Reply routing_refusal(const std::string& recipient, const std::string& why) {
   return {"553", "5.1.3", recipient + ": address with " + why + " not accepted here"};
 }
@@ -111,7 +114,7 @@ RecipientVerdict Gateway::add_recipient(Transaction& transaction, const std::str
     return verdict;
   } catch (const std::exception& e) {
     verdict.kind = RecipientVerdict::Kind::tempfail;
-    verdict.reply = {"451", "4.3.0", "Temporary failure in the S/MIME gateway"};
+    verdict.reply = internal_trouble_reply;
     verdict.log = recipient + ": internal error: " + e.what();
     return verdict;
   }
@@ -134,7 +137,7 @@ Outcome Gateway::finish(const Transaction& transaction, const std::vector<smime:
     if (settings_.max_message_size != 0 && message.size() > settings_.max_message_size) {
       Outcome outcome;
       outcome.verdict = Outcome::Verdict::reject;
-      outcome.reply = {"552", "5.3.4", "Message too big for the S/MIME gateway"};
+      outcome.reply = too_big_reply;
       outcome.log = "rejected: " + std::to_string(message.size()) + " bytes is over max_message_size";
       return outcome;
     }
@@ -228,6 +231,26 @@ bool Gateway::is_our_reinjection(const Transaction& transaction, const std::vect
   const auto section = read_header_section(message);
   return section && mark_.check(mark->unfolded(), transaction.sender, transaction.recipients, message,
                                 section->body_offset);
+}
+
+Outcome Gateway::answer_trouble(FrontEndTrouble trouble, std::string log) const {
+  Outcome outcome;
+  outcome.verdict = Outcome::Verdict::tempfail;
+  outcome.log = std::move(log);
+  switch (trouble) {
+    case FrontEndTrouble::internal: outcome.reply = internal_trouble_reply; break;
+    case FrontEndTrouble::spool:
+      outcome.reply = {"451", "4.3.0", "The S/MIME gateway cannot store the message now; try again later"};
+      break;
+    case FrontEndTrouble::too_big:
+      outcome.verdict = Outcome::Verdict::reject;
+      outcome.reply = too_big_reply;
+      break;
+    case FrontEndTrouble::reinjection:
+      outcome.reply = {"451", "4.3.0", "The S/MIME gateway cannot split this message now; try again later"};
+      break;
+  }
+  return outcome;
 }
 
 Outcome Gateway::failure(FailureAction action, const std::string& what, const std::string& reason) const {

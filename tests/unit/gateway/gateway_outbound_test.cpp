@@ -282,3 +282,27 @@ TEST_CASE("a Bcc recipient's copy is encrypted apart: the shown recipient's copy
   signed_by_alice(decrypt_as(copy, "carol"));
   CHECK_FALSE(opens_for(copy, "zoe"));
 }
+
+TEST_CASE("a front end's own trouble is answered by the gateway: 451 4.3.0, or 552 5.3.4 for a message too big", "[gateway][trouble]") {
+  GatewayHarness h;
+  using mailkms::gateway::FrontEndTrouble;
+  const auto internal = h.gateway.answer_trouble(FrontEndTrouble::internal, "internal error in RCPT TO: boom");
+  CHECK(internal.verdict == Outcome::Verdict::tempfail);
+  CHECK(internal.reply.code == "451");
+  CHECK(internal.reply.enhanced == "4.3.0");
+  CHECK(internal.reply.text == "Temporary failure in the S/MIME gateway");
+  CHECK(internal.log == "internal error in RCPT TO: boom");
+  const auto spool = h.gateway.answer_trouble(FrontEndTrouble::spool, "could not spool");
+  CHECK(spool.verdict == Outcome::Verdict::tempfail);
+  CHECK(spool.reply.code == "451");
+  CHECK(spool.reply.text == "The S/MIME gateway cannot store the message now; try again later");
+  const auto big = h.gateway.answer_trouble(FrontEndTrouble::too_big, "too big");
+  CHECK(big.verdict == Outcome::Verdict::reject);
+  CHECK(big.reply.code == "552");
+  CHECK(big.reply.enhanced == "5.3.4");
+  CHECK(big.reply.text == "Message too big for the S/MIME gateway");
+  const auto split = h.gateway.answer_trouble(FrontEndTrouble::reinjection, "not taken");
+  CHECK(split.verdict == Outcome::Verdict::tempfail);
+  CHECK(split.reply.code == "451");
+  CHECK(split.reply.text == "The S/MIME gateway cannot split this message now; try again later");
+}

@@ -80,6 +80,15 @@ struct RecipientVerdict {
   std::string log;
 };
 
+// What went wrong in a front end itself, outside any decision of the
+// gateway's; the gateway still decides the answer.
+enum class FrontEndTrouble {
+  internal,     // an exception, or a call to the MTA that failed
+  spool,        // the message could not be stored (disk full?)
+  too_big,      // over size_limit(): nothing more of it was kept
+  reinjection,  // a copy for other recipients was not taken
+};
+
 class Gateway {
  public:
   // `keystore`: a KeystoreAdapter in the daemons.
@@ -107,6 +116,10 @@ class Gateway {
   // re-injected (taken without SMTP, carrying the mark): encrypting made it
   // larger than the original that was let in. 0 is no limit.
   [[nodiscard]] std::size_t size_limit(const Transaction& transaction, const std::vector<smime::HeaderField>& headers) const;
+
+  // The refusal for a front end's trouble, logged as `log`: every reply a
+  // front end gives comes from the gateway.
+  [[nodiscard]] Outcome answer_trouble(FrontEndTrouble trouble, std::string log) const;
 
   [[nodiscard]] bool is_enrollment_address(std::string_view recipient) const;
   // Mail the keystore sent (enrollment tokens, PKCS#12 files), which goes
