@@ -76,7 +76,7 @@ direction = "outbound"
 to = "*@secret.example"
 subject_tag = "[secure]"
 encrypt = "always"
-on_missing_certificate = "tempfail"
+on_missing_certificate = "reject"
 
 [[rule]]
 name = "must-sign"

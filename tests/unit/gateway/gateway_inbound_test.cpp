@@ -218,3 +218,13 @@ TEST_CASE("the keystore's own mail from the enrollment address, its mark confirm
                                          "X-Mailkms-Keystore-Mark: v1.forged\r\n");
   CHECK(opens_for(delivered(h.finish(forged, other)), "zoe"));
 }
+
+TEST_CASE("a signature that passes for an address in a local domain is not harvested", "[gateway][inbound]") {
+  GatewayHarness h;
+  auto tx = inbound(h, {"carol@example.org"}, false, "bob@example.org");
+  const auto outcome = h.finish(tx, signed_by("bob", "bob@example.org", "carol@example.org"));
+  INFO(outcome.log);
+  CHECK(results_of(outcome) == "mx.example.org;\r\n\tsmime=pass\r\n\tbody.smime-identifier=bob@example.org");
+  CHECK(outcome.log.find("not harvested: bob@example.org is in a local domain") != std::string::npos);
+  CHECK(h.keystore->remembered().empty());
+}

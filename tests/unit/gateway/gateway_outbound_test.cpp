@@ -306,3 +306,100 @@ TEST_CASE("a front end's own trouble is answered by the gateway: 451 4.3.0, or 5
   CHECK(split.reply.code == "451");
   CHECK(split.reply.text == "The S/MIME gateway cannot split this message now; try again later");
 }
+
+TEST_CASE("an encoded [secure] tag is honoured at the end of the message: 550 5.7.1, nothing delivered", "[gateway][outbound][missing]") {
+  GatewayHarness h;
+  auto tx = h.begin("alice@example.org");
+  h.add_all(tx, {"x@secret.example"});  // at RCPT the tag is not known yet
+  const auto outcome =
+      h.finish(tx, message_from("alice@example.org", "x@secret.example", body, "=?utf-8?q?=5Bsecure=5D_Figures?="));
+  CHECK(outcome.verdict == Outcome::Verdict::reject);
+  CHECK(outcome.reply.code == "550");
+  CHECK(outcome.reply.enhanced == "5.7.1");
+  CHECK(outcome.reply.text == "Policy requires encryption; no usable certificate for x@secret.example");
+  CHECK_FALSE(outcome.message);
+}
+
+TEST_CASE("a subject tag sets carol apart with mixed_recipients = reinject: her copy signed, readable, the tag gone", "[gateway][outbound][mixed]") {
+  GatewayHarness h([](auto& s) { s.mixed_recipients = MixedRecipients::reinject; });
+  auto tx = h.begin("alice@example.org");
+  h.add_all(tx, {"zoe@partner.example", "carol@example.org"});
+  const auto outcome = h.finish(
+      tx, message_from("alice@example.org", "zoe@partner.example, carol@example.org", body, "[noencrypt] Figures"));
+  INFO(outcome.log);
+  REQUIRE(outcome.verdict == Outcome::Verdict::deliver);
+  const auto out = delivered(outcome);
+  CHECK(out.find("\r\nSubject: Figures\r\n") != std::string::npos);
+  signed_by_alice(decrypt_as(out, "zoe"));
+  REQUIRE(outcome.reinjections.size() == 1);
+  CHECK(outcome.reinjections[0].recipients == std::vector<std::string>{"carol@example.org"});
+  const std::string copy = must(outcome.reinjections[0].message.to_string());
+  CHECK(copy.find("\r\nSubject: Figures\r\n") != std::string::npos);
+  CHECK(copy.find("enveloped-data") == std::string::npos);
+  signed_by_alice(must(mailkms::smime::parse_message(copy)).entity);
+}
+
+TEST_CASE("a calendar invitation to a recipient with a certificate goes out signed and readable", "[gateway][outbound]") {
+  GatewayHarness h;
+  auto tx = h.begin("alice@example.org");
+  h.add_all(tx, {"zoe@partner.example"});
+  const std::string invitation =
+      "From: alice@example.org\r\nTo: zoe@partner.example\r\nSubject: Meeting\r\nMIME-Version: 1.0\r\n"
+      "Content-Type: text/calendar; method=REQUEST; charset=utf-8\r\n\r\n"
+      "BEGIN:VCALENDAR\r\nMETHOD:REQUEST\r\nEND:VCALENDAR\r\n";
+  const auto outcome = h.finish(tx, invitation);
+  INFO(outcome.log);
+  REQUIRE(outcome.verdict == Outcome::Verdict::deliver);
+  const auto out = delivered(outcome);
+  CHECK(out.find("enveloped-data") == std::string::npos);
+  const auto verified = verify_for(must(mailkms::smime::parse_message(out)).entity, "alice@example.org");
+  CHECK(verified.status == SignatureStatus::pass);
+  REQUIRE(verified.content);
+  CHECK(verified.content->body == "BEGIN:VCALENDAR\r\nMETHOD:REQUEST\r\nEND:VCALENDAR\r\n");
+}
+
+TEST_CASE("a message signed in the sender's client is encrypted, not signed again; one already encrypted passes", "[gateway][outbound]") {
+  GatewayHarness h;
+  auto alice = signer("alice");
+  const auto signed_text =
+      must(mailkms::smime::sign_message(*context(), message_from("alice@example.org", "zoe@partner.example", body), alice, {}));
+  auto tx = h.begin("alice@example.org");
+  h.add_all(tx, {"zoe@partner.example"});
+  const auto outcome = h.finish(tx, signed_text);
+  INFO(outcome.log);
+  REQUIRE(outcome.verdict == Outcome::Verdict::deliver);
+  signed_by_alice(decrypt_as(delivered(outcome), "zoe"));
+  CHECK(h.keystore->signers_made() == 0);
+
+  auto again = h.begin("alice@example.org");
+  h.add_all(again, {"zoe@partner.example"});
+  const auto passed = h.finish(again, delivered(outcome));
+  CHECK(passed.verdict == Outcome::Verdict::deliver);
+  CHECK_FALSE(passed.message);
+  CHECK(passed.log.find("already encrypted by the sender, passed through") != std::string::npos);
+}
+
+TEST_CASE("outbound, a forged Authentication-Results in our name is removed", "[gateway][outbound]") {
+  GatewayHarness h;
+  auto tx = h.begin("alice@example.org");
+  h.add_all(tx, {"x@signonly.example"});
+  const auto outcome = h.finish(tx, message_from("alice@example.org", "x@signonly.example", body, "Figures",
+                                                 "Authentication-Results: mx.example.org; smime=pass\r\n"));
+  REQUIRE(outcome.verdict == Outcome::Verdict::deliver);
+  const auto removed = std::find_if(outcome.header_edits.begin(), outcome.header_edits.end(), [](const auto& e) {
+    return e.kind == mailkms::gateway::HeaderEdit::Kind::remove && e.name == "Authentication-Results";
+  });
+  CHECK(removed != outcome.header_edits.end());
+}
+
+TEST_CASE("routing syntax in a recipient gets 553 5.1.3 at RCPT", "[gateway][outbound]") {
+  GatewayHarness h;
+  auto tx = h.begin("alice@example.org");
+  for (const std::string r : {"bob%partner.example@example.org", "partner!bob@example.org", "bob@example.org."}) {
+    const auto verdict = h.add(tx, r);
+    CHECK(verdict.kind == RecipientVerdict::Kind::reject);
+    CHECK(verdict.reply.code == "553");
+    CHECK(verdict.reply.enhanced == "5.1.3");
+  }
+  CHECK(tx.recipients.empty());
+}
