@@ -53,11 +53,22 @@ std::string queue_id(SMFICTX* ctx) {
   return id != nullptr ? id : "NOQUEUE";
 }
 
+// A refusal the gateway decided, answered.
+sfsistat refuse(SMFICTX* ctx, const gateway::Outcome& outcome) {
+  smfi_setreply(ctx, const_cast<char*>(outcome.reply.code.c_str()), const_cast<char*>(outcome.reply.enhanced.c_str()),
+                const_cast<char*>(outcome.reply.text.c_str()));
+  return outcome.verdict == gateway::Outcome::Verdict::reject ? SMFIS_REJECT : SMFIS_TEMPFAIL;
+}
+
+// The gateway's answer to our own trouble, logged as an error.
+sfsistat answer_trouble(SMFICTX* ctx, gateway::FrontEndTrouble trouble, const std::string& log) {
+  const std::string id = queue_id(ctx);
+  spdlog::error("{}: {}", id, log);
+  return refuse(ctx, the_gateway->answer_trouble(trouble, log));
+}
+
 sfsistat temporary_failure(SMFICTX* ctx, const char* where, const char* what) {
-  spdlog::error("{}: internal error in {}: {}", queue_id(ctx), where, what);
-  smfi_setreply(ctx, const_cast<char*>("451"), const_cast<char*>("4.3.0"),
-                const_cast<char*>("Temporary failure in the S/MIME gateway"));
-  return SMFIS_TEMPFAIL;
+  return answer_trouble(ctx, gateway::FrontEndTrouble::internal, std::string("internal error in ") + where + ": " + what);
 }
 
 // Runs a callback body; anything thrown becomes a temporary failure.
@@ -305,15 +316,14 @@ sfsistat on_eom(SMFICTX* ctx) {
       case Trouble::none: break;
       case Trouble::internal: return temporary_failure(ctx, "end of message", "after an earlier error");
       case Trouble::spool:
-        spdlog::error("{}: could not spool the message (disk full?), deferred", id);
-        smfi_setreply(ctx, const_cast<char*>("451"), const_cast<char*>("4.3.0"),
-                      const_cast<char*>("The S/MIME gateway cannot store the message now; try again later"));
-        return SMFIS_TEMPFAIL;
-      case Trouble::too_big:
-        spdlog::info("{}: rejected: over max_message_size ({} bytes)", id, the_gateway->settings().max_message_size);
-        smfi_setreply(ctx, const_cast<char*>("552"), const_cast<char*>("5.3.4"),
-                      const_cast<char*>("Message too big for the S/MIME gateway"));
-        return SMFIS_REJECT;
+        return answer_trouble(ctx, gateway::FrontEndTrouble::spool, "could not spool the message (disk full?), deferred");
+      case Trouble::too_big: {
+        const auto refused = the_gateway->answer_trouble(
+            gateway::FrontEndTrouble::too_big,
+            "rejected: over max_message_size (" + std::to_string(the_gateway->settings().max_message_size) + " bytes)");
+        spdlog::info("{}: {}", id, refused.log);
+        return refuse(ctx, refused);
+      }
     }
     if (!message.spool) {  // no header at all: an empty message
       message.spool.emplace();
@@ -323,9 +333,7 @@ sfsistat on_eom(SMFICTX* ctx) {
     using Verdict = gateway::Outcome::Verdict;
     if (outcome.verdict == Verdict::reject || outcome.verdict == Verdict::tempfail) {
       spdlog::info("{}: {} => {} {} {}", id, outcome.log, outcome.reply.code, outcome.reply.enhanced, outcome.reply.text);
-      smfi_setreply(ctx, const_cast<char*>(outcome.reply.code.c_str()), const_cast<char*>(outcome.reply.enhanced.c_str()),
-                    const_cast<char*>(outcome.reply.text.c_str()));
-      return outcome.verdict == Verdict::reject ? SMFIS_REJECT : SMFIS_TEMPFAIL;
+      return refuse(ctx, outcome);
     }
     if (outcome.verdict == Verdict::discard) {
       spdlog::info("{}: {} => discarded", id, outcome.log);
@@ -356,10 +364,8 @@ sfsistat on_eom(SMFICTX* ctx) {
       auto sent = gateway::reinject(the_gateway->settings().reinject_command, message.transaction.sender, copy.recipients,
                                     copy.message);
       if (!sent) {
-        spdlog::error("{}: {} => re-injection failed, deferred: {}", id, outcome.log, sent.error().message);
-        smfi_setreply(ctx, const_cast<char*>("451"), const_cast<char*>("4.3.0"),
-                      const_cast<char*>("The S/MIME gateway cannot split this message now; try again later"));
-        return SMFIS_TEMPFAIL;
+        return answer_trouble(ctx, gateway::FrontEndTrouble::reinjection,
+                              outcome.log + " => re-injection failed, deferred: " + sent.error().message);
       }
     }
     spdlog::info("{}: {}{}", id, outcome.log, outcome.quarantine ? " => quarantined" : "");

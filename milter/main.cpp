@@ -305,7 +305,10 @@ int main(int argc, char** argv) {
   }
   const auto log_file = start_logging(syslog, foreground, milter_settings->log_file);
   const std::string policy_path = settings->policy.string();
-  mailkms::gateway::Gateway gateway(std::move(*settings), std::move(*policy), std::move(*ctx), std::move(*mark));
+  auto keystore = std::make_shared<mailkms::gateway::KeystoreAdapter>(mailkms::keystore::ClientOptions{
+      settings->keystore_socket, settings->keystore_timeout, 8, settings->keystore_user});
+  mailkms::gateway::Gateway gateway(std::move(*settings), std::move(*policy), std::move(*ctx), std::move(*mark),
+                                    std::move(keystore));
   const bool over_tcp = socket_path(milter_settings->socket).empty();
   mailkms::milter::install(gateway, over_tcp ? mailkms::milter::Transport::tcp : mailkms::milter::Transport::local);
 

@@ -31,7 +31,7 @@ keystore::Result<std::vector<std::optional<RecipientCertificate>>> CertificateCa
   }
   if (wanted.empty()) return out;
 
-  MAILKMS_TRY(found, keystore::lookup_certificates(*client_, wanted));
+  MAILKMS_TRY(found, keystore_->certificates(wanted));
   std::unordered_map<std::string_view, const keystore::CertificateLookup::Found*> by_address;
   for (const auto& [address, entry] : found.found) by_address.emplace(address, &entry);
   const std::lock_guard lock(mutex_);

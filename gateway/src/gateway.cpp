@@ -27,6 +27,9 @@ std::optional<std::string> routing_syntax(std::string_view address) {
   return std::nullopt;
 }
 
+const Reply internal_trouble_reply{"451", "4.3.0", "Temporary failure in the S/MIME gateway"};
+const Reply too_big_reply{"552", "5.3.4", "Message too big for the S/MIME gateway"};
+
 Reply routing_refusal(const std::string& recipient, const std::string& why) {
   return {"553", "5.1.3", recipient + ": address with " + why + " not accepted here"};
 }
@@ -34,13 +37,13 @@ Reply routing_refusal(const std::string& recipient, const std::string& why) {
 }  // namespace
 
 Gateway::Gateway(Settings settings, std::shared_ptr<const policy::Policy> policy, smime::CryptoContextPtr ctx,
-                 ReinjectionMark mark)
+                 ReinjectionMark mark, std::shared_ptr<KeystorePort> keystore)
     : settings_(std::move(settings)),
       policy_(std::move(policy)),
       ctx_(std::move(ctx)),
-      keystore_(keystore::ClientOptions{settings_.keystore_socket, settings_.keystore_timeout, 8, settings_.keystore_user}),
-      certificates_(keystore_, settings_.certificate_ttl, settings_.missing_certificate_ttl),
-      trust_(keystore_, settings_.certificate_ttl),
+      keystore_(std::move(keystore)),
+      certificates_(*keystore_, settings_.certificate_ttl, settings_.missing_certificate_ttl),
+      trust_(*keystore_, settings_.certificate_ttl),
       mark_(mark) {}
 
 void Gateway::replace_policy(std::shared_ptr<const policy::Policy> policy) {
@@ -111,7 +114,7 @@ RecipientVerdict Gateway::add_recipient(Transaction& transaction, const std::str
     return verdict;
   } catch (const std::exception& e) {
     verdict.kind = RecipientVerdict::Kind::tempfail;
-    verdict.reply = {"451", "4.3.0", "Temporary failure in the S/MIME gateway"};
+    verdict.reply = internal_trouble_reply;
     verdict.log = recipient + ": internal error: " + e.what();
     return verdict;
   }
@@ -134,7 +137,7 @@ Outcome Gateway::finish(const Transaction& transaction, const std::vector<smime:
     if (settings_.max_message_size != 0 && message.size() > settings_.max_message_size) {
       Outcome outcome;
       outcome.verdict = Outcome::Verdict::reject;
-      outcome.reply = {"552", "5.3.4", "Message too big for the S/MIME gateway"};
+      outcome.reply = too_big_reply;
       outcome.log = "rejected: " + std::to_string(message.size()) + " bytes is over max_message_size";
       return outcome;
     }
@@ -206,11 +209,8 @@ Outcome Gateway::enrollment(const Transaction& transaction, const std::vector<sm
     if (auto parts = smime::decoded_parts(*text); parts) reply = read_enrollment_reply(*parts);
     OPENSSL_cleanse(text->data(), text->size());
   }
-  nlohmann::json params{{"from", from}, {"token", reply.token}, {"password", reply.password}};
-  if (reply.csr_pem) params["csr"] = *reply.csr_pem;
+  auto answer = keystore_->redeem({from, reply.token, reply.password, reply.csr_pem});
   OPENSSL_cleanse(reply.password.data(), reply.password.size());
-  auto answer = keystore_.call("redeem-token", params);
-  if (auto* password = params.find("password")->get_ptr<std::string*>()) OPENSSL_cleanse(password->data(), password->size());
   if (!answer) {
     if (answer.error().code == keystore::Errc::unavailable) {
       return failure(FailureAction::tempfail, outcome.log, answer.error().message);
@@ -219,7 +219,7 @@ Outcome Gateway::enrollment(const Transaction& transaction, const std::vector<sm
     return outcome;
   }
   outcome.log += " handed to the keystore and taken out of delivery; the reply from " + from + " was " +
-                 (answer->value("ok", false) ? "accepted" : "refused");
+                 (*answer ? "accepted" : "refused");
   return outcome;
 }
 
@@ -231,6 +231,26 @@ bool Gateway::is_our_reinjection(const Transaction& transaction, const std::vect
   const auto section = read_header_section(message);
   return section && mark_.check(mark->unfolded(), transaction.sender, transaction.recipients, message,
                                 section->body_offset);
+}
+
+Outcome Gateway::answer_trouble(FrontEndTrouble trouble, std::string log) const {
+  Outcome outcome;
+  outcome.verdict = Outcome::Verdict::tempfail;
+  outcome.log = std::move(log);
+  switch (trouble) {
+    case FrontEndTrouble::internal: outcome.reply = internal_trouble_reply; break;
+    case FrontEndTrouble::spool:
+      outcome.reply = {"451", "4.3.0", "The S/MIME gateway cannot store the message now; try again later"};
+      break;
+    case FrontEndTrouble::too_big:
+      outcome.verdict = Outcome::Verdict::reject;
+      outcome.reply = too_big_reply;
+      break;
+    case FrontEndTrouble::reinjection:
+      outcome.reply = {"451", "4.3.0", "The S/MIME gateway cannot split this message now; try again later"};
+      break;
+  }
+  return outcome;
 }
 
 Outcome Gateway::failure(FailureAction action, const std::string& what, const std::string& reason) const {

@@ -41,6 +41,18 @@ void add_removals(std::vector<HeaderEdit>& edits, const std::vector<HeaderEdit>&
 
 std::string join(const std::vector<std::string>& items, std::string_view separator = ", ");
 
+// A refusal for policy that cannot be met: 550 5.7.1 for reject, 450 4.7.1
+// for tempfail (RFC 5321 names both for policy at RCPT TO and at the end
+// of DATA alike; RFC 3463: delivery not authorized). 451 stays for our own
+// trouble (a keystore that cannot be reached).
+Reply policy_refusal(policy::MissingCertificate action, std::string text);
+// The one reply for recipients without a usable certificate where a rule
+// says encrypt always, at RCPT TO and at the end of the message alike.
+Reply missing_certificate_reply(policy::MissingCertificate action, const std::string& names);
+// What on_missing_certificate makes of a message: refused with `reply`,
+// held with `quarantine_reason`, or (send-plain) delivered.
+Outcome unmet_policy(policy::MissingCertificate action, Reply reply, std::string quarantine_reason, std::string log);
+
 }  // namespace mailkms::gateway
 
 // Like MAILKMS_TRY, but runs `on_error` (which must return) on failure;

@@ -2,7 +2,6 @@
 
 #include <openssl/x509.h>
 
-#include "mailkms/keystore/protocol.hpp"
 
 namespace mailkms::gateway {
 
@@ -20,36 +19,17 @@ smime::Revocation CrlRevocationChecker::check(const smime::Certificate& certific
 
 namespace {
 
-keystore::Result<std::shared_ptr<Trust>> fetch(keystore::KeystoreClient& client) {
-  MAILKMS_TRY(anchors, client.call("trust-anchors", nlohmann::json::object()));
-  MAILKMS_TRY(crls, client.call("crls", nlohmann::json::object()));
+keystore::Result<std::shared_ptr<Trust>> fetch(KeystorePort& keystore) {
+  MAILKMS_TRY(material, keystore.trust());
   auto trust = std::make_shared<Trust>();
-  for (const auto& anchor : anchors.value("anchors", nlohmann::json::array())) {
-    auto certificate = smime::Certificate::from_pem(anchor.value("certificate", ""));
-    if (!certificate) return keystore::make_error(keystore::Errc::corrupt, "a trust anchor does not parse");
-    // An anchor scoped to domains vouches for signers there alone.
-    std::vector<std::string> domains;
-    for (const auto& d : anchor.value("domains", nlohmann::json::array())) {
-      if (!d.is_string()) return keystore::make_error(keystore::Errc::corrupt, "a trust anchor's scope does not parse");
-      domains.push_back(d.get<std::string>());
-    }
-    trust->store.add(*certificate, domains);
-  }
-  if (anchors.value("system_roots", false)) {
+  // An anchor scoped to domains vouches for signers there alone.
+  for (const auto& anchor : material.anchors) trust->store.add(anchor.certificate, anchor.domains);
+  if (material.system_roots) {
     if (auto added = trust->store.add_system_roots(); !added) {
       return keystore::make_error(keystore::Errc::internal, "system roots: " + added.error().message);
     }
   }
-  std::vector<std::shared_ptr<X509_CRL>> lists;
-  const nlohmann::json lists_by_ca = crls.value("crls", nlohmann::json::object());
-  for (const auto& [ca, encoded] : lists_by_ca.items()) {
-    MAILKMS_TRY(der, keystore::protocol::unbase64(encoded));
-    const auto* p = reinterpret_cast<const unsigned char*>(der.data());
-    X509_CRL* crl = d2i_X509_CRL(nullptr, &p, static_cast<long>(der.size()));
-    if (crl == nullptr) return keystore::make_error(keystore::Errc::corrupt, "the CRL of CA " + ca + " does not parse");
-    lists.emplace_back(crl, X509_CRL_free);
-  }
-  trust->revocation = CrlRevocationChecker(std::move(lists));
+  trust->revocation = CrlRevocationChecker(std::move(material.crls));
   return trust;
 }
 
@@ -59,7 +39,7 @@ keystore::Result<std::shared_ptr<Trust>> TrustCache::get() {
   const std::lock_guard lock(mutex_);
   const auto now = std::chrono::steady_clock::now();
   if (trust_ && now - fetched_ < ttl_) return trust_;
-  auto fresh = fetch(*client_);
+  auto fresh = fetch(*keystore_);
   if (!fresh) {
     // Keep verifying with what we had rather than fail every message for
     // a short outage; never for long, so a removed anchor stops counting.

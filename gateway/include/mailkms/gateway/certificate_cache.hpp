@@ -13,7 +13,7 @@
 #include <unordered_map>
 #include <vector>
 
-#include "mailkms/keystore/client.hpp"
+#include "mailkms/gateway/keystore_port.hpp"
 
 namespace mailkms::gateway {
 
@@ -24,8 +24,8 @@ struct RecipientCertificate {
 
 class CertificateCache {
  public:
-  CertificateCache(keystore::KeystoreClient& client, std::chrono::seconds ttl, std::chrono::seconds missing_ttl)
-      : client_(&client), ttl_(ttl), missing_ttl_(missing_ttl) {}
+  CertificateCache(KeystorePort& keystore, std::chrono::seconds ttl, std::chrono::seconds missing_ttl)
+      : keystore_(&keystore), ttl_(ttl), missing_ttl_(missing_ttl) {}
 
   // The certificate of each address (nullopt: none), in the order asked.
   // One keystore request for all the addresses not cached; its failure is
@@ -40,7 +40,7 @@ class CertificateCache {
     std::optional<RecipientCertificate> value;
     std::chrono::steady_clock::time_point expires;
   };
-  keystore::KeystoreClient* client_;
+  KeystorePort* keystore_;
   std::chrono::seconds ttl_;
   std::chrono::seconds missing_ttl_;
   std::mutex mutex_;

@@ -6,6 +6,7 @@
 #pragma once
 
 #include <atomic>
+#include <functional>
 #include <memory>
 #include <mutex>
 #include <unordered_map>
@@ -19,11 +20,23 @@
 #include "mailkms/gateway/settings.hpp"
 #include "mailkms/gateway/crl_fetcher.hpp"
 #include "mailkms/gateway/trust_cache.hpp"
-#include "mailkms/keystore/client.hpp"
+#include "mailkms/gateway/keystore_port.hpp"
 #include "mailkms/policy/policy.hpp"
 #include "mailkms/smime/crypto_context.hpp"
 
 namespace mailkms::gateway {
+
+// The outbound stages' values (outbound.cpp).
+struct OutboundPlan;
+struct OutboundKeys;
+struct OutboundCopies;
+struct Planned;
+enum class SmimeKind;
+// The inbound stages' values (inbound.cpp).
+struct InboundPlan;
+struct SignatureCheck;
+struct Opened;
+struct SmimeResult;
 
 // How one recipient's copy must be made; recipients with equal treatments
 // can share one copy.
@@ -67,10 +80,20 @@ struct RecipientVerdict {
   std::string log;
 };
 
+// What went wrong in a front end itself, outside any decision of the
+// gateway's; the gateway still decides the answer.
+enum class FrontEndTrouble {
+  internal,     // an exception, or a call to the MTA that failed
+  spool,        // the message could not be stored (disk full?)
+  too_big,      // over size_limit(): nothing more of it was kept
+  reinjection,  // a copy for other recipients was not taken
+};
+
 class Gateway {
  public:
+  // `keystore`: a KeystoreAdapter in the daemons.
   Gateway(Settings settings, std::shared_ptr<const policy::Policy> policy, smime::CryptoContextPtr ctx,
-          ReinjectionMark mark);
+          ReinjectionMark mark, std::shared_ptr<KeystorePort> keystore);
 
   [[nodiscard]] const Settings& settings() const noexcept { return settings_; }
   [[nodiscard]] std::shared_ptr<const policy::Policy> policy() const { return std::atomic_load(&policy_); }
@@ -94,6 +117,10 @@ class Gateway {
   // larger than the original that was let in. 0 is no limit.
   [[nodiscard]] std::size_t size_limit(const Transaction& transaction, const std::vector<smime::HeaderField>& headers) const;
 
+  // The refusal for a front end's trouble, logged as `log`: every reply a
+  // front end gives comes from the gateway.
+  [[nodiscard]] Outcome answer_trouble(FrontEndTrouble trouble, std::string log) const;
+
   [[nodiscard]] bool is_enrollment_address(std::string_view recipient) const;
   // Mail the keystore sent (enrollment tokens, PKCS#12 files), which goes
   // out as it is: submitted locally from the enrollment address to one
@@ -115,8 +142,39 @@ class Gateway {
   // `skip`: recipients already taken out of this transaction.
   Outcome outbound(const Transaction& transaction, const std::vector<smime::HeaderField>& headers,
                    const smime::Spool& message, const std::vector<std::string>& skip);
+  // The outbound stages, each taking the value the one before made: the
+  // plan (policy per recipient, who may sign), the keys it needs, each
+  // recipient's verdict, the copies, and the outcome with their transforms.
+  std::optional<Outcome> passes_as_it_is(const Transaction& transaction, const std::vector<smime::HeaderField>& headers,
+                                         SmimeKind kind);
+  BasicResult<OutboundKeys, Outcome> resolve_keys(const OutboundPlan& plan);
+  Outcome make_copies(const Transaction& transaction, const smime::Spool& message, const OutboundPlan& plan,
+                      const OutboundKeys& keys, bool required, const OutboundCopies& copies);
+  smime::Result<std::optional<smime::Spool>> transform(const Treatment& treatment, const std::vector<const Planned*>& members,
+                                                       const smime::Spool& input, bool retagged,
+                                                       const OutboundKeys& keys) const;
+  Outcome transform_failed(const OutboundPlan& plan, bool required, const smime::Error& error, bool encrypting);
+  // `failure`, but never delivering as it came what policy requires protected.
+  Outcome outbound_failure(bool required, FailureAction action, const std::string& what, const std::string& reason) const;
   Outcome inbound(const Transaction& transaction, const std::vector<smime::HeaderField>& headers,
                   const smime::Spool& message, const std::vector<std::string>& skip);
+  // The inbound stages: the plan (policy per recipient), the signature
+  // checked, the message opened for its readers, and the copies.
+  std::optional<Outcome> left_encrypted(const InboundPlan& plan, const Transaction& transaction,
+                                        const smime::Spool& message) const;
+  BasicResult<Opened, Outcome> open_for_readers(const InboundPlan& plan, const policy::Policy& policy,
+                                                const smime::Spool& message);
+  SignatureCheck check_signature(const InboundPlan& plan, const policy::Policy& policy, std::vector<SmimeResult> results,
+                                 const std::function<smime::VerifyResult(const smime::VerifyOptions&)>& run);
+  std::string harvest(const InboundPlan& plan, const policy::Policy& policy, const smime::VerifyResult& verified);
+  Outcome decrypted_copies(const Transaction& transaction, const InboundPlan& plan,
+                           const std::vector<smime::HeaderField>& headers, const smime::Spool& message,
+                           const Opened& opened, std::vector<SmimeResult> results, bool must_vouch,
+                           std::string log) const;
+  std::vector<HeaderEdit> results_edits(const InboundPlan& plan, const std::vector<SmimeResult>& results) const;
+  Outcome annotated(const InboundPlan& plan, std::string log, const std::vector<SmimeResult>& results) const;
+  Outcome inbound_failure(const InboundPlan& plan, FailureAction action, const std::string& what,
+                          const std::string& reason, const std::vector<SmimeResult>& results) const;
   Outcome failure(FailureAction action, const std::string& what, const std::string& reason) const;
   // `message` as it came, marked for re-injection to `recipients`.
   smime::Result<smime::Spool> as_it_came(const std::string& sender, const std::vector<std::string>& recipients,
@@ -124,18 +182,18 @@ class Gateway {
   // The sender's signing identity from the keystore, kept for the
   // certificate TTL: fetching and parsing it per message cost more CPU than
   // the signature.
-  keystore::Result<std::shared_ptr<keystore::RemoteSigner>> signer_for(const std::string& address);
+  keystore::Result<std::shared_ptr<smime::Signer>> signer_for(const std::string& address);
 
   Settings settings_;
   std::shared_ptr<const policy::Policy> policy_;
   smime::CryptoContextPtr ctx_;
-  keystore::KeystoreClient keystore_;
+  std::shared_ptr<KeystorePort> keystore_;
   CertificateCache certificates_;
   TrustCache trust_;
   CrlFetcher crls_;  // outside CAs' CRLs, for harvesting
   ReinjectionMark mark_;
   struct CachedSigner {
-    std::shared_ptr<keystore::RemoteSigner> signer;
+    std::shared_ptr<smime::Signer> signer;
     std::chrono::steady_clock::time_point expires;
   };
   std::mutex signers_mutex_;

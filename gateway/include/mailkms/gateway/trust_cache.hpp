@@ -8,7 +8,7 @@
 #include <mutex>
 #include <vector>
 
-#include "mailkms/keystore/client.hpp"
+#include "mailkms/gateway/keystore_port.hpp"
 #include "mailkms/smime/verify.hpp"
 
 namespace mailkms::gateway {
@@ -31,14 +31,14 @@ struct Trust {
 
 class TrustCache {
  public:
-  TrustCache(keystore::KeystoreClient& client, std::chrono::seconds ttl) : client_(&client), ttl_(ttl) {}
+  TrustCache(KeystorePort& keystore, std::chrono::seconds ttl) : keystore_(&keystore), ttl_(ttl) {}
 
   // The current anchors and CRLs; a stale copy is refreshed first, and kept
   // (for up to ten TTLs) if the keystore cannot be reached.
   keystore::Result<std::shared_ptr<Trust>> get();
 
  private:
-  keystore::KeystoreClient* client_;
+  KeystorePort* keystore_;
   std::chrono::seconds ttl_;
   std::mutex mutex_;
   std::shared_ptr<Trust> trust_;
