@@ -186,11 +186,13 @@ encrypted_to() {
 rejected_since() {
   logged_since "$1" "milter-reject: $2 from .*: $3 " && queue_settles
 }
-# kept_in_maildrop_since MARK RCPT: mail taken without SMTP that the milter
-# deferred: Postfix logged the 4.7.1, and the message waits in the maildrop
-# queue for pickup to try again
+# kept_in_maildrop_since MARK STAGE: mail taken without SMTP that the
+# milter deferred (at STAGE: END-OF-MESSAGE, or CONNECT when there was no
+# milter to connect to): Postfix logged the 4.7.1, and the message waits in
+# the maildrop queue for pickup to try again
 kept_in_maildrop_since() {
-  logged_since "$1" "milter-reject: END-OF-MESSAGE .*4\.7\.1 .*to=<$2>" && queued | grep -q '"queue_name": *"maildrop"'
+  logged_since "$1" "milter-reject: $2 from .*: 4\.7\.1 .*from=<alice@corp.example>" &&
+    queued | grep -q '"queue_name": *"maildrop"'
 }
 # The keystore stopped with SIGSTOP answers nothing, but the kernel still
 # takes what the milter writes to it: a request of the milter's, unread in
@@ -237,7 +239,7 @@ mark=$(log_mark)
 message alice@corp.example bob@corp.example "Down at start, local" case1-local |
   sendmail -C "$work/postfix/conf" -f alice@corp.example bob@corp.example
 check "submitted locally, Postfix logs the milter's 4.7.1 and keeps it in the maildrop queue" \
-  kept_in_maildrop_since "$mark" bob@corp.example
+  kept_in_maildrop_since "$mark" END-OF-MESSAGE
 check "keystore down at start: nothing delivered" nothing_reached_sink
 start_keystore || { echo "FAIL - the keystore does not restart"; exit 1; }
 postkick -c "$work/postfix/conf" public pickup W 2> /dev/null
@@ -391,6 +393,9 @@ check "the milter waits on the stopped keystore at end of data" \
   while_keystore_waits sending alice@corp.example bob@corp.example "Stop and start" case7
 postfix -c "$work/postfix/conf" stop > /dev/null 2>&1
 check "Postfix stops meanwhile" postfix_down
+# Mail submitted while Postfix is down waits in the maildrop queue.
+message alice@corp.example bob@corp.example "While Postfix is down" case7-local |
+  sendmail -C "$work/postfix/conf" -f alice@corp.example bob@corp.example
 postfix -c "$work/postfix/conf" start > /dev/null 2>&1
 check "and starts again" logged_since "$mark" "postfix/master\[[0-9]+\]: daemon started"
 kill -CONT "$keystore_pid"
@@ -399,8 +404,11 @@ wait "$send_pid"
 # cleanup removes the message's file, so the client still holds it.
 check "Postfix stop mid-message: the client is told nothing; its connection closes" \
   bash -c "grep -q '^\*\*\* Remote host closed connection unexpectedly' send.out && ! grep -q '<-  250 2.0.0 Ok: queued' send.out"
-check "Postfix stop mid-message: nothing queued" bash -c "[ -z \"\$(postqueue -c '$work/postfix/conf' -j)\" ]"
-check "Postfix stop mid-message: nothing delivered" nothing_reached_sink
+arrived case7-local.eml
+check "the message submitted while Postfix was down is delivered encrypted once it is up" \
+  encrypted_to bob delivered/case7-local.eml case7-local
+check "Postfix stop mid-message: then the queue is empty" queue_settles
+check "Postfix stop mid-message: and nothing else was delivered" nothing_reached_sink
 
 # ---- 8. The milter killed with -9 in the middle of a message ----------------------
 mark=$(log_mark)
@@ -412,11 +420,17 @@ kill -CONT "$keystore_pid"
 check "milter kill -9 mid-message: Postfix's milter_default_action, 451 4.7.1 at end of data" \
   grep -q "<\*\* 451 4.7.1 Service unavailable - try again later" send.out
 check "milter kill -9 mid-message: nothing queued" rejected_since "$mark" END-OF-MESSAGE "4.7.1"
+mark=$(log_mark)
+message alice@corp.example bob@corp.example "While the milter is down" case8-local |
+  sendmail -C "$work/postfix/conf" -f alice@corp.example bob@corp.example
+check "milter down, submitted locally: Postfix logs its 4.7.1 and keeps the message in the maildrop queue" \
+  kept_in_maildrop_since "$mark" CONNECT
 check "milter kill -9 mid-message: nothing delivered" nothing_reached_sink
 start_milter || { echo "FAIL - the milter does not restart"; exit 1; }
-sending alice@corp.example bob@corp.example "Milter back" case8-after
-arrived case8-after.eml
-check "the milter started again: alice to bob arrives encrypted" encrypted_to bob delivered/case8-after.eml case8-after
+postkick -c "$work/postfix/conf" public pickup W 2> /dev/null
+arrived case8-local.eml
+check "the milter started again: the kept message arrives encrypted" encrypted_to bob delivered/case8-local.eml case8-local
+check "and the queue is empty" queue_settles
 
 # ---- 9. A certificate revoked between two messages -----------------------------------
 sending alice@corp.example dave@corp.example "Before the revocation" case9-before
