@@ -12,16 +12,6 @@
 namespace mailkms::gateway {
 namespace {
 
-// A keystore that cannot answer now (unreachable, sealed, its storage
-// failing) is a reason to try again later, never one to treat the sender
-// as having no signing identity: that sends mail unsigned, or refuses it
-// for good where policy says sign always.
-bool keystore_down(const keystore::Error& error) {
-  using keystore::Errc;
-  return error.code == Errc::unavailable || error.code == Errc::sealed || error.code == Errc::storage_failed ||
-         error.code == Errc::internal;
-}
-
 smime::Cipher pick_cipher(const policy::Settings& s, const std::optional<smime::Capabilities>& capabilities, bool& ok) {
   const std::optional<smime::Capabilities> one[] = {capabilities};
   auto chosen = smime::choose_cipher(one, s.ciphers, s.ciphers.front());

@@ -265,18 +265,35 @@ check "keystore kill -9 mid-message: nothing delivered" nothing_reached_sink
 start_keystore || { echo "FAIL - the keystore does not restart"; exit 1; }
 
 # ---- 3. The keystore killed with -9 in the middle of an enrollment -------------
-# reply TOKEN PASSWORD: erin's answer to her token mail, as a client sends it
+# reply WHO TOKEN PASSWORD: WHO's answer to a token mail, as a client sends it
 reply() {
-  printf '%s\r\n' "From: erin@corp.example" "To: $enroll_address" "Subject: Re: Your secure e-mail keys" \
-    "MIME-Version: 1.0" "Content-Type: text/plain; charset=utf-8" "" "Password: $2" "" "> Token: $1" |
-    swaks --server "127.0.0.1:$POSTFIX_PORT" --from erin@corp.example --to "$enroll_address" --data - > send.out 2>&1
+  printf '%s\r\n' "From: $1" "To: $enroll_address" "Subject: Re: Your secure e-mail keys" \
+    "MIME-Version: 1.0" "Content-Type: text/plain; charset=utf-8" "" "Password: $3" "" "> Token: $2" |
+    swaks --server "127.0.0.1:$POSTFIX_PORT" --from "$1" --to "$enroll_address" --data - > send.out 2>&1
 }
-check "erin is enrolled by mail" bash -c "'$ctl' enroll erin@corp.example | grep -q '1 sent'"
-arrived case3-token.eml
-token=$(grep -o 'MKMS-[A-Z2-7-]*' delivered/case3-token.eml | head -n 1)
+# arrived_for WHO NAME: moves the message at the sink for WHO to delivered/NAME
+arrived_for() {
+  local end=$((SECONDS + 60)) f
+  while [ "$SECONDS" -lt "$end" ]; do
+    for f in $(sink_files); do
+      grep -q "^X-Rcpt-Args: <$1>" "$f" && mv "$f" "delivered/$2" && return 0
+    done
+    sleep 0.1
+  done
+  return 1
+}
+# erin's enrollment meets a keystore killed here; gina's, one sealed and
+# one out of disk (cases 4 and 5).
+check "erin and gina are enrolled by mail" bash -c "'$ctl' enroll erin@corp.example gina@corp.example | grep -q '2 sent'"
+arrived_for erin@corp.example case3-token-erin.eml
+arrived_for gina@corp.example case3-token-gina.eml
+token=$(grep -o 'MKMS-[A-Z2-7-]*' delivered/case3-token-erin.eml | head -n 1)
+gina_token=$(grep -o 'MKMS-[A-Z2-7-]*' delivered/case3-token-gina.eml | head -n 1)
 erin_pw="erin chose this $RANDOM$RANDOM"
+gina_pw="gina chose that $RANDOM$RANDOM"
 mark=$(log_mark)
-check "the milter waits on the stopped keystore with erin's reply" while_keystore_waits reply "$token" "$erin_pw"
+check "the milter waits on the stopped keystore with erin's reply" \
+  while_keystore_waits reply erin@corp.example "$token" "$erin_pw"
 kill_keystore
 wait "$send_pid"
 check "keystore kill -9 mid-enrollment: 451 4.7.1 at end of data" \
@@ -285,7 +302,7 @@ check "keystore kill -9 mid-enrollment: nothing queued" rejected_since "$mark" E
 check "keystore kill -9 mid-enrollment: nothing delivered" nothing_reached_sink
 start_keystore || { echo "FAIL - the keystore does not restart"; exit 1; }
 mark=$(log_mark)
-reply "$token" "$erin_pw"
+reply erin@corp.example "$token" "$erin_pw"
 check "erin's reply sent again is taken (250)" grep -q "<-  250 2.0.0 Ok: queued" send.out
 check "and discarded, never delivered" logged_since "$mark" "milter-discard: END-OF-MESSAGE .*to=<$enroll_address>"
 arrived case3-p12.eml
@@ -321,6 +338,11 @@ sending alice@corp.example carol@corp.example "Sealed" case4-carol
 check "keystore sealed, carol's certificate never looked up: 451 4.7.1 at RCPT" \
   grep -q "<\*\* 451 4.7.1 Cannot look up the recipient's certificate now; try again later" send.out
 check "keystore sealed: nothing queued for carol" rejected_since "$mark" RCPT "451 4.7.1"
+mark=$(log_mark)
+reply gina@corp.example "$gina_token" "$gina_pw"
+check "keystore sealed, gina's enrollment reply: 451 4.7.1 at end of data" \
+  grep -q "<\*\* 451 4.7.1 The S/MIME gateway cannot process this message now; try again later" send.out
+check "keystore sealed: gina's reply is not queued, nor discarded" rejected_since "$mark" END-OF-MESSAGE "4.7.1"
 check "keystore sealed: nothing delivered" nothing_reached_sink
 stop_keystore
 mv mailkms.conf.unsealing mailkms.conf
@@ -359,9 +381,22 @@ sending alice@corp.example bob@corp.example "Disk full" case5
 check "disk full: 451 4.7.1 at end of data" \
   grep -q "<\*\* 451 4.7.1 The S/MIME gateway cannot process this message now; try again later" send.out
 check "disk full: nothing queued" rejected_since "$mark" END-OF-MESSAGE "4.7.1"
+mark=$(log_mark)
+reply gina@corp.example "$gina_token" "$gina_pw"
+check "disk full, gina's enrollment reply: 451 4.7.1 at end of data" \
+  grep -q "<\*\* 451 4.7.1 The S/MIME gateway cannot process this message now; try again later" send.out
+check "disk full: gina's reply is not queued, nor discarded" rejected_since "$mark" END-OF-MESSAGE "4.7.1"
 check "disk full: nothing delivered" nothing_reached_sink
 rm -f db/filler
 check "with room again, the keystore writes what it held and serves" until_audit_answer ok
+mark=$(log_mark)
+reply gina@corp.example "$gina_token" "$gina_pw"
+check "with room again, gina's reply is taken and discarded" \
+  logged_since "$mark" "milter-discard: END-OF-MESSAGE .*to=<$enroll_address>"
+arrived_for gina@corp.example case5-p12-gina.eml
+p12_of delivered/case5-p12-gina.eml > gina.p12
+check "her token outlived the sealed keystore and the full disk: her PKCS#12 opens with her password" \
+  bash -c "openssl pkcs12 -in gina.p12 -passin 'pass:$gina_pw' -nokeys -clcerts | openssl x509 -noout -ext subjectAltName | grep -q gina@corp.example"
 sending alice@corp.example bob@corp.example "Disk full no more" case5-after
 arrived case5-after.eml
 check "with room again, alice to bob arrives encrypted" encrypted_to bob delivered/case5-after.eml case5-after
@@ -518,7 +553,7 @@ arrived case11-after.eml
 check "with the spool writable again, alice to bob arrives encrypted" encrypted_to bob delivered/case11-after.eml case11-after
 
 check "nothing policy encrypts ever reached the sink in clear" bash -c "! grep -rl '$marker' '$SINK_DIR' delivered"
-check "erin's password is in no log and at no mailbox" \
-  bash -c "! grep -rqF '$erin_pw' milter.log keystore.log postfix/maillog delivered '$SINK_DIR'"
+check "erin's and gina's passwords are in no log and at no mailbox" \
+  bash -c "! grep -rqF -e '$erin_pw' -e '$gina_pw' milter.log keystore.log postfix/maillog delivered '$SINK_DIR'"
 
 finish
