@@ -212,7 +212,7 @@ Outcome Gateway::enrollment(const Transaction& transaction, const std::vector<sm
   auto answer = keystore_->redeem({from, reply.token, reply.password, reply.csr_pem});
   OPENSSL_cleanse(reply.password.data(), reply.password.size());
   if (!answer) {
-    if (answer.error().code == keystore::Errc::unavailable) {
+    if (keystore_down(answer.error())) {
       return failure(FailureAction::tempfail, outcome.log, answer.error().message);
     }
     outcome.log += " taken out of delivery; the keystore did not take the reply from " + from + ": " + answer.error().message;

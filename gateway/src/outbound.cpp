@@ -25,8 +25,6 @@ using Groups = std::vector<std::pair<Treatment, std::vector<const Planned*>>>;
 
 namespace {
 
-bool keystore_down(const keystore::Error& error) { return error.code == keystore::Errc::unavailable; }
-
 smime::Cipher pick_cipher(const policy::Settings& s, const std::optional<smime::Capabilities>& capabilities, bool& ok) {
   const std::optional<smime::Capabilities> one[] = {capabilities};
   auto chosen = smime::choose_cipher(one, s.ciphers, s.ciphers.front());

@@ -53,6 +53,17 @@ Reply missing_certificate_reply(policy::MissingCertificate action, const std::st
 // held with `quarantine_reason`, or (send-plain) delivered.
 Outcome unmet_policy(policy::MissingCertificate action, Reply reply, std::string quarantine_reason, std::string log);
 
+// The keystore cannot answer now: unreachable, sealed, its storage or audit
+// log failing. A reason to try again later, never an answer to the request:
+// not "this sender has no signing identity" (mail would go unsigned, or be
+// refused for good where policy says sign always), nor "this enrollment
+// reply is refused" (it would be discarded, and the user never answered).
+inline bool keystore_down(const keystore::Error& error) {
+  using keystore::Errc;
+  return error.code == Errc::unavailable || error.code == Errc::sealed || error.code == Errc::storage_failed ||
+         error.code == Errc::internal;
+}
+
 }  // namespace mailkms::gateway
 
 // Like MAILKMS_TRY, but runs `on_error` (which must return) on failure;

@@ -3,9 +3,12 @@
 # mailkms.conf, with their sockets and logs beside it; the caller sets
 # $keystored, $ctl and $milter to the binaries.
 #
-#   start_keystore   starts keystored; waits until it is unsealed (key file)
+#   start_keystore [sealed]  starts keystored; waits until it is unsealed
+#                    (key file), or with "sealed", until it answers sealed
 #   start_milter     starts the milter; waits for its socket
 #   stop_milter      stops it (libmilter takes a few seconds after SIGTERM)
+#   stop_keystore    stops keystored (SIGTERM: it finishes what is in flight)
+#   kill_keystore, kill_milter   kill -9, as a crash would, and reap it
 #   stop_daemons     stops both
 
 keystore_pid=
@@ -14,10 +17,11 @@ milter_pid=
 # Waits are counted in seconds, not tries: under a sanitizer, on a busy
 # machine, a daemon can take a while to start.
 start_keystore() {
+  local state=${1:-unsealed}
   "$keystored" --config mailkms.conf > /dev/null 2>> keystore.log &
   keystore_pid=$!
   local end=$((SECONDS + 30))
-  until [ -S keystore.sock ] && "$ctl" status 2> /dev/null | grep -qx unsealed; do
+  until [ -S keystore.sock ] && "$ctl" status 2> /dev/null | grep -qx "$state"; do
     [ "$SECONDS" -lt "$end" ] && kill -0 "$keystore_pid" 2> /dev/null || return 1
     sleep 0.05
   done
@@ -52,8 +56,24 @@ stop_milter() {
   milter_pid=
 }
 
-stop_daemons() {
-  stop_milter
+# A daemon killed with -9 leaves its socket behind; the start functions
+# above do not mistake it for a new one.
+kill_keystore() {
+  [ -n "$keystore_pid" ] && kill -KILL "$keystore_pid" 2> /dev/null && wait "$keystore_pid" 2> /dev/null
+  keystore_pid=
+}
+
+kill_milter() {
+  [ -n "$milter_pid" ] && kill -KILL "$milter_pid" 2> /dev/null && wait "$milter_pid" 2> /dev/null
+  milter_pid=
+}
+
+stop_keystore() {
   if [ -n "$keystore_pid" ] && kill "$keystore_pid" 2> /dev/null; then wait "$keystore_pid" 2> /dev/null || true; fi
   keystore_pid=
+}
+
+stop_daemons() {
+  stop_milter
+  stop_keystore
 }
