@@ -496,7 +496,7 @@ for _ in $(seq 600); do [ "$(grep -c "policy reloaded" milter.log)" -gt "$reload
 mark=$(log_mark)
 sending alice@corp.example dave@corp.example "After the revocation" case9-after
 check "once asked again, the keystore hands out no revoked certificate: 550 5.7.1 at RCPT, as policy says" \
-  grep -q "<\*\* 550 5.7.1 Policy requires encryption and dave@corp.example has no certificate" send.out
+  grep -q "<\*\* 550 5.7.1 Policy requires encryption; no usable certificate for dave@corp.example" send.out
 check "revoked: nothing queued" rejected_since "$mark" RCPT "550 5.7.1"
 check "revoked: nothing delivered" nothing_reached_sink
 
@@ -540,7 +540,7 @@ check "his certificate is not harvested" bash -c "! '$ctl' harvested list | grep
 mark=$(log_mark)
 sending alice@corp.example frank@partner.example "To frank" case10-out
 check "mail to him, which policy encrypts: 450 4.7.1 at RCPT" \
-  grep -q "<\*\* 450 4.7.1 Policy requires encryption and frank@partner.example has no certificate yet" send.out
+  grep -q "<\*\* 450 4.7.1 Policy requires encryption; no usable certificate yet for frank@partner.example" send.out
 check "not yet valid: nothing queued" rejected_since "$mark" RCPT "450 4.7.1"
 check "not yet valid: nothing delivered" nothing_reached_sink
 
