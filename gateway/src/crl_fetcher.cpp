@@ -7,17 +7,13 @@
 #include <algorithm>
 #include <memory>
 
+#include "mailkms/smime/ossl.hpp"
+
 namespace mailkms::gateway {
 namespace {
 
-struct DistPointsFree {
-  void operator()(CRL_DIST_POINTS* p) const { CRL_DIST_POINTS_free(p); }
-};
 struct CurlFree {
   void operator()(CURL* p) const { curl_easy_cleanup(p); }
-};
-struct CrlFree {
-  void operator()(X509_CRL* p) const { X509_CRL_free(p); }
 };
 
 // Appends what the server sends, and stops the transfer past the cap
@@ -33,7 +29,7 @@ std::size_t collect(char* data, std::size_t size, std::size_t count, void* user)
 // Until when a fetched CRL may be kept: its nextUpdate, within a day.
 std::time_t keep_until(const std::string& der, std::time_t now) {
   const auto* p = reinterpret_cast<const unsigned char*>(der.data());
-  std::unique_ptr<X509_CRL, CrlFree> crl(d2i_X509_CRL(nullptr, &p, static_cast<long>(der.size())));
+  const smime::ossl::X509Crl crl(d2i_X509_CRL(nullptr, &p, static_cast<long>(der.size())));
   std::time_t until = now + 86400;
   if (crl && X509_CRL_get0_nextUpdate(crl.get()) != nullptr) {
     std::tm tm{};
@@ -46,7 +42,7 @@ std::time_t keep_until(const std::string& der, std::time_t now) {
 
 std::vector<std::string> crl_urls(const smime::Certificate& certificate) {
   std::vector<std::string> urls;
-  std::unique_ptr<CRL_DIST_POINTS, DistPointsFree> points(static_cast<CRL_DIST_POINTS*>(
+  const smime::ossl::CrlDistPoints points(static_cast<CRL_DIST_POINTS*>(
       X509_get_ext_d2i(certificate.native(), NID_crl_distribution_points, nullptr, nullptr)));
   if (!points) return urls;
   for (int i = 0; i < sk_DIST_POINT_num(points.get()); ++i) {

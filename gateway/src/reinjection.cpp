@@ -1,6 +1,7 @@
 #include "mailkms/gateway/reinjection.hpp"
 
 #include "mailkms/smime/certificate.hpp"
+#include "mailkms/smime/ossl.hpp"
 
 #include <fcntl.h>
 #include <openssl/crypto.h>
@@ -81,7 +82,7 @@ std::string ReinjectionMark::mac(std::string_view timestamp, std::string_view se
   for (auto& r : sorted) r = smime::normalize_address(r);
   std::sort(sorted.begin(), sorted.end());
 
-  std::unique_ptr<EVP_MD_CTX, decltype(&EVP_MD_CTX_free)> body(EVP_MD_CTX_new(), EVP_MD_CTX_free);
+  const smime::ossl::MdCtx body(EVP_MD_CTX_new());
   EVP_DigestInit_ex(body.get(), EVP_sha256(), nullptr);
   if (body_offset <= message.size()) {
     (void)message.for_each_chunk(body_offset, message.size() - body_offset, [&](std::string_view chunk) -> smime::Status {

@@ -5,6 +5,8 @@
 
 #include <memory>
 
+#include "mailkms/smime/ossl.hpp"
+
 namespace mailkms::keystore::detail {
 namespace {
 
@@ -12,7 +14,7 @@ constexpr char kVersion = 1;
 constexpr std::size_t kNonce = 12;
 constexpr std::size_t kTag = 16;
 
-using CipherCtx = std::unique_ptr<EVP_CIPHER_CTX, decltype(&EVP_CIPHER_CTX_free)>;
+using smime::ossl::CipherCtx;
 
 const unsigned char* bytes(std::string_view s) { return reinterpret_cast<const unsigned char*>(s.data()); }
 
@@ -61,7 +63,7 @@ Result<std::string> seal_record(const smime::SecretBytes& key, std::string_view 
   out[0] = kVersion;
   auto* nonce = reinterpret_cast<unsigned char*>(out.data() + 1);
   if (RAND_bytes(nonce, kNonce) != 1) return make_error(Errc::crypto_failed, "no randomness for a nonce");
-  CipherCtx ctx(EVP_CIPHER_CTX_new(), EVP_CIPHER_CTX_free);
+  const CipherCtx ctx(EVP_CIPHER_CTX_new());
   int n = 0;
   auto* body = reinterpret_cast<unsigned char*>(out.data() + 1 + kNonce);
   if (!ctx || EVP_EncryptInit_ex(ctx.get(), EVP_aes_256_gcm(), nullptr, key.data(), nonce) != 1 ||
@@ -83,7 +85,7 @@ Result<smime::SecretBytes> open_record(const smime::SecretBytes& key, std::strin
   const std::string_view ciphertext = record.substr(1 + kNonce, record.size() - 1 - kNonce - kTag);
   std::string tag(record.substr(record.size() - kTag));
   std::string plain(ciphertext.size(), '\0');
-  CipherCtx ctx(EVP_CIPHER_CTX_new(), EVP_CIPHER_CTX_free);
+  const CipherCtx ctx(EVP_CIPHER_CTX_new());
   int n = 0;
   auto* out = reinterpret_cast<unsigned char*>(plain.data());
   const bool ok = ctx && EVP_DecryptInit_ex(ctx.get(), EVP_aes_256_gcm(), nullptr, key.data(), bytes(nonce)) == 1 &&

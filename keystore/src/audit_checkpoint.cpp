@@ -16,6 +16,7 @@
 #include "mailkms/keystore/ca.hpp"
 #include "mailkms/keystore/mail_message.hpp"
 #include "mailkms/smime/mime.hpp"
+#include "mailkms/smime/ossl.hpp"
 
 namespace mailkms::keystore {
 namespace {
@@ -28,10 +29,7 @@ constexpr std::string_view kSignedPrefix = "mailkms-audit-checkpoint-v1";
 // about 250 bytes, so this holds far more than kMaxChecked.
 constexpr std::streamoff kTailBytes = 256 * 1024;
 
-struct MdCtxFree {
-  void operator()(EVP_MD_CTX* p) const noexcept { EVP_MD_CTX_free(p); }
-};
-using MdCtx = std::unique_ptr<EVP_MD_CTX, MdCtxFree>;
+using smime::ossl::MdCtx;
 
 Error crypto_failure(std::string_view what) { return make_error(Errc::crypto_failed, std::string(what)); }
 
@@ -183,11 +181,9 @@ bool AuditCheckpoints::due(std::chrono::seconds interval) const {
 Result<std::string> AuditCheckpoints::public_key_pem() {
   const std::lock_guard lock(mutex_);
   MAILKMS_TRY(k, key());
-  std::unique_ptr<BIO, decltype(&BIO_free)> bio(BIO_new(BIO_s_mem()), &BIO_free);
+  const smime::ossl::Bio bio(BIO_new(BIO_s_mem()));
   if (!bio || PEM_write_bio_PUBKEY(bio.get(), k.native()) != 1) return crypto_failure("cannot encode the audit key");
-  char* data = nullptr;
-  const long n = BIO_get_mem_data(bio.get(), &data);
-  return std::string(data, static_cast<std::size_t>(n));
+  return smime::ossl::bio_contents(bio.get());
 }
 
 Result<std::optional<AuditCheckpoint>> AuditCheckpoints::checkpoint(bool always) {

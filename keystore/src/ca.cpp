@@ -7,24 +7,18 @@
 #include <openssl/x509v3.h>
 
 #include <algorithm>
+#include <charconv>
 #include <memory>
 #include <nlohmann/json.hpp>
 
 #include "mailkms/smime/mime.hpp"
+#include "mailkms/smime/ossl.hpp"
 #include "row.hpp"
 
 namespace mailkms::keystore {
 namespace {
 
-template <class T, void (*F)(T*)>
-struct Free {
-  void operator()(T* p) const noexcept { F(p); }
-};
-using X509Ptr = std::unique_ptr<X509, Free<X509, X509_free>>;
-using ReqPtr = std::unique_ptr<X509_REQ, Free<X509_REQ, X509_REQ_free>>;
-using CrlPtr = std::unique_ptr<X509_CRL, Free<X509_CRL, X509_CRL_free>>;
-using BioPtr = std::unique_ptr<BIO, Free<BIO, BIO_free_all>>;
-using MdPtr = std::unique_ptr<EVP_MD, Free<EVP_MD, EVP_MD_free>>;
+namespace ossl = smime::ossl;
 
 Error crypto(std::string_view what) {
   std::string message(what);
@@ -50,11 +44,9 @@ Status add_extension(X509* cert, X509* issuer, int nid, const std::string& value
   X509V3_CTX v3;
   X509V3_set_ctx_nodb(&v3);
   X509V3_set_ctx(&v3, issuer, cert, nullptr, nullptr, 0);
-  X509_EXTENSION* ext = X509V3_EXT_conf_nid(nullptr, &v3, nid, value.c_str());
-  if (ext == nullptr) return crypto("cannot make extension " + std::string(OBJ_nid2sn(nid)));
-  const int ok = X509_add_ext(cert, ext, -1);
-  X509_EXTENSION_free(ext);
-  if (ok != 1) return crypto("cannot add extension");
+  const ossl::X509Extension ext(X509V3_EXT_conf_nid(nullptr, &v3, nid, value.c_str()));
+  if (!ext) return crypto("cannot make extension " + std::string(OBJ_nid2sn(nid)));
+  if (X509_add_ext(cert, ext.get(), -1) != 1) return crypto("cannot add extension");
   return Ok{};
 }
 
@@ -63,15 +55,13 @@ Status set_random_serial(X509* cert) {
   unsigned char bytes[16];
   if (RAND_bytes(bytes, sizeof bytes) != 1) return crypto("no randomness for a serial");
   bytes[0] = static_cast<unsigned char>((bytes[0] & 0x7f) | 0x40);
-  BIGNUM* bn = BN_bin2bn(bytes, sizeof bytes, nullptr);
-  const bool ok = bn != nullptr && BN_to_ASN1_INTEGER(bn, X509_get_serialNumber(cert)) != nullptr;
-  BN_free(bn);
-  if (!ok) return crypto("cannot set the serial");
+  const ossl::Bignum bn(BN_bin2bn(bytes, sizeof bytes, nullptr));
+  if (!bn || BN_to_ASN1_INTEGER(bn.get(), X509_get_serialNumber(cert)) == nullptr) return crypto("cannot set the serial");
   return Ok{};
 }
 
 Status sign_with(const smime::CryptoContext& ctx, X509* cert, EVP_PKEY* key) {
-  MdPtr md(EVP_MD_fetch(ctx.libctx(), signing_digest(key), nullptr));
+  ossl::Md md(EVP_MD_fetch(ctx.libctx(), signing_digest(key), nullptr));
   if (!md || X509_sign(cert, key, md.get()) <= 0) return crypto("cannot sign the certificate");
   return Ok{};
 }
@@ -308,7 +298,7 @@ Result<CaInfo> CertificateAuthority::create_ca(const std::string& id, const std:
   }
   MAILKMS_TRY(key, generate_key(*ctx_, type));
 
-  X509Ptr cert(X509_new_ex(ctx_->libctx(), nullptr));
+  ossl::X509Ptr cert(X509_new_ex(ctx_->libctx(), nullptr));
   X509_set_version(cert.get(), X509_VERSION_3);
   MAILKMS_CHECK(set_random_serial(cert.get()));
   X509_gmtime_adj(X509_getm_notBefore(cert.get()), -300);
@@ -361,19 +351,24 @@ Result<std::string> CertificateAuthority::request_external(const std::string& id
   MAILKMS_TRY(existing, storage_.get(ca_record_key(id)));
   if (existing) return make_error(Errc::already_exists, "a CA " + id + " exists");
   MAILKMS_TRY(key, generate_key(*ctx_, type));
-  ReqPtr req(X509_REQ_new_ex(ctx_->libctx(), nullptr));
+  ossl::X509Req req(X509_REQ_new_ex(ctx_->libctx(), nullptr));
   X509_REQ_set_version(req.get(), X509_REQ_VERSION_1);
   X509_NAME* subject = X509_REQ_get_subject_name(req.get());
   X509_NAME_add_entry_by_txt(subject, "CN", MBSTRING_UTF8, reinterpret_cast<const unsigned char*>(name.c_str()), -1, -1, 0);
   X509_REQ_set_pubkey(req.get(), key.native());
-  STACK_OF(X509_EXTENSION)* exts = sk_X509_EXTENSION_new_null();
-  sk_X509_EXTENSION_push(exts, X509V3_EXT_conf_nid(nullptr, nullptr, NID_basic_constraints, "critical,CA:TRUE,pathlen:0"));
-  sk_X509_EXTENSION_push(exts, X509V3_EXT_conf_nid(nullptr, nullptr, NID_key_usage, "critical,keyCertSign,cRLSign"));
-  const int added = X509_REQ_add_extensions(req.get(), exts);
-  sk_X509_EXTENSION_pop_free(exts, X509_EXTENSION_free);
-  MdPtr md(EVP_MD_fetch(ctx_->libctx(), signing_digest(key.native()), nullptr));
+  const ossl::ExtensionStack exts(sk_X509_EXTENSION_new_null());
+  int added = 0;
+  if (exts) {
+    for (const auto& [nid, value] : {std::pair{NID_basic_constraints, "critical,CA:TRUE,pathlen:0"},
+                                     std::pair{NID_key_usage, "critical,keyCertSign,cRLSign"}}) {
+      ossl::X509Extension ext(X509V3_EXT_conf_nid(nullptr, nullptr, nid, value));
+      if (ext && sk_X509_EXTENSION_push(exts.get(), ext.get()) > 0) (void)ext.release();
+    }
+    if (sk_X509_EXTENSION_num(exts.get()) == 2) added = X509_REQ_add_extensions(req.get(), exts.get());
+  }
+  ossl::Md md(EVP_MD_fetch(ctx_->libctx(), signing_digest(key.native()), nullptr));
   if (added != 1 || !md || X509_REQ_sign(req.get(), key.native(), md.get()) <= 0) return crypto("cannot make the request");
-  BioPtr out(BIO_new(BIO_s_mem()));
+  ossl::Bio out(BIO_new(BIO_s_mem()));
   PEM_write_bio_X509_REQ(out.get(), req.get());
   char* data = nullptr;
   const long n = BIO_get_mem_data(out.get(), &data);
@@ -446,7 +441,7 @@ Result<std::vector<smime::Certificate>> CertificateAuthority::chain(const std::s
 Result<Issued> CertificateAuthority::issue_with(const CaInfo& ca, EVP_PKEY* public_key, const std::string& address,
                                                 Profile profile, int validity_days) {
   MAILKMS_TRY(key, ca_key(ca.id));
-  X509Ptr cert(X509_new_ex(ctx_->libctx(), nullptr));
+  ossl::X509Ptr cert(X509_new_ex(ctx_->libctx(), nullptr));
   X509_set_version(cert.get(), X509_VERSION_3);
   MAILKMS_CHECK(set_random_serial(cert.get()));
   X509_gmtime_adj(X509_getm_notBefore(cert.get()), -300);
@@ -551,73 +546,103 @@ Status CertificateAuthority::revoke(const std::string& serial, RevocationReason 
   });
 }
 
-Result<std::string> CertificateAuthority::crl(const std::string& id, int next_update_days) {
-  MAILKMS_TRY(cached, storage_.get("crl/" + id));
-  if (cached) {
-    const auto j = nlohmann::json::parse(*cached, nullptr, false);
-    if (j.is_object() && j.value("made", std::time_t{0}) + 86400 > std::time(nullptr)) {
-      if (auto decoded = smime::base64_decode(j.value("der", "")); decoded) return std::move(*decoded);
+namespace {
+
+template <class Number>
+bool parse_number(std::string_view text, Number& out) {
+  const auto [end, ec] = std::from_chars(text.data(), text.data() + text.size(), out);
+  return ec == std::errc() && end == text.data() + text.size();
+}
+
+// A revoked/<ca>/<serial> row, "time:reason", as a CRL entry.
+Result<ossl::X509Revoked> crl_entry(const std::string& key, const std::string& value) {
+  const std::string serial = key.substr(key.rfind('/') + 1);
+  const auto colon = value.find(':');
+  long long when = 0;
+  int code = 0;
+  BIGNUM* parsed = nullptr;
+  if (colon == std::string::npos || !parse_number(std::string_view(value).substr(0, colon), when) ||
+      !parse_number(std::string_view(value).substr(colon + 1), code) ||
+      BN_hex2bn(&parsed, serial.c_str()) != static_cast<int>(serial.size())) {
+    BN_free(parsed);
+    return detail::corrupt_row(key, "is not a revocation (hexadecimal serial, time:reason)");
+  }
+  const ossl::Bignum bn(parsed);
+  ossl::X509Revoked entry(X509_REVOKED_new());
+  const ossl::Asn1Integer number(BN_to_ASN1_INTEGER(bn.get(), nullptr));
+  const ossl::Asn1Time at(ASN1_TIME_set(nullptr, static_cast<time_t>(when)));
+  if (!entry || !number || !at || X509_REVOKED_set_serialNumber(entry.get(), number.get()) != 1 ||
+      X509_REVOKED_set_revocationDate(entry.get(), at.get()) != 1) {
+    return crypto("cannot make a CRL entry");
+  }
+  if (code != 0) {
+    const ossl::Asn1Enumerated reason(ASN1_ENUMERATED_new());
+    if (!reason || ASN1_ENUMERATED_set(reason.get(), code) != 1 ||
+        X509_REVOKED_add1_ext_i2d(entry.get(), NID_crl_reason, reason.get(), 0, 0) != 1) {
+      return crypto("cannot give a CRL entry its reason");
     }
   }
+  return entry;
+}
+
+// The CRL's extensions: its number (RFC 5280 §5.2.3), and which of the
+// issuer's keys signed it (§5.2.1, MUST).
+Status add_crl_extensions(X509_CRL* crl, X509* issuer, long number) {
+  const ossl::Asn1Integer crl_number(ASN1_INTEGER_new());
+  if (!crl_number || ASN1_INTEGER_set(crl_number.get(), number) != 1 ||
+      X509_CRL_add1_ext_i2d(crl, NID_crl_number, crl_number.get(), 0, 0) != 1) {
+    return crypto("cannot number the CRL");
+  }
+  X509V3_CTX v3;
+  X509V3_set_ctx_nodb(&v3);
+  X509V3_set_ctx(&v3, issuer, nullptr, nullptr, crl, 0);
+  const ossl::X509Extension aki(X509V3_EXT_conf_nid(nullptr, &v3, NID_authority_key_identifier, "keyid:always"));
+  if (!aki || X509_CRL_add_ext(crl, aki.get(), -1) != 1) return crypto("cannot add the CRL's authority key identifier");
+  return Ok{};
+}
+
+}  // namespace
+
+Result<std::optional<std::string>> CertificateAuthority::cached_crl(const std::string& id) {
+  MAILKMS_TRY(cached, storage_.get("crl/" + id));
+  if (!cached) return std::optional<std::string>();
+  MAILKMS_TRY(j, detail::parse_row("crl/" + id, *cached));
+  if (j.value("made", std::time_t{0}) + 86400 <= std::time(nullptr)) return std::optional<std::string>();
+  auto decoded = smime::base64_decode(j.value("der", ""));
+  if (!decoded) return detail::corrupt_row("crl/" + id, "holds no CRL");
+  return std::optional<std::string>(std::move(*decoded));
+}
+
+Result<std::string> CertificateAuthority::crl(const std::string& id, int next_update_days) {
+  MAILKMS_TRY(cached, cached_crl(id));
+  if (cached) return std::move(*cached);
   MAILKMS_TRY(ca, get(id));
   if (!ca.certificate) return make_error(Errc::invalid_argument, "CA " + id + " has no certificate yet");
   MAILKMS_TRY(key, ca_key(id));
   MAILKMS_TRY(revoked, storage_.scan("revoked/" + id + "/", {}, 10'000'000));
-  CrlPtr crl(X509_CRL_new_ex(ctx_->libctx(), nullptr));
-  X509_CRL_set_version(crl.get(), X509_CRL_VERSION_2);
-  X509_CRL_set_issuer_name(crl.get(), X509_get_subject_name(ca.certificate->native()));
-  ASN1_TIME* now = X509_gmtime_adj(nullptr, 0);
-  ASN1_TIME* next = X509_gmtime_adj(nullptr, 86400L * next_update_days);
-  X509_CRL_set1_lastUpdate(crl.get(), now);
-  X509_CRL_set1_nextUpdate(crl.get(), next);
-  ASN1_TIME_free(next);
-  for (const auto& [key_path, value] : revoked) {
-    const std::string serial = key_path.substr(key_path.rfind('/') + 1);
-    const auto colon = value.find(':');
-    X509_REVOKED* entry = X509_REVOKED_new();
-    BIGNUM* bn = nullptr;
-    BN_hex2bn(&bn, serial.c_str());
-    ASN1_INTEGER* number = BN_to_ASN1_INTEGER(bn, nullptr);
-    BN_free(bn);
-    X509_REVOKED_set_serialNumber(entry, number);
-    ASN1_INTEGER_free(number);
-    ASN1_TIME* when = ASN1_TIME_set(nullptr, static_cast<time_t>(std::stoll(value.substr(0, colon))));
-    X509_REVOKED_set_revocationDate(entry, when);
-    ASN1_TIME_free(when);
-    const int code = std::stoi(value.substr(colon + 1));
-    if (code != 0) {
-      ASN1_ENUMERATED* reason = ASN1_ENUMERATED_new();
-      ASN1_ENUMERATED_set(reason, code);
-      X509_REVOKED_add1_ext_i2d(entry, NID_crl_reason, reason, 0, 0);
-      ASN1_ENUMERATED_free(reason);
-    }
-    X509_CRL_add0_revoked(crl.get(), entry);
-  }
-  ASN1_TIME_free(now);
-  // CRL number: one more than the last one we made.
+  // The CRL number: one more than the last one we made.
   MAILKMS_TRY(last, storage_.get("crl-number/" + id));
-  const long number = last ? std::stol(*last) + 1 : 1;
-  ASN1_INTEGER* crl_number = ASN1_INTEGER_new();
-  ASN1_INTEGER_set(crl_number, number);
-  X509_CRL_add1_ext_i2d(crl.get(), NID_crl_number, crl_number, 0, 0);
-  ASN1_INTEGER_free(crl_number);
-  // RFC 5280 §5.2.1: which of the issuer's keys signed it (MUST).
-  X509V3_CTX v3;
-  X509V3_set_ctx_nodb(&v3);
-  X509V3_set_ctx(&v3, ca.certificate->native(), nullptr, nullptr, crl.get(), 0);
-  X509_EXTENSION* aki = X509V3_EXT_conf_nid(nullptr, &v3, NID_authority_key_identifier, "keyid:always");
-  if (aki == nullptr) return crypto("cannot make the CRL's authority key identifier");
-  const int added = X509_CRL_add_ext(crl.get(), aki, -1);
-  X509_EXTENSION_free(aki);
-  if (added != 1) return crypto("cannot add the CRL's authority key identifier");
+  long number = 1;
+  if (last && (!parse_number(*last, number) || ++number <= 1)) return detail::corrupt_row("crl-number/" + id, "is not a number");
+  const ossl::X509Crl crl(X509_CRL_new_ex(ctx_->libctx(), nullptr));
+  const ossl::Asn1Time now(X509_gmtime_adj(nullptr, 0));
+  const ossl::Asn1Time next(X509_gmtime_adj(nullptr, 86400L * next_update_days));
+  if (!crl || !now || !next || X509_CRL_set_version(crl.get(), X509_CRL_VERSION_2) != 1 ||
+      X509_CRL_set_issuer_name(crl.get(), X509_get_subject_name(ca.certificate->native())) != 1 ||
+      X509_CRL_set1_lastUpdate(crl.get(), now.get()) != 1 || X509_CRL_set1_nextUpdate(crl.get(), next.get()) != 1) {
+    return crypto("cannot make the CRL");
+  }
+  for (const auto& [key_path, value] : revoked) {
+    MAILKMS_TRY(entry, crl_entry(key_path, value));
+    if (X509_CRL_add0_revoked(crl.get(), entry.get()) != 1) return crypto("cannot add a CRL entry");
+    (void)entry.release();  // the CRL owns it now
+  }
+  MAILKMS_CHECK(add_crl_extensions(crl.get(), ca.certificate->native(), number));
   X509_CRL_sort(crl.get());
-  MdPtr md(EVP_MD_fetch(ctx_->libctx(), signing_digest(key.native()), nullptr));
+  const ossl::Md md(EVP_MD_fetch(ctx_->libctx(), signing_digest(key.native()), nullptr));
   if (!md || X509_CRL_sign(crl.get(), key.native(), md.get()) <= 0) return crypto("cannot sign the CRL");
-  unsigned char* der = nullptr;
-  const int n = i2d_X509_CRL(crl.get(), &der);
-  if (n <= 0) return crypto("cannot encode the CRL");
-  std::string out(reinterpret_cast<char*>(der), static_cast<std::size_t>(n));
-  OPENSSL_free(der);
+  std::string out = ossl::to_der(crl.get(), i2d_X509_CRL);
+  if (out.empty()) return crypto("cannot encode the CRL");
   MAILKMS_CHECK(storage_.transaction([&]() -> Status {
     MAILKMS_CHECK(storage_.put("crl-number/" + id, std::to_string(number)));
     return storage_.put("crl/" + id, nlohmann::json{{"made", std::time(nullptr)}, {"der", smime::base64_encode_mime(out)}}.dump());

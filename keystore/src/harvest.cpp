@@ -11,6 +11,7 @@
 
 #include "mailkms/keystore/protocol.hpp"
 #include "mailkms/keystore/users.hpp"
+#include "mailkms/smime/ossl.hpp"
 
 namespace mailkms::keystore {
 namespace {
@@ -27,15 +28,6 @@ std::string when(std::time_t t) {
   return text;
 }
 
-struct StoreCtxFree {
-  void operator()(X509_STORE_CTX* p) const { X509_STORE_CTX_free(p); }
-};
-struct X509StackFree {
-  void operator()(STACK_OF(X509) * p) const { sk_X509_free(p); }  // the certificates are borrowed
-};
-struct CrlStackFree {
-  void operator()(STACK_OF(X509_CRL) * p) const { sk_X509_CRL_pop_free(p, X509_CRL_free); }
-};
 
 bool names_crl(const smime::Certificate& certificate) {
   const int at = X509_get_ext_by_NID(certificate.native(), NID_crl_distribution_points, -1);
@@ -138,9 +130,9 @@ Status verify_chain(const smime::CryptoContext& ctx, const smime::TrustStore& tr
                     const smime::Certificate& certificate, std::span<const smime::Certificate> intermediates,
                     std::string_view address, std::time_t now, const std::vector<std::string>* crls) {
   // Declared first: the context only borrows the CRLs.
-  std::unique_ptr<STACK_OF(X509_CRL), CrlStackFree> lists(sk_X509_CRL_new_null());
-  std::unique_ptr<STACK_OF(X509), X509StackFree> untrusted(sk_X509_new_null());
-  std::unique_ptr<X509_STORE_CTX, StoreCtxFree> sctx(X509_STORE_CTX_new_ex(ctx.libctx(), nullptr));
+  const smime::ossl::CrlStack lists(sk_X509_CRL_new_null());
+  const smime::ossl::BorrowedX509Stack untrusted(sk_X509_new_null());  // the certificates are the caller's
+  const smime::ossl::X509StoreCtx sctx(X509_STORE_CTX_new_ex(ctx.libctx(), nullptr));
   if (!untrusted || !sctx) {
     ERR_clear_error();
     return make_error(Errc::crypto_failed, "out of memory building a chain");
@@ -158,12 +150,12 @@ Status verify_chain(const smime::CryptoContext& ctx, const smime::TrustStore& tr
     if (!lists) return make_error(Errc::crypto_failed, "out of memory");
     for (const auto& der : *crls) {
       const auto* p = reinterpret_cast<const unsigned char*>(der.data());
-      X509_CRL* crl = d2i_X509_CRL(nullptr, &p, static_cast<long>(der.size()));
-      if (crl == nullptr || sk_X509_CRL_push(lists.get(), crl) <= 0) {
-        X509_CRL_free(crl);
+      smime::ossl::X509Crl crl(d2i_X509_CRL(nullptr, &p, static_cast<long>(der.size())));
+      if (!crl || sk_X509_CRL_push(lists.get(), crl.get()) <= 0) {
         ERR_clear_error();
         return make_error(Errc::permission_denied, certificate.subject() + ": a CRL offered for it does not parse");
       }
+      (void)crl.release();  // the stack owns it now
     }
     X509_STORE_CTX_set0_crls(sctx.get(), lists.get());
     X509_VERIFY_PARAM_set_flags(X509_STORE_CTX_get0_param(sctx.get()), X509_V_FLAG_CRL_CHECK);

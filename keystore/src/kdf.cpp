@@ -6,19 +6,20 @@
 
 #include <string>
 
+#include "mailkms/smime/ossl.hpp"
+
 namespace mailkms::keystore {
 namespace {
 
 // 32 bytes from OpenSSL's KDF `name` with `params`; `failure` if it fails.
 Result<smime::SecretBytes> derive(const char* name, const OSSL_PARAM* params, const char* failure) {
-  EVP_KDF* kdf = EVP_KDF_fetch(nullptr, name, nullptr);
-  EVP_KDF_CTX* ctx = kdf != nullptr ? EVP_KDF_CTX_new(kdf) : nullptr;
-  EVP_KDF_free(kdf);
+  const smime::ossl::Kdf kdf(EVP_KDF_fetch(nullptr, name, nullptr));
+  const smime::ossl::KdfCtx ctx(kdf ? EVP_KDF_CTX_new(kdf.get()) : nullptr);
   std::string key(32, '\0');
-  const bool ok = ctx != nullptr &&
-                  EVP_KDF_derive(ctx, reinterpret_cast<unsigned char*>(key.data()), key.size(), params) == 1;
-  EVP_KDF_CTX_free(ctx);
-  if (!ok) return make_error(Errc::crypto_failed, failure);
+  if (!ctx || EVP_KDF_derive(ctx.get(), reinterpret_cast<unsigned char*>(key.data()), key.size(), params) != 1) {
+    OPENSSL_cleanse(key.data(), key.size());
+    return make_error(Errc::crypto_failed, failure);
+  }
   return smime::SecretBytes(std::move(key));
 }
 

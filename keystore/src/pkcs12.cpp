@@ -1,5 +1,7 @@
 #include "mailkms/keystore/pkcs12.hpp"
 
+#include "mailkms/smime/ossl.hpp"
+
 #include <openssl/crypto.h>
 #include <openssl/err.h>
 #include <openssl/pkcs12.h>
@@ -80,20 +82,15 @@ Result<std::string> make_pkcs12(const smime::CryptoContext& ctx, std::span<const
       PKCS12_add_safe_ex(&bags.safes, bags.keys, -1, 0, nullptr, ctx.libctx(), nullptr) != 1) {
     return crypto("cannot assemble the PKCS#12 contents");
   }
-  PKCS12* p12 = PKCS12_add_safes_ex(bags.safes, 0, ctx.libctx(), nullptr);
-  if (p12 == nullptr) return crypto("cannot assemble the PKCS#12 file");
+  const smime::ossl::Pkcs12 p12(PKCS12_add_safes_ex(bags.safes, 0, ctx.libctx(), nullptr));
+  if (!p12) return crypto("cannot assemble the PKCS#12 file");
   const EVP_MD* mac = legacy ? EVP_sha1() : EVP_sha256();
   const int mac_iterations = legacy ? 2048 : options.iterations;
-  if (PKCS12_set_mac(p12, pass.c_str(), -1, nullptr, 0, mac_iterations, mac) != 1) {
-    PKCS12_free(p12);
+  if (PKCS12_set_mac(p12.get(), pass.c_str(), -1, nullptr, 0, mac_iterations, mac) != 1) {
     return crypto("cannot add the PKCS#12 MAC");
   }
-  unsigned char* der = nullptr;
-  const int n = i2d_PKCS12(p12, &der);
-  PKCS12_free(p12);
-  if (n <= 0) return crypto("cannot encode the PKCS#12 file");
-  std::string out(reinterpret_cast<char*>(der), static_cast<std::size_t>(n));
-  OPENSSL_free(der);
+  std::string out = smime::ossl::to_der(p12.get(), i2d_PKCS12);
+  if (out.empty()) return crypto("cannot encode the PKCS#12 file");
   return out;
 }
 

@@ -12,6 +12,7 @@
 #include "aead.hpp"
 #include "row.hpp"
 #include "mailkms/keystore/protocol.hpp"
+#include "mailkms/smime/ossl.hpp"
 
 namespace mailkms::keystore {
 namespace {
@@ -249,22 +250,18 @@ Result<std::size_t> Users::renew_expiring(std::time_t before, const std::string&
 
 Result<smime::Certificate> Users::certify_signing_request(std::string_view address, std::string_view csr_pem,
                                                           const std::string& actor) {
-  BIO* bio = BIO_new_mem_buf(csr_pem.data(), static_cast<int>(csr_pem.size()));
-  X509_REQ* req = PEM_read_bio_X509_REQ(bio, nullptr, nullptr, nullptr);
-  BIO_free(bio);
-  if (req == nullptr) {
+  const smime::ossl::Bio bio = smime::ossl::memory_bio(csr_pem);
+  const smime::ossl::X509Req req(bio ? PEM_read_bio_X509_REQ(bio.get(), nullptr, nullptr, nullptr) : nullptr);
+  if (!req) {
     ERR_clear_error();
     return make_error(Errc::invalid_argument, "not a PEM certificate request");
   }
-  EVP_PKEY* key = X509_REQ_get0_pubkey(req);
-  const bool signed_by_key = key != nullptr && X509_REQ_verify(req, key) == 1;
-  if (!signed_by_key) {
-    X509_REQ_free(req);
+  EVP_PKEY* key = X509_REQ_get0_pubkey(req.get());
+  if (key == nullptr || X509_REQ_verify(req.get(), key) != 1) {
     ERR_clear_error();
     return make_error(Errc::invalid_argument, "the request is not signed by its own key");
   }
   if (const auto weak = unacceptable_key(key)) {
-    X509_REQ_free(req);
     return make_error(Errc::invalid_argument, "the request's key is refused: " + *weak);
   }
   std::optional<smime::Certificate> issued_certificate;
@@ -283,7 +280,6 @@ Result<smime::Certificate> Users::certify_signing_request(std::string_view addre
     issued_certificate = issued.certificate;
     return audit_.append({actor, "user-signing-request", record.address, "ok", "signing " + record.signing_serial});
   });
-  X509_REQ_free(req);
   if (!done) return done.error();
   return *issued_certificate;
 }

@@ -7,7 +7,7 @@
 #include <cctype>
 #include <climits>
 
-#include "ossl.hpp"
+#include "mailkms/smime/ossl.hpp"
 
 namespace mailkms::smime {
 namespace {

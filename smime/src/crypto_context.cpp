@@ -2,7 +2,7 @@
 
 #include <openssl/provider.h>
 
-#include "ossl.hpp"
+#include "mailkms/smime/ossl.hpp"
 
 namespace mailkms::smime {
 

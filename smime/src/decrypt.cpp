@@ -12,7 +12,7 @@
 
 #include "der.hpp"
 #include "enveloped.hpp"
-#include "ossl.hpp"
+#include "mailkms/smime/ossl.hpp"
 #include "smime_entity.hpp"
 
 namespace mailkms::smime {

@@ -2,7 +2,7 @@
 
 #include <openssl/rsa.h>
 
-#include "ossl.hpp"
+#include "mailkms/smime/ossl.hpp"
 #include "sign_internal.hpp"
 #include "smime_entity.hpp"
 #include "spooled_message.hpp"

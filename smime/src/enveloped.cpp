@@ -5,7 +5,7 @@
 #include <cstring>
 
 #include "der.hpp"
-#include "ossl.hpp"
+#include "mailkms/smime/ossl.hpp"
 
 namespace mailkms::smime::detail {
 namespace {

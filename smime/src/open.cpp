@@ -1,7 +1,7 @@
 #include "mailkms/smime/open.hpp"
 
 #include "enveloped.hpp"
-#include "ossl.hpp"
+#include "mailkms/smime/ossl.hpp"
 #include "smime_entity.hpp"
 
 namespace mailkms::smime {

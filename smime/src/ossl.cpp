@@ -1,4 +1,4 @@
-#include "ossl.hpp"
+#include "mailkms/smime/ossl.hpp"
 
 #include <climits>
 

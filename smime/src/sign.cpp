@@ -6,7 +6,7 @@
 #include <cstring>
 
 #include "der.hpp"
-#include "ossl.hpp"
+#include "mailkms/smime/ossl.hpp"
 #include "sign_internal.hpp"
 #include "smime_entity.hpp"
 #include "text.hpp"

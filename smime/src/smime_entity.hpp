@@ -8,7 +8,7 @@
 #include "mailkms/smime/crypto_context.hpp"
 #include "mailkms/smime/mime.hpp"
 #include "mailkms/smime/result.hpp"
-#include "ossl.hpp"
+#include "mailkms/smime/ossl.hpp"
 
 namespace mailkms::smime::detail {
 

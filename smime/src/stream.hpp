@@ -13,7 +13,7 @@
 #include "mailkms/smime/mime.hpp"
 #include "mailkms/smime/result.hpp"
 #include "mailkms/smime/spool.hpp"
-#include "ossl.hpp"
+#include "mailkms/smime/ossl.hpp"
 
 namespace mailkms::smime::detail {
 

@@ -5,7 +5,7 @@
 #include <cstring>
 #include <variant>
 
-#include "ossl.hpp"
+#include "mailkms/smime/ossl.hpp"
 #include "smime_entity.hpp"
 #include "spooled_message.hpp"
 #include "stream.hpp"

@@ -117,6 +117,8 @@ class CertificateAuthority {
   Result<std::string> crl(const std::string& id, int next_update_days = 7);
 
  private:
+  // The stored CRL while it is less than a day old.
+  Result<std::optional<std::string>> cached_crl(const std::string& id);
   // Refuses a certificate record that says "valid" when a revocation row exists.
   Status check_not_revoked(const std::string& ca_id, const std::string& serial);
   Result<CaInfo> create_ca(const std::string& id, const std::optional<std::string>& parent, const std::string& name,
