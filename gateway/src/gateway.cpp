@@ -48,7 +48,14 @@ Gateway::Gateway(Settings settings, std::shared_ptr<const policy::Policy> policy
 
 void Gateway::replace_policy(std::shared_ptr<const policy::Policy> policy) {
   std::atomic_store(&policy_, std::move(policy));
+}
+
+void Gateway::forget_caches() {
   certificates_.clear();
+  trust_.clear();
+  crls_.clear();
+  const std::lock_guard lock(signers_mutex_);
+  signers_.clear();
 }
 
 void Gateway::begin(Transaction& transaction) const {

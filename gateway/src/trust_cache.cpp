@@ -51,4 +51,9 @@ keystore::Result<std::shared_ptr<Trust>> TrustCache::get() {
   return trust_;
 }
 
+void TrustCache::clear() {
+  const std::lock_guard lock(mutex_);
+  trust_.reset();
+}
+
 }  // namespace mailkms::gateway

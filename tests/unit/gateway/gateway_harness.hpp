@@ -5,6 +5,7 @@
 
 #include <catch2/catch.hpp>
 
+#include <algorithm>
 #include <functional>
 #include <memory>
 #include <string>
@@ -14,6 +15,7 @@
 #include "mailkms/gateway/gateway.hpp"
 #include "mailkms/smime/decrypt.hpp"
 #include "mailkms/smime/mime.hpp"
+#include "mailkms/smime/sign.hpp"
 #include "mailkms/smime/verify.hpp"
 #include "message_text.hpp"
 #include "test_support.hpp"
@@ -191,6 +193,21 @@ inline bool opens_for(const std::string& message, const std::string& user) {
   auto key = unwrapper(user);
   smime::KeyUnwrapper* keys[] = {&key};
   return smime::decrypt_entity(*context(), parsed.entity, keys).has_value();
+}
+
+// `message` signed with the test PKI key of `user`.
+inline std::string signed_by(const std::string& user, const std::string& message) {
+  auto key = signer(user);
+  return must(smime::sign_message(*context(), message, key, {}));
+}
+
+// The Authentication-Results the outcome adds (there is one).
+inline std::string results_of(const gateway::Outcome& outcome) {
+  const auto it = std::find_if(outcome.header_edits.begin(), outcome.header_edits.end(), [](const gateway::HeaderEdit& e) {
+    return e.kind == gateway::HeaderEdit::Kind::prepend && e.name == "Authentication-Results";
+  });
+  REQUIRE(it != outcome.header_edits.end());
+  return it->value;
 }
 
 // The verification of a signed entity against the test root, for `author`.

@@ -99,6 +99,11 @@ class Gateway {
   [[nodiscard]] std::shared_ptr<const policy::Policy> policy() const { return std::atomic_load(&policy_); }
   // A new policy for transactions that start from now on.
   void replace_policy(std::shared_ptr<const policy::Policy> policy);
+  // Forgets what is kept from the keystore and from CRL servers —
+  // certificates, "no certificate", signing identities, trust anchors and
+  // CRLs — so the next message asks afresh: a reload (SIGHUP) is how an
+  // administrator makes a `trust add` or a revocation count at once.
+  void forget_caches();
 
   // MAIL FROM: takes the policy snapshot and decides the direction.
   void begin(Transaction& transaction) const;

@@ -36,6 +36,9 @@ class TrustCache {
   // The current anchors and CRLs; a stale copy is refreshed first, and kept
   // (for up to ten TTLs) if the keystore cannot be reached.
   keystore::Result<std::shared_ptr<Trust>> get();
+  // Forget the copy: the next get() asks the keystore. Messages verifying
+  // with it keep it until they are done.
+  void clear();
 
  private:
   KeystorePort* keystore_;
