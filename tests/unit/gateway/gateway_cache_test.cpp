@@ -68,3 +68,65 @@ TEST_CASE("a reload forgets the signers and the certificates: the keystore is as
   CHECK(h.keystore->signers_made() == 2);
   CHECK(opens_for(out, "zoe"));
 }
+
+// The TTLs, on the harness's clock: each is tested at the second before it
+// runs out and the second after, without waiting for either.
+namespace {
+
+void five_and_one_minute_ttls(Settings& settings) {
+  settings.certificate_ttl = 300s;
+  settings.missing_certificate_ttl = 60s;
+}
+
+bool encrypted(const std::string& message) { return message.find("enveloped-data") != std::string::npos; }
+
+}  // namespace
+
+TEST_CASE("a certificate is used for certificate_ttl after it was fetched, then asked for again", "[gateway][cache][ttl]") {
+  GatewayHarness h(five_and_one_minute_ttls);
+  h.keystore->add_certificate("dave@partner.example", "zoe");
+  CHECK(opens_for(alices_mail_to(h, "dave@partner.example"), "zoe"));
+  h.keystore->remove("dave@partner.example");  // revoked: the keystore hands it out no more
+  h.advance(299s);
+  CHECK(opens_for(alices_mail_to(h, "dave@partner.example"), "zoe"));
+  h.advance(2s);
+  CHECK_FALSE(encrypted(alices_mail_to(h, "dave@partner.example")));
+}
+
+TEST_CASE("\"no certificate\" is remembered for missing_certificate_ttl, so an enrollment counts after it", "[gateway][cache][ttl]") {
+  GatewayHarness h(five_and_one_minute_ttls);
+  CHECK_FALSE(encrypted(alices_mail_to(h, "dave@partner.example")));
+  h.keystore->add_certificate("dave@partner.example", "zoe");
+  h.advance(59s);
+  CHECK_FALSE(encrypted(alices_mail_to(h, "dave@partner.example")));
+  h.advance(2s);
+  CHECK(opens_for(alices_mail_to(h, "dave@partner.example"), "zoe"));
+}
+
+TEST_CASE("a sender's signing identity is kept for certificate_ttl, then the keystore is asked again", "[gateway][cache][ttl]") {
+  GatewayHarness h(five_and_one_minute_ttls);
+  alices_mail_to(h, "x@signonly.example");
+  h.advance(299s);
+  alices_mail_to(h, "x@signonly.example");
+  CHECK(h.keystore->signers_made() == 1);
+  h.advance(2s);
+  alices_mail_to(h, "x@signonly.example");
+  CHECK(h.keystore->signers_made() == 2);
+}
+
+TEST_CASE("trust anchors are fetched once a certificate_ttl, and kept through an outage for ten", "[gateway][cache][ttl]") {
+  GatewayHarness h(five_and_one_minute_ttls);
+  h.keystore->distrust_all();
+  CHECK(verdict_on_zoes_mail(h).rfind(untrusted, 0) == 0);
+  h.keystore->trust_test_root();
+  h.advance(299s);
+  CHECK(verdict_on_zoes_mail(h).rfind(untrusted, 0) == 0);
+  h.advance(2s);
+  CHECK(verdict_on_zoes_mail(h) == zoe_passes);
+
+  h.keystore->set_reachable(false);
+  h.advance(2999s);  // stale, and kept through an outage until it is ten TTLs old
+  CHECK(verdict_on_zoes_mail(h) == zoe_passes);
+  h.advance(2s);
+  CHECK(verdict_on_zoes_mail(h) == "mx.example.org;\r\n\tsmime=temperror reason=\"keystore unavailable\"");
+}

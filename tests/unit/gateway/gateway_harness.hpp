@@ -95,7 +95,8 @@ encrypt = "never"
 struct GatewayHarness {
   explicit GatewayHarness(const std::function<void(gateway::Settings&)>& adjust = {},
                           const std::string& policy_text = gateway_test_policy)
-      : keystore(std::make_shared<InMemoryKeystore>()), gateway(make(adjust, policy_text, keystore, spool)) {
+      : keystore(std::make_shared<InMemoryKeystore>()),
+        gateway(make(adjust, policy_text, keystore, spool, [this] { return now; })) {
     keystore->add_user("alice@example.org", "alice");
     keystore->add_user("bob@example.org", "bob");
     keystore->add_user("carol@example.org", "carol");
@@ -145,13 +146,19 @@ struct GatewayHarness {
     return gateway.finish(tx, section->fields, spooled);
   }
 
+  // The gateway's caches count their TTLs on this clock; it moves only
+  // when a test moves it.
+  void advance(std::chrono::seconds by) { now += by; }
+
   TempDir spool;
+  std::chrono::steady_clock::time_point now = std::chrono::steady_clock::now();
   std::shared_ptr<InMemoryKeystore> keystore;
   gateway::Gateway gateway;
 
  private:
   static gateway::Gateway make(const std::function<void(gateway::Settings&)>& adjust, const std::string& policy_text,
-                               std::shared_ptr<InMemoryKeystore> keystore, const TempDir& spool) {
+                               std::shared_ptr<InMemoryKeystore> keystore, const TempDir& spool,
+                               gateway::Clock clock) {
     gateway::Settings settings;
     settings.authserv_id = "mx.example.org";
     settings.enrollment_address = "mailkms-enroll@example.org";
@@ -163,7 +170,8 @@ struct GatewayHarness {
     if (!policy) FAIL(policy.error().message);
     auto mark = gateway::ReinjectionMark::create({});
     if (!mark) FAIL(mark.error().message);
-    return gateway::Gateway(std::move(settings), std::move(*policy), context(), std::move(*mark), std::move(keystore));
+    return gateway::Gateway(std::move(settings), std::move(*policy), context(), std::move(*mark), std::move(keystore),
+                            std::move(clock));
   }
 };
 
