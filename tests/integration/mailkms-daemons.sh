@@ -48,7 +48,7 @@ not_ready() {
 # connections once it is listening.
 start_milter() {
   local config=${milter_config:-mailkms.conf} log=${milter_log:-milter.log}
-  local socket path port stale
+  local socket path= port= stale=
   socket=$(awk -F'"' '/^\[/ { table = $0 } table == "[milter]" && /^socket *=/ { print $2 }' "$config")
   case $socket in
     inet:*) port=${socket#inet:}; port=${port%@*} ;;
