@@ -82,6 +82,10 @@ void wake() {
 void on_reload_signal(int) { wake(); }
 
 void reload_policy(mailkms::gateway::Gateway& gateway, const std::string& policy_path) {
+  // Whatever becomes of the file: a reload is also how an administrator has
+  // a trust anchor added, or a certificate revoked, count at once.
+  gateway.forget_caches();
+  spdlog::info("caches forgotten: certificates, signing identities, trust anchors, CRLs");
   auto fresh = mailkms::policy::load_policy(policy_path);
   if (!fresh) {
     spdlog::error("policy reload refused, the running policy stays: {}", fresh.error().message);

@@ -11,7 +11,7 @@ keystore::Result<std::vector<std::optional<RecipientCertificate>>> CertificateCa
   std::vector<std::optional<RecipientCertificate>> out(addresses.size());
   std::vector<std::string> wanted;
   std::vector<std::size_t> positions;
-  const auto now = std::chrono::steady_clock::now();
+  const auto now = clock_();
   const std::time_t wall = std::time(nullptr);
   {
     const std::lock_guard lock(mutex_);

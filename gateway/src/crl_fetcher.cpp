@@ -66,6 +66,11 @@ CrlFetcher::CrlFetcher() {
   std::call_once(initialized, [] { curl_global_init(CURL_GLOBAL_DEFAULT); });
 }
 
+void CrlFetcher::clear() {
+  const std::lock_guard lock(mutex_);
+  cache_.clear();
+}
+
 keystore::Result<std::vector<std::string>> CrlFetcher::crls_for(const smime::Certificate& certificate) {
   std::vector<std::string> crls;
   for (const auto& url : crl_urls(certificate)) {

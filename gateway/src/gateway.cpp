@@ -37,18 +37,26 @@ Reply routing_refusal(const std::string& recipient, const std::string& why) {
 }  // namespace
 
 Gateway::Gateway(Settings settings, std::shared_ptr<const policy::Policy> policy, smime::CryptoContextPtr ctx,
-                 ReinjectionMark mark, std::shared_ptr<KeystorePort> keystore)
+                 ReinjectionMark mark, std::shared_ptr<KeystorePort> keystore, Clock clock)
     : settings_(std::move(settings)),
       policy_(std::move(policy)),
       ctx_(std::move(ctx)),
       keystore_(std::move(keystore)),
-      certificates_(*keystore_, settings_.certificate_ttl, settings_.missing_certificate_ttl),
-      trust_(*keystore_, settings_.certificate_ttl),
+      clock_(std::move(clock)),
+      certificates_(*keystore_, settings_.certificate_ttl, settings_.missing_certificate_ttl, clock_),
+      trust_(*keystore_, settings_.certificate_ttl, clock_),
       mark_(mark) {}
 
 void Gateway::replace_policy(std::shared_ptr<const policy::Policy> policy) {
   std::atomic_store(&policy_, std::move(policy));
+}
+
+void Gateway::forget_caches() {
   certificates_.clear();
+  trust_.clear();
+  crls_.clear();
+  const std::lock_guard lock(signers_mutex_);
+  signers_.clear();
 }
 
 void Gateway::begin(Transaction& transaction) const {

@@ -144,7 +144,7 @@ keystore::Result<bool> Gateway::from_keystore(const Transaction& tx, const std::
 
 keystore::Result<std::shared_ptr<smime::Signer>> Gateway::signer_for(const std::string& address) {
   const std::string key = smime::normalize_address(address);
-  const auto now = std::chrono::steady_clock::now();
+  const auto now = clock_();
   {
     const std::lock_guard lock(signers_mutex_);
     const auto it = signers_.find(key);

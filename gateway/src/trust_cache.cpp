@@ -37,7 +37,7 @@ keystore::Result<std::shared_ptr<Trust>> fetch(KeystorePort& keystore) {
 
 keystore::Result<std::shared_ptr<Trust>> TrustCache::get() {
   const std::lock_guard lock(mutex_);
-  const auto now = std::chrono::steady_clock::now();
+  const auto now = clock_();
   if (trust_ && now - fetched_ < ttl_) return trust_;
   auto fresh = fetch(*keystore_);
   if (!fresh) {
@@ -49,6 +49,11 @@ keystore::Result<std::shared_ptr<Trust>> TrustCache::get() {
   trust_ = std::move(*fresh);
   fetched_ = now;
   return trust_;
+}
+
+void TrustCache::clear() {
+  const std::lock_guard lock(mutex_);
+  trust_.reset();
 }
 
 }  // namespace mailkms::gateway

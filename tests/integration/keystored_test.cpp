@@ -26,6 +26,7 @@
 #include "mailkms/keystore/service.hpp"
 #include "mailkms/smime/encrypt.hpp"
 #include "mailkms/smime/open.hpp"
+#include "keystored_process.hpp"
 #include "test_support.hpp"
 
 using namespace mailkms;
@@ -66,21 +67,8 @@ class Daemon {
   }
   ~Daemon() { stop(); }
 
-  void start() {
-    const char* binary = MAILKMS_KEYSTORED;  // the daemon this build made
-    pid_ = ::fork();
-    if (pid_ == 0) {
-      const std::string config = dir.path("mailkms.conf").string();
-      const std::string log = dir.path("daemon.log").string();
-      if (std::freopen(log.c_str(), "a", stderr) == nullptr) ::_exit(126);
-      ::execl(binary, binary, "--config", config.c_str(), "--foreground", static_cast<char*>(nullptr));
-      ::_exit(127);
-    }
-    for (int i = 0; i < 500 && !std::filesystem::exists(socket()); ++i) std::this_thread::sleep_for(10ms);
-    REQUIRE(std::filesystem::exists(socket()));
-  }
-
-  void signal(int number) { ::kill(pid_, number); }
+  void start() { process_.start(); }
+  void signal(int number) { process_.signal(number); }
 
   // SIGHUP, then waits until the daemon says it took the file or refused it.
   void reload() {
@@ -95,22 +83,16 @@ class Daemon {
     const std::size_t before = answers();
     signal(SIGHUP);
     for (int i = 0; i < 3000 && answers() == before; ++i) std::this_thread::sleep_for(10ms);
+    INFO(process_.log_tail());
     REQUIRE(answers() > before);
   }
 
-  int stop() {
-    if (pid_ <= 0) return -1;
-    ::kill(pid_, SIGTERM);
-    int status = 0;
-    ::waitpid(pid_, &status, 0);
-    pid_ = -1;
-    return WIFEXITED(status) ? WEXITSTATUS(status) : -1;
-  }
+  int stop() { return process_.stop(); }
 
   KeystoreClient client(std::chrono::milliseconds timeout = 10s) { return KeystoreClient({socket(), timeout, 4}); }
   std::filesystem::path database() const { return dir.path("keystore.db"); }
   std::filesystem::path socket() const { return dir.path("keystore.sock"); }
-  std::string log() const { return test::read_file(dir.path("daemon.log")); }
+  std::string log() const { return process_.log(); }
 
   test::TempDir dir;
   std::string root_pem;
@@ -122,7 +104,7 @@ class Daemon {
   }
   smime::SecretBytes take_master() { return std::move(master_); }
   smime::SecretBytes master_;
-  pid_t pid_ = -1;
+  test::KeystoredProcess process_{MAILKMS_KEYSTORED, dir.path("mailkms.conf"), socket(), dir.path("daemon.log")};
 };
 
 void unseal(KeystoreClient& client) { must(client.call("unseal", {{"passphrase", kPassphrase}})); }

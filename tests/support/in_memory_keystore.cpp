@@ -74,6 +74,8 @@ void InMemoryKeystore::add_certificate(const std::string& address, const std::st
   entries_[smime::normalize_address(address)] = {pki_user, false, std::move(capabilities)};
 }
 
+void InMemoryKeystore::remove(const std::string& address) { entries_.erase(smime::normalize_address(address)); }
+
 void InMemoryKeystore::trust_test_root(std::vector<std::string> domains) {
   anchors_.push_back({smime::Certificate::from_pem(read_file(pki_path("root.pem"))).value(), std::move(domains)});
 }

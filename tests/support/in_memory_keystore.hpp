@@ -25,6 +25,9 @@ class InMemoryKeystore final : public gateway::KeystorePort {
   void add_certificate(const std::string& address, const std::string& pki_user,
                        std::optional<smime::Capabilities> capabilities = std::nullopt);
   // Signatures under the test root pass; `domains` scopes it.
+  // `address` has no certificate here any more (deleted, or revoked: the
+  // keystore stops handing it out).
+  void remove(const std::string& address);
   void trust_test_root(std::vector<std::string> domains = {});
   void distrust_all() { anchors_.clear(); }
   // A mail mark the keystore would confirm for this recipient and Message-ID.

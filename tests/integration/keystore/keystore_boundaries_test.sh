@@ -9,13 +9,16 @@
 set -uo pipefail
 # shellcheck source=../lib.sh
 . "$(dirname "$(realpath "$0")")/../lib.sh"
+# shellcheck source=../mailkms-daemons.sh
+. "$(dirname "$(realpath "$0")")/../mailkms-daemons.sh"
+keystore_log=daemon.log
 [[ $# == 2 ]] || { echo "usage: keystore_boundaries_test.sh MAILKMS_KEYSTORED MAILKMSCTL" >&2; exit 2; }
 keystored=$(realpath "$1")
 ctl=$(realpath "$2")
 work=$(mktemp -d)
-daemon_pid=
+keystore_pid=
 foreign_pid=
-trap '[ -n "$daemon_pid" ] && kill "$daemon_pid" 2>/dev/null; [ -n "$foreign_pid" ] && kill "$foreign_pid" 2>/dev/null; wait 2>/dev/null; rm -rf "$work"' EXIT
+trap '[ -n "$keystore_pid" ] && kill "$keystore_pid" 2>/dev/null; [ -n "$foreign_pid" ] && kill "$foreign_pid" 2>/dev/null; wait 2>/dev/null; rm -rf "$work"' EXIT
 cd "$work" || exit 2
 mkdir db run
 
@@ -61,10 +64,7 @@ refuses mailkms.conf
 t "a database that belongs to someone else is refused" '[[ $rc == 1 ]] && grep -qF "the database $work/db/keystore.db belongs to nobody" err'
 chown root db/keystore.db
 
-"$keystored" --config mailkms.conf 2> daemon.log &
-daemon_pid=$!
-for _ in $(seq 600); do [ -S run/keystore.sock ] && break; sleep 0.05; done
-check "the daemon starts when only it can write its files" test -S run/keystore.sock
+check "the daemon starts when only it can write its files" start_keystore sealed
 check "its socket has the configured mode, and nothing is left beside it" \
   bash -c '[ "$(stat -c %a run/keystore.sock)" = 660 ] && [ "$(ls -A run)" = keystore.sock ]'
 check "mailkmsctl talks to it" bash -c "'$ctl' status | grep -qx sealed"
@@ -107,7 +107,7 @@ t "mailkmsctl refuses a socket served by another user than keystore.user (mailkm
 t "and sent it nothing: not the passphrase, not a byte" \
   'grep -qx "connection, 0 bytes: " foreign/received && ! grep -qF "$(cat unseal.pw)" foreign/received'
 
-kill "$daemon_pid"
-wait "$daemon_pid"
-daemon_pid=
+kill "$keystore_pid"
+wait "$keystore_pid"
+keystore_pid=
 finish

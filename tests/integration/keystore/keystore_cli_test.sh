@@ -6,13 +6,16 @@
 set -uo pipefail
 # shellcheck source=../lib.sh
 . "$(dirname "$(realpath "$0")")/../lib.sh"
+# shellcheck source=../mailkms-daemons.sh
+. "$(dirname "$(realpath "$0")")/../mailkms-daemons.sh"
+keystore_log=daemon.log
 [[ $# == 3 ]] || { echo "usage: keystore_cli_test.sh MAILKMS_KEYSTORED MAILKMSCTL TEMPLATES_DIR" >&2; exit 2; }
 keystored=$(realpath "$1")
 ctl=$(realpath "$2")
 templates=$(realpath "$3")
 work=$(mktemp -d)
-daemon_pid=
-trap '[ -n "$daemon_pid" ] && kill "$daemon_pid" 2>/dev/null; wait 2>/dev/null; rm -rf "$work"' EXIT
+keystore_pid=
+trap '[ -n "$keystore_pid" ] && kill "$keystore_pid" 2>/dev/null; wait 2>/dev/null; rm -rf "$work"' EXIT
 cd "$work" || exit 2
 
 # remember ADDRESS CERT.pem [SIGNING-TIME]: what a gateway sends after a
@@ -101,11 +104,7 @@ check "init creates the keystore" "$ctl" init --admin carol --admin-password-fil
 check "the database is private" bash -c "[ \"\$(stat -c %a keystore.db)\" = 600 ]"
 check "init never runs twice" bash -c "! '$ctl' init --admin carol --admin-password-file carol.pw --passphrase-file unseal.pw"
 
-"$keystored" --config mailkms.conf 2> daemon.log &
-daemon_pid=$!
-for _ in $(seq 100); do [ -S keystore.sock ] && break; sleep 0.05; done
-
-check "the daemon starts sealed" bash -c "'$ctl' status | grep -qx sealed"
+check "the daemon starts sealed" start_keystore sealed
 check "a login is refused while sealed" bash -c "! '$ctl' login carol --password-file carol.pw"
 echo "wrong passphrase" > wrong.pw
 check "a wrong passphrase does not unseal" bash -c "! '$ctl' unseal --passphrase-file wrong.pw"
@@ -261,10 +260,10 @@ check "no password reached the daemon's log" bash -c "! grep -qF -e \"\$(cat car
 check "nor a token the log or the audit log" bash -c "! grep -qF -e '$first_token' -e \"\$(token_to frank@example.org)\" daemon.log audit.out"
 check "logout ends the session" bash -c "'$ctl' logout && ! '$ctl' user list"
 
-kill "$daemon_pid"
-wait "$daemon_pid"
+kill "$keystore_pid"
+wait "$keystore_pid"
 check "SIGTERM stops the daemon cleanly" test $? -eq 0
-daemon_pid=
+keystore_pid=
 
 # A second keystore, sealed with Shamir shares: any 3 of 5 unseal it.
 mkdir shares && cd shares || exit 2
@@ -273,17 +272,15 @@ export MAILKMS_CONFIG=$work/shares/mailkms.conf
 "$ctl" init --admin carol --admin-password-file ../carol.pw --shares 5 --threshold 3 > init.out
 grep -o 'mailkms-share-1-[0-9]*-[0-9a-f]*' init.out > all.shares
 check "init prints five shares" test "$(wc -l < all.shares)" = 5
-"$keystored" --config mailkms.conf 2> daemon.log &
-daemon_pid=$!
-for _ in $(seq 100); do [ -S keystore.sock ] && break; sleep 0.05; done
+start_keystore sealed || { echo "FAIL - the second keystore does not start"; exit 1; }
 sed -n '1p;3p' all.shares > two.shares
 sed -n '2p;4p;5p' all.shares > three.shares
 check "two shares do not unseal" bash -c "! '$ctl' unseal --shares-file two.shares"
 sleep 2.1
 check "three other shares do" "$ctl" unseal --shares-file three.shares
-kill "$daemon_pid"
-wait "$daemon_pid"
-daemon_pid=
+kill "$keystore_pid"
+wait "$keystore_pid"
+keystore_pid=
 cd .. || exit 2
 
 # A third, sealed with a key file: created 0600 whatever the umask, never

@@ -7,14 +7,17 @@
 set -uo pipefail
 # shellcheck source=../lib.sh
 . "$(dirname "$(realpath "$0")")/../lib.sh"
+# shellcheck source=../mailkms-daemons.sh
+. "$(dirname "$(realpath "$0")")/../mailkms-daemons.sh"
+keystore_log=daemon.log
 [[ $# == 2 ]] || { echo "usage: keystore_faults_test.sh MAILKMS_KEYSTORED MAILKMSCTL" >&2; exit 2; }
 keystored=$(realpath "$1")
 ctl=$(realpath "$2")
 work=$(mktemp -d)
 mnt=$work/disk
-daemon_pid=
+keystore_pid=
 cleanup() {
-  [ -n "$daemon_pid" ] && kill -9 "$daemon_pid" 2>/dev/null
+  [ -n "$keystore_pid" ] && kill -9 "$keystore_pid" 2>/dev/null
   wait 2>/dev/null
   mountpoint -q "$mnt" && umount -l "$mnt"
   rm -rf "$work"
@@ -41,21 +44,7 @@ export MAILKMS_CONFIG=$work/mailkms.conf MAILKMS_SESSION_FILE=$work/session
 echo "carol's long admin password" > admin.pw
 echo "the unseal passphrase of this keystore" > unseal.pw
 
-# The daemon renames its socket into place once it listens: one a daemon
-# killed with -9 left behind does not count.
-start() {
-  local stale
-  stale=$(stat -c %i keystore.sock 2> /dev/null)
-  "$keystored" --config mailkms.conf 2>> daemon.log &
-  daemon_pid=$!
-  for _ in $(seq 600); do
-    [ -S keystore.sock ] && [ "$(stat -c %i keystore.sock 2> /dev/null)" != "$stale" ] && return 0
-    kill -0 "$daemon_pid" 2> /dev/null || return 1
-    sleep 0.05
-  done
-  return 1
-}
-ready() { start && "$ctl" unseal --passphrase-file unseal.pw > /dev/null && "$ctl" login carol --password-file admin.pw > /dev/null; }
+ready() { start_keystore sealed && "$ctl" unseal --passphrase-file unseal.pw > /dev/null && "$ctl" login carol --password-file admin.pw > /dev/null; }
 
 "$ctl" init --admin carol --admin-password-file admin.pw --passphrase-file unseal.pw > /dev/null
 check "the daemon starts" ready
@@ -69,9 +58,7 @@ for _ in $(seq 100); do
   [ "$("$ctl" user list --limit 100000 2>/dev/null | wc -l)" -ge 50 ] && break
   sleep 0.1
 done
-kill -9 "$daemon_pid"
-wait "$daemon_pid" 2>/dev/null
-daemon_pid=
+kill_keystore
 wait "$bulk_pid"
 check "the bulk add saw the daemon die" grep -q "unavailable" bulk.out
 check "the daemon starts again after kill -9" ready
@@ -104,9 +91,7 @@ rm -f "$mnt/filler"
 check "with room again, the user is added" "$ctl" user add "$victim"
 
 # 3. A read-only file system: the daemon refuses to start, saying why.
-kill "$daemon_pid"
-wait "$daemon_pid" 2>/dev/null
-daemon_pid=
+stop_keystore
 mount -o remount,ro "$mnt"
 "$keystored" --config mailkms.conf > /dev/null 2> readonly.log
 check "on a read-only database the daemon exits with a clear error" grep -qiE "read-?only" readonly.log

@@ -149,28 +149,8 @@ message() {  # message FROM TO SUBJECT CASE   (swaks ends the last line)
 send() {
   swaks --server "127.0.0.1:$POSTFIX_PORT" --from "$1" --to "$2" --data - > send.out 2>&1
 }
-# log_mark: where Postfix's log ends now. logged_since MARK PATTERN: a line
-# after MARK matches PATTERN (extended regex) within 30 s. What Postfix did
-# with a message is read from its log, never assumed after a sleep.
-log_mark() { wc -l < postfix/maillog; }
-logged_since() {
-  local end=$((SECONDS + 30))
-  until tail -n +"$(($1 + 1))" postfix/maillog | grep -qE "$2"; do
-    [ "$SECONDS" -lt "$end" ] || return 1
-    sleep 0.05
-  done
-}
 # queued: Postfix's queue, one JSON object a message (postqueue -j)
 queued() { postqueue -c "$work/postfix/conf" -j 2> /dev/null; }
-# queue_settles: the queue empties within 30 s (a delivered message leaves
-# the active queue a moment after the sink has it)
-queue_settles() {
-  local end=$((SECONDS + 30))
-  until [ -z "$(queued)" ]; do
-    [ "$SECONDS" -lt "$end" ] || return 1
-    sleep 0.05
-  done
-}
 # nothing_reached_sink: no message file at the sink, nor one being written
 nothing_reached_sink() { [ -z "$(find "$SINK_DIR" -type f)" ]; }
 # arrived NAME: moves the oldest message at the sink to delivered/NAME
@@ -188,7 +168,7 @@ encrypted_to() {
 # the message at STAGE (RCPT, END-OF-MESSAGE) with CODE, and no queue
 # file is left of it (cleanup removes its file as it answers)
 rejected_since() {
-  logged_since "$1" "milter-reject: $2 from .*: $3 " && queue_settles
+  logged_since "$1" "milter-reject: $2 from .*: $3 " && postfix_queue_settles
 }
 # kept_in_maildrop_since MARK STAGE: mail taken without SMTP that the
 # milter deferred (at STAGE: END-OF-MESSAGE, or CONNECT when there was no
@@ -249,7 +229,7 @@ start_keystore || { echo "FAIL - the keystore does not restart"; exit 1; }
 postkick -c "$work/postfix/conf" public pickup W 2> /dev/null
 arrived case1-local.eml
 check "once the keystore is back, the local one is delivered encrypted to bob" encrypted_to bob delivered/case1-local.eml case1-local
-check "and the queue is empty" queue_settles
+check "and the queue is empty" postfix_queue_settles
 
 # ---- 2. The keystore killed with -9 in the middle of a message ------------------
 # A first message fills the milter's caches (bob's certificate, alice's
@@ -425,7 +405,7 @@ wait "$send_pid"
 check "Postfix reload mid-message: the client is told 250 2.0.0 queued" grep -q "<-  250 2.0.0 Ok: queued" send.out
 arrived case6.eml
 check "Postfix reload mid-message: delivered encrypted to bob" encrypted_to bob delivered/case6.eml case6
-check "Postfix reload mid-message: the queue empties" queue_settles
+check "Postfix reload mid-message: the queue empties" postfix_queue_settles
 
 # ---- 7. Postfix stopped and started in the middle of a message ------------------------
 postfix_down() {
@@ -454,7 +434,7 @@ check "Postfix stop mid-message: the client is told nothing; its connection clos
 arrived case7-local.eml
 check "the message submitted while Postfix was down is delivered encrypted once it is up" \
   encrypted_to bob delivered/case7-local.eml case7-local
-check "Postfix stop mid-message: then the queue is empty" queue_settles
+check "Postfix stop mid-message: then the queue is empty" postfix_queue_settles
 check "Postfix stop mid-message: and nothing else was delivered" nothing_reached_sink
 
 # ---- 8. The milter killed with -9 in the middle of a message ----------------------
@@ -477,7 +457,7 @@ start_milter || { echo "FAIL - the milter does not restart"; exit 1; }
 postkick -c "$work/postfix/conf" public pickup W 2> /dev/null
 arrived case8-local.eml
 check "the milter started again: the kept message arrives encrypted" encrypted_to bob delivered/case8-local.eml case8-local
-check "and the queue is empty" queue_settles
+check "and the queue is empty" postfix_queue_settles
 
 # ---- 9. A certificate revoked between two messages -----------------------------------
 sending alice@corp.example dave@corp.example "Before the revocation" case9-before
@@ -490,9 +470,7 @@ arrived case9-cached.eml
 # still encrypts to the certificate it looked up before the revocation.
 check "right after the revocation, within the cache's TTL: still encrypted to dave's revoked certificate" \
   encrypted_to dave delivered/case9-cached.eml case9-cached
-reloads=$(grep -c "policy reloaded" milter.log)
-kill -HUP "$milter_pid"  # empties the certificate cache, as its TTL running out does
-for _ in $(seq 600); do [ "$(grep -c "policy reloaded" milter.log)" -gt "$reloads" ] && break; sleep 0.05; done
+check "a reload empties the milter's caches, as their TTL running out does" reload_milter
 mark=$(log_mark)
 sending alice@corp.example dave@corp.example "After the revocation" case9-after
 check "once asked again, the keystore hands out no revoked certificate: 550 5.7.1 at RCPT, as policy says" \

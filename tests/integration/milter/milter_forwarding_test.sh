@@ -213,7 +213,7 @@ check "the milter decrypted at the final hop, and only there" \
     [ \$(grep -c 'decrypted (aes' milter.log) = 1 ]"
 
 # ---- Nothing else left the site ----------------------------------------------------
-for _ in $(seq 150); do postqueue -c postfix/conf -p 2> /dev/null | grep -q '^Mail queue is empty' && break; sleep 0.2; done
+postfix_queue_settles
 left_at_sink=$(sink_files)
 check "with the queue empty, the sink holds the two forwarded ciphertexts and nothing more" \
   bash -c "postqueue -c postfix/conf -p | grep -q '^Mail queue is empty' && [ -z '$left_at_sink' ] &&

@@ -15,6 +15,14 @@
 #                           a sasldb of this instance's own)
 #   postfix_wait_for N      waits until N messages reached the sink
 #   sink_files              the messages the sink has finished writing
+#   postfix_queue_settles   waits (30 s at most) until Postfix's queue is
+#                           empty: whatever was submitted has been delivered
+#                           or refused, so the sink holds all it will
+#   log_mark                where Postfix's log ends now
+#   logged_since MARK RE    waits (30 s at most) for a line after MARK that
+#                           matches RE (extended regex): what Postfix did
+#                           with a message is read from its log, never
+#                           assumed after a sleep
 #   postfix_stop
 
 free_port() {
@@ -140,6 +148,24 @@ postfix_wait_for() {
   echo "postfix fixture: $want message(s) expected at the sink, log follows" >&2
   cat "$POSTFIX_DIR/maillog" >&2 2>/dev/null
   return 1
+}
+
+postfix_queue_settles() {
+  local end=$((SECONDS + 30))
+  until postqueue -c "$POSTFIX_DIR/conf" -p 2> /dev/null | grep -q '^Mail queue is empty'; do
+    [ "$SECONDS" -lt "$end" ] || { echo "postfix fixture: the queue is not empty after 30 s" >&2; return 1; }
+    sleep 0.05
+  done
+}
+
+log_mark() { wc -l < "$POSTFIX_DIR/maillog"; }
+
+logged_since() {
+  local end=$((SECONDS + 30))
+  until tail -n +"$(($1 + 1))" "$POSTFIX_DIR/maillog" | grep -qE "$2"; do
+    [ "$SECONDS" -lt "$end" ] || return 1
+    sleep 0.05
+  done
 }
 
 postfix_stop() {

@@ -5,6 +5,7 @@
 
 #include <catch2/catch.hpp>
 
+#include <algorithm>
 #include <functional>
 #include <memory>
 #include <string>
@@ -14,6 +15,7 @@
 #include "mailkms/gateway/gateway.hpp"
 #include "mailkms/smime/decrypt.hpp"
 #include "mailkms/smime/mime.hpp"
+#include "mailkms/smime/sign.hpp"
 #include "mailkms/smime/verify.hpp"
 #include "message_text.hpp"
 #include "test_support.hpp"
@@ -93,7 +95,8 @@ encrypt = "never"
 struct GatewayHarness {
   explicit GatewayHarness(const std::function<void(gateway::Settings&)>& adjust = {},
                           const std::string& policy_text = gateway_test_policy)
-      : keystore(std::make_shared<InMemoryKeystore>()), gateway(make(adjust, policy_text, keystore, spool)) {
+      : keystore(std::make_shared<InMemoryKeystore>()),
+        gateway(make(adjust, policy_text, keystore, spool, [this] { return now; })) {
     keystore->add_user("alice@example.org", "alice");
     keystore->add_user("bob@example.org", "bob");
     keystore->add_user("carol@example.org", "carol");
@@ -143,13 +146,19 @@ struct GatewayHarness {
     return gateway.finish(tx, section->fields, spooled);
   }
 
+  // The gateway's caches count their TTLs on this clock; it moves only
+  // when a test moves it.
+  void advance(std::chrono::seconds by) { now += by; }
+
   TempDir spool;
+  std::chrono::steady_clock::time_point now = std::chrono::steady_clock::now();
   std::shared_ptr<InMemoryKeystore> keystore;
   gateway::Gateway gateway;
 
  private:
   static gateway::Gateway make(const std::function<void(gateway::Settings&)>& adjust, const std::string& policy_text,
-                               std::shared_ptr<InMemoryKeystore> keystore, const TempDir& spool) {
+                               std::shared_ptr<InMemoryKeystore> keystore, const TempDir& spool,
+                               gateway::Clock clock) {
     gateway::Settings settings;
     settings.authserv_id = "mx.example.org";
     settings.enrollment_address = "mailkms-enroll@example.org";
@@ -161,7 +170,8 @@ struct GatewayHarness {
     if (!policy) FAIL(policy.error().message);
     auto mark = gateway::ReinjectionMark::create({});
     if (!mark) FAIL(mark.error().message);
-    return gateway::Gateway(std::move(settings), std::move(*policy), context(), std::move(*mark), std::move(keystore));
+    return gateway::Gateway(std::move(settings), std::move(*policy), context(), std::move(*mark), std::move(keystore),
+                            std::move(clock));
   }
 };
 
@@ -191,6 +201,21 @@ inline bool opens_for(const std::string& message, const std::string& user) {
   auto key = unwrapper(user);
   smime::KeyUnwrapper* keys[] = {&key};
   return smime::decrypt_entity(*context(), parsed.entity, keys).has_value();
+}
+
+// `message` signed with the test PKI key of `user`.
+inline std::string signed_by(const std::string& user, const std::string& message) {
+  auto key = signer(user);
+  return must(smime::sign_message(*context(), message, key, {}));
+}
+
+// The Authentication-Results the outcome adds (there is one).
+inline std::string results_of(const gateway::Outcome& outcome) {
+  const auto it = std::find_if(outcome.header_edits.begin(), outcome.header_edits.end(), [](const gateway::HeaderEdit& e) {
+    return e.kind == gateway::HeaderEdit::Kind::prepend && e.name == "Authentication-Results";
+  });
+  REQUIRE(it != outcome.header_edits.end());
+  return it->value;
 }
 
 // The verification of a signed entity against the test root, for `author`.

@@ -9,7 +9,6 @@
 #include "gateway_harness.hpp"
 #include "mailkms/smime/encrypt.hpp"
 
-using mailkms::gateway::HeaderEdit;
 using mailkms::gateway::Outcome;
 using namespace mailkms::test;
 namespace smime = mailkms::smime;
@@ -32,11 +31,6 @@ mailkms::gateway::Transaction inbound(GatewayHarness& h, const std::vector<std::
   return tx;
 }
 
-std::string signed_by(const std::string& user, const std::string& from, const std::string& to) {
-  auto signer = mailkms::test::signer(user);
-  return must(smime::sign_message(*context(), message_from(from, to, body), signer, {}));
-}
-
 std::string encrypted_to(const std::vector<std::string>& users, smime::Cipher cipher, const std::string& to) {
   auto signer = mailkms::test::signer("zoe");
   std::vector<smime::Recipient> recipients;
@@ -47,21 +41,12 @@ std::string encrypted_to(const std::vector<std::string>& users, smime::Cipher ci
                                               recipients, options));
 }
 
-// The Authentication-Results the outcome adds (there is one).
-std::string results_of(const Outcome& outcome) {
-  const auto it = std::find_if(outcome.header_edits.begin(), outcome.header_edits.end(), [](const HeaderEdit& e) {
-    return e.kind == HeaderEdit::Kind::prepend && e.name == "Authentication-Results";
-  });
-  REQUIRE(it != outcome.header_edits.end());
-  return it->value;
-}
-
 }  // namespace
 
 TEST_CASE("inbound signed by a trusted outside sender: smime=pass naming her, and her certificate harvested", "[gateway][inbound]") {
   GatewayHarness h;
   auto tx = inbound(h, {"bob@example.org"});
-  const auto outcome = h.finish(tx, signed_by("zoe", "zoe@partner.example", "bob@example.org"));
+  const auto outcome = h.finish(tx, signed_by("zoe", message_from("zoe@partner.example", "bob@example.org", body)));
   INFO(outcome.log);
   CHECK(outcome.verdict == Outcome::Verdict::deliver);
   CHECK_FALSE(outcome.message);  // the signed message itself is untouched
@@ -72,7 +57,7 @@ TEST_CASE("inbound signed by a trusted outside sender: smime=pass naming her, an
 TEST_CASE("inbound signed mail altered on the way: smime=fail, delivered, nothing harvested", "[gateway][inbound]") {
   GatewayHarness h;
   auto tx = inbound(h, {"bob@example.org"});
-  std::string altered = signed_by("zoe", "zoe@partner.example", "bob@example.org");
+  std::string altered = signed_by("zoe", message_from("zoe@partner.example", "bob@example.org", body));
   const auto at = altered.find("The secret is 42.");
   REQUIRE(at != std::string::npos);
   altered.replace(at, 17, "The secret is 43.");
@@ -222,7 +207,7 @@ TEST_CASE("the keystore's own mail from the enrollment address, its mark confirm
 TEST_CASE("a signature that passes for an address in a local domain is not harvested", "[gateway][inbound]") {
   GatewayHarness h;
   auto tx = inbound(h, {"carol@example.org"}, false, "bob@example.org");
-  const auto outcome = h.finish(tx, signed_by("bob", "bob@example.org", "carol@example.org"));
+  const auto outcome = h.finish(tx, signed_by("bob", message_from("bob@example.org", "carol@example.org", body)));
   INFO(outcome.log);
   CHECK(results_of(outcome) == "mx.example.org;\r\n\tsmime=pass\r\n\tbody.smime-identifier=bob@example.org");
   CHECK(outcome.log.find("not harvested: bob@example.org is in a local domain") != std::string::npos);

@@ -13,6 +13,7 @@
 #include <unordered_map>
 #include <vector>
 
+#include "mailkms/gateway/clock.hpp"
 #include "mailkms/gateway/keystore_port.hpp"
 
 namespace mailkms::gateway {
@@ -24,8 +25,9 @@ struct RecipientCertificate {
 
 class CertificateCache {
  public:
-  CertificateCache(KeystorePort& keystore, std::chrono::seconds ttl, std::chrono::seconds missing_ttl)
-      : keystore_(&keystore), ttl_(ttl), missing_ttl_(missing_ttl) {}
+  CertificateCache(KeystorePort& keystore, std::chrono::seconds ttl, std::chrono::seconds missing_ttl,
+                   Clock clock = steady_clock())
+      : keystore_(&keystore), ttl_(ttl), missing_ttl_(missing_ttl), clock_(std::move(clock)) {}
 
   // The certificate of each address (nullopt: none), in the order asked.
   // One keystore request for all the addresses not cached; its failure is
@@ -43,6 +45,7 @@ class CertificateCache {
   KeystorePort* keystore_;
   std::chrono::seconds ttl_;
   std::chrono::seconds missing_ttl_;
+  Clock clock_;
   std::mutex mutex_;
   std::unordered_map<std::string, Entry> entries_;
 };

@@ -36,6 +36,8 @@ class CrlFetcher {
   // The DER of the CRL at each of `certificate`'s distribution points;
   // an error naming the URL when one cannot be had.
   keystore::Result<std::vector<std::string>> crls_for(const smime::Certificate& certificate);
+  // Forget every CRL and failure kept: the next message fetches again.
+  void clear();
 
  private:
   keystore::Result<std::string> fetch(const std::string& url);

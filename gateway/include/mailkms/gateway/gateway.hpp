@@ -15,6 +15,7 @@
 #include <vector>
 
 #include "mailkms/gateway/certificate_cache.hpp"
+#include "mailkms/gateway/clock.hpp"
 #include "mailkms/gateway/outcome.hpp"
 #include "mailkms/gateway/reinjection.hpp"
 #include "mailkms/gateway/settings.hpp"
@@ -91,14 +92,20 @@ enum class FrontEndTrouble {
 
 class Gateway {
  public:
-  // `keystore`: a KeystoreAdapter in the daemons.
+  // `keystore`: a KeystoreAdapter in the daemons; `clock`: what the caches'
+  // TTLs are counted in.
   Gateway(Settings settings, std::shared_ptr<const policy::Policy> policy, smime::CryptoContextPtr ctx,
-          ReinjectionMark mark, std::shared_ptr<KeystorePort> keystore);
+          ReinjectionMark mark, std::shared_ptr<KeystorePort> keystore, Clock clock = steady_clock());
 
   [[nodiscard]] const Settings& settings() const noexcept { return settings_; }
   [[nodiscard]] std::shared_ptr<const policy::Policy> policy() const { return std::atomic_load(&policy_); }
   // A new policy for transactions that start from now on.
   void replace_policy(std::shared_ptr<const policy::Policy> policy);
+  // Forgets what is kept from the keystore and from CRL servers —
+  // certificates, "no certificate", signing identities, trust anchors and
+  // CRLs — so the next message asks afresh: a reload (SIGHUP) is how an
+  // administrator makes a `trust add` or a revocation count at once.
+  void forget_caches();
 
   // MAIL FROM: takes the policy snapshot and decides the direction.
   void begin(Transaction& transaction) const;
@@ -188,6 +195,7 @@ class Gateway {
   std::shared_ptr<const policy::Policy> policy_;
   smime::CryptoContextPtr ctx_;
   std::shared_ptr<KeystorePort> keystore_;
+  Clock clock_;
   CertificateCache certificates_;
   TrustCache trust_;
   CrlFetcher crls_;  // outside CAs' CRLs, for harvesting

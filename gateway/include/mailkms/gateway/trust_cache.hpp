@@ -8,6 +8,7 @@
 #include <mutex>
 #include <vector>
 
+#include "mailkms/gateway/clock.hpp"
 #include "mailkms/gateway/keystore_port.hpp"
 #include "mailkms/smime/verify.hpp"
 
@@ -31,15 +32,20 @@ struct Trust {
 
 class TrustCache {
  public:
-  TrustCache(KeystorePort& keystore, std::chrono::seconds ttl) : keystore_(&keystore), ttl_(ttl) {}
+  TrustCache(KeystorePort& keystore, std::chrono::seconds ttl, Clock clock = steady_clock())
+      : keystore_(&keystore), ttl_(ttl), clock_(std::move(clock)) {}
 
   // The current anchors and CRLs; a stale copy is refreshed first, and kept
   // (for up to ten TTLs) if the keystore cannot be reached.
   keystore::Result<std::shared_ptr<Trust>> get();
+  // Forget the copy: the next get() asks the keystore. Messages verifying
+  // with it keep it until they are done.
+  void clear();
 
  private:
   KeystorePort* keystore_;
   std::chrono::seconds ttl_;
+  Clock clock_;
   std::mutex mutex_;
   std::shared_ptr<Trust> trust_;
   std::chrono::steady_clock::time_point fetched_{};

@@ -13,17 +13,8 @@ command -v miltertest > /dev/null || { echo "FAIL - miltertest is not installed 
 
 # A prefix of our own: nothing that cleans up /tmp/tmp.* takes it.
 work=$(mktemp -d "${TMPDIR:-/tmp}/mailkms-miltertest.XXXXXXXX")
-milter_pid=
-stop_milter() {
-  # libmilter notices SIGTERM only at its next poll timeout (~5 s).
-  [ -n "$milter_pid" ] || return 0
-  kill -TERM "$milter_pid" 2> /dev/null
-  for _ in $(seq 100); do
-    kill -0 "$milter_pid" 2> /dev/null || break
-    sleep 0.1
-  done
-  ! kill -0 "$milter_pid" 2> /dev/null
-}
+# shellcheck source=../../mailkms-daemons.sh
+. "$here/../../mailkms-daemons.sh"
 cleanup() {
   if [ -n "$milter_pid" ] && kill -0 "$milter_pid" 2> /dev/null; then kill -KILL "$milter_pid" 2> /dev/null; fi
   wait 2> /dev/null
@@ -87,10 +78,7 @@ cat > signing-logins <<'MAP'
 ceo@corp.example    assistant, deputy
 MAP
 
-"$milter" --config "$work/mailkms.conf" --foreground 2> milter.log &
-milter_pid=$!
-for _ in $(seq 600); do [ -S milter.sock ] && break; sleep 0.05; done
-[ -S milter.sock ] || { echo "FAIL - the milter does not start"; cat milter.log; exit 1; }
+start_milter || { echo "FAIL - the milter does not start"; exit 1; }
 
 export MILTER_SOCKET=$work/milter.sock CASES=$here
 run_case() { miltertest -s "$here/$1"; }
@@ -227,17 +215,15 @@ check "9 the milter logs carol's message as deferred for the keystore" \
 # on_keystore_unavailable = "accept" lets dave's go out as it came, never carol's.
 stop_milter
 sed -i 's|^\[gateway\]|[gateway]\non_keystore_unavailable = "accept"|' mailkms.conf
-rm -f milter.sock
-"$milter" --config "$work/mailkms.conf" --foreground 2>> milter.log &
-milter_pid=$!
-for _ in $(seq 600); do [ -S milter.sock ] && break; sleep 0.05; done
+start_milter || { echo "FAIL - the milter does not restart"; exit 1; }
 check "9 with accept: carol's (encrypt always) still deferred, dave's (if-possible) delivered" run_case9 delivered
 check "9 the milter logs dave's as delivered unchanged, carol's as deferred" \
   bash -c 'grep -q "CASE9D: .*keystore unavailable, delivered unchanged" milter.log &&
     [ "$(grep -c "CASE9C: .*keystore unavailable, deferred" milter.log)" = 2 ]'
 
 # ---- Shutdown ----------------------------------------------------------------------------
-check "the milter stops on SIGTERM within 10 s" stop_milter
+# libmilter notices SIGTERM only at its next poll timeout (~5 s).
+check "the milter stops on SIGTERM within 10 s" stop_milter 10
 check "and removes its pid file" test ! -e milter.pid
 
 # ---- 13. In the background ------------------------------------------------------------
@@ -266,7 +252,7 @@ check "13 it answers the MTA" run_case 1-inbound-authentication-results.lua
 mv background.log background.log.1
 kill -HUP "$milter_pid" 2> /dev/null
 check "13 SIGHUP reopens log_file (logrotate moved it away)" logged_in background.log "policy reloaded"
-check "13 the pid file's process stops on SIGTERM" stop_milter
+check "13 the pid file's process stops on SIGTERM within 10 s" stop_milter 10
 check "13 and removes its pid file" test ! -e milter.pid
 sed '/^log_file = /d' mailkms.conf > no-log.conf
 if [ -S /dev/log ]; then
