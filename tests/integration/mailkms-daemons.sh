@@ -1,18 +1,22 @@
-# mailkms-keystored and mailkms-milter for integration tests and benchmarks,
-# sourced by their scripts. Both run from the current directory's
-# mailkms.conf, with their sockets and logs beside it; the caller sets
-# $keystored, $ctl and $milter to the binaries.
+# mailkms-keystored, mailkms-milter and mailkms-proxy for integration tests
+# and benchmarks, sourced by their scripts. They run from the current
+# directory's mailkms.conf, with their sockets and logs beside it; the
+# caller sets $keystored, $ctl, $milter and $proxy to the binaries.
 #
 #   start_keystore [sealed]  starts keystored; waits until it is unsealed
 #                    (key file), or with "sealed", until it answers sealed
 #   start_milter     starts the milter; waits for its socket
 #   stop_milter      stops it (libmilter takes a few seconds after SIGTERM)
+#   start_proxy PORT starts the proxy, which mailkms.conf has listen on
+#                    127.0.0.1:PORT; waits until it listens
+#   stop_proxy       stops it
 #   stop_keystore    stops keystored (SIGTERM: it finishes what is in flight)
 #   kill_keystore, kill_milter   kill -9, as a crash would, and reap it
 #   stop_daemons     stops both
 
 keystore_pid=
 milter_pid=
+proxy_pid=
 
 # Waits are counted in seconds, not tries: under a sanitizer, on a busy
 # machine, a daemon can take a while to start.
@@ -73,7 +77,24 @@ stop_keystore() {
   keystore_pid=
 }
 
+start_proxy() {
+  local port=$1
+  "$proxy" --config mailkms.conf --foreground > /dev/null 2>> proxy.log &
+  proxy_pid=$!
+  local end=$((SECONDS + 30))
+  until ss -Hltn "sport = :$port" | grep -q .; do
+    [ "$SECONDS" -lt "$end" ] && kill -0 "$proxy_pid" 2> /dev/null || return 1
+    sleep 0.05
+  done
+}
+
+stop_proxy() {
+  if [ -n "$proxy_pid" ] && kill "$proxy_pid" 2> /dev/null; then wait "$proxy_pid" 2> /dev/null || true; fi
+  proxy_pid=
+}
+
 stop_daemons() {
+  stop_proxy
   stop_milter
   stop_keystore
 }
