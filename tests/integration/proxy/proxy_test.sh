@@ -85,6 +85,7 @@ next_hop = "127.0.0.1:$SINK_PORT"
 hostname = "proxy.corp.example"
 threads = 2
 next_hop_timeout_seconds = 2
+command_timeout_seconds = 2
 CONF
 cat > policy.toml <<'POLICY'
 [local]
@@ -217,6 +218,22 @@ echo '[["EHLO x\r\nMAIL FROM:<alice@corp.example>\r\nRCPT TO:<partner@plain.exam
        ["Subject: smuggled\r\n\r\nhello\n.\r\nMAIL FROM:<evil@corp.example>\r\n", 1], ["NOOP\r\n", 1]]' | raw > bare.out
 check "bare LF in DATA: 521 5.5.2 and the session ends" bash -c \
   "grep -qx '521 5.5.2 proxy.corp.example Error: bare <LF> received' bare.out && tail -n 1 bare.out | grep -qx CLOSED"
+
+echo '[["EHLO x\r\nMAIL FROM:<a@corp.example> SIZE=2000001\r\nMAIL FROM:<alice@corp.example> SIZE=2000000\r\n", 3],
+       ["RCPT TO:<partner@plain.example>\r\nDATA\r\n", 2]]' > size.json
+python3 -c 'import json; s=json.load(open("size.json")); s.append(["Subject: big\r\n\r\n" + ("y" * 998 + "\r\n") * 2100 + ".\r\n", 1]);
+s.append(["MAIL FROM:<alice@corp.example>\r\nRCPT TO:<partner@plain.example>\r\nDATA\r\n", 3]); s.append(["z" * 1001 + "\r\n.\r\nQUIT\r\n", 2]); print(json.dumps(s))' |
+  raw > size.out
+check "SIZE over max_message_size at MAIL: the gateway's 552 5.3.4; at the limit: 250" bash -c \
+  "sed -n '7p' size.out | grep -qx '552 5.3.4 Message too big for the S/MIME gateway' && sed -n '8p' size.out | grep -qx '250 2.1.0 Ok'"
+check "a message over max_message_size: 552 5.3.4 at the end of data, and the session goes on" \
+  bash -c "sed -n '11p' size.out | grep -qx '552 5.3.4 Message too big for the S/MIME gateway' && sed -n '14p' size.out | grep -qx '354 End data with <CR><LF>.<CR><LF>'"
+check "a text line over 1000 octets: 552 5.3.4 at the end of data; QUIT still answered" bash -c \
+  "sed -n '15p' size.out | grep -q '^552 5.3.4 Error: a message line is longer than 1000 octets' && sed -n '16p' size.out | grep -qx '221 2.0.0 Bye'"
+
+echo '[["EHLO x\r\n", 3]]' | raw > stall.out
+check "a client silent past command_timeout_seconds: 421 4.4.2, then closed" bash -c \
+  "tail -n 2 stall.out | diff - <(printf '%s\n' '421 4.4.2 proxy.corp.example Error: timeout exceeded' CLOSED)"
 
 echo '[["EHLO x\r\nMAIL FROM:<alice@corp.example>\r\nRCPT TO:<partner@plain.example>\r\nDATA\r\n", 4],
        ["Subject: cut\r\n\r\nhalf a mess", -1]]' | raw > cut.out
