@@ -29,6 +29,7 @@ stall_pid=
 cleanup() {
   [ -n "$SINK_PID" ] && kill "$SINK_PID" 2> /dev/null
   [ -n "$stall_pid" ] && kill "$stall_pid" 2> /dev/null
+  [ -s "$work/bg.pid" ] && kill "$(cat "$work/bg.pid")" 2> /dev/null
   stop_daemons
   [ -n "${KEEP_WORK:-}" ] || rm -rf "$work"
 }
@@ -86,6 +87,7 @@ hostname = "proxy.corp.example"
 threads = 2
 next_hop_timeout_seconds = 2
 command_timeout_seconds = 2
+max_sessions = 3
 CONF
 cat > policy.toml <<'POLICY'
 [local]
@@ -243,5 +245,43 @@ wait_for_log() {
 }
 check "a client gone mid-DATA: the proxy says nothing was relayed" wait_for_log "lost connection in DATA"
 check "nothing of the cut, bare-LF or refused sessions reached the sink" sink_empty
+
+# Three sessions held open, once every earlier one has ended: a fourth is turned away.
+sessions_ended() {
+  local end=$((SECONDS + 30))
+  until [ "$(grep -c ': connect from' proxy.log)" = "$(grep -c ': disconnect from' proxy.log)" ]; do
+    [ "$SECONDS" -lt "$end" ] || return 1
+    sleep 0.05
+  done
+}
+sessions_ended
+python3 - "$PROXY_PORT" > cap.out <<'PY'
+import socket, sys
+held = []
+for _ in range(4):
+    s = socket.create_connection(("127.0.0.1", int(sys.argv[1])), timeout=10)
+    held.append(s)
+    print(s.makefile("rb").readline().decode().rstrip())
+PY
+check "max_sessions: three served, the fourth told 421 4.3.2" bash -c \
+  "grep -c '^220 proxy.corp.example ESMTP mailkms-proxy' cap.out | grep -qx 3 &&
+   tail -n 1 cap.out | grep -qx '421 4.3.2 proxy.corp.example Error: too many sessions; try again later'"
+
+# In the background, the pid file names the process that serves, and the log goes to log_file.
+BG_PORT=$(free_port) || exit 2
+sed -e "s|^listen = .*|listen = \"127.0.0.1:$BG_PORT\"|" mailkms.conf > bg.conf
+printf 'pid_file = "%s"\nlog_file = "%s"\n' "$work/bg.pid" "$work/bg.log" >> bg.conf
+"$proxy" --config bg.conf 2> bg.err
+bg_listening() {
+  local end=$((SECONDS + 30))
+  until [ -s bg.pid ] && grep -q "listening on 127.0.0.1:$BG_PORT" bg.log 2> /dev/null; do
+    [ "$SECONDS" -lt "$end" ] || return 1
+    sleep 0.05
+  done
+}
+bg_listening
+check "detached: the pid file names the serving proxy, whose log is in log_file" bash -c \
+  "grep -q 'listening on 127.0.0.1:$BG_PORT' bg.log && [ \"\$(readlink /proc/\$(cat bg.pid)/exe)\" = '$proxy' ] &&
+   ss -Hltnp 'sport = :$BG_PORT' | grep -q \"pid=\$(cat bg.pid),\""
 
 finish
