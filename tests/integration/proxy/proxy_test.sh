@@ -3,7 +3,8 @@
 # smtp-sink, with the real mailkms-keystored behind it: mail policy leaves
 # alone arrives with its body byte for byte; outbound mail arrives signed
 # and encrypted (checked with openssl cms); the keystore down is 451 4.7.1
-# and the next hop down or stalled is 451 4.4.1, with nothing at the sink;
+# and the next hop down, stalled or reset is 451 4.4.1, with nothing at the
+# sink; a next hop's refusal reaches the client as it came;
 # pipelining, commands out of order, a 1 MB line, bare LF and a client
 # that leaves mid-DATA get their exact replies, and nothing is relayed for
 # the last three.
@@ -188,6 +189,33 @@ send alice@corp.example partner@plain.example < plain.eml
 check "next hop stalled: 451 4.4.1 after next_hop_timeout" grep -q "<\*\* 451 4.4.1 " send.out
 check "next hop stalled: the proxy logs the timeout" grep -q "next hop greeting: Connection timed out, deferred" proxy.log
 kill "$stall_pid"; wait "$stall_pid" 2> /dev/null; stall_pid=
+# A next hop that closes the connection mid-DATA, then one that refuses
+# the message, then one that refuses the recipient.
+fake_hop() {
+  python3 "$here/next_hop.py" "$SINK_PORT" "$1" > hop.out 2>&1 &
+  stall_pid=$!
+  local end=$((SECONDS + 30))
+  until grep -q listening hop.out 2> /dev/null; do [ "$SECONDS" -lt "$end" ] || return 1; sleep 0.05; done
+}
+stop_fake_hop() { kill "$stall_pid"; wait "$stall_pid" 2> /dev/null; stall_pid=; }
+fake_hop reset
+send alice@corp.example partner@plain.example < plain.eml
+check "next hop reset mid-DATA: 451 4.4.1" grep -q "<\*\* 451 4.4.1 The next hop cannot take the message now" send.out
+stop_fake_hop
+fake_hop refuse
+send alice@corp.example partner@plain.example < plain.eml
+check "next hop refuses the message: its own 554 reaches the client" \
+  grep -qx "<\*\* 554 5.7.1 hop.test does not want this message" send.out
+stop_fake_hop
+fake_hop rcpt
+send alice@corp.example partner@plain.example < plain.eml
+check "next hop refuses the only recipient: its 550 reaches the client at the end of data" \
+  grep -qx "<\*\* 550 5.1.1 <nobody>: no such user here" send.out
+swaks --server "127.0.0.1:$PROXY_PORT" --from alice@corp.example --to partner@plain.example,other@plain.example \
+  --data - < plain.eml > send.out 2>&1
+check "next hop refuses one of two recipients with 5xx: 451 4.4.1, so the other is not bounced" \
+  grep -q "<\*\* 451 4.4.1 " send.out
+stop_fake_hop
 start_sink || { echo "FAIL - smtp-sink does not start again"; exit 1; }
 check "nothing reached the sink while it was down" sink_empty
 
