@@ -16,6 +16,7 @@
 #include <cerrno>
 #include <cstring>
 #include <fstream>
+#include <functional>
 #include <iostream>
 #include <thread>
 #include <vector>
@@ -148,12 +149,29 @@ int main(int argc, char** argv) {
   asio::thread_pool blocking(threads + 8);  // the keystore client keeps 8 connections
   mailkms::proxy::ServerContext context{*proxy_settings, gateway, blocking};
 
+  // SIGHUP reads the policy again, for transactions that start from then on;
+  // a file that does not parse is refused and the running policy stays.
+  asio::signal_set reload(io, SIGHUP);
+  std::function<void(const boost::system::error_code&, int)> on_reload = [&](const boost::system::error_code& ec, int) {
+    if (ec) return;
+    auto fresh = mailkms::policy::load_policy(gateway.settings().policy);
+    if (!fresh) {
+      spdlog::error("policy reload refused, the running policy stays: {}", fresh.error().message);
+    } else {
+      const auto rules = (*fresh)->rules.size();
+      gateway.replace_policy(std::move(*fresh));
+      spdlog::info("policy reloaded from {}: {} rule(s)", gateway.settings().policy.string(), rules);
+    }
+    reload.async_wait(on_reload);
+  };
+  reload.async_wait(on_reload);
   asio::signal_set stop(io, SIGTERM, SIGINT);
   stop.async_wait([&](const boost::system::error_code& ec, int) {
     if (ec) return;
     spdlog::info("stopping");
     boost::system::error_code ignored;
     acceptor.close(ignored);
+    reload.cancel();
     io.stop();
   });
   asio::co_spawn(io, mailkms::proxy::accept_sessions(acceptor, context), asio::detached);

@@ -312,4 +312,23 @@ check "detached: the pid file names the serving proxy, whose log is in log_file"
   "grep -q 'listening on 127.0.0.1:$BG_PORT' bg.log && [ \"\$(readlink /proc/\$(cat bg.pid)/exe)\" = '$proxy' ] &&
    ss -Hltnp 'sport = :$BG_PORT' | grep -q \"pid=\$(cat bg.pid),\""
 
+# SIGHUP reads the policy again: a rule added for later.example applies to
+# the next transaction, without a restart.
+message "alice@corp.example" "x@later.example" "Before" "text" | send alice@corp.example x@later.example
+check "before the reload: no rule for later.example, relayed" grep -qx "<-  250 2.0.0 Ok" send.out
+cat >> policy.toml <<'POLICY'
+
+[[rule]]
+name = "must-encrypt-later"
+to = "*@later.example"
+encrypt = "always"
+on_missing_certificate = "reject"
+POLICY
+kill -HUP "$proxy_pid"
+wait_for_log "policy reloaded from $work/policy.toml: 2 rule(s)"
+message "alice@corp.example" "x@later.example" "After" "text" | send alice@corp.example x@later.example
+check "after SIGHUP: the new rule refuses at RCPT with 550 5.7.1, naming the recipient" \
+  grep -q "<\*\* 550 5.7.1 .*x@later.example" send.out
+check "the proxy still serves after SIGHUP" kill -0 "$proxy_pid"
+
 finish
