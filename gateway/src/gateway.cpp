@@ -257,6 +257,9 @@ Outcome Gateway::answer_trouble(FrontEndTrouble trouble, std::string log) const 
     case FrontEndTrouble::reinjection:
       outcome.reply = {"451", "4.3.0", "The S/MIME gateway cannot split this message now; try again later"};
       break;
+    case FrontEndTrouble::next_hop:
+      outcome.reply = {"451", "4.4.1", "The next hop cannot take the message now; try again later"};
+      break;
   }
   return outcome;
 }

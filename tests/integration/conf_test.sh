@@ -1,16 +1,17 @@
 #!/usr/bin/env bash
 # The example files in conf/ are what administrators start from: they must
 # be read without an error by the programs they are for.
-# Usage: conf_test.sh CONF_DIR MAILKMS_MILTER MAILKMSCTL
+# Usage: conf_test.sh CONF_DIR MAILKMS_MILTER MAILKMSCTL MAILKMS_PROXY
 # Test conditions are single-quoted on purpose: t() evaluates them later.
 # shellcheck disable=SC2016
 set -uo pipefail
 # shellcheck source=lib.sh
 . "$(dirname "$(realpath "$0")")/lib.sh"
-[[ $# == 3 ]] || { echo "usage: conf_test.sh CONF_DIR MAILKMS_MILTER MAILKMSCTL" >&2; exit 2; }
+[[ $# == 4 ]] || { echo "usage: conf_test.sh CONF_DIR MAILKMS_MILTER MAILKMSCTL MAILKMS_PROXY" >&2; exit 2; }
 conf=$(realpath "$1")
 milter=$(realpath "$2")
 ctl=$(realpath "$3")
+proxy=$(realpath "$4")
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
 cd "$work" || exit 2
@@ -23,6 +24,12 @@ check "mailkms-milter reads the example mailkms.conf and policy.toml" \
 # where a configuration error would exit 2.
 run env MAILKMS_CONFIG="$work/mailkms.conf" "$ctl" status
 t "mailkmsctl reads the example [keystore] table" '[[ $rc == 1 ]] && grep -q "keystore unavailable" err'
+check "mailkms-proxy reads the example mailkms.conf, [proxy] and all" \
+  bash -c "'$proxy' --check --config mailkms.conf | grep -q ': OK; policy .*: OK'"
+printf '[proxy]\nnext_hop = "mx.example.org:25"\n' > hop.conf
+run "$proxy" --check --config hop.conf
+t "the proxy refuses a next hop that is no IP address, naming the key" \
+  '[[ $rc == 1 ]] && grep -q "proxy.next_hop at line 2, column 12: expected \"IP:PORT\" or \"\[IPv6\]:PORT\"" err'
 printf '[gateway]\nmixed_recipients = "sometimes"\n' > bad.conf
 run "$milter" --check --config bad.conf
 t "a wrong value is refused, naming the key" '[[ $rc == 1 ]] && grep -q "gateway.mixed_recipients at line 2, column 20: expected defer or reinject" err'

@@ -1,10 +1,11 @@
-# mailkms-keystored and mailkms-milter for integration tests and benchmarks,
-# sourced by their scripts: the one way tests start them. Both run from
-# the current directory's mailkms.conf (or $keystore_config,
-# $milter_config), their logs beside it in keystore.log and milter.log (or
-# $keystore_log, $milter_log); the caller sets $keystored, $ctl and
-# $milter to the binaries. A start that does not become ready within 30 s
-# fails, saying which daemon and showing the end of its log.
+# mailkms-keystored, mailkms-milter and mailkms-proxy for integration tests
+# and benchmarks, sourced by their scripts: the one way tests start them.
+# They run from the current directory's mailkms.conf (or $keystore_config,
+# $milter_config), their logs beside it in keystore.log, milter.log and
+# proxy.log (or $keystore_log, $milter_log); the caller sets $keystored,
+# $ctl, $milter and $proxy to the binaries. A start that does not become
+# ready within 30 s fails, saying which daemon and showing the end of its
+# log.
 #
 #   start_keystore [sealed]  starts keystored; waits until `mailkmsctl
 #                    status` answers unsealed (key file), or with "sealed",
@@ -15,12 +16,16 @@
 #   reload_keystore  SIGHUP; waits until keystored logged the reload
 #   stop_milter [SECONDS]  stops it (libmilter takes a few seconds after
 #                    SIGTERM); after SECONDS (30) kills it and returns 1
+#   start_proxy PORT starts the proxy ($proxy), which mailkms.conf has
+#                    listen on 127.0.0.1:PORT; waits until it listens
+#   stop_proxy       stops it
 #   stop_keystore    stops keystored (SIGTERM: it finishes what is in flight)
 #   kill_keystore, kill_milter   kill -9, as a crash would, and reap it
 #   stop_daemons     stops both
 
 keystore_pid=
 milter_pid=
+proxy_pid=
 
 # Waits are counted in seconds, not tries: under a sanitizer, on a busy
 # machine, a daemon can take a while to start.
@@ -125,7 +130,27 @@ stop_keystore() {
   keystore_pid=
 }
 
+start_proxy() {
+  local port=$1
+  "$proxy" --config mailkms.conf --foreground > /dev/null 2>> proxy.log &
+  proxy_pid=$!
+  local end=$((SECONDS + 30))
+  until ss -Hltn "sport = :$port" | grep -q .; do
+    if [ "$SECONDS" -ge "$end" ] || ! kill -0 "$proxy_pid" 2> /dev/null; then
+      not_ready mailkms-proxy "did not listen on 127.0.0.1:$port within 30 s, or exited" proxy.log
+      return 1
+    fi
+    sleep 0.05
+  done
+}
+
+stop_proxy() {
+  if [ -n "$proxy_pid" ] && kill "$proxy_pid" 2> /dev/null; then wait "$proxy_pid" 2> /dev/null || true; fi
+  proxy_pid=
+}
+
 stop_daemons() {
+  stop_proxy
   stop_milter
   stop_keystore
 }

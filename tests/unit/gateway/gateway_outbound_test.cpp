@@ -305,6 +305,11 @@ TEST_CASE("a front end's own trouble is answered by the gateway: 451 4.3.0, or 5
   CHECK(split.verdict == Outcome::Verdict::tempfail);
   CHECK(split.reply.code == "451");
   CHECK(split.reply.text == "The S/MIME gateway cannot split this message now; try again later");
+  const auto hop = h.gateway.answer_trouble(FrontEndTrouble::next_hop, "next hop down");
+  CHECK(hop.verdict == Outcome::Verdict::tempfail);
+  CHECK(hop.reply.code == "451");
+  CHECK(hop.reply.enhanced == "4.4.1");
+  CHECK(hop.reply.text == "The next hop cannot take the message now; try again later");
 }
 
 TEST_CASE("an encoded [secure] tag is honoured at the end of the message: 550 5.7.1, nothing delivered", "[gateway][outbound][missing]") {

@@ -88,6 +88,7 @@ enum class FrontEndTrouble {
   spool,        // the message could not be stored (disk full?)
   too_big,      // over size_limit(): nothing more of it was kept
   reinjection,  // a copy for other recipients was not taken
+  next_hop,     // the proxy's next hop was down, slow or reset: nothing was relayed
 };
 
 class Gateway {

@@ -1,0 +1,189 @@
+// mailkms-proxy: the S/MIME gateway as an SMTP proxy, for MTAs without
+// milter support. Start-up order as the milter's: read and check the
+// settings and the policy, open the listening socket, detach, write the
+// pid file, drop privileges, then serve. Any failure before serving is
+// fatal; after it, bad input is a verdict.
+#include <grp.h>
+#include <signal.h>
+#include <spdlog/sinks/basic_file_sink.h>
+#include <spdlog/sinks/stdout_sinks.h>
+#include <spdlog/sinks/syslog_sink.h>
+#include <spdlog/spdlog.h>
+#include <unistd.h>
+
+#include <CLI/CLI.hpp>
+#include <boost/asio.hpp>
+#include <cerrno>
+#include <cstring>
+#include <fstream>
+#include <functional>
+#include <iostream>
+#include <thread>
+#include <vector>
+
+#include "mailkms/gateway/gateway.hpp"
+#include "session.hpp"
+#include "settings.hpp"
+
+namespace {
+
+namespace asio = boost::asio;
+
+// Until the proxy detaches, a fatal error is also shown on the terminal
+// that started it, wherever the log goes.
+bool logging_to_stderr = true;
+bool attached = true;
+
+[[noreturn]] void fatal(const std::string& message) {
+  spdlog::critical("fatal: {}", message);
+  if (attached && !logging_to_stderr) std::cerr << "mailkms-proxy: fatal: " << message << "\n";
+  std::exit(1);
+}
+
+// Where the log goes, as for the milter: syslog when asked; else the log
+// file when one is set; else stderr in the foreground, syslog in the
+// background, and no start where that syslog does not exist.
+void start_logging(bool syslog, bool foreground, const std::filesystem::path& log_file) {
+  const bool to_syslog = syslog || (log_file.empty() && !foreground);
+  if (to_syslog && !syslog && ::access("/dev/log", W_OK) != 0) {
+    fatal("no log_file is set and there is no syslog socket (/dev/log): in the background the proxy's log would go "
+          "nowhere; set [proxy] log_file, or run with --foreground");
+  }
+  if (!to_syslog && log_file.empty()) return;  // stderr, as it is
+  spdlog::drop("mailkms");
+  if (to_syslog) {
+    spdlog::set_default_logger(spdlog::syslog_logger_mt("mailkms", "mailkms-proxy", LOG_PID, LOG_MAIL));
+    spdlog::set_pattern("%v");
+  } else {
+    try {
+      auto logger = spdlog::basic_logger_mt("mailkms", log_file.string());
+      logger->flush_on(spdlog::level::info);
+      spdlog::set_default_logger(logger);
+    } catch (const spdlog::spdlog_ex& e) {
+      fatal("log_file " + log_file.string() + ": " + e.what());
+    }
+    spdlog::set_pattern("%Y-%m-%d %H:%M:%S mailkms-proxy[%P]: %l: %v");
+  }
+  logging_to_stderr = false;
+}
+
+asio::ip::tcp::acceptor open_listener(asio::io_context& io, const mailkms::proxy::Settings& settings) {
+  asio::ip::tcp::acceptor acceptor(io);
+  boost::system::error_code ec;
+  const asio::ip::tcp::endpoint endpoint(asio::ip::make_address(settings.listen.host), settings.listen.port);
+  const std::string name = settings.listen.host + ":" + std::to_string(settings.listen.port);
+  if (acceptor.open(endpoint.protocol(), ec) || acceptor.set_option(asio::socket_base::reuse_address(true), ec) ||
+      acceptor.bind(endpoint, ec) || acceptor.listen(asio::socket_base::max_listen_connections, ec)) {
+    fatal("cannot listen on " + name + ": " + ec.message());
+  }
+  return acceptor;
+}
+
+// Detaches (unless in the foreground), then writes the pid file: the pid
+// it names is the process that serves. Then drops privileges.
+void detach_and_drop_privileges(asio::io_context& io, const mailkms::proxy::Settings& settings, bool foreground) {
+  if (!foreground) {
+    io.notify_fork(asio::execution_context::fork_prepare);
+    if (::daemon(0, 0) != 0) fatal(std::string("daemon: ") + std::strerror(errno));
+    io.notify_fork(asio::execution_context::fork_child);
+    attached = false;
+  }
+  if (!settings.pid_file.empty()) {
+    std::ofstream pid(settings.pid_file);
+    pid << ::getpid() << "\n";
+    if (!pid.flush()) fatal("cannot write pid file " + settings.pid_file.string());
+  }
+  if (settings.group && ::getegid() != *settings.group) {
+    if (::setgroups(0, nullptr) != 0 || ::setgid(*settings.group) != 0) fatal(std::string("setgid: ") + std::strerror(errno));
+  }
+  if (settings.user && ::geteuid() != *settings.user) {
+    if (::setuid(*settings.user) != 0) fatal(std::string("setuid: ") + std::strerror(errno));
+  }
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  CLI::App app{"mailkms-proxy: signs, encrypts, verifies and decrypts mail per policy, as an SMTP proxy"};
+  std::string config = "/etc/mailkms/mailkms.conf";
+  bool foreground = false;
+  bool syslog = false;
+  bool check = false;
+  app.add_option("-c,--config", config, "mailkms.conf to read")->capture_default_str();
+  app.add_flag("-f,--foreground", foreground, "stay in the foreground (for systemd); logs go to stderr");
+  app.add_flag("--syslog", syslog, "log to syslog (mail facility) instead of stderr or the log file");
+  app.add_flag("--check", check, "check the configuration and the policy, then exit");
+  app.set_version_flag("--version", std::string("mailkms-proxy ") + MAILKMS_VERSION);
+  CLI11_PARSE(app, argc, argv);
+
+  spdlog::set_default_logger(spdlog::stderr_logger_mt("mailkms"));
+  spdlog::set_pattern("mailkms-proxy[%P]: %l: %v");
+  auto proxy_settings = mailkms::proxy::load_settings(config);
+  if (!proxy_settings) fatal(proxy_settings.error().message);
+  auto settings = mailkms::gateway::load_settings(config);
+  if (!settings) fatal(settings.error().message);
+  auto policy = mailkms::policy::load_policy(settings->policy);
+  if (!policy) fatal("policy: " + policy.error().message);
+  auto mark = mailkms::gateway::ReinjectionMark::create(settings->reinject_key_file);
+  if (!mark) fatal(mark.error().message);
+  auto ctx = mailkms::smime::CryptoContext::create({.legacy_ciphers = true});  // archived mail may use DES or RC2
+  if (!ctx) fatal("OpenSSL: " + ctx.error().message);
+  if (check) {
+    std::cout << config << ": OK; policy " << settings->policy.string() << ": OK, " << (*policy)->rules.size()
+              << " rule(s)\n";
+    return 0;
+  }
+  start_logging(syslog, foreground, proxy_settings->log_file);
+  ::signal(SIGPIPE, SIG_IGN);  // a peer gone mid-write is an error code, not the end of the process
+
+  asio::io_context io;
+  auto acceptor = open_listener(io, *proxy_settings);
+  detach_and_drop_privileges(io, *proxy_settings, foreground);
+
+  auto keystore = std::make_shared<mailkms::gateway::KeystoreAdapter>(mailkms::keystore::ClientOptions{
+      settings->keystore_socket, settings->keystore_timeout, 8, settings->keystore_user});
+  mailkms::gateway::Gateway gateway(std::move(*settings), std::move(*policy), std::move(*ctx), std::move(*mark),
+                                    std::move(keystore));
+  const unsigned threads = proxy_settings->threads != 0 ? proxy_settings->threads
+                                                        : std::max(1u, std::thread::hardware_concurrency());
+  asio::thread_pool blocking(threads + 8);  // the keystore client keeps 8 connections
+  mailkms::proxy::ServerContext context{*proxy_settings, gateway, blocking};
+
+  // SIGHUP reads the policy again, for transactions that start from then on;
+  // a file that does not parse is refused and the running policy stays.
+  asio::signal_set reload(io, SIGHUP);
+  std::function<void(const boost::system::error_code&, int)> on_reload = [&](const boost::system::error_code& ec, int) {
+    if (ec) return;
+    auto fresh = mailkms::policy::load_policy(gateway.settings().policy);
+    if (!fresh) {
+      spdlog::error("policy reload refused, the running policy stays: {}", fresh.error().message);
+    } else {
+      const auto rules = (*fresh)->rules.size();
+      gateway.replace_policy(std::move(*fresh));
+      spdlog::info("policy reloaded from {}: {} rule(s)", gateway.settings().policy.string(), rules);
+    }
+    reload.async_wait(on_reload);
+  };
+  reload.async_wait(on_reload);
+  asio::signal_set stop(io, SIGTERM, SIGINT);
+  stop.async_wait([&](const boost::system::error_code& ec, int) {
+    if (ec) return;
+    spdlog::info("stopping");
+    boost::system::error_code ignored;
+    acceptor.close(ignored);
+    reload.cancel();
+    io.stop();
+  });
+  asio::co_spawn(io, mailkms::proxy::accept_sessions(acceptor, context), asio::detached);
+  spdlog::info("listening on {}:{}, relaying to {}:{}, with policy {}", proxy_settings->listen.host,
+               proxy_settings->listen.port, proxy_settings->next_hop.host, proxy_settings->next_hop.port,
+               gateway.settings().policy.string());
+  std::vector<std::thread> workers;
+  for (unsigned i = 1; i < threads; ++i) workers.emplace_back([&] { io.run(); });
+  io.run();
+  for (auto& worker : workers) worker.join();
+  blocking.join();
+  if (!proxy_settings->pid_file.empty()) ::unlink(proxy_settings->pid_file.c_str());
+  spdlog::info("stopped");
+  return 0;
+}

@@ -1,0 +1,175 @@
+#include "next_hop.hpp"
+
+#include <algorithm>
+
+#include "smtp_parser.hpp"
+#include "timed_socket.hpp"
+
+namespace mailkms::proxy {
+namespace {
+
+// A next hop that talks on without end is not followed: replies are short.
+constexpr std::size_t max_reply_lines = 100;
+constexpr std::size_t max_reply_line = 1000;
+
+struct ReadError {
+  std::string what;
+};
+
+// One conversation with the next hop; each step either moves on or says why not.
+class HopSession {
+ public:
+  HopSession(TimedSocket& socket, const Settings& settings) : socket_(socket), settings_(settings) {}
+
+  // The next hop's reply, or why there was none.
+  asio::awaitable<BasicResult<HopReply, HopFailure>> read_reply(std::string_view step) {
+    HopReply reply;
+    for (;;) {
+      auto line = co_await read_line();
+      if (!line) co_return HopFailure{"next hop " + std::string(step) + ": " + line.error().what};
+      const std::string& text = *line;
+      const bool well_formed = text.size() >= 3 && std::all_of(text.begin(), text.begin() + 3, [](char c) {
+        return c >= '0' && c <= '9';
+      }) && (text.size() == 3 || text[3] == ' ' || text[3] == '-');
+      const int code = well_formed ? std::stoi(text.substr(0, 3)) : 0;
+      if (!well_formed || code < 200 || code > 599 || (reply.code != 0 && code != reply.code)) {
+        co_return HopFailure{"next hop " + std::string(step) + ": not an SMTP reply"};
+      }
+      reply.code = code;
+      reply.lines.push_back(sanitized(text));
+      if (text.size() == 3 || text[3] == ' ') co_return reply;
+      if (reply.lines.size() >= max_reply_lines) co_return HopFailure{"next hop " + std::string(step) + ": reply too long"};
+    }
+  }
+
+  asio::awaitable<BasicResult<HopReply, HopFailure>> command(const std::string& line, std::string_view step) {
+    if (auto ec = co_await socket_.write(line + "\r\n", settings_.next_hop_timeout)) {
+      co_return HopFailure{"next hop " + std::string(step) + ": " + ec.message()};
+    }
+    co_return co_await read_reply(step);
+  }
+
+  asio::awaitable<error_code> write(std::string_view bytes) { co_return co_await socket_.write(bytes, settings_.next_hop_timeout); }
+
+ private:
+  asio::awaitable<BasicResult<std::string, ReadError>> read_line() {
+    for (;;) {
+      const auto lf = buffer_.find('\n');
+      if (lf != std::string::npos) {
+        std::string line = buffer_.substr(0, lf);
+        buffer_.erase(0, lf + 1);
+        if (!line.empty() && line.back() == '\r') line.pop_back();
+        co_return line;
+      }
+      if (buffer_.size() > max_reply_line) co_return ReadError{"reply line too long"};
+      char chunk[4096];
+      auto [ec, n] = co_await socket_.read_some(asio::buffer(chunk), settings_.next_hop_timeout);
+      if (ec) co_return ReadError{ec == asio::error::eof ? std::string("connection closed") : ec.message()};
+      buffer_.append(chunk, n);
+    }
+  }
+
+  // What the next hop says reaches our client: no control characters, no
+  // line longer than a reply may be.
+  static std::string sanitized(const std::string& line) {
+    std::string out;
+    for (const char c : line.substr(0, 510)) out += (static_cast<unsigned char>(c) < 32 || c == 127) ? ' ' : c;
+    return out;
+  }
+
+  TimedSocket& socket_;
+  const Settings& settings_;
+  std::string buffer_;
+};
+
+bool offers(const HopReply& ehlo, std::string_view keyword) {
+  return std::any_of(ehlo.lines.begin() + 1, ehlo.lines.end(), [&](const std::string& line) {
+    std::string word = line.substr(4, line.find(' ', 4) - 4);
+    std::transform(word.begin(), word.end(), word.begin(), [](unsigned char c) { return static_cast<char>(std::toupper(c)); });
+    return word == keyword;
+  });
+}
+
+// Greeting, EHLO (HELO for an old next hop), MAIL and every RCPT: every
+// recipient must be taken, since one reply at the end of data cannot say
+// that some were not.
+asio::awaitable<BasicResult<HopReply, HopFailure>> open_transaction(HopSession& hop, const Settings& settings,
+                                                                    const Envelope& envelope, std::size_t size) {
+  auto greeting = co_await hop.read_reply("greeting");
+  if (!greeting) co_return greeting;
+  if (greeting->code != 220) co_return HopFailure{"next hop greeting refused", *greeting};
+  auto ehlo = co_await hop.command("EHLO " + settings.hostname, "EHLO");
+  if (!ehlo) co_return ehlo;
+  if (ehlo->code != 250) {
+    ehlo = co_await hop.command("HELO " + settings.hostname, "HELO");
+    if (!ehlo) co_return ehlo;
+    if (ehlo->code != 250) co_return HopFailure{"next hop refused HELO", *ehlo};
+  }
+  std::string mail = "MAIL FROM:<" + envelope.sender + ">";
+  if (offers(*ehlo, "SIZE")) mail += " SIZE=" + std::to_string(size);
+  if (envelope.eight_bit_mime && offers(*ehlo, "8BITMIME")) mail += " BODY=8BITMIME";
+  auto from = co_await hop.command(mail, "MAIL");
+  if (!from) co_return from;
+  if (from->code != 250) co_return HopFailure{"next hop refused MAIL", *from};
+  for (const auto& recipient : envelope.recipients) {
+    auto rcpt = co_await hop.command("RCPT TO:<" + recipient + ">", "RCPT");
+    if (!rcpt) co_return rcpt;
+    if (rcpt->code == 250 || rcpt->code == 251) continue;
+    // A 5xx for one of several would bounce the others too: the client
+    // tries them all again later instead (a 4xx), and none is lost.
+    if (rcpt->code >= 500 && envelope.recipients.size() > 1) {
+      co_return HopFailure{"next hop refused RCPT TO:<" + recipient + "> of " + std::to_string(envelope.recipients.size()) +
+                           " recipients: " + rcpt->lines.back()};
+    }
+    co_return HopFailure{"next hop refused RCPT TO:<" + recipient + ">", *rcpt};
+  }
+  co_return *from;
+}
+
+// The message dot-stuffed, then the end of data.
+asio::awaitable<error_code> send_message(HopSession& hop, const smime::Spool& message) {
+  constexpr std::size_t chunk = 64 * 1024;
+  std::string buffer(chunk, '\0');
+  bool at_line_start = true;
+  char last = '\n';
+  for (std::size_t at = 0; at < message.size();) {
+    auto got = message.read(at, buffer.data(), std::min(chunk, message.size() - at));
+    if (!got || *got == 0) co_return asio::error::make_error_code(asio::error::fault);
+    const std::string_view piece(buffer.data(), *got);
+    last = piece.back();
+    if (auto ec = co_await hop.write(dot_stuff(piece, at_line_start))) co_return ec;
+    at += *got;
+  }
+  co_return co_await hop.write(last == '\n' ? ".\r\n" : "\r\n.\r\n");
+}
+
+}  // namespace
+
+asio::awaitable<BasicResult<HopReply, HopFailure>> relay(const Settings& settings, const Envelope& envelope,
+                                                         const smime::Spool& message) {
+  TimedSocket socket(co_await asio::this_coro::executor);
+  error_code ec;
+  const auto address = asio::ip::make_address(settings.next_hop.host, ec);
+  if (ec) co_return HopFailure{"next hop address: " + ec.message()};
+  if (auto failed = co_await socket.connect(tcp::endpoint(address, settings.next_hop.port), settings.next_hop_timeout)) {
+    co_return HopFailure{"next hop " + settings.next_hop.host + ":" + std::to_string(settings.next_hop.port) +
+                         ": connect: " + failed.message()};
+  }
+  HopSession hop(socket, settings);
+  auto opened = co_await open_transaction(hop, settings, envelope, message.size());
+  if (!opened) {
+    if (opened.error().refused) (void)co_await hop.write("QUIT\r\n");  // polite, and not waited for
+    co_return opened;
+  }
+  auto data = co_await hop.command("DATA", "DATA");
+  if (!data) co_return data;
+  if (data->code != 354) co_return HopFailure{"next hop refused DATA", *data};
+  if (auto failed = co_await send_message(hop, message)) co_return HopFailure{"next hop message: " + failed.message()};
+  auto accepted = co_await hop.read_reply("end of data");
+  if (!accepted) co_return accepted;
+  if (accepted->code != 250) co_return HopFailure{"next hop refused the message", *accepted};
+  (void)co_await hop.write("QUIT\r\n");  // the message is taken: what QUIT gets changes nothing
+  co_return accepted;
+}
+
+}  // namespace mailkms::proxy

@@ -1,0 +1,413 @@
+#include "session.hpp"
+
+#include <spdlog/spdlog.h>
+
+#include <algorithm>
+#include <cstdio>
+#include <optional>
+#include <string>
+
+#include "message.hpp"
+#include "next_hop.hpp"
+#include "smtp_parser.hpp"
+#include "timed_socket.hpp"
+
+namespace mailkms::proxy {
+namespace {
+
+// RFC 5321 4.5.3.1.8 asks for at least 100.
+constexpr std::size_t max_recipients = 1000;
+// A client that keeps getting commands wrong is not served for ever.
+constexpr int max_errors = 20;
+
+std::string reply_line(const gateway::Reply& reply) { return reply.code + " " + reply.enhanced + " " + reply.text + "\r\n"; }
+
+std::string reply_lines(const HopReply& reply) {
+  std::string out;
+  for (const auto& line : reply.lines) out.append(line).append("\r\n");
+  return out;
+}
+
+// What a command did to the session.
+enum class Step { next, data, quit };
+
+struct OpenTransaction {
+  gateway::Transaction transaction;
+  bool eight_bit_mime = false;
+};
+
+class Session {
+ public:
+  Session(tcp::socket socket, ServerContext& context, std::string id)
+      : socket_(std::move(socket)), context_(context), id_(std::move(id)) {}
+
+  asio::awaitable<void> run() {
+    error_code ec;
+    const auto peer = socket_.socket().remote_endpoint(ec);
+    client_address_ = ec ? std::string() : peer.address().to_string();
+    spdlog::info("{}: connect from [{}]", id_, client_address_);
+    out_ = "220 " + settings().hostname + " ESMTP mailkms-proxy\r\n";
+    co_await serve();
+    socket_.close();
+    spdlog::info("{}: disconnect from [{}]", id_, client_address_);
+  }
+
+ private:
+  const Settings& settings() const { return context_.settings; }
+  gateway::Gateway& gateway() { return context_.gateway; }
+
+  // The gateway's call, off the I/O threads; back on this session's strand after.
+  template <class Call>
+  asio::awaitable<std::invoke_result_t<Call>> blocking(Call call) {
+    using Value = std::invoke_result_t<Call>;
+    co_return co_await asio::co_spawn(
+        context_.blocking, [call = std::move(call)]() mutable -> asio::awaitable<Value> { co_return call(); },
+        asio::use_awaitable);
+  }
+
+  asio::awaitable<bool> flush() {
+    if (out_.empty()) co_return true;
+    const auto ec = co_await socket_.write(out_, settings().command_timeout);
+    out_.clear();
+    if (ec) spdlog::info("{}: write to [{}]: {}", id_, client_address_, ec.message());
+    co_return !ec;
+  }
+
+  // More of what the client sends; false when it is gone or too slow.
+  asio::awaitable<bool> read_more(std::chrono::seconds timeout, const char* where) {
+    char chunk[16 * 1024];
+    auto [ec, n] = co_await socket_.read_some(asio::buffer(chunk), timeout);
+    if (!ec) {
+      in_.append(chunk, n);
+      co_return true;
+    }
+    if (ec == asio::error::timed_out) {
+      spdlog::info("{}: timeout {} from [{}]", id_, where, client_address_);
+      out_ += "421 4.4.2 " + settings().hostname + " Error: timeout exceeded\r\n";
+      (void)co_await flush();
+    } else {
+      spdlog::info("{}: lost connection {} from [{}]", id_, where, client_address_);
+    }
+    co_return false;
+  }
+
+  asio::awaitable<void> serve() {
+    for (;;) {
+      auto next = lines_.next(in_);
+      in_.erase(0, next.consumed);
+      using Kind = CommandLines::Next::Kind;
+      if (next.kind == Kind::need_more) {
+        // Pipelined replies go out together, once every command read is answered (RFC 2920).
+        if (!co_await flush() || !co_await read_more(settings().command_timeout, message_ ? "in a transaction" : "after a command")) {
+          co_return;
+        }
+        continue;
+      }
+      if (next.kind == Kind::bare_lf) {
+        co_await refuse_bare_lf("in a command");
+        co_return;
+      }
+      Step step = Step::next;
+      if (next.kind == Kind::too_long) {
+        error("500 5.5.2 Error: line too long\r\n");
+      } else {
+        step = co_await command(parse_command(next.line));
+      }
+      if (errors_ >= max_errors) {
+        spdlog::info("{}: too many errors from [{}]", id_, client_address_);
+        out_ += "421 4.7.0 " + settings().hostname + " Error: too many errors\r\n";
+        (void)co_await flush();
+        co_return;
+      }
+      if (step == Step::quit) {
+        (void)co_await flush();
+        co_return;
+      }
+      if (step == Step::data && (!co_await flush() || !co_await receive_data())) co_return;
+    }
+  }
+
+  // Where a line ends is ambiguous: the next hop could read a different
+  // message, or a command, from the same bytes (SMTP smuggling). Nothing is
+  // relayed and the session ends, as Postfix does.
+  asio::awaitable<void> refuse_bare_lf(const char* where) {
+    spdlog::warn("{}: bare <LF> {} from [{}]; disconnected", id_, where, client_address_);
+    message_.reset();
+    out_ += "521 5.5.2 " + settings().hostname + " Error: bare <LF> received\r\n";
+    (void)co_await flush();
+  }
+
+  void error(std::string reply) {
+    ++errors_;
+    out_ += std::move(reply);
+  }
+
+  asio::awaitable<Step> command(const Command& command) {
+    switch (command.verb) {
+      case Verb::ehlo:
+      case Verb::helo: greet(command); break;
+      case Verb::mail: mail(command); break;
+      case Verb::rcpt: co_await recipient(command); break;
+      case Verb::data:
+        if (!message_) {
+          error("503 5.5.1 Error: need MAIL command\r\n");
+        } else if (message_->transaction.recipients.empty()) {
+          error("554 5.5.1 Error: no valid recipients\r\n");
+        } else if (!command.argument.empty()) {
+          error("501 5.5.4 Syntax: DATA\r\n");
+        } else {
+          out_ += "354 End data with <CR><LF>.<CR><LF>\r\n";
+          co_return Step::data;
+        }
+        break;
+      case Verb::rset:
+        message_.reset();
+        out_ += "250 2.0.0 Ok\r\n";
+        break;
+      case Verb::noop: out_ += "250 2.0.0 Ok\r\n"; break;
+      case Verb::quit:
+        out_ += "221 2.0.0 Bye\r\n";
+        co_return Step::quit;
+      case Verb::vrfy: out_ += "252 2.5.2 Cannot VRFY user; send mail and it will be delivered or bounced\r\n"; break;
+      case Verb::help: out_ += "214 2.0.0 Commands: EHLO HELO MAIL RCPT DATA RSET NOOP QUIT VRFY HELP\r\n"; break;
+      case Verb::unknown: error("500 5.5.2 Error: command not recognized\r\n"); break;
+    }
+    co_return Step::next;
+  }
+
+  void greet(const Command& command) {
+    if (command.argument.empty()) return error("501 5.5.4 Syntax: EHLO hostname\r\n");
+    message_.reset();
+    greeted_ = true;
+    const auto& host = settings().hostname;
+    if (command.verb == Verb::helo) {
+      out_ += "250 " + host + "\r\n";
+      return;
+    }
+    const auto size = gateway().settings().max_message_size;
+    out_ += "250-" + host + "\r\n250-PIPELINING\r\n250-SIZE" + (size != 0 ? " " + std::to_string(size) : "") +
+            "\r\n250-8BITMIME\r\n250 ENHANCEDSTATUSCODES\r\n";
+  }
+
+  void mail(const Command& command) {
+    if (!greeted_) return error("503 5.5.1 Error: send HELO/EHLO first\r\n");
+    if (message_) return error("503 5.5.1 Error: nested MAIL command\r\n");
+    auto parsed = parse_mail_from(command.argument);
+    if (!parsed) {
+      const auto& e = parsed.error();
+      return error(e.code + " " + e.enhanced + " " + e.text + "\r\n");
+    }
+    const auto limit = gateway().settings().max_message_size;
+    if (limit != 0 && parsed->size && *parsed->size > limit) {
+      const auto refused = gateway().answer_trouble(gateway::FrontEndTrouble::too_big,
+                                                    "rejected at MAIL: SIZE=" + std::to_string(*parsed->size) +
+                                                        " is over max_message_size");
+      spdlog::info("{}: {}", id_, refused.log);
+      out_ += reply_line(refused.reply);
+      return;
+    }
+    message_.emplace();
+    auto& transaction = message_->transaction;
+    transaction.queue_id = id_ + "." + std::to_string(++transactions_);
+    transaction.connection.client_address = client_address_;
+    transaction.sender = std::move(parsed->address);
+    message_->eight_bit_mime = parsed->eight_bit_mime;
+    gateway().begin(transaction);
+    out_ += "250 2.1.0 Ok\r\n";
+  }
+
+  asio::awaitable<void> recipient(const Command& command) {
+    if (!message_) co_return error("503 5.5.1 Error: need MAIL command\r\n");
+    auto parsed = parse_rcpt_to(command.argument);
+    if (!parsed) {
+      const auto& e = parsed.error();
+      co_return error(e.code + " " + e.enhanced + " " + e.text + "\r\n");
+    }
+    auto& transaction = message_->transaction;
+    if (transaction.recipients.size() >= max_recipients) {
+      out_ += "452 4.5.3 Error: too many recipients\r\n";
+      co_return;
+    }
+    gateway::RecipientVerdict verdict;
+    try {
+      verdict = co_await blocking([&] { return gateway().add_recipient(transaction, *parsed); });
+    } catch (const std::exception& e) {
+      const auto refused = gateway().answer_trouble(gateway::FrontEndTrouble::internal,
+                                                    std::string("internal error in RCPT TO: ") + e.what());
+      spdlog::error("{}: {}", transaction.queue_id, refused.log);
+      out_ += reply_line(refused.reply);
+      co_return;
+    }
+    if (verdict.kind == gateway::RecipientVerdict::Kind::accept) {
+      out_ += "250 2.1.5 Ok\r\n";
+      co_return;
+    }
+    spdlog::info("{}: {}", transaction.queue_id, verdict.log);
+    out_ += reply_line(verdict.reply);
+  }
+
+  // DATA up to its end, then the answer; false when the session is over.
+  asio::awaitable<bool> receive_data() {
+    auto& transaction = message_->transaction;
+    const auto& gateway_settings = gateway().settings();
+    MessageIntake intake({gateway_settings.spool_memory_limit, gateway_settings.spool_directory},
+                         [&](const std::vector<smime::HeaderField>& headers) {
+                           return gateway().size_limit(transaction, headers);
+                         });
+    DataReader reader;
+    std::string content;
+    for (;;) {
+      content.clear();
+      const auto next = reader.next(in_, content);
+      in_.erase(0, next.consumed);
+      intake.add(content);
+      if (next.kind == DataReader::Next::Kind::done) break;
+      if (next.kind == DataReader::Next::Kind::bare_lf) {
+        co_await refuse_bare_lf("in DATA");
+        co_return false;
+      }
+      if (!co_await read_more(settings().data_timeout, "in DATA")) {
+        spdlog::info("{}: nothing relayed", transaction.queue_id);
+        co_return false;
+      }
+    }
+    intake.finish();
+    out_ += co_await answer_message(intake, reader.line_too_long());
+    message_.reset();
+    co_return true;
+  }
+
+  // The answer to the end of data: the gateway's refusal, or the next hop's
+  // reply once it has taken the message.
+  asio::awaitable<std::string> answer_message(const MessageIntake& intake, bool line_too_long) {
+    const auto& transaction = message_->transaction;
+    const auto& id = transaction.queue_id;
+    if (line_too_long) {
+      spdlog::info("{}: rejected: a line longer than {} octets", id, max_text_line);
+      co_return "552 5.3.4 Error: a message line is longer than 1000 octets (RFC 5321 4.5.3.1.6)\r\n";
+    }
+    if (intake.trouble() != MessageIntake::Trouble::none) {
+      const bool too_big = intake.trouble() == MessageIntake::Trouble::too_big;
+      const auto refused = gateway().answer_trouble(
+          too_big ? gateway::FrontEndTrouble::too_big : gateway::FrontEndTrouble::spool,
+          too_big ? "rejected: over max_message_size (" + std::to_string(gateway().settings().max_message_size) + " bytes)"
+                  : "could not spool the message (disk full?), deferred");
+      spdlog::info("{}: {}", id, refused.log);
+      co_return reply_line(refused.reply);
+    }
+    auto outcome = co_await blocking([&] { return gateway().finish(transaction, intake.headers(), intake.spool()); });
+    using Verdict = gateway::Outcome::Verdict;
+    if (outcome.verdict == Verdict::reject || outcome.verdict == Verdict::tempfail) {
+      spdlog::info("{}: {} => {} {} {}", id, outcome.log, outcome.reply.code, outcome.reply.enhanced, outcome.reply.text);
+      co_return reply_line(outcome.reply);
+    }
+    if (outcome.verdict == Verdict::discard) {
+      spdlog::info("{}: {} => discarded", id, outcome.log);
+      co_return "250 2.0.0 Ok\r\n";
+    }
+    if (outcome.quarantine) {  // the proxy has no hold queue to put it in
+      co_return trouble(gateway::FrontEndTrouble::internal, outcome.log + " => no hold queue behind the proxy, deferred");
+    }
+    co_return co_await relay_outcome(intake, outcome);
+  }
+
+  asio::awaitable<std::string> relay_outcome(const MessageIntake& intake, const gateway::Outcome& outcome) {
+    const auto& transaction = message_->transaction;
+    const auto& gateway_settings = gateway().settings();
+    const smime::SpoolOptions options{gateway_settings.spool_memory_limit, gateway_settings.spool_directory};
+    auto message = outgoing_message(intake.headers(), outcome, intake.spool(), intake.body_offset(), options);
+    if (!message) co_return trouble(gateway::FrontEndTrouble::spool, outcome.log + " => spooling the result failed, deferred");
+    Envelope envelope{transaction.sender, {}, message_->eight_bit_mime};
+    for (const auto& r : transaction.recipients) {
+      if (std::find(outcome.removed_recipients.begin(), outcome.removed_recipients.end(), r) == outcome.removed_recipients.end()) {
+        envelope.recipients.push_back(r);
+      }
+    }
+    std::optional<HopReply> taken;
+    if (!envelope.recipients.empty()) {
+      auto sent = co_await relay(settings(), envelope, *message);
+      if (!sent) co_return hop_failed(outcome, sent.error());
+      taken = std::move(*sent);
+    }
+    // The copies for other recipients go after this one, each its own
+    // transaction; if one is not taken, the client tries the whole message
+    // again: some may get it twice, none loses it.
+    for (const auto& copy : outcome.reinjections) {
+      auto sent = co_await relay(settings(), {transaction.sender, copy.recipients, message_->eight_bit_mime}, copy.message);
+      if (!sent) co_return hop_failed(outcome, sent.error());
+      if (!taken) taken = std::move(*sent);
+    }
+    if (!taken) co_return trouble(gateway::FrontEndTrouble::internal, outcome.log + " => no recipient left, deferred");
+    spdlog::info("{}: {} => relayed: {}", transaction.queue_id, outcome.log, taken->lines.back());
+    co_return reply_lines(*taken);
+  }
+
+  // A refusal of the next hop's reaches the client as it came; a next hop
+  // that could not be asked is the gateway's temporary failure.
+  std::string hop_failed(const gateway::Outcome& outcome, const HopFailure& failure) {
+    if (failure.refused) {
+      spdlog::info("{}: {} => {}: {}", message_->transaction.queue_id, outcome.log, failure.what, failure.refused->lines.back());
+      return reply_lines(*failure.refused);
+    }
+    return trouble(gateway::FrontEndTrouble::next_hop, outcome.log + " => " + failure.what + ", deferred");
+  }
+
+  std::string trouble(gateway::FrontEndTrouble kind, std::string log) {
+    const auto refused = gateway().answer_trouble(kind, std::move(log));
+    spdlog::error("{}: {}", message_->transaction.queue_id, refused.log);
+    return reply_line(refused.reply);
+  }
+
+  TimedSocket socket_;
+  ServerContext& context_;
+  std::string id_;
+  std::string client_address_;
+  std::string in_;   // read, not yet parsed
+  std::string out_;  // replies not yet written
+  CommandLines lines_;
+  bool greeted_ = false;
+  std::optional<OpenTransaction> message_;  // from MAIL to the end of data or RSET
+  int errors_ = 0;
+  unsigned transactions_ = 0;
+};
+
+// Over the cap, a client is told so at once and let go (RFC 5321 3.1: 421).
+asio::awaitable<void> turn_away(tcp::socket socket, const Settings& settings) {
+  TimedSocket timed(std::move(socket));
+  (void)co_await timed.write("421 4.3.2 " + settings.hostname + " Error: too many sessions; try again later\r\n",
+                             std::chrono::seconds(10));
+  timed.close();
+}
+
+}  // namespace
+
+asio::awaitable<void> accept_sessions(tcp::acceptor& acceptor, ServerContext& context) {
+  for (;;) {
+    auto strand = asio::make_strand(acceptor.get_executor());
+    auto [ec, socket] = co_await acceptor.async_accept(strand, asio::as_tuple(asio::use_awaitable));
+    if (ec == asio::error::operation_aborted || !acceptor.is_open()) co_return;
+    if (ec) {
+      spdlog::warn("accept: {}", ec.message());  // out of descriptors, say: the others go on
+      continue;
+    }
+    if (context.sessions.fetch_add(1) >= context.settings.max_sessions) {
+      context.sessions.fetch_sub(1);
+      spdlog::warn("too many sessions ({}): a client turned away", context.settings.max_sessions);
+      asio::co_spawn(strand, turn_away(std::move(socket), context.settings), asio::detached);
+      continue;
+    }
+    char id[17];
+    std::snprintf(id, sizeof id, "%08llX", static_cast<unsigned long long>(++context.sessions_started));
+    auto session = std::make_shared<Session>(std::move(socket), context, id);
+    asio::co_spawn(strand, [session, &context]() -> asio::awaitable<void> {
+      try {
+        co_await session->run();
+      } catch (const std::exception& e) {
+        spdlog::error("session ended by an internal error: {}", e.what());
+      }
+      context.sessions.fetch_sub(1);
+    }, asio::detached);
+  }
+}
+
+}  // namespace mailkms::proxy

@@ -1,0 +1,143 @@
+#include "settings.hpp"
+
+#include <arpa/inet.h>
+#include <grp.h>
+#include <pwd.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <charconv>
+#include <toml++/toml.h>
+#include <vector>
+
+#include "mailkms/conf_section.hpp"
+
+namespace mailkms::proxy {
+namespace {
+
+using conf::Problem;
+
+Problem wrong(const toml::node& node, std::string_view key, std::string_view expected) {
+  return conf::expected("proxy", key, node, expected);
+}
+
+conf::Key<Settings> endpoint_key(std::string_view name, Endpoint Settings::*field) {
+  return {name, [name, field](const toml::node& n, Settings& s) -> std::optional<Problem> {
+            const auto* v = n.as_string();
+            auto endpoint = v != nullptr ? parse_endpoint(v->get()) : std::nullopt;
+            if (!endpoint) return wrong(n, name, "\"IP:PORT\" or \"[IPv6]:PORT\"");
+            s.*field = *endpoint;
+            return std::nullopt;
+          }};
+}
+
+conf::Key<Settings> seconds_key(std::string_view name, std::chrono::seconds Settings::*field) {
+  return {name, [name, field](const toml::node& n, Settings& s) -> std::optional<Problem> {
+            const auto* v = n.as_integer();
+            if (v == nullptr || v->get() < 1 || v->get() > 3600) return wrong(n, name, "1 to 3600");
+            s.*field = std::chrono::seconds(v->get());
+            return std::nullopt;
+          }};
+}
+
+conf::Key<Settings> path_key(std::string_view name, std::filesystem::path Settings::*field) {
+  return {name, [name, field](const toml::node& n, Settings& s) -> std::optional<Problem> {
+            const auto* v = n.as_string();
+            if (v == nullptr || !v->get().starts_with('/')) return wrong(n, name, "an absolute path");
+            s.*field = v->get();
+            return std::nullopt;
+          }};
+}
+
+const std::vector<conf::Key<Settings>>& keys() {
+  static const std::vector<conf::Key<Settings>> table{
+      endpoint_key("listen", &Settings::listen),
+      endpoint_key("next_hop", &Settings::next_hop),
+      {"hostname",
+       [](const toml::node& n, Settings& s) -> std::optional<Problem> {
+         const auto* v = n.as_string();
+         const bool plain = v != nullptr && !v->get().empty() && v->get().size() <= 255 &&
+                            std::all_of(v->get().begin(), v->get().end(), [](unsigned char c) {
+                              return std::isalnum(c) != 0 || c == '.' || c == '-';
+                            });
+         if (!plain) return wrong(n, "hostname", "a host name (letters, digits, dots, hyphens)");
+         s.hostname = v->get();
+         return std::nullopt;
+       }},
+      {"threads",
+       [](const toml::node& n, Settings& s) -> std::optional<Problem> {
+         const auto* v = n.as_integer();
+         if (v == nullptr || v->get() < 0 || v->get() > 256) return wrong(n, "threads", "0 (one per core) to 256");
+         s.threads = static_cast<unsigned>(v->get());
+         return std::nullopt;
+       }},
+      {"max_sessions",
+       [](const toml::node& n, Settings& s) -> std::optional<Problem> {
+         const auto* v = n.as_integer();
+         if (v == nullptr || v->get() < 1 || v->get() > 100000) return wrong(n, "max_sessions", "1 to 100000");
+         s.max_sessions = static_cast<unsigned>(v->get());
+         return std::nullopt;
+       }},
+      seconds_key("command_timeout_seconds", &Settings::command_timeout),
+      seconds_key("data_timeout_seconds", &Settings::data_timeout),
+      seconds_key("next_hop_timeout_seconds", &Settings::next_hop_timeout),
+      {"user",
+       [](const toml::node& n, Settings& s) -> std::optional<Problem> {
+         const auto* v = n.as_string();
+         const passwd* pw = v != nullptr ? ::getpwnam(v->get().c_str()) : nullptr;
+         if (pw == nullptr) return wrong(n, "user", "the name of an existing user");
+         s.user = pw->pw_uid;
+         if (!s.group) s.group = pw->pw_gid;
+         return std::nullopt;
+       }},
+      {"group",
+       [](const toml::node& n, Settings& s) -> std::optional<Problem> {
+         const auto* v = n.as_string();
+         const group* gr = v != nullptr ? ::getgrnam(v->get().c_str()) : nullptr;
+         if (gr == nullptr) return wrong(n, "group", "the name of an existing group");
+         s.group = gr->gr_gid;
+         return std::nullopt;
+       }},
+      path_key("pid_file", &Settings::pid_file),
+      path_key("log_file", &Settings::log_file),
+  };
+  return table;
+}
+
+std::string host_name() {
+  char name[256] = {};
+  if (::gethostname(name, sizeof name - 1) != 0 || name[0] == '\0') return "localhost";
+  return name;
+}
+
+}  // namespace
+
+std::optional<Endpoint> parse_endpoint(std::string_view text) {
+  const auto colon = text.rfind(':');
+  if (colon == std::string_view::npos) return std::nullopt;
+  std::string_view host = text.substr(0, colon);
+  const std::string_view port = text.substr(colon + 1);
+  const bool v6 = host.starts_with('[') && host.ends_with(']');
+  if (v6) host = host.substr(1, host.size() - 2);
+  unsigned char address[16];
+  const std::string h(host);
+  if (::inet_pton(v6 ? AF_INET6 : AF_INET, h.c_str(), address) != 1) return std::nullopt;
+  unsigned value = 0;
+  const auto [end, ec] = std::from_chars(port.data(), port.data() + port.size(), value);
+  if (ec != std::errc() || end != port.data() + port.size() || value == 0 || value > 65535) return std::nullopt;
+  return Endpoint{h, static_cast<std::uint16_t>(value)};
+}
+
+gateway::Result<Settings> load_settings(const std::filesystem::path& path) {
+  auto document = conf::parse_file(path);
+  if (!document) return gateway::Error{document.error().message};
+  Settings settings;
+  static constexpr std::string_view group_last[] = {"group"};
+  if (auto problem = conf::read_section<Settings>(*document, "proxy", keys(), settings, path, group_last)) {
+    return gateway::Error{std::move(problem->message)};
+  }
+  if (settings.hostname.empty()) settings.hostname = host_name();
+  return settings;
+}
+
+}  // namespace mailkms::proxy

@@ -1,0 +1,42 @@
+// mailkms-proxy's own settings, from the [proxy] table of mailkms.conf:
+// where it listens, where it relays, its limits and as whom it runs. What
+// it does to mail is the gateway's ([gateway]) and the policy file's.
+#pragma once
+
+#include <sys/types.h>
+
+#include <chrono>
+#include <cstdint>
+#include <filesystem>
+#include <optional>
+#include <string>
+
+#include "mailkms/gateway/settings.hpp"
+
+namespace mailkms::proxy {
+
+struct Endpoint {
+  std::string host;  // an IP address; IPv6 written in [] in the file
+  std::uint16_t port = 0;
+};
+
+struct Settings {
+  Endpoint listen{"127.0.0.1", 10025};
+  Endpoint next_hop{"127.0.0.1", 10026};
+  std::string hostname;  // in the greeting and EHLO; default: this host's name
+  unsigned threads = 0;  // 0: one per core
+  unsigned max_sessions = 100;
+  std::chrono::seconds command_timeout{300};  // RFC 5321 4.5.3.2.7
+  std::chrono::seconds data_timeout{180};     // per read inside DATA, 4.5.3.2.5
+  std::chrono::seconds next_hop_timeout{120};  // connecting, and each reply of the next hop
+  std::optional<uid_t> user;
+  std::optional<gid_t> group;
+  std::filesystem::path pid_file;
+  std::filesystem::path log_file;
+};
+
+gateway::Result<Settings> load_settings(const std::filesystem::path& path);
+// "host:port" or "[v6]:port", or nothing.
+std::optional<Endpoint> parse_endpoint(std::string_view text);
+
+}  // namespace mailkms::proxy

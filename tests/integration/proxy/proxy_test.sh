@@ -1,0 +1,334 @@
+#!/usr/bin/env bash
+# mailkms-proxy between swaks (or a raw socket client) and Postfix's
+# smtp-sink, with the real mailkms-keystored behind it: mail policy leaves
+# alone arrives with its body byte for byte; outbound mail arrives signed
+# and encrypted (checked with openssl cms); the keystore down is 451 4.7.1
+# and the next hop down, stalled or reset is 451 4.4.1, with nothing at the
+# sink; a next hop's refusal reaches the client as it came;
+# pipelining, commands out of order, a 1 MB line, bare LF and a client
+# that leaves mid-DATA get their exact replies, and nothing is relayed for
+# the last three.
+# Usage: proxy_test.sh MAILKMS_KEYSTORED MAILKMSCTL MAILKMS_PROXY   (as root: smtp-sink drops to postfix)
+set -uo pipefail
+here=$(dirname "$(realpath "$0")")
+# shellcheck source=../lib.sh
+. "$here/../lib.sh"
+# shellcheck source=../postfix/postfix-fixture.sh
+. "$here/../postfix/postfix-fixture.sh"  # free_port, sink_files
+# shellcheck source=../mailkms-daemons.sh
+. "$here/../mailkms-daemons.sh"
+[[ $# == 3 ]] || { echo "usage: proxy_test.sh KEYSTORED MAILKMSCTL PROXY" >&2; exit 2; }
+keystored=$(realpath "$1")
+ctl=$(realpath "$2")
+proxy=$(realpath "$3")
+raw() { python3 "$here/raw_smtp.py" "$PROXY_PORT"; }
+
+work=$(mktemp -d)
+chmod 755 "$work"
+SINK_PID=
+stall_pid=
+cleanup() {
+  [ -n "$SINK_PID" ] && kill "$SINK_PID" 2> /dev/null
+  [ -n "$stall_pid" ] && kill "$stall_pid" 2> /dev/null
+  [ -s "$work/bg.pid" ] && kill "$(cat "$work/bg.pid")" 2> /dev/null
+  stop_daemons
+  [ -n "${KEEP_WORK:-}" ] || rm -rf "$work"
+}
+trap cleanup EXIT
+cd "$work" || exit 2
+
+PROXY_PORT=$(free_port) || exit 2
+SINK_PORT=$(free_port) || exit 2
+while [ "$SINK_PORT" = "$PROXY_PORT" ]; do SINK_PORT=$(free_port) || exit 2; done
+SINK_DIR=$work/sink
+mkdir -p "$SINK_DIR"
+chown postfix "$SINK_DIR"
+
+start_sink() {
+  smtp-sink -u postfix -d "$SINK_DIR/%Y%m%d%H%M%S." -c "127.0.0.1:$SINK_PORT" 50 >> sink.log 2>&1 &
+  SINK_PID=$!
+  local end=$((SECONDS + 30))
+  until ss -Hltn "sport = :$SINK_PORT" | grep -q .; do [ "$SECONDS" -lt "$end" ] || return 1; sleep 0.05; done
+}
+stop_sink() {
+  kill "$SINK_PID" 2> /dev/null && wait "$SINK_PID" 2> /dev/null
+  SINK_PID=
+}
+# The one message the sink has finished since the last call, moved to $1.
+arrived() {
+  local end=$((SECONDS + 30)) files
+  until files=$(sink_files) && [ -n "$files" ]; do
+    [ "$SECONDS" -lt "$end" ] || { echo "nothing arrived at the sink" >&2; return 1; }
+    sleep 0.05
+  done
+  mv $files "$1"
+}
+sink_empty() { [ -z "$(ls -A "$SINK_DIR")" ]; }
+
+# ---- The keystore, the proxy, the sink --------------------------------------
+cat > mailkms.conf <<CONF
+[keystore]
+database = "$work/keystore.db"
+socket = "$work/keystore.sock"
+socket_mode = "0600"
+unseal_key_file = "$work/master.key"
+gateway_users = ["root"]
+lock_memory = false
+
+[gateway]
+policy = "$work/policy.toml"
+authserv_id = "mx.corp.example"
+spool_directory = "$work"
+max_message_size = 2000000
+
+[proxy]
+listen = "127.0.0.1:$PROXY_PORT"
+next_hop = "127.0.0.1:$SINK_PORT"
+hostname = "proxy.corp.example"
+threads = 2
+next_hop_timeout_seconds = 2
+command_timeout_seconds = 2
+max_sessions = 3
+CONF
+cat > policy.toml <<'POLICY'
+[local]
+domains = ["corp.example"]
+networks = ["127.0.0.0/8"]
+
+[signing]
+unauthenticated_networks = ["127.0.0.0/8"]
+
+[defaults]
+sign = "if-possible"
+encrypt = "if-possible"
+
+[[rule]]
+name = "plain-partner"
+direction = "outbound"
+to = "*@plain.example"
+sign = "never"
+encrypt = "never"
+POLICY
+export MAILKMS_CONFIG=$work/mailkms.conf MAILKMS_SESSION_FILE=$work/session
+head -c 24 /dev/urandom | base64 > admin.pw
+head -c 24 /dev/urandom | base64 > p12.pw
+chmod 600 admin.pw p12.pw
+"$ctl" init --admin admin --admin-password-file admin.pw --key-file master.key > /dev/null
+start_keystore || { echo "FAIL - the keystore does not start"; cat keystore.log; exit 1; }
+"$ctl" login admin --password-file admin.pw > /dev/null
+"$ctl" ca init --id root --name "Corp Root CA" > /dev/null
+"$ctl" ca add-subordinate --id issuing --parent root --name "Corp Issuing CA" > /dev/null
+"$ctl" user add alice@corp.example bob@corp.example carol@corp.example > /dev/null
+"$ctl" recover bob@corp.example --out bob.p12 --password-file p12.pw > /dev/null
+openssl pkcs12 -in bob.p12 -passin file:p12.pw -nodes -nocerts -out bob.key 2> /dev/null
+openssl pkcs12 -in bob.p12 -passin file:p12.pw -nokeys -clcerts -out bob.pem 2> /dev/null
+openssl pkcs12 -in bob.p12 -passin file:p12.pw -nokeys -cacerts -out corp-chain.pem 2> /dev/null
+start_sink || { echo "FAIL - smtp-sink does not start"; cat sink.log; exit 1; }
+start_proxy "$PROXY_PORT" || { echo "FAIL - the proxy does not start"; cat proxy.log; exit 1; }
+
+# send FROM TO < message: one transaction through the proxy; swaks's transcript in send.out
+send() {
+  swaks --server "127.0.0.1:$PROXY_PORT" --from "$1" --to "$2" --data - > send.out 2>&1
+}
+message() {  # message FROM TO SUBJECT BODY
+  printf '%s\r\n' "From: $1" "To: $2" "Subject: $3" "Date: Thu, 26 Nov 2026 10:00:00 +0000" \
+    "Message-ID: <$RANDOM.$RANDOM@test>" "MIME-Version: 1.0" "Content-Type: text/plain; charset=us-ascii" ""
+  printf '%s' "$4"
+}
+body_of() { sed '1,/^\r\?$/d' "$1"; }  # after the first empty line
+
+# ---- (a) Pass-through ---------------------------------------------------------
+printf 'Line one.\r\n.A line that starts with a dot.\r\n..Two dots.\r\n\r\nLast line.\r\n' > plain.body
+{ message "Alice <alice@corp.example>" "partner@plain.example" "Hello" ""; cat plain.body; } > plain.eml
+send alice@corp.example partner@plain.example < plain.eml
+check "pass-through: the sink's reply to the end of data reaches the client" grep -qx "<-  250 2.0.0 Ok" send.out
+arrived out-plain.eml
+# smtp-sink's dump has its own trace fields and line ends: the same message
+# sent to it directly is what the proxy's copy must equal.
+swaks --server "127.0.0.1:$SINK_PORT" --from alice@corp.example --to partner@plain.example --data - < plain.eml > direct.out 2>&1
+arrived direct-plain.eml
+check "pass-through: the body arrives byte for byte, dots and all, as sent directly" bash -c \
+  "cmp <(body_of out-plain.eml) <(body_of direct-plain.eml) && grep -qx '..Two dots.' out-plain.eml"
+check "pass-through: the envelope is the client's" bash -c "grep -qx 'X-Mail-Args: <alice@corp.example>' out-plain.eml &&
+  grep -qx 'X-Rcpt-Args: <partner@plain.example>' out-plain.eml"
+check "pass-through: the proxy logs the relay" grep -q "partner@plain.example: plain-partner, plain (encrypt never) => relayed: 250 2.0.0 Ok$" proxy.log
+
+# ---- (b) Outbound sign and encrypt ----------------------------------------------
+message "Alice <alice@corp.example>" "bob@corp.example" "Figures" "Bob, the figures: revenue up 4 %." > figures.eml
+send alice@corp.example bob@corp.example < figures.eml
+check "alice to bob is accepted with the sink's reply" grep -qx "<-  250 2.0.0 Ok" send.out
+arrived out-1.eml
+sed '1,/^X-Rcpt-Args/d' out-1.eml > out-1.msg
+check "it arrives encrypted" grep -qi "^Content-Type: application/pkcs7-mime; .*smime-type=enveloped-data" out-1.msg
+check "bob's key decrypts it (openssl cms)" openssl cms -decrypt -in out-1.msg -recip bob.pem -inkey bob.key -out out-1.signed
+check "alice's signature verifies, and the text is hers (openssl cms)" bash -c \
+  "openssl cms -verify -in out-1.signed -CAfile corp-chain.pem -purpose smimesign -signer signer.pem -out out-1.txt 2>/dev/null &&
+   grep -q 'revenue up 4 %' out-1.txt && openssl x509 -in signer.pem -noout -ext subjectAltName | grep -q alice@corp.example"
+
+# ---- (c) The keystore down --------------------------------------------------------
+stop_keystore
+message "Alice <alice@corp.example>" "carol@corp.example" "Down" "Carol, hello." > down.eml
+send alice@corp.example carol@corp.example < down.eml
+check "keystore down: 451 4.7.1" grep -q "<\*\* 451 4.7.1 " send.out
+check "keystore down: nothing at the sink" sink_empty
+start_keystore || { echo "FAIL - the keystore does not start again"; exit 1; }
+
+# ---- (d) The next hop down, then stalled -------------------------------------------
+stop_sink
+send alice@corp.example partner@plain.example < plain.eml
+check "next hop down: 451 4.4.1 at the end of data" \
+  grep -q "<\*\* 451 4.4.1 The next hop cannot take the message now; try again later" send.out
+check "next hop down: the proxy logs why" grep -q "connect: Connection refused, deferred" proxy.log
+# A next hop that accepts the connection and never answers.
+python3 -c "import socket,sys; s=socket.socket(); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+s.bind(('127.0.0.1', int(sys.argv[1]))); s.listen(5); c=[]
+while True: c.append(s.accept())" "$SINK_PORT" &
+stall_pid=$!
+until ss -Hltn "sport = :$SINK_PORT" | grep -q .; do sleep 0.05; done
+send alice@corp.example partner@plain.example < plain.eml
+check "next hop stalled: 451 4.4.1 after next_hop_timeout" grep -q "<\*\* 451 4.4.1 " send.out
+check "next hop stalled: the proxy logs the timeout" grep -q "next hop greeting: Connection timed out, deferred" proxy.log
+kill "$stall_pid"; wait "$stall_pid" 2> /dev/null; stall_pid=
+# A next hop that closes the connection mid-DATA, then one that refuses
+# the message, then one that refuses the recipient.
+fake_hop() {
+  python3 "$here/next_hop.py" "$SINK_PORT" "$1" > hop.out 2>&1 &
+  stall_pid=$!
+  local end=$((SECONDS + 30))
+  until grep -q listening hop.out 2> /dev/null; do [ "$SECONDS" -lt "$end" ] || return 1; sleep 0.05; done
+}
+stop_fake_hop() { kill "$stall_pid"; wait "$stall_pid" 2> /dev/null; stall_pid=; }
+fake_hop reset
+send alice@corp.example partner@plain.example < plain.eml
+check "next hop reset mid-DATA: 451 4.4.1" grep -q "<\*\* 451 4.4.1 The next hop cannot take the message now" send.out
+stop_fake_hop
+fake_hop refuse
+send alice@corp.example partner@plain.example < plain.eml
+check "next hop refuses the message: its own 554 reaches the client" \
+  grep -qx "<\*\* 554 5.7.1 hop.test does not want this message" send.out
+stop_fake_hop
+fake_hop rcpt
+send alice@corp.example partner@plain.example < plain.eml
+check "next hop refuses the only recipient: its 550 reaches the client at the end of data" \
+  grep -qx "<\*\* 550 5.1.1 <nobody>: no such user here" send.out
+swaks --server "127.0.0.1:$PROXY_PORT" --from alice@corp.example --to partner@plain.example,other@plain.example \
+  --data - < plain.eml > send.out 2>&1
+check "next hop refuses one of two recipients with 5xx: 451 4.4.1, so the other is not bounced" \
+  grep -q "<\*\* 451 4.4.1 " send.out
+stop_fake_hop
+start_sink || { echo "FAIL - smtp-sink does not start again"; exit 1; }
+check "nothing reached the sink while it was down" sink_empty
+
+# ---- (e) The protocol, from a raw socket --------------------------------------------
+msg=$'Subject: raw\r\n\r\nraw body\r\n'
+printf '[["EHLO raw.test\\r\\nMAIL FROM:<alice@corp.example>\\r\\nRCPT TO:<partner@plain.example>\\r\\nDATA\\r\\n", 4], [%s, 2]]' \
+  "$(python3 -c 'import json,sys; print(json.dumps(sys.argv[1] + ".\r\nQUIT\r\n"))' "$msg")" | raw > pipelined.out
+check "pipelined: one batch gets EHLO, MAIL, RCPT and DATA answered in order" bash -c \
+  "sed -n '2,7p' pipelined.out | tr -d '\r' | diff - <(printf '%s\n' 250-proxy.corp.example 250-PIPELINING 250-SIZE\ 2000000 250-8BITMIME 250\ ENHANCEDSTATUSCODES 250\ 2.1.0\ Ok) &&
+   sed -n '8,9p' pipelined.out | diff - <(printf '%s\n' '250 2.1.5 Ok' '354 End data with <CR><LF>.<CR><LF>')"
+check "pipelined: the message and QUIT in one write: the sink's 250, then 221" bash -c \
+  "sed -n '10p' pipelined.out | grep -qx '250 2.0.0 Ok' && sed -n '11p' pipelined.out | grep -qx '221 2.0.0 Bye'"
+arrived out-raw.eml
+check "pipelined: the message arrived" grep -q '^raw body' out-raw.eml
+
+echo '[["MAIL FROM:<a@corp.example>\r\n", 1], ["EHLO x\r\n", 1], ["RCPT TO:<b@plain.example>\r\n", 1], ["DATA\r\n", 1],
+       ["MAIL FROM:<a@corp.example>\r\n", 1], ["DATA\r\n", 1], ["MAIL FROM:<a@corp.example>\r\n", 1], ["VRFY bob\r\n", 1],
+       ["FOO\r\n", 1], ["QUIT\r\n", 1]]' | raw > order.out
+check "out of order: MAIL before EHLO, RCPT and DATA before MAIL, DATA without RCPT, a nested MAIL" bash -c \
+  "grep -c '^503 5.5.1 ' order.out | grep -qx 4 && grep -qx '554 5.5.1 Error: no valid recipients' order.out &&
+   grep -qx '503 5.5.1 Error: send HELO/EHLO first' order.out && grep -qx '503 5.5.1 Error: nested MAIL command' order.out"
+check "VRFY is refused politely: 252; an unknown command: 500 5.5.2" bash -c \
+  "grep -q '^252 2.5.2 ' order.out && grep -qx '500 5.5.2 Error: command not recognized' order.out && grep -qx '221 2.0.0 Bye' order.out"
+
+python3 -c 'import json; print(json.dumps([["EHLO x\r\n", 1], ["x" * (1 << 20) + "\r\n", 1], ["NOOP\r\n", 1], ["QUIT\r\n", 1]]))' | raw > long.out
+check "a 1 MB line: 500 5.5.2, and the session goes on" bash -c \
+  "grep -qx '500 5.5.2 Error: line too long' long.out && grep -qx '250 2.0.0 Ok' long.out && grep -qx '221 2.0.0 Bye' long.out"
+
+echo '[["EHLO x\r\nMAIL FROM:<alice@corp.example>\r\nRCPT TO:<partner@plain.example>\r\nDATA\r\n", 4],
+       ["Subject: smuggled\r\n\r\nhello\n.\r\nMAIL FROM:<evil@corp.example>\r\n", 1], ["NOOP\r\n", 1]]' | raw > bare.out
+check "bare LF in DATA: 521 5.5.2 and the session ends" bash -c \
+  "grep -qx '521 5.5.2 proxy.corp.example Error: bare <LF> received' bare.out && tail -n 1 bare.out | grep -qx CLOSED"
+
+echo '[["EHLO x\r\nMAIL FROM:<a@corp.example> SIZE=2000001\r\nMAIL FROM:<alice@corp.example> SIZE=2000000\r\n", 3],
+       ["RCPT TO:<partner@plain.example>\r\nDATA\r\n", 2]]' > size.json
+python3 -c 'import json; s=json.load(open("size.json")); s.append(["Subject: big\r\n\r\n" + ("y" * 998 + "\r\n") * 2100 + ".\r\n", 1]);
+s.append(["MAIL FROM:<alice@corp.example>\r\nRCPT TO:<partner@plain.example>\r\nDATA\r\n", 3]); s.append(["z" * 1001 + "\r\n.\r\nQUIT\r\n", 2]); print(json.dumps(s))' |
+  raw > size.out
+check "SIZE over max_message_size at MAIL: the gateway's 552 5.3.4; at the limit: 250" bash -c \
+  "sed -n '7p' size.out | grep -qx '552 5.3.4 Message too big for the S/MIME gateway' && sed -n '8p' size.out | grep -qx '250 2.1.0 Ok'"
+check "a message over max_message_size: 552 5.3.4 at the end of data, and the session goes on" \
+  bash -c "sed -n '11p' size.out | grep -qx '552 5.3.4 Message too big for the S/MIME gateway' && sed -n '14p' size.out | grep -qx '354 End data with <CR><LF>.<CR><LF>'"
+check "a text line over 1000 octets: 552 5.3.4 at the end of data; QUIT still answered" bash -c \
+  "sed -n '15p' size.out | grep -q '^552 5.3.4 Error: a message line is longer than 1000 octets' && sed -n '16p' size.out | grep -qx '221 2.0.0 Bye'"
+
+echo '[["EHLO x\r\n", 3]]' | raw > stall.out
+check "a client silent past command_timeout_seconds: 421 4.4.2, then closed" bash -c \
+  "tail -n 2 stall.out | diff - <(printf '%s\n' '421 4.4.2 proxy.corp.example Error: timeout exceeded' CLOSED)"
+
+echo '[["EHLO x\r\nMAIL FROM:<alice@corp.example>\r\nRCPT TO:<partner@plain.example>\r\nDATA\r\n", 4],
+       ["Subject: cut\r\n\r\nhalf a mess", -1]]' | raw > cut.out
+wait_for_log() {
+  local end=$((SECONDS + 30))
+  until grep -q "$1" proxy.log; do [ "$SECONDS" -lt "$end" ] || return 1; sleep 0.05; done
+}
+check "a client gone mid-DATA: the proxy says nothing was relayed" wait_for_log "lost connection in DATA"
+check "nothing of the cut, bare-LF or refused sessions reached the sink" sink_empty
+
+# Three sessions held open, once every earlier one has ended: a fourth is turned away.
+sessions_ended() {
+  local end=$((SECONDS + 30))
+  until [ "$(grep -c ': connect from' proxy.log)" = "$(grep -c ': disconnect from' proxy.log)" ]; do
+    [ "$SECONDS" -lt "$end" ] || return 1
+    sleep 0.05
+  done
+}
+sessions_ended
+python3 - "$PROXY_PORT" > cap.out <<'PY'
+import socket, sys
+held = []
+for _ in range(4):
+    s = socket.create_connection(("127.0.0.1", int(sys.argv[1])), timeout=10)
+    held.append(s)
+    print(s.makefile("rb").readline().decode().rstrip())
+PY
+check "max_sessions: three served, the fourth told 421 4.3.2" bash -c \
+  "grep -c '^220 proxy.corp.example ESMTP mailkms-proxy' cap.out | grep -qx 3 &&
+   tail -n 1 cap.out | grep -qx '421 4.3.2 proxy.corp.example Error: too many sessions; try again later'"
+
+# In the background, the pid file names the process that serves, and the log goes to log_file.
+BG_PORT=$(free_port) || exit 2
+sed -e "s|^listen = .*|listen = \"127.0.0.1:$BG_PORT\"|" mailkms.conf > bg.conf
+printf 'pid_file = "%s"\nlog_file = "%s"\n' "$work/bg.pid" "$work/bg.log" >> bg.conf
+"$proxy" --config bg.conf 2> bg.err
+bg_listening() {
+  local end=$((SECONDS + 30))
+  until [ -s bg.pid ] && grep -q "listening on 127.0.0.1:$BG_PORT" bg.log 2> /dev/null; do
+    [ "$SECONDS" -lt "$end" ] || return 1
+    sleep 0.05
+  done
+}
+bg_listening
+check "detached: the pid file names the serving proxy, whose log is in log_file" bash -c \
+  "grep -q 'listening on 127.0.0.1:$BG_PORT' bg.log && [ \"\$(readlink /proc/\$(cat bg.pid)/exe)\" = '$proxy' ] &&
+   ss -Hltnp 'sport = :$BG_PORT' | grep -q \"pid=\$(cat bg.pid),\""
+
+# SIGHUP reads the policy again: a rule added for later.example applies to
+# the next transaction, without a restart.
+message "alice@corp.example" "x@later.example" "Before" "text" | send alice@corp.example x@later.example
+check "before the reload: no rule for later.example, relayed" grep -qx "<-  250 2.0.0 Ok" send.out
+cat >> policy.toml <<'POLICY'
+
+[[rule]]
+name = "must-encrypt-later"
+to = "*@later.example"
+encrypt = "always"
+on_missing_certificate = "reject"
+POLICY
+kill -HUP "$proxy_pid"
+wait_for_log "policy reloaded from $work/policy.toml: 2 rule(s)"
+message "alice@corp.example" "x@later.example" "After" "text" | send alice@corp.example x@later.example
+check "after SIGHUP: the new rule refuses at RCPT with 550 5.7.1, naming the recipient" \
+  grep -q "<\*\* 550 5.7.1 .*x@later.example" send.out
+check "the proxy still serves after SIGHUP" kill -0 "$proxy_pid"
+
+finish

@@ -1,0 +1,72 @@
+// [proxy] in mailkms.conf: every key lands in its field, a mistake is an
+// error that names the key and where it is, and nothing unknown is ignored.
+#include <catch2/catch.hpp>
+
+#include "settings.hpp"
+#include "test_support.hpp"
+
+using namespace mailkms;
+using namespace mailkms::proxy;
+using namespace std::chrono_literals;
+
+namespace {
+
+gateway::Result<Settings> load(const test::TempDir& dir, const std::string& conf) {
+  const auto path = dir.path("mailkms.conf");
+  test::write_file(path, conf);
+  return load_settings(path);
+}
+
+}  // namespace
+
+TEST_CASE("Every [proxy] key is read") {
+  test::TempDir dir;
+  auto settings = load(dir, R"([proxy]
+listen = "[::1]:2525"
+next_hop = "192.0.2.7:10026"
+hostname = "mx.example.org"
+threads = 4
+max_sessions = 7
+command_timeout_seconds = 60
+data_timeout_seconds = 30
+next_hop_timeout_seconds = 20
+pid_file = "/run/p.pid"
+log_file = "/var/log/p.log"
+)");
+  REQUIRE(settings);
+  CHECK(settings->listen.host == "::1");
+  CHECK(settings->listen.port == 2525);
+  CHECK(settings->next_hop.host == "192.0.2.7");
+  CHECK(settings->next_hop.port == 10026);
+  CHECK(settings->hostname == "mx.example.org");
+  CHECK(settings->threads == 4);
+  CHECK(settings->max_sessions == 7);
+  CHECK(settings->command_timeout == 60s);
+  CHECK(settings->data_timeout == 30s);
+  CHECK(settings->next_hop_timeout == 20s);
+  CHECK(settings->pid_file == "/run/p.pid");
+  CHECK(settings->log_file == "/var/log/p.log");
+}
+
+TEST_CASE("Without [proxy], the defaults; the host name is this host's") {
+  test::TempDir dir;
+  auto settings = load(dir, "[gateway]\n");
+  REQUIRE(settings);
+  CHECK(settings->listen.port == 10025);
+  CHECK(settings->next_hop.port == 10026);
+  CHECK(!settings->hostname.empty());
+}
+
+TEST_CASE("A wrong [proxy] value or an unknown key is refused, naming it") {
+  test::TempDir dir;
+  CHECK_THAT(load(dir, "[proxy]\nnext_hop = \"mx.example.org:25\"\n").error().message,
+             Catch::Contains("proxy.next_hop at line 2, column 12: expected"));
+  CHECK_THAT(load(dir, "[proxy]\nlisten = \"127.0.0.1:0\"\n").error().message, Catch::Contains("proxy.listen"));
+  CHECK_THAT(load(dir, "[proxy]\nlisten = \"::1:25\"\n").error().message, Catch::Contains("proxy.listen"));
+  CHECK_THAT(load(dir, "[proxy]\nhostname = \"mx example\"\n").error().message, Catch::Contains("proxy.hostname"));
+  CHECK_THAT(load(dir, "[proxy]\nmax_sessions = 0\n").error().message, Catch::Contains("proxy.max_sessions"));
+  CHECK_THAT(load(dir, "[proxy]\nnext_hop_timeout_seconds = 0\n").error().message,
+             Catch::Contains("proxy.next_hop_timeout_seconds"));
+  CHECK_THAT(load(dir, "[proxy]\nlisten_on = \"127.0.0.1:25\"\n").error().message,
+             Catch::Contains("unknown key proxy.listen_on"));
+}
