@@ -500,8 +500,15 @@ VerifyResult verify_entity(const CryptoContext& ctx, const Entity& entity, const
     if (!cms) return malformed(std::move(cms).error());
     auto content = parse_entity(signed_part, options.limits);
     if (!content) return malformed(std::move(content).error());
-    const ossl::Bio content_in = ossl::memory_bio(signed_part);
-    VerifyResult result = verify_cms(ctx, cms->get(), content_in.get(), options);
+    // Digested through the same source as a spooled message's signed part.
+    // Not a memory BIO: OpenSSL 3.0's CMS_verify copies one, and leaks the
+    // copy when it cannot set up a digest the SignedData names.
+    const Spool body_spool = Spool::borrow(entity.body);
+    detail::Pieces pieces;
+    pieces.add(body_spool, layout->content_start, layout->content_length);
+    detail::PiecesSource content_in(pieces);
+    if (content_in.bio() == nullptr) return malformed(make_error(Errc::internal, "cannot set up streaming"));
+    VerifyResult result = verify_cms(ctx, cms->get(), content_in.bio(), options);
     result.content = std::move(*content);
     note_micalg(result, *type);
     return result;
