@@ -8,7 +8,7 @@ target_compile_options(mailkms_warnings INTERFACE
   -Wold-style-cast -Wcast-align -Woverloaded-virtual -Wimplicit-fallthrough
   # GCC 12's optimizer reports false positives inside libstdc++'s strings
   # (-Wrestrict, PR 105651) and nlohmann-json (-Wmaybe-uninitialized).
-  $<$<NOT:$<CONFIG:Debug>>:-Wno-restrict -Wno-maybe-uninitialized>
+  $<$<AND:$<NOT:$<CONFIG:Debug>>,$<CXX_COMPILER_ID:GNU>>:-Wno-restrict -Wno-maybe-uninitialized>
   $<$<BOOL:${MAILKMS_WERROR}>:-Werror>)
 
 add_library(mailkms_hardening INTERFACE)
@@ -23,6 +23,17 @@ add_library(mailkms::sanitizers ALIAS mailkms_sanitizers)
 if(MAILKMS_SANITIZE)
   target_compile_options(mailkms_sanitizers INTERFACE
     -fsanitize=address,undefined -fno-sanitize-recover=undefined -fno-omit-frame-pointer)
+  target_link_options(mailkms_sanitizers INTERFACE -fsanitize=address,undefined)
+endif()
+
+# The fuzz build: our code instrumented for libFuzzer's coverage and
+# checked by ASan and UBSan; only the fuzz targets link libFuzzer itself.
+if(MAILKMS_FUZZ)
+  if(NOT CMAKE_CXX_COMPILER_ID STREQUAL "Clang")
+    message(FATAL_ERROR "MAILKMS_FUZZ needs clang (libFuzzer): configure with -DCMAKE_CXX_COMPILER=clang++")
+  endif()
+  target_compile_options(mailkms_sanitizers INTERFACE
+    -fsanitize=fuzzer-no-link,address,undefined -fno-sanitize-recover=undefined -fno-omit-frame-pointer -gline-tables-only)
   target_link_options(mailkms_sanitizers INTERFACE -fsanitize=address,undefined)
 endif()
 

@@ -26,6 +26,9 @@ packages=(
   # sasldb of its own, the PLAIN and LOGIN mechanisms), so that who may
   # sign as whom is tested with a real login
   sasl2-bin libsasl2-modules
+  # fuzzing (scripts/fuzz.sh): clang, and libFuzzer with clang's sanitizer
+  # runtimes, which Debian packages apart from the compiler
+  clang libclang-rt-14-dev
 )
 
 if [ "$(id -u)" -ne 0 ]; then

@@ -39,11 +39,12 @@ std::string trim(std::string_view s) {
 }
 
 // The first "Password: …" line the user wrote: quoted lines (the message
-// they reply to) do not count, nor does an empty value.
+// they reply to) do not count, nor does an empty value. A lone CR ends a
+// line too: a reader sees a line break there.
 std::string find_password(std::string_view text) {
   std::size_t at = 0;
   while (at <= text.size()) {
-    const std::size_t end = std::min(text.find('\n', at), text.size());
+    const std::size_t end = std::min(text.find_first_of("\r\n", at), text.size());
     std::string line = trim(text.substr(at, end - at));
     at = end + 1;
     if (line.empty() || line.front() == '>') continue;

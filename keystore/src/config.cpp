@@ -6,6 +6,7 @@
 
 #include <algorithm>
 #include <functional>
+#include <limits>
 #include <string>
 #include <toml++/toml.h>
 
@@ -97,7 +98,12 @@ Status as_ids(const toml::node& node, const std::string& key, std::vector<Id>& o
   const auto* list = node.as_array();
   if (list == nullptr) return wrong(node, key, users ? "a list of user names or uids" : "a list of group names or gids");
   for (const auto& item : *list) {
-    if (const auto* number = item.as_integer(); number != nullptr && number->get() >= 0) {
+    if (const auto* number = item.as_integer(); number != nullptr) {
+      // Cut to the width of a uid, 2^32 would be 0: root.
+      constexpr auto most = std::numeric_limits<Id>::max();
+      if (number->get() < 0 || static_cast<unsigned long long>(number->get()) > most) {
+        return wrong(item, key, "a number from 0 to " + std::to_string(most));
+      }
       out.push_back(static_cast<Id>(number->get()));
     } else if (const auto* name = item.as_string(); name != nullptr) {
       if (users) {

@@ -52,6 +52,20 @@ std::size_t kek_length_of(smime::KeyAgreementInput::Wrap wrap) {
   return 0;
 }
 
+// A whole number in [low, high], or nothing: a peer's 1e300 or 2.5 must
+// never reach a conversion to an integer type (undefined for 1e300).
+std::optional<std::int64_t> whole_number(const nlohmann::json& j, std::int64_t low, std::int64_t high) {
+  if (!j.is_number_integer()) return std::nullopt;
+  if (j.is_number_unsigned()) {
+    const auto u = j.get<std::uint64_t>();
+    if (u > static_cast<std::uint64_t>(high)) return std::nullopt;
+    return static_cast<std::int64_t>(u);
+  }
+  const auto i = j.get<std::int64_t>();
+  if (i < low || i > high) return std::nullopt;
+  return i;
+}
+
 }  // namespace
 
 ParsedRequest parse_request(std::string_view line) {
@@ -205,8 +219,9 @@ Result<smime::WrappedKey> wrapped_key_from_json(const nlohmann::json& j) {
       in.oaep_digest = *oaep;
       in.mgf1_digest = *mgf1;
       in.encrypted_key = std::move(key);
-      in.content_key_length = j.at("content_key_length").get<std::size_t>();
-      if (in.content_key_length == 0 || in.content_key_length > 64) return bad;
+      const auto content_key_length = whole_number(j.at("content_key_length"), 1, 64);
+      if (!content_key_length) return bad;
+      in.content_key_length = static_cast<std::size_t>(*content_key_length);
       return smime::WrappedKey{std::move(in)};
     }
     if (kind == "key-agreement") {
@@ -216,15 +231,17 @@ Result<smime::WrappedKey> wrapped_key_from_json(const nlohmann::json& j) {
       MAILKMS_TRY(algorithm, unbase64(j.at("key_wrap_algorithm")));
       MAILKMS_TRY(key, unbase64(j.at("encrypted_key")));
       const auto kdf = smime::parse_digest(j.at("kdf_digest").get<std::string>());
-      const int wrap = j.at("wrap").get<int>();
-      if (!kdf || wrap < 0 || wrap > 3) return bad;
+      const auto wrap = whole_number(j.at("wrap"), 0, 3);
+      if (!kdf || !wrap) return bad;
       in.originator_point = std::move(point);
       in.ukm = std::move(ukm);
       in.key_wrap_algorithm = std::move(algorithm);
       in.encrypted_key = std::move(key);
       in.kdf_digest = *kdf;
-      in.wrap = static_cast<smime::KeyAgreementInput::Wrap>(wrap);
-      in.kek_length = j.at("kek_length").get<std::size_t>();
+      in.wrap = static_cast<smime::KeyAgreementInput::Wrap>(*wrap);
+      const auto kek_length = whole_number(j.at("kek_length"), 1, 64);
+      if (!kek_length) return bad;
+      in.kek_length = static_cast<std::size_t>(*kek_length);
       // The wrap algorithm fixes the KEK's length: a shorter one would be read past.
       if (in.kek_length != kek_length_of(in.wrap)) return bad;
       return smime::WrappedKey{std::move(in)};

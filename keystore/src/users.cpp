@@ -12,7 +12,7 @@
 #include "aead.hpp"
 #include "row.hpp"
 #include "mailkms/keystore/protocol.hpp"
-#include "mailkms/smime/ossl.hpp"
+#include "mailkms/keystore/signing_request.hpp"
 
 namespace mailkms::keystore {
 namespace {
@@ -44,30 +44,6 @@ Result<UserRecord> from_json(std::string_view key, std::string_view text) {
   } catch (const nlohmann::json::exception&) {
     return detail::corrupt_row(key, "lacks a field or has one of the wrong type");
   }
-}
-
-// Why a user's own signing key is too weak for us to certify, or nothing:
-// RSA of 2048 bits or more, or EC on P-256 or P-384, as our own keys.
-std::optional<std::string> unacceptable_key(const EVP_PKEY* key) {
-  if (EVP_PKEY_is_a(key, "RSA")) {
-    const int bits = EVP_PKEY_get_bits(key);
-    if (bits < 2048) return "RSA of " + std::to_string(bits) + " bits: at least 2048 are needed";
-    if (bits > 16384) return "RSA of " + std::to_string(bits) + " bits: at most 16384 are accepted";
-    return std::nullopt;
-  }
-  if (EVP_PKEY_is_a(key, "EC")) {
-    char curve[80] = {};
-    std::size_t length = 0;
-    if (EVP_PKEY_get_utf8_string_param(key, OSSL_PKEY_PARAM_GROUP_NAME, curve, sizeof curve, &length) != 1) {
-      ERR_clear_error();
-      return "EC without a named curve: P-256 or P-384 are accepted";
-    }
-    const std::string_view name(curve, length);
-    if (name == "prime256v1" || name == "P-256" || name == "secp384r1" || name == "P-384") return std::nullopt;
-    return "EC on curve " + std::string(name) + ": P-256 or P-384 are accepted";
-  }
-  const char* type = EVP_PKEY_get0_type_name(key);
-  return std::string(type != nullptr ? type : "an unknown type") + ": RSA (2048 bits or more) or EC on P-256 or P-384 are accepted";
 }
 
 }  // namespace
@@ -250,25 +226,12 @@ Result<std::size_t> Users::renew_expiring(std::time_t before, const std::string&
 
 Result<smime::Certificate> Users::certify_signing_request(std::string_view address, std::string_view csr_pem,
                                                           const std::string& actor) {
-  const smime::ossl::Bio bio = smime::ossl::memory_bio(csr_pem);
-  const smime::ossl::X509Req req(bio ? PEM_read_bio_X509_REQ(bio.get(), nullptr, nullptr, nullptr) : nullptr);
-  if (!req) {
-    ERR_clear_error();
-    return make_error(Errc::invalid_argument, "not a PEM certificate request");
-  }
-  EVP_PKEY* key = X509_REQ_get0_pubkey(req.get());
-  if (key == nullptr || X509_REQ_verify(req.get(), key) != 1) {
-    ERR_clear_error();
-    return make_error(Errc::invalid_argument, "the request is not signed by its own key");
-  }
-  if (const auto weak = unacceptable_key(key)) {
-    return make_error(Errc::invalid_argument, "the request's key is refused: " + *weak);
-  }
+  MAILKMS_TRY(key, read_signing_request(csr_pem));
   std::optional<smime::Certificate> issued_certificate;
   const Status done = storage_.transaction([&]() -> Status {
     MAILKMS_TRY(record, get(address));
     // The subject and extensions come from our profile, never the request.
-    MAILKMS_TRY(issued, ca_.issue(key, record.address, Profile::signing, policy_.validity_days, actor));
+    MAILKMS_TRY(issued, ca_.issue(key.get(), record.address, Profile::signing, policy_.validity_days, actor));
     const std::string old = record.signing_serial;
     record.signing_serial = issued.certificate.serial_hex();
     record.signing_key_held = false;

@@ -421,12 +421,19 @@ std::string decode_header_text(std::string_view value) {
 }
 
 std::string encode_header_text(std::string_view text) {
-  const bool ascii = std::all_of(text.begin(), text.end(), [](char c) { return static_cast<unsigned char>(c) < 0x80; });
-  if (ascii) return std::string(text);
+  // Control characters become spaces, tab aside: decoded encoded-words may
+  // hold CR LF, and written back as they are they would end the field and
+  // start another (header injection). NUL would cut the text short below.
+  std::string clean(text);
+  std::replace_if(
+      clean.begin(), clean.end(),
+      [](char c) { return (static_cast<unsigned char>(c) < 0x20 && c != '\t') || c == '\x7f'; }, ' ');
+  const bool ascii = std::all_of(clean.begin(), clean.end(), [](char c) { return static_cast<unsigned char>(c) < 0x80; });
+  if (ascii) return clean;
   gmime::ensure_initialized();
   // Bytes that are not UTF-8 (a raw 8-bit header) become U+FFFD first:
   // encoded-words must say what they hold.
-  const std::string valid = take_gstring(g_utf8_make_valid(text.data(), static_cast<gssize>(text.size())));
+  const std::string valid = take_gstring(g_utf8_make_valid(clean.data(), static_cast<gssize>(clean.size())));
   return take_gstring(g_mime_utils_header_encode_text(nullptr, valid.c_str(), "utf-8"));
 }
 

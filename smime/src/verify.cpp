@@ -21,62 +21,134 @@ VerifyResult malformed(Error error) {
   return r;
 }
 
-struct SignedParts {
-  std::string_view content;
-  std::string_view signature;
+// A delimiter line of a multipart body: where it starts, where the line
+// after it starts, and whether it closes the multipart.
+struct Delimiter {
+  std::size_t start = 0;
+  std::size_t after = 0;
+  bool closing = false;
 };
 
-// Finds the next delimiter line "--boundary" (RFC 2046 §5.1.1) at or after
-// `from`; sets `closing` for "--boundary--" and `after` past its CRLF.
-// `from` is the start of a line. Looks only at line starts, so the cost is
-// linear in the body whatever the boundary.
-std::optional<std::size_t> find_delimiter(std::string_view body, std::string_view delimiter, std::size_t from,
-                                          bool& closing, std::size_t& after) {
-  for (std::size_t p = from; p < body.size();) {
-    const auto* nl = static_cast<const char*>(std::memchr(body.data() + p, '\n', body.size() - p));
-    const std::size_t next = nl != nullptr ? static_cast<std::size_t>(nl - body.data()) + 1 : body.size();
-    if (body.compare(p, delimiter.size(), delimiter) != 0) {
-      p = next;
-      continue;
-    }
-    std::size_t q = p + delimiter.size();
-    closing = body.substr(q, 2) == "--";
-    if (closing) q += 2;
-    while (q < body.size() && (body[q] == ' ' || body[q] == '\t')) ++q;
-    if (q == body.size()) {
-      after = q;
-      return p;
-    }
-    if (body.substr(q, 2) != "\r\n") {  // "--boundaryX…" is another boundary
-      p = next;
-      continue;
-    }
-    after = q + 2;
-    return p;
+// Finds the first `most` delimiter lines "--boundary" (RFC 2046 §5.1.1) in
+// a body fed to it in pieces of any size: the whole body in memory, or a
+// spool a chunk at a time. One scanner for both, so that the message in
+// memory and the message streamed from a spool are split alike. It looks
+// only at line starts and keeps no bytes, so its cost is linear in the
+// body whatever the boundary and however long the lines.
+class DelimiterScanner {
+ public:
+  DelimiterScanner(std::string_view delimiter, std::size_t most) : delimiter_(delimiter), most_(most) {}
+
+  [[nodiscard]] bool enough() const { return found_.size() >= most_; }
+  void feed(std::string_view piece);
+  // The body ended: a delimiter may end without its CRLF.
+  void finish();
+  [[nodiscard]] const std::vector<Delimiter>& found() const { return found_; }
+
+ private:
+  // Where in the current line the scanner is: matching "--boundary", just
+  // past it, past one '-' of a closing "--", in transport padding, past
+  // the CR, or in the rest of a line that is no delimiter.
+  enum class State { delimiter, after_delimiter, one_dash, padding, carriage_return, other };
+  void next_line(std::size_t start) {
+    state_ = State::delimiter;
+    matched_ = 0;
+    closing_ = false;
+    line_start_ = start;
   }
-  return std::nullopt;
+  void step(char c, std::size_t after);
+
+  std::string delimiter_;
+  std::size_t most_;
+  std::vector<Delimiter> found_;
+  State state_ = State::delimiter;
+  std::size_t matched_ = 0;
+  bool closing_ = false;
+  std::size_t line_start_ = 0;
+  std::size_t fed_ = 0;  // bytes fed so far
+};
+
+// One byte; `after` is the offset just past it.
+void DelimiterScanner::step(char c, std::size_t after) {
+  // A line feed ends the line whatever state it finds.
+  const auto then = [&](State s) {
+    if (c == '\n') {
+      next_line(after);
+    } else {
+      state_ = s;
+    }
+  };
+  switch (state_) {
+    case State::delimiter:
+      if (c == delimiter_[matched_]) {
+        if (++matched_ == delimiter_.size()) state_ = State::after_delimiter;
+      } else {
+        then(State::other);
+      }
+      return;
+    case State::after_delimiter:
+      then(c == '-' ? State::one_dash : (c == ' ' || c == '\t') ? State::padding : c == '\r' ? State::carriage_return : State::other);
+      return;
+    case State::one_dash:
+      closing_ = c == '-';
+      then(closing_ ? State::padding : State::other);
+      return;
+    case State::padding:
+      then((c == ' ' || c == '\t') ? State::padding : c == '\r' ? State::carriage_return : State::other);
+      return;
+    case State::carriage_return:
+      if (c == '\n') found_.push_back({line_start_, after, closing_});
+      then(State::other);
+      return;
+    case State::other:
+      then(State::other);
+      return;
+  }
 }
 
-// The exact bytes of the signed part and the signature part (RFC 1847 §2.1).
-Result<SignedParts> split_signed(std::string_view body, const std::string& boundary) {
-  const std::string delimiter = "--" + boundary;
-  bool closing = false;
-  std::size_t after = 0;
-  const auto first = find_delimiter(body, delimiter, 0, closing, after);
-  if (!first || closing) return make_error(Errc::malformed_mime, "multipart/signed without its first boundary");
-  const std::size_t content_start = after;
-  const auto second = find_delimiter(body, delimiter, content_start, closing, after);
-  if (!second || closing) return make_error(Errc::malformed_mime, "multipart/signed without a signature part");
-  const std::size_t signature_start = after;
-  const auto third = find_delimiter(body, delimiter, signature_start, closing, after);
-  if (!third) return make_error(Errc::malformed_mime, "multipart/signed without its closing boundary");
-  if (!closing) return make_error(Errc::malformed_mime, "multipart/signed with more than two parts");
-  // The CRLF before each delimiter belongs to the delimiter.
-  if (*second < content_start + 2 || *third < signature_start + 2) {
-    return make_error(Errc::malformed_mime, "empty part in multipart/signed");
+void DelimiterScanner::feed(std::string_view piece) {
+  for (std::size_t i = 0; i < piece.size() && !enough();) {
+    if (state_ == State::other) {  // skip to the next line at memchr's speed
+      const auto* nl = static_cast<const char*>(std::memchr(piece.data() + i, '\n', piece.size() - i));
+      if (nl == nullptr) break;
+      i = static_cast<std::size_t>(nl - piece.data()) + 1;
+      next_line(fed_ + i);
+      continue;
+    }
+    step(piece[i], fed_ + i + 1);
+    ++i;
   }
-  return SignedParts{body.substr(content_start, *second - 2 - content_start),
-                     body.substr(signature_start, *third - 2 - signature_start)};
+  fed_ += piece.size();
+}
+
+void DelimiterScanner::finish() {
+  if (!enough() && (state_ == State::after_delimiter || state_ == State::padding)) {
+    found_.push_back({line_start_, fed_, closing_});
+  }
+}
+
+// Where the signed part and the signature part of a multipart/signed body
+// are (RFC 1847 §2.1), from its first delimiter lines.
+struct SignedLayout {
+  std::size_t content_start = 0;
+  std::size_t content_length = 0;
+  std::size_t signature_start = 0;
+  std::size_t signature_length = 0;
+};
+
+Result<SignedLayout> signed_layout(const std::vector<Delimiter>& d) {
+  const auto broken = [](const char* what) { return make_error(Errc::malformed_mime, what); };
+  if (d.empty() || d[0].closing) return broken("multipart/signed without its first boundary");
+  if (d.size() < 2 || d[1].closing) return broken("multipart/signed without a signature part");
+  if (d.size() < 3) return broken("multipart/signed without its closing boundary");
+  if (!d[2].closing) return broken("multipart/signed with more than two parts");
+  // The CRLF before each delimiter belongs to the delimiter.
+  if (d[1].start < d[0].after + 2 || d[2].start < d[1].after + 2) return broken("empty part in multipart/signed");
+  SignedLayout layout{d[0].after, d[1].start - 2 - d[0].after, d[1].after, d[2].start - 2 - d[1].after};
+  if (layout.signature_length > kMaxSignaturePart) {
+    return make_error(Errc::limit_exceeded, "signature part larger than " + std::to_string(kMaxSignaturePart) + " bytes");
+  }
+  return layout;
 }
 
 std::optional<std::time_t> signing_time(CMS_SignerInfo* si) {
@@ -320,67 +392,36 @@ void note_micalg(VerifyResult& result, const ContentType& type) {
   }
 }
 
-// A delimiter line of a multipart body in a spool: where it starts, where
-// the line after it starts, and whether it closes the multipart.
-struct Delimiter {
-  std::size_t start = 0;
-  std::size_t after = 0;
-  bool closing = false;
-};
-
-struct Delimiters {
-  std::vector<Delimiter> found;
-  // A line began with the delimiter but was too long to judge here (more
-  // than 256 bytes of transport padding): only the in-memory reader can.
-  bool undecided = false;
-};
-
-// The first `most` delimiter lines "--boundary" (RFC 2046 §5.1.1) in a
-// region of a spool, read a chunk at a time and no further than needed;
-// like find_delimiter, it looks only at line starts.
-Result<Delimiters> find_delimiters(const Spool& spool, std::size_t offset, std::size_t length, std::string_view delimiter,
-                                   std::size_t most) {
-  // Enough of a line for the delimiter, "--", transport padding and CRLF.
-  const std::size_t keep = delimiter.size() + 2 + 256 + 2;
-  Delimiters result;
-  auto& found = result.found;
-  std::string line;  // the current line's first `keep` bytes
-  std::size_t line_start = offset;
-  std::size_t at = offset;  // where the current chunk starts
-  const auto judge = [&](std::size_t line_end, bool at_end) {
-    if (line.compare(0, delimiter.size(), delimiter) != 0) return;
-    if (line.size() >= keep) {
-      result.undecided = true;
-      return;
-    }
-    std::size_t q = delimiter.size();
-    const bool closing = line.compare(q, 2, "--") == 0;
-    if (closing) q += 2;
-    while (q < line.size() && (line[q] == ' ' || line[q] == '\t')) ++q;
-    const std::string_view rest = std::string_view(line).substr(q);
-    if (rest == "\r\n" || (at_end && rest.empty())) found.push_back({line_start, line_end, closing});
-  };
-  bool enough = false;  // stops the walk: what is after the last delimiter wanted is not read
+// The layout of a multipart/signed body in a spool, read a chunk at a time
+// and no further than its closing delimiter.
+Result<SignedLayout> find_signed_layout(const Spool& spool, std::size_t offset, std::size_t length,
+                                        std::string_view delimiter) {
+  DelimiterScanner scanner(delimiter, 3);
   const Status walked = spool.for_each_chunk(offset, length, [&](std::string_view chunk) -> Status {
-    for (std::size_t i = 0; i < chunk.size() && found.size() < most && !result.undecided;) {
-      const auto* nl = static_cast<const char*>(std::memchr(chunk.data() + i, '\n', chunk.size() - i));
-      const std::size_t end = nl != nullptr ? static_cast<std::size_t>(nl - chunk.data()) + 1 : chunk.size();
-      if (line.size() < keep) line.append(chunk.substr(i, std::min(end - i, keep - line.size())));
-      if (nl != nullptr) {
-        judge(at + end, false);
-        line.clear();
-        line_start = at + end;
-      }
-      i = end;
-    }
-    at += chunk.size();
-    if (found.size() < most && !result.undecided) return Ok{};
-    enough = true;
-    return make_error(Errc::internal, "enough");
+    scanner.feed(chunk);
+    if (scanner.enough()) return make_error(Errc::internal, "enough");  // stops the walk
+    return Ok{};
   });
-  if (!walked && !enough) return walked.error();
-  if (!enough && !line.empty()) judge(offset + length, true);
-  return result;
+  if (!walked && !scanner.enough()) return walked.error();
+  scanner.finish();
+  auto layout = signed_layout(scanner.found());
+  if (!layout) return layout;
+  // Offsets within the spool, not the body.
+  layout->content_start += offset;
+  layout->signature_start += offset;
+  return layout;
+}
+
+// The signed part must be a MIME entity, as the in-memory reader requires
+// (parse_entity): whether it is depends on its header section alone, which
+// ends within the first max_header_bytes + 2 bytes or is too large.
+Status check_signed_part(const Spool& spool, std::size_t offset, std::size_t length, const MimeLimits& limits) {
+  std::string head(std::min(length, limits.max_header_bytes + 4), '\0');
+  MAILKMS_TRY(got, spool.read(offset, head.data(), head.size()));
+  if (got != head.size()) return make_error(Errc::io_error, "the spool ended inside the signed part");
+  auto entity = parse_entity(head, limits);
+  if (!entity) return std::move(entity).error();
+  return Ok{};
 }
 
 }  // namespace
@@ -448,14 +489,26 @@ VerifyResult verify_entity(const CryptoContext& ctx, const Entity& entity, const
   if (type->is("multipart", "signed")) {
     auto boundary = signed_boundary(*type);
     if (auto* why = std::get_if<VerifyResult>(&boundary)) return std::move(*why);
-    auto parts = split_signed(entity.body, std::get<std::string>(boundary));
-    if (!parts) return malformed(std::move(parts).error());
-    auto cms = signature_cms(ctx, parts->signature, options.limits);
+    DelimiterScanner scanner("--" + std::get<std::string>(boundary), 3);
+    scanner.feed(entity.body);
+    scanner.finish();
+    auto layout = signed_layout(scanner.found());
+    if (!layout) return malformed(std::move(layout).error());
+    const std::string_view body(entity.body);
+    const std::string_view signed_part = body.substr(layout->content_start, layout->content_length);
+    auto cms = signature_cms(ctx, body.substr(layout->signature_start, layout->signature_length), options.limits);
     if (!cms) return malformed(std::move(cms).error());
-    const ossl::Bio content_in = ossl::memory_bio(parts->content);
-    VerifyResult result = verify_cms(ctx, cms->get(), content_in.get(), options);
-    auto content = parse_entity(parts->content, options.limits);
+    auto content = parse_entity(signed_part, options.limits);
     if (!content) return malformed(std::move(content).error());
+    // Digested through the same source as a spooled message's signed part.
+    // Not a memory BIO: OpenSSL 3.0's CMS_verify copies one, and leaks the
+    // copy when it cannot set up a digest the SignedData names.
+    const Spool body_spool = Spool::borrow(entity.body);
+    detail::Pieces pieces;
+    pieces.add(body_spool, layout->content_start, layout->content_length);
+    detail::PiecesSource content_in(pieces);
+    if (content_in.bio() == nullptr) return malformed(make_error(Errc::internal, "cannot set up streaming"));
+    VerifyResult result = verify_cms(ctx, cms->get(), content_in.bio(), options);
     result.content = std::move(*content);
     note_micalg(result, *type);
     return result;
@@ -507,36 +560,24 @@ VerifyResult verify_message(const CryptoContext& ctx, const Spool& message, Veri
 
   auto boundary = signed_boundary(*type);
   if (auto* why = std::get_if<VerifyResult>(&boundary)) return std::move(*why);
-  // The parts split_signed would find, located in the spool.
-  auto delimiters = find_delimiters(message, spooled->body_offset, spooled->body_length,
-                                    "--" + std::get<std::string>(boundary), 3);
-  if (!delimiters) return malformed(std::move(delimiters).error());
-  if (delimiters->undecided) return in_memory();
-  const auto& d = delimiters->found;
-  const auto broken = [](const char* what) { return malformed(make_error(Errc::malformed_mime, what)); };
-  if (d.empty() || d[0].closing) return broken("multipart/signed without its first boundary");
-  if (d.size() < 2 || d[1].closing) return broken("multipart/signed without a signature part");
-  if (d.size() < 3) return broken("multipart/signed without its closing boundary");
-  if (!d[2].closing) return broken("multipart/signed with more than two parts");
-  // The CRLF before each delimiter belongs to the delimiter.
-  if (d[1].start < d[0].after + 2 || d[2].start < d[1].after + 2) return broken("empty part in multipart/signed");
-  const std::size_t content_start = d[0].after;
-  const std::size_t content_length = d[1].start - 2 - content_start;
-  const std::size_t signature_length = d[2].start - 2 - d[1].after;
-  if (signature_length > kMaxSignaturePart) {
-    return malformed(make_error(Errc::limit_exceeded,
-                                "signature part larger than " + std::to_string(kMaxSignaturePart) + " bytes"));
-  }
+  auto layout = find_signed_layout(message, spooled->body_offset, spooled->body_length,
+                                   "--" + std::get<std::string>(boundary));
+  if (!layout) return malformed(std::move(layout).error());
+  const std::size_t signature_length = layout->signature_length;
   std::string signature(signature_length, '\0');
-  auto got = message.read(d[1].after, signature.data(), signature.size());
+  auto got = message.read(layout->signature_start, signature.data(), signature.size());
   if (!got) return malformed(std::move(got).error());
   if (*got != signature.size()) return malformed(make_error(Errc::io_error, "the spool ended inside the signature part"));
   auto cms = signature_cms(ctx, signature, options.limits);
   if (!cms) return malformed(std::move(cms).error());
+  if (auto readable = check_signed_part(message, layout->content_start, layout->content_length, options.limits);
+      !readable) {
+    return malformed(std::move(readable).error());
+  }
 
   // The signed part streams from the spool through the digest.
   detail::Pieces content;
-  content.add(message, content_start, content_length);
+  content.add(message, layout->content_start, layout->content_length);
   detail::PiecesSource in(content);
   if (in.bio() == nullptr) return malformed(make_error(Errc::internal, "cannot set up streaming"));
   VerifyResult result = verify_cms(ctx, cms->get(), in.bio(), options);

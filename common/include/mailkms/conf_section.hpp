@@ -75,7 +75,9 @@ std::optional<Problem> read_section(const toml::table& document, std::string_vie
   for (const bool late : {false, true}) {
     for (const auto& [name, node] : *table) {
       if ((std::find(last.begin(), last.end(), name.str()) != last.end()) != late) continue;
-      const auto key = std::find_if(keys.begin(), keys.end(), [&](const Key<Settings>& k) { return k.name == name.str(); });
+      // Not `name` itself: clang 14 cannot capture a structured binding.
+      const std::string_view key_name = name.str();
+      const auto key = std::find_if(keys.begin(), keys.end(), [&](const Key<Settings>& k) { return k.name == key_name; });
       if (key == keys.end()) {
         return Problem{file.string() + ", " + where(node) + ": unknown key " + std::string(section) + "." +
                        std::string(name.str())};

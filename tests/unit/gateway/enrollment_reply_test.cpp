@@ -56,6 +56,14 @@ TEST_CASE("the password comes from the user's own lines, never the quoted messag
   CHECK(read(plain("My password: is not a password line\r\n")).password.empty());
 }
 
+TEST_CASE("a lone CR ends the password line as a line feed does", "[gateway][enrollment]") {
+  // Quoted-printable can carry a bare CR (=0D), which a reader sees as a
+  // line break: what follows it is not part of the password.
+  const auto reply = read(plain("Password: correct horse=0DFrom: someone else\r\n",
+                                "Content-Transfer-Encoding: quoted-printable\r\n"));
+  CHECK(reply.password == "correct horse");
+}
+
 TEST_CASE("an HTML-only reply is read as text, its blockquote as quoted", "[gateway][enrollment]") {
   const std::string html =
       "From: alice@example.org\r\nMIME-Version: 1.0\r\nContent-Type: text/html; charset=utf-8\r\n\r\n"

@@ -35,3 +35,39 @@ TEST_CASE("a key-agreement wrapped key whose KEK length is not its wrap algorith
   j["kek_length"] = 24;
   CHECK(protocol::wrapped_key_from_json(j));
 }
+
+TEST_CASE("numbers in a wrapped key must be whole numbers: a fraction or 1e300 is refused, not converted", "[protocol]") {
+  // Converting 1e300 to int is undefined behaviour: the peer must never
+  // get that far.
+  smime::KeyAgreementInput agreement;
+  agreement.originator_point = std::string(65, '\x04');
+  agreement.kdf_digest = smime::Digest::sha256;
+  agreement.key_wrap_algorithm = "\x30\x0b\x06\x09\x60\x86\x48\x01\x65\x03\x04\x01\x2d";  // id-aes256-wrap
+  agreement.encrypted_key = std::string(40, '\x01');
+  agreement.wrap = smime::KeyAgreementInput::Wrap::aes256;
+  agreement.kek_length = 32;
+  smime::KeyTransportInput transport;
+  transport.encrypted_key = std::string(256, '\x02');
+  transport.content_key_length = 32;
+  const nlohmann::json agreed = protocol::to_json(agreement);
+  const nlohmann::json transported = protocol::to_json(transport);
+  REQUIRE(protocol::wrapped_key_from_json(agreed));
+  REQUIRE(protocol::wrapped_key_from_json(transported));
+
+  for (const auto& [base, field, value] : std::vector<std::tuple<nlohmann::json, std::string, nlohmann::json>>{
+           {agreed, "wrap", 2.0},
+           {agreed, "wrap", 1e300},
+           {agreed, "wrap", -1e300},
+           {agreed, "kek_length", 32.0},
+           {agreed, "kek_length", 1e300},
+           {transported, "content_key_length", 32.5},
+           {transported, "content_key_length", -32},
+           {transported, "content_key_length", 1e300}}) {
+    INFO(field << " = " << value.dump());
+    nlohmann::json j = base;
+    j[field] = value;
+    const auto r = protocol::wrapped_key_from_json(j);
+    REQUIRE_FALSE(r);
+    CHECK(r.error().code == Errc::invalid_argument);
+  }
+}

@@ -116,3 +116,15 @@ TEST_CASE("header text is read and written as RFC 2047 encoded-words", "[mime]")
   }
   CHECK(decode_header_text(encode_header_text("\xc3x")) == "\xef\xbf\xbdx");  // not UTF-8: U+FFFD
 }
+
+TEST_CASE("text written back into a header never breaks its line, whatever encoded-words decoded to", "[mime]") {
+  // A subject tag is removed from the decoded subject and the rest written
+  // back: an encoded CR LF must not become a header field of its own.
+  const std::string decoded = decode_header_text("=?utf-8?q?[secure]_hi=0D=0ABcc:_evil@example.net?=");
+  CHECK(decoded == "[secure] hi\r\nBcc: evil@example.net");
+  CHECK(encode_header_text(decoded) == "[secure] hi  Bcc: evil@example.net");
+  CHECK(encode_header_text(std::string("a\0b\x01" "c\td", 7)) == "a b c\td");  // tab is folding white space
+  const std::string accented = encode_header_text("caf\xc3\xa9\r\n\r\nbody");
+  CHECK(accented.find_first_of("\r\n") == std::string::npos);
+  CHECK(decode_header_text(accented) == "caf\xc3\xa9    body");
+}

@@ -125,7 +125,7 @@ TEST_CASE("a broken multipart/signed is malformed from a spool for the same reas
   SECTION("a delimiter with transport padding still counts") {
     CHECK(both(dir, m.substr(0, closing) + boundary + "--  \t\r\n").status == SignatureStatus::pass);
   }
-  SECTION("however long the padding (read the in-memory way past 256 bytes)") {
+  SECTION("however long the padding") {
     CHECK(both(dir, m.substr(0, closing) + boundary + "--" + std::string(300, ' ') + "\r\n").status ==
           SignatureStatus::pass);
     const std::string padded_second = m.substr(0, second) + boundary + std::string(1000, '\t') + "\r\n" +
@@ -141,6 +141,23 @@ TEST_CASE("a broken multipart/signed is malformed from a spool for the same reas
     const VerifyResult v = both(dir, replaced(m, "application/pkcs7-signature", "application/pgp-signature"));
     CHECK(v.status == SignatureStatus::no_signature);
   }
+}
+
+TEST_CASE("a signed part that is no MIME entity is malformed from a spool as in memory", "[verify][spool]") {
+  // A signer may sign whatever bytes it likes (openssl cms does): the
+  // signature holds, but the in-memory reader cannot read the signed part
+  // as an entity. The streamed reader must not call it good.
+  test::TempDir dir;
+  test::write_file(dir.path("content"), "Content-Type: text/plain\r\nno colon here\r\n\r\nhello\r\n");
+  const auto signed_by_openssl =
+      test::run("openssl cms -sign -binary -in " + dir.path("content").string() + " -signer " +
+                test::pki_path("alice.pem") + " -inkey " + test::pki_path("alice.key") + " -certfile " +
+                test::pki_path("chain.pem"));
+  REQUIRE(signed_by_openssl.exit_code == 0);
+  const std::string m = to_crlf("From: alice@example.org\r\n" + signed_by_openssl.out);
+  const VerifyResult v = both(dir, m);
+  CHECK(v.status == SignatureStatus::malformed);
+  CHECK(v.reason == "header line without a field name: \"no colon here\"");
 }
 
 TEST_CASE("what must be read into memory is refused over max_in_memory", "[verify][spool]") {

@@ -102,9 +102,10 @@ Result<std::vector<DecodedPart>> decoded_parts(std::string_view message, const M
 // RFC 2047 encoded-words decoded to UTF-8 (what a person reads, and what a
 // policy must match); what cannot be decoded stays as it was written.
 std::string decode_header_text(std::string_view value);
-// The reverse, for text written back into a header: ASCII stays as it is,
-// anything else becomes UTF-8 encoded-words of legal length (bytes that
-// are not UTF-8 as U+FFFD).
+// The reverse, for text written back into a header: control characters
+// (CR, LF, NUL …, not tab) become spaces, so the result never ends the
+// field; ASCII stays as it is, anything else becomes UTF-8 encoded-words
+// of legal length (bytes that are not UTF-8 as U+FFFD).
 std::string encode_header_text(std::string_view text);
 
 // The bare address of every mailbox in a From/To-style value (group
