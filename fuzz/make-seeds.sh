@@ -13,7 +13,7 @@ rm -rf "$out.tmp"
 mkdir -p "$out.tmp"
 cd "$out.tmp"
 for t in smime_inbound signed_differential der_reader policy_file mailkms_conf keystore_request \
-         enrollment_reply pkcs10_request addresses; do
+         enrollment_reply pkcs10_request addresses smtp_session; do
   mkdir -p "$t"
 done
 
@@ -102,6 +102,14 @@ cp "$pki/alice.pem" policy_file/certificate.pem
 cp "$pki/alice.pem" mailkms_conf/certificate.pem
 printf '{"id":1,"op":"status"}' > keystore_request/status.json
 headers alice@example.org > addresses/headers.txt
+# A pipelined session whose DATA is a signed message, dot-stuffed as sent.
+for seed in smime_inbound/*; do
+  { printf 'EHLO client.example.org\r\nMAIL FROM:<alice@example.org> SIZE=9000 BODY=8BITMIME\r\n'
+    printf 'RCPT TO:<bob@example.org>\r\nDATA\r\n'
+    sed 's/^\./../' "$seed"
+    printf '.\r\nQUIT\r\n'; } > "smtp_session/session-$(basename "$seed")"
+  break
+done
 rm -f ./*.eml ./*.der ./*.body
 touch made
 cd ..

@@ -17,7 +17,7 @@ build=$here/build/fuzz
 declare -A max_len=(
   [smime_inbound]=65536 [signed_differential]=65536 [der_reader]=16384 [policy_file]=16384
   [mailkms_conf]=16384 [keystore_request]=65536 [enrollment_reply]=65536 [pkcs10_request]=16384
-  [addresses]=16384)
+  [addresses]=16384 [smtp_session]=65536)
 
 usage() {
   echo "usage: $0 list | TARGET MINUTES" >&2

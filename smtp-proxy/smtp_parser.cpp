@@ -56,14 +56,21 @@ BasicResult<std::string, SyntaxError> bracketed_path(std::string_view text, std:
 CommandLines::Next CommandLines::next(std::string_view input) {
   const auto lf = input.find('\n');
   if (discarding_) {
-    if (lf == std::string_view::npos) return {Next::Kind::need_more, {}, input.size()};
+    if (lf == std::string_view::npos) {
+      if (!input.empty()) discarded_cr_ = input.back() == '\r';
+      return {Next::Kind::need_more, {}, input.size()};
+    }
     discarding_ = false;
-    return {Next::Kind::too_long, {}, lf + 1};
+    // A bare LF is named as such even after a line too long, wherever the
+    // stream was cut: the CR may have come in an earlier piece.
+    const bool crlf = lf == 0 ? discarded_cr_ : input[lf - 1] == '\r';
+    return {crlf ? Next::Kind::too_long : Next::Kind::bare_lf, {}, lf + 1};
   }
   if (lf == std::string_view::npos) {
     // Nothing of a line already too long is kept: its end is looked for in what comes next.
     if (input.size() >= max_command_line) {
       discarding_ = true;
+      discarded_cr_ = input.back() == '\r';
       return {Next::Kind::need_more, {}, input.size()};
     }
     return {};

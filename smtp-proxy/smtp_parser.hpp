@@ -36,7 +36,8 @@ class CommandLines {
   Next next(std::string_view input);
 
  private:
-  bool discarding_ = false;  // inside a line already over the limit
+  bool discarding_ = false;     // inside a line already over the limit
+  bool discarded_cr_ = false;   // the last byte discarded of it was a CR
 };
 
 enum class Verb { helo, ehlo, mail, rcpt, data, rset, noop, quit, vrfy, help, unknown };

@@ -91,6 +91,22 @@ TEST_CASE("A bare LF ends no command line: it is named as such") {
   CHECK(lines_of("\n").at(0).kind == Kind::bare_lf);
 }
 
+TEST_CASE("A line too long that ends in a bare LF reads the same whether it came at once or in pieces") {
+  // Where TCP cuts the stream is the client's choice; found by fuzz_smtp_session.
+  for (const std::string end : {"\n", "\r\n"}) {
+    const std::string line = std::string(600, 'a') + end;
+    const Kind expected = end == "\n" ? Kind::bare_lf : Kind::too_long;
+    CHECK(lines_of(line).at(0).kind == expected);
+    for (const std::size_t cut : {std::size_t{512}, std::size_t{599}, line.size() - 1}) {
+      CommandLines lines;
+      const auto first = lines.next(std::string_view(line).substr(0, cut));
+      CHECK(first.kind == Kind::need_more);
+      CHECK(first.consumed == cut);
+      CHECK(lines.next(std::string_view(line).substr(cut)).kind == expected);
+    }
+  }
+}
+
 TEST_CASE("Verbs are read without regard to case; unknown ones are unknown") {
   CHECK(parse_command("ehlo client.example").verb == Verb::ehlo);
   CHECK(parse_command("ehlo client.example").argument == "client.example");
