@@ -93,7 +93,7 @@ TEST_CASE("a certificate is used for certificate_ttl after it was fetched, then 
   CHECK_FALSE(encrypted(alices_mail_to(h, "dave@partner.example")));
 }
 
-TEST_CASE("\"no certificate\" is remembered for missing_certificate_ttl, so an enrollment counts after it", "[gateway][cache][ttl]") {
+TEST_CASE("a missing certificate is remembered for missing_certificate_ttl, so an enrollment counts after it", "[gateway][cache][ttl]") {
   GatewayHarness h(five_and_one_minute_ttls);
   CHECK_FALSE(encrypted(alices_mail_to(h, "dave@partner.example")));
   h.keystore->add_certificate("dave@partner.example", "zoe");

@@ -363,7 +363,7 @@ TEST_CASE("a calendar invitation to a recipient with a certificate goes out sign
   CHECK(verified.content->body == "BEGIN:VCALENDAR\r\nMETHOD:REQUEST\r\nEND:VCALENDAR\r\n");
 }
 
-TEST_CASE("a message signed in the sender's client is encrypted, not signed again; one already encrypted passes", "[gateway][outbound]") {
+TEST_CASE("a message signed in the sender's client is encrypted, not signed again, and one already encrypted passes", "[gateway][outbound]") {
   GatewayHarness h;
   auto alice = signer("alice");
   const auto signed_text =

@@ -120,7 +120,7 @@ TEST_CASE("changes come before removals, removals before appends", "[outcome]") 
   check_edit(edits[2], Kind::append, "Content-Disposition", "inline", 0);
 }
 
-TEST_CASE("a change takes the lowest removed field of its name; the others are removed", "[outcome]") {
+TEST_CASE("a change takes the lowest removed field of its name, the others are removed", "[outcome]") {
   const std::vector<HeaderField> before{{"X-Tag", " one"}, {"X-Keep", " k"}, {"X-Tag", " two"}, {"X-Tag", " three"}};
   const std::vector<HeaderField> after{{"X-Tag", " new"}, {"X-Keep", " k"}};
   const auto edits = diff_headers(before, after);

@@ -39,7 +39,7 @@ TEST_CASE("passwords are kept only as hashes, and sessions expire", "[admins]") 
   CHECK(expired.error().message.find("expired") != std::string::npos);
 }
 
-TEST_CASE("the last administrator stays; a removed one's sessions end", "[admins]") {
+TEST_CASE("the last administrator stays, a removed one's sessions end", "[admins]") {
   Fixture f;
   must(f.admins.add("carol", "carol's long password", "test"));
   CHECK(f.admins.remove("carol", "test").error().code == Errc::invalid_argument);

@@ -33,7 +33,7 @@ bool reported(AuthenticatedStorage& s, std::string_view key, std::string_view pr
 
 }  // namespace
 
-TEST_CASE("rows written before authentication are adopted once; a removed manifest is not made again",
+TEST_CASE("rows written before authentication are adopted once, a removed manifest is not made again",
           "[authenticated-storage]") {
   Guarded g;
   must(g.raw->put("admins/carol", R"({"name":"carol"})"));
@@ -57,7 +57,7 @@ TEST_CASE("rows written before authentication are adopted once; a removed manife
   CHECK(again.error().message.find("the manifest was removed") != std::string::npos);
 }
 
-TEST_CASE("an inserted row is ignored; a changed, moved, deleted or older one is refused", "[authenticated-storage]") {
+TEST_CASE("an inserted row is ignored, and a changed, moved, deleted or older one refused", "[authenticated-storage]") {
   Guarded g;
   must(g.guarded.adopt_unauthenticated_rows());
   must(g.guarded.put("sessions/a", "first"));
@@ -124,7 +124,7 @@ TEST_CASE("a revocation deleted is seen by a scan of any page that should hold i
   CHECK(reported(g.guarded, "revoked/issuing/25", "deleted"));
 }
 
-TEST_CASE("authenticated rows need the master key; other rows pass through", "[authenticated-storage]") {
+TEST_CASE("authenticated rows need the master key, other rows pass through", "[authenticated-storage]") {
   Guarded g;
   must(g.guarded.adopt_unauthenticated_rows());
   must(g.guarded.put("certs/01", "certificate"));

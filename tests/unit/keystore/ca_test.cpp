@@ -85,7 +85,7 @@ TEST_CASE("a root, an issuing CA, and user certificates that openssl accepts for
   }
 }
 
-TEST_CASE("root keys are strong; bad ids and addresses are refused", "[ca]") {
+TEST_CASE("root keys are strong, bad ids and addresses are refused", "[ca]") {
   Fixture f;
   CHECK(f.ca.create_root("root", "Weak", KeyType::rsa2048, 3650, "test").error().code == Errc::invalid_argument);
   must(f.ca.create_root("root", "Example Root", KeyType::rsa3072, 3650, "test"));

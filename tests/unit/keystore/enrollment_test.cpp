@@ -451,7 +451,7 @@ TEST_CASE("refusals: one answer for the gateway, a mail for the sender, the exac
   }
 }
 
-TEST_CASE("failures past 5 an hour from one sender, or 10,000 from all, are only counted; a real token still works",
+TEST_CASE("failures past 5 an hour from one sender, or 10,000 from all, are only counted, and a real token still works",
           "[enrollment]") {
   Keystore k;
   const std::string henry = k.enroll_and_read_token("henry@example.org");

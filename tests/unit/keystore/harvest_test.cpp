@@ -259,7 +259,7 @@ TEST_CASE("an anchor removed after harvesting stops the certificates under it", 
   CHECK(f.lookup({"alice@example.org"})["certificates"]["alice@example.org"]["source"] == "harvested");
 }
 
-TEST_CASE("administrators list and remove harvested certificates; gateways only remember", "[harvest]") {
+TEST_CASE("administrators list and remove harvested certificates, gateways only remember", "[harvest]") {
   Fixture f;
   f.trust("root");
   REQUIRE(must(f.remember("alice@example.org", "alice"))["stored"] == true);

@@ -70,7 +70,7 @@ TEST_CASE("a key file seal needs the file, private", "[seal]") {
   CHECK(unseal_with_key_file(record, dir.path("absent")).error().code == Errc::not_found);
 }
 
-TEST_CASE("any three of five shares open the seal; two do not", "[seal][shamir]") {
+TEST_CASE("any three of five shares open the seal, two do not", "[seal][shamir]") {
   const auto master = new_master_key();
   auto [record, shares] = must(seal_with_shares(master, 5, 3));
   REQUIRE(shares.size() == 5);

@@ -48,7 +48,7 @@ log_file = "/var/log/p.log"
   CHECK(settings->log_file == "/var/log/p.log");
 }
 
-TEST_CASE("Without [proxy], the defaults; the host name is this host's") {
+TEST_CASE("Without [proxy], the defaults, and this host's name") {
   test::TempDir dir;
   auto settings = load(dir, "[gateway]\n");
   REQUIRE(settings);

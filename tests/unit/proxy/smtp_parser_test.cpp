@@ -107,7 +107,7 @@ TEST_CASE("A line too long that ends in a bare LF reads the same whether it came
   }
 }
 
-TEST_CASE("Verbs are read without regard to case; unknown ones are unknown") {
+TEST_CASE("Verbs are read without regard to case, unknown ones are unknown") {
   CHECK(parse_command("ehlo client.example").verb == Verb::ehlo);
   CHECK(parse_command("ehlo client.example").argument == "client.example");
   CHECK(parse_command("MaIl FROM:<a@b>").verb == Verb::mail);
@@ -178,7 +178,7 @@ TEST_CASE("DATA is dot-unstuffed and ends at a line holding only a dot, cut at a
   CHECK(read_data(".\r\n", 1).content.empty());
 }
 
-TEST_CASE("A CR not before an LF is text; an LF not after a CR gives the session up") {
+TEST_CASE("A CR not before an LF is text, an LF not after a CR gives the session up") {
   const auto cr = read_data("a\rb\r\n.\rc\r\n.\r\n", 1);
   CHECK(cr.kind == DataKind::done);
   CHECK(cr.content == "a\rb\r\n\rc\r\n");
