@@ -19,6 +19,11 @@
 #   start_proxy PORT starts the proxy ($proxy), which mailkms.conf has
 #                    listen on 127.0.0.1:PORT; waits until it listens
 #   stop_proxy       stops it
+#   start_corp_keystore USER…  a new keystore from mailkms.conf, whose
+#                    unseal_key_file must be master.key here: administrator
+#                    "admin" (password in admin.pw), started, logged in, a
+#                    root and an issuing CA ("Corp"), USER… added; p12.pw
+#                    holds a password for PKCS#12 files. Says why it fails.
 #   stop_keystore    stops keystored (SIGTERM: it finishes what is in flight)
 #   kill_keystore, kill_milter   kill -9, as a crash would, and reap it
 #   stop_daemons     stops both
@@ -39,6 +44,18 @@ start_keystore() {
     [ "$SECONDS" -lt "$end" ] || { not_ready keystored "did not answer status \"$state\" within 30 s" "$log"; return 1; }
     sleep 0.05
   done
+}
+
+start_corp_keystore() {
+  head -c 24 /dev/urandom | base64 > admin.pw
+  head -c 24 /dev/urandom | base64 > p12.pw
+  chmod 600 admin.pw p12.pw
+  "$ctl" init --admin admin --admin-password-file admin.pw --key-file master.key > /dev/null &&
+    start_keystore &&
+    "$ctl" login admin --password-file admin.pw > /dev/null &&
+    "$ctl" ca init --id root --name "Corp Root CA" > /dev/null &&
+    "$ctl" ca add-subordinate --id issuing --parent root --name "Corp Issuing CA" > /dev/null &&
+    "$ctl" user add "$@" > /dev/null
 }
 
 # not_ready DAEMON WHY LOG: says on stderr why a start failed, with the

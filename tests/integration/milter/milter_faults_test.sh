@@ -113,15 +113,7 @@ encrypt = "always"
 on_missing_certificate = "tempfail"
 POLICY
 export MAILKMS_CONFIG=$work/mailkms.conf MAILKMS_SESSION_FILE=$work/session
-head -c 24 /dev/urandom | base64 > admin.pw
-head -c 24 /dev/urandom | base64 > p12.pw
-chmod 600 admin.pw p12.pw
-"$ctl" init --admin admin --admin-password-file admin.pw --key-file master.key > /dev/null
-start_keystore || { echo "FAIL - the keystore does not start"; cat keystore.log; exit 1; }
-"$ctl" login admin --password-file admin.pw > /dev/null
-"$ctl" ca init --id root --name "Corp Root CA" > /dev/null
-"$ctl" ca add-subordinate --id issuing --parent root --name "Corp Issuing CA" > /dev/null
-"$ctl" user add alice@corp.example bob@corp.example carol@corp.example dave@corp.example > /dev/null
+start_corp_keystore alice@corp.example bob@corp.example carol@corp.example dave@corp.example || { echo "FAIL - the keystore cannot be set up"; exit 1; }
 for user in bob dave; do
   "$ctl" recover "$user@corp.example" --out "$user.p12" --password-file p12.pw > /dev/null
   openssl pkcs12 -in "$user.p12" -passin file:p12.pw -nodes -nocerts -out "$user.key" 2> /dev/null

@@ -56,15 +56,7 @@ group = "postfix"
 pid_file = "$work/milter.pid"
 CONF
 export MAILKMS_CONFIG=$work/mailkms.conf MAILKMS_SESSION_FILE=$work/session
-head -c 24 /dev/urandom | base64 > admin.pw
-head -c 24 /dev/urandom | base64 > p12.pw
-chmod 600 admin.pw p12.pw
-"$ctl" init --admin admin --admin-password-file admin.pw --key-file master.key > /dev/null
-start_keystore || { echo "FAIL - the keystore does not start"; cat keystore.log; exit 1; }
-"$ctl" login admin --password-file admin.pw > /dev/null
-"$ctl" ca init --id root --name "Corp Root CA" > /dev/null
-"$ctl" ca add-subordinate --id issuing --parent root --name "Corp Issuing CA" > /dev/null
-"$ctl" user add bob@corp.example dave@corp.example > /dev/null
+start_corp_keystore bob@corp.example dave@corp.example || { echo "FAIL - the keystore cannot be set up"; exit 1; }
 "$ctl" trust add "$pki/root.pem" > /dev/null  # the outside CA of alice@example.org
 for user in bob dave; do
   "$ctl" recover "$user@corp.example" --out "$user.p12" --password-file p12.pw > /dev/null

@@ -15,6 +15,7 @@
 #                           a sasldb of this instance's own)
 #   postfix_wait_for N      waits until N messages reached the sink
 #   sink_files              the messages the sink has finished writing
+#                           (../smtp-sink.sh)
 #   postfix_queue_settles   waits (30 s at most) until Postfix's queue is
 #                           empty: whatever was submitted has been delivered
 #                           or refused, so the sink holds all it will
@@ -25,19 +26,8 @@
 #                           assumed after a sleep
 #   postfix_stop
 
-free_port() {
-  local port
-  for _ in $(seq 200); do
-    # Below the ephemeral range (32768 up), where outgoing connections could
-    # take the port between this check and the bind.
-    port=$((20000 + RANDOM % 12000))
-    if ! (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; then
-      echo "$port"
-      return 0
-    fi
-  done
-  return 1
-}
+# shellcheck source=../smtp-sink.sh
+. "$(dirname "${BASH_SOURCE[0]}")/../smtp-sink.sh"
 
 postfix_start() {
   POSTFIX_DIR=$1
@@ -92,10 +82,7 @@ CONF
   ' /etc/postfix/master.cf > "$conf/master.cf"
   [ -z "${POSTFIX_EXTRA_MASTER:-}" ] || printf '%s\n' "$POSTFIX_EXTRA_MASTER" >> "$conf/master.cf"
 
-  smtp-sink -u postfix -d "$SINK_DIR/%Y%m%d%H%M%S." -c "127.0.0.1:$SINK_PORT" 50 \
-    > "$POSTFIX_DIR/sink.log" 2>&1 &
-  SINK_PID=$!
-  for _ in $(seq 300); do ss -Hltn "sport = :$SINK_PORT" | grep -q . && break; sleep 0.1; done
+  sink_start "$SINK_DIR" "$SINK_PORT" || return 1
   postfix -c "$conf" check && postfix -c "$conf" start > /dev/null 2>&1
 }
 
@@ -128,27 +115,7 @@ SASL
     "cyrus_sasl_config_path = $dir" "smtpd_sasl_security_options = noanonymous"
 }
 
-# The sink creates a message's file at MAIL FROM and writes it as the data
-# comes: a file counts once the sink no longer holds it open.
-sink_files() {
-  local open f
-  open=$(ls -l "/proc/$SINK_PID/fd" 2> /dev/null | grep -o "$SINK_DIR/[^ ]*")
-  for f in "$SINK_DIR"/*; do
-    [ -f "$f" ] || continue
-    grep -qxF -- "$f" <<< "$open" || echo "$f"
-  done
-}
-
-postfix_wait_for() {
-  local want=$1
-  for _ in $(seq 300); do
-    [ "$(sink_files | wc -l)" -ge "$want" ] && return 0
-    sleep 0.2
-  done
-  echo "postfix fixture: $want message(s) expected at the sink, log follows" >&2
-  cat "$POSTFIX_DIR/maillog" >&2 2>/dev/null
-  return 1
-}
+postfix_wait_for() { sink_wait_for "$1" "$POSTFIX_DIR/maillog"; }
 
 postfix_queue_settles() {
   local end=$((SECONDS + 30))
@@ -170,6 +137,6 @@ logged_since() {
 
 postfix_stop() {
   [ -n "${POSTFIX_DIR:-}" ] && postfix -c "$POSTFIX_DIR/conf" stop > /dev/null 2>&1
-  if [ -n "${SINK_PID:-}" ] && kill "$SINK_PID" 2> /dev/null; then wait "$SINK_PID" 2> /dev/null || true; fi
+  sink_stop
   return 0
 }

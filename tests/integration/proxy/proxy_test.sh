@@ -13,8 +13,8 @@ set -uo pipefail
 here=$(dirname "$(realpath "$0")")
 # shellcheck source=../lib.sh
 . "$here/../lib.sh"
-# shellcheck source=../postfix/postfix-fixture.sh
-. "$here/../postfix/postfix-fixture.sh"  # free_port, sink_files
+# shellcheck source=../smtp-sink.sh
+. "$here/../smtp-sink.sh"
 # shellcheck source=../mailkms-daemons.sh
 . "$here/../mailkms-daemons.sh"
 [[ $# == 3 ]] || { echo "usage: proxy_test.sh KEYSTORED MAILKMSCTL PROXY" >&2; exit 2; }
@@ -25,10 +25,9 @@ raw() { python3 "$here/raw_smtp.py" "$PROXY_PORT"; }
 
 work=$(mktemp -d)
 chmod 755 "$work"
-SINK_PID=
 stall_pid=
 cleanup() {
-  [ -n "$SINK_PID" ] && kill "$SINK_PID" 2> /dev/null
+  sink_stop
   [ -n "$stall_pid" ] && kill "$stall_pid" 2> /dev/null
   [ -s "$work/bg.pid" ] && kill "$(cat "$work/bg.pid")" 2> /dev/null
   stop_daemons
@@ -41,19 +40,7 @@ PROXY_PORT=$(free_port) || exit 2
 SINK_PORT=$(free_port) || exit 2
 while [ "$SINK_PORT" = "$PROXY_PORT" ]; do SINK_PORT=$(free_port) || exit 2; done
 SINK_DIR=$work/sink
-mkdir -p "$SINK_DIR"
-chown postfix "$SINK_DIR"
 
-start_sink() {
-  smtp-sink -u postfix -d "$SINK_DIR/%Y%m%d%H%M%S." -c "127.0.0.1:$SINK_PORT" 50 >> sink.log 2>&1 &
-  SINK_PID=$!
-  local end=$((SECONDS + 30))
-  until ss -Hltn "sport = :$SINK_PORT" | grep -q .; do [ "$SECONDS" -lt "$end" ] || return 1; sleep 0.05; done
-}
-stop_sink() {
-  kill "$SINK_PID" 2> /dev/null && wait "$SINK_PID" 2> /dev/null
-  SINK_PID=
-}
 # The one message the sink has finished since the last call, moved to $1.
 arrived() {
   local end=$((SECONDS + 30)) files
@@ -110,20 +97,12 @@ sign = "never"
 encrypt = "never"
 POLICY
 export MAILKMS_CONFIG=$work/mailkms.conf MAILKMS_SESSION_FILE=$work/session
-head -c 24 /dev/urandom | base64 > admin.pw
-head -c 24 /dev/urandom | base64 > p12.pw
-chmod 600 admin.pw p12.pw
-"$ctl" init --admin admin --admin-password-file admin.pw --key-file master.key > /dev/null
-start_keystore || { echo "FAIL - the keystore does not start"; cat keystore.log; exit 1; }
-"$ctl" login admin --password-file admin.pw > /dev/null
-"$ctl" ca init --id root --name "Corp Root CA" > /dev/null
-"$ctl" ca add-subordinate --id issuing --parent root --name "Corp Issuing CA" > /dev/null
-"$ctl" user add alice@corp.example bob@corp.example carol@corp.example > /dev/null
+start_corp_keystore alice@corp.example bob@corp.example carol@corp.example || { echo "FAIL - the keystore cannot be set up"; exit 1; }
 "$ctl" recover bob@corp.example --out bob.p12 --password-file p12.pw > /dev/null
 openssl pkcs12 -in bob.p12 -passin file:p12.pw -nodes -nocerts -out bob.key 2> /dev/null
 openssl pkcs12 -in bob.p12 -passin file:p12.pw -nokeys -clcerts -out bob.pem 2> /dev/null
 openssl pkcs12 -in bob.p12 -passin file:p12.pw -nokeys -cacerts -out corp-chain.pem 2> /dev/null
-start_sink || { echo "FAIL - smtp-sink does not start"; cat sink.log; exit 1; }
+sink_start "$SINK_DIR" "$SINK_PORT" || { echo "FAIL - smtp-sink does not start"; exit 1; }
 start_proxy "$PROXY_PORT" || { echo "FAIL - the proxy does not start"; cat proxy.log; exit 1; }
 
 # send FROM TO < message: one transaction through the proxy; swaks's transcript in send.out
@@ -174,7 +153,7 @@ check "keystore down: nothing at the sink" sink_empty
 start_keystore || { echo "FAIL - the keystore does not start again"; exit 1; }
 
 # ---- (d) The next hop down, then stalled -------------------------------------------
-stop_sink
+sink_stop
 send alice@corp.example partner@plain.example < plain.eml
 check "next hop down: 451 4.4.1 at the end of data" \
   grep -q "<\*\* 451 4.4.1 The next hop cannot take the message now; try again later" send.out
@@ -216,7 +195,7 @@ swaks --server "127.0.0.1:$PROXY_PORT" --from alice@corp.example --to partner@pl
 check "next hop refuses one of two recipients with 5xx: 451 4.4.1, so the other is not bounced" \
   grep -q "<\*\* 451 4.4.1 " send.out
 stop_fake_hop
-start_sink || { echo "FAIL - smtp-sink does not start again"; exit 1; }
+sink_start "$SINK_DIR" "$SINK_PORT" || { echo "FAIL - smtp-sink does not start again"; exit 1; }
 check "nothing reached the sink while it was down" sink_empty
 
 # ---- (e) The protocol, from a raw socket --------------------------------------------
