@@ -26,6 +26,10 @@ packages=(
   # sasldb of its own, the PLAIN and LOGIN mechanisms), so that who may
   # sign as whom is tested with a real login
   sasl2-bin libsasl2-modules
+  # tests: a real Sendmail for the milter. Its packages conflict with
+  # Postfix, so they are unpacked apart (below); m4 builds its sendmail.cf,
+  # and these are the libraries it links that Postfix does not bring
+  m4 libwrap0 liblockfile1 libnsl2 libdb5.3 libldap-2.5-0 libsasl2-2
   # fuzzing (scripts/fuzz.sh): clang, and libFuzzer with clang's sanitizer
   # runtimes, which Debian packages apart from the compiler
   clang libclang-rt-14-dev
@@ -50,4 +54,18 @@ if [ ${#missing[@]} -gt 0 ]; then
     'postfix postfix/mailname string localhost.localdomain' | $sudo debconf-set-selections
   $sudo apt-get update -q
   $sudo apt-get install -y -q --no-install-recommends "${missing[@]}"
+fi
+
+# Sendmail for tests/integration/sendmail, unpacked where the tests look
+# for it and never installed: Debian's Sendmail would remove Postfix.
+sendmail_root=${MAILKMS_SENDMAIL_ROOT:-/var/lib/mailkms-tests/sendmail}
+if [ ! -x "$sendmail_root/usr/libexec/sendmail/sendmail" ]; then
+  debs=$(mktemp -d)
+  (cd "$debs" && $sudo apt-get download -q sendmail-bin sendmail-base sendmail-cf 2> /dev/null) ||
+    { $sudo apt-get update -q && (cd "$debs" && $sudo apt-get download -q sendmail-bin sendmail-base sendmail-cf); }
+  $sudo mkdir -p "$sendmail_root"
+  for deb in "$debs"/*.deb; do $sudo dpkg-deb -x "$deb" "$sendmail_root"; done
+  $sudo rm -rf "$debs"
+  [ -x "$sendmail_root/usr/libexec/sendmail/sendmail" ] ||
+    { echo "$0: Sendmail did not unpack into $sendmail_root" >&2; exit 1; }
 fi
