@@ -15,6 +15,7 @@
 #include <boost/asio.hpp>
 #include <cerrno>
 #include <cstring>
+#include <exception>
 #include <fstream>
 #include <functional>
 #include <iostream>
@@ -165,14 +166,21 @@ int main(int argc, char** argv) {
     reload.async_wait(on_reload);
   };
   reload.async_wait(on_reload);
+  // SIGTERM: no new sessions; those in flight finish their message, within
+  // shutdown_timeout; then the I/O stops, cutting any left.
   asio::signal_set stop(io, SIGTERM, SIGINT);
   stop.async_wait([&](const boost::system::error_code& ec, int) {
     if (ec) return;
-    spdlog::info("stopping");
+    spdlog::info("stopping: no new sessions; {} in flight get up to {} s to finish", context.sessions.load(),
+                 proxy_settings->shutdown_timeout.count());
     boost::system::error_code ignored;
     acceptor.close(ignored);
     reload.cancel();
-    io.stop();
+    asio::co_spawn(io, mailkms::proxy::drain(context, proxy_settings->shutdown_timeout),
+                   [&](const std::exception_ptr&, unsigned left) {
+                     if (left != 0) spdlog::warn("{} session(s) still open at shutdown_timeout: cut, nothing answered", left);
+                     io.stop();
+                   });
   });
   asio::co_spawn(io, mailkms::proxy::accept_sessions(acceptor, context), asio::detached);
   spdlog::info("listening on {}:{}, relaying to {}:{}, with policy {}", proxy_settings->listen.host,

@@ -7,6 +7,7 @@
 #include <optional>
 #include <string>
 
+#include "mailkms/policy/policy.hpp"
 #include "message.hpp"
 #include "next_hop.hpp"
 #include "smtp_parser.hpp"
@@ -36,10 +37,16 @@ struct OpenTransaction {
   bool eight_bit_mime = false;
 };
 
-class Session {
+std::string session_id(std::uint64_t number) {
+  char id[17];
+  std::snprintf(id, sizeof id, "%08llX", static_cast<unsigned long long>(number));
+  return id;
+}
+
+class Session : public std::enable_shared_from_this<Session> {
  public:
-  Session(tcp::socket socket, ServerContext& context, std::string id)
-      : socket_(std::move(socket)), context_(context), id_(std::move(id)) {}
+  Session(tcp::socket socket, ServerContext& context, std::uint64_t number)
+      : socket_(std::move(socket)), context_(context), number_(number), id_(session_id(number)) {}
 
   asio::awaitable<void> run() {
     error_code ec;
@@ -47,12 +54,37 @@ class Session {
     client_address_ = ec ? std::string() : peer.address().to_string();
     spdlog::info("{}: connect from [{}]", id_, client_address_);
     out_ = "220 " + settings().hostname + " ESMTP mailkms-proxy\r\n";
+    register_waker();
     co_await serve();
+    {
+      const std::lock_guard lock(context_.wakers_mutex);
+      context_.wakers.erase(number_);
+    }
     socket_.close();
     spdlog::info("{}: disconnect from [{}]", id_, client_address_);
   }
 
  private:
+  // drain() wakes a session that waits for its client's next command; one
+  // busy with a message finds context_.stopping once it has answered it.
+  void register_waker() {
+    const std::lock_guard lock(context_.wakers_mutex);
+    context_.wakers.emplace(number_, [weak = weak_from_this(), executor = socket_.socket().get_executor()] {
+      asio::post(executor, [weak] {
+        if (auto self = weak.lock(); self && self->waiting_for_command_) {
+          error_code ignored;
+          self->socket_.socket().cancel(ignored);
+        }
+      });
+    });
+  }
+
+  asio::awaitable<void> say_shutting_down() {
+    spdlog::info("{}: shutting down; told [{}] 421", id_, client_address_);
+    out_ += "421 4.3.2 " + settings().hostname + " Service shutting down; try again later\r\n";
+    (void)co_await flush();
+  }
+
   const Settings& settings() const { return context_.settings; }
   gateway::Gateway& gateway() { return context_.gateway; }
 
@@ -81,7 +113,9 @@ class Session {
       in_.append(chunk, n);
       co_return true;
     }
-    if (ec == asio::error::timed_out) {
+    if (ec == asio::error::operation_aborted && context_.stopping) {
+      co_await say_shutting_down();
+    } else if (ec == asio::error::timed_out) {
       spdlog::info("{}: timeout {} from [{}]", id_, where, client_address_);
       out_ += "421 4.4.2 " + settings().hostname + " Error: timeout exceeded\r\n";
       (void)co_await flush();
@@ -98,9 +132,16 @@ class Session {
       using Kind = CommandLines::Next::Kind;
       if (next.kind == Kind::need_more) {
         // Pipelined replies go out together, once every command read is answered (RFC 2920).
-        if (!co_await flush() || !co_await read_more(settings().command_timeout, message_ ? "in a transaction" : "after a command")) {
+        if (!co_await flush()) co_return;
+        // Checked with no wait between it and the read drain() can cut short.
+        if (context_.stopping) {
+          co_await say_shutting_down();
           co_return;
         }
+        waiting_for_command_ = true;
+        const bool more = co_await read_more(settings().command_timeout, message_ ? "in a transaction" : "after a command");
+        waiting_for_command_ = false;
+        if (!more) co_return;
         continue;
       }
       if (next.kind == Kind::bare_lf) {
@@ -360,6 +401,7 @@ class Session {
 
   TimedSocket socket_;
   ServerContext& context_;
+  std::uint64_t number_;
   std::string id_;
   std::string client_address_;
   std::string in_;   // read, not yet parsed
@@ -369,14 +411,35 @@ class Session {
   std::optional<OpenTransaction> message_;  // from MAIL to the end of data or RSET
   int errors_ = 0;
   unsigned transactions_ = 0;
+  bool waiting_for_command_ = false;  // in a read that drain() may cut short
 };
 
-// Over the cap, a client is told so at once and let go (RFC 5321 3.1: 421).
-asio::awaitable<void> turn_away(tcp::socket socket, const Settings& settings) {
+// Over a cap, a client is told so at once and let go (RFC 5321 3.1: 421).
+asio::awaitable<void> turn_away(tcp::socket socket, std::string reply) {
   TimedSocket timed(std::move(socket));
-  (void)co_await timed.write("421 4.3.2 " + settings.hostname + " Error: too many sessions; try again later\r\n",
-                             std::chrono::seconds(10));
+  (void)co_await timed.write(reply, std::chrono::seconds(10));
   timed.close();
+}
+
+// A session slot for this client address, unless it has its share
+// (max_sessions_per_client); clients in [local] networks are not counted.
+// Returns the key to give back, empty for one not counted; nothing when
+// the client has its share.
+std::optional<std::string> take_client_slot(ServerContext& context, std::string address) {
+  if (address.empty()) return address;  // gone already: its session ends at once
+  if (policy::internal_network_of(*context.gateway.policy(), address)) return std::string();
+  const std::lock_guard lock(context.clients_mutex);
+  auto& count = context.sessions_per_client[address];
+  if (count >= context.settings.max_sessions_per_client) return std::nullopt;
+  ++count;
+  return address;
+}
+
+void give_back_client_slot(ServerContext& context, const std::string& address) {
+  if (address.empty()) return;
+  const std::lock_guard lock(context.clients_mutex);
+  const auto found = context.sessions_per_client.find(address);
+  if (found != context.sessions_per_client.end() && --found->second == 0) context.sessions_per_client.erase(found);
 }
 
 }  // namespace
@@ -390,24 +453,52 @@ asio::awaitable<void> accept_sessions(tcp::acceptor& acceptor, ServerContext& co
       spdlog::warn("accept: {}", ec.message());  // out of descriptors, say: the others go on
       continue;
     }
+    const auto& host = context.settings.hostname;
     if (context.sessions.fetch_add(1) >= context.settings.max_sessions) {
       context.sessions.fetch_sub(1);
       spdlog::warn("too many sessions ({}): a client turned away", context.settings.max_sessions);
-      asio::co_spawn(strand, turn_away(std::move(socket), context.settings), asio::detached);
+      asio::co_spawn(strand, turn_away(std::move(socket), "421 4.3.2 " + host + " Error: too many sessions; try again later\r\n"),
+                     asio::detached);
       continue;
     }
-    char id[17];
-    std::snprintf(id, sizeof id, "%08llX", static_cast<unsigned long long>(++context.sessions_started));
-    auto session = std::make_shared<Session>(std::move(socket), context, id);
-    asio::co_spawn(strand, [session, &context]() -> asio::awaitable<void> {
+    error_code peer_error;
+    const auto peer = socket.remote_endpoint(peer_error);
+    const std::string client = peer_error ? std::string() : peer.address().to_string();
+    auto slot = take_client_slot(context, client);
+    if (!slot) {
+      context.sessions.fetch_sub(1);
+      spdlog::warn("too many sessions from [{}] ({}): turned away", client, context.settings.max_sessions_per_client);
+      asio::co_spawn(strand, turn_away(std::move(socket), "421 4.7.0 " + host + " Error: too many connections from [" +
+                                                              client + "]; try again later\r\n"),
+                     asio::detached);
+      continue;
+    }
+    auto session = std::make_shared<Session>(std::move(socket), context, ++context.sessions_started);
+    asio::co_spawn(strand, [session, &context, slot = std::move(*slot)]() -> asio::awaitable<void> {
       try {
         co_await session->run();
       } catch (const std::exception& e) {
         spdlog::error("session ended by an internal error: {}", e.what());
       }
+      give_back_client_slot(context, slot);
       context.sessions.fetch_sub(1);
     }, asio::detached);
   }
+}
+
+asio::awaitable<unsigned> drain(ServerContext& context, std::chrono::seconds deadline) {
+  context.stopping = true;
+  {
+    const std::lock_guard lock(context.wakers_mutex);
+    for (const auto& [number, wake] : context.wakers) wake();
+  }
+  const auto until = std::chrono::steady_clock::now() + deadline;
+  asio::steady_timer timer(co_await asio::this_coro::executor);
+  while (context.sessions > 0 && std::chrono::steady_clock::now() < until) {
+    timer.expires_after(std::chrono::milliseconds(20));
+    co_await timer.async_wait(asio::use_awaitable);
+  }
+  co_return context.sessions.load();
 }
 
 }  // namespace mailkms::proxy

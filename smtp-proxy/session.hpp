@@ -6,7 +6,13 @@
 
 #include <atomic>
 #include <boost/asio.hpp>
+#include <chrono>
 #include <cstdint>
+#include <functional>
+#include <map>
+#include <mutex>
+#include <string>
+#include <unordered_map>
 
 #include "mailkms/gateway/gateway.hpp"
 #include "settings.hpp"
@@ -14,6 +20,9 @@
 namespace mailkms::proxy {
 
 struct ServerContext {
+  ServerContext(const Settings& settings_, gateway::Gateway& gateway_, boost::asio::thread_pool& blocking_)
+      : settings(settings_), gateway(gateway_), blocking(blocking_) {}
+
   const Settings& settings;
   gateway::Gateway& gateway;
   // Where the gateway's calls run: they wait for the keystore and do the
@@ -21,9 +30,25 @@ struct ServerContext {
   boost::asio::thread_pool& blocking;
   std::atomic<unsigned> sessions{0};
   std::atomic<std::uint64_t> sessions_started{0};
+  // Sessions per client address, for max_sessions_per_client.
+  std::mutex clients_mutex;
+  std::unordered_map<std::string, unsigned> sessions_per_client;
+  // Set once, by drain(): sessions finish the message in flight, then go.
+  std::atomic<bool> stopping{false};
+  // Each live session's wake-up, posted to its strand by drain().
+  std::mutex wakers_mutex;
+  std::map<std::uint64_t, std::function<void()>> wakers;
 };
 
 // Accepts until the acceptor is closed; each session runs on its own strand.
 boost::asio::awaitable<void> accept_sessions(boost::asio::ip::tcp::acceptor& acceptor, ServerContext& context);
+
+// The graceful stop, once the acceptor is closed: a client waiting for a
+// command is told 421 4.3.2 at once; a message in DATA, or with the gateway
+// or the next hop, is finished and answered, then its client told 421.
+// Returns when no session is left, or at the deadline with the number of
+// sessions still open, which the caller cuts by stopping the I/O: their
+// clients were never told 250, so they keep their messages.
+boost::asio::awaitable<unsigned> drain(ServerContext& context, std::chrono::seconds deadline);
 
 }  // namespace mailkms::proxy

@@ -78,9 +78,17 @@ const std::vector<conf::Key<Settings>>& keys() {
          s.max_sessions = static_cast<unsigned>(v->get());
          return std::nullopt;
        }},
+      {"max_sessions_per_client",
+       [](const toml::node& n, Settings& s) -> std::optional<Problem> {
+         const auto* v = n.as_integer();
+         if (v == nullptr || v->get() < 1 || v->get() > 100000) return wrong(n, "max_sessions_per_client", "1 to 100000");
+         s.max_sessions_per_client = static_cast<unsigned>(v->get());
+         return std::nullopt;
+       }},
       seconds_key("command_timeout_seconds", &Settings::command_timeout),
       seconds_key("data_timeout_seconds", &Settings::data_timeout),
       seconds_key("next_hop_timeout_seconds", &Settings::next_hop_timeout),
+      seconds_key("shutdown_timeout_seconds", &Settings::shutdown_timeout),
       {"user",
        [](const toml::node& n, Settings& s) -> std::optional<Problem> {
          const auto* v = n.as_string();

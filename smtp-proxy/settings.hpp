@@ -26,9 +26,11 @@ struct Settings {
   std::string hostname;  // in the greeting and EHLO; default: this host's name
   unsigned threads = 0;  // 0: one per core
   unsigned max_sessions = 100;
+  unsigned max_sessions_per_client = 50;  // for clients outside the policy's [local] networks
   std::chrono::seconds command_timeout{300};  // RFC 5321 4.5.3.2.7
   std::chrono::seconds data_timeout{180};     // per read inside DATA, 4.5.3.2.5
   std::chrono::seconds next_hop_timeout{120};  // connecting, and each reply of the next hop
+  std::chrono::seconds shutdown_timeout{60};   // after SIGTERM, for messages in flight to finish
   std::optional<uid_t> user;
   std::optional<gid_t> group;
   std::filesystem::path pid_file;

@@ -34,16 +34,20 @@ DirectionDecision decide_direction(const Policy& policy, std::string_view sender
     return {Direction::inbound,
             is_local + " but the client address is unknown, and the client neither internal nor authenticated"};
   }
-  if (const auto client = parse_client_address(connection.client_address)) {
-    for (const auto& network : policy.locality.networks) {
-      if (contains(network, *client)) {
-        return {Direction::outbound,
-                is_local + " and client " + connection.client_address + " is in " + to_string(network)};
-      }
-    }
+  if (const auto network = internal_network_of(policy, connection.client_address)) {
+    return {Direction::outbound, is_local + " and client " + connection.client_address + " is in " + *network};
   }
   return {Direction::inbound,
           is_local + " but client " + connection.client_address + " is neither internal nor authenticated"};
+}
+
+std::optional<std::string> internal_network_of(const Policy& policy, std::string_view client_address) {
+  const auto client = parse_client_address(client_address);
+  if (!client) return std::nullopt;
+  for (const auto& network : policy.locality.networks) {
+    if (contains(network, *client)) return to_string(network);
+  }
+  return std::nullopt;
 }
 
 DecryptionHere decryption_here(const Policy& policy, const Connection& connection) {

@@ -76,14 +76,16 @@ threads = 2
 next_hop_timeout_seconds = 2
 command_timeout_seconds = 2
 max_sessions = 3
+max_sessions_per_client = 2
 CONF
 cat > policy.toml <<'POLICY'
 [local]
 domains = ["corp.example"]
-networks = ["127.0.0.0/8"]
+# Only 127.0.0.1 is internal: 127.0.0.2 stands for a client outside.
+networks = ["127.0.0.1/32"]
 
 [signing]
-unauthenticated_networks = ["127.0.0.0/8"]
+unauthenticated_networks = ["127.0.0.1/32"]
 
 [defaults]
 sign = "if-possible"
@@ -274,6 +276,28 @@ check "max_sessions: three served, the fourth told 421 4.3.2" bash -c \
   "grep -c '^220 proxy.corp.example ESMTP mailkms-proxy' cap.out | grep -qx 3 &&
    tail -n 1 cap.out | grep -qx '421 4.3.2 proxy.corp.example Error: too many sessions; try again later'"
 
+# Past max_sessions_per_client (2), a client outside [local] networks is
+# turned away; an internal one is not counted.
+sessions_ended
+python3 - "$PROXY_PORT" > per-client.out <<'PY'
+import socket, sys
+held = []
+for source in ("127.0.0.2", "127.0.0.2", "127.0.0.2", "127.0.0.1"):
+    s = socket.socket()
+    s.settimeout(10)
+    s.bind((source, 0))
+    s.connect(("127.0.0.1", int(sys.argv[1])))
+    held.append(s)
+    print(source, s.makefile("rb").readline().decode().rstrip())
+PY
+check "max_sessions_per_client: a third session from 127.0.0.2 is told 421 4.7.0; 127.0.0.1 is still served" \
+  bash -c "diff per-client.out - <<'EXPECTED'
+127.0.0.2 220 proxy.corp.example ESMTP mailkms-proxy
+127.0.0.2 220 proxy.corp.example ESMTP mailkms-proxy
+127.0.0.2 421 4.7.0 proxy.corp.example Error: too many connections from [127.0.0.2]; try again later
+127.0.0.1 220 proxy.corp.example ESMTP mailkms-proxy
+EXPECTED"
+
 # In the background, the pid file names the process that serves, and the log goes to log_file.
 BG_PORT=$(free_port) || exit 2
 sed -e "s|^listen = .*|listen = \"127.0.0.1:$BG_PORT\"|" mailkms.conf > bg.conf
@@ -295,6 +319,7 @@ check "detached: the pid file names the serving proxy, whose log is in log_file"
 # the next transaction, without a restart.
 message "alice@corp.example" "x@later.example" "Before" "text" | send alice@corp.example x@later.example
 check "before the reload: no rule for later.example, relayed" grep -qx "<-  250 2.0.0 Ok" send.out
+arrived out-later.eml
 cat >> policy.toml <<'POLICY'
 
 [[rule]]
@@ -309,5 +334,38 @@ message "alice@corp.example" "x@later.example" "After" "text" | send alice@corp.
 check "after SIGHUP: the new rule refuses at RCPT with 550 5.7.1, naming the recipient" \
   grep -q "<\*\* 550 5.7.1 .*x@later.example" send.out
 check "the proxy still serves after SIGHUP" kill -0 "$proxy_pid"
+
+# ---- (f) SIGTERM: no new sessions, messages in flight finished, within a bound -------
+# drain.py holds one session in DATA and one between commands, then sends it.
+exited() {  # the proxy has ended with status 0; its pid is forgotten
+  local end=$((SECONDS + 60)) status
+  while kill -0 "$proxy_pid" 2> /dev/null; do [ "$SECONDS" -lt "$end" ] || return 1; sleep 0.05; done
+  wait "$proxy_pid"
+  status=$?
+  proxy_pid=
+  return "$status"
+}
+python3 "$here/drain.py" "$PROXY_PORT" "$proxy_pid" > drain.out 2>&1
+check "SIGTERM: a client between commands is told 421 4.3.2 at once" \
+  grep -qx "B: 421 4.3.2 proxy.corp.example Service shutting down; try again later" drain.out
+check "SIGTERM: a new client is refused" grep -qx "C: REFUSED" drain.out
+check "SIGTERM: the message in DATA is finished: the next hop's 250, then 421 4.3.2" bash -c \
+  "sed -n 3,4p drain.out | diff - <(printf '%s\n' 'A: 250 2.0.0 Ok' 'A: 421 4.3.2 proxy.corp.example Service shutting down; try again later')"
+arrived out-drained.eml
+check "SIGTERM: the message in flight reached the next hop whole" \
+  bash -c "grep -q '^The first half of the message,' out-drained.eml && grep -q '^and the second half.' out-drained.eml"
+check "SIGTERM: the proxy exits 0 once no session is left" exited
+check "SIGTERM: its log says what it did" bash -c "grep -qE 'stopping: no new sessions; [0-9]+ in flight' proxy.log &&
+  [ \$(grep -c 'shutting down; told \\[127.0.0.1\\] 421' proxy.log) -ge 2 ] && ! grep -q 'still open at shutdown_timeout' proxy.log"
+
+# Past shutdown_timeout_seconds a session still in DATA is cut, and its
+# client, told nothing, keeps the message.
+sed -i 's/^max_sessions = 3$/max_sessions = 3\nshutdown_timeout_seconds = 2/' mailkms.conf
+start_proxy "$PROXY_PORT" || { echo "FAIL - the proxy does not start again"; exit 1; }
+python3 "$here/drain.py" "$PROXY_PORT" "$proxy_pid" cut > drain-cut.out 2>&1
+check "past shutdown_timeout_seconds: the session in DATA is cut with no reply" grep -qx "A: CLOSED" drain-cut.out
+cut_and_exited() { exited && grep -q '1 session(s) still open at shutdown_timeout: cut, nothing answered' proxy.log; }
+check "past shutdown_timeout_seconds: the proxy exits 0, saying it cut one session" cut_and_exited
+check "nothing of the cut message reached the next hop" sink_empty
 
 finish

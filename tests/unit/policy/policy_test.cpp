@@ -477,6 +477,16 @@ TEST_CASE("an IPv6 client is not in an IPv4 network by accident", "[policy]") {
   CHECK(decide_direction(*policy, "alice@example.org", Connection{"IPv6:::1", false, {}, false}).direction == Direction::outbound);
 }
 
+TEST_CASE("internal_network_of names the [local] network that holds a client, and nothing for others", "[policy]") {
+  const auto policy = must_parse(kLocality);
+  CHECK(internal_network_of(*policy, "10.1.2.3") == "10.0.0.0/8");
+  CHECK(internal_network_of(*policy, "::ffff:127.0.0.2") == "127.0.0.0/8");
+  CHECK(internal_network_of(*policy, "::1") == "::1/128");
+  CHECK(!internal_network_of(*policy, "203.0.113.9"));
+  CHECK(!internal_network_of(*policy, ""));
+  CHECK(!internal_network_of(*policy, "not an address"));
+}
+
 // ---- decisions
 
 TEST_CASE("the first matching rule wins", "[policy]") {

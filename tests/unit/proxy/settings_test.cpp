@@ -27,9 +27,11 @@ next_hop = "192.0.2.7:10026"
 hostname = "mx.example.org"
 threads = 4
 max_sessions = 7
+max_sessions_per_client = 5
 command_timeout_seconds = 60
 data_timeout_seconds = 30
 next_hop_timeout_seconds = 20
+shutdown_timeout_seconds = 15
 pid_file = "/run/p.pid"
 log_file = "/var/log/p.log"
 )");
@@ -41,9 +43,11 @@ log_file = "/var/log/p.log"
   CHECK(settings->hostname == "mx.example.org");
   CHECK(settings->threads == 4);
   CHECK(settings->max_sessions == 7);
+  CHECK(settings->max_sessions_per_client == 5);
   CHECK(settings->command_timeout == 60s);
   CHECK(settings->data_timeout == 30s);
   CHECK(settings->next_hop_timeout == 20s);
+  CHECK(settings->shutdown_timeout == 15s);
   CHECK(settings->pid_file == "/run/p.pid");
   CHECK(settings->log_file == "/var/log/p.log");
 }
@@ -55,6 +59,8 @@ TEST_CASE("Without [proxy], the defaults, and this host's name") {
   CHECK(settings->listen.port == 10025);
   CHECK(settings->next_hop.port == 10026);
   CHECK(!settings->hostname.empty());
+  CHECK(settings->shutdown_timeout == 60s);
+  CHECK(settings->max_sessions_per_client == 50);
 }
 
 TEST_CASE("A wrong [proxy] value or an unknown key is refused, naming it") {
@@ -65,8 +71,12 @@ TEST_CASE("A wrong [proxy] value or an unknown key is refused, naming it") {
   CHECK_THAT(load(dir, "[proxy]\nlisten = \"::1:25\"\n").error().message, Catch::Contains("proxy.listen"));
   CHECK_THAT(load(dir, "[proxy]\nhostname = \"mx example\"\n").error().message, Catch::Contains("proxy.hostname"));
   CHECK_THAT(load(dir, "[proxy]\nmax_sessions = 0\n").error().message, Catch::Contains("proxy.max_sessions"));
+  CHECK_THAT(load(dir, "[proxy]\nmax_sessions_per_client = 0\n").error().message,
+             Catch::Contains("proxy.max_sessions_per_client"));
   CHECK_THAT(load(dir, "[proxy]\nnext_hop_timeout_seconds = 0\n").error().message,
              Catch::Contains("proxy.next_hop_timeout_seconds"));
+  CHECK_THAT(load(dir, "[proxy]\nshutdown_timeout_seconds = 3601\n").error().message,
+             Catch::Contains("proxy.shutdown_timeout_seconds"));
   CHECK_THAT(load(dir, "[proxy]\nlisten_on = \"127.0.0.1:25\"\n").error().message,
              Catch::Contains("unknown key proxy.listen_on"));
 }

@@ -184,6 +184,11 @@ struct DirectionDecision {
 // reason is meant for the log line.
 DirectionDecision decide_direction(const Policy& policy, std::string_view sender, const Connection& connection);
 
+// The first of [local] networks that holds this client address ("10.0.0.5",
+// "[2001:db8::1]", as the MTA reports it), written as in the file; nothing
+// for an address outside them, or one that does not parse.
+std::optional<std::string> internal_network_of(const Policy& policy, std::string_view client_address);
+
 struct DecryptionHere {
   bool allowed = false;
   std::string reason;  // for the log line and policy explain
