@@ -5,6 +5,7 @@
 // client's choice, and a reading that depends on it is how SMTP smuggling
 // starts), and what DATA yields must survive being sent on: stuffed again
 // for the next hop, it reads back as itself.
+#include <algorithm>
 #include <array>
 #include <string>
 #include <vector>
@@ -39,6 +40,15 @@ void check_command(const std::string& line) {
     const auto rcpt = parse_rcpt_to(command.argument);
     if (rcpt && (rcpt->empty() || rcpt->find_first_of("<> \r\n") != std::string::npos)) {
       fuzz::violated("RCPT TO took an empty address or one with brackets or spaces: " + *rcpt);
+    }
+  } else if (command.verb == Verb::xforward) {
+    const auto forwarded = parse_xforward(command.argument);
+    if (!forwarded) return;
+    for (const auto* value : {&forwarded->name, &forwarded->addr, &forwarded->port, &forwarded->proto,
+                              &forwarded->helo, &forwarded->ident, &forwarded->source}) {
+      if (*value && std::any_of((*value)->begin(), (*value)->end(), [](char c) { return c < ' ' || c > '~'; })) {
+        fuzz::violated("XFORWARD took a value with a control or non-ASCII byte: " + **value);
+      }
     }
   }
 }

@@ -52,6 +52,7 @@ class Session : public std::enable_shared_from_this<Session> {
     error_code ec;
     const auto peer = socket_.socket().remote_endpoint(ec);
     client_address_ = ec ? std::string() : peer.address().to_string();
+    xforward_peer_ = policy::network_of(settings().xforward_peers, client_address_).has_value();
     spdlog::info("{}: connect from [{}]", id_, client_address_);
     out_ = "220 " + settings().hostname + " ESMTP mailkms-proxy\r\n";
     register_waker();
@@ -203,6 +204,7 @@ class Session : public std::enable_shared_from_this<Session> {
         break;
       case Verb::rset:
         message_.reset();
+        forwarded_ = {};
         out_ += "250 2.0.0 Ok\r\n";
         break;
       case Verb::noop: out_ += "250 2.0.0 Ok\r\n"; break;
@@ -210,6 +212,7 @@ class Session : public std::enable_shared_from_this<Session> {
         out_ += "221 2.0.0 Bye\r\n";
         co_return Step::quit;
       case Verb::vrfy: out_ += "252 2.5.2 Cannot VRFY user; send mail and it will be delivered or bounced\r\n"; break;
+      case Verb::xforward: xforward(command); break;
       case Verb::help: out_ += "214 2.0.0 Commands: EHLO HELO MAIL RCPT DATA RSET NOOP QUIT VRFY HELP\r\n"; break;
       case Verb::unknown: error("500 5.5.2 Error: command not recognized\r\n"); break;
     }
@@ -219,6 +222,7 @@ class Session : public std::enable_shared_from_this<Session> {
   void greet(const Command& command) {
     if (command.argument.empty()) return error("501 5.5.4 Syntax: EHLO hostname\r\n");
     message_.reset();
+    forwarded_ = {};
     greeted_ = true;
     const auto& host = settings().hostname;
     if (command.verb == Verb::helo) {
@@ -227,7 +231,26 @@ class Session : public std::enable_shared_from_this<Session> {
     }
     const auto size = gateway().settings().max_message_size;
     out_ += "250-" + host + "\r\n250-PIPELINING\r\n250-SIZE" + (size != 0 ? " " + std::to_string(size) : "") +
-            "\r\n250-8BITMIME\r\n250 ENHANCEDSTATUSCODES\r\n";
+            "\r\n250-8BITMIME\r\n";
+    if (xforward_peer_) out_ += "250-XFORWARD NAME ADDR PORT PROTO HELO IDENT SOURCE\r\n";
+    out_ += "250 ENHANCEDSTATUSCODES\r\n";
+  }
+
+  // An MTA in front of the proxy (xforward_peers) says which client it
+  // served: that client's address, not the MTA's, decides direction and
+  // signing, for the next transaction only. Anyone else is refused.
+  void xforward(const Command& command) {
+    if (!xforward_peer_) return error("550 5.7.0 Error: insufficient XFORWARD authorization\r\n");
+    if (message_) return error("503 5.5.1 Error: MAIL transaction in progress\r\n");
+    auto parsed = parse_xforward(command.argument);
+    if (!parsed) {
+      const auto& e = parsed.error();
+      return error(e.code + " " + e.enhanced + " " + e.text + "\r\n");
+    }
+    merge(forwarded_, *parsed);
+    spdlog::info("{}: XFORWARD from [{}]: client [{}], queue id {}, source {}", id_, client_address_,
+                 forwarded_.addr.value_or(client_address_), forwarded_.ident.value_or("-"), forwarded_.source.value_or("-"));
+    out_ += "250 2.0.0 Ok\r\n";
   }
 
   void mail(const Command& command) {
@@ -250,7 +273,11 @@ class Session : public std::enable_shared_from_this<Session> {
     message_.emplace();
     auto& transaction = message_->transaction;
     transaction.queue_id = id_ + "." + std::to_string(++transactions_);
-    transaction.connection.client_address = client_address_;
+    if (forwarded_.ident && !forwarded_.ident->empty()) transaction.queue_id += "/" + *forwarded_.ident;
+    // An address XFORWARD could not give ([UNAVAILABLE]) is unknown: never internal.
+    // SOURCE is not trusted for local submission: Postfix says LOCAL for any
+    // client on the host's own addresses too (local_header_rewrite_clients).
+    transaction.connection.client_address = forwarded_.addr.value_or(client_address_);
     transaction.sender = std::move(parsed->address);
     message_->eight_bit_mime = parsed->eight_bit_mime;
     gateway().begin(transaction);
@@ -315,6 +342,7 @@ class Session : public std::enable_shared_from_this<Session> {
     intake.finish();
     out_ += co_await answer_message(intake, reader.line_too_long());
     message_.reset();
+    forwarded_ = {};
     co_return true;
   }
 
@@ -412,6 +440,8 @@ class Session : public std::enable_shared_from_this<Session> {
   int errors_ = 0;
   unsigned transactions_ = 0;
   bool waiting_for_command_ = false;  // in a read that drain() may cut short
+  bool xforward_peer_ = false;        // the client is one of xforward_peers
+  Xforward forwarded_;                // what it said, for the next transaction
 };
 
 // Over a cap, a client is told so at once and let go (RFC 5321 3.1: 421).

@@ -106,6 +106,20 @@ const std::vector<conf::Key<Settings>>& keys() {
          s.group = gr->gr_gid;
          return std::nullopt;
        }},
+      {"xforward_peers",
+       [](const toml::node& n, Settings& s) -> std::optional<Problem> {
+         const auto* list = n.as_array();
+         if (list == nullptr) return wrong(n, "xforward_peers", "a list of networks (\"127.0.0.1/32\", \"::1\")");
+         s.xforward_peers.clear();
+         for (const auto& item : *list) {
+           const auto* text = item.as_string();
+           if (text == nullptr) return wrong(item, "xforward_peers", "networks such as \"127.0.0.1/32\"");
+           auto network = policy::parse_network(text->get());
+           if (!network) return wrong(item, "xforward_peers", "networks such as \"127.0.0.1/32\" (" + network.error() + ")");
+           s.xforward_peers.push_back(*network);
+         }
+         return std::nullopt;
+       }},
       path_key("pid_file", &Settings::pid_file),
       path_key("log_file", &Settings::log_file),
   };

@@ -12,6 +12,7 @@
 #include <string>
 
 #include "mailkms/gateway/settings.hpp"
+#include "mailkms/policy/policy.hpp"
 
 namespace mailkms::proxy {
 
@@ -31,6 +32,8 @@ struct Settings {
   std::chrono::seconds data_timeout{180};     // per read inside DATA, 4.5.3.2.5
   std::chrono::seconds next_hop_timeout{120};  // connecting, and each reply of the next hop
   std::chrono::seconds shutdown_timeout{60};   // after SIGTERM, for messages in flight to finish
+  // MTAs whose XFORWARD (the client they served) the proxy believes; none by default.
+  std::vector<policy::Locality::Network> xforward_peers;
   std::optional<uid_t> user;
   std::optional<gid_t> group;
   std::filesystem::path pid_file;

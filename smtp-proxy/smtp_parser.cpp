@@ -81,9 +81,10 @@ CommandLines::Next CommandLines::next(std::string_view input) {
 }
 
 Command parse_command(std::string_view line) {
-  static constexpr std::array<std::pair<std::string_view, Verb>, 10> verbs{{
+  static constexpr std::array<std::pair<std::string_view, Verb>, 11> verbs{{
       {"HELO", Verb::helo}, {"EHLO", Verb::ehlo}, {"MAIL", Verb::mail}, {"RCPT", Verb::rcpt}, {"DATA", Verb::data},
       {"RSET", Verb::rset}, {"NOOP", Verb::noop}, {"QUIT", Verb::quit}, {"VRFY", Verb::vrfy}, {"HELP", Verb::help},
+      {"XFORWARD", Verb::xforward},
   }};
   const auto space = line.find(' ');
   const std::string_view word = line.substr(0, space);
@@ -136,6 +137,69 @@ BasicResult<std::string, SyntaxError> parse_rcpt_to(std::string_view argument) {
   if (!trim_spaces(rest).empty()) return SyntaxError{"555", "5.5.4", "RCPT parameters are not supported"};
   if (address->empty()) return SyntaxError{"501", "5.1.3", "A recipient address is required"};
   return address;
+}
+
+namespace {
+
+// RFC 3461 4: "+" and two upper-case hex digits stand for a byte; every
+// other byte is itself, from "!" to "~" but "+" and "=".
+std::optional<std::string> xtext_decode(std::string_view text) {
+  std::string out;
+  for (std::size_t i = 0; i < text.size(); ++i) {
+    const char c = text[i];
+    if (c < '!' || c > '~' || c == '=') return std::nullopt;
+    if (c != '+') {
+      out += c;
+      continue;
+    }
+    const auto hex = [](char h) { return (h >= '0' && h <= '9') ? h - '0' : (h >= 'A' && h <= 'F') ? h - 'A' + 10 : -1; };
+    if (i + 2 >= text.size()) return std::nullopt;
+    const int high = hex(text[i + 1]);
+    const int low = hex(text[i + 2]);
+    if (high < 0 || low < 0) return std::nullopt;
+    out += static_cast<char>(high * 16 + low);
+    i += 2;
+  }
+  return out;
+}
+
+}  // namespace
+
+BasicResult<Xforward, SyntaxError> parse_xforward(std::string_view argument) {
+  Xforward forwarded;
+  const std::array<std::pair<std::string_view, std::optional<std::string> Xforward::*>, 7> attributes{{
+      {"NAME", &Xforward::name}, {"ADDR", &Xforward::addr}, {"PORT", &Xforward::port}, {"PROTO", &Xforward::proto},
+      {"HELO", &Xforward::helo}, {"IDENT", &Xforward::ident}, {"SOURCE", &Xforward::source},
+  }};
+  std::string_view rest = trim_spaces(argument);
+  if (rest.empty()) return SyntaxError{"501", "5.5.4", "Syntax: XFORWARD attribute=value..."};
+  while (!(rest = trim_spaces(rest)).empty()) {
+    const auto space = rest.find(' ');
+    const std::string_view pair = rest.substr(0, space);
+    rest = space == std::string_view::npos ? std::string_view() : rest.substr(space);
+    const auto equals = pair.find('=');
+    const std::string_view key = pair.substr(0, equals);
+    const auto found = std::find_if(attributes.begin(), attributes.end(), [&](const auto& a) { return iequals(key, a.first); });
+    if (equals == std::string_view::npos || found == attributes.end()) {
+      return SyntaxError{"501", "5.5.4", "Bad XFORWARD attribute name: " + std::string(key.substr(0, 32))};
+    }
+    auto value = xtext_decode(pair.substr(equals + 1));
+    if (!value || value->empty() ||
+        !std::all_of(value->begin(), value->end(), [](char c) { return c >= ' ' && c <= '~'; })) {
+      return SyntaxError{"501", "5.5.4", "Bad XFORWARD attribute value for " + std::string(found->first)};
+    }
+    auto& field = forwarded.*(found->second);
+    if (field) return SyntaxError{"501", "5.5.4", "Duplicate XFORWARD attribute " + std::string(found->first)};
+    field = (*value == "[UNAVAILABLE]" || *value == "[TEMPUNAVAIL]") ? std::string() : std::move(*value);
+  }
+  return forwarded;
+}
+
+void merge(Xforward& earlier, const Xforward& later) {
+  for (auto field : {&Xforward::name, &Xforward::addr, &Xforward::port, &Xforward::proto, &Xforward::helo,
+                     &Xforward::ident, &Xforward::source}) {
+    if (later.*field) earlier.*field = later.*field;
+  }
 }
 
 DataReader::Next DataReader::next(std::string_view input, std::string& content) {

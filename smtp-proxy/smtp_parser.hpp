@@ -40,7 +40,7 @@ class CommandLines {
   bool discarded_cr_ = false;   // the last byte discarded of it was a CR
 };
 
-enum class Verb { helo, ehlo, mail, rcpt, data, rset, noop, quit, vrfy, help, unknown };
+enum class Verb { helo, ehlo, mail, rcpt, data, rset, noop, quit, vrfy, help, xforward, unknown };
 
 struct Command {
   Verb verb = Verb::unknown;
@@ -64,6 +64,20 @@ struct MailFrom {
 BasicResult<MailFrom, SyntaxError> parse_mail_from(std::string_view argument);
 // The argument of RCPT: "TO:<address>", no parameters; never empty.
 BasicResult<std::string, SyntaxError> parse_rcpt_to(std::string_view argument);
+
+// What an MTA in front of the proxy says of the client it served, in
+// Postfix's XFORWARD command (XFORWARD_README): NAME, ADDR, PORT, PROTO,
+// HELO, IDENT (its queue id) and SOURCE (LOCAL or REMOTE), each xtext
+// (RFC 3461) decoded. An attribute not sent stays unset; one sent as
+// [UNAVAILABLE] or [TEMPUNAVAIL] is set and empty: unknown.
+struct Xforward {
+  std::optional<std::string> name, addr, port, proto, helo, ident, source;
+};
+// The argument of XFORWARD: one or more NAME=value, each attribute at most
+// once, values of printable ASCII once decoded.
+BasicResult<Xforward, SyntaxError> parse_xforward(std::string_view argument);
+// What `later` says, over what `earlier` said.
+void merge(Xforward& earlier, const Xforward& later);
 
 // The message of one DATA command, dot-unstuffed, in CRLF form, up to the
 // line that holds only a dot.

@@ -41,13 +41,17 @@ DirectionDecision decide_direction(const Policy& policy, std::string_view sender
           is_local + " but client " + connection.client_address + " is neither internal nor authenticated"};
 }
 
-std::optional<std::string> internal_network_of(const Policy& policy, std::string_view client_address) {
+std::optional<std::string> network_of(const std::vector<Locality::Network>& networks, std::string_view client_address) {
   const auto client = parse_client_address(client_address);
   if (!client) return std::nullopt;
-  for (const auto& network : policy.locality.networks) {
+  for (const auto& network : networks) {
     if (contains(network, *client)) return to_string(network);
   }
   return std::nullopt;
+}
+
+std::optional<std::string> internal_network_of(const Policy& policy, std::string_view client_address) {
+  return network_of(policy.locality.networks, client_address);
 }
 
 DecryptionHere decryption_here(const Policy& policy, const Connection& connection) {

@@ -14,10 +14,6 @@ namespace mailkms::policy {
 
 using Address = std::array<std::uint8_t, 16>;
 
-// "10.0.0.0/8", "2001:db8::/32", or a bare address (/32, /128). The error
-// says what is wrong with the text.
-BasicResult<Locality::Network, std::string> parse_network(std::string_view text);
-
 // A client address as an MTA reports it: "192.0.2.1", "2001:db8::1",
 // "::ffff:192.0.2.1", also "[…]" and "IPv6:…" as Postfix writes them.
 std::optional<Address> parse_client_address(std::string_view text);

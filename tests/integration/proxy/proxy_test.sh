@@ -221,6 +221,10 @@ check "out of order: MAIL before EHLO, RCPT and DATA before MAIL, DATA without R
 check "VRFY is refused politely: 252; an unknown command: 500 5.5.2" bash -c \
   "grep -q '^252 2.5.2 ' order.out && grep -qx '500 5.5.2 Error: command not recognized' order.out && grep -qx '221 2.0.0 Bye' order.out"
 
+echo '[["EHLO x\r\n", 1], ["XFORWARD ADDR=192.0.2.7 IDENT=forged\r\n", 1], ["QUIT\r\n", 1]]' | raw > xforward.out
+check "XFORWARD from a client not in xforward_peers: not announced, refused with 550 5.7.0" bash -c \
+  "! grep -q '^250-XFORWARD' xforward.out && grep -qx '550 5.7.0 Error: insufficient XFORWARD authorization' xforward.out"
+
 python3 -c 'import json; print(json.dumps([["EHLO x\r\n", 1], ["x" * (1 << 20) + "\r\n", 1], ["NOOP\r\n", 1], ["QUIT\r\n", 1]]))' | raw > long.out
 check "a 1 MB line: 500 5.5.2, and the session goes on" bash -c \
   "grep -qx '500 5.5.2 Error: line too long' long.out && grep -qx '250 2.0.0 Ok' long.out && grep -qx '221 2.0.0 Bye' long.out"

@@ -32,6 +32,7 @@ command_timeout_seconds = 60
 data_timeout_seconds = 30
 next_hop_timeout_seconds = 20
 shutdown_timeout_seconds = 15
+xforward_peers = ["127.0.0.1", "2001:db8::/32"]
 pid_file = "/run/p.pid"
 log_file = "/var/log/p.log"
 )");
@@ -48,6 +49,10 @@ log_file = "/var/log/p.log"
   CHECK(settings->data_timeout == 30s);
   CHECK(settings->next_hop_timeout == 20s);
   CHECK(settings->shutdown_timeout == 15s);
+  REQUIRE(settings->xforward_peers.size() == 2);
+  CHECK(mailkms::policy::network_of(settings->xforward_peers, "127.0.0.1") == "127.0.0.1/32");
+  CHECK(mailkms::policy::network_of(settings->xforward_peers, "2001:db8::25") == "2001:db8::/32");
+  CHECK(!mailkms::policy::network_of(settings->xforward_peers, "127.0.0.2"));
   CHECK(settings->pid_file == "/run/p.pid");
   CHECK(settings->log_file == "/var/log/p.log");
 }
@@ -61,6 +66,7 @@ TEST_CASE("Without [proxy], the defaults, and this host's name") {
   CHECK(!settings->hostname.empty());
   CHECK(settings->shutdown_timeout == 60s);
   CHECK(settings->max_sessions_per_client == 50);
+  CHECK(settings->xforward_peers.empty());  // nobody's XFORWARD is believed
 }
 
 TEST_CASE("A wrong [proxy] value or an unknown key is refused, naming it") {
@@ -75,6 +81,10 @@ TEST_CASE("A wrong [proxy] value or an unknown key is refused, naming it") {
              Catch::Contains("proxy.max_sessions_per_client"));
   CHECK_THAT(load(dir, "[proxy]\nnext_hop_timeout_seconds = 0\n").error().message,
              Catch::Contains("proxy.next_hop_timeout_seconds"));
+  CHECK_THAT(load(dir, "[proxy]\nxforward_peers = [\"127.0.0.0/33\"]\n").error().message,
+             Catch::Contains("proxy.xforward_peers"));
+  CHECK_THAT(load(dir, "[proxy]\nxforward_peers = \"127.0.0.1\"\n").error().message,
+             Catch::Contains("proxy.xforward_peers"));
   CHECK_THAT(load(dir, "[proxy]\nshutdown_timeout_seconds = 3601\n").error().message,
              Catch::Contains("proxy.shutdown_timeout_seconds"));
   CHECK_THAT(load(dir, "[proxy]\nlisten_on = \"127.0.0.1:25\"\n").error().message,

@@ -211,3 +211,47 @@ TEST_CASE("A message is dot-stuffed for the next hop across chunk boundaries") {
   // Read back, it is what was stuffed.
   CHECK(read_data(out + ".\r\n", 3).content == ".a\r\nb\r\n..\r\n");
 }
+
+TEST_CASE("XFORWARD attributes are read xtext-decoded, [UNAVAILABLE] as unknown, each once") {
+  CHECK(parse_command("xforward ADDR=192.0.2.7").verb == Verb::xforward);
+  auto read = parse_xforward("NAME=mail.example.net ADDR=192.0.2.7 PORT=4711 PROTO=ESMTP HELO=[UNAVAILABLE] "
+                             "IDENT=4XyZ12 SOURCE=REMOTE");
+  REQUIRE(read);
+  CHECK(read->name == "mail.example.net");
+  CHECK(read->addr == "192.0.2.7");
+  CHECK(read->port == "4711");
+  CHECK(read->proto == "ESMTP");
+  CHECK(read->helo == "");  // sent, and unknown
+  CHECK(read->ident == "4XyZ12");
+  CHECK(read->source == "REMOTE");
+
+  read = parse_xforward("addr=IPv6:2001:db8::7 helo=a+2Bb+3Dc");
+  REQUIRE(read);
+  CHECK(read->addr == "IPv6:2001:db8::7");
+  CHECK(read->helo == "a+b=c");
+  CHECK(!read->name);  // not sent: stays as it was
+
+  // Later attributes replace earlier ones; unsent ones stay.
+  Xforward forwarded = *parse_xforward("ADDR=192.0.2.7 IDENT=A1");
+  merge(forwarded, *parse_xforward("ADDR=[TEMPUNAVAIL]"));
+  CHECK(forwarded.addr == "");
+  CHECK(forwarded.ident == "A1");
+}
+
+TEST_CASE("A bad XFORWARD is refused with 501 and the attribute named") {
+  const auto refused = [](std::string_view argument) {
+    const auto read = parse_xforward(argument);
+    REQUIRE(!read);
+    CHECK(read.error().code == "501");
+    return read.error().text;
+  };
+  CHECK(refused("") == "Syntax: XFORWARD attribute=value...");
+  CHECK(refused("LOGIN=alice") == "Bad XFORWARD attribute name: LOGIN");
+  CHECK(refused("ADDR") == "Bad XFORWARD attribute name: ADDR");
+  CHECK(refused("ADDR=") == "Bad XFORWARD attribute value for ADDR");
+  CHECK(refused("ADDR=1.2.3.4 ADDR=5.6.7.8") == "Duplicate XFORWARD attribute ADDR");
+  CHECK(refused("NAME=a+0Db") == "Bad XFORWARD attribute value for NAME");   // a CR, decoded
+  CHECK(refused("NAME=a+0") == "Bad XFORWARD attribute value for NAME");    // cut short
+  CHECK(refused("NAME=a+zz") == "Bad XFORWARD attribute value for NAME");   // not hex
+  CHECK(refused("NAME=a=b") == "Bad XFORWARD attribute value for NAME");    // "=" is not xtext
+}

@@ -184,9 +184,16 @@ struct DirectionDecision {
 // reason is meant for the log line.
 DirectionDecision decide_direction(const Policy& policy, std::string_view sender, const Connection& connection);
 
-// The first of [local] networks that holds this client address ("10.0.0.5",
-// "[2001:db8::1]", as the MTA reports it), written as in the file; nothing
+// "10.0.0.0/8", "2001:db8::/32", or a bare address (/32, /128). The error
+// says what is wrong with the text.
+BasicResult<Locality::Network, std::string> parse_network(std::string_view text);
+
+// The first of `networks` that holds this client address ("10.0.0.5",
+// "[2001:db8::1]", as an MTA reports it), written as in the file; nothing
 // for an address outside them, or one that does not parse.
+std::optional<std::string> network_of(const std::vector<Locality::Network>& networks, std::string_view client_address);
+
+// The same for the policy's [local] networks.
 std::optional<std::string> internal_network_of(const Policy& policy, std::string_view client_address);
 
 struct DecryptionHere {

@@ -1,0 +1,154 @@
+#!/usr/bin/env bash
+# mailkms-proxy as Postfix's after-queue content filter (content_filter,
+# FILTER_README), with the real mailkms-keystored behind it: Postfix hands
+# each message to the proxy over SMTP, with XFORWARD naming the client it
+# came from, and the proxy hands it back to a second smtpd on loopback that
+# filters nothing, which relays it to the sink. The client Postfix served,
+# not Postfix itself, decides direction and signing: mail from an internal
+# client is signed and encrypted; mail from another client that claims an
+# internal sender is not signed. With the proxy down, Postfix keeps the
+# message queued, deferred, and delivers it encrypted once it is back.
+# Usage: proxy_postfix_test.sh MAILKMS_KEYSTORED MAILKMSCTL MAILKMS_PROXY CONF_DIR   (as root)
+set -uo pipefail
+here=$(dirname "$(realpath "$0")")
+# shellcheck source=../lib.sh
+. "$here/../lib.sh"
+# shellcheck source=../postfix/postfix-fixture.sh
+. "$here/../postfix/postfix-fixture.sh"
+# shellcheck source=../mailkms-daemons.sh
+. "$here/../mailkms-daemons.sh"
+[[ $# == 4 ]] || { echo "usage: proxy_postfix_test.sh KEYSTORED MAILKMSCTL PROXY CONF_DIR" >&2; exit 2; }
+keystored=$(realpath "$1")
+ctl=$(realpath "$2")
+proxy=$(realpath "$3")
+conf=$(realpath "$4")
+
+work=$(mktemp -d)
+chmod 755 "$work"
+cleanup() {
+  postfix_stop
+  stop_daemons
+  [ -n "${KEEP_WORK:-}" ] || rm -rf "$work"
+}
+trap cleanup EXIT
+cd "$work" || exit 2
+
+PROXY_PORT=$(free_port) || exit 2
+REINJECT_PORT=$(free_port) || exit 2
+while [ "$REINJECT_PORT" = "$PROXY_PORT" ]; do REINJECT_PORT=$(free_port) || exit 2; done
+cat > mailkms.conf <<CONF
+[keystore]
+database = "$work/keystore.db"
+socket = "$work/keystore.sock"
+socket_mode = "0600"
+unseal_key_file = "$work/master.key"
+gateway_users = ["root"]
+lock_memory = false
+
+[gateway]
+policy = "$work/policy.toml"
+authserv_id = "mx.corp.example"
+spool_directory = "$work"
+keystore_timeout_ms = 30000
+
+[proxy]
+listen = "127.0.0.1:$PROXY_PORT"
+next_hop = "127.0.0.1:$REINJECT_PORT"
+hostname = "proxy.corp.example"
+# Postfix's smtp client on this host, whose XFORWARD names the real client.
+xforward_peers = ["127.0.0.1"]
+CONF
+# 127.0.0.1 is the internal network; 127.0.0.2 stands for the Internet.
+cat > policy.toml <<'POLICY'
+[local]
+domains = ["corp.example"]
+networks = ["127.0.0.1/32"]
+
+[signing]
+unauthenticated_networks = ["127.0.0.1/32"]
+
+[defaults]
+sign = "if-possible"
+encrypt = "if-possible"
+
+[[rule]]
+name = "corp-must-encrypt"
+direction = "outbound"
+to = "*@corp.example"
+encrypt = "always"
+on_missing_certificate = "reject"
+POLICY
+export MAILKMS_CONFIG=$work/mailkms.conf MAILKMS_SESSION_FILE=$work/session
+start_corp_keystore alice@corp.example bob@corp.example || { echo "FAIL - the keystore cannot be set up"; exit 1; }
+"$ctl" recover bob@corp.example --out bob.p12 --password-file p12.pw > /dev/null
+openssl pkcs12 -in bob.p12 -passin file:p12.pw -nodes -nocerts -out bob.key 2> /dev/null
+openssl pkcs12 -in bob.p12 -passin file:p12.pw -nokeys -clcerts -out bob.pem 2> /dev/null
+openssl pkcs12 -in bob.p12 -passin file:p12.pw -nokeys -cacerts -out corp-chain.pem 2> /dev/null
+start_proxy "$PROXY_PORT" || { echo "FAIL - the proxy does not start"; exit 1; }
+
+# The placement as conf/postfix-master.cf ships it (its "#> " lines), on
+# the ports picked here: a transport to the proxy that sends XFORWARD, and
+# the smtpd the proxy hands mail back to, which filters nothing again.
+export POSTFIX_EXTRA_CONF="content_filter = mailkms-proxy:[127.0.0.1]:$PROXY_PORT"
+POSTFIX_EXTRA_MASTER=$(sed -n 's/^#> //p' "$conf/postfix-master.cf" | sed "s/^127.0.0.1:10027 /127.0.0.1:$REINJECT_PORT /")
+export POSTFIX_EXTRA_MASTER
+grep -q "^127.0.0.1:$REINJECT_PORT inet" <<< "$POSTFIX_EXTRA_MASTER" &&
+  grep -q "smtp_send_xforward_command=yes" <<< "$POSTFIX_EXTRA_MASTER" ||
+  { echo "FAIL - conf/postfix-master.cf has no proxy placement"; exit 1; }
+postfix_start "$work/postfix" || { echo "FAIL - Postfix does not start"; cat "$work/postfix/maillog" 2> /dev/null; exit 1; }
+
+marker=SECRET-FIGURES
+message() {  # message FROM TO SUBJECT CASE
+  printf '%s\r\n' "From: $1" "To: $2" "Subject: $3" "Date: Fri, 04 Dec 2026 10:00:00 +0000" \
+    "Message-ID: <$RANDOM.$RANDOM@test>" "MIME-Version: 1.0" "Content-Type: text/plain; charset=us-ascii" ""
+  printf '%s' "$4: $marker, revenue up 4 %."
+}
+# send SOURCE FROM TO < message: from the client address SOURCE
+send() {
+  swaks --server "127.0.0.1:$POSTFIX_PORT" --local-interface "$1" --from "$2" --to "$3" --data - > send.out 2>&1
+}
+arrived() {
+  postfix_wait_for 1 || return 1
+  mv "$(sink_files | head -n 1)" "$1"
+}
+queued() { postqueue -c "$work/postfix/conf" -j 2> /dev/null; }
+
+# ---- From an internal client: signed by alice, encrypted to bob ------------------------
+message alice@corp.example bob@corp.example "From inside" "inside" | send 127.0.0.1 alice@corp.example bob@corp.example
+check "Postfix queues the message (250 at the end of data)" grep -q '<-  250 2.0.0 Ok: queued as' send.out
+arrived inside.eml
+check "it went through the proxy and back: nothing in clear" bash -c "! grep -q '$marker' inside.eml"
+check "bob's key opens it, and alice's signature verifies over the exact body (openssl cms)" \
+  bash -c "openssl cms -decrypt -in inside.eml -recip bob.pem -inkey bob.key -out inside.signed &&
+    openssl cms -verify -in inside.signed -CAfile corp-chain.pem -purpose smimesign -signer signer.pem -out inside.txt 2> /dev/null &&
+    grep -q 'inside: $marker' inside.txt && openssl x509 -in signer.pem -noout -ext subjectAltName | grep -q 'email:alice@corp.example'"
+check "the proxy read Postfix's XFORWARD: client [127.0.0.1] and Postfix's queue id" \
+  grep -qE 'XFORWARD from \[127.0.0.1\]: client \[127.0.0.1\], queue id [0-9A-Za-z]+' proxy.log
+
+# ---- From another client that claims alice: not signed as her -----------------------------
+message alice@corp.example bob@corp.example "Claims to be alice" "outside" | send 127.0.0.2 alice@corp.example bob@corp.example
+check "Postfix queues the message from 127.0.0.2" grep -q '<-  250 2.0.0 Ok: queued as' send.out
+arrived outside.eml
+check "the proxy judged it by the client Postfix served: 127.0.0.2 is not internal" \
+  grep -q 'client 127.0.0.2 is neither internal nor authenticated' proxy.log
+check "it is not signed as alice: no S/MIME in what was delivered" \
+  bash -c "grep -q 'outside: $marker' outside.eml && ! grep -qiE 'pkcs7-(mime|signature)' outside.eml"
+
+# ---- The proxy down: Postfix defers, and delivers encrypted once it is back ------------------
+stop_proxy
+message alice@corp.example bob@corp.example "While the proxy is down" "deferred" | send 127.0.0.1 alice@corp.example bob@corp.example
+deferred() {
+  local end=$((SECONDS + 30))
+  until queued | grep -q '"delay_reason": *"[^"]*127.0.0.1\[127.0.0.1\]:'"$PROXY_PORT"; do
+    [ "$SECONDS" -lt "$end" ] || return 1
+    sleep 0.1
+  done
+}
+check "proxy down: Postfix keeps the message, deferred because it cannot reach the proxy" deferred
+check "proxy down: nothing reached the sink" bash -c "[ -z \"\$(find '$SINK_DIR' -type f)\" ]"
+start_proxy "$PROXY_PORT" || { echo "FAIL - the proxy does not start again"; exit 1; }
+arrived later.eml
+check "proxy back: the deferred message is delivered, encrypted to bob" \
+  bash -c "! grep -q '$marker' later.eml && openssl cms -decrypt -in later.eml -recip bob.pem -inkey bob.key | grep -q 'deferred: $marker'"
+
+finish
