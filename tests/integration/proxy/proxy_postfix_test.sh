@@ -1,13 +1,17 @@
 #!/usr/bin/env bash
-# mailkms-proxy as Postfix's after-queue content filter (content_filter,
-# FILTER_README), with the real mailkms-keystored behind it: Postfix hands
-# each message to the proxy over SMTP, with XFORWARD naming the client it
-# came from, and the proxy hands it back to a second smtpd on loopback that
-# filters nothing, which relays it to the sink. The client Postfix served,
+# mailkms-proxy in both of Postfix's placements, as conf/postfix-master.cf
+# ships them, with the real mailkms-keystored behind it. After the queue
+# (content_filter, FILTER_README) Postfix hands each message to the proxy;
+# before it (smtpd_proxy_filter, SMTPD_PROXY_README) an smtpd passes each
+# SMTP session through the proxy. Either way XFORWARD names the client
+# Postfix served, and the proxy hands the message back to a second smtpd on
+# loopback that filters nothing, which relays it to the sink. That client,
 # not Postfix itself, decides direction and signing: mail from an internal
 # client is signed and encrypted; mail from another client that claims an
-# internal sender is not signed. With the proxy down, Postfix keeps the
-# message queued, deferred, and delivers it encrypted once it is back.
+# internal sender is not signed. Before the queue a refusal reaches the
+# client in its session. With the proxy down, Postfix keeps an accepted
+# message deferred and delivers it encrypted once the proxy is back, and
+# before the queue tells the client 451.
 # Usage: proxy_postfix_test.sh MAILKMS_KEYSTORED MAILKMSCTL MAILKMS_PROXY CONF_DIR   (as root)
 set -uo pipefail
 here=$(dirname "$(realpath "$0")")
@@ -86,15 +90,22 @@ openssl pkcs12 -in bob.p12 -passin file:p12.pw -nokeys -clcerts -out bob.pem 2> 
 openssl pkcs12 -in bob.p12 -passin file:p12.pw -nokeys -cacerts -out corp-chain.pem 2> /dev/null
 start_proxy "$PROXY_PORT" || { echo "FAIL - the proxy does not start"; exit 1; }
 
-# The placement as conf/postfix-master.cf ships it (its "#> " lines), on
-# the ports picked here: a transport to the proxy that sends XFORWARD, and
-# the smtpd the proxy hands mail back to, which filters nothing again.
+# Both placements as conf/postfix-master.cf ships them (its "#both> ",
+# "#after> " and "#before> " lines), on the ports picked here: the smtpd
+# the proxy hands mail back to, which filters nothing again; a transport to
+# the proxy that sends XFORWARD (after the queue); and a second smtpd whose
+# sessions pass through the proxy (before the queue), on BEFORE_PORT.
+BEFORE_PORT=$(free_port) || exit 2
 export POSTFIX_EXTRA_CONF="content_filter = mailkms-proxy:[127.0.0.1]:$PROXY_PORT"
-POSTFIX_EXTRA_MASTER=$(sed -n 's/^#> //p' "$conf/postfix-master.cf" | sed "s/^127.0.0.1:10027 /127.0.0.1:$REINJECT_PORT /")
+POSTFIX_EXTRA_MASTER=$(sed -n -e 's/^#both> //p' -e 's/^#after> //p' -e 's/^#before> //p' "$conf/postfix-master.cf" |
+  sed -e "s/^127.0.0.1:10027 /127.0.0.1:$REINJECT_PORT /" -e "s/^smtp      inet /127.0.0.1:$BEFORE_PORT inet /" \
+      -e "s/smtpd_proxy_filter=127.0.0.1:10025/smtpd_proxy_filter=127.0.0.1:$PROXY_PORT/")
 export POSTFIX_EXTRA_MASTER
 grep -q "^127.0.0.1:$REINJECT_PORT inet" <<< "$POSTFIX_EXTRA_MASTER" &&
-  grep -q "smtp_send_xforward_command=yes" <<< "$POSTFIX_EXTRA_MASTER" ||
-  { echo "FAIL - conf/postfix-master.cf has no proxy placement"; exit 1; }
+  grep -q "smtp_send_xforward_command=yes" <<< "$POSTFIX_EXTRA_MASTER" &&
+  grep -q "^127.0.0.1:$BEFORE_PORT inet" <<< "$POSTFIX_EXTRA_MASTER" &&
+  grep -q "smtpd_proxy_filter=127.0.0.1:$PROXY_PORT" <<< "$POSTFIX_EXTRA_MASTER" ||
+  { echo "FAIL - conf/postfix-master.cf lacks a proxy placement"; exit 1; }
 postfix_start "$work/postfix" || { echo "FAIL - Postfix does not start"; cat "$work/postfix/maillog" 2> /dev/null; exit 1; }
 
 marker=SECRET-FIGURES
@@ -103,10 +114,22 @@ message() {  # message FROM TO SUBJECT CASE
     "Message-ID: <$RANDOM.$RANDOM@test>" "MIME-Version: 1.0" "Content-Type: text/plain; charset=us-ascii" ""
   printf '%s' "$4: $marker, revenue up 4 %."
 }
-# send SOURCE FROM TO < message: from the client address SOURCE
+# send SOURCE FROM TO < message: from the client address SOURCE, to the
+# smtpd whose mail goes through the proxy after the queue ($port to change)
+port=
 send() {
-  swaks --server "127.0.0.1:$POSTFIX_PORT" --local-interface "$1" --from "$2" --to "$3" --data - > send.out 2>&1
+  swaks --server "127.0.0.1:${port:-$POSTFIX_PORT}" --local-interface "$1" --from "$2" --to "$3" --data - > send.out 2>&1
 }
+# signed_for_bob FILE CASE: FILE holds nothing in clear, bob's key opens
+# it, and inside alice's signature verifies over that case's body
+signed_for_bob() {
+  ! grep -q "$marker" "$1" &&
+    openssl cms -decrypt -in "$1" -recip bob.pem -inkey bob.key -out "$1.signed" &&
+    openssl cms -verify -in "$1.signed" -CAfile corp-chain.pem -purpose smimesign -signer signer.pem -out "$1.txt" 2> /dev/null &&
+    grep -q "$2: $marker" "$1.txt" && openssl x509 -in signer.pem -noout -ext subjectAltName | grep -q 'email:alice@corp.example'
+}
+# unsigned CASE FILE: FILE holds that case's body in clear, and no S/MIME
+unsigned() { grep -q "$2: $marker" "$1" && ! grep -qiE 'pkcs7-(mime|signature)' "$1"; }
 arrived() {
   postfix_wait_for 1 || return 1
   mv "$(sink_files | head -n 1)" "$1"
@@ -117,11 +140,8 @@ queued() { postqueue -c "$work/postfix/conf" -j 2> /dev/null; }
 message alice@corp.example bob@corp.example "From inside" "inside" | send 127.0.0.1 alice@corp.example bob@corp.example
 check "Postfix queues the message (250 at the end of data)" grep -q '<-  250 2.0.0 Ok: queued as' send.out
 arrived inside.eml
-check "it went through the proxy and back: nothing in clear" bash -c "! grep -q '$marker' inside.eml"
-check "bob's key opens it, and alice's signature verifies over the exact body (openssl cms)" \
-  bash -c "openssl cms -decrypt -in inside.eml -recip bob.pem -inkey bob.key -out inside.signed &&
-    openssl cms -verify -in inside.signed -CAfile corp-chain.pem -purpose smimesign -signer signer.pem -out inside.txt 2> /dev/null &&
-    grep -q 'inside: $marker' inside.txt && openssl x509 -in signer.pem -noout -ext subjectAltName | grep -q 'email:alice@corp.example'"
+check "through the proxy and back: nothing in clear, bob's key opens it, alice's signature verifies (openssl cms)" \
+  signed_for_bob inside.eml inside
 check "the proxy read Postfix's XFORWARD: client [127.0.0.1] and Postfix's queue id" \
   grep -qE 'XFORWARD from \[127.0.0.1\]: client \[127.0.0.1\], queue id [0-9A-Za-z]+' proxy.log
 
@@ -131,8 +151,23 @@ check "Postfix queues the message from 127.0.0.2" grep -q '<-  250 2.0.0 Ok: que
 arrived outside.eml
 check "the proxy judged it by the client Postfix served: 127.0.0.2 is not internal" \
   grep -q 'client 127.0.0.2 is neither internal nor authenticated' proxy.log
-check "it is not signed as alice: no S/MIME in what was delivered" \
-  bash -c "grep -q 'outside: $marker' outside.eml && ! grep -qiE 'pkcs7-(mime|signature)' outside.eml"
+check "it is not signed as alice: no S/MIME in what was delivered" unsigned outside.eml outside
+
+# ---- Before the queue: the proxy answers in the client's own session ------------------
+port=$BEFORE_PORT
+message alice@corp.example bob@corp.example "Before the queue" "before" | send 127.0.0.1 alice@corp.example bob@corp.example
+check "before the queue: the client's 250 is Postfix's, once the proxy has handed the message back" \
+  grep -q '<-  250 2.0.0 Ok: queued as' send.out
+arrived before.eml
+check "before the queue: signed by alice, encrypted to bob (openssl cms)" signed_for_bob before.eml before
+message alice@corp.example nobody@corp.example "To nobody" "nobody" | send 127.0.0.1 alice@corp.example nobody@corp.example
+check "before the queue: no certificate for nobody@: the proxy's 550 5.7.1 at RCPT, in the client's session" \
+  bash -c "grep -A1 -- '-> RCPT TO:<nobody@corp.example>' send.out | grep -q '<\*\* 550 5.7.1 .*nobody@corp.example' &&
+    ! grep -q 'queued as' send.out"
+message alice@corp.example bob@corp.example "Claims to be alice" "claims" | send 127.0.0.2 alice@corp.example bob@corp.example
+arrived before-outside.eml
+check "before the queue: from 127.0.0.2, claiming alice: not signed" unsigned before-outside.eml claims
+port=
 
 # ---- The proxy down: Postfix defers, and delivers encrypted once it is back ------------------
 stop_proxy
@@ -146,6 +181,17 @@ deferred() {
 }
 check "proxy down: Postfix keeps the message, deferred because it cannot reach the proxy" deferred
 check "proxy down: nothing reached the sink" bash -c "[ -z \"\$(find '$SINK_DIR' -type f)\" ]"
+port=$BEFORE_PORT
+message alice@corp.example bob@corp.example "Before the queue, while the proxy is down" "refused" |
+  send 127.0.0.1 alice@corp.example bob@corp.example
+port=
+check "before the queue, proxy down: the client is told 451 4.3.0 at RCPT" \
+  bash -c "grep -A1 -- '-> RCPT TO:<bob@corp.example>' send.out | grep -q '<\*\* 451 4.3.0 ' && ! grep -q 'queued as' send.out"
+# Postfix tells its postmaster of the failure (notify_classes "resource"):
+# a transcript of the commands, none of the message.
+arrived notice.eml
+check "before the queue, proxy down: only Postfix's notice to its postmaster arrives, with none of the message" \
+  bash -c "grep -q '^To: Postmaster' notice.eml && grep -q 'Out: 451 4.3.0' notice.eml && ! grep -q '$marker' notice.eml"
 start_proxy "$PROXY_PORT" || { echo "FAIL - the proxy does not start again"; exit 1; }
 arrived later.eml
 check "proxy back: the deferred message is delivered, encrypted to bob" \
