@@ -30,6 +30,9 @@ packages=(
   # Postfix, so they are unpacked apart (below); m4 builds its sendmail.cf,
   # and these are the libraries it links that Postfix does not bring
   m4 libwrap0 liblockfile1 libnsl2 libdb5.3 libldap-2.5-0 libsasl2-2
+  # tests: a real Exim in front of the proxy, unpacked apart for the same
+  # reason; the libraries it links that Postfix does not bring
+  libidn12 libgnutls-dane0
   # fuzzing (scripts/fuzz.sh): clang, and libFuzzer with clang's sanitizer
   # runtimes, which Debian packages apart from the compiler
   clang libclang-rt-14-dev
@@ -56,16 +59,29 @@ if [ ${#missing[@]} -gt 0 ]; then
   $sudo apt-get install -y -q --no-install-recommends "${missing[@]}"
 fi
 
-# Sendmail for tests/integration/sendmail, unpacked where the tests look
-# for it and never installed: Debian's Sendmail would remove Postfix.
+# unpack DIR PACKAGE…: Debian's packages, downloaded and unpacked into DIR
+# (never installed), unless DIR already holds them.
+unpack() {
+  local root=$1 debs
+  shift
+  debs=$(mktemp -d)
+  (cd "$debs" && $sudo apt-get download -q "$@" 2> /dev/null) ||
+    { $sudo apt-get update -q && (cd "$debs" && $sudo apt-get download -q "$@"); }
+  $sudo mkdir -p "$root"
+  for deb in "$debs"/*.deb; do $sudo dpkg-deb -x "$deb" "$root"; done
+  $sudo rm -rf "$debs"
+}
+
+# Sendmail and Exim for the integration tests, unpacked where they look for
+# them: installed, either would remove Postfix.
 sendmail_root=${MAILKMS_SENDMAIL_ROOT:-/var/lib/mailkms-tests/sendmail}
 if [ ! -x "$sendmail_root/usr/libexec/sendmail/sendmail" ]; then
-  debs=$(mktemp -d)
-  (cd "$debs" && $sudo apt-get download -q sendmail-bin sendmail-base sendmail-cf 2> /dev/null) ||
-    { $sudo apt-get update -q && (cd "$debs" && $sudo apt-get download -q sendmail-bin sendmail-base sendmail-cf); }
-  $sudo mkdir -p "$sendmail_root"
-  for deb in "$debs"/*.deb; do $sudo dpkg-deb -x "$deb" "$sendmail_root"; done
-  $sudo rm -rf "$debs"
+  unpack "$sendmail_root" sendmail-bin sendmail-base sendmail-cf
   [ -x "$sendmail_root/usr/libexec/sendmail/sendmail" ] ||
     { echo "$0: Sendmail did not unpack into $sendmail_root" >&2; exit 1; }
+fi
+exim_root=${MAILKMS_EXIM_ROOT:-/var/lib/mailkms-tests/exim}
+if [ ! -x "$exim_root/usr/sbin/exim4" ]; then
+  unpack "$exim_root" exim4-daemon-light exim4-base
+  [ -x "$exim_root/usr/sbin/exim4" ] || { echo "$0: Exim did not unpack into $exim_root" >&2; exit 1; }
 fi
