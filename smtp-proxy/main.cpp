@@ -20,6 +20,8 @@
 #include <functional>
 #include <iostream>
 #include <thread>
+#include <memory>
+#include <string>
 #include <vector>
 
 #include "mailkms/gateway/gateway.hpp"
@@ -102,6 +104,47 @@ void detach_and_drop_privileges(asio::io_context& io, const mailkms::proxy::Sett
   }
 }
 
+// The settings only a restart can change (the socket is open, the process
+// detached, its privileges dropped) keep their running values; says which.
+std::vector<std::string> keep_for_restart(mailkms::proxy::Settings& fresh, const mailkms::proxy::Settings& running) {
+  std::vector<std::string> kept;
+  if (fresh.listen.host != running.listen.host || fresh.listen.port != running.listen.port) kept.emplace_back("listen");
+  if (fresh.threads != running.threads) kept.emplace_back("threads");
+  if (fresh.user != running.user || fresh.group != running.group) kept.emplace_back("user/group");
+  if (fresh.pid_file != running.pid_file) kept.emplace_back("pid_file");
+  if (fresh.log_file != running.log_file) kept.emplace_back("log_file");
+  fresh.listen = running.listen;
+  fresh.threads = running.threads;
+  fresh.user = running.user;
+  fresh.group = running.group;
+  fresh.pid_file = running.pid_file;
+  fresh.log_file = running.log_file;
+  return kept;
+}
+
+// SIGHUP: the policy and the [proxy] settings again, for sessions and
+// transactions that start from then on. A file that does not parse is
+// refused, and what runs stays.
+void reload(const std::string& config, mailkms::proxy::ServerContext& context, mailkms::gateway::Gateway& gateway) {
+  auto fresh = mailkms::policy::load_policy(gateway.settings().policy);
+  if (!fresh) {
+    spdlog::error("policy reload refused, the running policy stays: {}", fresh.error().message);
+  } else {
+    const auto rules = (*fresh)->rules.size();
+    gateway.replace_policy(std::move(*fresh));
+    spdlog::info("policy reloaded from {}: {} rule(s)", gateway.settings().policy.string(), rules);
+  }
+  auto settings = mailkms::proxy::load_settings(config);
+  if (!settings) {
+    spdlog::error("proxy settings reload refused, the running ones stay: {}", settings.error().message);
+    return;
+  }
+  const auto kept = keep_for_restart(*settings, *context.settings());
+  for (const auto& name : kept) spdlog::warn("[proxy] {} changed in {}: it takes effect at the next start", name, config);
+  context.replace_settings(std::make_shared<const mailkms::proxy::Settings>(std::move(*settings)));
+  spdlog::info("proxy settings reloaded from {}", config);
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -148,35 +191,28 @@ int main(int argc, char** argv) {
   const unsigned threads = proxy_settings->threads != 0 ? proxy_settings->threads
                                                         : std::max(1u, std::thread::hardware_concurrency());
   asio::thread_pool blocking(threads + 8);  // the keystore client keeps 8 connections
-  mailkms::proxy::ServerContext context{*proxy_settings, gateway, blocking};
+  mailkms::proxy::ServerContext context{std::make_shared<const mailkms::proxy::Settings>(*proxy_settings), gateway,
+                                        blocking};
 
-  // SIGHUP reads the policy again, for transactions that start from then on;
-  // a file that does not parse is refused and the running policy stays.
-  asio::signal_set reload(io, SIGHUP);
-  std::function<void(const boost::system::error_code&, int)> on_reload = [&](const boost::system::error_code& ec, int) {
+  asio::signal_set hangup(io, SIGHUP);
+  std::function<void(const boost::system::error_code&, int)> on_hangup = [&](const boost::system::error_code& ec, int) {
     if (ec) return;
-    auto fresh = mailkms::policy::load_policy(gateway.settings().policy);
-    if (!fresh) {
-      spdlog::error("policy reload refused, the running policy stays: {}", fresh.error().message);
-    } else {
-      const auto rules = (*fresh)->rules.size();
-      gateway.replace_policy(std::move(*fresh));
-      spdlog::info("policy reloaded from {}: {} rule(s)", gateway.settings().policy.string(), rules);
-    }
-    reload.async_wait(on_reload);
+    reload(config, context, gateway);
+    hangup.async_wait(on_hangup);
   };
-  reload.async_wait(on_reload);
+  hangup.async_wait(on_hangup);
   // SIGTERM: no new sessions; those in flight finish their message, within
   // shutdown_timeout; then the I/O stops, cutting any left.
   asio::signal_set stop(io, SIGTERM, SIGINT);
   stop.async_wait([&](const boost::system::error_code& ec, int) {
     if (ec) return;
+    const auto deadline = context.settings()->shutdown_timeout;
     spdlog::info("stopping: no new sessions; {} in flight get up to {} s to finish", context.sessions.load(),
-                 proxy_settings->shutdown_timeout.count());
+                 deadline.count());
     boost::system::error_code ignored;
     acceptor.close(ignored);
-    reload.cancel();
-    asio::co_spawn(io, mailkms::proxy::drain(context, proxy_settings->shutdown_timeout),
+    hangup.cancel();
+    asio::co_spawn(io, mailkms::proxy::drain(context, deadline),
                    [&](const std::exception_ptr&, unsigned left) {
                      if (left != 0) spdlog::warn("{} session(s) still open at shutdown_timeout: cut, nothing answered", left);
                      io.stop();

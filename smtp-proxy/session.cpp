@@ -45,8 +45,9 @@ std::string session_id(std::uint64_t number) {
 
 class Session : public std::enable_shared_from_this<Session> {
  public:
-  Session(tcp::socket socket, ServerContext& context, std::uint64_t number)
-      : socket_(std::move(socket)), context_(context), number_(number), id_(session_id(number)) {}
+  Session(tcp::socket socket, ServerContext& context, std::shared_ptr<const Settings> settings, std::uint64_t number)
+      : socket_(std::move(socket)), context_(context), settings_(std::move(settings)), number_(number),
+        id_(session_id(number)) {}
 
   asio::awaitable<void> run() {
     error_code ec;
@@ -86,7 +87,7 @@ class Session : public std::enable_shared_from_this<Session> {
     (void)co_await flush();
   }
 
-  const Settings& settings() const { return context_.settings; }
+  const Settings& settings() const { return *settings_; }
   gateway::Gateway& gateway() { return context_.gateway; }
 
   // The gateway's call, off the I/O threads; back on this session's strand after.
@@ -429,6 +430,7 @@ class Session : public std::enable_shared_from_this<Session> {
 
   TimedSocket socket_;
   ServerContext& context_;
+  std::shared_ptr<const Settings> settings_;  // as they were when the session began
   std::uint64_t number_;
   std::string id_;
   std::string client_address_;
@@ -455,12 +457,12 @@ asio::awaitable<void> turn_away(tcp::socket socket, std::string reply) {
 // (max_sessions_per_client); clients in [local] networks are not counted.
 // Returns the key to give back, empty for one not counted; nothing when
 // the client has its share.
-std::optional<std::string> take_client_slot(ServerContext& context, std::string address) {
+std::optional<std::string> take_client_slot(ServerContext& context, const Settings& settings, std::string address) {
   if (address.empty()) return address;  // gone already: its session ends at once
   if (policy::internal_network_of(*context.gateway.policy(), address)) return std::string();
   const std::lock_guard lock(context.clients_mutex);
   auto& count = context.sessions_per_client[address];
-  if (count >= context.settings.max_sessions_per_client) return std::nullopt;
+  if (count >= settings.max_sessions_per_client) return std::nullopt;
   ++count;
   return address;
 }
@@ -483,10 +485,11 @@ asio::awaitable<void> accept_sessions(tcp::acceptor& acceptor, ServerContext& co
       spdlog::warn("accept: {}", ec.message());  // out of descriptors, say: the others go on
       continue;
     }
-    const auto& host = context.settings.hostname;
-    if (context.sessions.fetch_add(1) >= context.settings.max_sessions) {
+    auto settings = context.settings();
+    const auto& host = settings->hostname;
+    if (context.sessions.fetch_add(1) >= settings->max_sessions) {
       context.sessions.fetch_sub(1);
-      spdlog::warn("too many sessions ({}): a client turned away", context.settings.max_sessions);
+      spdlog::warn("too many sessions ({}): a client turned away", settings->max_sessions);
       asio::co_spawn(strand, turn_away(std::move(socket), "421 4.3.2 " + host + " Error: too many sessions; try again later\r\n"),
                      asio::detached);
       continue;
@@ -494,16 +497,16 @@ asio::awaitable<void> accept_sessions(tcp::acceptor& acceptor, ServerContext& co
     error_code peer_error;
     const auto peer = socket.remote_endpoint(peer_error);
     const std::string client = peer_error ? std::string() : peer.address().to_string();
-    auto slot = take_client_slot(context, client);
+    auto slot = take_client_slot(context, *settings, client);
     if (!slot) {
       context.sessions.fetch_sub(1);
-      spdlog::warn("too many sessions from [{}] ({}): turned away", client, context.settings.max_sessions_per_client);
+      spdlog::warn("too many sessions from [{}] ({}): turned away", client, settings->max_sessions_per_client);
       asio::co_spawn(strand, turn_away(std::move(socket), "421 4.7.0 " + host + " Error: too many connections from [" +
                                                               client + "]; try again later\r\n"),
                      asio::detached);
       continue;
     }
-    auto session = std::make_shared<Session>(std::move(socket), context, ++context.sessions_started);
+    auto session = std::make_shared<Session>(std::move(socket), context, std::move(settings), ++context.sessions_started);
     asio::co_spawn(strand, [session, &context, slot = std::move(*slot)]() -> asio::awaitable<void> {
       try {
         co_await session->run();

@@ -10,6 +10,7 @@
 #include <cstdint>
 #include <functional>
 #include <map>
+#include <memory>
 #include <mutex>
 #include <string>
 #include <unordered_map>
@@ -20,10 +21,14 @@
 namespace mailkms::proxy {
 
 struct ServerContext {
-  ServerContext(const Settings& settings_, gateway::Gateway& gateway_, boost::asio::thread_pool& blocking_)
-      : settings(settings_), gateway(gateway_), blocking(blocking_) {}
+  ServerContext(std::shared_ptr<const Settings> settings, gateway::Gateway& gateway_, boost::asio::thread_pool& blocking_)
+      : gateway(gateway_), blocking(blocking_), settings_(std::move(settings)) {}
 
-  const Settings& settings;
+  // The [proxy] settings as they are now; a session keeps those it started
+  // with. SIGHUP replaces them.
+  [[nodiscard]] std::shared_ptr<const Settings> settings() const { return std::atomic_load(&settings_); }
+  void replace_settings(std::shared_ptr<const Settings> fresh) { std::atomic_store(&settings_, std::move(fresh)); }
+
   gateway::Gateway& gateway;
   // Where the gateway's calls run: they wait for the keystore and do the
   // cryptography, which would stall every session sharing an I/O thread.
@@ -38,6 +43,9 @@ struct ServerContext {
   // Each live session's wake-up, posted to its strand by drain().
   std::mutex wakers_mutex;
   std::map<std::uint64_t, std::function<void()>> wakers;
+
+ private:
+  std::shared_ptr<const Settings> settings_;
 };
 
 // Accepts until the acceptor is closed; each session runs on its own strand.

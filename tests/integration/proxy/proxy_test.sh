@@ -339,6 +339,42 @@ check "after SIGHUP: the new rule refuses at RCPT with 550 5.7.1, naming the rec
   grep -q "<\*\* 550 5.7.1 .*x@later.example" send.out
 check "the proxy still serves after SIGHUP" kill -0 "$proxy_pid"
 
+# SIGHUP reads [proxy] again too: a smaller max_sessions_per_client counts
+# for the sessions that start after it; a new listen waits for a restart;
+# a value that does not parse is refused, and the running settings stay.
+sed -i -e 's/^max_sessions_per_client = 2$/max_sessions_per_client = 1/' \
+  -e "s/^listen = .*/listen = \"127.0.0.1:$((PROXY_PORT + 1))\"/" mailkms.conf
+hup_and_wait() {  # SIGHUP, then wait for one more log line that matches $1
+  local before end=$((SECONDS + 30))
+  before=$(grep -c "$1" proxy.log)
+  kill -HUP "$proxy_pid"
+  until [ "$(grep -c "$1" proxy.log)" -gt "$before" ]; do [ "$SECONDS" -lt "$end" ] || return 1; sleep 0.05; done
+}
+hup_and_wait "proxy settings reloaded from mailkms.conf"
+sessions_ended
+python3 - "$PROXY_PORT" > reload-cap.out <<'PY'
+import socket, sys
+held = []
+for _ in range(2):
+    s = socket.socket()
+    s.settimeout(10)
+    s.bind(("127.0.0.2", 0))
+    s.connect(("127.0.0.1", int(sys.argv[1])))
+    held.append(s)
+    print(s.makefile("rb").readline().decode().rstrip())
+PY
+check "after SIGHUP: max_sessions_per_client 1, so a second session from 127.0.0.2 is told 421 4.7.0" \
+  bash -c "sed -n 2p reload-cap.out | grep -q '^421 4.7.0 '"
+check "after SIGHUP: a new listen address is logged as waiting for a restart, and the old one still serves" \
+  bash -c "grep -q '\\[proxy\\] listen changed in mailkms.conf: it takes effect at the next start' proxy.log &&
+    sed -n 1p reload-cap.out | grep -q '^220 '"
+sed -i 's/^max_sessions_per_client = 1$/max_sessions_per_client = 0/' mailkms.conf
+check "a [proxy] that does not parse is refused on SIGHUP, naming the key, and the proxy still serves" \
+  bash -c "$(declare -f hup_and_wait); proxy_pid=$proxy_pid; hup_and_wait 'proxy settings reload refused, the running ones stay: .*proxy.max_sessions_per_client' &&
+    kill -0 $proxy_pid"
+sed -i -e 's/^max_sessions_per_client = 0$/max_sessions_per_client = 2/' \
+  -e "s/^listen = .*/listen = \"127.0.0.1:$PROXY_PORT\"/" mailkms.conf
+
 # ---- (f) SIGTERM: no new sessions, messages in flight finished, within a bound -------
 # drain.py holds one session in DATA and one between commands, then sends it.
 exited() {  # the proxy has ended with status 0; its pid is forgotten
