@@ -33,6 +33,9 @@ packages=(
   # tests: a real Exim in front of the proxy, unpacked apart for the same
   # reason; the libraries it links that Postfix does not bring
   libidn12 libgnutls-dane0
+  # tests: OpenDKIM beside the milter, and python3-dkim to verify what it
+  # signed (Debian's system Python)
+  opendkim opendkim-tools python3-dkim
   # fuzzing (scripts/fuzz.sh): clang, and libFuzzer with clang's sanitizer
   # runtimes, which Debian packages apart from the compiler
   clang libclang-rt-14-dev
