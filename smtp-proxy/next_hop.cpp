@@ -82,13 +82,19 @@ class HopSession {
   std::string buffer_;
 };
 
-bool offers(const HopReply& ehlo, std::string_view keyword) {
-  return std::any_of(ehlo.lines.begin() + 1, ehlo.lines.end(), [&](const std::string& line) {
-    std::string word = line.substr(4, line.find(' ', 4) - 4);
+// The parameters after an EHLO keyword the next hop offers ("NAME ADDR"
+// after XFORWARD), or nothing when it does not offer it.
+std::optional<std::string> offered_with(const HopReply& ehlo, std::string_view keyword) {
+  for (auto line = ehlo.lines.begin() + 1; line != ehlo.lines.end(); ++line) {
+    const auto space = line->find(' ', 4);
+    std::string word = line->substr(4, space - 4);
     std::transform(word.begin(), word.end(), word.begin(), [](unsigned char c) { return static_cast<char>(std::toupper(c)); });
-    return word == keyword;
-  });
+    if (word == keyword) return space == std::string::npos ? std::string() : line->substr(space + 1);
+  }
+  return std::nullopt;
 }
+
+bool offers(const HopReply& ehlo, std::string_view keyword) { return offered_with(ehlo, keyword).has_value(); }
 
 // Greeting, EHLO (HELO for an old next hop), MAIL and every RCPT: every
 // recipient must be taken, since one reply at the end of data cannot say
@@ -104,6 +110,13 @@ asio::awaitable<BasicResult<HopReply, HopFailure>> open_transaction(HopSession& 
     ehlo = co_await hop.command("HELO " + settings.hostname, "HELO");
     if (!ehlo) co_return ehlo;
     if (ehlo->code != 250) co_return HopFailure{"next hop refused HELO", *ehlo};
+  }
+  if (const auto offered = offered_with(*ehlo, "XFORWARD")) {
+    for (const auto& command : xforward_commands(envelope.client, *offered)) {
+      auto said = co_await hop.command(command, "XFORWARD");
+      if (!said) co_return said;
+      if (said->code != 250) co_return HopFailure{"next hop refused XFORWARD", *said};
+    }
   }
   std::string mail = "MAIL FROM:<" + envelope.sender + ">";
   if (offers(*ehlo, "SIZE")) mail += " SIZE=" + std::to_string(size);

@@ -11,6 +11,7 @@
 #include "mailkms/basic_result.hpp"
 #include "mailkms/smime/spool.hpp"
 #include "settings.hpp"
+#include "smtp_parser.hpp"
 
 namespace mailkms::proxy {
 
@@ -33,6 +34,9 @@ struct Envelope {
   std::string sender;
   std::vector<std::string> recipients;
   bool eight_bit_mime = false;
+  // Who the client was, passed on with XFORWARD to a next hop that offers
+  // it, so that it logs (and judges) the real client, not the proxy.
+  Xforward client;
 };
 
 // The whole transaction: the next hop's final reply when it took the message.

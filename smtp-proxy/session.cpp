@@ -225,6 +225,8 @@ class Session : public std::enable_shared_from_this<Session> {
     message_.reset();
     forwarded_ = {};
     greeted_ = true;
+    helo_ = command.argument.substr(0, 255);
+    esmtp_ = command.verb == Verb::ehlo;
     const auto& host = settings().hostname;
     if (command.verb == Verb::helo) {
       out_ += "250 " + host + "\r\n";
@@ -387,7 +389,7 @@ class Session : public std::enable_shared_from_this<Session> {
     const smime::SpoolOptions options{gateway_settings.spool_memory_limit, gateway_settings.spool_directory};
     auto message = outgoing_message(intake.headers(), outcome, intake.spool(), intake.body_offset(), options);
     if (!message) co_return trouble(gateway::FrontEndTrouble::spool, outcome.log + " => spooling the result failed, deferred");
-    Envelope envelope{transaction.sender, {}, message_->eight_bit_mime};
+    Envelope envelope{transaction.sender, {}, message_->eight_bit_mime, client_for_next_hop()};
     for (const auto& r : transaction.recipients) {
       if (std::find(outcome.removed_recipients.begin(), outcome.removed_recipients.end(), r) == outcome.removed_recipients.end()) {
         envelope.recipients.push_back(r);
@@ -403,13 +405,26 @@ class Session : public std::enable_shared_from_this<Session> {
     // transaction; if one is not taken, the client tries the whole message
     // again: some may get it twice, none loses it.
     for (const auto& copy : outcome.reinjections) {
-      auto sent = co_await relay(settings(), {transaction.sender, copy.recipients, message_->eight_bit_mime}, copy.message);
+      auto sent = co_await relay(settings(), {transaction.sender, copy.recipients, message_->eight_bit_mime, envelope.client},
+                                 copy.message);
       if (!sent) co_return hop_failed(outcome, sent.error());
       if (!taken) taken = std::move(*sent);
     }
     if (!taken) co_return trouble(gateway::FrontEndTrouble::internal, outcome.log + " => no recipient left, deferred");
     spdlog::info("{}: {} => relayed: {}", transaction.queue_id, outcome.log, taken->lines.back());
     co_return reply_lines(*taken);
+  }
+
+  // Who the client was, for a next hop that takes XFORWARD: what an MTA in
+  // front said of it, else what this session saw.
+  Xforward client_for_next_hop() const {
+    Xforward client = forwarded_;
+    if (!client.name) client.name = std::string();  // the proxy looks up no names
+    if (!client.addr) client.addr = client_address_;
+    if (!client.helo) client.helo = helo_;
+    if (!client.proto) client.proto = esmtp_ ? "ESMTP" : "SMTP";
+    if (!client.ident) client.ident = message_->transaction.queue_id;
+    return client;
   }
 
   // A refusal of the next hop's reaches the client as it came; a next hop
@@ -443,6 +458,8 @@ class Session : public std::enable_shared_from_this<Session> {
   unsigned transactions_ = 0;
   bool waiting_for_command_ = false;  // in a read that drain() may cut short
   bool xforward_peer_ = false;        // the client is one of xforward_peers
+  std::string helo_;                  // what it said in EHLO or HELO
+  bool esmtp_ = false;                // EHLO rather than HELO
   Xforward forwarded_;                // what it said, for the next transaction
 };
 

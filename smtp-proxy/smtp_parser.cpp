@@ -202,6 +202,50 @@ void merge(Xforward& earlier, const Xforward& later) {
   }
 }
 
+std::vector<std::string> xforward_commands(const Xforward& client, std::string_view offered) {
+  const std::array<std::pair<std::string_view, const std::optional<std::string> Xforward::*>, 7> attributes{{
+      {"NAME", &Xforward::name}, {"ADDR", &Xforward::addr}, {"PORT", &Xforward::port}, {"PROTO", &Xforward::proto},
+      {"HELO", &Xforward::helo}, {"IDENT", &Xforward::ident}, {"SOURCE", &Xforward::source},
+  }};
+  std::vector<std::string> commands;
+  std::string command;
+  for (const auto& [name, field] : attributes) {
+    const auto& value = client.*field;
+    if (!value) continue;
+    bool named = false;
+    for (std::string_view rest = offered; !rest.empty() && !named;) {
+      const auto space = rest.find(' ');
+      named = iequals(rest.substr(0, space), name);
+      rest = space == std::string_view::npos ? std::string_view() : rest.substr(space + 1);
+    }
+    if (!named) continue;
+    std::string pair = std::string(name) + "=";
+    if (value->empty()) {
+      pair += "[UNAVAILABLE]";
+    } else {
+      // RFC 3461 xtext, cut to 255 octets encoded: any one attribute fits a command line.
+      const std::size_t limit = pair.size() + 255;
+      for (const char c : *value) {
+        std::string encoded(1, c);
+        if (c < '!' || c > '~' || c == '+' || c == '=') {
+          static constexpr char hex[] = "0123456789ABCDEF";
+          const auto byte = static_cast<unsigned char>(c);
+          encoded = {'+', hex[byte >> 4], hex[byte & 15]};
+        }
+        if (pair.size() + encoded.size() > limit) break;
+        pair += encoded;
+      }
+    }
+    if (!command.empty() && command.size() + 1 + pair.size() + 2 > max_command_line) {
+      commands.push_back(std::move(command));
+      command.clear();
+    }
+    command += (command.empty() ? "XFORWARD " : " ") + pair;
+  }
+  if (!command.empty()) commands.push_back(std::move(command));
+  return commands;
+}
+
 DataReader::Next DataReader::next(std::string_view input, std::string& content) {
   // Each state's byte is examined once; states survive between calls, so a
   // chunk may end anywhere (in a CRLF, after a leading dot).

@@ -10,6 +10,7 @@
 #include <optional>
 #include <string>
 #include <string_view>
+#include <vector>
 
 #include "mailkms/basic_result.hpp"
 
@@ -78,6 +79,10 @@ struct Xforward {
 BasicResult<Xforward, SyntaxError> parse_xforward(std::string_view argument);
 // What `later` says, over what `earlier` said.
 void merge(Xforward& earlier, const Xforward& later);
+// XFORWARD commands (without CRLF, each within max_command_line) that say
+// the attributes of `client` the next hop named in its EHLO `offered`
+// ("NAME ADDR PROTO HELO"); an empty one as [UNAVAILABLE].
+std::vector<std::string> xforward_commands(const Xforward& client, std::string_view offered);
 
 // The message of one DATA command, dot-unstuffed, in CRLF form, up to the
 // line that holds only a dot.

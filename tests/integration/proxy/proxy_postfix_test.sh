@@ -152,6 +152,8 @@ arrived outside.eml
 check "the proxy judged it by the client Postfix served: 127.0.0.2 is not internal" \
   grep -q 'client 127.0.0.2 is neither internal nor authenticated' proxy.log
 check "it is not signed as alice: no S/MIME in what was delivered" unsigned outside.eml outside
+check "the proxy passed XFORWARD on: the smtpd it hands mail back to logs 127.0.0.2 as the message's client" \
+  grep -qE 'postfix/mailkms-reinject/smtpd\[[0-9]+\]: [0-9A-Za-z]+: client=.*, orig_client=[^ ]*\[127.0.0.2\]' "$work/postfix/maillog"
 
 # ---- Before the queue: the proxy answers in the client's own session ------------------
 port=$BEFORE_PORT

@@ -255,3 +255,30 @@ TEST_CASE("A bad XFORWARD is refused with 501 and the attribute named") {
   CHECK(refused("NAME=a+zz") == "Bad XFORWARD attribute value for NAME");   // not hex
   CHECK(refused("NAME=a=b") == "Bad XFORWARD attribute value for NAME");    // "=" is not xtext
 }
+
+TEST_CASE("XFORWARD to the next hop says only what it offers, xtext-encoded, in lines within the limit") {
+  Xforward client;
+  client.name = "";  // unknown
+  client.addr = "192.0.2.7";
+  client.helo = "a b+c=d";
+  client.ident = "0000002A.1";
+  client.source = "REMOTE";
+  CHECK(xforward_commands(client, "NAME ADDR HELO IDENT") ==
+        std::vector<std::string>{"XFORWARD NAME=[UNAVAILABLE] ADDR=192.0.2.7 HELO=a+20b+2Bc+3Dd IDENT=0000002A.1"});
+  CHECK(xforward_commands(client, "addr").size() == 1);
+  CHECK(xforward_commands(client, "").empty());
+  // What the proxy sends reads back as what it meant.
+  const auto sent = xforward_commands(client, "NAME ADDR HELO IDENT SOURCE");
+  REQUIRE(sent.size() == 1);
+  const auto read = parse_xforward(parse_command(sent[0]).argument);
+  REQUIRE(read);
+  CHECK(read->helo == "a b+c=d");
+  CHECK(read->name == "");
+  CHECK(read->source == "REMOTE");
+  // Long values go in several commands, each a command line Postfix takes.
+  client.name = std::string(250, 'n');
+  client.helo = std::string(250, '+');
+  const auto long_ones = xforward_commands(client, "NAME ADDR HELO IDENT SOURCE");
+  CHECK(long_ones.size() >= 2);
+  for (const auto& command : long_ones) CHECK(command.size() + 2 <= max_command_line);
+}
