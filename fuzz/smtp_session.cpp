@@ -44,10 +44,10 @@ void check_command(const std::string& line) {
   } else if (command.verb == Verb::xforward) {
     const auto forwarded = parse_xforward(command.argument);
     if (!forwarded) return;
-    for (const auto* value : {&forwarded->name, &forwarded->addr, &forwarded->port, &forwarded->proto,
-                              &forwarded->helo, &forwarded->ident, &forwarded->source}) {
-      if (*value && std::any_of((*value)->begin(), (*value)->end(), [](char c) { return c < ' ' || c > '~'; })) {
-        fuzz::violated("XFORWARD took a value with a control or non-ASCII byte: " + **value);
+    for (const auto& [name, field] : xforward_attributes) {
+      const auto& value = (*forwarded).*field;
+      if (value && std::any_of(value->begin(), value->end(), [](char c) { return c < ' ' || c > '~'; })) {
+        fuzz::violated("XFORWARD took a value with a control or non-ASCII byte: " + *value);
       }
     }
   }

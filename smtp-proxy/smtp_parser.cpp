@@ -167,10 +167,6 @@ std::optional<std::string> xtext_decode(std::string_view text) {
 
 BasicResult<Xforward, SyntaxError> parse_xforward(std::string_view argument) {
   Xforward forwarded;
-  const std::array<std::pair<std::string_view, std::optional<std::string> Xforward::*>, 7> attributes{{
-      {"NAME", &Xforward::name}, {"ADDR", &Xforward::addr}, {"PORT", &Xforward::port}, {"PROTO", &Xforward::proto},
-      {"HELO", &Xforward::helo}, {"IDENT", &Xforward::ident}, {"SOURCE", &Xforward::source},
-  }};
   std::string_view rest = trim_spaces(argument);
   if (rest.empty()) return SyntaxError{"501", "5.5.4", "Syntax: XFORWARD attribute=value..."};
   while (!(rest = trim_spaces(rest)).empty()) {
@@ -179,8 +175,9 @@ BasicResult<Xforward, SyntaxError> parse_xforward(std::string_view argument) {
     rest = space == std::string_view::npos ? std::string_view() : rest.substr(space);
     const auto equals = pair.find('=');
     const std::string_view key = pair.substr(0, equals);
-    const auto found = std::find_if(attributes.begin(), attributes.end(), [&](const auto& a) { return iequals(key, a.first); });
-    if (equals == std::string_view::npos || found == attributes.end()) {
+    const auto found =
+        std::find_if(xforward_attributes.begin(), xforward_attributes.end(), [&](const auto& a) { return iequals(key, a.first); });
+    if (equals == std::string_view::npos || found == xforward_attributes.end()) {
       return SyntaxError{"501", "5.5.4", "Bad XFORWARD attribute name: " + std::string(key.substr(0, 32))};
     }
     auto value = xtext_decode(pair.substr(equals + 1));
@@ -196,20 +193,15 @@ BasicResult<Xforward, SyntaxError> parse_xforward(std::string_view argument) {
 }
 
 void merge(Xforward& earlier, const Xforward& later) {
-  for (auto field : {&Xforward::name, &Xforward::addr, &Xforward::port, &Xforward::proto, &Xforward::helo,
-                     &Xforward::ident, &Xforward::source}) {
+  for (const auto& [name, field] : xforward_attributes) {
     if (later.*field) earlier.*field = later.*field;
   }
 }
 
 std::vector<std::string> xforward_commands(const Xforward& client, std::string_view offered) {
-  const std::array<std::pair<std::string_view, const std::optional<std::string> Xforward::*>, 7> attributes{{
-      {"NAME", &Xforward::name}, {"ADDR", &Xforward::addr}, {"PORT", &Xforward::port}, {"PROTO", &Xforward::proto},
-      {"HELO", &Xforward::helo}, {"IDENT", &Xforward::ident}, {"SOURCE", &Xforward::source},
-  }};
   std::vector<std::string> commands;
   std::string command;
-  for (const auto& [name, field] : attributes) {
+  for (const auto& [name, field] : xforward_attributes) {
     const auto& value = client.*field;
     if (!value) continue;
     bool named = false;

@@ -5,11 +5,13 @@
 // is exercised by unit tests and a fuzzer, apart from sockets.
 #pragma once
 
+#include <array>
 #include <cstddef>
 #include <cstdint>
 #include <optional>
 #include <string>
 #include <string_view>
+#include <utility>
 #include <vector>
 
 #include "mailkms/basic_result.hpp"
@@ -74,6 +76,11 @@ BasicResult<std::string, SyntaxError> parse_rcpt_to(std::string_view argument);
 struct Xforward {
   std::optional<std::string> name, addr, port, proto, helo, ident, source;
 };
+// Each attribute's name, and where it is kept.
+inline constexpr std::array<std::pair<std::string_view, std::optional<std::string> Xforward::*>, 7> xforward_attributes{{
+    {"NAME", &Xforward::name}, {"ADDR", &Xforward::addr}, {"PORT", &Xforward::port}, {"PROTO", &Xforward::proto},
+    {"HELO", &Xforward::helo}, {"IDENT", &Xforward::ident}, {"SOURCE", &Xforward::source},
+}};
 // The argument of XFORWARD: one or more NAME=value, each attribute at most
 // once, values of printable ASCII once decoded.
 BasicResult<Xforward, SyntaxError> parse_xforward(std::string_view argument);
