@@ -53,7 +53,7 @@ Status Admins::add(const std::string& name, std::string_view password, const std
     if (existing) return make_error(Errc::already_exists, "an administrator " + name + " exists");
     auto j = nlohmann::json::parse(record);  // made just above
     j["name"] = name;
-    j["created"] = std::time(nullptr);
+    j["created"] = clock_.wall();
     MAILKMS_CHECK(storage_.put(admin_key(name), j.dump()));
     return audit_.append({actor, "admin-add", name, "ok", ""});
   });
@@ -102,7 +102,7 @@ Result<Session> Admins::login(const std::string& name, std::string_view password
   if (!valid_name(name)) return make_error(Errc::permission_denied, "wrong name or password");
   {
     const std::lock_guard lock(throttle_mutex_);
-    if (const auto it = throttle_.find(name); it != throttle_.end() && std::chrono::steady_clock::now() < it->second.second) {
+    if (const auto it = throttle_.find(name); it != throttle_.end() && clock_.steady() < it->second.second) {
       return make_error(Errc::permission_denied, "too many failed logins for " + name + "; wait and try again");
     }
   }
@@ -127,13 +127,13 @@ Result<Session> Admins::login(const std::string& name, std::string_view password
       const std::lock_guard lock(throttle_mutex_);
       // Bounded: names that waited out their delay are forgotten first.
       if (throttle_.size() >= kMaxThrottled) {
-        const auto now = std::chrono::steady_clock::now();
+        const auto now = clock_.steady();
         std::erase_if(throttle_, [&](const auto& entry) { return entry.second.second <= now; });
         if (throttle_.size() >= kMaxThrottled) throttle_.clear();
       }
       auto& [failures, until] = throttle_[name];
       ++failures;
-      until = std::chrono::steady_clock::now() + std::chrono::seconds(std::min(60, 1 << std::min(failures, 6)));
+      until = clock_.steady() + std::chrono::seconds(std::min(60, 1 << std::min(failures, 6)));
     }
     MAILKMS_CHECK(audit_.append({from, "login", name, "failed", "wrong name or password"}));
     return refused;
@@ -143,7 +143,7 @@ Result<Session> Admins::login(const std::string& name, std::string_view password
     throttle_.erase(name);
   }
   const auto random = detail::random_secret(32);
-  Session session{protocol::base64(text(random)), std::time(nullptr) + policy_.session_lifetime.count()};
+  Session session{protocol::base64(text(random)), clock_.wall() + policy_.session_lifetime.count()};
   MAILKMS_CHECK(storage_.transaction([&]() -> Status {
     MAILKMS_CHECK(storage_.put(session_key(session.token),
                                nlohmann::json{{"admin", name}, {"expires", session.expires}}.dump()));
@@ -158,7 +158,7 @@ Result<std::string> Admins::authenticate(std::string_view token) {
   MAILKMS_TRY(stored, storage_.get(session_key(token)));
   if (!stored) return refused;
   const auto j = nlohmann::json::parse(*stored, nullptr, false);
-  if (!j.is_object() || j.value("expires", std::time_t{0}) <= std::time(nullptr)) {
+  if (!j.is_object() || j.value("expires", std::time_t{0}) <= clock_.wall()) {
     (void)storage_.remove(session_key(token));
     return make_error(Errc::permission_denied, "the session has expired: log in again");
   }

@@ -56,16 +56,15 @@ std::shared_ptr<const EnrollmentSettings> Enrollment::settings() const {
   return settings_;
 }
 
-bool Enrollment::FailureLimits::allowed(const std::string& sender) {
+bool Enrollment::FailureLimits::allowed(const std::string& sender, std::chrono::steady_clock::time_point now) {
   const std::lock_guard lock(mutex_);
-  forget_old(std::chrono::steady_clock::now());
+  forget_old(now);
   const auto mine = by_sender_.find(sender);
   return all_.size() < kFailuresInAll && (mine == by_sender_.end() || mine->second.size() < kFailuresPerSender);
 }
 
-void Enrollment::FailureLimits::failed(const std::string& sender) {
+void Enrollment::FailureLimits::failed(const std::string& sender, std::chrono::steady_clock::time_point now) {
   const std::lock_guard lock(mutex_);
-  const auto now = std::chrono::steady_clock::now();
   all_.push_back(now);
   by_sender_[sender].push_back(now);
 }
@@ -142,7 +141,7 @@ Result<std::time_t> Enrollment::mail_recovery_token(std::string_view address, co
 
 Result<std::time_t> Enrollment::mail_token(const EnrollmentSettings& s, TokenKind kind, const std::string& address,
                                            const std::string& actor, const std::string& action) {
-  const std::time_t now = std::time(nullptr);
+  const std::time_t now = clock_.wall();
   const TokenRecord record{kind, address, now, now + static_cast<std::time_t>(s.token_lifetime.count()), false, 0, false};
   std::string token = new_token();
   std::string normalized = normalize_token(token).value();  // new_token() always reads back
@@ -186,7 +185,7 @@ Result<std::time_t> Enrollment::mail_token(const EnrollmentSettings& s, TokenKin
 }
 
 MarkMaker Enrollment::marker(const std::string& address) {
-  return [this, address](const std::string& message_id) { return mark_.make(address, message_id, std::time(nullptr)); };
+  return [this, address](const std::string& message_id) { return mark_.make(address, message_id, clock_.wall()); };
 }
 
 Status Enrollment::mail_refusal(const EnrollmentSettings& s, const std::string& to, const std::string& reason) {
@@ -212,19 +211,19 @@ Result<bool> Enrollment::redeem(const RedeemRequest& request, const std::string&
   const std::string mark = "token " + AuditLog::fingerprint(*token);
 
   const auto refuse = [&](const std::string& why, const std::string& told = {}) -> Result<bool> {
-    if (!limits_.allowed(from)) {
+    if (!limits_.allowed(from, clock_.steady())) {
       // A flood becomes neither mail nor a record apiece: a count.
       limits_.unrecorded();
       return false;
     }
-    limits_.failed(from);
+    limits_.failed(from, clock_.steady());
     std::string detail = why + ", " + mark;
     if (const std::size_t unrecorded = limits_.take_unrecorded(); unrecorded > 0) {
       detail += "; " + std::to_string(unrecorded) + " earlier failure(s) past the limits were counted, not recorded";
     }
     // "From" is anyone's to forge: only a user who awaits our mail, with a
     // token still to redeem, is answered.
-    auto waiting = tokens_.pending(from);
+    auto waiting = tokens_.pending(from, clock_.wall());
     if (!waiting) {
       detail += "; not answered: " + waiting.error().message;
     } else if (!*waiting) {
@@ -246,7 +245,7 @@ Result<bool> Enrollment::redeem(const RedeemRequest& request, const std::string&
   const TokenRecord& record = *found;
   if (record.used) return refuse("token reused (redeemed " + readable_time(record.used_at) + ")");
   if (record.superseded) return refuse("token replaced by a newer one");
-  if (record.expires <= std::time(nullptr)) return refuse("token expired");
+  if (record.expires <= clock_.wall()) return refuse("token expired");
   if (record.address != from) return refuse("token of another address (" + record.address + ")");
   if (request.password.size() < kMinPassword) {
     return refuse("password too short",
@@ -293,7 +292,7 @@ Result<bool> Enrollment::deliver(const EnrollmentSettings& s, const RedeemReques
   MAILKMS_TRY(text, render_template_file(s.templates / (enrollment ? "certificate.txt" : "recovered.txt"), values));
 
   // Spent in one transaction with what it grants.
-  const std::time_t now = std::time(nullptr);
+  const std::time_t now = clock_.wall();
   std::optional<smime::Certificate> signing;
   std::optional<Error> bad_request;
   bool raced = false;

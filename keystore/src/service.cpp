@@ -131,12 +131,13 @@ KeystoreService::KeystoreService(std::unique_ptr<SqliteStorage> storage, smime::
       checkpoints_(guarded_, barrier_, audit_, ctx_),
       ca_(guarded_, barrier_, audit_, ctx_),
       users_(guarded_, barrier_, audit_, ca_, ctx_, policies.users),
-      admins_(guarded_, audit_, policies.admins),
+      admins_(guarded_, audit_, policies.admins, policies.clock),
       harvested_(guarded_, barrier_, audit_),
       pkcs12_(policies.pkcs12),
       enrollment_(guarded_, barrier_, audit_, audit_limiter_, ca_, users_, ctx_, policies.pkcs12,
-                  std::move(policies.enrollment)),
-      gateway_audit_(audit_) {
+                  std::move(policies.enrollment), policies.clock),
+      gateway_audit_(audit_),
+      clock_(std::move(policies.clock)) {
   local_domains_ = std::move(policies.local_domains);
 }
 
@@ -311,7 +312,7 @@ Status KeystoreService::take_key_use(const Caller& caller) {
     const std::shared_lock lock(access_mutex_);
     rate = access_.key_uses_per_second;
   }
-  const auto now = std::chrono::steady_clock::now();
+  const auto now = clock_.steady();
   const std::lock_guard lock(gateway_use_mutex_);
   GatewayUse& use = gateway_use_[caller.uid];
   if (rate == 0) return Ok{};
@@ -361,7 +362,7 @@ Result<nlohmann::json> KeystoreService::check_mail_mark(const Caller& caller, co
   MAILKMS_TRY(mark, string_param(params, "mark"));
   MAILKMS_TRY(recipient, string_param(params, "recipient"));
   MAILKMS_TRY(message_id, string_param(params, "message_id"));
-  MAILKMS_TRY(ours, enrollment_.mail_mark().check(mark, recipient, message_id, std::time(nullptr)));
+  MAILKMS_TRY(ours, enrollment_.mail_mark().check(mark, recipient, message_id, clock_.wall()));
   if (!ours) {
     // Someone on a gateway's host sent mail in the keystore's name.
     MAILKMS_CHECK(audit_limiter_.record({describe(caller), std::string(protocol::op::check_mail_mark), Users::normalize(recipient), "refused",
@@ -478,12 +479,12 @@ void KeystoreService::count_wrong_secret(uid_t peer) {
   if (unseal_throttles_.size() >= 4096 && !unseal_throttles_.contains(peer)) unseal_throttles_.clear();
   UnsealThrottle& throttle = unseal_throttles_[peer];
   ++throttle.failures;
-  throttle.next = std::chrono::steady_clock::now() + std::chrono::seconds(std::min(60, 1 << std::min(throttle.failures, 6)));
+  throttle.next = clock_.steady() + std::chrono::seconds(std::min(60, 1 << std::min(throttle.failures, 6)));
 }
 
 Status KeystoreService::check_unseal_throttle(const Caller& caller) {
   const std::lock_guard lock(unseal_mutex_);
-  const auto now = std::chrono::steady_clock::now();
+  const auto now = clock_.steady();
   const auto throttle = unseal_throttles_.find(caller.uid);
   if (throttle != unseal_throttles_.end() && now < throttle->second.next) {
     const auto wait = std::chrono::duration_cast<std::chrono::seconds>(throttle->second.next - now).count() + 1;

@@ -132,12 +132,11 @@ Status TokenStore::withdraw(std::string_view hash, const TokenRecord& record, co
   });
 }
 
-Result<bool> TokenStore::pending(std::string_view address) {
+Result<bool> TokenStore::pending(std::string_view address, std::time_t now) {
   MAILKMS_TRY(stored, barrier_.get(index_key(address)));
   if (!stored) return false;
   const auto index = nlohmann::json::parse(text_of(*stored), nullptr, false);
   if (!index.is_object()) return make_error(Errc::corrupt, "a token index does not parse");
-  const std::time_t now = std::time(nullptr);
   for (const auto& [kind, hash] : index.items()) {
     if (!hash.is_string()) continue;
     MAILKMS_TRY(record, find(hash.get<std::string>()));

@@ -1,8 +1,6 @@
 // Administrators: hashed passwords, expiring sessions, the last one kept.
 #include <catch2/catch.hpp>
 
-#include <thread>
-
 #include "mailkms/keystore/admins.hpp"
 #include "mailkms/keystore/seal.hpp"
 #include "mailkms/keystore/sqlite_storage.hpp"
@@ -15,8 +13,11 @@ using test::must;
 
 namespace {
 
+using namespace std::chrono_literals;
+
 struct Fixture : test::KeystoreFixture {
-  Admins admins{*storage, audit, {{1 << 10, 8, 1}, std::chrono::seconds(1)}};
+  test::ManualClock time;
+  Admins admins{*storage, audit, {{1 << 10, 8, 1}, 60s}, time.clock()};
 };
 
 }  // namespace
@@ -33,7 +34,9 @@ TEST_CASE("passwords are kept only as hashes, and sessions expire", "[admins]") 
   const Session session = must(f.admins.login("carol", "carol's long password", "test"));
   CHECK(must(f.admins.authenticate(session.token)) == "carol");
   CHECK_FALSE(must(f.storage->scan("sessions/", {}, 10)).front().first.find(session.token) != std::string::npos);
-  std::this_thread::sleep_for(std::chrono::milliseconds(2100));
+  f.time.advance(59s);
+  CHECK(must(f.admins.authenticate(session.token)) == "carol");
+  f.time.advance(1s);
   const auto expired = f.admins.authenticate(session.token);
   REQUIRE_FALSE(expired);
   CHECK(expired.error().message.find("expired") != std::string::npos);
@@ -65,4 +68,32 @@ TEST_CASE("a login under a name no administrator can have costs nothing and leav
   // A real name's failures are still recorded, and carol still gets in.
   CHECK_FALSE(f.admins.login("carol", "not her password", "test"));
   CHECK(must(f.audit.read(0, 1000)).size() == before + 1);
+}
+
+TEST_CASE("each failed login doubles the wait before that name's next try, up to a minute", "[admins]") {
+  Fixture f;
+  must(f.admins.add("carol", "carol's long password", "test"));
+  must(f.admins.add("erin", "erin's long password", "test"));
+  const auto carol_logs_in = [&] { return f.admins.login("carol", "carol's long password", "test"); };
+  const auto too_soon = [&] {
+    const auto refused = carol_logs_in();
+    return !refused && refused.error().message.starts_with("too many failed logins for carol");
+  };
+
+  CHECK_FALSE(f.admins.login("carol", "not her password", "test"));
+  CHECK(too_soon());  // even with the right password
+  CHECK(f.admins.login("erin", "erin's long password", "test"));  // another name is not slowed
+  f.time.advance(1s);
+  CHECK(too_soon());
+  f.time.advance(1s);
+  CHECK(carol_logs_in());  // and a success forgets the failures
+
+  for (int failures = 1; failures <= 8; ++failures) {
+    CHECK_FALSE(f.admins.login("carol", "not her password", "test"));
+    const auto wait = std::chrono::seconds(std::min(60, 1 << std::min(failures, 6)));
+    f.time.advance(wait - 1s);
+    CHECK(too_soon());
+    f.time.advance(1s);
+  }
+  CHECK(carol_logs_in());
 }

@@ -9,7 +9,6 @@
 #include <algorithm>
 #include <regex>
 #include <set>
-#include <thread>
 
 #include "mailkms/keystore/config.hpp"
 #include "mailkms/keystore/enrollment.hpp"
@@ -19,6 +18,7 @@
 #include "mailkms/keystore/seal.hpp"
 #include "mailkms/keystore/service.hpp"
 #include "mailkms/keystore/tokens.hpp"
+#include "keystore_fixture.hpp"
 #include "test_support.hpp"
 
 using namespace mailkms;
@@ -88,6 +88,7 @@ class Keystore {
     policies.admins.password_kdf = {1 << 10, 8, 1};
     policies.pkcs12.iterations = 10'000;  // the default, 600,000, is slow under sanitizers
     policies.enrollment = settings;
+    policies.clock = time.clock();
     auto master = new_master_key();
     const auto seal = must(seal_with_passphrase(master, "a long enough passphrase", {1 << 10, 8, 1}));
     service = must(KeystoreService::initialize(database(), test::context(), seal, std::move(master), "carol",
@@ -174,6 +175,7 @@ class Keystore {
   [[nodiscard]] std::filesystem::path database() const { return dir.path("keystore.db"); }
 
   test::TempDir dir;
+  test::ManualClock time;
   EnrollmentSettings settings;
   std::unique_ptr<KeystoreService> service;
   std::string session;
@@ -420,10 +422,13 @@ TEST_CASE("refusals: one answer for the gateway, a mail for the sender, the exac
   }
   SECTION("an expired token") {
     EnrollmentSettings short_lived = k.settings;
-    short_lived.token_lifetime = 1s;
+    short_lived.token_lifetime = 1h;
     k.service->set_enrollment(short_lived);
     const std::string erin = k.enroll_and_read_token("erin@example.org");
-    std::this_thread::sleep_for(1100ms);
+    const std::string frank = k.enroll_and_read_token("frank@example.org");
+    k.time.advance(1h - 1s);
+    CHECK(k.redeem("frank@example.org", frank, "frank's password"));
+    k.time.advance(1s);
     CHECK_FALSE(k.redeem("erin@example.org", erin, "erin's password"));
     CHECK(k.refusal("erin@example.org").starts_with("token expired"));
   }
@@ -468,6 +473,14 @@ TEST_CASE("failures past 5 an hour from one sender, or 10,000 from all, are only
   for (int i = 0; i < 50; ++i) CHECK_FALSE(k.redeem("henry@example.org", new_token(), "henry's password"));
   CHECK(k.mails_to("henry@example.org").size() == mails_before);
   CHECK(records() == records_before);
+  // The limit is an hour's: then failures are answered and recorded again.
+  k.time.advance(1h - 1s);
+  CHECK_FALSE(k.redeem("henry@example.org", new_token(), "henry's password"));
+  CHECK(records() == records_before);
+  k.time.advance(1s);
+  CHECK_FALSE(k.redeem("henry@example.org", new_token(), "henry's password"));
+  CHECK(k.refusal("henry@example.org").starts_with("wrong token"));
+  CHECK(records() > records_before);
   // henry's own token is his proof, whatever was sent in his name.
   CHECK(k.redeem("henry@example.org", henry, "henry's password"));
 

@@ -9,9 +9,11 @@
 #include <map>
 #include <mutex>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "mailkms/keystore/audit.hpp"
+#include "mailkms/keystore/clock.hpp"
 #include "mailkms/keystore/error.hpp"
 #include "mailkms/keystore/kdf.hpp"
 #include "mailkms/keystore/storage.hpp"
@@ -35,8 +37,8 @@ struct Session {
 
 class Admins {
  public:
-  Admins(Storage& storage, AuditLog& audit, AdminPolicy policy = {})
-      : storage_(storage), audit_(audit), policy_(policy) {}
+  Admins(Storage& storage, AuditLog& audit, AdminPolicy policy = {}, Clock clock = {})
+      : storage_(storage), audit_(audit), policy_(policy), clock_(std::move(clock)) {}
 
   Status add(const std::string& name, std::string_view password, const std::string& actor);
   Status set_password(const std::string& name, std::string_view password, const std::string& actor);
@@ -59,6 +61,7 @@ class Admins {
   Storage& storage_;
   AuditLog& audit_;
   AdminPolicy policy_;
+  Clock clock_;
   static constexpr std::size_t kMaxThrottled = 10'000;  // names with recent failed logins kept
   std::mutex throttle_mutex_;
   std::map<std::string, std::pair<int, std::chrono::steady_clock::time_point>> throttle_;

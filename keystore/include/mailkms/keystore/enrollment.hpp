@@ -22,6 +22,7 @@
 #include "mailkms/keystore/audit.hpp"
 #include "mailkms/keystore/barrier.hpp"
 #include "mailkms/keystore/ca.hpp"
+#include "mailkms/keystore/clock.hpp"
 #include "mailkms/keystore/error.hpp"
 #include "mailkms/keystore/mail_mark.hpp"
 #include "mailkms/keystore/mail_message.hpp"
@@ -82,7 +83,8 @@ class Enrollment {
 
   // `limiter` takes the records of what anyone can mail us.
   Enrollment(Storage& storage, Barrier& barrier, AuditLog& audit, AuditLimiter& limiter, CertificateAuthority& ca,
-             Users& users, smime::CryptoContextPtr ctx, Pkcs12Options pkcs12, EnrollmentSettings settings)
+             Users& users, smime::CryptoContextPtr ctx, Pkcs12Options pkcs12, EnrollmentSettings settings,
+             Clock clock = {})
       : storage_(storage),
         audit_(audit),
         limiter_(limiter),
@@ -92,6 +94,7 @@ class Enrollment {
         pkcs12_(pkcs12),
         tokens_(storage, barrier),
         mark_(barrier),
+        clock_(std::move(clock)),
         settings_(std::make_shared<const EnrollmentSettings>(std::move(settings))) {}
 
   // New settings (SIGHUP): operations from then on use them.
@@ -124,8 +127,8 @@ class Enrollment {
   // Failed redemptions in the last hour, in memory.
   class FailureLimits {
    public:
-    bool allowed(const std::string& sender);
-    void failed(const std::string& sender);
+    bool allowed(const std::string& sender, std::chrono::steady_clock::time_point now);
+    void failed(const std::string& sender, std::chrono::steady_clock::time_point now);
     // A failure past the limits, counted only.
     void unrecorded();
     // How many were counted only since the last call.
@@ -161,6 +164,7 @@ class Enrollment {
   TokenStore tokens_;
   MailMark mark_;
   FailureLimits limits_;
+  Clock clock_;
   mutable std::mutex settings_mutex_;
   std::shared_ptr<const EnrollmentSettings> settings_;
 };

@@ -22,6 +22,7 @@
 #include "mailkms/keystore/authenticated_storage.hpp"
 #include "mailkms/keystore/barrier.hpp"
 #include "mailkms/keystore/ca.hpp"
+#include "mailkms/keystore/clock.hpp"
 #include "mailkms/keystore/enrollment.hpp"
 #include "mailkms/keystore/audit_checkpoint.hpp"
 #include "mailkms/keystore/harvest.hpp"
@@ -62,6 +63,9 @@ class KeystoreService {
     EnrollmentSettings enrollment;
     // [keystore] local_domains: served here besides the users' domains.
     std::vector<std::string> local_domains;
+    // What sessions, tokens, back-offs and rate limits count in: the
+    // system's clocks, except in tests.
+    Clock clock;
   };
 
   static Result<std::unique_ptr<KeystoreService>> open(const std::filesystem::path& database,
@@ -276,6 +280,7 @@ class KeystoreService {
     std::chrono::steady_clock::time_point next{};
   };
   std::unordered_map<uid_t, UnsealThrottle> unseal_throttles_;  // by peer uid
+  Clock clock_;
 };
 
 std::string describe(const Caller& caller);

@@ -52,8 +52,8 @@ class TokenStore {
   // redeemable again.
   Status withdraw(std::string_view hash, const TokenRecord& record, const std::optional<std::string>& previous);
   // Whether `address` has a current token, of either kind, that is neither
-  // used nor expired.
-  Result<bool> pending(std::string_view address);
+  // used nor expired at `now`.
+  Result<bool> pending(std::string_view address, std::time_t now);
 
  private:
   Storage& storage_;
