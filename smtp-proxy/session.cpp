@@ -30,7 +30,7 @@ std::string reply_lines(const HopReply& reply) {
 }
 
 // What a command did to the session.
-enum class Step { next, data, quit };
+enum class Step { next, data, starttls, quit };
 
 struct OpenTransaction {
   gateway::Transaction transaction;
@@ -167,7 +167,33 @@ class Session : public std::enable_shared_from_this<Session> {
         co_return;
       }
       if (step == Step::data && (!co_await flush() || !co_await receive_data())) co_return;
+      if (step == Step::starttls && (!co_await flush() || !co_await start_tls())) co_return;
     }
+  }
+
+  // RFC 3207: the client speaks TLS right after our 220. What it sent
+  // behind STARTTLS in the clear is thrown away, never read as commands
+  // of the protected session (CVE-2011-0411); and what the session knew
+  // before, its EHLO included, is forgotten (4.2). False: no TLS, and the
+  // session is over.
+  asio::awaitable<bool> start_tls() {
+    if (!in_.empty()) {
+      spdlog::warn("{}: {} byte(s) sent behind STARTTLS by [{}], discarded", id_, in_.size(), client_address_);
+      in_.clear();
+    }
+    lines_ = CommandLines();
+    const auto ec = co_await socket_.handshake(*settings().tls, asio::ssl::stream_base::server, settings().command_timeout);
+    if (ec) {
+      spdlog::info("{}: TLS handshake with [{}] failed: {}", id_, client_address_, ec.message());
+      co_return false;
+    }
+    SSL* tls = socket_.tls();
+    spdlog::info("{}: TLS from [{}]: {} with {}", id_, client_address_, SSL_get_version(tls), SSL_get_cipher_name(tls));
+    greeted_ = false;
+    helo_.clear();
+    esmtp_ = false;
+    forwarded_ = {};
+    co_return true;
   }
 
   // Where a line ends is ambiguous: the next hop could read a different
@@ -214,7 +240,11 @@ class Session : public std::enable_shared_from_this<Session> {
         co_return Step::quit;
       case Verb::vrfy: out_ += "252 2.5.2 Cannot VRFY user; send mail and it will be delivered or bounced\r\n"; break;
       case Verb::xforward: xforward(command); break;
-      case Verb::help: out_ += "214 2.0.0 Commands: EHLO HELO MAIL RCPT DATA RSET NOOP QUIT VRFY HELP\r\n"; break;
+      case Verb::starttls: co_return starttls(command);
+      case Verb::help:
+        out_ += std::string("214 2.0.0 Commands: EHLO HELO MAIL RCPT DATA RSET NOOP QUIT VRFY HELP") +
+                (offers_tls() ? " STARTTLS" : "") + "\r\n";
+        break;
       case Verb::unknown: error("500 5.5.2 Error: command not recognized\r\n"); break;
     }
     co_return Step::next;
@@ -236,7 +266,25 @@ class Session : public std::enable_shared_from_this<Session> {
     out_ += "250-" + host + "\r\n250-PIPELINING\r\n250-SIZE" + (size != 0 ? " " + std::to_string(size) : "") +
             "\r\n250-8BITMIME\r\n";
     if (xforward_peer_) out_ += "250-XFORWARD NAME ADDR PORT PROTO HELO IDENT SOURCE\r\n";
+    if (offers_tls()) out_ += "250-STARTTLS\r\n";
     out_ += "250 ENHANCEDSTATUSCODES\r\n";
+  }
+
+  bool offers_tls() { return settings().tls && socket_.tls() == nullptr; }
+
+  Step starttls(const Command& command) {
+    if (!offers_tls()) {
+      error(socket_.tls() != nullptr ? "554 5.5.1 Error: TLS already active\r\n"
+                                     : "502 5.5.1 Error: command not implemented\r\n");
+    } else if (!command.argument.empty()) {
+      error("501 5.5.4 Syntax: STARTTLS\r\n");
+    } else if (message_) {
+      error("503 5.5.1 Error: MAIL transaction in progress\r\n");
+    } else {
+      out_ += "220 2.0.0 Ready to start TLS\r\n";
+      return Step::starttls;
+    }
+    return Step::next;
   }
 
   // An MTA in front of the proxy (xforward_peers) says which client it

@@ -7,6 +7,7 @@
 
 #include <algorithm>
 #include <charconv>
+#include <boost/asio/ssl.hpp>
 #include <toml++/toml.h>
 #include <vector>
 
@@ -120,10 +121,33 @@ const std::vector<conf::Key<Settings>>& keys() {
          }
          return std::nullopt;
        }},
+      path_key("tls_certificate", &Settings::tls_certificate),
+      path_key("tls_key", &Settings::tls_key),
       path_key("pid_file", &Settings::pid_file),
       path_key("log_file", &Settings::log_file),
   };
   return table;
+}
+
+// TLS 1.2 and later, with the certificate chain and the key that goes
+// with it, or an error naming the file at fault.
+gateway::Result<std::shared_ptr<boost::asio::ssl::context>> server_tls(const Settings& settings) {
+  namespace ssl = boost::asio::ssl;
+  if (settings.tls_certificate.empty() != settings.tls_key.empty()) {
+    return gateway::Error{"[proxy] tls_certificate and tls_key go together: set both, or neither"};
+  }
+  if (settings.tls_certificate.empty()) return std::shared_ptr<ssl::context>();
+  auto tls = std::make_shared<ssl::context>(ssl::context::tls_server);
+  boost::system::error_code ec;
+  tls->set_options(ssl::context::default_workarounds | ssl::context::no_sslv2 | ssl::context::no_sslv3 |
+                       ssl::context::no_tlsv1 | ssl::context::no_tlsv1_1 | ssl::context::single_dh_use,
+                   ec);
+  if (!ec) tls->use_certificate_chain_file(settings.tls_certificate.string(), ec);
+  if (ec) return gateway::Error{"[proxy] tls_certificate " + settings.tls_certificate.string() + ": " + ec.message()};
+  // OpenSSL refuses a key that is not the certificate's ("key values mismatch").
+  tls->use_private_key_file(settings.tls_key.string(), ssl::context::pem, ec);
+  if (ec) return gateway::Error{"[proxy] tls_key " + settings.tls_key.string() + ": " + ec.message()};
+  return tls;
 }
 
 std::string host_name() {
@@ -159,6 +183,9 @@ gateway::Result<Settings> load_settings(const std::filesystem::path& path) {
     return gateway::Error{std::move(problem->message)};
   }
   if (settings.hostname.empty()) settings.hostname = host_name();
+  auto tls = server_tls(settings);
+  if (!tls) return std::move(tls).error();
+  settings.tls = std::move(*tls);
   return settings;
 }
 

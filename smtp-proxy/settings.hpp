@@ -8,8 +8,11 @@
 #include <chrono>
 #include <cstdint>
 #include <filesystem>
+#include <memory>
 #include <optional>
 #include <string>
+
+#include <boost/asio/ssl/context.hpp>
 
 #include "mailkms/gateway/settings.hpp"
 #include "mailkms/policy/policy.hpp"
@@ -34,6 +37,11 @@ struct Settings {
   std::chrono::seconds shutdown_timeout{60};   // after SIGTERM, for messages in flight to finish
   // MTAs whose XFORWARD (the client they served) the proxy believes; none by default.
   std::vector<policy::Locality::Network> xforward_peers;
+  // STARTTLS for clients (RFC 3207): the certificate chain and its key, PEM.
+  std::filesystem::path tls_certificate;
+  std::filesystem::path tls_key;
+  // Made from them by load_settings; none: STARTTLS is not offered.
+  std::shared_ptr<boost::asio::ssl::context> tls;
   std::optional<uid_t> user;
   std::optional<gid_t> group;
   std::filesystem::path pid_file;

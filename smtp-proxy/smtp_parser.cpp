@@ -81,10 +81,10 @@ CommandLines::Next CommandLines::next(std::string_view input) {
 }
 
 Command parse_command(std::string_view line) {
-  static constexpr std::array<std::pair<std::string_view, Verb>, 11> verbs{{
+  static constexpr std::array<std::pair<std::string_view, Verb>, 12> verbs{{
       {"HELO", Verb::helo}, {"EHLO", Verb::ehlo}, {"MAIL", Verb::mail}, {"RCPT", Verb::rcpt}, {"DATA", Verb::data},
       {"RSET", Verb::rset}, {"NOOP", Verb::noop}, {"QUIT", Verb::quit}, {"VRFY", Verb::vrfy}, {"HELP", Verb::help},
-      {"XFORWARD", Verb::xforward},
+      {"XFORWARD", Verb::xforward}, {"STARTTLS", Verb::starttls},
   }};
   const auto space = line.find(' ');
   const std::string_view word = line.substr(0, space);

@@ -43,7 +43,7 @@ class CommandLines {
   bool discarded_cr_ = false;   // the last byte discarded of it was a CR
 };
 
-enum class Verb { helo, ehlo, mail, rcpt, data, rset, noop, quit, vrfy, help, xforward, unknown };
+enum class Verb { helo, ehlo, mail, rcpt, data, rset, noop, quit, vrfy, help, xforward, starttls, unknown };
 
 struct Command {
   Verb verb = Verb::unknown;

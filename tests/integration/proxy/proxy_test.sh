@@ -53,6 +53,10 @@ arrived() {
 sink_empty() { [ -z "$(ls -A "$SINK_DIR")" ]; }
 
 # ---- The keystore, the proxy, the sink --------------------------------------
+# The proxy's own certificate for STARTTLS, which the raw client trusts.
+openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -days 2 -subj /CN=proxy.corp.example \
+  -addext subjectAltName=DNS:proxy.corp.example -keyout proxy.key -out proxy.crt 2> /dev/null ||
+  { echo "FAIL - openssl cannot make the proxy's certificate"; exit 1; }
 cat > mailkms.conf <<CONF
 [keystore]
 database = "$work/keystore.db"
@@ -77,6 +81,8 @@ next_hop_timeout_seconds = 2
 command_timeout_seconds = 2
 max_sessions = 3
 max_sessions_per_client = 2
+tls_certificate = "$work/proxy.crt"
+tls_key = "$work/proxy.key"
 CONF
 cat > policy.toml <<'POLICY'
 [local]
@@ -205,10 +211,10 @@ msg=$'Subject: raw\r\n\r\nraw body\r\n'
 printf '[["EHLO raw.test\\r\\nMAIL FROM:<alice@corp.example>\\r\\nRCPT TO:<partner@plain.example>\\r\\nDATA\\r\\n", 4], [%s, 2]]' \
   "$(python3 -c 'import json,sys; print(json.dumps(sys.argv[1] + ".\r\nQUIT\r\n"))' "$msg")" | raw > pipelined.out
 check "pipelined: one batch gets EHLO, MAIL, RCPT and DATA answered in order" bash -c \
-  "sed -n '2,7p' pipelined.out | tr -d '\r' | diff - <(printf '%s\n' 250-proxy.corp.example 250-PIPELINING 250-SIZE\ 2000000 250-8BITMIME 250\ ENHANCEDSTATUSCODES 250\ 2.1.0\ Ok) &&
-   sed -n '8,9p' pipelined.out | diff - <(printf '%s\n' '250 2.1.5 Ok' '354 End data with <CR><LF>.<CR><LF>')"
+  "sed -n '2,8p' pipelined.out | tr -d '\r' | diff - <(printf '%s\n' 250-proxy.corp.example 250-PIPELINING 250-SIZE\ 2000000 250-8BITMIME 250-STARTTLS 250\ ENHANCEDSTATUSCODES 250\ 2.1.0\ Ok) &&
+   sed -n '9,10p' pipelined.out | diff - <(printf '%s\n' '250 2.1.5 Ok' '354 End data with <CR><LF>.<CR><LF>')"
 check "pipelined: the message and QUIT in one write: the sink's 250, then 221" bash -c \
-  "sed -n '10p' pipelined.out | grep -qx '250 2.0.0 Ok' && sed -n '11p' pipelined.out | grep -qx '221 2.0.0 Bye'"
+  "sed -n '11p' pipelined.out | grep -qx '250 2.0.0 Ok' && sed -n '12p' pipelined.out | grep -qx '221 2.0.0 Bye'"
 arrived out-raw.eml
 check "pipelined: the message arrived" grep -q '^raw body' out-raw.eml
 
@@ -225,6 +231,30 @@ echo '[["EHLO x\r\n", 1], ["XFORWARD ADDR=192.0.2.7 IDENT=forged\r\n", 1], ["QUI
 check "XFORWARD from a client not in xforward_peers: not announced, refused with 550 5.7.0" bash -c \
   "! grep -q '^250-XFORWARD' xforward.out && grep -qx '550 5.7.0 Error: insufficient XFORWARD authorization' xforward.out"
 
+# STARTTLS (RFC 3207). A command sent behind STARTTLS in the same packet
+# must not run inside the TLS session (CVE-2011-0411): had it run, the
+# first reply under TLS would be its 503, not the EHLO's 250.
+export RAW_SMTP_CA=$work/proxy.crt RAW_SMTP_SERVER_NAME=proxy.corp.example
+printf '[["EHLO x\\r\\n", 1], ["STARTTLS\\r\\nMAIL FROM:<evil@corp.example>\\r\\n", 1], ["@tls", 0], ["EHLO x\\r\\n", 1],
+         ["STARTTLS\\r\\n", 1], ["MAIL FROM:<alice@corp.example>\\r\\nRCPT TO:<partner@plain.example>\\r\\nDATA\\r\\n", 3],
+         [%s, 2]]' "$(python3 -c 'import json,sys; print(json.dumps(sys.argv[1] + ".\r\nQUIT\r\n"))' $'Subject: tls\r\n\r\nsent under TLS\r\n')" |
+  raw > tls.out
+check "STARTTLS is offered, and answered 220 2.0.0" bash -c "grep -qx '250-STARTTLS' tls.out && grep -qx '220 2.0.0 Ready to start TLS' tls.out"
+check "the handshake verifies the proxy's certificate, TLS 1.2 or later" grep -qx "TLS TLSv1.[23]" tls.out
+check "what was pipelined behind STARTTLS is discarded: the first reply under TLS is the EHLO's" bash -c \
+  "sed -n '/^TLS TLSv/{n;p;q}' tls.out | grep -qx 250-proxy.corp.example && ! grep -q '^503' tls.out"
+check "under TLS, STARTTLS is neither offered nor taken again" bash -c \
+  "sed -n '/^TLS TLSv/,\$p' tls.out | grep -vq '^250-STARTTLS' && grep -qx '554 5.5.1 Error: TLS already active' tls.out"
+check "a message sent under TLS is relayed, with the sink's 250, then 221" bash -c \
+  "tail -n 2 tls.out | diff - <(printf '%s\n' '250 2.0.0 Ok' '221 2.0.0 Bye')"
+arrived out-tls.eml
+check "the message sent under TLS arrived" grep -q '^sent under TLS' out-tls.eml
+check "the proxy logs the discarded bytes and the TLS session" bash -c \
+  "grep -q 'byte(s) sent behind STARTTLS by \[127.0.0.1\], discarded' proxy.log && grep -q 'TLS from \[127.0.0.1\]: TLSv1.[23] with ' proxy.log"
+echo '[["EHLO x\r\n", 1], ["STARTTLS\r\n", 1], ["this is not a TLS handshake\r\n", 1]]' | raw > notls.out
+check "a client that says STARTTLS, then no TLS: the session ends" bash -c \
+  "grep -qx '220 2.0.0 Ready to start TLS' notls.out && tail -n 1 notls.out | grep -qx CLOSED"
+
 python3 -c 'import json; print(json.dumps([["EHLO x\r\n", 1], ["x" * (1 << 20) + "\r\n", 1], ["NOOP\r\n", 1], ["QUIT\r\n", 1]]))' | raw > long.out
 check "a 1 MB line: 500 5.5.2, and the session goes on" bash -c \
   "grep -qx '500 5.5.2 Error: line too long' long.out && grep -qx '250 2.0.0 Ok' long.out && grep -qx '221 2.0.0 Bye' long.out"
@@ -240,11 +270,11 @@ python3 -c 'import json; s=json.load(open("size.json")); s.append(["Subject: big
 s.append(["MAIL FROM:<alice@corp.example>\r\nRCPT TO:<partner@plain.example>\r\nDATA\r\n", 3]); s.append(["z" * 1001 + "\r\n.\r\nQUIT\r\n", 2]); print(json.dumps(s))' |
   raw > size.out
 check "SIZE over max_message_size at MAIL: the gateway's 552 5.3.4; at the limit: 250" bash -c \
-  "sed -n '7p' size.out | grep -qx '552 5.3.4 Message too big for the S/MIME gateway' && sed -n '8p' size.out | grep -qx '250 2.1.0 Ok'"
+  "sed -n '8p' size.out | grep -qx '552 5.3.4 Message too big for the S/MIME gateway' && sed -n '9p' size.out | grep -qx '250 2.1.0 Ok'"
 check "a message over max_message_size: 552 5.3.4 at the end of data, and the session goes on" \
-  bash -c "sed -n '11p' size.out | grep -qx '552 5.3.4 Message too big for the S/MIME gateway' && sed -n '14p' size.out | grep -qx '354 End data with <CR><LF>.<CR><LF>'"
+  bash -c "sed -n '12p' size.out | grep -qx '552 5.3.4 Message too big for the S/MIME gateway' && sed -n '15p' size.out | grep -qx '354 End data with <CR><LF>.<CR><LF>'"
 check "a text line over 1000 octets: 552 5.3.4 at the end of data; QUIT still answered" bash -c \
-  "sed -n '15p' size.out | grep -q '^552 5.3.4 Error: a message line is longer than 1000 octets' && sed -n '16p' size.out | grep -qx '221 2.0.0 Bye'"
+  "sed -n '16p' size.out | grep -q '^552 5.3.4 Error: a message line is longer than 1000 octets' && sed -n '17p' size.out | grep -qx '221 2.0.0 Bye'"
 
 echo '[["EHLO x\r\n", 3]]' | raw > stall.out
 check "a client silent past command_timeout_seconds: 421 4.4.2, then closed" bash -c \

@@ -90,3 +90,35 @@ TEST_CASE("A wrong [proxy] value or an unknown key is refused, naming it") {
   CHECK_THAT(load(dir, "[proxy]\nlisten_on = \"127.0.0.1:25\"\n").error().message,
              Catch::Contains("unknown key proxy.listen_on"));
 }
+
+TEST_CASE("tls_certificate and tls_key make the STARTTLS context, or an error naming the file") {
+  test::TempDir dir;
+  const auto both = [&](const std::string& certificate, const std::string& key) {
+    return load(dir, "[proxy]\ntls_certificate = \"" + certificate + "\"\ntls_key = \"" + key + "\"\n");
+  };
+  auto none = load(dir, "[proxy]\n");
+  REQUIRE(none);
+  CHECK_FALSE(none->tls);  // STARTTLS is not offered
+
+  auto made = both(test::pki_path("alice.pem"), test::pki_path("alice.key"));
+  REQUIRE(made);
+  CHECK(made->tls);
+  CHECK(made->tls_certificate == test::pki_path("alice.pem"));
+
+  auto alone = load(dir, "[proxy]\ntls_certificate = \"" + test::pki_path("alice.pem") + "\"\n");
+  REQUIRE_FALSE(alone);
+  CHECK(alone.error().message == "[proxy] tls_certificate and tls_key go together: set both, or neither");
+
+  auto mismatched = both(test::pki_path("alice.pem"), test::pki_path("bob.key"));
+  REQUIRE_FALSE(mismatched);
+  CHECK(mismatched.error().message.starts_with("[proxy] tls_key " + test::pki_path("bob.key") + ": "));
+  CHECK(mismatched.error().message.find("mismatch") != std::string::npos);
+
+  auto missing = both(dir.path("none.pem").string(), test::pki_path("alice.key"));
+  REQUIRE_FALSE(missing);
+  CHECK(missing.error().message.starts_with("[proxy] tls_certificate " + dir.path("none.pem").string() + ": "));
+
+  auto not_a_key = both(test::pki_path("alice.pem"), test::pki_path("alice.pem"));
+  REQUIRE_FALSE(not_a_key);
+  CHECK(not_a_key.error().message.starts_with("[proxy] tls_key " + test::pki_path("alice.pem") + ": "));
+}

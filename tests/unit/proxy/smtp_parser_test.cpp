@@ -112,7 +112,8 @@ TEST_CASE("Verbs are read without regard to case, unknown ones are unknown") {
   CHECK(parse_command("ehlo client.example").argument == "client.example");
   CHECK(parse_command("MaIl FROM:<a@b>").verb == Verb::mail);
   CHECK(parse_command("QUIT").verb == Verb::quit);
-  CHECK(parse_command("STARTTLS").verb == Verb::unknown);
+  CHECK(parse_command("StartTLS").verb == Verb::starttls);
+  CHECK(parse_command("AUTH PLAIN AGFsaWNlAHNlY3JldA==").verb == Verb::unknown);
   CHECK(parse_command("").verb == Verb::unknown);
   CHECK(parse_command("DATAX").verb == Verb::unknown);
 }
