@@ -39,6 +39,8 @@ packages=(
   # fuzzing (scripts/fuzz.sh): clang, and libFuzzer with clang's sanitizer
   # runtimes, which Debian packages apart from the compiler
   clang libclang-rt-14-dev
+  # static checks (scripts/lint.sh)
+  clang-tidy cppcheck
 )
 
 if [ "$(id -u)" -ne 0 ]; then

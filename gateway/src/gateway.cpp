@@ -45,7 +45,7 @@ Gateway::Gateway(Settings settings, std::shared_ptr<const policy::Policy> policy
       clock_(std::move(clock)),
       certificates_(*keystore_, settings_.certificate_ttl, settings_.missing_certificate_ttl, clock_),
       trust_(*keystore_, settings_.certificate_ttl, clock_),
-      mark_(mark) {}
+      mark_(std::move(mark)) {}
 
 void Gateway::replace_policy(std::shared_ptr<const policy::Policy> policy) {
   std::atomic_store(&policy_, std::move(policy));

@@ -280,12 +280,8 @@ bool has_calendar(const smime::Spool& message) {
     }
     return smime::Ok{};
   });
-  if (found) return true;
-  if (!skipping && !line.empty()) {
-    feed();
-    if (found) return true;
-  }
-  return finder.end();
+  if (!found && !skipping && !line.empty()) feed();  // the last line, without its newline
+  return found || finder.end();
 }
 
 namespace {

@@ -70,7 +70,7 @@ std::size_t separate_blind(Groups& groups, const std::vector<std::string>& shown
     std::vector<const Planned*> kept;
     std::vector<const Planned*> alone;
     for (const Planned* p : members) (blind(p) ? alone : kept).push_back(p);
-    if (kept.empty()) {  // nobody here is shown: the first keeps this copy
+    if (kept.empty() && !alone.empty()) {  // nobody here is shown: the first keeps this copy
       kept.push_back(alone.front());
       alone.erase(alone.begin());
     }

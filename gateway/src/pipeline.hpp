@@ -67,10 +67,13 @@ inline bool keystore_down(const keystore::Error& error) {
 }  // namespace mailkms::gateway
 
 // Like MAILKMS_TRY, but runs `on_error` (which must return) on failure;
-// the failed result is available as `var##_result`.
+// the failed result is available as `var##_result`. (`var` names a
+// declaration: it cannot be put in parentheses.)
+// NOLINTBEGIN(bugprone-macro-parentheses)
 #define MAILKMS_TRY_OR(var, expr, on_error) \
   auto var##_result = (expr);               \
   if (!var##_result) {                      \
     on_error;                               \
   }                                         \
   auto var = std::move(var##_result).value()
+// NOLINTEND(bugprone-macro-parentheses)

@@ -138,7 +138,7 @@ void AuthenticatedStorage::report_tamper(std::string_view key, std::string probl
   if (reports_.size() < kMaxReports) reports_.push_back({std::string(key), std::move(problem)});
 }
 
-Error AuthenticatedStorage::tampered(std::string_view key, std::string problem) {
+Error AuthenticatedStorage::tampered(std::string_view key, const std::string& problem) {
   report_tamper(key, problem);
   return make_error(Errc::corrupt, "integrity check failed: " + std::string(key) + ": " + problem);
 }

@@ -125,6 +125,7 @@ KeystoreService::KeystoreService(std::unique_ptr<SqliteStorage> storage, smime::
       guarded_(*storage_),
       ctx_(std::move(ctx)),
       access_(std::move(access)),
+      local_domains_(std::move(policies.local_domains)),
       barrier_(guarded_),
       audit_(guarded_, barrier_),
       audit_limiter_(audit_),
@@ -137,9 +138,7 @@ KeystoreService::KeystoreService(std::unique_ptr<SqliteStorage> storage, smime::
       enrollment_(guarded_, barrier_, audit_, audit_limiter_, ca_, users_, ctx_, policies.pkcs12,
                   std::move(policies.enrollment), policies.clock),
       gateway_audit_(audit_),
-      clock_(std::move(policies.clock)) {
-  local_domains_ = std::move(policies.local_domains);
-}
+      clock_(std::move(policies.clock)) {}
 
 Result<std::unique_ptr<KeystoreService>> KeystoreService::open(const std::filesystem::path& database,
                                                                smime::CryptoContextPtr ctx, AccessPolicy access,
@@ -660,7 +659,7 @@ Result<nlohmann::json> KeystoreService::redeem_token(const Caller& caller, const
   RedeemRequest request{std::move(from), std::move(token), smime::SecretBytes(password), std::nullopt};
   OPENSSL_cleanse(password.data(), password.size());
   if (const auto csr = params.find("csr"); csr != params.end() && !csr->is_null()) {
-    if (!csr->is_string() || csr->get_ref<const std::string&>().size() > 64 * 1024) {
+    if (!csr->is_string() || csr->get_ref<const std::string&>().size() > std::size_t{64} * 1024) {
       return make_error(Errc::invalid_argument, "\"csr\" is a PEM certificate request of at most 64 KiB");
     }
     request.csr = csr->get<std::string>();
@@ -692,7 +691,7 @@ Result<nlohmann::json> KeystoreService::sign(const nlohmann::json& params) {
   const auto data_param = params.find("data");
   if (data_param == params.end()) return make_error(Errc::invalid_argument, "missing \"data\"");
   MAILKMS_TRY(data, protocol::unbase64(*data_param));
-  if (data.size() > 64 * 1024) return make_error(Errc::invalid_argument, "signed attributes larger than 64 KiB");
+  if (data.size() > std::size_t{64} * 1024) return make_error(Errc::invalid_argument, "signed attributes larger than 64 KiB");
   const auto digest = smime::parse_digest(digest_name);
   if (!digest || smime::is_weak(*digest)) return make_error(Errc::invalid_argument, "unsupported digest " + digest_name);
   // Users' keys sign mail, nothing else: not a certificate request, not a

@@ -43,11 +43,14 @@ fs::path pki_dir() {
 
 std::string pki_path(const std::string& file) { return (pki_dir() / file).string(); }
 
-TempDir::TempDir() {
+namespace {
+fs::path unique_temp_path() {
   std::random_device rd;
-  dir_ = fs::temp_directory_path() / ("mailkms-test-" + std::to_string(rd()) + std::to_string(rd()));
-  fs::create_directories(dir_);
+  return fs::temp_directory_path() / ("mailkms-test-" + std::to_string(rd()) + std::to_string(rd()));
 }
+}  // namespace
+
+TempDir::TempDir() : dir_(unique_temp_path()) { fs::create_directories(dir_); }
 
 TempDir::~TempDir() {
   std::error_code ec;

@@ -39,7 +39,9 @@ struct Ok {};
 }  // namespace mailkms
 
 // Propagates an error from an expression returning a result, else yields
-// its value into `var`.
+// its value into `var`. (`var` names a declaration: it cannot be put in
+// parentheses.)
+// NOLINTBEGIN(bugprone-macro-parentheses)
 #define MAILKMS_TRY(var, expr)                                  \
   auto var##_result_ = (expr);                                  \
   if (!var##_result_) return std::move(var##_result_).error();  \
@@ -53,3 +55,4 @@ struct Ok {};
   } while (false)
 #define MAILKMS_CONCAT_(a, b) MAILKMS_CONCAT_IMPL_(a, b)
 #define MAILKMS_CONCAT_IMPL_(a, b) a##b
+// NOLINTEND(bugprone-macro-parentheses)

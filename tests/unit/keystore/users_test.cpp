@@ -41,8 +41,10 @@ struct Fixture : test::KeystoreFixture {
 // Decrypts with whichever of `keys` fits; returns the body or the error.
 std::string open_with(const std::vector<Pkcs12Entry>& keys, const std::string& message) {
   std::vector<smime::LocalKeyUnwrapper> unwrappers;
+  unwrappers.reserve(keys.size());
   for (const auto& k : keys) unwrappers.push_back(*smime::LocalKeyUnwrapper::create(test::context(), k.certificate, k.key));
   std::vector<smime::KeyUnwrapper*> pointers;
+  pointers.reserve(unwrappers.size());
   for (auto& u : unwrappers) pointers.push_back(&u);
   const auto opened = smime::open_message(*test::context(), message, pointers, {});
   return opened.error ? opened.error->describe() : opened.content.body;

@@ -22,7 +22,7 @@
 
 namespace mailkms::gateway {
 
-inline constexpr std::size_t kMaxCrlBytes = 512 * 1024;  // the keystore's request line is 1 MiB
+inline constexpr std::size_t kMaxCrlBytes = std::size_t{512} * 1024;  // the keystore's request line is 1 MiB
 inline constexpr std::chrono::seconds kFetchTimeout{5};
 inline constexpr std::chrono::seconds kRetryAfter{300};
 

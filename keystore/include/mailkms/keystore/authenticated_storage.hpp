@@ -97,7 +97,7 @@ class AuthenticatedStorage final : public Storage {
                                 const std::map<std::string, Versions, std::less<>>& lists);
   // The payload of a row whose tag is right; the version it claims in `version`.
   Result<std::string> decode(std::string_view key, std::string_view row, std::uint64_t& version) const;
-  Error tampered(std::string_view key, std::string problem);
+  Error tampered(std::string_view key, const std::string& problem);
   // get and scan of guarded rows, inside a transaction; `protection` is
   // the row class (kept out of this header).
   Result<std::optional<std::string>> get_checked(std::string_view key, int protection);

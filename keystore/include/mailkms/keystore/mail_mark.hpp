@@ -24,7 +24,7 @@ namespace mailkms::keystore {
 class MailMark {
  public:
   // A mail may wait in the MTA's queue this long before the gateway sees it.
-  static constexpr std::time_t kLifetime = 2 * 24 * 3600;
+  static constexpr std::time_t kLifetime = std::time_t{2} * 24 * 3600;
 
   explicit MailMark(Barrier& barrier) : barrier_(barrier) {}
 

@@ -33,6 +33,7 @@ class Storage {
   virtual Status transaction(const std::function<Status()>& work) = 0;
   // A row a caller found tampered with, for a storage that keeps such
   // reports (AuthenticatedStorage); others forget it.
+  // NOLINTNEXTLINE(performance-unnecessary-value-param): a sink, which AuthenticatedStorage keeps
   virtual void report_tamper(std::string_view key, std::string problem) {
     (void)key;
     (void)problem;
