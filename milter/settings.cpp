@@ -1,7 +1,5 @@
 #include "settings.hpp"
 
-#include <grp.h>
-#include <pwd.h>
 
 #include <algorithm>
 #include <functional>
@@ -54,23 +52,8 @@ const std::vector<conf::Key<Settings>>& keys() {
          s.socket_mode = static_cast<mode_t>(std::stoul(v->get(), nullptr, 8));
          return std::nullopt;
        }},
-      {"user",
-       [](const toml::node& n, Settings& s) -> std::optional<Problem> {
-         const auto* v = n.as_string();
-         const passwd* pw = v != nullptr ? ::getpwnam(v->get().c_str()) : nullptr;
-         if (pw == nullptr) return wrong(n, "user", "the name of an existing user");
-         s.user = pw->pw_uid;
-         if (!s.group) s.group = pw->pw_gid;
-         return std::nullopt;
-       }},
-      {"group",
-       [](const toml::node& n, Settings& s) -> std::optional<Problem> {
-         const auto* v = n.as_string();
-         const group* gr = v != nullptr ? ::getgrnam(v->get().c_str()) : nullptr;
-         if (gr == nullptr) return wrong(n, "group", "the name of an existing group");
-         s.group = gr->gr_gid;
-         return std::nullopt;
-       }},
+      conf::user_key<Settings>("milter"),
+      conf::group_key<Settings>("milter"),
       {"pid_file",
        [](const toml::node& n, Settings& s) -> std::optional<Problem> {
          const auto* v = n.as_string();

@@ -1,8 +1,6 @@
 #include "settings.hpp"
 
 #include <arpa/inet.h>
-#include <grp.h>
-#include <pwd.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -90,23 +88,8 @@ const std::vector<conf::Key<Settings>>& keys() {
       seconds_key("data_timeout_seconds", &Settings::data_timeout),
       seconds_key("next_hop_timeout_seconds", &Settings::next_hop_timeout),
       seconds_key("shutdown_timeout_seconds", &Settings::shutdown_timeout),
-      {"user",
-       [](const toml::node& n, Settings& s) -> std::optional<Problem> {
-         const auto* v = n.as_string();
-         const passwd* pw = v != nullptr ? ::getpwnam(v->get().c_str()) : nullptr;
-         if (pw == nullptr) return wrong(n, "user", "the name of an existing user");
-         s.user = pw->pw_uid;
-         if (!s.group) s.group = pw->pw_gid;
-         return std::nullopt;
-       }},
-      {"group",
-       [](const toml::node& n, Settings& s) -> std::optional<Problem> {
-         const auto* v = n.as_string();
-         const group* gr = v != nullptr ? ::getgrnam(v->get().c_str()) : nullptr;
-         if (gr == nullptr) return wrong(n, "group", "the name of an existing group");
-         s.group = gr->gr_gid;
-         return std::nullopt;
-       }},
+      conf::user_key<Settings>("proxy"),
+      conf::group_key<Settings>("proxy"),
       {"xforward_peers",
        [](const toml::node& n, Settings& s) -> std::optional<Problem> {
          const auto* list = n.as_array();

@@ -35,6 +35,8 @@ shutdown_timeout_seconds = 15
 xforward_peers = ["127.0.0.1", "2001:db8::/32"]
 pid_file = "/run/p.pid"
 log_file = "/var/log/p.log"
+user = "nobody"
+group = "nogroup"
 )");
   REQUIRE(settings);
   CHECK(settings->listen.host == "::1");
@@ -55,6 +57,8 @@ log_file = "/var/log/p.log"
   CHECK(!mailkms::policy::network_of(settings->xforward_peers, "127.0.0.2"));
   CHECK(settings->pid_file == "/run/p.pid");
   CHECK(settings->log_file == "/var/log/p.log");
+  CHECK(settings->user == 65534u);   // Debian's nobody
+  CHECK(settings->group == 65534u);  // and nogroup
 }
 
 TEST_CASE("Without [proxy], the defaults, and this host's name") {
@@ -87,6 +91,10 @@ TEST_CASE("A wrong [proxy] value or an unknown key is refused, naming it") {
              Catch::Contains("proxy.xforward_peers"));
   CHECK_THAT(load(dir, "[proxy]\nshutdown_timeout_seconds = 3601\n").error().message,
              Catch::Contains("proxy.shutdown_timeout_seconds"));
+  CHECK_THAT(load(dir, "[proxy]\nuser = \"no-such-user-here\"\n").error().message,
+             Catch::Contains("proxy.user at line 2, column 8: expected the name of an existing user"));
+  CHECK_THAT(load(dir, "[proxy]\ngroup = \"no-such-group-here\"\n").error().message,
+             Catch::Contains("proxy.group at line 2, column 9: expected the name of an existing group"));
   CHECK_THAT(load(dir, "[proxy]\nlisten_on = \"127.0.0.1:25\"\n").error().message,
              Catch::Contains("unknown key proxy.listen_on"));
 }
