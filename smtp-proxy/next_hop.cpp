@@ -1,5 +1,9 @@
 #include "next_hop.hpp"
 
+#include <arpa/inet.h>
+#include <openssl/ssl.h>
+#include <openssl/x509v3.h>
+
 #include <algorithm>
 
 #include "smtp_parser.hpp"
@@ -51,6 +55,30 @@ class HopSession {
 
   asio::awaitable<error_code> write(std::string_view bytes) { co_return co_await socket_.write(bytes, settings_.next_hop_timeout); }
 
+  // TLS after the next hop's 220 to STARTTLS, or why not. Anything it sent
+  // behind that 220 came in the clear and is dropped unread (RFC 3207 4.2):
+  // it must not pass for a reply under TLS.
+  asio::awaitable<std::optional<std::string>> start_tls() {
+    const std::size_t injected = buffer_.size();
+    buffer_.clear();
+    const bool verify = settings_.next_hop_tls == HopTls::verify;
+    const auto& name = settings_.next_hop_tls_name;
+    auto ec = co_await socket_.handshake(*settings_.next_hop_tls_context, asio::ssl::stream_base::client,
+                                         settings_.next_hop_timeout, [&](SSL* ssl) { return expect_name(ssl, name, verify); });
+    SSL* ssl = socket_.tls();
+    if (ec) {
+      const long result = ssl != nullptr ? SSL_get_verify_result(ssl) : X509_V_OK;
+      if (verify && result != X509_V_OK) co_return ec.message() + ": " + X509_verify_cert_error_string(result);
+      co_return ec.message();
+    }
+    tls_ = std::string(SSL_get_version(ssl)) + " with " + SSL_get_cipher_name(ssl) +
+           (verify ? ", verified " + name : ", unverified");
+    if (injected > 0) tls_ += ", " + std::to_string(injected) + " byte(s) sent behind its 220 discarded";
+    co_return std::nullopt;
+  }
+
+  [[nodiscard]] const std::string& tls() const noexcept { return tls_; }
+
  private:
   asio::awaitable<BasicResult<std::string, ReadError>> read_line() {
     for (;;) {
@@ -77,9 +105,27 @@ class HopSession {
     return out;
   }
 
+  // SNI for a next hop named by a host name; for verify, the name (or
+  // address) its certificate must carry.
+  static error_code expect_name(SSL* ssl, const std::string& name, bool verify) {
+    unsigned char address[16];
+    const bool is_address = ::inet_pton(AF_INET, name.c_str(), address) == 1 || ::inet_pton(AF_INET6, name.c_str(), address) == 1;
+    // SSL_set_tlsext_host_name, spelled out: the macro casts C-style. OpenSSL copies the name.
+    if (!is_address && SSL_ctrl(ssl, SSL_CTRL_SET_TLSEXT_HOSTNAME, TLSEXT_NAMETYPE_host_name,
+                                const_cast<char*>(name.c_str())) != 1) {
+      return asio::error::invalid_argument;
+    }
+    if (!verify) return {};
+    X509_VERIFY_PARAM* param = SSL_get0_param(ssl);
+    X509_VERIFY_PARAM_set_hostflags(param, X509_CHECK_FLAG_NO_PARTIAL_WILDCARDS);
+    const int set = is_address ? X509_VERIFY_PARAM_set1_ip_asc(param, name.c_str()) : SSL_set1_host(ssl, name.c_str());
+    return set == 1 ? error_code{} : asio::error::invalid_argument;
+  }
+
   TimedSocket& socket_;
   const Settings& settings_;
   std::string buffer_;
+  std::string tls_;
 };
 
 // The parameters after an EHLO keyword the next hop offers ("NAME ADDR"
@@ -96,6 +142,40 @@ std::optional<std::string> offered_with(const HopReply& ehlo, std::string_view k
 
 bool offers(const HopReply& ehlo, std::string_view keyword) { return offered_with(ehlo, keyword).has_value(); }
 
+std::string_view level_name(HopTls level) {
+  switch (level) {
+    case HopTls::none: return "none";
+    case HopTls::may: return "may";
+    case HopTls::encrypt: return "encrypt";
+    case HopTls::verify: return "verify";
+  }
+  return "?";
+}
+
+// STARTTLS as next_hop_tls asks, and EHLO again under TLS; what the next
+// hop offered before is forgotten with it. "may" goes on in the clear when
+// TLS is not offered or refused; "encrypt" and "verify" relay nothing then.
+asio::awaitable<BasicResult<HopReply, HopFailure>> secure(HopSession& hop, const Settings& settings, HopReply ehlo) {
+  if (settings.next_hop_tls == HopTls::none) co_return ehlo;
+  const bool required = settings.next_hop_tls != HopTls::may;
+  const std::string requires_it = ", which next_hop_tls \"" + std::string(level_name(settings.next_hop_tls)) + "\" requires";
+  if (!offers(ehlo, "STARTTLS")) {
+    if (!required) co_return ehlo;
+    co_return HopFailure{"next hop does not offer STARTTLS" + requires_it};
+  }
+  auto said = co_await hop.command("STARTTLS", "STARTTLS");
+  if (!said) co_return said;
+  if (said->code != 220) {
+    if (!required) co_return ehlo;
+    co_return HopFailure{"next hop refused STARTTLS (" + said->lines.back() + ")" + requires_it};
+  }
+  if (auto failed = co_await hop.start_tls()) co_return HopFailure{"next hop TLS handshake: " + *failed};
+  auto again = co_await hop.command("EHLO " + settings.hostname, "EHLO");
+  if (!again) co_return again;
+  if (again->code != 250) co_return HopFailure{"next hop refused EHLO under TLS (" + again->lines.back() + ")"};
+  co_return again;
+}
+
 // Greeting, EHLO (HELO for an old next hop), MAIL and every RCPT: every
 // recipient must be taken, since one reply at the end of data cannot say
 // that some were not.
@@ -111,6 +191,8 @@ asio::awaitable<BasicResult<HopReply, HopFailure>> open_transaction(HopSession& 
     if (!ehlo) co_return ehlo;
     if (ehlo->code != 250) co_return HopFailure{"next hop refused HELO", *ehlo};
   }
+  ehlo = co_await secure(hop, settings, std::move(*ehlo));
+  if (!ehlo) co_return ehlo;
   if (const auto offered = offered_with(*ehlo, "XFORWARD")) {
     for (const auto& command : xforward_commands(envelope.client, *offered)) {
       auto said = co_await hop.command(command, "XFORWARD");
@@ -181,6 +263,7 @@ asio::awaitable<BasicResult<HopReply, HopFailure>> relay(const Settings& setting
   auto accepted = co_await hop.read_reply("end of data");
   if (!accepted) co_return accepted;
   if (accepted->code != 250) co_return HopFailure{"next hop refused the message", *accepted};
+  accepted->tls = hop.tls();
   (void)co_await hop.write("QUIT\r\n");  // the message is taken: what QUIT gets changes nothing
   co_return accepted;
 }

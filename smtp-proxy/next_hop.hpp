@@ -19,6 +19,9 @@ namespace mailkms::proxy {
 struct HopReply {
   int code = 0;
   std::vector<std::string> lines;  // "250 2.0.0 Ok: queued as X", without CRLF
+  // How the conversation it ended was protected, for the log: empty in the
+  // clear, else "TLSv1.3 with CIPHER, verified NAME" (or "unverified").
+  std::string tls;
 };
 
 // Why the transaction did not happen: the next hop down, slow, reset or

@@ -459,7 +459,8 @@ class Session : public std::enable_shared_from_this<Session> {
       if (!taken) taken = std::move(*sent);
     }
     if (!taken) co_return trouble(gateway::FrontEndTrouble::internal, outcome.log + " => no recipient left, deferred");
-    spdlog::info("{}: {} => relayed: {}", transaction.queue_id, outcome.log, taken->lines.back());
+    spdlog::info("{}: {} => relayed: {}{}", transaction.queue_id, outcome.log, taken->lines.back(),
+                 taken->tls.empty() ? std::string() : " (" + taken->tls + ")");
     co_return reply_lines(*taken);
   }
 

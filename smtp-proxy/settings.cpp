@@ -20,6 +20,12 @@ Problem wrong(const toml::node& node, std::string_view key, std::string_view exp
   return conf::expected("proxy", key, node, expected);
 }
 
+bool plain_host_name(std::string_view name) {
+  return !name.empty() && name.size() <= 255 && std::all_of(name.begin(), name.end(), [](unsigned char c) {
+    return std::isalnum(c) != 0 || c == '.' || c == '-';
+  });
+}
+
 conf::Key<Settings> endpoint_key(std::string_view name, Endpoint Settings::*field) {
   return {name, [name, field](const toml::node& n, Settings& s) -> std::optional<Problem> {
             const auto* v = n.as_string();
@@ -55,11 +61,9 @@ const std::vector<conf::Key<Settings>>& keys() {
       {"hostname",
        [](const toml::node& n, Settings& s) -> std::optional<Problem> {
          const auto* v = n.as_string();
-         const bool plain = v != nullptr && !v->get().empty() && v->get().size() <= 255 &&
-                            std::all_of(v->get().begin(), v->get().end(), [](unsigned char c) {
-                              return std::isalnum(c) != 0 || c == '.' || c == '-';
-                            });
-         if (!plain) return wrong(n, "hostname", "a host name (letters, digits, dots, hyphens)");
+         if (v == nullptr || !plain_host_name(v->get())) {
+           return wrong(n, "hostname", "a host name (letters, digits, dots, hyphens)");
+         }
          s.hostname = v->get();
          return std::nullopt;
        }},
@@ -104,6 +108,27 @@ const std::vector<conf::Key<Settings>>& keys() {
          }
          return std::nullopt;
        }},
+      {"next_hop_tls",
+       [](const toml::node& n, Settings& s) -> std::optional<Problem> {
+         static constexpr std::pair<std::string_view, HopTls> levels[] = {
+             {"none", HopTls::none}, {"may", HopTls::may}, {"encrypt", HopTls::encrypt}, {"verify", HopTls::verify}};
+         const auto* v = n.as_string();
+         const auto level = std::find_if(std::begin(levels), std::end(levels),
+                                         [&](const auto& l) { return v != nullptr && l.first == v->get(); });
+         if (level == std::end(levels)) return wrong(n, "next_hop_tls", "\"none\", \"may\", \"encrypt\" or \"verify\"");
+         s.next_hop_tls = level->second;
+         return std::nullopt;
+       }},
+      path_key("next_hop_tls_ca", &Settings::next_hop_tls_ca),
+      {"next_hop_tls_name",
+       [](const toml::node& n, Settings& s) -> std::optional<Problem> {
+         const auto* v = n.as_string();
+         if (v == nullptr || !plain_host_name(v->get())) {
+           return wrong(n, "next_hop_tls_name", "a host name (letters, digits, dots, hyphens)");
+         }
+         s.next_hop_tls_name = v->get();
+         return std::nullopt;
+       }},
       path_key("tls_certificate", &Settings::tls_certificate),
       path_key("tls_key", &Settings::tls_key),
       path_key("pid_file", &Settings::pid_file),
@@ -130,6 +155,35 @@ gateway::Result<std::shared_ptr<boost::asio::ssl::context>> server_tls(const Set
   // OpenSSL refuses a key that is not the certificate's ("key values mismatch").
   tls->use_private_key_file(settings.tls_key.string(), ssl::context::pem, ec);
   if (ec) return gateway::Error{"[proxy] tls_key " + settings.tls_key.string() + ": " + ec.message()};
+  return tls;
+}
+
+// The context of every STARTTLS to the next hop: TLS 1.2 and later; for
+// verify, the peer's chain must lead to next_hop_tls_ca (or the system's
+// anchors); the name is checked per connection (see next_hop.cpp).
+gateway::Result<std::shared_ptr<boost::asio::ssl::context>> client_tls(const Settings& settings) {
+  namespace ssl = boost::asio::ssl;
+  if (settings.next_hop_tls != HopTls::verify && !settings.next_hop_tls_ca.empty()) {
+    return gateway::Error{"[proxy] next_hop_tls_ca is for next_hop_tls = \"verify\""};
+  }
+  if (settings.next_hop_tls == HopTls::none) return std::shared_ptr<ssl::context>();
+  auto tls = std::make_shared<ssl::context>(ssl::context::tls_client);
+  boost::system::error_code ec;
+  tls->set_options(ssl::context::default_workarounds | ssl::context::no_sslv2 | ssl::context::no_sslv3 |
+                       ssl::context::no_tlsv1 | ssl::context::no_tlsv1_1,
+                   ec);
+  if (ec) return gateway::Error{"[proxy] next_hop_tls: " + ec.message()};
+  if (settings.next_hop_tls != HopTls::verify) {
+    tls->set_verify_mode(ssl::verify_none);
+    return tls;
+  }
+  tls->set_verify_mode(ssl::verify_peer);
+  if (settings.next_hop_tls_ca.empty()) {
+    tls->set_default_verify_paths(ec);
+  } else {
+    tls->load_verify_file(settings.next_hop_tls_ca.string(), ec);
+  }
+  if (ec) return gateway::Error{"[proxy] next_hop_tls_ca " + settings.next_hop_tls_ca.string() + ": " + ec.message()};
   return tls;
 }
 
@@ -169,6 +223,10 @@ gateway::Result<Settings> load_settings(const std::filesystem::path& path) {
   auto tls = server_tls(settings);
   if (!tls) return std::move(tls).error();
   settings.tls = std::move(*tls);
+  auto hop_tls = client_tls(settings);
+  if (!hop_tls) return std::move(hop_tls).error();
+  settings.next_hop_tls_context = std::move(*hop_tls);
+  if (settings.next_hop_tls_name.empty()) settings.next_hop_tls_name = settings.next_hop.host;
   return settings;
 }
 

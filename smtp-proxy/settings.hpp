@@ -24,6 +24,12 @@ struct Endpoint {
   std::uint16_t port = 0;
 };
 
+// STARTTLS to the next hop (RFC 3207), as Postfix's smtp_tls_security_level:
+// none: never; may: when offered, certificate unchecked, in the clear when
+// not offered; encrypt: TLS or no relay, certificate unchecked; verify: TLS
+// with a certificate for next_hop_tls_name that next_hop_tls_ca vouches for.
+enum class HopTls { none, may, encrypt, verify };
+
 struct Settings {
   Endpoint listen{"127.0.0.1", 10025};
   Endpoint next_hop{"127.0.0.1", 10026};
@@ -42,6 +48,11 @@ struct Settings {
   std::filesystem::path tls_key;
   // Made from them by load_settings; none: STARTTLS is not offered.
   std::shared_ptr<boost::asio::ssl::context> tls;
+  HopTls next_hop_tls = HopTls::may;
+  std::filesystem::path next_hop_tls_ca;  // PEM trust anchors for verify; none: the system's
+  std::string next_hop_tls_name;          // the name verify expects; none: next_hop's address
+  // Made from them by load_settings; none with next_hop_tls "none".
+  std::shared_ptr<boost::asio::ssl::context> next_hop_tls_context;
   std::optional<uid_t> user;
   std::optional<gid_t> group;
   std::filesystem::path pid_file;

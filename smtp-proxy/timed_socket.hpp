@@ -7,6 +7,7 @@
 #include <boost/asio/experimental/awaitable_operators.hpp>
 #include <boost/asio/ssl.hpp>
 #include <chrono>
+#include <functional>
 #include <optional>
 #include <string_view>
 #include <utility>
@@ -42,12 +43,18 @@ class TimedSocket {
   }
 
   // Starts TLS on the connection, as its server or its client; once only.
-  // Whatever was read before it is the caller's to discard.
+  // Whatever was read before it is the caller's to discard. `prepare` sets
+  // what one connection needs before the handshake (the name a client
+  // expects, SNI).
   asio::awaitable<error_code> handshake(asio::ssl::context& context, asio::ssl::stream_base::handshake_type side,
-                                        std::chrono::seconds timeout) {
+                                        std::chrono::seconds timeout,
+                                        const std::function<error_code(SSL*)>& prepare = {}) {
     using namespace asio::experimental::awaitable_operators;
     if (tls_) co_return asio::error::already_connected;
     tls_.emplace(std::move(socket_), context);
+    if (prepare) {
+      if (auto ec = prepare(tls_->native_handle())) co_return ec;
+    }
     timer_.expires_after(timeout);
     auto result = co_await (tls_->async_handshake(side, asio::as_tuple(asio::use_awaitable)) ||
                             timer_.async_wait(asio::as_tuple(asio::use_awaitable)));

@@ -11,7 +11,8 @@
 # internal sender is not signed. Before the queue a refusal reaches the
 # client in its session. With the proxy down, Postfix keeps an accepted
 # message deferred and delivers it encrypted once the proxy is back, and
-# before the queue tells the client 451.
+# before the queue tells the client 451. The proxy hands mail back under
+# TLS, verifying the smtpd's certificate.
 # Usage: proxy_postfix_test.sh MAILKMS_KEYSTORED MAILKMSCTL MAILKMS_PROXY CONF_DIR   (as root)
 set -uo pipefail
 here=$(dirname "$(realpath "$0")")
@@ -37,6 +38,16 @@ cleanup() {
 trap cleanup EXIT
 cd "$work" || exit 2
 
+# A CA of the test's own, and from it the certificate of the smtpd that
+# takes mail back from the proxy.
+openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -days 2 -subj /CN=reinject-ca \
+  -keyout reinject-ca.key -out reinject-ca.crt 2> /dev/null &&
+  openssl req -new -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -subj /CN=reinject.corp.example \
+    -keyout reinject.key -out reinject.csr 2> /dev/null &&
+  openssl x509 -req -in reinject.csr -CA reinject-ca.crt -CAkey reinject-ca.key -CAcreateserial -days 2 \
+    -extfile <(echo subjectAltName=DNS:reinject.corp.example) -out reinject.crt 2> /dev/null ||
+  { echo "FAIL - openssl cannot make the re-injecting smtpd's certificate"; exit 1; }
+
 PROXY_PORT=$(free_port) || exit 2
 REINJECT_PORT=$(free_port) || exit 2
 while [ "$REINJECT_PORT" = "$PROXY_PORT" ]; do REINJECT_PORT=$(free_port) || exit 2; done
@@ -59,6 +70,11 @@ keystore_timeout_ms = 30000
 listen = "127.0.0.1:$PROXY_PORT"
 next_hop = "127.0.0.1:$REINJECT_PORT"
 hostname = "proxy.corp.example"
+# The smtpd it hands mail back to offers STARTTLS with a certificate from
+# the test's CA: the proxy insists on it, verified.
+next_hop_tls = "verify"
+next_hop_tls_ca = "$work/reinject-ca.crt"
+next_hop_tls_name = "reinject.corp.example"
 # Postfix's smtp client on this host, whose XFORWARD names the real client.
 xforward_peers = ["127.0.0.1"]
 CONF
@@ -99,7 +115,8 @@ BEFORE_PORT=$(free_port) || exit 2
 export POSTFIX_EXTRA_CONF="content_filter = mailkms-proxy:[127.0.0.1]:$PROXY_PORT"
 POSTFIX_EXTRA_MASTER=$(sed -n -e 's/^#both> //p' -e 's/^#after> //p' -e 's/^#before> //p' "$conf/postfix-master.cf" |
   sed -e "s/^127.0.0.1:10027 /127.0.0.1:$REINJECT_PORT /" -e "s/^smtp      inet /127.0.0.1:$BEFORE_PORT inet /" \
-      -e "s/smtpd_proxy_filter=127.0.0.1:10025/smtpd_proxy_filter=127.0.0.1:$PROXY_PORT/")
+      -e "s/smtpd_proxy_filter=127.0.0.1:10025/smtpd_proxy_filter=127.0.0.1:$PROXY_PORT/" \
+      -e "s|^  -o syslog_name=postfix/mailkms-reinject\$|&\\n  -o smtpd_tls_security_level=may\\n  -o smtpd_tls_cert_file=$work/reinject.crt\\n  -o smtpd_tls_key_file=$work/reinject.key\\n  -o smtpd_tls_loglevel=1\\n  -o smtpd_tls_received_header=yes|")
 export POSTFIX_EXTRA_MASTER
 grep -q "^127.0.0.1:$REINJECT_PORT inet" <<< "$POSTFIX_EXTRA_MASTER" &&
   grep -q "smtp_send_xforward_command=yes" <<< "$POSTFIX_EXTRA_MASTER" &&
@@ -142,6 +159,12 @@ check "Postfix queues the message (250 at the end of data)" grep -q '<-  250 2.0
 arrived inside.eml
 check "through the proxy and back: nothing in clear, bob's key opens it, alice's signature verifies (openssl cms)" \
   signed_for_bob inside.eml inside
+check "the proxy handed it back under TLS, having verified the smtpd's certificate" \
+  grep -q "=> relayed: 250 2.0.0 Ok: queued as [0-9A-Za-z]* (TLSv1.3 with .*, verified reinject.corp.example)$" proxy.log
+check "the smtpd that took it back logs TLS" \
+  logged_since 0 'postfix/mailkms-reinject/smtpd\[[0-9]+\]: Anonymous TLS connection established from [^ ]*\[127\.0\.0\.1\]: TLSv1\.3'
+check "the delivered message's Received line from that smtpd says TLS and ESMTPS" bash -c \
+  "grep -q '(using TLSv1.3 with cipher' inside.eml && grep -qE '^[[:space:]]+by .* with ESMTPS id' inside.eml"
 check "the proxy read Postfix's XFORWARD: client [127.0.0.1] and Postfix's queue id" \
   grep -qE 'XFORWARD from \[127.0.0.1\]: client \[127.0.0.1\], queue id [0-9A-Za-z]+' proxy.log
 

@@ -7,7 +7,8 @@
 # sink; a next hop's refusal reaches the client as it came;
 # pipelining, commands out of order, a 1 MB line, bare LF and a client
 # that leaves mid-DATA get their exact replies, and nothing is relayed for
-# the last three.
+# the last three; STARTTLS to a next hop verifies its certificate where
+# next_hop_tls says so, and a reply forged in front of TLS is not believed.
 # Usage: proxy_test.sh MAILKMS_KEYSTORED MAILKMSCTL MAILKMS_PROXY   (as root: smtp-sink drops to postfix)
 set -uo pipefail
 here=$(dirname "$(realpath "$0")")
@@ -178,8 +179,8 @@ check "next hop stalled: the proxy logs the timeout" grep -q "next hop greeting:
 kill "$stall_pid"; wait "$stall_pid" 2> /dev/null; stall_pid=
 # A next hop that closes the connection mid-DATA, then one that refuses
 # the message, then one that refuses the recipient.
-fake_hop() {
-  python3 "$here/next_hop.py" "$SINK_PORT" "$1" > hop.out 2>&1 &
+fake_hop() {  # fake_hop MODE [PORT]: next_hop.py on PORT (the sink's), its output in hop.out
+  python3 "$here/next_hop.py" "${2:-$SINK_PORT}" "$1" > hop.out 2>&1 &
   stall_pid=$!
   local end=$((SECONDS + 30))
   until grep -q listening hop.out 2> /dev/null; do [ "$SECONDS" -lt "$end" ] || return 1; sleep 0.05; done
@@ -405,7 +406,81 @@ check "a [proxy] that does not parse is refused on SIGHUP, naming the key, and t
 sed -i -e 's/^max_sessions_per_client = 0$/max_sessions_per_client = 2/' \
   -e "s/^listen = .*/listen = \"127.0.0.1:$PROXY_PORT\"/" mailkms.conf
 
-# ---- (f) SIGTERM: no new sessions, messages in flight finished, within a bound -------
+# ---- (f) STARTTLS to the next hop ----------------------------------------------------
+# A CA of the test's own, and from it a certificate for hop.test, which
+# next_hop.py presents. Each case sets next_hop_tls* in [proxy] (the last
+# table of mailkms.conf) and reloads with SIGHUP; the next hop is
+# next_hop.py on a port of its own, or the sink.
+openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -days 2 -subj /CN=hop-ca \
+  -keyout hop-ca.key -out hop-ca.crt 2> /dev/null &&
+  openssl req -new -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -subj /CN=hop.test -keyout hop.key -out hop.csr 2> /dev/null &&
+  openssl x509 -req -in hop.csr -CA hop-ca.crt -CAkey hop-ca.key -CAcreateserial -days 2 \
+    -extfile <(echo subjectAltName=DNS:hop.test) -out hop.crt 2> /dev/null ||
+  { echo "FAIL - openssl cannot make the next hop's certificate"; exit 1; }
+export HOP_CERT=$work/hop.crt HOP_KEY=$work/hop.key
+HOP_PORT=$(free_port) || exit 2
+while [ "$HOP_PORT" = "$PROXY_PORT" ] || [ "$HOP_PORT" = "$SINK_PORT" ]; do HOP_PORT=$(free_port) || exit 2; done
+hop_tls() {  # hop_tls PORT KEY=VALUE...: the next hop and its TLS settings, then SIGHUP
+  local port=$1 line
+  shift
+  sed -i -e '/^next_hop_tls/d' -e "s/^next_hop = .*/next_hop = \"127.0.0.1:$port\"/" mailkms.conf
+  for line in "$@"; do printf '%s\n' "$line" >> mailkms.conf; done
+  hup_and_wait "proxy settings reloaded from mailkms.conf"
+}
+tls_case() {  # tls_case MODE PORT KEY=VALUE...: a fresh next_hop.py in MODE, then alice's message to bob
+  fake_hop "$1" "$HOP_PORT" || return 1
+  local port=$2
+  shift 2
+  hop_tls "$port" "$@"
+  send alice@corp.example partner@plain.example < plain.eml
+}
+verified=("next_hop_tls = \"verify\"" "next_hop_tls_ca = \"$work/hop-ca.crt\"" "next_hop_tls_name = \"hop.test\"")
+
+tls_case tls "$HOP_PORT" "${verified[@]}"
+check "verify: the message is relayed under TLS, with the next hop's 250" grep -qx "<-  250 2.0.0 Ok: taken by hop.test" send.out
+check "verify: the envelope and the message (dot-stuffed) went only under TLS" bash -c \
+  "grep -qx 'TLS MAIL FROM:<alice@corp.example>' hop.out && grep -qx 'TLS RCPT TO:<partner@plain.example>' hop.out &&
+   grep -qx 'DATA| ..A line that starts with a dot.' hop.out && ! grep -Eq '^CLEAR (MAIL|RCPT|DATA)' hop.out"
+check "verify: the proxy logs TLS and the name it verified" \
+  grep -q "=> relayed: 250 2.0.0 Ok: taken by hop.test (TLSv1.[23] with .*, verified hop.test)$" proxy.log
+stop_fake_hop
+
+tls_case tls "$HOP_PORT" "next_hop_tls = \"verify\"" "next_hop_tls_ca = \"$work/hop-ca.crt\"" "next_hop_tls_name = \"other.test\""
+check "verify: a certificate for another name: 451 4.4.1, and the proxy says why" bash -c \
+  "grep -q '<\*\* 451 4.4.1 ' send.out && grep -q 'next hop TLS handshake: .*: hostname mismatch, deferred' proxy.log"
+check "verify: nothing was sent to a next hop whose certificate did not verify" bash -c "! grep -Eq '^(TLS|CLEAR) MAIL' hop.out"
+stop_fake_hop
+
+tls_case tls "$HOP_PORT" "next_hop_tls = \"verify\"" "next_hop_tls_ca = \"$work/proxy.crt\"" "next_hop_tls_name = \"hop.test\""
+check "verify: a certificate from a CA not in next_hop_tls_ca: 451 4.4.1, and the proxy says why" bash -c \
+  "grep -q '<\*\* 451 4.4.1 ' send.out && grep -q 'next hop TLS handshake: .*: unable to get local issuer certificate, deferred' proxy.log &&
+   ! grep -Eq '^(TLS|CLEAR) MAIL' hop.out"
+stop_fake_hop
+
+# A reply forged in the clear behind the 220 to STARTTLS must not pass for
+# the first reply under TLS: were it read, every later reply would answer
+# the command before, and DATA would get RCPT's 250, not 354.
+tls_case tls-inject "$HOP_PORT" "${verified[@]}"
+check "a reply injected behind the next hop's 220 is discarded: the message is relayed under TLS" bash -c \
+  "grep -qx '<-  250 2.0.0 Ok: taken by hop.test' send.out && grep -qx 'TLS MAIL FROM:<alice@corp.example>' hop.out"
+check "the proxy logs the bytes it discarded" \
+  grep -q "relayed: 250 2.0.0 Ok: taken by hop.test (TLSv1.[23] with .*, verified hop.test, 31 byte(s) sent behind its 220 discarded)$" proxy.log
+stop_fake_hop
+
+tls_case tls "$HOP_PORT" "next_hop_tls = \"may\""
+check "may: STARTTLS when offered, the certificate unchecked" bash -c \
+  "grep -qx 'TLS MAIL FROM:<alice@corp.example>' hop.out && grep -q 'taken by hop.test (TLSv1.[23] with .*, unverified)$' proxy.log"
+stop_fake_hop
+
+hop_tls "$SINK_PORT" "next_hop_tls = \"encrypt\""
+send alice@corp.example partner@plain.example < plain.eml
+check "encrypt: a next hop that offers no STARTTLS (smtp-sink): the client is told 451 4.4.1, and the proxy says why" bash -c \
+  "grep -q '<\*\* 451 4.4.1 ' send.out &&
+   grep -q 'next hop does not offer STARTTLS, which next_hop_tls \"encrypt\" requires, deferred' proxy.log"
+check "encrypt: nothing reached the sink in the clear" sink_empty
+hop_tls "$SINK_PORT"
+
+# ---- (g) SIGTERM: no new sessions, messages in flight finished, within a bound -------
 # drain.py holds one session in DATA and one between commands, then sends it.
 exited() {  # the proxy has ended with status 0; its pid is forgotten
   local end=$((SECONDS + 60)) status

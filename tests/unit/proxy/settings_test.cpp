@@ -71,6 +71,10 @@ TEST_CASE("Without [proxy], the defaults, and this host's name") {
   CHECK(settings->shutdown_timeout == 60s);
   CHECK(settings->max_sessions_per_client == 50);
   CHECK(settings->xforward_peers.empty());  // nobody's XFORWARD is believed
+  CHECK(settings->next_hop_tls == HopTls::may);
+  CHECK(settings->next_hop_tls_context);
+  CHECK(settings->next_hop_tls_name == "127.0.0.1");  // the next hop's address, when verify is chosen
+  CHECK_FALSE(settings->user);
 }
 
 TEST_CASE("A wrong [proxy] value or an unknown key is refused, naming it") {
@@ -129,4 +133,38 @@ TEST_CASE("tls_certificate and tls_key make the STARTTLS context, or an error na
   auto not_a_key = both(test::pki_path("alice.pem"), test::pki_path("alice.pem"));
   REQUIRE_FALSE(not_a_key);
   CHECK(not_a_key.error().message.starts_with("[proxy] tls_key " + test::pki_path("alice.pem") + ": "));
+}
+
+TEST_CASE("next_hop_tls picks how the proxy talks TLS to the next hop, with a CA and a name for verify") {
+  test::TempDir dir;
+  auto none = load(dir, "[proxy]\nnext_hop_tls = \"none\"\n");
+  REQUIRE(none);
+  CHECK(none->next_hop_tls == HopTls::none);
+  CHECK_FALSE(none->next_hop_tls_context);  // STARTTLS is never asked for
+
+  auto encrypt = load(dir, "[proxy]\nnext_hop_tls = \"encrypt\"\n");
+  REQUIRE(encrypt);
+  CHECK(encrypt->next_hop_tls == HopTls::encrypt);
+  CHECK(encrypt->next_hop_tls_context);
+
+  auto verify = load(dir, "[proxy]\nnext_hop = \"192.0.2.7:25\"\nnext_hop_tls = \"verify\"\nnext_hop_tls_ca = \"" +
+                              test::pki_path("root.pem") + "\"\nnext_hop_tls_name = \"relay.example.org\"\n");
+  if (!verify) FAIL(verify.error().message);
+  CHECK(verify->next_hop_tls == HopTls::verify);
+  CHECK(verify->next_hop_tls_name == "relay.example.org");
+  CHECK(verify->next_hop_tls_ca == test::pki_path("root.pem"));
+
+  auto system_anchors = load(dir, "[proxy]\nnext_hop_tls = \"verify\"\n");
+  REQUIRE(system_anchors);  // the system's CAs, and the next hop's address as the name
+  CHECK(system_anchors->next_hop_tls_name == "127.0.0.1");
+
+  CHECK_THAT(load(dir, "[proxy]\nnext_hop_tls = \"yes\"\n").error().message,
+             Catch::Contains("proxy.next_hop_tls at line 2, column 16: expected \"none\", \"may\", \"encrypt\" or \"verify\""));
+  CHECK_THAT(load(dir, "[proxy]\nnext_hop_tls_name = \"relay example\"\n").error().message,
+             Catch::Contains("proxy.next_hop_tls_name"));
+  CHECK(load(dir, "[proxy]\nnext_hop_tls_ca = \"" + test::pki_path("root.pem") + "\"\n").error().message ==
+        "[proxy] next_hop_tls_ca is for next_hop_tls = \"verify\"");
+  auto missing = load(dir, "[proxy]\nnext_hop_tls = \"verify\"\nnext_hop_tls_ca = \"" + dir.path("none.pem").string() + "\"\n");
+  REQUIRE_FALSE(missing);
+  CHECK(missing.error().message.starts_with("[proxy] next_hop_tls_ca " + dir.path("none.pem").string() + ": "));
 }
