@@ -124,8 +124,12 @@ std::vector<std::string> keep_for_restart(mailkms::proxy::Settings& fresh, const
 
 // SIGHUP: the policy and the [proxy] settings again, for sessions and
 // transactions that start from then on. A file that does not parse is
-// refused, and what runs stays.
+// refused, and what runs stays. Whatever becomes of the files, what the
+// gateway keeps from the keystore is forgotten, as in the milter: a reload
+// is how an administrator has a `trust add` or a revocation count at once.
 void reload(const std::string& config, mailkms::proxy::ServerContext& context, mailkms::gateway::Gateway& gateway) {
+  gateway.forget_caches();
+  spdlog::info("caches forgotten: certificates, signing identities, trust anchors, CRLs");
   auto fresh = mailkms::policy::load_policy(gateway.settings().policy);
   if (!fresh) {
     spdlog::error("policy reload refused, the running policy stays: {}", fresh.error().message);
