@@ -14,7 +14,9 @@
 #include <cstdio>
 #include <cstring>
 #include <filesystem>
+#include <fstream>
 #include <random>
+#include <sstream>
 #include <thread>
 #include <vector>
 
@@ -23,14 +25,14 @@
 
 using namespace mailkms;
 using namespace mailkms::keystore;
-using Clock = std::chrono::steady_clock;
+using Stopwatch = std::chrono::steady_clock;  // not keystore::Clock, the service's injectable time
 
 namespace {
 
 template <class R>
 auto must(R r, const char* what) {
   if (!r) {
-    std::fprintf(stderr, "bench: %s: %s\n", what, r.error().describe().c_str());
+    (void)std::fprintf(stderr, "bench: %s: %s\n", what, r.error().describe().c_str());
     std::exit(1);
   }
   return std::move(r).value();
@@ -72,21 +74,22 @@ struct Latencies {
 template <class Op>
 Latencies run_clients(int clients, int per_client, Op op) {
   std::vector<std::vector<double>> each(static_cast<std::size_t>(clients));
-  const auto start = Clock::now();
+  const auto start = Stopwatch::now();
   std::vector<std::thread> threads;
+  threads.reserve(static_cast<std::size_t>(clients));
   for (int c = 0; c < clients; ++c) {
     threads.emplace_back([&, c] {
       std::mt19937 rng(static_cast<unsigned>(c) * 7919u + 1);
       for (int i = 0; i < per_client; ++i) {
-        const auto t0 = Clock::now();
+        const auto t0 = Stopwatch::now();
         op(c, rng);
-        each[static_cast<std::size_t>(c)].push_back(std::chrono::duration<double, std::micro>(Clock::now() - t0).count());
+        each[static_cast<std::size_t>(c)].push_back(std::chrono::duration<double, std::micro>(Stopwatch::now() - t0).count());
       }
     });
   }
   for (auto& t : threads) t.join();
   Latencies out;
-  out.seconds = std::chrono::duration<double>(Clock::now() - start).count();
+  out.seconds = std::chrono::duration<double>(Stopwatch::now() - start).count();
   for (const auto& e : each) out.micros.insert(out.micros.end(), e.begin(), e.end());
   return out;
 }
@@ -104,21 +107,22 @@ void issuance(const smime::CryptoContextPtr& ctx, int count) {
     auto service = make_keystore(dir.path / "k.db", ctx, KeyType::ec_p256);
     must(service->ca().create_issuing("issuing", "root", "Bench Issuing", ca_key, 365, 1, "bench"), "issuing");
     std::vector<smime::PrivateKey> keys;
+    keys.reserve(static_cast<std::size_t>(count));
     for (int i = 0; i < count; ++i) keys.push_back(must(generate_key(*ctx, KeyType::ec_p256), "key"));
-    const auto start = Clock::now();
+    const auto start = Stopwatch::now();
     for (int i = 0; i < count; ++i) {
       must(service->ca().issue(keys[static_cast<std::size_t>(i)].native(), "u" + std::to_string(i) + "@example.org",
                                Profile::encryption, 365, "bench"),
            "issue");
     }
-    const double s = std::chrono::duration<double>(Clock::now() - start).count();
+    const double s = std::chrono::duration<double>(Stopwatch::now() - start).count();
     std::printf("  issuing CA %-9s %8.0f certificates/s\n", std::string(to_string(ca_key)).c_str(), count / s);
   }
 }
 
 // B: a bulk add, in a child so its peak RSS is its own.
 void bulk_add(const smime::CryptoContextPtr& ctx, int users) {
-  std::fflush(stdout);
+  (void)std::fflush(stdout);
   int pipe_fds[2];
   if (::pipe(pipe_fds) != 0) return;
   const pid_t child = ::fork();
@@ -127,10 +131,11 @@ void bulk_add(const smime::CryptoContextPtr& ctx, int users) {
     auto service = make_keystore(dir.path / "k.db", ctx, KeyType::ec_p256);
     must(service->ca().create_issuing("issuing", "root", "Bench Issuing", KeyType::ec_p256, 365, 1, "bench"), "issuing");
     std::vector<std::string> addresses;
+    addresses.reserve(static_cast<std::size_t>(users));
     for (int i = 0; i < users; ++i) addresses.push_back("user" + std::to_string(i) + "@example.org");
-    const auto start = Clock::now();
+    const auto start = Stopwatch::now();
     const BulkSummary summary = service->users().add_many(addresses, "bench");
-    const double s = std::chrono::duration<double>(Clock::now() - start).count();
+    const double s = std::chrono::duration<double>(Stopwatch::now() - start).count();
     char line[128];
     const int n = std::snprintf(line, sizeof line, "%zu %.2f", summary.added, s);
     (void)!::write(pipe_fds[1], line, static_cast<std::size_t>(n));
@@ -145,7 +150,7 @@ void bulk_add(const smime::CryptoContextPtr& ctx, int users) {
   ::wait4(child, &status, 0, &usage);
   std::size_t added = 0;
   double seconds = 0;
-  std::sscanf(line, "%zu %lf", &added, &seconds);
+  std::istringstream(line) >> added >> seconds;
   std::printf("bulk add of %d users (EC P-256 keys, 2 certificates each, escrow, audit)\n", users);
   std::printf("  %zu added in %.1f s (%.0f users/s), peak RSS %.1f MiB\n", added, seconds, static_cast<double>(added) / seconds,
               static_cast<double>(usage.ru_maxrss) / 1024.0);
@@ -194,10 +199,8 @@ void operations(const smime::CryptoContextPtr& ctx, int stored_users, int ops) {
   // The daemon, on the same database.
   const auto config = dir.path / "mailkms.conf";
   {
-    std::FILE* f = std::fopen(config.c_str(), "w");
-    std::fprintf(f, "[keystore]\ndatabase = \"%s\"\nsocket = \"%s\"\nlock_memory = false\nworkers = 2\n", db.c_str(),
-                 (dir.path / "k.sock").c_str());
-    std::fclose(f);
+    std::ofstream(config) << "[keystore]\ndatabase = \"" << db.string() << "\"\nsocket = \"" << (dir.path / "k.sock").string()
+                          << "\"\nlock_memory = false\nworkers = 2\n";
   }
   const pid_t daemon = ::fork();
   if (daemon == 0) {
@@ -228,7 +231,7 @@ void operations(const smime::CryptoContextPtr& ctx, int stored_users, int ops) {
 
 }  // namespace
 
-int main(int argc, char** argv) {
+int run(int argc, char** argv) {
   bool quick = false;
   for (int i = 1; i < argc; ++i) quick = quick || std::strcmp(argv[i], "--quick") == 0;
   auto ctx = must(smime::CryptoContext::create(), "OpenSSL");
@@ -238,4 +241,15 @@ int main(int argc, char** argv) {
   std::printf("\n");
   operations(ctx, quick ? 10000 : 100000, quick ? 2000 : 8000);
   return 0;
+}
+
+int main(int argc, char** argv) {
+  try {
+    return run(argc, argv);
+  } catch (const std::exception& e) {
+    (void)std::fprintf(stderr, "bench: %s\n", e.what());
+  } catch (...) {
+    (void)std::fprintf(stderr, "bench: an unknown exception\n");
+  }
+  return 1;
 }

@@ -25,10 +25,10 @@ using Clock = std::chrono::steady_clock;
 
 namespace {
 
-const std::string kHeaders =
+constexpr std::string_view kHeaders =
     "From: user0@example.org\r\nTo: user1@example.org\r\nSubject: benchmark\r\n"
     "Date: Wed, 25 Nov 2026 10:00:00 +0000\r\nMessage-ID: <bench@example.org>\r\nMIME-Version: 1.0\r\n";
-const std::string kContentHeaders = "Content-Type: text/plain; charset=us-ascii\r\n";
+constexpr std::string_view kContentHeaders = "Content-Type: text/plain; charset=us-ascii\r\n";
 
 std::string body_of(std::size_t size) {
   std::string body;
@@ -51,7 +51,7 @@ struct Fixture {
 template <class T>
 T must(smime::Result<T> r) {
   if (!r) {
-    std::fprintf(stderr, "bench: %s\n", r.error().describe().c_str());
+    (void)std::fprintf(stderr, "bench: %s\n", r.error().describe().c_str());
     std::exit(1);
   }
   return std::move(r).value();
@@ -62,6 +62,7 @@ std::size_t engine_once(const Fixture& f) {
   auto signer = must(smime::LocalSigner::create(f.ctx, smime::Certificate::share(users[0].cert),
                                                 smime::PrivateKey::adopt((EVP_PKEY_up_ref(users[0].key), users[0].key))));
   std::vector<smime::Recipient> to;
+  to.reserve(static_cast<std::size_t>(f.recipients));
   for (int i = 0; i < f.recipients; ++i) to.push_back({smime::Certificate::share(users[static_cast<std::size_t>(i)].cert)});
   const std::string out = must(smime::sign_and_encrypt_message(*f.ctx, f.message, signer, {}, to, {}));
   return out.size();
@@ -118,11 +119,12 @@ int large_message_child() {
   smime::Spool in;
   const auto append = [&in](std::string_view s) {
     if (auto r = in.append(s); !r) {
-      std::fprintf(stderr, "bench: %s\n", r.error().describe().c_str());
+      (void)std::fprintf(stderr, "bench: %s\n", r.error().describe().c_str());
       std::exit(1);
     }
   };
-  append(kHeaders + "Content-Type: multipart/mixed; boundary=\"b\"\r\n\r\n--b\r\n" + kContentHeaders +
+  append(std::string(kHeaders) + "Content-Type: multipart/mixed; boundary=\"b\"\r\n\r\n--b\r\n" +
+         std::string(kContentHeaders) +
          "\r\nThe archive is attached.\r\n--b\r\nContent-Type: application/octet-stream; name=\"archive.bin\"\r\n"
          "Content-Transfer-Encoding: base64\r\n\r\n");
   std::string block;
@@ -138,7 +140,7 @@ int large_message_child() {
   smime::Spool out;
   const auto start = Clock::now();
   if (auto r = smime::sign_and_encrypt_message(*ctx, in, out, signer, {}, to, {}); !r) {
-    std::fprintf(stderr, "bench: %s\n", r.error().describe().c_str());
+    (void)std::fprintf(stderr, "bench: %s\n", r.error().describe().c_str());
     return 1;
   }
   const double seconds = std::chrono::duration<double>(Clock::now() - start).count();
@@ -149,7 +151,7 @@ int large_message_child() {
 
 // Peak RSS of this program re-run as the large-message child, in MiB.
 double large_message_peak_rss() {
-  std::fflush(stdout);
+  (void)std::fflush(stdout);
   const pid_t pid = fork();
   if (pid == 0) {
     execl("/proc/self/exe", "smime_bench", "--large-message-child", static_cast<char*>(nullptr));
@@ -178,8 +180,8 @@ int main(int argc, char** argv) {
     auto pki = std::make_unique<bench::BenchPki>(ec, 10);
     for (const std::size_t size : {std::size_t{10} << 10, std::size_t{1} << 20}) {
       for (const int recipients : {1, 10}) {
-        Fixture f{ctx, nullptr, kHeaders + kContentHeaders + "\r\n" + body_of(size),
-                  kContentHeaders + "\r\n" + body_of(size), recipients};
+        Fixture f{ctx, nullptr, std::string(kHeaders).append(kContentHeaders) + "\r\n" + body_of(size),
+                  std::string(kContentHeaders) + "\r\n" + body_of(size), recipients};
         f.pki.swap(pki);
         const auto [ours, floor] = measure(f, seconds);
         f.pki.swap(pki);

@@ -1,4 +1,5 @@
 #include "io.hpp"
+#include "mailkms/errno_text.hpp"
 
 #include <openssl/crypto.h>
 
@@ -14,11 +15,13 @@ namespace mailkms::cli {
 namespace {
 
 struct FileCloser {
-  void operator()(std::FILE* file) const noexcept { std::fclose(file); }
+  // Files read, and a written one whose write already failed: a written
+  // file is closed by hand, its fclose checked (see write_output).
+  void operator()(std::FILE* file) const noexcept { (void)std::fclose(file); }
 };
 using File = std::unique_ptr<std::FILE, FileCloser>;
 
-std::string system_error(const std::string& doing) { return doing + ": " + std::strerror(errno); }
+std::string system_error(const std::string& doing) { return doing + ": " + mailkms::errno_text(errno); }
 
 void read_all(std::FILE* file, std::string& out, const std::string& name, int exit_code) {
   char buffer[1 << 16];

@@ -1,4 +1,5 @@
 #include "keystore_commands.hpp"
+#include "mailkms/errno_text.hpp"
 
 #include <fcntl.h>
 #include <sys/stat.h>
@@ -57,7 +58,7 @@ class Keystore {
  public:
   explicit Keystore(const std::string& config) : client_(options(load(config))) {}
 
-  json call(std::string_view op, json params = json::object()) {
+  json call(std::string_view op, const json& params = json::object()) {
     return or_fail_keystore(client_.call(op, params), std::string(op));
   }
   // The same with the administrator's session from `mailkmsctl login`.
@@ -67,7 +68,7 @@ class Keystore {
     std::getline(in, token);
     if (token.empty()) throw Failure(exit_failure, "not logged in: run mailkmsctl login");
     params["session"] = token;
-    return call(op, std::move(params));
+    return call(op, params);
   }
 
  private:
@@ -80,8 +81,9 @@ class Keystore {
 std::string when(std::time_t t) {
   char text[32];
   std::tm tm{};
-  gmtime_r(&t, &tm);
-  std::strftime(text, sizeof text, "%Y-%m-%d %H:%M:%SZ", &tm);
+  if (gmtime_r(&t, &tm) == nullptr || std::strftime(text, sizeof text, "%Y-%m-%d %H:%M:%SZ", &tm) == 0) {
+    return std::to_string(t);
+  }
   return text;
 }
 
@@ -119,11 +121,11 @@ void write_new_private_file(const std::string& path, std::string_view contents) 
   if (fd < 0) {
     const int error = errno;
     if (error == EEXIST) throw Failure(exit_usage, path + " exists: choose a new path");
-    throw Failure(exit_failure, "cannot create " + path + ": " + std::strerror(error));
+    throw Failure(exit_failure, "cannot create " + path + ": " + mailkms::errno_text(error));
   }
   const auto fail = [&](const char* what, int error) {
     ::unlink(path.c_str());
-    throw Failure(exit_failure, std::string("cannot ") + what + " " + path + ": " + std::strerror(error));
+    throw Failure(exit_failure, std::string("cannot ") + what + " " + path + ": " + mailkms::errno_text(error));
   };
   std::size_t written = 0;
   while (written < contents.size()) {

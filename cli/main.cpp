@@ -9,7 +9,9 @@
 #include "message_commands.hpp"
 #include "policy_commands.hpp"
 
-int main(int argc, char** argv) {
+namespace {
+
+int run(int argc, char** argv) {
   using namespace mailkms::cli;
 
   CLI::App app{"mailkms administration", "mailkmsctl"};
@@ -41,4 +43,17 @@ int main(int argc, char** argv) {
     std::cerr << "mailkmsctl: internal error: " << e.what() << "\n";
     return exit_failure;
   }
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  try {
+    return run(argc, argv);
+  } catch (const std::exception& e) {  // setting the commands up failed
+    std::cerr << "mailkmsctl: internal error: " << e.what() << "\n";
+  } catch (...) {
+    std::cerr << "mailkmsctl: internal error\n";
+  }
+  return mailkms::cli::exit_failure;
 }

@@ -35,8 +35,7 @@ std::string yes_no(bool value) { return value ? "yes" : "no"; }
 std::string day(std::time_t t) {
   char text[16];
   std::tm tm{};
-  gmtime_r(&t, &tm);
-  std::strftime(text, sizeof text, "%Y-%m-%d", &tm);
+  if (gmtime_r(&t, &tm) == nullptr || std::strftime(text, sizeof text, "%Y-%m-%d", &tm) == 0) return std::to_string(t);
   return text;
 }
 

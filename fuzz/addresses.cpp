@@ -10,7 +10,7 @@
 using namespace mailkms;
 
 extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size) {
-  if (size > 16 * 1024) return 0;
+  if (size > std::size_t{16} * 1024) return 0;
   const std::string_view text = fuzz::as_text(data, size);
   const std::string decoded = smime::decode_header_text(text);
   // What the gateway writes back into a header (a subject without its tag)

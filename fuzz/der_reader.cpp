@@ -38,7 +38,7 @@ void walk(std::string_view input, int depth) {
 }  // namespace
 
 extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size) {
-  if (size > 16 * 1024) return 0;
+  if (size > std::size_t{16} * 1024) return 0;
   const std::string_view input = fuzz::as_text(data, size);
   walk(input, 0);
   smime::der::Reader reader(input);

@@ -8,7 +8,7 @@
 using namespace mailkms;
 
 extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size) {
-  if (size > 64 * 1024) return 0;
+  if (size > std::size_t{64} * 1024) return 0;
   const std::string_view text = fuzz::as_text(data, size);
   (void)gateway::html_to_text(text);
   auto parts = smime::decoded_parts(text);

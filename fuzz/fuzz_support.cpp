@@ -29,7 +29,7 @@ std::string read_pki_file(const std::string& name) {
 }  // namespace
 
 void violated(std::string_view what) {
-  std::fprintf(stderr, "fuzz target: %.*s\n", static_cast<int>(what.size()), what.data());
+  (void)std::fprintf(stderr, "fuzz target: %.*s\n", static_cast<int>(what.size()), what.data());
   std::abort();
 }
 

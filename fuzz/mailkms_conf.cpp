@@ -8,7 +8,7 @@
 using namespace mailkms;
 
 extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size) {
-  if (size > 16 * 1024) return 0;
+  if (size > std::size_t{16} * 1024) return 0;
   static fuzz::MemoryFile file;
   const auto path = file.holding(fuzz::as_text(data, size));
   (void)keystore::load_config(path);

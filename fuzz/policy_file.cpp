@@ -6,7 +6,7 @@
 using namespace mailkms;
 
 extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size) {
-  if (size > 16 * 1024) return 0;
+  if (size > std::size_t{16} * 1024) return 0;
   const std::string_view text = fuzz::as_text(data, size);
   (void)policy::parse_login_map(text, "logins");
   auto loaded = policy::parse_policy(text, "policy.toml");

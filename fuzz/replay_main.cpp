@@ -35,18 +35,18 @@ int main(int argc, char** argv) {
   for (int i = 1; i < argc; ++i) {
     const auto files = inputs_in(argv[i]);
     if (files.empty()) {
-      std::fprintf(stderr, "no inputs in %s\n", argv[i]);
+      (void)std::fprintf(stderr, "no inputs in %s\n", argv[i]);
       return 1;
     }
     for (const auto& file : files) {
       std::ifstream in(file, std::ios::binary);
       const std::string bytes{std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>()};
       if (!in.good() && !in.eof()) {
-        std::fprintf(stderr, "cannot read %s\n", file.c_str());
+        (void)std::fprintf(stderr, "cannot read %s\n", file.c_str());
         return 1;
       }
       std::printf("%s\n", file.c_str());
-      std::fflush(stdout);  // so a crash names the input that caused it
+      (void)std::fflush(stdout);  // so a crash names the input that caused it
       LLVMFuzzerTestOneInput(reinterpret_cast<const std::uint8_t*>(bytes.data()), bytes.size());
       ++replayed;
     }

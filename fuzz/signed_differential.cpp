@@ -20,7 +20,7 @@ smime::VerifyOptions options() {
 }  // namespace
 
 extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size) {
-  if (size > 64 * 1024) return 0;
+  if (size > std::size_t{64} * 1024) return 0;
   const std::string_view text = fuzz::as_text(data, size);
   const smime::CryptoContext& ctx = fuzz::context();
   const smime::VerifyResult in_memory = smime::verify_message(ctx, text, options());

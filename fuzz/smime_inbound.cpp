@@ -10,7 +10,7 @@
 using namespace mailkms;
 
 extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size) {
-  if (size > 64 * 1024) return 0;  // the shapes of MIME and CMS fit; bigger only slows the search
+  if (size > std::size_t{64} * 1024) return 0;  // the shapes of MIME and CMS fit; bigger only slows the search
   const std::string_view text = fuzz::as_text(data, size);
   const smime::CryptoContext& ctx = fuzz::context();
   smime::VerifyOptions options;

@@ -121,7 +121,7 @@ std::vector<std::string> read_session(std::string_view input, std::size_t piece)
 }  // namespace
 
 extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size) {
-  if (size > 64 * 1024) return 0;
+  if (size > std::size_t{64} * 1024) return 0;
   const std::string_view input = fuzz::as_text(data, size);
   const auto whole = read_session(input, 0);
   for (const std::size_t piece : std::array<std::size_t, 4>{1, 2, 7, 509}) {

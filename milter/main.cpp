@@ -28,9 +28,12 @@
 #include <memory>
 #include <mutex>
 #include <fstream>
+#include <exception>
 #include <iostream>
 #include <thread>
 
+#include "mailkms/errno_text.hpp"
+#include "mailkms/guarded_main.hpp"
 #include "callbacks.hpp"
 #include "mailkms/gateway/gateway.hpp"
 #include "settings.hpp"
@@ -45,6 +48,7 @@ bool attached = true;
 [[noreturn]] void fatal(const std::string& message) {
   spdlog::critical("fatal: {}", message);
   if (attached && !logging_to_stderr) std::cerr << "mailkms-milter: fatal: " << message << "\n";
+  // NOLINTNEXTLINE(concurrency-mt-unsafe): only while starting, before any thread serves
   std::exit(1);
 }
 
@@ -63,7 +67,7 @@ void disable_nagle_on_listener() {
     if (::getsockopt(fd, SOL_SOCKET, SO_ACCEPTCONN, &listening, &size) != 0 || listening == 0) continue;
     const int on = 1;
     if (::setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &on, sizeof on) != 0) {
-      spdlog::warn("TCP_NODELAY on the milter socket: {}", std::strerror(errno));
+      spdlog::warn("TCP_NODELAY on the milter socket: {}", mailkms::errno_text(errno));
     }
   }
 }
@@ -180,16 +184,16 @@ Listener open_listener(const mailkms::milter::Settings& settings) {
   if (smfi_opensocket(true) != MI_SUCCESS) fatal("cannot open socket " + settings.socket);
   disable_nagle_on_listener();
   if (path.empty()) return listener;
-  if (::chmod(staging.c_str(), settings.socket_mode) != 0) fatal("chmod " + path + ": " + std::strerror(errno));
+  if (::chmod(staging.c_str(), settings.socket_mode) != 0) fatal("chmod " + path + ": " + mailkms::errno_text(errno));
   if (settings.user || settings.group) {
     if (::chown(staging.c_str(), settings.user.value_or(static_cast<uid_t>(-1)),
                 settings.group.value_or(static_cast<gid_t>(-1))) != 0) {
-      fatal("chown " + path + ": " + std::strerror(errno));
+      fatal("chown " + path + ": " + mailkms::errno_text(errno));
     }
   }
-  if (::stat(staging.c_str(), &listener.bound) != 0) fatal("stat " + path + ": " + std::strerror(errno));
+  if (::stat(staging.c_str(), &listener.bound) != 0) fatal("stat " + path + ": " + mailkms::errno_text(errno));
   if (staging != path && ::rename(staging.c_str(), path.c_str()) != 0) {
-    fatal("rename " + staging + " to " + path + ": " + std::strerror(errno));
+    fatal("rename " + staging + " to " + path + ": " + mailkms::errno_text(errno));
   }
   return listener;
 }
@@ -207,7 +211,7 @@ void remove_own_socket(const Listener& listener) {
 // drops privileges.
 void detach_and_drop_privileges(const mailkms::milter::Settings& settings, bool foreground) {
   if (!foreground) {
-    if (::daemon(0, 0) != 0) fatal(std::string("daemon: ") + std::strerror(errno));
+    if (::daemon(0, 0) != 0) fatal(std::string("daemon: ") + mailkms::errno_text(errno));
     attached = false;
   }
   if (!settings.pid_file.empty()) {
@@ -216,10 +220,10 @@ void detach_and_drop_privileges(const mailkms::milter::Settings& settings, bool 
     if (!pid.flush()) fatal("cannot write pid file " + settings.pid_file.string());
   }
   if (settings.group && ::getegid() != *settings.group) {
-    if (::setgroups(0, nullptr) != 0 || ::setgid(*settings.group) != 0) fatal(std::string("setgid: ") + std::strerror(errno));
+    if (::setgroups(0, nullptr) != 0 || ::setgid(*settings.group) != 0) fatal(std::string("setgid: ") + mailkms::errno_text(errno));
   }
   if (settings.user && ::geteuid() != *settings.user) {
-    if (::setuid(*settings.user) != 0) fatal(std::string("setuid: ") + std::strerror(errno));
+    if (::setuid(*settings.user) != 0) fatal(std::string("setuid: ") + mailkms::errno_text(errno));
   }
 }
 
@@ -241,7 +245,7 @@ int serve(mailkms::gateway::Gateway& gateway, const std::string& socket, const s
   sigaddset(&blocked, SIGINT);
   pthread_sigmask(SIG_BLOCK, &blocked, nullptr);
   if (::pipe2(wakeups, O_CLOEXEC) != 0 || ::fcntl(wakeups[1], F_SETFL, O_NONBLOCK) != 0) {
-    fatal(std::string("pipe: ") + std::strerror(errno));
+    fatal(std::string("pipe: ") + mailkms::errno_text(errno));
   }
   int result = 0;
   std::thread serving([&] {
@@ -271,7 +275,9 @@ int serve(mailkms::gateway::Gateway& gateway, const std::string& socket, const s
 
 }  // namespace
 
-int main(int argc, char** argv) {
+namespace {
+
+int run(int argc, char** argv) {
   CLI::App app{"mailkms-milter: signs, encrypts, verifies and decrypts mail per policy, as a milter"};
   std::string config = "/etc/mailkms/mailkms.conf";
   bool foreground = false;
@@ -287,8 +293,10 @@ int main(int argc, char** argv) {
   // arena glibc would otherwise trim (madvise, with a TLB shootdown on every
   // core) after nearly every message. Keep up to 8 MiB of free memory per
   // arena instead; blocks over 1 MiB (large spools) still go back at once.
-  ::mallopt(M_TRIM_THRESHOLD, 8 << 20);
-  ::mallopt(M_MMAP_THRESHOLD, 1 << 20);
+  // NOLINTBEGIN(concurrency-mt-unsafe): set before libmilter starts any thread
+  (void)::mallopt(M_TRIM_THRESHOLD, 8 << 20);  // a hint: glibc's defaults if refused
+  (void)::mallopt(M_MMAP_THRESHOLD, 1 << 20);
+  // NOLINTEND(concurrency-mt-unsafe)
 
   spdlog::set_default_logger(spdlog::stderr_logger_mt("mailkms"));
   spdlog::set_pattern("mailkms-milter[%P]: %l: %v");
@@ -311,13 +319,13 @@ int main(int argc, char** argv) {
   const std::string policy_path = settings->policy.string();
   auto keystore = std::make_shared<mailkms::gateway::KeystoreAdapter>(mailkms::keystore::ClientOptions{
       settings->keystore_socket, settings->keystore_timeout, 8, settings->keystore_user});
-  mailkms::gateway::Gateway gateway(std::move(*settings), std::move(*policy), std::move(*ctx), std::move(*mark),
+  mailkms::gateway::Gateway gateway(std::move(*settings), std::move(*policy), std::move(*ctx), *mark,
                                     std::move(keystore));
   const bool over_tcp = socket_path(milter_settings->socket).empty();
   mailkms::milter::install(gateway, over_tcp ? mailkms::milter::Transport::tcp : mailkms::milter::Transport::local);
 
   // Re-injection writes to a child's pipe: a child that dies must not kill us.
-  ::signal(SIGPIPE, SIG_IGN);
+  (void)::signal(SIGPIPE, SIG_IGN);
 
   auto description = mailkms::milter::description();
   if (smfi_register(description) != MI_SUCCESS) fatal("smfi_register failed");
@@ -329,3 +337,7 @@ int main(int argc, char** argv) {
   spdlog::info("stopped");
   return result == MI_SUCCESS ? 0 : 1;
 }
+
+}  // namespace
+
+int main(int argc, char** argv) { return mailkms::guarded_main("mailkms-milter", run, argc, argv); }

@@ -42,7 +42,8 @@ if ! run-clang-tidy -quiet -p "$build" -j "$(nproc)" "^($regex)\$" > "$build/cla
   status=1
 fi
 # Each finding once (a header's shows for every source that includes it).
-sed 's/\x1b\[[0-9;]*m//g' "$build/clang-tidy.log" | grep -E '^/.*: (warning|error): ' | sort -u | tee "$build/clang-tidy.findings"
+sed 's/\x1b\[[0-9;]*m//g' "$build/clang-tidy.log" | { grep -E '^/.*: (warning|error): ' || true; } | sort -u |
+  tee "$build/clang-tidy.findings"
 [ -s "$build/clang-tidy.findings" ] && status=1
 echo "clang-tidy: $(wc -l < "$build/clang-tidy.findings") finding(s); the whole output is in $build/clang-tidy.log"
 

@@ -24,6 +24,8 @@
 #include <string>
 #include <vector>
 
+#include "mailkms/errno_text.hpp"
+#include "mailkms/guarded_main.hpp"
 #include "mailkms/gateway/gateway.hpp"
 #include "session.hpp"
 #include "settings.hpp"
@@ -40,6 +42,7 @@ bool attached = true;
 [[noreturn]] void fatal(const std::string& message) {
   spdlog::critical("fatal: {}", message);
   if (attached && !logging_to_stderr) std::cerr << "mailkms-proxy: fatal: " << message << "\n";
+  // NOLINTNEXTLINE(concurrency-mt-unsafe): only while starting, before any thread serves
   std::exit(1);
 }
 
@@ -87,7 +90,7 @@ asio::ip::tcp::acceptor open_listener(asio::io_context& io, const mailkms::proxy
 void detach_and_drop_privileges(asio::io_context& io, const mailkms::proxy::Settings& settings, bool foreground) {
   if (!foreground) {
     io.notify_fork(asio::execution_context::fork_prepare);
-    if (::daemon(0, 0) != 0) fatal(std::string("daemon: ") + std::strerror(errno));
+    if (::daemon(0, 0) != 0) fatal(std::string("daemon: ") + mailkms::errno_text(errno));
     io.notify_fork(asio::execution_context::fork_child);
     attached = false;
   }
@@ -97,10 +100,10 @@ void detach_and_drop_privileges(asio::io_context& io, const mailkms::proxy::Sett
     if (!pid.flush()) fatal("cannot write pid file " + settings.pid_file.string());
   }
   if (settings.group && ::getegid() != *settings.group) {
-    if (::setgroups(0, nullptr) != 0 || ::setgid(*settings.group) != 0) fatal(std::string("setgid: ") + std::strerror(errno));
+    if (::setgroups(0, nullptr) != 0 || ::setgid(*settings.group) != 0) fatal(std::string("setgid: ") + mailkms::errno_text(errno));
   }
   if (settings.user && ::geteuid() != *settings.user) {
-    if (::setuid(*settings.user) != 0) fatal(std::string("setuid: ") + std::strerror(errno));
+    if (::setuid(*settings.user) != 0) fatal(std::string("setuid: ") + mailkms::errno_text(errno));
   }
 }
 
@@ -151,7 +154,9 @@ void reload(const std::string& config, mailkms::proxy::ServerContext& context, m
 
 }  // namespace
 
-int main(int argc, char** argv) {
+namespace {
+
+int serve(int argc, char** argv) {
   CLI::App app{"mailkms-proxy: signs, encrypts, verifies and decrypts mail per policy, as an SMTP proxy"};
   std::string config = "/etc/mailkms/mailkms.conf";
   bool foreground = false;
@@ -182,7 +187,7 @@ int main(int argc, char** argv) {
     return 0;
   }
   start_logging(syslog, foreground, proxy_settings->log_file);
-  ::signal(SIGPIPE, SIG_IGN);  // a peer gone mid-write is an error code, not the end of the process
+  (void)::signal(SIGPIPE, SIG_IGN);  // a peer gone mid-write is an error code, not the end of the process
 
   asio::io_context io;
   auto acceptor = open_listener(io, *proxy_settings);
@@ -190,7 +195,7 @@ int main(int argc, char** argv) {
 
   auto keystore = std::make_shared<mailkms::gateway::KeystoreAdapter>(mailkms::keystore::ClientOptions{
       settings->keystore_socket, settings->keystore_timeout, 8, settings->keystore_user});
-  mailkms::gateway::Gateway gateway(std::move(*settings), std::move(*policy), std::move(*ctx), std::move(*mark),
+  mailkms::gateway::Gateway gateway(std::move(*settings), std::move(*policy), std::move(*ctx), *mark,
                                     std::move(keystore));
   const unsigned threads = proxy_settings->threads != 0 ? proxy_settings->threads
                                                         : std::max(1u, std::thread::hardware_concurrency());
@@ -235,3 +240,7 @@ int main(int argc, char** argv) {
   spdlog::info("stopped");
   return 0;
 }
+
+}  // namespace
+
+int main(int argc, char** argv) { return mailkms::guarded_main("mailkms-proxy", serve, argc, argv); }

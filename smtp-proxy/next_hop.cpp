@@ -223,7 +223,7 @@ asio::awaitable<BasicResult<HopReply, HopFailure>> open_transaction(HopSession& 
 
 // The message dot-stuffed, then the end of data.
 asio::awaitable<error_code> send_message(HopSession& hop, const smime::Spool& message) {
-  constexpr std::size_t chunk = 64 * 1024;
+  constexpr std::size_t chunk = std::size_t{64} * 1024;
   std::string buffer(chunk, '\0');
   bool at_line_start = true;
   char last = '\n';

@@ -39,7 +39,7 @@ struct OpenTransaction {
 
 std::string session_id(std::uint64_t number) {
   char id[17];
-  std::snprintf(id, sizeof id, "%08llX", static_cast<unsigned long long>(number));
+  (void)std::snprintf(id, sizeof id, "%08llX", static_cast<unsigned long long>(number));  // 16 digits at most: it fits
   return id;
 }
 
@@ -206,9 +206,9 @@ class Session : public std::enable_shared_from_this<Session> {
     (void)co_await flush();
   }
 
-  void error(std::string reply) {
+  void error(const std::string& reply) {
     ++errors_;
-    out_ += std::move(reply);
+    out_ += reply;
   }
 
   asio::awaitable<Step> command(const Command& command) {

@@ -37,9 +37,8 @@ class TimedSocket {
 
   asio::awaitable<error_code> write(std::string_view bytes, std::chrono::seconds timeout) {
     const auto buffer = asio::buffer(bytes.data(), bytes.size());
-    auto [ec, n] = tls_ ? co_await timed(asio::async_write(*tls_, buffer, asio::as_tuple(asio::use_awaitable)), timeout)
-                        : co_await timed(asio::async_write(socket_, buffer, asio::as_tuple(asio::use_awaitable)), timeout);
-    co_return ec;
+    if (tls_) co_return (co_await timed(asio::async_write(*tls_, buffer, asio::as_tuple(asio::use_awaitable)), timeout)).first;
+    co_return (co_await timed(asio::async_write(socket_, buffer, asio::as_tuple(asio::use_awaitable)), timeout)).first;
   }
 
   // Starts TLS on the connection, as its server or its client; once only.

@@ -1,4 +1,5 @@
 #include "mailkms/gateway/crl_fetcher.hpp"
+#include "mailkms/errno_text.hpp"
 
 #include <curl/curl.h>
 #include <openssl/x509.h>

@@ -27,8 +27,8 @@ std::optional<std::string> routing_syntax(std::string_view address) {
   return std::nullopt;
 }
 
-const Reply internal_trouble_reply{"451", "4.3.0", "Temporary failure in the S/MIME gateway"};
-const Reply too_big_reply{"552", "5.3.4", "Message too big for the S/MIME gateway"};
+Reply internal_trouble_reply() { return {"451", "4.3.0", "Temporary failure in the S/MIME gateway"}; }
+Reply too_big_reply() { return {"552", "5.3.4", "Message too big for the S/MIME gateway"}; }
 
 Reply routing_refusal(const std::string& recipient, const std::string& why) {
   return {"553", "5.1.3", recipient + ": address with " + why + " not accepted here"};
@@ -37,7 +37,7 @@ Reply routing_refusal(const std::string& recipient, const std::string& why) {
 }  // namespace
 
 Gateway::Gateway(Settings settings, std::shared_ptr<const policy::Policy> policy, smime::CryptoContextPtr ctx,
-                 ReinjectionMark mark, std::shared_ptr<KeystorePort> keystore, Clock clock)
+                 const ReinjectionMark& mark, std::shared_ptr<KeystorePort> keystore, Clock clock)
     : settings_(std::move(settings)),
       policy_(std::move(policy)),
       ctx_(std::move(ctx)),
@@ -45,7 +45,7 @@ Gateway::Gateway(Settings settings, std::shared_ptr<const policy::Policy> policy
       clock_(std::move(clock)),
       certificates_(*keystore_, settings_.certificate_ttl, settings_.missing_certificate_ttl, clock_),
       trust_(*keystore_, settings_.certificate_ttl, clock_),
-      mark_(std::move(mark)) {}
+      mark_(mark) {}
 
 void Gateway::replace_policy(std::shared_ptr<const policy::Policy> policy) {
   std::atomic_store(&policy_, std::move(policy));
@@ -122,7 +122,7 @@ RecipientVerdict Gateway::add_recipient(Transaction& transaction, const std::str
     return verdict;
   } catch (const std::exception& e) {
     verdict.kind = RecipientVerdict::Kind::tempfail;
-    verdict.reply = internal_trouble_reply;
+    verdict.reply = internal_trouble_reply();
     verdict.log = recipient + ": internal error: " + e.what();
     return verdict;
   }
@@ -145,7 +145,7 @@ Outcome Gateway::finish(const Transaction& transaction, const std::vector<smime:
     if (settings_.max_message_size != 0 && message.size() > settings_.max_message_size) {
       Outcome outcome;
       outcome.verdict = Outcome::Verdict::reject;
-      outcome.reply = too_big_reply;
+      outcome.reply = too_big_reply();
       outcome.log = "rejected: " + std::to_string(message.size()) + " bytes is over max_message_size";
       return outcome;
     }
@@ -246,13 +246,13 @@ Outcome Gateway::answer_trouble(FrontEndTrouble trouble, std::string log) const 
   outcome.verdict = Outcome::Verdict::tempfail;
   outcome.log = std::move(log);
   switch (trouble) {
-    case FrontEndTrouble::internal: outcome.reply = internal_trouble_reply; break;
+    case FrontEndTrouble::internal: outcome.reply = internal_trouble_reply(); break;
     case FrontEndTrouble::spool:
       outcome.reply = {"451", "4.3.0", "The S/MIME gateway cannot store the message now; try again later"};
       break;
     case FrontEndTrouble::too_big:
       outcome.verdict = Outcome::Verdict::reject;
-      outcome.reply = too_big_reply;
+      outcome.reply = too_big_reply();
       break;
     case FrontEndTrouble::reinjection:
       outcome.reply = {"451", "4.3.0", "The S/MIME gateway cannot split this message now; try again later"};

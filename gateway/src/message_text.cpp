@@ -44,7 +44,7 @@ smime::Result<HeaderSection> read_header_section(const smime::Spool& message, st
   // Read until the empty line: "\r\n\r\n", or the message starting with one.
   std::string head;
   std::size_t end = std::string::npos;
-  constexpr std::size_t step = 16 * 1024;
+  constexpr std::size_t step = std::size_t{16} * 1024;
   while (end == std::string::npos && head.size() < message.size()) {
     if (head.size() > limit) return smime::make_error(smime::Errc::limit_exceeded, "header section too large");
     std::string chunk(std::min(step, message.size() - head.size()), '\0');
@@ -131,7 +131,7 @@ class InvitationFinder {
   [[nodiscard]] bool wants_line_starting(char first) const { return in_header_ || first == '-'; }
 
  private:
-  static constexpr std::size_t kMaxField = 8 * 1024;    // of one unfolded field
+  static constexpr std::size_t kMaxField = std::size_t{8} * 1024;    // of one unfolded field
   static constexpr std::size_t kMaxFields = 256;        // per header section
   static constexpr std::size_t kMaxBoundaries = 16;     // nesting kept track of
 

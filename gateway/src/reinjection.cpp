@@ -1,4 +1,5 @@
 #include "mailkms/gateway/reinjection.hpp"
+#include "mailkms/errno_text.hpp"
 
 #include "mailkms/smime/certificate.hpp"
 #include "mailkms/smime/ossl.hpp"
@@ -24,7 +25,7 @@ extern char** environ;
 namespace mailkms::gateway {
 namespace {
 
-constexpr std::time_t mark_lifetime = 2 * 24 * 3600;  // a copy may wait in the MTA's queue this long
+constexpr std::time_t mark_lifetime = std::time_t{2} * 24 * 3600;  // a copy may wait in the MTA's queue this long
 
 std::string hex(const unsigned char* data, std::size_t size) {
   static constexpr char digits[] = "0123456789abcdef";
@@ -63,7 +64,7 @@ Result<ReinjectionMark> ReinjectionMark::create(const std::filesystem::path& key
     return mark;
   }
   struct stat st {};
-  if (::stat(key_file.c_str(), &st) != 0) return Error{"reinject_key_file " + key_file.string() + ": " + std::strerror(errno)};
+  if (::stat(key_file.c_str(), &st) != 0) return Error{"reinject_key_file " + key_file.string() + ": " + mailkms::errno_text(errno)};
   if ((st.st_mode & 077) != 0) return Error{"reinject_key_file " + key_file.string() + " must not be readable by group or others (chmod 600)"};
   std::ifstream in(key_file, std::ios::binary);
   std::string bytes((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
@@ -136,11 +137,12 @@ Result<Ok> reinject(const std::vector<std::string>& command, std::string_view se
   args.push_back("--");
   args.insert(args.end(), recipients.begin(), recipients.end());
   std::vector<char*> argv;
+  argv.reserve(args.size() + 1);
   for (auto& a : args) argv.push_back(a.data());
   argv.push_back(nullptr);
 
   int pipe_fds[2];
-  if (::pipe2(pipe_fds, O_CLOEXEC) != 0) return Error{std::string("pipe: ") + std::strerror(errno)};
+  if (::pipe2(pipe_fds, O_CLOEXEC) != 0) return Error{std::string("pipe: ") + mailkms::errno_text(errno)};
   posix_spawn_file_actions_t actions;
   posix_spawn_file_actions_init(&actions);
   posix_spawn_file_actions_adddup2(&actions, pipe_fds[0], STDIN_FILENO);
@@ -150,7 +152,7 @@ Result<Ok> reinject(const std::vector<std::string>& command, std::string_view se
   ::close(pipe_fds[0]);
   if (spawned != 0) {
     ::close(pipe_fds[1]);
-    return Error{command.front() + ": " + std::strerror(spawned)};
+    return Error{command.front() + ": " + mailkms::errno_text(spawned)};
   }
   // The message, with LF line ends as a local sendmail expects. Only the CR
   // of a CRLF goes: a lone CR is content (and may be under a signature).
@@ -159,7 +161,7 @@ Result<Ok> reinject(const std::vector<std::string>& command, std::string_view se
     while (done < bytes.size()) {
       const ssize_t n = ::write(pipe_fds[1], bytes.data() + done, bytes.size() - done);
       if (n < 0 && errno == EINTR) continue;
-      if (n <= 0) return smime::make_error(smime::Errc::io_error, std::strerror(errno));
+      if (n <= 0) return smime::make_error(smime::Errc::io_error, mailkms::errno_text(errno));
       done += static_cast<std::size_t>(n);
     }
     return smime::Ok{};

@@ -8,10 +8,12 @@
 
 #include <CLI/CLI.hpp>
 #include <boost/asio.hpp>
+#include <exception>
 #include <iostream>
 #include <functional>
 #include <thread>
 
+#include "mailkms/guarded_main.hpp"
 #include "mailkms/keystore/config.hpp"
 #include "mailkms/keystore/service.hpp"
 #include "safe_paths.hpp"
@@ -39,7 +41,9 @@ void harden(bool lock_memory) {
 
 }  // namespace
 
-int main(int argc, char** argv) {
+namespace {
+
+int serve(int argc, char** argv) {
   CLI::App app{"mailkms-keystored: the mailkms key management daemon"};
   std::string config_path = "/etc/mailkms/mailkms.conf";
   bool foreground = false;
@@ -144,7 +148,7 @@ int main(int argc, char** argv) {
     hangups.async_wait(reload);
   };
   hangups.async_wait(reload);
-  ::signal(SIGPIPE, SIG_IGN);
+  (void)::signal(SIGPIPE, SIG_IGN);
   std::cerr << "mailkms-keystored: serving " << config->socket.string() << " ("
             << ((*service)->sealed() ? "sealed" : "unsealed") << ")\n";
   std::vector<std::thread> threads;
@@ -154,3 +158,7 @@ int main(int argc, char** argv) {
   (*service)->audit_upkeep(true);  // the last counts, and where the chain ends
   return 0;
 }
+
+}  // namespace
+
+int main(int argc, char** argv) { return mailkms::guarded_main("mailkms-keystored", serve, argc, argv); }

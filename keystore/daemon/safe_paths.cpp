@@ -1,4 +1,6 @@
 #include "safe_paths.hpp"
+#include "mailkms/errno_text.hpp"
+#include "mailkms/system_accounts.hpp"
 
 #include <pwd.h>
 #include <sys/stat.h>
@@ -17,8 +19,8 @@ using keystore::Errc;
 using keystore::make_error;
 
 std::string owner_name(uid_t uid) {
-  const passwd* pw = ::getpwuid(uid);
-  return pw != nullptr ? std::string(pw->pw_name) : "uid " + std::to_string(uid);
+  auto name = accounts::user_name(uid);
+  return name ? std::move(*name) : "uid " + std::to_string(uid);
 }
 
 // One file or directory: owned by us or root, and written by no one else.
@@ -29,7 +31,7 @@ keystore::Status check_one(const std::filesystem::path& path, std::string_view w
                            bool private_to_us) {
   struct stat st {};
   if (::lstat(path.c_str(), &st) != 0) {
-    return make_error(Errc::storage_failed, std::string(what) + " " + path.string() + ": " + std::strerror(errno));
+    return make_error(Errc::storage_failed, std::string(what) + " " + path.string() + ": " + mailkms::errno_text(errno));
   }
   const std::string named = std::string(what) + " " + path.string();
   if (S_ISLNK(st.st_mode)) {

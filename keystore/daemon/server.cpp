@@ -1,4 +1,5 @@
 #include "server.hpp"
+#include "mailkms/errno_text.hpp"
 
 #include <sys/socket.h>
 #include <sys/stat.h>
@@ -199,7 +200,7 @@ keystore::Status Server::listen() {
   std::string staging_dir = (directory / ".keystored-XXXXXX").string();
   if (::mkdtemp(staging_dir.data()) == nullptr) {
     return keystore::make_error(keystore::Errc::storage_failed,
-                                "cannot listen on " + path + ": cannot make a directory beside it: " + std::strerror(errno));
+                                "cannot listen on " + path + ": cannot make a directory beside it: " + mailkms::errno_text(errno));
   }
   const std::string staging = staging_dir + "/s";
   boost::system::error_code ec;

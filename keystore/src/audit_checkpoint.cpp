@@ -1,4 +1,5 @@
 #include "mailkms/keystore/audit_checkpoint.hpp"
+#include "mailkms/errno_text.hpp"
 
 #include <fcntl.h>
 #include <openssl/evp.h>
@@ -27,7 +28,7 @@ constexpr std::string_view kKeyId = "checkpoints";
 constexpr std::string_view kSignedPrefix = "mailkms-audit-checkpoint-v1";
 // The tail of a checkpoint file read for its newest lines: a line is
 // about 250 bytes, so this holds far more than kMaxChecked.
-constexpr std::streamoff kTailBytes = 256 * 1024;
+constexpr std::streamoff kTailBytes = std::streamoff{256} * 1024;
 
 using smime::ossl::MdCtx;
 
@@ -208,7 +209,7 @@ Result<std::optional<AuditCheckpoint>> AuditCheckpoints::checkpoint(bool always)
 Status AuditCheckpoints::write_out(const AuditCheckpoint& checkpoint) {
   if (file_.empty()) return Ok{};
   const int fd = ::open(file_.c_str(), O_WRONLY | O_APPEND | O_CREAT | O_NOFOLLOW | O_CLOEXEC, 0640);
-  if (fd < 0) return make_error(Errc::storage_failed, std::strerror(errno));
+  if (fd < 0) return make_error(Errc::storage_failed, mailkms::errno_text(errno));
   const std::string line = checkpoint.to_line() + "\n";
   std::size_t done = 0;
   while (done < line.size()) {
@@ -220,7 +221,7 @@ Status AuditCheckpoints::write_out(const AuditCheckpoint& checkpoint) {
   const bool synced = done == line.size() && ::fsync(fd) == 0;
   const int error = errno;
   ::close(fd);
-  if (!synced) return make_error(Errc::storage_failed, std::strerror(error));
+  if (!synced) return make_error(Errc::storage_failed, mailkms::errno_text(error));
   return Ok{};
 }
 

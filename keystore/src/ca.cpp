@@ -202,7 +202,7 @@ Status store_private_key(Barrier& barrier, std::string_view owner, std::string_v
   unsigned char* der = nullptr;
   const int n = i2d_PrivateKey(key.native(), &der);
   if (n <= 0) return crypto("cannot encode a private key");
-  const Status s = barrier.put(private_key_path(owner, key_id), std::string_view(reinterpret_cast<char*>(der), static_cast<std::size_t>(n)));
+  Status s = barrier.put(private_key_path(owner, key_id), std::string_view(reinterpret_cast<char*>(der), static_cast<std::size_t>(n)));
   OPENSSL_clear_free(der, static_cast<std::size_t>(n));
   return s;
 }
@@ -232,6 +232,7 @@ Result<std::vector<std::string>> CertificateAuthority::chain_pem(const std::stri
   }
   MAILKMS_TRY(certs, chain(id));
   std::vector<std::string> pems;
+  pems.reserve(certs.size());
   for (const auto& c : certs) pems.push_back(c.pem());
   const std::lock_guard lock(chain_cache_mutex_);
   chain_cache_.emplace(id, pems);

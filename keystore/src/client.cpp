@@ -1,8 +1,9 @@
 #include "mailkms/keystore/client.hpp"
+#include "mailkms/errno_text.hpp"
+#include "mailkms/system_accounts.hpp"
 
 #include <fcntl.h>
 #include <poll.h>
-#include <pwd.h>
 #include <sys/socket.h>
 #include <sys/un.h>
 #include <unistd.h>
@@ -41,7 +42,7 @@ Status write_all(int fd, std::string_view data, Clock::time_point deadline, bool
     const ssize_t n = ::send(fd, data.data(), data.size(), MSG_NOSIGNAL);
     if (n < 0) {
       if (errno == EAGAIN || errno == EINTR) continue;
-      return unavailable(std::string("cannot send: ") + std::strerror(errno));
+      return unavailable(std::string("cannot send: ") + mailkms::errno_text(errno));
     }
     data.remove_prefix(static_cast<std::size_t>(n));
   }
@@ -61,7 +62,7 @@ Result<std::string> read_line(int fd, Clock::time_point deadline, bool& timed_ou
     if (n == 0) return unavailable("the daemon closed the connection");
     if (n < 0) {
       if (errno == EAGAIN || errno == EINTR) continue;
-      return unavailable(std::string("cannot read: ") + std::strerror(errno));
+      return unavailable(std::string("cannot read: ") + mailkms::errno_text(errno));
     }
     line.append(buffer, static_cast<std::size_t>(n));
     // Requests on one connection are sequential, so one line is one answer.
@@ -112,9 +113,9 @@ std::optional<uid_t> resolve_user(const std::string& user) {
     if (errno != 0 || uid >= static_cast<unsigned long long>(static_cast<uid_t>(-1))) return std::nullopt;
     return static_cast<uid_t>(uid);
   }
-  const passwd* pw = ::getpwnam(user.c_str());
-  if (pw == nullptr) return std::nullopt;
-  return pw->pw_uid;
+  const auto account = accounts::find_user(user);
+  if (!account) return std::nullopt;
+  return account->uid;
 }
 
 KeystoreClient::~KeystoreClient() {
@@ -131,7 +132,7 @@ Result<KeystoreClient::Connection> KeystoreClient::take_connection() {
     }
   }
   const int fd = ::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
-  if (fd < 0) return unavailable(std::strerror(errno));
+  if (fd < 0) return unavailable(mailkms::errno_text(errno));
   sockaddr_un address{};
   address.sun_family = AF_UNIX;
   const std::string path = options_.socket.string();
@@ -141,7 +142,7 @@ Result<KeystoreClient::Connection> KeystoreClient::take_connection() {
   }
   std::memcpy(address.sun_path, path.c_str(), path.size() + 1);
   if (::connect(fd, reinterpret_cast<sockaddr*>(&address), sizeof address) != 0) {
-    const std::string why = std::strerror(errno);
+    const std::string why = mailkms::errno_text(errno);
     ::close(fd);
     return unavailable("cannot connect to " + path + ": " + why);
   }
@@ -156,7 +157,7 @@ Status KeystoreClient::check_server(int fd) const {
   ucred peer{};
   socklen_t length = sizeof peer;
   if (::getsockopt(fd, SOL_SOCKET, SO_PEERCRED, &peer, &length) != 0) {
-    return unavailable(std::string("cannot tell who serves the socket: ") + std::strerror(errno));
+    return unavailable(std::string("cannot tell who serves the socket: ") + mailkms::errno_text(errno));
   }
   // Root may serve it: root can read the keystore's files anyway.
   if (peer.uid == 0 || (server_uid_ && peer.uid == *server_uid_)) return Ok{};

@@ -1,7 +1,5 @@
 #include "mailkms/keystore/config.hpp"
 
-#include <grp.h>
-#include <pwd.h>
 #include <sys/stat.h>
 
 #include <algorithm>
@@ -107,13 +105,13 @@ Status as_ids(const toml::node& node, const std::string& key, std::vector<Id>& o
       out.push_back(static_cast<Id>(number->get()));
     } else if (const auto* name = item.as_string(); name != nullptr) {
       if (users) {
-        const passwd* pw = ::getpwnam(name->get().c_str());
-        if (pw == nullptr) return wrong(item, key, "a known user, not " + name->get());
-        out.push_back(static_cast<Id>(pw->pw_uid));
+        const auto account = accounts::find_user(name->get());
+        if (!account) return wrong(item, key, "a known user, not " + name->get());
+        out.push_back(static_cast<Id>(account->uid));
       } else {
-        const group* gr = ::getgrnam(name->get().c_str());
-        if (gr == nullptr) return wrong(item, key, "a known group, not " + name->get());
-        out.push_back(static_cast<Id>(gr->gr_gid));
+        const auto account = accounts::find_group(name->get());
+        if (!account) return wrong(item, key, "a known group, not " + name->get());
+        out.push_back(static_cast<Id>(account->gid));
       }
     } else {
       return wrong(item, key, "names or numbers");

@@ -23,8 +23,9 @@ std::string harvest_key(std::string_view address) { return std::string(kPrefix) 
 std::string when(std::time_t t) {
   char text[32];
   std::tm tm{};
-  gmtime_r(&t, &tm);
-  std::strftime(text, sizeof text, "%Y-%m-%d %H:%M:%SZ", &tm);
+  if (gmtime_r(&t, &tm) == nullptr || std::strftime(text, sizeof text, "%Y-%m-%d %H:%M:%SZ", &tm) == 0) {
+    return std::to_string(t);
+  }
   return text;
 }
 

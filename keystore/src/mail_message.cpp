@@ -175,7 +175,7 @@ Result<std::string> render_template_file(const std::filesystem::path& file,
   if (!in) return make_error(Errc::not_found, "cannot read the mail template " + file.string());
   std::ostringstream text;
   text << in.rdbuf();
-  if (text.str().size() > 64 * 1024) return make_error(Errc::invalid_argument, file.string() + " is larger than 64 KiB");
+  if (text.str().size() > std::size_t{64} * 1024) return make_error(Errc::invalid_argument, file.string() + " is larger than 64 KiB");
   return render_template(text.str(), values, file.string());
 }
 
@@ -184,18 +184,19 @@ std::string rfc5322_date(std::time_t t) {
   static constexpr const char* kMonths[] = {"Jan", "Feb", "Mar", "Apr", "May", "Jun",
                                             "Jul", "Aug", "Sep", "Oct", "Nov", "Dec"};
   std::tm tm{};
-  gmtime_r(&t, &tm);
+  if (gmtime_r(&t, &tm) == nullptr) return "Thu, 01 Jan 1970 00:00:00 +0000";  // past the year 2^31
   char text[64];
-  std::snprintf(text, sizeof text, "%s, %02d %s %04d %02d:%02d:%02d +0000", kDays[tm.tm_wday], tm.tm_mday,
+  (void)std::snprintf(text, sizeof text, "%s, %02d %s %04d %02d:%02d:%02d +0000", kDays[tm.tm_wday], tm.tm_mday,
                 kMonths[tm.tm_mon], tm.tm_year + 1900, tm.tm_hour, tm.tm_min, tm.tm_sec);
   return text;
 }
 
 std::string readable_time(std::time_t t) {
   std::tm tm{};
-  gmtime_r(&t, &tm);
   char text[32];
-  std::strftime(text, sizeof text, "%Y-%m-%d %H:%M UTC", &tm);
+  if (gmtime_r(&t, &tm) == nullptr || std::strftime(text, sizeof text, "%Y-%m-%d %H:%M UTC", &tm) == 0) {
+    return std::to_string(t);
+  }
   return text;
 }
 

@@ -1,4 +1,5 @@
 #include "mailkms/keystore/mailer.hpp"
+#include "mailkms/errno_text.hpp"
 
 #include <fcntl.h>
 #include <poll.h>
@@ -115,11 +116,12 @@ Status send_mail(const std::vector<std::string>& command, std::string_view sende
   std::vector<std::string> args = command;
   args.insert(args.end(), {"-f", std::string(sender), "--", std::string(recipient)});
   std::vector<char*> argv;
+  argv.reserve(args.size() + 1);
   for (auto& a : args) argv.push_back(a.data());
   argv.push_back(nullptr);
 
   int pipe_fds[2];
-  if (::pipe2(pipe_fds, O_CLOEXEC) != 0) return failed(std::string("pipe: ") + std::strerror(errno));
+  if (::pipe2(pipe_fds, O_CLOEXEC) != 0) return failed(std::string("pipe: ") + mailkms::errno_text(errno));
   pid_t pid = 0;
   int spawned = 0;
   {
@@ -129,7 +131,7 @@ Status send_mail(const std::vector<std::string>& command, std::string_view sende
   ::close(pipe_fds[0]);
   if (spawned != 0) {
     ::close(pipe_fds[1]);
-    return failed(command.front() + ": " + std::strerror(spawned));
+    return failed(command.front() + ": " + mailkms::errno_text(spawned));
   }
   const auto deadline = std::chrono::steady_clock::now() + timeout;
   std::string write_error;
@@ -148,7 +150,7 @@ Status send_mail(const std::vector<std::string>& command, std::string_view sende
       const ssize_t n = ::write(pipe_fds[1], message.data() + done, message.size() - done);
       if (n < 0 && (errno == EINTR || errno == EAGAIN)) continue;
       if (n < 0) {
-        write_error = errno == EPIPE ? "it stopped reading the message" : std::string(std::strerror(errno));
+        write_error = errno == EPIPE ? "it stopped reading the message" : std::string(mailkms::errno_text(errno));
         break;
       }
       done += static_cast<std::size_t>(n);

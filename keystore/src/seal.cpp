@@ -125,6 +125,7 @@ Result<std::pair<SealRecord, std::vector<std::string>>> seal_with_shares(const s
   record.threshold = threshold;
   MAILKMS_TRY(sealed, wrap(std::move(record), kek, master_key));
   std::vector<std::string> encoded;
+  encoded.reserve(shares.size());
   for (const auto& s : shares) encoded.push_back(encode_share(s));
   return std::pair{std::move(sealed), std::move(encoded)};
 }

@@ -109,6 +109,7 @@ Result<std::vector<std::string>> crls_from_params(const nlohmann::json& params) 
 
 std::vector<std::string> chain_pems(const std::vector<smime::Certificate>& chain) {
   std::vector<std::string> out;
+  out.reserve(chain.size());
   for (const auto& c : chain) out.push_back(c.pem());
   return out;
 }
@@ -120,6 +121,7 @@ std::string describe(const Caller& caller) {
 }
 
 KeystoreService::KeystoreService(std::unique_ptr<SqliteStorage> storage, smime::CryptoContextPtr ctx,
+                                 // cppcheck-suppress passedByValue ; its parts are moved into the members
                                  AccessPolicy access, Policies policies)
     : storage_(std::move(storage)),
       guarded_(*storage_),
@@ -424,7 +426,7 @@ Status KeystoreService::finish_unseal(Result<smime::SecretBytes> master, const s
 
 Status KeystoreService::open_barrier(smime::SecretBytes master_key) {
   MAILKMS_CHECK(guarded_.unlock(master_key));
-  const Status unsealed = barrier_.unseal(std::move(master_key));
+  Status unsealed = barrier_.unseal(std::move(master_key));
   if (!unsealed) guarded_.lock();
   return unsealed;
 }

@@ -1,4 +1,5 @@
 #include "mailkms/keystore/sqlite_storage.hpp"
+#include "mailkms/errno_text.hpp"
 
 #include <fcntl.h>
 #include <sqlite3.h>
@@ -94,7 +95,7 @@ Result<std::unique_ptr<SqliteStorage>> SqliteStorage::open(const std::filesystem
     // wrapped keys and the audit log. SQLite gives its -wal and -shm files
     // the same mode.
     const int fd = ::open(path.c_str(), O_CREAT | O_RDWR | O_CLOEXEC, 0600);
-    if (fd < 0) return make_error(Errc::storage_failed, "cannot create " + path.string() + ": " + std::strerror(errno));
+    if (fd < 0) return make_error(Errc::storage_failed, "cannot create " + path.string() + ": " + mailkms::errno_text(errno));
     ::close(fd);
   }
   sqlite3* db = nullptr;
@@ -244,7 +245,7 @@ Status SqliteStorage::transaction(const std::function<Status()>& work) {
     }
   } scope{*this, outermost, name};
   ++depth_;
-  const Status result = work();
+  Status result = work();
   if (!result) return result;
   // A full disk shows up here, as a commit that fails: undone too.
   const Status committed = execute(outermost ? "COMMIT" : ("RELEASE " + name).c_str());

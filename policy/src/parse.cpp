@@ -1,11 +1,13 @@
 // Reading policy.toml: every key known, every value checked, every error
 // with its line and column.
 #include <algorithm>
+#include <array>
 #include <cerrno>
 #include <cstring>
 #include <fstream>
 #include <sstream>
 
+#include "mailkms/errno_text.hpp"
 #include "ascii.hpp"
 #include "mailkms/policy/policy.hpp"
 #include "names.hpp"
@@ -16,11 +18,11 @@
 namespace mailkms::policy {
 namespace {
 
-const std::vector<std::string_view> kTopLevelKeys{"local", "signing", "decryption", "defaults", "rule"};
-const std::vector<std::string_view> kLocalKeys{"domains", "networks"};
-const std::vector<std::string_view> kSigningKeys{"login_map", "unauthenticated_networks", "local_submission"};
-const std::vector<std::string_view> kHeaderKeys{"name", "contains"};
-const std::vector<std::string_view> kDecryptionKeys{"at"};
+constexpr std::array<std::string_view, 5> kTopLevelKeys{"local", "signing", "decryption", "defaults", "rule"};
+constexpr std::array<std::string_view, 2> kLocalKeys{"domains", "networks"};
+constexpr std::array<std::string_view, 3> kSigningKeys{"login_map", "unauthenticated_networks", "local_submission"};
+constexpr std::array<std::string_view, 2> kHeaderKeys{"name", "contains"};
+constexpr std::array<std::string_view, 1> kDecryptionKeys{"at"};
 
 std::vector<std::string_view> rule_keys() {
   std::vector<std::string_view> keys{"name", "direction", "from", "to", "subject_tag", "header"};
@@ -125,7 +127,7 @@ Status read_login_map(const Place& place, const toml::node& value, Signing& sign
     return place.error(value.source(), "login_map: cannot read " + path.string() + ": it is a directory");
   }
   std::ifstream in(path, std::ios::binary);
-  if (!in) return place.error(value.source(), "login_map: cannot read " + path.string() + ": " + std::strerror(errno));
+  if (!in) return place.error(value.source(), "login_map: cannot read " + path.string() + ": " + mailkms::errno_text(errno));
   std::ostringstream text;
   text << in.rdbuf();
   MAILKMS_TRY(owners, parse_login_map(text.str(), path));
@@ -170,7 +172,7 @@ Status read_decryption(const Place& top, const toml::node& node, DecryptionPlace
 // ---- [defaults] and a rule's settings
 
 Status apply_setting(const Place& place, const toml::key& key, const toml::node& value, Settings& settings,
-                     const std::vector<std::string_view>& known) {
+                     std::span<const std::string_view> known) {
   const SettingKey* setting = find_setting_key(key.str());
   if (setting == nullptr) return place.unknown_key(key, known);
   return setting->apply(place, value, settings);
@@ -368,10 +370,10 @@ Result<std::shared_ptr<const Policy>> load_policy(const std::filesystem::path& p
   std::error_code ec;
   if (std::filesystem::is_directory(path, ec)) return Error{path.string() + ": cannot read: it is a directory"};
   std::ifstream in(path, std::ios::binary);
-  if (!in) return Error{path.string() + ": cannot read: " + std::strerror(errno)};
+  if (!in) return Error{path.string() + ": cannot read: " + mailkms::errno_text(errno)};
   std::ostringstream text;
   text << in.rdbuf();
-  if (in.bad()) return Error{path.string() + ": cannot read: " + std::strerror(errno)};
+  if (in.bad()) return Error{path.string() + ": cannot read: " + mailkms::errno_text(errno)};
   return parse_policy(text.str(), path);
 }
 

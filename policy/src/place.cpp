@@ -19,7 +19,7 @@ Error Place::expected(const toml::node& node, std::string_view key, std::string_
   return error(node.source(), text);
 }
 
-Error Place::unknown_key(const toml::key& key, const std::vector<std::string_view>& known) const {
+Error Place::unknown_key(const toml::key& key, std::span<const std::string_view> known) const {
   std::string text = "unknown key " + in_quotes(key.str()) + "; expected ";
   if (known.size() > 1) text += "one of ";
   for (std::size_t i = 0; i < known.size(); ++i) {

@@ -4,6 +4,7 @@
 #pragma once
 
 #include <filesystem>
+#include <span>
 #include <string>
 #include <string_view>
 #include <utility>
@@ -26,7 +27,7 @@ struct Place {
   // "…: KEY: expected WHAT" at `node`.
   [[nodiscard]] Error expected(const toml::node& node, std::string_view key, std::string_view what) const;
   // "…: unknown key "KEY"; expected one of A, B, …" at the key.
-  [[nodiscard]] Error unknown_key(const toml::key& key, const std::vector<std::string_view>& known) const;
+  [[nodiscard]] Error unknown_key(const toml::key& key, std::span<const std::string_view> known) const;
 };
 
 // A table's entries in file order (toml::table keeps them sorted by key),

@@ -162,7 +162,7 @@ Result<SecretBytes> unwrap_key_agreement(const CryptoContext& ctx, EVP_PKEY* key
     OPENSSL_cleanse(cek.data(), cek.size());
     return ossl::error(Errc::decryption_failed, "the wrapped key does not unwrap: not for this key, or altered");
   }
-  cek.resize(static_cast<std::size_t>(n + tail));
+  cek.resize(static_cast<std::size_t>(n) + static_cast<std::size_t>(tail));
   return SecretBytes(std::move(cek));
 }
 
@@ -246,10 +246,9 @@ Result<GcmParameters> parse_gcm_parameters(std::string_view der_params) {
   if (!nonce || nonce->value.empty() || nonce->value.size() > 64) return make_error(Errc::malformed_cms, "bad GCM nonce");
   GcmParameters p{std::string(nonce->value), 12};
   if (const auto icv = r.next_if(der::tag::integer)) {
-    if (icv->value.size() != 1 || icv->value[0] < 12 || icv->value[0] > 16) {
-      return make_error(Errc::malformed_cms, "bad GCM tag length");
-    }
-    p.tag_length = static_cast<std::size_t>(icv->value[0]);
+    const auto length = icv->value.size() == 1 ? static_cast<unsigned char>(icv->value[0]) : 0U;
+    if (length < 12 || length > 16) return make_error(Errc::malformed_cms, "bad GCM tag length");
+    p.tag_length = length;
   }
   return p;
 }
@@ -357,7 +356,7 @@ Result<std::string> decrypt_content(ossl::CipherCtx& cctx, const detail::Envelop
                                                    ? "authentication failed: the message was altered or the key is wrong"
                                                    : "decryption failed: wrong key or corrupted content");
   }
-  plain.resize(static_cast<std::size_t>(n + tail));
+  plain.resize(static_cast<std::size_t>(n) + static_cast<std::size_t>(tail));
   return plain;
 }
 

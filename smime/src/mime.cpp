@@ -85,11 +85,12 @@ Result<Parsed> parse_header_section(std::string_view text, const MimeLimits& lim
   }
 }
 
-constexpr std::array<signed char, 256> make_decode_table() {
-  std::array<signed char, 256> t{};
+// Each octet's value in base64, or -1 for one that is not base64.
+constexpr std::array<int, 256> make_decode_table() {
+  std::array<int, 256> t{};
   for (auto& v : t) v = -1;
   constexpr std::string_view alphabet = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
-  for (std::size_t i = 0; i < alphabet.size(); ++i) t[static_cast<unsigned char>(alphabet[i])] = static_cast<signed char>(i);
+  for (std::size_t i = 0; i < alphabet.size(); ++i) t[static_cast<unsigned char>(alphabet[i])] = static_cast<int>(i);
   return t;
 }
 constexpr auto kDecode = make_decode_table();

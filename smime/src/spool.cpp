@@ -1,4 +1,5 @@
 #include "mailkms/smime/spool.hpp"
+#include "mailkms/errno_text.hpp"
 
 #include <fcntl.h>
 #include <unistd.h>
@@ -10,9 +11,9 @@
 namespace mailkms::smime {
 namespace {
 
-constexpr std::size_t kChunk = 64 * 1024;
+constexpr std::size_t kChunk = std::size_t{64} * 1024;
 
-Error io_error(const std::string& what) { return make_error(Errc::io_error, what + ": " + std::strerror(errno)); }
+Error io_error(const std::string& what) { return make_error(Errc::io_error, what + ": " + mailkms::errno_text(errno)); }
 
 }  // namespace
 
@@ -47,7 +48,7 @@ Spool::Spool(Spool&& other) noexcept
 
 Spool& Spool::operator=(Spool&& other) noexcept {
   if (this != &other) {
-    if (file_ != nullptr) std::fclose(file_);
+    if (file_ != nullptr) (void)std::fclose(file_);  // a temporary file: nothing in it is kept
     options_ = std::move(other.options_);
     memory_ = std::move(other.memory_);
     borrowed_ = other.borrowed_;
@@ -62,7 +63,7 @@ Spool& Spool::operator=(Spool&& other) noexcept {
 }
 
 Spool::~Spool() {
-  if (file_ != nullptr) std::fclose(file_);
+  if (file_ != nullptr) (void)std::fclose(file_);  // a temporary file: nothing in it is kept
 }
 
 Status Spool::move_to_file() {

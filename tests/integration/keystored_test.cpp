@@ -160,6 +160,7 @@ TEST_CASE("the gateway's operations through the daemon", "[keystored]") {
 
   SECTION("a lookup of more addresses than one request may carry is answered in full") {
     std::vector<std::string> addresses;
+    addresses.reserve(2500);
     for (int i = 0; i < 2500; ++i) addresses.push_back("nobody" + std::to_string(i) + "@example.org");
     addresses[2400] = "alice@example.org";
     const CertificateLookup found = must(lookup_certificates(client, addresses));
@@ -543,6 +544,7 @@ TEST_CASE("after a restart of the daemon, a client's stale pooled connections co
   // Calls at once from four threads leave several connections in the pool.
   for (int round = 0; round < 20; ++round) {
     std::vector<std::thread> threads;
+    threads.reserve(4);
     for (int t = 0; t < 4; ++t) threads.emplace_back([&] { (void)client.call("status", {}); });
     for (auto& thread : threads) thread.join();
   }

@@ -5,12 +5,7 @@
 // own Error type.
 #pragma once
 
-#include <grp.h>
-#include <pwd.h>
-#include <unistd.h>
-
 #include <algorithm>
-#include <cerrno>
 #include <filesystem>
 #include <functional>
 #include <optional>
@@ -18,9 +13,9 @@
 #include <string>
 #include <string_view>
 #include <toml++/toml.h>
-#include <vector>
 
 #include "mailkms/basic_result.hpp"
+#include "mailkms/system_accounts.hpp"
 
 namespace mailkms::conf {
 
@@ -61,44 +56,6 @@ inline BasicResult<toml::table, Problem> parse_file(const std::filesystem::path&
   }
 }
 
-// A user or group of the system, looked up with the reentrant getpwnam_r /
-// getgrnam_r: a daemon reading its settings may already run other threads.
-struct Account {
-  uid_t uid;
-  gid_t gid;  // the user's primary group; a group's own id
-};
-
-namespace detail {
-template <class Entry, class Lookup>
-std::optional<Entry> find_entry(const std::string& name, Lookup lookup) {
-  const long hint = ::sysconf(_SC_GETPW_R_SIZE_MAX);
-  std::vector<char> buffer(hint > 0 ? static_cast<std::size_t>(hint) : 4096);
-  for (;;) {
-    Entry entry{};
-    Entry* found = nullptr;
-    const int error = lookup(name.c_str(), &entry, buffer.data(), buffer.size(), &found);
-    if (error == ERANGE && buffer.size() < (std::size_t{1} << 20)) {
-      buffer.resize(buffer.size() * 2);
-      continue;
-    }
-    if (error != 0 || found == nullptr) return std::nullopt;
-    return entry;
-  }
-}
-}  // namespace detail
-
-inline std::optional<Account> find_user(const std::string& name) {
-  const auto entry = detail::find_entry<passwd>(name, ::getpwnam_r);
-  if (!entry) return std::nullopt;
-  return Account{entry->pw_uid, entry->pw_gid};
-}
-
-inline std::optional<Account> find_group(const std::string& name) {
-  const auto entry = detail::find_entry<group>(name, ::getgrnam_r);
-  if (!entry) return std::nullopt;
-  return Account{0, entry->gr_gid};
-}
-
 // One key of a section and its reader, which stores the value or says what
 // is wrong with it (see expected()).
 template <class Settings>
@@ -114,7 +71,7 @@ template <class Settings>
 Key<Settings> user_key(std::string_view section) {
   return {"user", [section](const toml::node& n, Settings& s) -> std::optional<Problem> {
             const auto* v = n.as_string();
-            const auto account = v != nullptr ? find_user(v->get()) : std::nullopt;
+            const auto account = v != nullptr ? accounts::find_user(v->get()) : std::nullopt;
             if (!account) return expected(section, "user", n, "the name of an existing user");
             s.user = account->uid;
             if (!s.group) s.group = account->gid;
@@ -126,7 +83,7 @@ template <class Settings>
 Key<Settings> group_key(std::string_view section) {
   return {"group", [section](const toml::node& n, Settings& s) -> std::optional<Problem> {
             const auto* v = n.as_string();
-            const auto account = v != nullptr ? find_group(v->get()) : std::nullopt;
+            const auto account = v != nullptr ? accounts::find_group(v->get()) : std::nullopt;
             if (!account) return expected(section, "group", n, "the name of an existing group");
             s.group = account->gid;
             return std::nullopt;

@@ -170,7 +170,7 @@ struct GatewayHarness {
     if (!policy) FAIL(policy.error().message);
     auto mark = gateway::ReinjectionMark::create({});
     if (!mark) FAIL(mark.error().message);
-    return gateway::Gateway(std::move(settings), std::move(*policy), context(), std::move(*mark), std::move(keystore),
+    return gateway::Gateway(std::move(settings), std::move(*policy), context(), *mark, std::move(keystore),
                             std::move(clock));
   }
 };

@@ -34,6 +34,7 @@ mailkms::gateway::Transaction inbound(GatewayHarness& h, const std::vector<std::
 std::string encrypted_to(const std::vector<std::string>& users, smime::Cipher cipher, const std::string& to) {
   auto signer = mailkms::test::signer("zoe");
   std::vector<smime::Recipient> recipients;
+  recipients.reserve(users.size());
   for (const auto& u : users) recipients.push_back({cert(u)});
   smime::EncryptOptions options;
   options.cipher = cipher;

@@ -31,8 +31,8 @@ void check_field(const HeaderField& field, const std::string& name, const std::s
 
 SmimeKind kind_of(const std::string& content_type) { return smime_kind({{"Content-Type", " " + content_type}}); }
 
-constexpr std::size_t spool_chunk = 64 * 1024;  // Spool's read size for files
-constexpr std::size_t header_step = 16 * 1024;  // read_header_section's read size
+constexpr std::size_t spool_chunk = std::size_t{64} * 1024;  // Spool's read size for files
+constexpr std::size_t header_step = std::size_t{16} * 1024;  // read_header_section's read size
 
 }  // namespace
 

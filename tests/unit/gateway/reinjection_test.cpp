@@ -45,7 +45,7 @@ bool check_mark(const ReinjectionMark& mark, const std::string& value, const std
 }
 
 fs::path key_file(const TempDir& dir, const std::string& name, const std::string& bytes, fs::perms mode) {
-  const auto path = dir.path(name);
+  auto path = dir.path(name);
   test::write_file(path, bytes);
   fs::permissions(path, mode);
   return path;
@@ -195,9 +195,10 @@ TEST_CASE("a mark older than two days, or from the future, fails", "[reinjection
   const std::string made = make_mark(mark);
   REQUIRE(mark_at(std::stoll(part(made, "t")), sender, sorted) == made);
 
-  CHECK(check_mark(mark, mark_at(now - 2 * 24 * 3600 + 60, sender, sorted)));
-  CHECK_FALSE(check_mark(mark, mark_at(now - 2 * 24 * 3600 - 60, sender, sorted)));
-  CHECK_FALSE(check_mark(mark, mark_at(now - 30 * 24 * 3600, sender, sorted)));
+  constexpr std::time_t day = std::time_t{24} * 3600;
+  CHECK(check_mark(mark, mark_at(now - 2 * day + 60, sender, sorted)));
+  CHECK_FALSE(check_mark(mark, mark_at(now - 2 * day - 60, sender, sorted)));
+  CHECK_FALSE(check_mark(mark, mark_at(now - 30 * day, sender, sorted)));
   CHECK(check_mark(mark, mark_at(now + 60, sender, sorted)));
   CHECK_FALSE(check_mark(mark, mark_at(now + 3600, sender, sorted)));
 }
@@ -279,7 +280,7 @@ TEST_CASE("reinject writes the message with LF line ends and appends the envelop
   SECTION("a CR that ends no line is content, even across a chunk boundary") {
     // Signed text may hold a lone CR; dropping it breaks the signature.
     std::string text = "Subject: cr\r\n\r\na\rb\r\n";
-    while (text.size() < 64 * 1024 - 1) text += 'x';
+    while (text.size() < std::size_t{64} * 1024 - 1) text += 'x';
     text += "\r";  // the last byte of the first 64 KiB chunk
     text += "y\r\n";
     Spool spool({.memory_limit = 4096});
@@ -321,7 +322,7 @@ TEST_CASE("reinject fails when the command fails", "[reinjection]") {
     const auto previous = std::signal(SIGPIPE, SIG_IGN);
     std::string big = "Subject: big\r\n\r\n" + std::string(1 << 20, 'x');
     const auto result = reinject({"/bin/sh", "-c", "exit 0", "sh"}, "alice@example.org", recipients, Spool::borrow(big));
-    std::signal(SIGPIPE, previous);
+    (void)std::signal(SIGPIPE, previous);
     REQUIRE_FALSE(result);
     CHECK(result.error().message.find("writing the message") != std::string::npos);
   }

@@ -754,7 +754,7 @@ TEST_CASE("the keystore's own mail carries a mark that only it confirms, for tha
   changed.back() = changed.back() == '0' ? '1' : '0';
   CHECK_FALSE(ours(changed, "mia@example.org", id));
   // A mark made long ago, or in the future, is not honoured: the time is under the HMAC too.
-  const std::string later = "1." + std::to_string(std::stoll(mark.substr(2)) - 3 * 24 * 3600) + mark.substr(mark.rfind('.'));
+  const std::string later = "1." + std::to_string(std::stoll(mark.substr(2)) - 3LL * 24 * 3600) + mark.substr(mark.rfind('.'));
   CHECK_FALSE(ours(later, "mia@example.org", id));
   CHECK_FALSE(ours("", "mia@example.org", id));
   CHECK_FALSE(ours("1.2.3", "mia@example.org", id));

@@ -53,7 +53,7 @@ struct Fixture {
   // Trusts a PKI root (the test PKI's "root" or "other-root"); returns its fingerprint.
   std::string trust(const std::string& root) { return admin("trust-add", {{"pem", pem_of(root)}})["added"].at(0); }
 
-  Result<json> remember(const std::string& address, const std::string& who, json extra = json::object()) {
+  Result<json> remember(const std::string& address, const std::string& who, const json& extra = json::object()) {
     json params{{"address", address}, {"certificate", pem_of(who)}, {"chain", json::array({pem_of("issuing")})}};
     params.update(extra);
     return call("remember-certificate", params);
@@ -157,7 +157,7 @@ TEST_CASE("certificates the keystore cannot trust or use are refused, saying why
     CHECK(f.remember("alice@example.org", "alice", {{"capabilities", {{"ciphers", "aes-256-cbc"}}}}).error().code ==
           Errc::invalid_argument);
     CHECK(f.remember("alice@example.org", "alice", {{"signing_time", "yesterday"}}).error().code == Errc::invalid_argument);
-    CHECK(f.remember("alice@example.org", "alice", {{"signing_time", std::time(nullptr) + 7 * 86400}}).error().code ==
+    CHECK(f.remember("alice@example.org", "alice", {{"signing_time", std::time(nullptr) + std::time_t{7} * 86400}}).error().code ==
           Errc::invalid_argument);
   }
   // Nothing refused was kept: at most mallory, once her root is trusted.

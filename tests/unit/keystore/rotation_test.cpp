@@ -322,6 +322,7 @@ TEST_CASE("a rotation is not starved by requests that never pause", "[rotation]"
   std::atomic<bool> rotated{false};
   const auto give_up = std::chrono::steady_clock::now() + std::chrono::seconds(10);
   std::vector<std::thread> clients;
+  clients.reserve(4);
   for (int i = 0; i < 4; ++i) {
     clients.emplace_back([&] {
       while (!rotated && std::chrono::steady_clock::now() < give_up) {

@@ -674,7 +674,7 @@ TEST_CASE("the subject tag is removed and the spacing tidied", "[policy]") {
 namespace {
 
 std::filesystem::path write_file(const std::string& name, std::string_view text) {
-  const auto path = std::filesystem::temp_directory_path() / name;
+  auto path = std::filesystem::temp_directory_path() / name;
   std::ofstream(path, std::ios::binary) << text;
   return path;
 }

@@ -13,7 +13,7 @@ using test::must;
 
 namespace {
 
-constexpr std::size_t chunk = 64 * 1024;  // what a file spool reads at a time
+constexpr std::size_t chunk = std::size_t{64} * 1024;  // what a file spool reads at a time
 
 VerifyOptions trusting() {
   VerifyOptions options;
@@ -39,7 +39,7 @@ std::string signed_message(const std::string& body, const SignOptions& options =
 // Both verifiers on one message: the same verdict and reason.
 VerifyResult both(const test::TempDir& dir, const std::string& message) {
   const VerifyResult in_memory = verify_message(*test::context(), std::string_view(message), trusting());
-  const VerifyResult spooled = verify_message(*test::context(), in_file(dir, message), trusting());
+  VerifyResult spooled = verify_message(*test::context(), in_file(dir, message), trusting());
   INFO(spooled.reason);
   CHECK(spooled.status == in_memory.status);
   CHECK(spooled.reason == in_memory.reason);

@@ -96,7 +96,7 @@ class Gateway {
   // `keystore`: a KeystoreAdapter in the daemons; `clock`: what the caches'
   // TTLs are counted in.
   Gateway(Settings settings, std::shared_ptr<const policy::Policy> policy, smime::CryptoContextPtr ctx,
-          ReinjectionMark mark, std::shared_ptr<KeystorePort> keystore, Clock clock = steady_clock());
+          const ReinjectionMark& mark, std::shared_ptr<KeystorePort> keystore, Clock clock = steady_clock());
 
   [[nodiscard]] const Settings& settings() const noexcept { return settings_; }
   [[nodiscard]] std::shared_ptr<const policy::Policy> policy() const { return std::atomic_load(&policy_); }

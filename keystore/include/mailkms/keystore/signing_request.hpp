@@ -17,7 +17,7 @@
 namespace mailkms::keystore {
 
 // A PEM request of a 16384-bit RSA key is under 6 KiB.
-inline constexpr std::size_t kMaxSigningRequest = 64 * 1024;
+inline constexpr std::size_t kMaxSigningRequest = std::size_t{64} * 1024;
 
 struct PublicKeyFree {
   void operator()(EVP_PKEY* key) const noexcept { EVP_PKEY_free(key); }
