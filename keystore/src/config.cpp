@@ -109,9 +109,9 @@ Status as_ids(const toml::node& node, const std::string& key, std::vector<Id>& o
         if (!account) return wrong(item, key, "a known user, not " + name->get());
         out.push_back(static_cast<Id>(account->uid));
       } else {
-        const auto account = accounts::find_group(name->get());
-        if (!account) return wrong(item, key, "a known group, not " + name->get());
-        out.push_back(static_cast<Id>(account->gid));
+        const auto gid = accounts::find_group(name->get());
+        if (!gid) return wrong(item, key, "a known group, not " + name->get());
+        out.push_back(static_cast<Id>(*gid));
       }
     } else {
       return wrong(item, key, "names or numbers");

@@ -83,9 +83,9 @@ template <class Settings>
 Key<Settings> group_key(std::string_view section) {
   return {"group", [section](const toml::node& n, Settings& s) -> std::optional<Problem> {
             const auto* v = n.as_string();
-            const auto account = v != nullptr ? accounts::find_group(v->get()) : std::nullopt;
-            if (!account) return expected(section, "group", n, "the name of an existing group");
-            s.group = account->gid;
+            const auto gid = v != nullptr ? accounts::find_group(v->get()) : std::nullopt;
+            if (!gid) return expected(section, "group", n, "the name of an existing group");
+            s.group = *gid;
             return std::nullopt;
           }};
 }

@@ -18,7 +18,7 @@ namespace mailkms::accounts {
 
 struct Account {
   uid_t uid;
-  gid_t gid;  // the user's primary group; a group's own id
+  gid_t gid;  // the user's primary group
 };
 
 namespace detail {
@@ -51,12 +51,13 @@ inline std::optional<Account> find_user(const std::string& name) {
       [](const passwd& p) { return Account{p.pw_uid, p.pw_gid}; });
 }
 
-inline std::optional<Account> find_group(const std::string& name) {
+// A group's id: no Account, whose uid would have to be made up.
+inline std::optional<gid_t> find_group(const std::string& name) {
   return detail::find<group>(
       [&](group* entry, char* buffer, std::size_t size, group** found) {
         return ::getgrnam_r(name.c_str(), entry, buffer, size, found);
       },
-      [](const group& g) { return Account{0, g.gr_gid}; });
+      [](const group& g) { return g.gr_gid; });
 }
 
 // The name of the user with this uid, if there is one.
