@@ -206,14 +206,15 @@ asio::awaitable<BasicResult<HopReply, HopFailure>> open_transaction(HopSession& 
   auto from = co_await hop.command(mail, "MAIL");
   if (!from) co_return from;
   if (from->code != 250) co_return HopFailure{"next hop refused MAIL", *from};
+  const std::size_t all = std::max(envelope.recipients.size(), envelope.client_recipients);
   for (const auto& recipient : envelope.recipients) {
     auto rcpt = co_await hop.command("RCPT TO:<" + recipient + ">", "RCPT");
     if (!rcpt) co_return rcpt;
     if (rcpt->code == 250 || rcpt->code == 251) continue;
     // A 5xx for one of several would bounce the others too: the client
     // tries them all again later instead (a 4xx), and none is lost.
-    if (rcpt->code >= 500 && envelope.recipients.size() > 1) {
-      co_return HopFailure{"next hop refused RCPT TO:<" + recipient + "> of " + std::to_string(envelope.recipients.size()) +
+    if (rcpt->code >= 500 && all > 1) {
+      co_return HopFailure{"next hop refused RCPT TO:<" + recipient + "> of " + std::to_string(all) +
                            " recipients: " + rcpt->lines.back()};
     }
     co_return HopFailure{"next hop refused RCPT TO:<" + recipient + ">", *rcpt};
@@ -221,45 +222,66 @@ asio::awaitable<BasicResult<HopReply, HopFailure>> open_transaction(HopSession& 
   co_return *from;
 }
 
-// The message dot-stuffed, then the end of data.
-asio::awaitable<error_code> send_message(HopSession& hop, const smime::Spool& message) {
+// The message dot-stuffed, up to (not with) the end of data; whether it
+// ended its last line.
+asio::awaitable<BasicResult<bool, error_code>> send_message(HopSession& hop, const smime::Spool& message) {
   constexpr std::size_t chunk = std::size_t{64} * 1024;
   std::string buffer(chunk, '\0');
   bool at_line_start = true;
-  char last = '\n';
   for (std::size_t at = 0; at < message.size();) {
     auto got = message.read(at, buffer.data(), std::min(chunk, message.size() - at));
     if (!got || *got == 0) co_return asio::error::make_error_code(asio::error::fault);
-    const std::string_view piece(buffer.data(), *got);
-    last = piece.back();
-    if (auto ec = co_await hop.write(dot_stuff(piece, at_line_start))) co_return ec;
+    if (auto ec = co_await hop.write(dot_stuff(std::string_view(buffer.data(), *got), at_line_start))) co_return ec;
     at += *got;
   }
-  co_return co_await hop.write(last == '\n' ? ".\r\n" : "\r\n.\r\n");
+  co_return at_line_start;
 }
 
 }  // namespace
 
-asio::awaitable<BasicResult<HopReply, HopFailure>> relay(const Settings& settings, const Envelope& envelope,
-                                                         const smime::Spool& message) {
-  TimedSocket socket(co_await asio::this_coro::executor);
+struct PendingTransaction::Conversation {
+  Conversation(const asio::any_io_executor& executor, const Settings& settings) : socket(executor), hop(socket, settings) {}
+  TimedSocket socket;
+  HopSession hop;
+  bool ended_line = true;  // the message's last line had its CRLF
+};
+
+PendingTransaction::PendingTransaction(std::unique_ptr<Conversation> conversation) : conversation_(std::move(conversation)) {}
+PendingTransaction::PendingTransaction(PendingTransaction&&) noexcept = default;
+PendingTransaction& PendingTransaction::operator=(PendingTransaction&&) noexcept = default;
+PendingTransaction::~PendingTransaction() = default;
+
+asio::awaitable<BasicResult<PendingTransaction, HopFailure>> PendingTransaction::open(const Settings& settings,
+                                                                                   const Envelope& envelope,
+                                                                                   const smime::Spool& message) {
+  auto conversation = std::make_unique<Conversation>(co_await asio::this_coro::executor, settings);
   error_code ec;
   const auto address = asio::ip::make_address(settings.next_hop.host, ec);
   if (ec) co_return HopFailure{"next hop address: " + ec.message()};
-  if (auto failed = co_await socket.connect(tcp::endpoint(address, settings.next_hop.port), settings.next_hop_timeout)) {
+  if (auto failed = co_await conversation->socket.connect(tcp::endpoint(address, settings.next_hop.port), settings.next_hop_timeout)) {
     co_return HopFailure{"next hop " + settings.next_hop.host + ":" + std::to_string(settings.next_hop.port) +
                          ": connect: " + failed.message()};
   }
-  HopSession hop(socket, settings);
+  auto& hop = conversation->hop;
   auto opened = co_await open_transaction(hop, settings, envelope, message.size());
   if (!opened) {
     if (opened.error().refused) (void)co_await hop.write("QUIT\r\n");  // polite, and not waited for
-    co_return opened;
+    co_return opened.error();
   }
   auto data = co_await hop.command("DATA", "DATA");
-  if (!data) co_return data;
+  if (!data) co_return data.error();
   if (data->code != 354) co_return HopFailure{"next hop refused DATA", *data};
-  if (auto failed = co_await send_message(hop, message)) co_return HopFailure{"next hop message: " + failed.message()};
+  auto sent = co_await send_message(hop, message);
+  if (!sent) co_return HopFailure{"next hop message: " + sent.error().message()};
+  conversation->ended_line = *sent;
+  co_return PendingTransaction(std::move(conversation));
+}
+
+asio::awaitable<BasicResult<HopReply, HopFailure>> PendingTransaction::end() {
+  auto& hop = conversation_->hop;
+  if (auto failed = co_await hop.write(conversation_->ended_line ? ".\r\n" : "\r\n.\r\n")) {
+    co_return HopFailure{"next hop end of data: " + failed.message()};
+  }
   auto accepted = co_await hop.read_reply("end of data");
   if (!accepted) co_return accepted;
   if (accepted->code != 250) co_return HopFailure{"next hop refused the message", *accepted};

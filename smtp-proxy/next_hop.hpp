@@ -4,6 +4,7 @@
 #pragma once
 
 #include <boost/asio.hpp>
+#include <memory>
 #include <optional>
 #include <string>
 #include <vector>
@@ -37,13 +38,39 @@ struct Envelope {
   std::string sender;
   std::vector<std::string> recipients;
   bool eight_bit_mime = false;
+  // How many recipients the client's transaction had, every copy's
+  // together: one of several refused with 5xx is not passed on, since the
+  // client's one reply at the end of data would bounce the others too.
+  std::size_t client_recipients = 0;
   // Who the client was, passed on with XFORWARD to a next hop that offers
   // it, so that it logs (and judges) the real client, not the proxy.
   Xforward client;
 };
 
-// The whole transaction: the next hop's final reply when it took the message.
-boost::asio::awaitable<BasicResult<HopReply, HopFailure>> relay(const Settings& settings, const Envelope& envelope,
-                                                                const smime::Spool& message);
+// One transaction to the next hop, brought up to its end of data and left
+// there. The copies of one message for differently treated recipients are
+// each brought this far before any is ended, so that a next hop refusing
+// MAIL, RCPT or DATA for one copy, or going away, delivers none of them:
+// a transaction dropped before its end of data is no message (RFC 5321
+// 4.1.1.4).
+class PendingTransaction {
+ public:
+  // Connects, greets (STARTTLS and XFORWARD as the next hop offers and the
+  // settings ask), says MAIL, every RCPT and DATA, and sends `message`.
+  static boost::asio::awaitable<BasicResult<PendingTransaction, HopFailure>> open(const Settings& settings,
+                                                                                  const Envelope& envelope,
+                                                                                  const smime::Spool& message);
+  // The end of data: the next hop's final reply when it took the message.
+  boost::asio::awaitable<BasicResult<HopReply, HopFailure>> end();
+
+  PendingTransaction(PendingTransaction&&) noexcept;
+  PendingTransaction& operator=(PendingTransaction&&) noexcept;
+  ~PendingTransaction();
+
+ private:
+  struct Conversation;
+  explicit PendingTransaction(std::unique_ptr<Conversation> conversation);
+  std::unique_ptr<Conversation> conversation_;
+};
 
 }  // namespace mailkms::proxy

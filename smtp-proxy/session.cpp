@@ -324,6 +324,7 @@ class Session : public std::enable_shared_from_this<Session> {
     message_.emplace();
     auto& transaction = message_->transaction;
     transaction.queue_id = id_ + "." + std::to_string(++transactions_);
+    transaction.relays_copies = true;
     if (forwarded_.ident && !forwarded_.ident->empty()) transaction.queue_id += "/" + *forwarded_.ident;
     // An address XFORWARD could not give ([UNAVAILABLE]) is unknown: never internal.
     // SOURCE is not trusted for local submission: Postfix says LOCAL for any
@@ -431,35 +432,45 @@ class Session : public std::enable_shared_from_this<Session> {
     co_return co_await relay_outcome(intake, outcome);
   }
 
+  // Each copy in its own transaction to the next hop: all are brought up
+  // to their end of data before any is ended, so a refusal of one before
+  // then delivers none. Ended in turn, one taken and a later one not would
+  // have the client try them all again: some recipients may get it twice,
+  // none loses it.
   asio::awaitable<std::string> relay_outcome(const MessageIntake& intake, const gateway::Outcome& outcome) {
     const auto& transaction = message_->transaction;
     const auto& gateway_settings = gateway().settings();
     const smime::SpoolOptions options{gateway_settings.spool_memory_limit, gateway_settings.spool_directory};
     auto message = outgoing_message(intake.headers(), outcome, intake.spool(), intake.body_offset(), options);
     if (!message) co_return trouble(gateway::FrontEndTrouble::spool, outcome.log + " => spooling the result failed, deferred");
-    Envelope envelope{transaction.sender, {}, message_->eight_bit_mime, client_for_next_hop()};
+    const Envelope envelope{transaction.sender, {}, message_->eight_bit_mime, transaction.recipients.size(),
+                            client_for_next_hop()};
+    std::vector<std::pair<Envelope, const smime::Spool*>> copies;
+    copies.emplace_back(envelope, &*message);
     for (const auto& r : transaction.recipients) {
-      if (std::find(outcome.removed_recipients.begin(), outcome.removed_recipients.end(), r) == outcome.removed_recipients.end()) {
-        envelope.recipients.push_back(r);
-      }
+      const auto& removed = outcome.removed_recipients;
+      if (std::find(removed.begin(), removed.end(), r) == removed.end()) copies.front().first.recipients.push_back(r);
+    }
+    if (copies.front().first.recipients.empty()) copies.clear();
+    for (const auto& copy : outcome.reinjections) {
+      copies.emplace_back(envelope, &copy.message);
+      copies.back().first.recipients = copy.recipients;
+    }
+    if (copies.empty()) co_return trouble(gateway::FrontEndTrouble::internal, outcome.log + " => no recipient left, deferred");
+    std::vector<PendingTransaction> pending;
+    for (const auto& [to, body] : copies) {
+      auto opened = co_await PendingTransaction::open(settings(), to, *body);
+      if (!opened) co_return hop_failed(outcome, opened.error());
+      pending.push_back(std::move(*opened));
     }
     std::optional<HopReply> taken;
-    if (!envelope.recipients.empty()) {
-      auto sent = co_await relay(settings(), envelope, *message);
-      if (!sent) co_return hop_failed(outcome, sent.error());
-      taken = std::move(*sent);
+    for (std::size_t i = 0; i < pending.size(); ++i) {
+      auto ended = co_await pending[i].end();
+      if (!ended) co_return hop_failed(outcome, ended.error(), i);
+      if (!taken) taken = std::move(*ended);
     }
-    // The copies for other recipients go after this one, each its own
-    // transaction; if one is not taken, the client tries the whole message
-    // again: some may get it twice, none loses it.
-    for (const auto& copy : outcome.reinjections) {
-      auto sent = co_await relay(settings(), {transaction.sender, copy.recipients, message_->eight_bit_mime, envelope.client},
-                                 copy.message);
-      if (!sent) co_return hop_failed(outcome, sent.error());
-      if (!taken) taken = std::move(*sent);
-    }
-    if (!taken) co_return trouble(gateway::FrontEndTrouble::internal, outcome.log + " => no recipient left, deferred");
-    spdlog::info("{}: {} => relayed: {}{}", transaction.queue_id, outcome.log, taken->lines.back(),
+    const std::string split = pending.size() > 1 ? " (and " + std::to_string(pending.size() - 1) + " more)" : "";
+    spdlog::info("{}: {} => relayed: {}{}{}", transaction.queue_id, outcome.log, taken->lines.back(), split,
                  taken->tls.empty() ? std::string() : " (" + taken->tls + ")");
     co_return reply_lines(*taken);
   }
@@ -477,13 +488,17 @@ class Session : public std::enable_shared_from_this<Session> {
   }
 
   // A refusal of the next hop's reaches the client as it came; a next hop
-  // that could not be asked is the gateway's temporary failure.
-  std::string hop_failed(const gateway::Outcome& outcome, const HopFailure& failure) {
+  // that could not be asked is the gateway's temporary failure. `taken`:
+  // copies the next hop already took, whose recipients the client's next
+  // try reaches again.
+  std::string hop_failed(const gateway::Outcome& outcome, const HopFailure& failure, std::size_t taken = 0) {
+    const std::string again = taken > 0 ? " (" + std::to_string(taken) + " copy(ies) already taken will be sent again)" : "";
     if (failure.refused) {
-      spdlog::info("{}: {} => {}: {}", message_->transaction.queue_id, outcome.log, failure.what, failure.refused->lines.back());
+      spdlog::info("{}: {} => {}: {}{}", message_->transaction.queue_id, outcome.log, failure.what, failure.refused->lines.back(),
+                   again);
       return reply_lines(*failure.refused);
     }
-    return trouble(gateway::FrontEndTrouble::next_hop, outcome.log + " => " + failure.what + ", deferred");
+    return trouble(gateway::FrontEndTrouble::next_hop, outcome.log + " => " + failure.what + again + ", deferred");
   }
 
   std::string trouble(gateway::FrontEndTrouble kind, std::string log) {

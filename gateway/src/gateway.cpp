@@ -106,7 +106,7 @@ RecipientVerdict Gateway::add_recipient(Transaction& transaction, const std::str
     // A recipient a subject or header rule may still decide for is compared
     // as the envelope decides it: envelope differences, the common case,
     // are split here; only what the headers change is left to the end.
-    if (settings_.mixed_recipients == MixedRecipients::defer) {
+    if (settings_.mixed_recipients == MixedRecipients::defer && !transaction.relays_copies) {
       if (!transaction.first_treatment) {
         transaction.first_treatment = planned->treatment;
       } else if (*transaction.first_treatment != planned->treatment) {
@@ -239,6 +239,15 @@ bool Gateway::is_our_reinjection(const Transaction& transaction, const std::vect
   const auto section = read_header_section(message);
   return section && mark_.check(mark->unfolded(), transaction.sender, transaction.recipients, message,
                                 section->body_offset);
+}
+
+smime::Result<smime::Spool> Gateway::copy_for(const Transaction& transaction, const std::vector<std::string>& recipients,
+                                              const smime::Spool& message) const {
+  const smime::SpoolOptions options{settings_.spool_memory_limit, settings_.spool_directory};
+  if (transaction.relays_copies) return copy_of(message, options);
+  MAILKMS_TRY(header, read_header_section(message));
+  const std::string mark = mark_.make(transaction.sender, recipients, message, header.body_offset);
+  return with_field_on_top(message, {std::string(reinjection_header), " " + mark}, options);
 }
 
 Outcome Gateway::answer_trouble(FrontEndTrouble trouble, std::string log) const {

@@ -99,14 +99,6 @@ std::vector<smime::HeaderField> decrypted_header_fields(const std::vector<smime:
 
 }  // namespace
 
-smime::Result<smime::Spool> Gateway::as_it_came(const std::string& sender, const std::vector<std::string>& recipients,
-                                                const smime::Spool& message) const {
-  MAILKMS_TRY(header, read_header_section(message));
-  const std::string mark = mark_.make(sender, recipients, message, header.body_offset);
-  return with_field_on_top(message, {std::string(reinjection_header), " " + mark},
-                           smime::SpoolOptions{settings_.spool_memory_limit, settings_.spool_directory});
-}
-
 // Authentication-Results with `results`, where policy asks to verify.
 std::vector<HeaderEdit> Gateway::results_edits(const InboundPlan& plan, const std::vector<SmimeResult>& results) const {
   std::vector<HeaderEdit> edits;
@@ -307,7 +299,7 @@ Outcome Gateway::decrypted_copies(const Transaction& tx, const InboundPlan& plan
   }
   others.insert(others.end(), unvouched.begin(), unvouched.end());
   if (!others.empty()) {
-    auto copy = as_it_came(tx.sender, others, message);
+    auto copy = copy_for(tx, others, message);
     if (!copy) return failure(settings_.on_internal_error, plan.where + ": re-injection", copy.error().message);
     outcome.reinjections.push_back({others, std::move(*copy)});
     outcome.removed_recipients = others;

@@ -316,6 +316,12 @@ smime::Result<smime::Spool> with_subject(const smime::Spool& message, const Head
   return rewrite_header(message, header.body_offset, serialize(fields), options);
 }
 
+smime::Result<smime::Spool> copy_of(const smime::Spool& message, const smime::SpoolOptions& options) {
+  smime::Spool out(options);
+  MAILKMS_CHECK(message.for_each_chunk(0, message.size(), [&](std::string_view chunk) { return out.append(chunk); }));
+  return out;
+}
+
 smime::Result<smime::Spool> with_field_on_top(const smime::Spool& message, const smime::HeaderField& field,
                                               const smime::SpoolOptions& options) {
   smime::Spool out(options);

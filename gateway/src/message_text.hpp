@@ -43,6 +43,9 @@ bool has_calendar(const smime::Spool& message);
 smime::Result<smime::Spool> with_subject(const smime::Spool& message, const HeaderSection& header,
                                          const std::string& subject, const smime::SpoolOptions& options);
 
+// A copy of `message`.
+smime::Result<smime::Spool> copy_of(const smime::Spool& message, const smime::SpoolOptions& options);
+
 // A copy of `message` with `field` added at the top.
 smime::Result<smime::Spool> with_field_on_top(const smime::Spool& message, const smime::HeaderField& field,
                                               const smime::SpoolOptions& options);

@@ -393,7 +393,7 @@ BasicResult<OutboundCopies, Outcome> group_copies(const Transaction& tx, const O
       it->second.push_back(&p);
     }
   }
-  if (copies.groups.size() > 1 && mixed == MixedRecipients::defer && tx.refusable_recipients) {
+  if (copies.groups.size() > 1 && mixed == MixedRecipients::defer && tx.refusable_recipients && !tx.relays_copies) {
     if (auto refused = mixed_refusal(copies.groups, log)) return std::move(*refused);
     log += " => mixed recipients (send-plain), re-injected";
   }
@@ -600,9 +600,7 @@ Outcome Gateway::make_copies(const Transaction& tx, const smime::Spool& message,
     const smime::Spool& body = *copy ? **copy : input;
     std::vector<std::string> members;
     for (const auto* p : groups[g].second) members.push_back(p->recipient);
-    MAILKMS_TRY_OR(copy_header, read_header_section(body), return internal("re-injection", copy_header_result.error().message));
-    const std::string mark = mark_.make(tx.sender, members, body, copy_header.body_offset);
-    auto marked = with_field_on_top(body, {std::string(reinjection_header), " " + mark}, spool_options);
+    auto marked = copy_for(tx, members, body);
     if (!marked) return internal("re-injection", marked.error().message);
     outcome.reinjections.push_back({members, std::move(*marked)});
     outcome.removed_recipients.insert(outcome.removed_recipients.end(), members.begin(), members.end());

@@ -6,17 +6,20 @@ Usage: next_hop.py PORT MODE, MODE one of
   reset      : answers up to DATA's 354, then closes after the first bytes of the message
   refuse     : reads the whole message, then answers 554 5.7.1 with its own text
   rcpt       : refuses every recipient with 550 5.1.1
+  rcpt-plain : refuses only recipients at plain.example with 550 5.1.1
   tls        : offers STARTTLS (certificate and key in the PEM files named by
                HOP_CERT and HOP_KEY) and takes the message with 250
   tls-inject : the same, but sends a forged "250" in the clear right behind
                its 220 to STARTTLS, as an attacker on the path would
 Prints "listening" once it listens, then each command it is sent, after
-"TLS" or "CLEAR" (how it came), and the message's lines after "DATA| ";
-serves connections one at a time."""
+"TLS" or "CLEAR" (how it came), the message's lines after "DATA| ", and
+"TAKEN" when it took a message or "ABANDONED" when the client left before
+the end of data; serves each connection in its own thread."""
 import os
 import socket
 import ssl
 import sys
+import threading
 
 port, mode = int(sys.argv[1]), sys.argv[2]
 tls_context = None
@@ -49,7 +52,7 @@ def serve(conn):
             conn = tls_context.wrap_socket(conn, server_side=True)
             stream = conn.makefile("rb")
             secure = True
-        elif verb == b"RCPT" and mode == "rcpt":
+        elif verb == b"RCPT" and (mode == "rcpt" or (mode == "rcpt-plain" and b"@plain.example>" in line)):
             conn.sendall(b"550 5.1.1 <nobody>: no such user here\r\n")
         elif verb == b"DATA":
             conn.sendall(b"354 go ahead\r\n")
@@ -58,9 +61,13 @@ def serve(conn):
                 return
             while (data := stream.readline()) not in (b".\r\n", b""):
                 print("DATA|", data.decode(errors="replace").rstrip(), flush=True)
+            if not data:
+                print("ABANDONED", flush=True)
+                return
             if mode == "refuse":
                 conn.sendall(b"554 5.7.1 hop.test does not want this message\r\n")
             else:
+                print("TAKEN", flush=True)
                 conn.sendall(b"250 2.0.0 Ok: taken by hop.test\r\n")
         elif verb == b"QUIT":
             conn.sendall(b"221 bye\r\n")
@@ -69,10 +76,14 @@ def serve(conn):
             conn.sendall(b"250 ok\r\n")
 
 
-while True:
-    conn, _ = server.accept()
+def handle(conn):
     try:
         serve(conn)
     except (OSError, ssl.SSLError) as error:
         print("ERROR", error, flush=True)
     conn.close()
+
+
+while True:
+    conn, _ = server.accept()
+    threading.Thread(target=handle, args=(conn,), daemon=True).start()

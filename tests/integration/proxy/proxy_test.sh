@@ -180,6 +180,7 @@ kill "$stall_pid"; wait "$stall_pid" 2> /dev/null; stall_pid=
 # A next hop that closes the connection mid-DATA, then one that refuses
 # the message, then one that refuses the recipient.
 fake_hop() {  # fake_hop MODE [PORT]: next_hop.py on PORT (the sink's), its output in hop.out
+  rm -f hop.out  # the last one's "listening" must not pass for this one's
   python3 "$here/next_hop.py" "${2:-$SINK_PORT}" "$1" > hop.out 2>&1 &
   stall_pid=$!
   local end=$((SECONDS + 30))
@@ -204,8 +205,41 @@ swaks --server "127.0.0.1:$PROXY_PORT" --from alice@corp.example --to partner@pl
 check "next hop refuses one of two recipients with 5xx: 451 4.4.1, so the other is not bounced" \
   grep -q "<\*\* 451 4.4.1 " send.out
 stop_fake_hop
+# bob's copy (encrypted) and partner's (plain) go as two transactions, both
+# brought up to their end of data before either is ended: the next hop
+# refusing partner leaves bob's copy unfinished, so nothing is delivered.
+hop_said() {  # hop_said LINE: waits for the fake next hop to print LINE
+  local end=$((SECONDS + 10))
+  until grep -qx "$1" hop.out; do [ "$SECONDS" -lt "$end" ] || return 1; sleep 0.05; done
+}
+message "Alice <alice@corp.example>" "bob@corp.example, partner@plain.example" "Both" "Bob and partner, hello." > both.eml
+fake_hop rcpt-plain
+swaks --server "127.0.0.1:$PROXY_PORT" --from alice@corp.example --to bob@corp.example,partner@plain.example \
+  --data - < both.eml > send.out 2>&1
+check "split: the next hop refuses the plain copy's recipient: 451 4.4.1, so bob is not bounced" \
+  grep -q "<\*\* 451 4.4.1 " send.out
+hop_said ABANDONED
+check "split: bob's encrypted copy reached its end of data and was abandoned there: nothing taken" bash -c \
+  "grep -qx ABANDONED hop.out && grep -q '^DATA| Content-Type: application/pkcs7-mime' hop.out && ! grep -qx TAKEN hop.out"
+stop_fake_hop
 sink_start "$SINK_DIR" "$SINK_PORT" || { echo "FAIL - smtp-sink does not start again"; exit 1; }
 check "nothing reached the sink while it was down" sink_empty
+swaks --server "127.0.0.1:$PROXY_PORT" --from alice@corp.example --to bob@corp.example,partner@plain.example \
+  --data - < both.eml > send.out 2>&1
+check "split: recipients that need different copies are both taken in one transaction, with the sink's 250" \
+  grep -qx "<-  250 2.0.0 Ok" send.out
+check "split: each copy reached the sink in its own transaction" sink_wait_for 2
+for f in $(sink_files); do
+  if grep -qx 'X-Rcpt-Args: <bob@corp.example>' "$f"; then mv "$f" split-bob.eml; else mv "$f" split-partner.eml; fi
+done
+sed '1,/^X-Rcpt-Args/d' split-bob.eml > split-bob.msg 2> /dev/null
+check "split: bob's copy opens with his key, and alice's signature on it verifies (openssl cms)" bash -c \
+  "openssl cms -decrypt -in split-bob.msg -recip bob.pem -inkey bob.key 2>/dev/null |
+   openssl cms -verify -CAfile corp-chain.pem -purpose smimesign 2>/dev/null | grep -q 'Bob and partner, hello.'"
+check "split: partner's copy is plain and unmarked, as policy says for plain.example" bash -c \
+  "grep -q '^Bob and partner, hello.' split-partner.eml && ! grep -qi 'pkcs7' split-partner.eml &&
+   ! grep -qi '^X-Mailkms-Reinjected' split-partner.eml"
+check "split: the proxy logs one relay of two copies" grep -q "=> split into 2 copies => relayed: 250 2.0.0 Ok (and 1 more)$" proxy.log
 
 # ---- (e) The protocol, from a raw socket --------------------------------------------
 msg=$'Subject: raw\r\n\r\nraw body\r\n'

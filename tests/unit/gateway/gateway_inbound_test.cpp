@@ -123,6 +123,20 @@ TEST_CASE("inbound encrypted to bob alone, sent to bob and carol: bob's copy dec
   CHECK(copy.substr(copy.find("\r\n") + 2) == encrypted);  // line for line the ciphertext that came
 }
 
+TEST_CASE("inbound encrypted to bob alone, through a front end that relays copies: carol's copy exactly as it came", "[gateway][inbound][decrypt]") {
+  GatewayHarness h;
+  auto tx = inbound(h, {"bob@example.org", "carol@example.org"}, true);
+  tx.relays_copies = true;
+  const auto encrypted = encrypted_to({"bob"}, smime::Cipher::aes256_gcm, "bob@example.org, carol@example.org");
+  const auto outcome = h.finish(tx, encrypted);
+  INFO(outcome.log);
+  REQUIRE(outcome.verdict == Outcome::Verdict::deliver);
+  CHECK(delivered(outcome).find(body) != std::string::npos);
+  REQUIRE(outcome.reinjections.size() == 1);
+  CHECK(outcome.reinjections[0].recipients == std::vector<std::string>{"carol@example.org"});
+  CHECK(must(outcome.reinjections[0].message.to_string()) == encrypted);
+}
+
 TEST_CASE("inbound CBC-encrypted mail is decrypted only when a signature that passes vouches for it (EFAIL)", "[gateway][inbound][decrypt]") {
   const auto encrypted = encrypted_to({"bob"}, smime::Cipher::aes256_cbc, "bob@example.org");
   GatewayHarness h;

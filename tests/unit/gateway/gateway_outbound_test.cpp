@@ -249,6 +249,25 @@ TEST_CASE("mixed recipients, defer: the one needing a different copy gets 452 4.
   signed_by_alice(decrypt_as(delivered(outcome), "zoe"));
 }
 
+TEST_CASE("mixed recipients, a front end that relays copies: none deferred, each copy apart and unmarked", "[gateway][outbound][mixed]") {
+  GatewayHarness h;  // mixed_recipients = defer, which a relaying front end never needs
+  auto tx = h.begin("alice@example.org");
+  tx.relays_copies = true;
+  h.add_all(tx, {"zoe@partner.example", "y@nowhere.example"});
+  REQUIRE(tx.recipients.size() == 2);
+  const auto outcome = h.finish(tx, message_from("alice@example.org", "zoe@partner.example, y@nowhere.example", body));
+  INFO(outcome.log);
+  REQUIRE(outcome.verdict == Outcome::Verdict::deliver);
+  signed_by_alice(decrypt_as(delivered(outcome), "zoe"));
+  CHECK(outcome.removed_recipients == std::vector<std::string>{"y@nowhere.example"});
+  REQUIRE(outcome.reinjections.size() == 1);
+  CHECK(outcome.reinjections[0].recipients == std::vector<std::string>{"y@nowhere.example"});
+  const std::string copy = must(outcome.reinjections[0].message.to_string());
+  CHECK(copy.find("X-Mailkms-Reinjected") == std::string::npos);
+  CHECK(copy.find("enveloped-data") == std::string::npos);
+  signed_by_alice(must(mailkms::smime::parse_message(copy)).entity);
+}
+
 TEST_CASE("mixed recipients without SMTP: the other recipient's copy re-injected, signed, readable", "[gateway][outbound][mixed]") {
   GatewayHarness h;
   auto tx = h.begin_local("alice@example.org");

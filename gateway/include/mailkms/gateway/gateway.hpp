@@ -65,6 +65,11 @@ struct Transaction {
   // decision waits for the end of the message, and a mixed transaction is
   // split by re-injection whatever mixed_recipients says.
   bool refusable_recipients = true;
+  // Whether the front end sends each copy in its own transaction to its
+  // next hop (the proxy): recipients that need different treatment are then
+  // never deferred, whatever mixed_recipients says, and their copies carry
+  // no re-injection mark, since they come back to no gateway.
+  bool relays_copies = false;
 };
 
 // What RCPT time could tell about one recipient.
@@ -184,9 +189,10 @@ class Gateway {
   Outcome inbound_failure(const InboundPlan& plan, FailureAction action, const std::string& what,
                           const std::string& reason, const std::vector<SmimeResult>& results) const;
   Outcome failure(FailureAction action, const std::string& what, const std::string& reason) const;
-  // `message` as it came, marked for re-injection to `recipients`.
-  smime::Result<smime::Spool> as_it_came(const std::string& sender, const std::vector<std::string>& recipients,
-                                         const smime::Spool& message) const;
+  // A copy of `message` for `recipients` apart from the rest: marked for
+  // re-injection, or as it is for a front end that relays copies itself.
+  smime::Result<smime::Spool> copy_for(const Transaction& transaction, const std::vector<std::string>& recipients,
+                                       const smime::Spool& message) const;
   // The sender's signing identity from the keystore, kept for the
   // certificate TTL: fetching and parsing it per message cost more CPU than
   // the signature.
