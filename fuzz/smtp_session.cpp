@@ -26,6 +26,16 @@ bool only_crlf(std::string_view content) {
   return true;
 }
 
+template <class Fields, class Attributes>
+void check_attributes(const Fields& fields, const Attributes& attributes, const std::string& verb) {
+  for (const auto& [name, field] : attributes) {
+    const auto& value = fields.*field;
+    if (value && std::any_of(value->begin(), value->end(), [](char c) { return c < ' ' || c > '~'; })) {
+      fuzz::violated(verb + " took a value with a control or non-ASCII byte: " + *value);
+    }
+  }
+}
+
 void check_command(const std::string& line) {
   if (line.size() + 2 > max_command_line || line.find('\n') != std::string::npos) {
     fuzz::violated("a command line over the limit or holding an LF: " + line);
@@ -42,14 +52,9 @@ void check_command(const std::string& line) {
       fuzz::violated("RCPT TO took an empty address or one with brackets or spaces: " + *rcpt);
     }
   } else if (command.verb == Verb::xforward) {
-    const auto forwarded = parse_xforward(command.argument);
-    if (!forwarded) return;
-    for (const auto& [name, field] : xforward_attributes) {
-      const auto& value = (*forwarded).*field;
-      if (value && std::any_of(value->begin(), value->end(), [](char c) { return c < ' ' || c > '~'; })) {
-        fuzz::violated("XFORWARD took a value with a control or non-ASCII byte: " + *value);
-      }
-    }
+    if (const auto forwarded = parse_xforward(command.argument)) check_attributes(*forwarded, xforward_attributes, "XFORWARD");
+  } else if (command.verb == Verb::xclient) {
+    if (const auto claimed = parse_xclient(command.argument)) check_attributes(*claimed, xclient_attributes, "XCLIENT");
   }
 }
 

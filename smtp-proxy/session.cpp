@@ -54,6 +54,7 @@ class Session : public std::enable_shared_from_this<Session> {
     const auto peer = socket_.socket().remote_endpoint(ec);
     client_address_ = ec ? std::string() : peer.address().to_string();
     xforward_peer_ = policy::network_of(settings().xforward_peers, client_address_).has_value();
+    xclient_peer_ = policy::network_of(settings().xclient_peers, client_address_).has_value();
     spdlog::info("{}: connect from [{}]", id_, client_address_);
     out_ = "220 " + settings().hostname + " ESMTP mailkms-proxy\r\n";
     register_waker();
@@ -193,6 +194,7 @@ class Session : public std::enable_shared_from_this<Session> {
     helo_.clear();
     esmtp_ = false;
     forwarded_ = {};
+    claimed_ = {};  // RFC 3207 4.2: nothing the client said in the clear counts
     co_return true;
   }
 
@@ -240,6 +242,7 @@ class Session : public std::enable_shared_from_this<Session> {
         co_return Step::quit;
       case Verb::vrfy: out_ += "252 2.5.2 Cannot VRFY user; send mail and it will be delivered or bounced\r\n"; break;
       case Verb::xforward: xforward(command); break;
+      case Verb::xclient: xclient(command); break;
       case Verb::starttls: co_return starttls(command);
       case Verb::help:
         out_ += std::string("214 2.0.0 Commands: EHLO HELO MAIL RCPT DATA RSET NOOP QUIT VRFY HELP") +
@@ -266,6 +269,7 @@ class Session : public std::enable_shared_from_this<Session> {
     out_ += "250-" + host + "\r\n250-PIPELINING\r\n250-SIZE" + (size != 0 ? " " + std::to_string(size) : "") +
             "\r\n250-8BITMIME\r\n";
     if (xforward_peer_) out_ += "250-XFORWARD NAME ADDR PORT PROTO HELO IDENT SOURCE\r\n";
+    if (xclient_peer_) out_ += "250-XCLIENT NAME REVERSE_NAME ADDR PORT PROTO HELO LOGIN DESTADDR DESTPORT\r\n";
     if (offers_tls()) out_ += "250-STARTTLS\r\n";
     out_ += "250 ENHANCEDSTATUSCODES\r\n";
   }
@@ -304,6 +308,27 @@ class Session : public std::enable_shared_from_this<Session> {
     out_ += "250 2.0.0 Ok\r\n";
   }
 
+  // A proxy in front of this one (xclient_peers) says which client it
+  // serves: the session goes on as if that client had connected, with its
+  // SMTP AUTH login, until the next XCLIENT; the client greets again
+  // (XCLIENT_README). Anyone else is refused.
+  void xclient(const Command& command) {
+    if (!xclient_peer_) return error("550 5.7.0 Error: insufficient XCLIENT authorization\r\n");
+    if (message_) return error("503 5.5.1 Error: MAIL transaction in progress\r\n");
+    auto parsed = parse_xclient(command.argument);
+    if (!parsed) {
+      const auto& e = parsed.error();
+      return error(e.code + " " + e.enhanced + " " + e.text + "\r\n");
+    }
+    merge(claimed_, *parsed);
+    greeted_ = false;
+    forwarded_ = {};
+    const auto& login = claimed_.login;
+    spdlog::info("{}: XCLIENT from [{}]: client [{}], {}", id_, client_address_, claimed_.addr.value_or(client_address_),
+                 login && !login->empty() ? "login " + *login : std::string("no login"));
+    out_ += "220 " + settings().hostname + " ESMTP mailkms-proxy\r\n";
+  }
+
   void mail(const Command& command) {
     if (!greeted_) return error("503 5.5.1 Error: send HELO/EHLO first\r\n");
     if (message_) return error("503 5.5.1 Error: nested MAIL command\r\n");
@@ -329,7 +354,10 @@ class Session : public std::enable_shared_from_this<Session> {
     // An address XFORWARD could not give ([UNAVAILABLE]) is unknown: never internal.
     // SOURCE is not trusted for local submission: Postfix says LOCAL for any
     // client on the host's own addresses too (local_header_rewrite_clients).
-    transaction.connection.client_address = forwarded_.addr.value_or(client_address_);
+    transaction.connection.client_address = forwarded_.addr.value_or(claimed_.addr.value_or(client_address_));
+    // Only XCLIENT says a login: XFORWARD has none to say.
+    transaction.connection.login = claimed_.login.value_or(std::string());
+    transaction.connection.authenticated = !transaction.connection.login.empty();
     transaction.sender = std::move(parsed->address);
     message_->eight_bit_mime = parsed->eight_bit_mime;
     gateway().begin(transaction);
@@ -479,10 +507,10 @@ class Session : public std::enable_shared_from_this<Session> {
   // front said of it, else what this session saw.
   Xforward client_for_next_hop() const {
     Xforward client = forwarded_;
-    if (!client.name) client.name = std::string();  // the proxy looks up no names
-    if (!client.addr) client.addr = client_address_;
-    if (!client.helo) client.helo = helo_;
-    if (!client.proto) client.proto = esmtp_ ? "ESMTP" : "SMTP";
+    if (!client.name) client.name = claimed_.name.value_or(std::string());  // the proxy looks up no names
+    if (!client.addr) client.addr = claimed_.addr.value_or(client_address_);
+    if (!client.helo) client.helo = claimed_.helo.value_or(helo_);
+    if (!client.proto) client.proto = claimed_.proto.value_or(esmtp_ ? "ESMTP" : "SMTP");
     if (!client.ident) client.ident = message_->transaction.queue_id;
     return client;
   }
@@ -522,9 +550,11 @@ class Session : public std::enable_shared_from_this<Session> {
   unsigned transactions_ = 0;
   bool waiting_for_command_ = false;  // in a read that drain() may cut short
   bool xforward_peer_ = false;        // the client is one of xforward_peers
+  bool xclient_peer_ = false;         // the client is one of xclient_peers
   std::string helo_;                  // what it said in EHLO or HELO
   bool esmtp_ = false;                // EHLO rather than HELO
   Xforward forwarded_;                // what it said, for the next transaction
+  Xclient claimed_;                   // what XCLIENT said, for the rest of the session
 };
 
 // Over a cap, a client is told so at once and let go (RFC 5321 3.1: 421).

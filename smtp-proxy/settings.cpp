@@ -54,6 +54,22 @@ conf::Key<Settings> path_key(std::string_view name, std::filesystem::path Settin
           }};
 }
 
+conf::Key<Settings> networks_key(std::string_view name, std::vector<policy::Locality::Network> Settings::*field) {
+  return {name, [name, field](const toml::node& n, Settings& s) -> std::optional<Problem> {
+            const auto* list = n.as_array();
+            if (list == nullptr) return wrong(n, name, "a list of networks (\"127.0.0.1/32\", \"::1\")");
+            (s.*field).clear();
+            for (const auto& item : *list) {
+              const auto* text = item.as_string();
+              if (text == nullptr) return wrong(item, name, "networks such as \"127.0.0.1/32\"");
+              auto network = policy::parse_network(text->get());
+              if (!network) return wrong(item, name, "networks such as \"127.0.0.1/32\" (" + network.error() + ")");
+              (s.*field).push_back(*network);
+            }
+            return std::nullopt;
+          }};
+}
+
 const std::vector<conf::Key<Settings>>& keys() {
   static const std::vector<conf::Key<Settings>> table{
       endpoint_key("listen", &Settings::listen),
@@ -94,20 +110,8 @@ const std::vector<conf::Key<Settings>>& keys() {
       seconds_key("shutdown_timeout_seconds", &Settings::shutdown_timeout),
       conf::user_key<Settings>("proxy"),
       conf::group_key<Settings>("proxy"),
-      {"xforward_peers",
-       [](const toml::node& n, Settings& s) -> std::optional<Problem> {
-         const auto* list = n.as_array();
-         if (list == nullptr) return wrong(n, "xforward_peers", "a list of networks (\"127.0.0.1/32\", \"::1\")");
-         s.xforward_peers.clear();
-         for (const auto& item : *list) {
-           const auto* text = item.as_string();
-           if (text == nullptr) return wrong(item, "xforward_peers", "networks such as \"127.0.0.1/32\"");
-           auto network = policy::parse_network(text->get());
-           if (!network) return wrong(item, "xforward_peers", "networks such as \"127.0.0.1/32\" (" + network.error() + ")");
-           s.xforward_peers.push_back(*network);
-         }
-         return std::nullopt;
-       }},
+      networks_key("xforward_peers", &Settings::xforward_peers),
+      networks_key("xclient_peers", &Settings::xclient_peers),
       {"next_hop_tls",
        [](const toml::node& n, Settings& s) -> std::optional<Problem> {
          static constexpr std::pair<std::string_view, HopTls> levels[] = {

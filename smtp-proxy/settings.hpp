@@ -43,6 +43,9 @@ struct Settings {
   std::chrono::seconds shutdown_timeout{60};   // after SIGTERM, for messages in flight to finish
   // MTAs whose XFORWARD (the client they served) the proxy believes; none by default.
   std::vector<policy::Locality::Network> xforward_peers;
+  // Proxies in front whose XCLIENT (the client they serve, its SMTP AUTH
+  // login) the proxy believes for the rest of the session; none by default.
+  std::vector<policy::Locality::Network> xclient_peers;
   // STARTTLS for clients (RFC 3207): the certificate chain and its key, PEM.
   std::filesystem::path tls_certificate;
   std::filesystem::path tls_key;

@@ -81,10 +81,10 @@ CommandLines::Next CommandLines::next(std::string_view input) {
 }
 
 Command parse_command(std::string_view line) {
-  static constexpr std::array<std::pair<std::string_view, Verb>, 12> verbs{{
+  static constexpr std::array<std::pair<std::string_view, Verb>, 13> verbs{{
       {"HELO", Verb::helo}, {"EHLO", Verb::ehlo}, {"MAIL", Verb::mail}, {"RCPT", Verb::rcpt}, {"DATA", Verb::data},
       {"RSET", Verb::rset}, {"NOOP", Verb::noop}, {"QUIT", Verb::quit}, {"VRFY", Verb::vrfy}, {"HELP", Verb::help},
-      {"XFORWARD", Verb::xforward}, {"STARTTLS", Verb::starttls},
+      {"XFORWARD", Verb::xforward}, {"XCLIENT", Verb::xclient}, {"STARTTLS", Verb::starttls},
   }};
   const auto space = line.find(' ');
   const std::string_view word = line.substr(0, space);
@@ -163,37 +163,55 @@ std::optional<std::string> xtext_decode(std::string_view text) {
   return out;
 }
 
-}  // namespace
-
-BasicResult<Xforward, SyntaxError> parse_xforward(std::string_view argument) {
-  Xforward forwarded;
+// The NAME=value pairs of XFORWARD or XCLIENT (`verb`), each kept where
+// the table `attributes` says.
+template <class Attributes, class Fields>
+BasicResult<Fields, SyntaxError> parse_attributes(std::string_view argument, const Attributes& attributes,
+                                                  std::string_view verb) {
+  Fields fields;
+  const std::string said(verb);
   std::string_view rest = trim_spaces(argument);
-  if (rest.empty()) return SyntaxError{"501", "5.5.4", "Syntax: XFORWARD attribute=value..."};
+  if (rest.empty()) return SyntaxError{"501", "5.5.4", "Syntax: " + said + " attribute=value..."};
   while (!(rest = trim_spaces(rest)).empty()) {
     const auto space = rest.find(' ');
     const std::string_view pair = rest.substr(0, space);
     rest = space == std::string_view::npos ? std::string_view() : rest.substr(space);
     const auto equals = pair.find('=');
     const std::string_view key = pair.substr(0, equals);
-    const auto found =
-        std::find_if(xforward_attributes.begin(), xforward_attributes.end(), [&](const auto& a) { return iequals(key, a.first); });
-    if (equals == std::string_view::npos || found == xforward_attributes.end()) {
-      return SyntaxError{"501", "5.5.4", "Bad XFORWARD attribute name: " + std::string(key.substr(0, 32))};
+    const auto found = std::find_if(attributes.begin(), attributes.end(), [&](const auto& a) { return iequals(key, a.first); });
+    if (equals == std::string_view::npos || found == attributes.end()) {
+      return SyntaxError{"501", "5.5.4", "Bad " + said + " attribute name: " + std::string(key.substr(0, 32))};
     }
     auto value = xtext_decode(pair.substr(equals + 1));
     if (!value || value->empty() ||
         !std::all_of(value->begin(), value->end(), [](char c) { return c >= ' ' && c <= '~'; })) {
-      return SyntaxError{"501", "5.5.4", "Bad XFORWARD attribute value for " + std::string(found->first)};
+      return SyntaxError{"501", "5.5.4", "Bad " + said + " attribute value for " + std::string(found->first)};
     }
-    auto& field = forwarded.*(found->second);
-    if (field) return SyntaxError{"501", "5.5.4", "Duplicate XFORWARD attribute " + std::string(found->first)};
+    auto& field = fields.*(found->second);
+    if (field) return SyntaxError{"501", "5.5.4", "Duplicate " + said + " attribute " + std::string(found->first)};
     field = (*value == "[UNAVAILABLE]" || *value == "[TEMPUNAVAIL]") ? std::string() : std::move(*value);
   }
-  return forwarded;
+  return fields;
+}
+
+}  // namespace
+
+BasicResult<Xforward, SyntaxError> parse_xforward(std::string_view argument) {
+  return parse_attributes<decltype(xforward_attributes), Xforward>(argument, xforward_attributes, "XFORWARD");
+}
+
+BasicResult<Xclient, SyntaxError> parse_xclient(std::string_view argument) {
+  return parse_attributes<decltype(xclient_attributes), Xclient>(argument, xclient_attributes, "XCLIENT");
 }
 
 void merge(Xforward& earlier, const Xforward& later) {
   for (const auto& [name, field] : xforward_attributes) {
+    if (later.*field) earlier.*field = later.*field;
+  }
+}
+
+void merge(Xclient& earlier, const Xclient& later) {
+  for (const auto& [name, field] : xclient_attributes) {
     if (later.*field) earlier.*field = later.*field;
   }
 }

@@ -43,7 +43,7 @@ class CommandLines {
   bool discarded_cr_ = false;   // the last byte discarded of it was a CR
 };
 
-enum class Verb { helo, ehlo, mail, rcpt, data, rset, noop, quit, vrfy, help, xforward, starttls, unknown };
+enum class Verb { helo, ehlo, mail, rcpt, data, rset, noop, quit, vrfy, help, xforward, xclient, starttls, unknown };
 
 struct Command {
   Verb verb = Verb::unknown;
@@ -84,8 +84,23 @@ inline constexpr std::array<std::pair<std::string_view, std::optional<std::strin
 // The argument of XFORWARD: one or more NAME=value, each attribute at most
 // once, values of printable ASCII once decoded.
 BasicResult<Xforward, SyntaxError> parse_xforward(std::string_view argument);
+// What a proxy in front of this one says of the client it serves, in
+// Postfix's XCLIENT command (XCLIENT_README): the session goes on as if
+// that client had connected. NAME, REVERSE_NAME, ADDR, PORT, PROTO, HELO,
+// LOGIN (its SMTP AUTH login), DESTADDR and DESTPORT, read as XFORWARD's
+// attributes are.
+struct Xclient {
+  std::optional<std::string> name, reverse_name, addr, port, proto, helo, login, destaddr, destport;
+};
+inline constexpr std::array<std::pair<std::string_view, std::optional<std::string> Xclient::*>, 9> xclient_attributes{{
+    {"NAME", &Xclient::name}, {"REVERSE_NAME", &Xclient::reverse_name}, {"ADDR", &Xclient::addr},
+    {"PORT", &Xclient::port}, {"PROTO", &Xclient::proto}, {"HELO", &Xclient::helo}, {"LOGIN", &Xclient::login},
+    {"DESTADDR", &Xclient::destaddr}, {"DESTPORT", &Xclient::destport},
+}};
+BasicResult<Xclient, SyntaxError> parse_xclient(std::string_view argument);
 // What `later` says, over what `earlier` said.
 void merge(Xforward& earlier, const Xforward& later);
+void merge(Xclient& earlier, const Xclient& later);
 // XFORWARD commands (without CRLF, each within max_command_line) that say
 // the attributes of `client` the next hop named in its EHLO `offered`
 // ("NAME ADDR PROTO HELO"); an empty one as [UNAVAILABLE].

@@ -82,6 +82,7 @@ next_hop_timeout_seconds = 2
 command_timeout_seconds = 2
 max_sessions = 3
 max_sessions_per_client = 2
+xclient_peers = ["127.0.0.3"]
 tls_certificate = "$work/proxy.crt"
 tls_key = "$work/proxy.key"
 CONF
@@ -265,6 +266,32 @@ check "VRFY is refused politely: 252; an unknown command: 500 5.5.2" bash -c \
 echo '[["EHLO x\r\n", 1], ["XFORWARD ADDR=192.0.2.7 IDENT=forged\r\n", 1], ["QUIT\r\n", 1]]' | raw > xforward.out
 check "XFORWARD from a client not in xforward_peers: not announced, refused with 550 5.7.0" bash -c \
   "! grep -q '^250-XFORWARD' xforward.out && grep -qx '550 5.7.0 Error: insufficient XFORWARD authorization' xforward.out"
+
+echo '[["EHLO x\r\n", 1], ["XCLIENT ADDR=127.0.0.1 LOGIN=alice@corp.example\r\n", 1], ["QUIT\r\n", 1]]' | raw > xclient.out
+check "XCLIENT from a client not in xclient_peers: not announced, refused with 550 5.7.0" bash -c \
+  "! grep -q '^250-XCLIENT' xclient.out && grep -qx '550 5.7.0 Error: insufficient XCLIENT authorization' xclient.out"
+# A proxy in front (127.0.0.3, in xclient_peers) names its client and the
+# login that client authenticated as: the session is that client's. From
+# 127.0.0.3 itself, outside, alice's mail would be inbound and unsigned.
+message "Alice <alice@corp.example>" "bob@corp.example" "Via XCLIENT" "Bob, sent through a proxy in front." > xclient.eml
+swaks --server "127.0.0.1:$PROXY_PORT" --local-interface 127.0.0.3 --xclient-addr 198.51.100.7 \
+  --xclient-login alice@corp.example --from alice@corp.example --to bob@corp.example --data - < xclient.eml > send.out 2>&1
+check "XCLIENT from a peer: 220 again, and the message is taken" bash -c \
+  "grep -qx '<-  220 proxy.corp.example ESMTP mailkms-proxy' send.out && grep -qx '<-  250 2.0.0 Ok' send.out"
+arrived out-xclient.eml
+sed '1,/^X-Rcpt-Args/d' out-xclient.eml > out-xclient.msg
+check "XCLIENT LOGIN: alice's login signs as her from outside, and bob's copy is encrypted (openssl cms)" bash -c \
+  "openssl cms -decrypt -in out-xclient.msg -recip bob.pem -inkey bob.key 2>/dev/null |
+   openssl cms -verify -CAfile corp-chain.pem -purpose smimesign 2>/dev/null | grep -q 'sent through a proxy in front'"
+check "XCLIENT: the proxy logs the claimed client and login, and signs by the login" bash -c \
+  "grep -q 'XCLIENT from \\[127.0.0.3\\]: client \\[198.51.100.7\\], login alice@corp.example$' proxy.log &&
+   grep -q 'signer alice@corp.example: login alice@corp.example signs as itself' proxy.log"
+swaks --server "127.0.0.1:$PROXY_PORT" --local-interface 127.0.0.3 --xclient-addr 198.51.100.7 \
+  --from alice@corp.example --to bob@corp.example --data - < xclient.eml > send.out 2>&1
+arrived out-xclient-2.eml
+check "XCLIENT without LOGIN, from outside: alice's mail is inbound to bob, not signed or encrypted" bash -c \
+  "grep -q '^Bob, sent through a proxy in front' out-xclient-2.eml && ! grep -qi pkcs7 out-xclient-2.eml &&
+   grep -q 'inbound (.*198.51.100.7' proxy.log"
 
 # STARTTLS (RFC 3207). A command sent behind STARTTLS in the same packet
 # must not run inside the TLS session (CVE-2011-0411): had it run, the

@@ -33,6 +33,7 @@ data_timeout_seconds = 30
 next_hop_timeout_seconds = 20
 shutdown_timeout_seconds = 15
 xforward_peers = ["127.0.0.1", "2001:db8::/32"]
+xclient_peers = ["127.0.0.3"]
 pid_file = "/run/p.pid"
 log_file = "/var/log/p.log"
 user = "nobody"
@@ -55,6 +56,8 @@ group = "nogroup"
   CHECK(mailkms::policy::network_of(settings->xforward_peers, "127.0.0.1") == "127.0.0.1/32");
   CHECK(mailkms::policy::network_of(settings->xforward_peers, "2001:db8::25") == "2001:db8::/32");
   CHECK(!mailkms::policy::network_of(settings->xforward_peers, "127.0.0.2"));
+  REQUIRE(settings->xclient_peers.size() == 1);
+  CHECK(mailkms::policy::network_of(settings->xclient_peers, "127.0.0.3") == "127.0.0.3/32");
   CHECK(settings->pid_file == "/run/p.pid");
   CHECK(settings->log_file == "/var/log/p.log");
   CHECK(settings->user == 65534u);   // Debian's nobody
@@ -71,6 +74,7 @@ TEST_CASE("Without [proxy], the defaults, and this host's name") {
   CHECK(settings->shutdown_timeout == 60s);
   CHECK(settings->max_sessions_per_client == 50);
   CHECK(settings->xforward_peers.empty());  // nobody's XFORWARD is believed
+  CHECK(settings->xclient_peers.empty());   // nor XCLIENT
   CHECK(settings->next_hop_tls == HopTls::may);
   CHECK(settings->next_hop_tls_context);
   CHECK(settings->next_hop_tls_name == "127.0.0.1");  // the next hop's address, when verify is chosen
@@ -93,6 +97,8 @@ TEST_CASE("A wrong [proxy] value or an unknown key is refused, naming it") {
              Catch::Contains("proxy.xforward_peers"));
   CHECK_THAT(load(dir, "[proxy]\nxforward_peers = \"127.0.0.1\"\n").error().message,
              Catch::Contains("proxy.xforward_peers"));
+  CHECK_THAT(load(dir, "[proxy]\nxclient_peers = [\"localhost\"]\n").error().message,
+             Catch::Contains("proxy.xclient_peers"));
   CHECK_THAT(load(dir, "[proxy]\nshutdown_timeout_seconds = 3601\n").error().message,
              Catch::Contains("proxy.shutdown_timeout_seconds"));
   CHECK_THAT(load(dir, "[proxy]\nuser = \"no-such-user-here\"\n").error().message,

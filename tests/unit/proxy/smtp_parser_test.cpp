@@ -257,6 +257,30 @@ TEST_CASE("A bad XFORWARD is refused with 501 and the attribute named") {
   CHECK(refused("NAME=a=b") == "Bad XFORWARD attribute value for NAME");    // "=" is not xtext
 }
 
+TEST_CASE("XCLIENT: its attributes, LOGIN among them, read as XFORWARD's are") {
+  CHECK(parse_command("xclient LOGIN=alice").verb == Verb::xclient);
+  auto read = parse_xclient("NAME=mail.example.net ADDR=IPv6:2001:db8::7 LOGIN=alice+40corp.example HELO=[UNAVAILABLE] "
+                            "REVERSE_NAME=[TEMPUNAVAIL] DESTPORT=587");
+  REQUIRE(read);
+  CHECK(read->name == "mail.example.net");
+  CHECK(read->addr == "IPv6:2001:db8::7");
+  CHECK(read->login == "alice@corp.example");
+  CHECK(read->helo == "");          // sent, and unknown
+  CHECK(read->reverse_name == "");  // sent, and unknown
+  CHECK(read->destport == "587");
+  CHECK(!read->proto);  // not sent
+  Xclient claimed = *read;
+  merge(claimed, *parse_xclient("LOGIN=[UNAVAILABLE]"));  // no login any more
+  CHECK(claimed.login == "");
+  CHECK(claimed.addr == "IPv6:2001:db8::7");
+  const auto refused = parse_xclient("IDENT=A1");  // XFORWARD's, not XCLIENT's
+  REQUIRE(!refused);
+  CHECK(refused.error().text == "Bad XCLIENT attribute name: IDENT");
+  CHECK(parse_xclient("LOGIN=a LOGIN=b").error().text == "Duplicate XCLIENT attribute LOGIN");
+  CHECK(parse_xclient("LOGIN=a+0Db").error().text == "Bad XCLIENT attribute value for LOGIN");  // a CR, decoded
+  CHECK(parse_xclient(" ").error().text == "Syntax: XCLIENT attribute=value...");
+}
+
 TEST_CASE("XFORWARD to the next hop says only what it offers, xtext-encoded, in lines within the limit") {
   Xforward client;
   client.name = "";  // unknown
