@@ -16,6 +16,7 @@
 #include <cerrno>
 #include <cstring>
 #include <exception>
+#include <filesystem>
 #include <fstream>
 #include <functional>
 #include <iostream>
@@ -125,22 +126,67 @@ std::vector<std::string> keep_for_restart(mailkms::proxy::Settings& fresh, const
   return kept;
 }
 
-// SIGHUP: the policy and the [proxy] settings again, for sessions and
-// transactions that start from then on. A file that does not parse is
-// refused, and what runs stays. Whatever becomes of the files, what the
+// What a gateway is built from besides its settings and policy. The
+// re-injection key is kept while reinject_key_file names the same file:
+// without one it is the process's own, and marks made with it must go on
+// checking.
+struct GatewayParts {
+  mailkms::smime::CryptoContextPtr ctx;
+  mailkms::gateway::ReinjectionMark mark;
+  std::filesystem::path mark_file;
+};
+
+std::shared_ptr<mailkms::gateway::Gateway> build_gateway(mailkms::gateway::Settings settings,
+                                                        std::shared_ptr<const mailkms::policy::Policy> policy,
+                                                        const GatewayParts& parts) {
+  auto keystore = std::make_shared<mailkms::gateway::KeystoreAdapter>(mailkms::keystore::ClientOptions{
+      settings.keystore_socket, settings.keystore_timeout, 8, settings.keystore_user});
+  return std::make_shared<mailkms::gateway::Gateway>(std::move(settings), std::move(policy), parts.ctx, parts.mark,
+                                                     std::move(keystore));
+}
+
+// SIGHUP, for [gateway] and the policy: a new gateway from the file as it
+// is now, for transactions that start from then on; one in flight keeps
+// the gateway it began with. Whatever becomes of the files, what the
 // gateway keeps from the keystore is forgotten, as in the milter: a reload
 // is how an administrator has a `trust add` or a revocation count at once.
-void reload(const std::string& config, mailkms::proxy::ServerContext& context, mailkms::gateway::Gateway& gateway) {
-  gateway.forget_caches();
+// A file that does not parse is refused, and what runs stays.
+void reload_gateway(const std::string& config, mailkms::proxy::ServerContext& context, GatewayParts& parts) {
+  const auto running = context.gateway();
+  running->forget_caches();
   spdlog::info("caches forgotten: certificates, signing identities, trust anchors, CRLs");
-  auto fresh = mailkms::policy::load_policy(gateway.settings().policy);
+  auto settings = mailkms::gateway::load_settings(config);
+  bool fresh = settings.has_value();
   if (!fresh) {
-    spdlog::error("policy reload refused, the running policy stays: {}", fresh.error().message);
-  } else {
-    const auto rules = (*fresh)->rules.size();
-    gateway.replace_policy(std::move(*fresh));
-    spdlog::info("policy reloaded from {}: {} rule(s)", gateway.settings().policy.string(), rules);
+    spdlog::error("gateway settings reload refused, the running ones stay: {}", settings.error().message);
+    settings = running->settings();
   }
+  auto policy = mailkms::policy::load_policy(settings->policy);
+  if (!policy) {
+    spdlog::error("policy reload refused, the running policy stays: {}", policy.error().message);
+    policy = running->policy();
+  } else {
+    spdlog::info("policy reloaded from {}: {} rule(s)", settings->policy.string(), (*policy)->rules.size());
+  }
+  if (settings->reinject_key_file != parts.mark_file) {
+    auto mark = mailkms::gateway::ReinjectionMark::create(settings->reinject_key_file);
+    if (!mark) {
+      spdlog::error("gateway settings reload refused, the running ones stay: {}", mark.error().message);
+      settings = running->settings();
+      fresh = false;
+    } else {
+      parts.mark = *mark;
+      parts.mark_file = settings->reinject_key_file;
+    }
+  }
+  context.replace_gateway(build_gateway(std::move(*settings), std::move(*policy), parts));
+  if (fresh) spdlog::info("gateway settings reloaded from {}", config);
+}
+
+// SIGHUP: the gateway, its policy and the [proxy] settings again, for
+// sessions and transactions that start from then on.
+void reload(const std::string& config, mailkms::proxy::ServerContext& context, GatewayParts& parts) {
+  reload_gateway(config, context, parts);
   auto settings = mailkms::proxy::load_settings(config);
   if (!settings) {
     spdlog::error("proxy settings reload refused, the running ones stay: {}", settings.error().message);
@@ -193,20 +239,19 @@ int serve(int argc, char** argv) {
   auto acceptor = open_listener(io, *proxy_settings);
   detach_and_drop_privileges(io, *proxy_settings, foreground);
 
-  auto keystore = std::make_shared<mailkms::gateway::KeystoreAdapter>(mailkms::keystore::ClientOptions{
-      settings->keystore_socket, settings->keystore_timeout, 8, settings->keystore_user});
-  mailkms::gateway::Gateway gateway(std::move(*settings), std::move(*policy), std::move(*ctx), *mark,
-                                    std::move(keystore));
+  GatewayParts parts{std::move(*ctx), *mark, settings->reinject_key_file};
+  const std::string policy_path = settings->policy.string();
+  auto gateway = build_gateway(std::move(*settings), std::move(*policy), parts);
   const unsigned threads = proxy_settings->threads != 0 ? proxy_settings->threads
                                                         : std::max(1u, std::thread::hardware_concurrency());
   asio::thread_pool blocking(threads + 8);  // the keystore client keeps 8 connections
-  mailkms::proxy::ServerContext context{std::make_shared<const mailkms::proxy::Settings>(*proxy_settings), gateway,
+  mailkms::proxy::ServerContext context{std::make_shared<const mailkms::proxy::Settings>(*proxy_settings), std::move(gateway),
                                         blocking};
 
   asio::signal_set hangup(io, SIGHUP);
   std::function<void(const boost::system::error_code&, int)> on_hangup = [&](const boost::system::error_code& ec, int) {
     if (ec) return;
-    reload(config, context, gateway);
+    reload(config, context, parts);
     hangup.async_wait(on_hangup);
   };
   hangup.async_wait(on_hangup);
@@ -229,8 +274,7 @@ int serve(int argc, char** argv) {
   });
   asio::co_spawn(io, mailkms::proxy::accept_sessions(acceptor, context), asio::detached);
   spdlog::info("listening on {}:{}, relaying to {}:{}, with policy {}", proxy_settings->listen.host,
-               proxy_settings->listen.port, proxy_settings->next_hop.host, proxy_settings->next_hop.port,
-               gateway.settings().policy.string());
+               proxy_settings->listen.port, proxy_settings->next_hop.host, proxy_settings->next_hop.port, policy_path);
   std::vector<std::thread> workers;
   for (unsigned i = 1; i < threads; ++i) workers.emplace_back([&] { io.run(); });
   io.run();

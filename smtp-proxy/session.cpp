@@ -46,8 +46,8 @@ std::string session_id(std::uint64_t number) {
 class Session : public std::enable_shared_from_this<Session> {
  public:
   Session(tcp::socket socket, ServerContext& context, std::shared_ptr<const Settings> settings, std::uint64_t number)
-      : socket_(std::move(socket)), context_(context), settings_(std::move(settings)), number_(number),
-        id_(session_id(number)) {}
+      : socket_(std::move(socket)), context_(context), settings_(std::move(settings)), gateway_(context.gateway()),
+        number_(number), id_(session_id(number)) {}
 
   asio::awaitable<void> run() {
     error_code ec;
@@ -89,7 +89,9 @@ class Session : public std::enable_shared_from_this<Session> {
   }
 
   const Settings& settings() const { return *settings_; }
-  gateway::Gateway& gateway() { return context_.gateway; }
+  // The gateway this session took at its last EHLO or MAIL: a reload never
+  // changes it under a transaction.
+  gateway::Gateway& gateway() { return *gateway_; }
 
   // The gateway's call, off the I/O threads; back on this session's strand after.
   template <class Call>
@@ -258,6 +260,7 @@ class Session : public std::enable_shared_from_this<Session> {
     message_.reset();
     forwarded_ = {};
     greeted_ = true;
+    gateway_ = context_.gateway();
     helo_ = command.argument.substr(0, 255);
     esmtp_ = command.verb == Verb::ehlo;
     const auto& host = settings().hostname;
@@ -337,6 +340,7 @@ class Session : public std::enable_shared_from_this<Session> {
       const auto& e = parsed.error();
       return error(e.code + " " + e.enhanced + " " + e.text + "\r\n");
     }
+    gateway_ = context_.gateway();
     const auto limit = gateway().settings().max_message_size;
     if (limit != 0 && parsed->size && *parsed->size > limit) {
       const auto refused = gateway().answer_trouble(gateway::FrontEndTrouble::too_big,
@@ -538,6 +542,7 @@ class Session : public std::enable_shared_from_this<Session> {
   TimedSocket socket_;
   ServerContext& context_;
   std::shared_ptr<const Settings> settings_;  // as they were when the session began
+  std::shared_ptr<gateway::Gateway> gateway_;  // see gateway()
   std::uint64_t number_;
   std::string id_;
   std::string client_address_;
@@ -574,7 +579,7 @@ asio::awaitable<void> turn_away(tcp::socket socket, std::string reply) {
 // the client has its share.
 std::optional<std::string> take_client_slot(ServerContext& context, const Settings& settings, std::string address) {
   if (address.empty()) return address;  // gone already: its session ends at once
-  if (policy::internal_network_of(*context.gateway.policy(), address)) return std::string();
+  if (policy::internal_network_of(*context.gateway()->policy(), address)) return std::string();
   const std::lock_guard lock(context.clients_mutex);
   auto& count = context.sessions_per_client[address];
   if (count >= settings.max_sessions_per_client) return std::nullopt;

@@ -21,15 +21,19 @@
 namespace mailkms::proxy {
 
 struct ServerContext {
-  ServerContext(std::shared_ptr<const Settings> settings, gateway::Gateway& gateway_, boost::asio::thread_pool& blocking_)
-      : gateway(gateway_), blocking(blocking_), settings_(std::move(settings)) {}
+  ServerContext(std::shared_ptr<const Settings> settings, std::shared_ptr<gateway::Gateway> gateway,
+                boost::asio::thread_pool& blocking_)
+      : blocking(blocking_), settings_(std::move(settings)), gateway_(std::move(gateway)) {}
 
   // The [proxy] settings as they are now; a session keeps those it started
   // with. SIGHUP replaces them.
   [[nodiscard]] std::shared_ptr<const Settings> settings() const { return std::atomic_load(&settings_); }
   void replace_settings(std::shared_ptr<const Settings> fresh) { std::atomic_store(&settings_, std::move(fresh)); }
+  // The gateway as it is now, with the [gateway] settings and the policy;
+  // a transaction keeps the one it began with. SIGHUP replaces it.
+  [[nodiscard]] std::shared_ptr<gateway::Gateway> gateway() const { return std::atomic_load(&gateway_); }
+  void replace_gateway(std::shared_ptr<gateway::Gateway> fresh) { std::atomic_store(&gateway_, std::move(fresh)); }
 
-  gateway::Gateway& gateway;
   // Where the gateway's calls run: they wait for the keystore and do the
   // cryptography, which would stall every session sharing an I/O thread.
   boost::asio::thread_pool& blocking;
@@ -46,6 +50,7 @@ struct ServerContext {
 
  private:
   std::shared_ptr<const Settings> settings_;
+  std::shared_ptr<gateway::Gateway> gateway_;
 };
 
 // Accepts until the acceptor is closed; each session runs on its own strand.

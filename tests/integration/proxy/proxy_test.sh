@@ -488,6 +488,21 @@ check "a [proxy] that does not parse is refused on SIGHUP, naming the key, and t
 sed -i -e 's/^max_sessions_per_client = 0$/max_sessions_per_client = 2/' \
   -e "s/^listen = .*/listen = \"127.0.0.1:$PROXY_PORT\"/" mailkms.conf
 
+# And [gateway]: a new max_message_size is what the next EHLO offers; one
+# that does not parse is refused, naming the key, and the running one stays.
+ehlo_size() { echo '[["EHLO x\r\n", 1], ["QUIT\r\n", 1]]' | raw | grep '^250-SIZE '; }
+sed -i 's/^max_message_size = 2000000$/max_message_size = 1500000/' mailkms.conf
+check "SIGHUP reads [gateway] again: EHLO offers the new max_message_size" bash -c \
+  "$(declare -f hup_and_wait); proxy_pid=$proxy_pid; hup_and_wait 'gateway settings reloaded from mailkms.conf'"
+check "  SIZE 1500000" bash -c "$(declare -f ehlo_size raw); here=$here PROXY_PORT=$PROXY_PORT; [ \"\$(ehlo_size)\" = '250-SIZE 1500000' ]"
+sed -i 's/^max_message_size = 1500000$/max_message_size = "big"/' mailkms.conf
+check "a [gateway] that does not parse is refused on SIGHUP, naming the key" bash -c \
+  "$(declare -f hup_and_wait); proxy_pid=$proxy_pid; hup_and_wait 'gateway settings reload refused, the running ones stay: .*gateway.max_message_size'"
+check "  and the running [gateway] stays: SIZE 1500000" bash -c \
+  "$(declare -f ehlo_size raw); here=$here PROXY_PORT=$PROXY_PORT; [ \"\$(ehlo_size)\" = '250-SIZE 1500000' ]"
+sed -i 's/^max_message_size = "big"$/max_message_size = 2000000/' mailkms.conf
+hup_and_wait "gateway settings reloaded from mailkms.conf"
+
 # ---- (f) STARTTLS to the next hop ----------------------------------------------------
 # A CA of the test's own, and from it a certificate for hop.test, which
 # next_hop.py presents. Each case sets next_hop_tls* in [proxy] (the last
