@@ -12,7 +12,8 @@
 # client in its session. With the proxy down, Postfix keeps an accepted
 # message deferred and delivers it encrypted once the proxy is back, and
 # before the queue tells the client 451. The proxy hands mail back under
-# TLS, verifying the smtpd's certificate.
+# TLS, verifying the smtpd's certificate, and OpenDKIM signs there, after
+# the proxy, so the delivered message's DKIM signature verifies.
 # Usage: proxy_postfix_test.sh MAILKMS_KEYSTORED MAILKMSCTL MAILKMS_PROXY CONF_DIR   (as root)
 set -uo pipefail
 here=$(dirname "$(realpath "$0")")
@@ -22,6 +23,8 @@ here=$(dirname "$(realpath "$0")")
 . "$here/../postfix/postfix-fixture.sh"
 # shellcheck source=../mailkms-daemons.sh
 . "$here/../mailkms-daemons.sh"
+# shellcheck source=../opendkim.sh
+. "$here/../opendkim.sh"
 [[ $# == 4 ]] || { echo "usage: proxy_postfix_test.sh KEYSTORED MAILKMSCTL PROXY CONF_DIR" >&2; exit 2; }
 keystored=$(realpath "$1")
 ctl=$(realpath "$2")
@@ -33,6 +36,7 @@ chmod 755 "$work"
 cleanup() {
   postfix_stop
   stop_daemons
+  stop_opendkim
   [ -n "${KEEP_WORK:-}" ] || rm -rf "$work"
 }
 trap cleanup EXIT
@@ -113,15 +117,21 @@ start_proxy "$PROXY_PORT" || { echo "FAIL - the proxy does not start"; exit 1; }
 # sessions pass through the proxy (before the queue), on BEFORE_PORT.
 BEFORE_PORT=$(free_port) || exit 2
 export POSTFIX_EXTRA_CONF="content_filter = mailkms-proxy:[127.0.0.1]:$PROXY_PORT"
-POSTFIX_EXTRA_MASTER=$(sed -n -e 's/^#both> //p' -e 's/^#after> //p' -e 's/^#before> //p' "$conf/postfix-master.cf" |
+# OpenDKIM signs on the smtpd the proxy hands mail back to, with its
+# "#dkim> " lines in place of the one they replace.
+start_opendkim "$work/dkim" || { echo "FAIL - OpenDKIM does not start"; exit 1; }
+POSTFIX_EXTRA_MASTER=$(sed -n -e '/^#both> .*no_milters$/d' -e 's/^#both> //p' -e 's/^#dkim> //p' -e 's/^#after> //p' \
+    -e 's/^#before> //p' "$conf/postfix-master.cf" |
   sed -e "s/^127.0.0.1:10027 /127.0.0.1:$REINJECT_PORT /" -e "s/^smtp      inet /127.0.0.1:$BEFORE_PORT inet /" \
+      -e "s/smtpd_milters=inet:127.0.0.1:8891/smtpd_milters=inet:127.0.0.1:$DKIM_PORT/" \
       -e "s/smtpd_proxy_filter=127.0.0.1:10025/smtpd_proxy_filter=127.0.0.1:$PROXY_PORT/" \
       -e "s|^  -o syslog_name=postfix/mailkms-reinject\$|&\\n  -o smtpd_tls_security_level=may\\n  -o smtpd_tls_cert_file=$work/reinject.crt\\n  -o smtpd_tls_key_file=$work/reinject.key\\n  -o smtpd_tls_loglevel=1\\n  -o smtpd_tls_received_header=yes|")
 export POSTFIX_EXTRA_MASTER
 grep -q "^127.0.0.1:$REINJECT_PORT inet" <<< "$POSTFIX_EXTRA_MASTER" &&
   grep -q "smtp_send_xforward_command=yes" <<< "$POSTFIX_EXTRA_MASTER" &&
   grep -q "^127.0.0.1:$BEFORE_PORT inet" <<< "$POSTFIX_EXTRA_MASTER" &&
-  grep -q "smtpd_proxy_filter=127.0.0.1:$PROXY_PORT" <<< "$POSTFIX_EXTRA_MASTER" ||
+  grep -q "smtpd_proxy_filter=127.0.0.1:$PROXY_PORT" <<< "$POSTFIX_EXTRA_MASTER" &&
+  grep -q "smtpd_milters=inet:127.0.0.1:$DKIM_PORT" <<< "$POSTFIX_EXTRA_MASTER" ||
   { echo "FAIL - conf/postfix-master.cf lacks a proxy placement"; exit 1; }
 postfix_start "$work/postfix" || { echo "FAIL - Postfix does not start"; cat "$work/postfix/maillog" 2> /dev/null; exit 1; }
 
@@ -165,6 +175,8 @@ check "the smtpd that took it back logs TLS" \
   logged_since 0 'postfix/mailkms-reinject/smtpd\[[0-9]+\]: Anonymous TLS connection established from [^ ]*\[127\.0\.0\.1\]: TLSv1\.3'
 check "the delivered message's Received line from that smtpd says TLS and ESMTPS" bash -c \
   "grep -q '(using TLSv1.3 with cipher' inside.eml && grep -qE '^[[:space:]]+by .* with ESMTPS id' inside.eml"
+check "after the proxy, OpenDKIM signed what was delivered, and its signature verifies (python3-dkim)" \
+  dkim_signed dkim inside.eml
 check "the proxy read Postfix's XFORWARD: client [127.0.0.1] and Postfix's queue id" \
   grep -qE 'XFORWARD from \[127.0.0.1\]: client \[127.0.0.1\], queue id [0-9A-Za-z]+' proxy.log
 
@@ -185,6 +197,7 @@ check "before the queue: the client's 250 is Postfix's, once the proxy has hande
   grep -q '<-  250 2.0.0 Ok: queued as' send.out
 arrived before.eml
 check "before the queue: signed by alice, encrypted to bob (openssl cms)" signed_for_bob before.eml before
+check "before the queue: OpenDKIM's signature, made after the proxy, verifies" dkim_signed dkim before.eml
 message alice@corp.example nobody@corp.example "To nobody" "nobody" | send 127.0.0.1 alice@corp.example nobody@corp.example
 check "before the queue: no certificate for nobody@: the proxy's 550 5.7.1 at RCPT, in the client's session" \
   bash -c "grep -A1 -- '-> RCPT TO:<nobody@corp.example>' send.out | grep -q '<\*\* 550 5.7.1 .*nobody@corp.example' &&
