@@ -192,11 +192,12 @@ class Session : public std::enable_shared_from_this<Session> {
     }
     SSL* tls = socket_.tls();
     spdlog::info("{}: TLS from [{}]: {} with {}", id_, client_address_, SSL_get_version(tls), SSL_get_cipher_name(tls));
+    // RFC 3207 4.2: nothing the client said in the clear counts.
+    end_transaction();
     greeted_ = false;
     helo_.clear();
     esmtp_ = false;
-    forwarded_ = {};
-    claimed_ = {};  // RFC 3207 4.2: nothing the client said in the clear counts
+    claimed_ = {};
     co_return true;
   }
 
@@ -234,8 +235,7 @@ class Session : public std::enable_shared_from_this<Session> {
         }
         break;
       case Verb::rset:
-        message_.reset();
-        forwarded_ = {};
+        end_transaction();
         out_ += "250 2.0.0 Ok\r\n";
         break;
       case Verb::noop: out_ += "250 2.0.0 Ok\r\n"; break;
@@ -257,8 +257,7 @@ class Session : public std::enable_shared_from_this<Session> {
 
   void greet(const Command& command) {
     if (command.argument.empty()) return error("501 5.5.4 Syntax: EHLO hostname\r\n");
-    message_.reset();
-    forwarded_ = {};
+    end_transaction();
     greeted_ = true;
     gateway_ = context_.gateway();
     helo_ = command.argument.substr(0, 255);
@@ -275,6 +274,12 @@ class Session : public std::enable_shared_from_this<Session> {
     if (xclient_peer_) out_ += "250-XCLIENT NAME REVERSE_NAME ADDR PORT PROTO HELO LOGIN DESTADDR DESTPORT\r\n";
     if (offers_tls()) out_ += "250-STARTTLS\r\n";
     out_ += "250 ENHANCEDSTATUSCODES\r\n";
+  }
+
+  // What was said for one transaction only: its envelope, and XFORWARD's client.
+  void end_transaction() {
+    message_.reset();
+    forwarded_ = {};
   }
 
   bool offers_tls() { return settings().tls && socket_.tls() == nullptr; }
@@ -324,8 +329,8 @@ class Session : public std::enable_shared_from_this<Session> {
       return error(e.code + " " + e.enhanced + " " + e.text + "\r\n");
     }
     merge(claimed_, *parsed);
+    end_transaction();
     greeted_ = false;
-    forwarded_ = {};
     const auto& login = claimed_.login;
     spdlog::info("{}: XCLIENT from [{}]: client [{}], {}", id_, client_address_, claimed_.addr.value_or(client_address_),
                  login && !login->empty() ? "login " + *login : std::string("no login"));
@@ -425,8 +430,7 @@ class Session : public std::enable_shared_from_this<Session> {
     }
     intake.finish();
     out_ += co_await answer_message(intake, reader.line_too_long());
-    message_.reset();
-    forwarded_ = {};
+    end_transaction();
     co_return true;
   }
 
