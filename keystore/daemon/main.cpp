@@ -39,6 +39,117 @@ void harden(bool lock_memory) {
   }
 }
 
+// The daemon's chores besides answering requests: certificates renewed
+// every hour, the audit kept every few seconds, the configuration read
+// again on SIGHUP, and on SIGTERM requests in flight answered, then exit.
+class Chores {
+ public:
+  Chores(boost::asio::io_context& io, mailkms::keystore::KeystoreService& service, mailkms::keystored::Server& server,
+         const mailkms::keystore::Config& config, std::string config_path)
+      : io_(io), service_(service), server_(server), config_(config), config_path_(std::move(config_path)),
+        renewals_(io), upkeep_(io), deadline_(io), hangups_(io, SIGHUP), stops_(io, SIGTERM, SIGINT) {}
+
+  void start() {
+    renewals_.expires_after(std::chrono::minutes(1));
+    renewals_.async_wait([this](boost::system::error_code ec) { renew(ec); });
+    upkeep_.expires_after(std::chrono::seconds(5));
+    upkeep_.async_wait([this](boost::system::error_code ec) { keep_audit(ec); });
+    hangups_.async_wait([this](boost::system::error_code ec, int) { reload(ec); });
+    stops_.async_wait([this](boost::system::error_code, int signal) { stop(signal); });
+  }
+
+ private:
+  // Users whose certificates end within the renewal window get new ones.
+  void renew(boost::system::error_code ec) {
+    if (ec) return;
+    if (!service_.sealed()) {
+      const auto before = std::time(nullptr) + 86400L * config_.renewal_window_days;
+      auto renewed = service_.renew_expiring(before);
+      if (!renewed) {
+        std::cerr << "mailkms-keystored: renewal failed: " << renewed.error().message << "\n";
+      } else if (*renewed > 0) {
+        std::cerr << "mailkms-keystored: renewed " << *renewed << " user(s)\n";
+      }
+    }
+    renewals_.expires_after(std::chrono::hours(1));
+    renewals_.async_wait([this](boost::system::error_code next) { renew(next); });
+  }
+
+  // Counted audit records whose window ended, and a checkpoint of the
+  // chain when one is due.
+  void keep_audit(boost::system::error_code ec) {
+    if (ec) return;
+    service_.audit_upkeep(false);
+    upkeep_.expires_after(std::chrono::seconds(5));
+    upkeep_.async_wait([this](boost::system::error_code next) { keep_audit(next); });
+  }
+
+  // Who counts as a gateway, and how users are mailed, change at once; a
+  // file that does not load is refused and the running settings stay.
+  // Paths and threads need a restart.
+  void reload(boost::system::error_code ec) {
+    if (ec) return;
+    auto fresh = mailkms::keystore::load_config(config_path_);
+    if (!fresh) {
+      std::cerr << "mailkms-keystored: reload refused, running configuration kept: " << fresh.error().message << "\n";
+    } else {
+      service_.set_access({fresh->gateway_uids, fresh->gateway_gids, fresh->gateway_rate_limit});
+      service_.set_enrollment(fresh->enrollment);
+      service_.set_local_domains(fresh->local_domains);
+      if (fresh->database != config_.database || fresh->socket != config_.socket || fresh->workers != config_.workers) {
+        std::cerr << "mailkms-keystored: database, socket and workers change only on restart\n";
+      }
+      std::cerr << "mailkms-keystored: configuration reloaded\n";
+    }
+    hangups_.async_wait([this](boost::system::error_code next, int) { reload(next); });
+  }
+
+  // Stop accepting, answer what is in flight, then exit; a client that
+  // will not take its answers gets 10 seconds.
+  void stop(int signal) {
+    std::cerr << "mailkms-keystored: signal " << signal << ", finishing requests in flight\n";
+    deadline_.expires_after(std::chrono::seconds(10));
+    deadline_.async_wait([this](boost::system::error_code ec) {
+      if (!ec) io_.stop();
+    });
+    hangups_.cancel();
+    renewals_.cancel();
+    upkeep_.cancel();
+    server_.stop([this] { io_.stop(); });  // every answer is out
+  }
+
+  boost::asio::io_context& io_;
+  mailkms::keystore::KeystoreService& service_;
+  mailkms::keystored::Server& server_;
+  const mailkms::keystore::Config& config_;
+  std::string config_path_;
+  boost::asio::steady_timer renewals_, upkeep_, deadline_;
+  boost::asio::signal_set hangups_, stops_;
+};
+
+// The service over the database, unsealed when a key file is configured;
+// else what went wrong, to say before exiting.
+mailkms::BasicResult<std::unique_ptr<mailkms::keystore::KeystoreService>, std::string> open_service(
+    const mailkms::keystore::Config& config, mailkms::smime::CryptoContextPtr ctx) {
+  mailkms::keystore::AccessPolicy access{config.gateway_uids, config.gateway_gids, config.gateway_rate_limit};
+  mailkms::keystore::KeystoreService::Policies policies;
+  policies.users = {config.encryption_key_type, config.signing_key_type, config.certificate_days};
+  policies.enrollment = config.enrollment;
+  policies.local_domains = config.local_domains;
+  auto service = mailkms::keystore::KeystoreService::open(config.database, std::move(ctx), access, policies);
+  if (!service) return service.error().describe();
+  // Guarded rows that fail their checks: a database writer at work.
+  (*service)->set_integrity_reporter([](const std::string& message) { warn(message); });
+  (*service)->set_audit_checkpoints(config.audit_checkpoint_file, config.audit_checkpoint_interval,
+                                    [](const std::string& line) { std::cerr << "mailkms-keystored: " << line << "\n"; });
+  if (!config.unseal_key_file.empty()) {
+    if (auto unsealed = (*service)->unseal_with_key_file(config.unseal_key_file); !unsealed) {
+      return "cannot unseal with " + config.unseal_key_file.string() + ": " + unsealed.error().message;
+    }
+  }
+  return std::move(*service);
+}
+
 }  // namespace
 
 namespace {
@@ -60,94 +171,14 @@ int serve(int argc, char** argv) {
 
   auto ctx = mailkms::smime::CryptoContext::create();
   if (!ctx) return fatal(ctx.error().describe());
-  mailkms::keystore::AccessPolicy access{config->gateway_uids, config->gateway_gids, config->gateway_rate_limit};
-  mailkms::keystore::KeystoreService::Policies policies;
-  policies.users = {config->encryption_key_type, config->signing_key_type, config->certificate_days};
-  policies.enrollment = config->enrollment;
-  policies.local_domains = config->local_domains;
-  auto service = mailkms::keystore::KeystoreService::open(config->database, *ctx, access, policies);
-  if (!service) return fatal(service.error().describe());
-  // Guarded rows that fail their checks: a database writer at work.
-  (*service)->set_integrity_reporter([](const std::string& message) { warn(message); });
-  (*service)->set_audit_checkpoints(config->audit_checkpoint_file, config->audit_checkpoint_interval,
-                                    [](const std::string& line) { std::cerr << "mailkms-keystored: " << line << "\n"; });
-  if (!config->unseal_key_file.empty()) {
-    if (auto unsealed = (*service)->unseal_with_key_file(config->unseal_key_file); !unsealed) {
-      return fatal("cannot unseal with " + config->unseal_key_file.string() + ": " + unsealed.error().message);
-    }
-  }
+  auto service = open_service(*config, *ctx);
+  if (!service) return fatal(service.error());
 
   boost::asio::io_context io(config->workers);
   mailkms::keystored::Server server(io, **service, *config);
   if (auto listening = server.listen(); !listening) return fatal(listening.error().message);
-
-  // Every hour, renew users whose certificates end within the window.
-  boost::asio::steady_timer renewals(io);
-  std::function<void(boost::system::error_code)> renew = [&](boost::system::error_code ec) {
-    if (ec) return;
-    if (!(*service)->sealed()) {
-      const auto before = std::time(nullptr) + 86400L * config->renewal_window_days;
-      auto renewed = (*service)->renew_expiring(before);
-      if (!renewed) {
-        std::cerr << "mailkms-keystored: renewal failed: " << renewed.error().message << "\n";
-      } else if (*renewed > 0) {
-        std::cerr << "mailkms-keystored: renewed " << *renewed << " user(s)\n";
-      }
-    }
-    renewals.expires_after(std::chrono::hours(1));
-    renewals.async_wait(renew);
-  };
-  renewals.expires_after(std::chrono::minutes(1));
-  renewals.async_wait(renew);
-
-  // Every few seconds: counted audit records whose window ended, and a
-  // checkpoint of the chain when one is due.
-  boost::asio::steady_timer upkeep(io);
-  std::function<void(boost::system::error_code)> keep_audit = [&](boost::system::error_code ec) {
-    if (ec) return;
-    (*service)->audit_upkeep(false);
-    upkeep.expires_after(std::chrono::seconds(5));
-    upkeep.async_wait(keep_audit);
-  };
-  upkeep.expires_after(std::chrono::seconds(5));
-  upkeep.async_wait(keep_audit);
-
-  boost::asio::signal_set hangups(io, SIGHUP);
-  // SIGTERM: stop accepting, answer what is in flight, then exit; a client
-  // that will not take its answers gets 10 seconds.
-  boost::asio::signal_set signals(io, SIGTERM, SIGINT);
-  boost::asio::steady_timer deadline(io);
-  signals.async_wait([&](boost::system::error_code, int signal) {
-    std::cerr << "mailkms-keystored: signal " << signal << ", finishing requests in flight\n";
-    deadline.expires_after(std::chrono::seconds(10));
-    deadline.async_wait([&io](boost::system::error_code ec) {
-      if (!ec) io.stop();
-    });
-    hangups.cancel();
-    renewals.cancel();
-    upkeep.cancel();
-    server.stop([&io] { io.stop(); });  // every answer is out
-  });
-  // SIGHUP: read the configuration again. Who counts as a gateway, and how
-  // users are mailed, change at once; a file that does not load is refused
-  // and the running settings stay. Paths and threads need a restart.
-  std::function<void(boost::system::error_code, int)> reload = [&](boost::system::error_code ec, int) {
-    if (ec) return;
-    auto fresh = mailkms::keystore::load_config(config_path);
-    if (!fresh) {
-      std::cerr << "mailkms-keystored: reload refused, running configuration kept: " << fresh.error().message << "\n";
-    } else {
-      (*service)->set_access({fresh->gateway_uids, fresh->gateway_gids, fresh->gateway_rate_limit});
-      (*service)->set_enrollment(fresh->enrollment);
-      (*service)->set_local_domains(fresh->local_domains);
-      if (fresh->database != config->database || fresh->socket != config->socket || fresh->workers != config->workers) {
-        std::cerr << "mailkms-keystored: database, socket and workers change only on restart\n";
-      }
-      std::cerr << "mailkms-keystored: configuration reloaded\n";
-    }
-    hangups.async_wait(reload);
-  };
-  hangups.async_wait(reload);
+  Chores chores(io, **service, server, *config, config_path);
+  chores.start();
   (void)::signal(SIGPIPE, SIG_IGN);
   std::cerr << "mailkms-keystored: serving " << config->socket.string() << " ("
             << ((*service)->sealed() ? "sealed" : "unsealed") << ")\n";
