@@ -5,6 +5,7 @@
 #include <openssl/x509v3.h>
 
 #include <algorithm>
+#include <chrono>
 
 #include "smtp_parser.hpp"
 #include "timed_socket.hpp"
@@ -176,11 +177,9 @@ asio::awaitable<BasicResult<HopReply, HopFailure>> secure(HopSession& hop, const
   co_return again;
 }
 
-// Greeting, EHLO (HELO for an old next hop), MAIL and every RCPT: every
-// recipient must be taken, since one reply at the end of data cannot say
-// that some were not.
-asio::awaitable<BasicResult<HopReply, HopFailure>> open_transaction(HopSession& hop, const Settings& settings,
-                                                                    const Envelope& envelope, std::size_t size) {
+// Greeting and EHLO (HELO for an old next hop), then STARTTLS as the
+// settings ask: what the next hop offers.
+asio::awaitable<BasicResult<HopReply, HopFailure>> greet(HopSession& hop, const Settings& settings) {
   auto greeting = co_await hop.read_reply("greeting");
   if (!greeting) co_return greeting;
   if (greeting->code != 220) co_return HopFailure{"next hop greeting refused", *greeting};
@@ -191,9 +190,14 @@ asio::awaitable<BasicResult<HopReply, HopFailure>> open_transaction(HopSession& 
     if (!ehlo) co_return ehlo;
     if (ehlo->code != 250) co_return HopFailure{"next hop refused HELO", *ehlo};
   }
-  ehlo = co_await secure(hop, settings, std::move(*ehlo));
-  if (!ehlo) co_return ehlo;
-  if (const auto offered = offered_with(*ehlo, "XFORWARD")) {
+  co_return co_await secure(hop, settings, std::move(*ehlo));
+}
+
+// XFORWARD as offered, MAIL and every RCPT: every recipient must be taken,
+// since one reply at the end of data cannot say that some were not.
+asio::awaitable<BasicResult<HopReply, HopFailure>> begin_transaction(HopSession& hop, const HopReply& ehlo,
+                                                                     const Envelope& envelope, std::size_t size) {
+  if (const auto offered = offered_with(ehlo, "XFORWARD")) {
     for (const auto& command : xforward_commands(envelope.client, *offered)) {
       auto said = co_await hop.command(command, "XFORWARD");
       if (!said) co_return said;
@@ -201,8 +205,8 @@ asio::awaitable<BasicResult<HopReply, HopFailure>> open_transaction(HopSession& 
     }
   }
   std::string mail = "MAIL FROM:<" + envelope.sender + ">";
-  if (offers(*ehlo, "SIZE")) mail += " SIZE=" + std::to_string(size);
-  if (envelope.eight_bit_mime && offers(*ehlo, "8BITMIME")) mail += " BODY=8BITMIME";
+  if (offers(ehlo, "SIZE")) mail += " SIZE=" + std::to_string(size);
+  if (envelope.eight_bit_mime && offers(ehlo, "8BITMIME")) mail += " BODY=8BITMIME";
   auto from = co_await hop.command(mail, "MAIL");
   if (!from) co_return from;
   if (from->code != 250) co_return HopFailure{"next hop refused MAIL", *from};
@@ -239,54 +243,133 @@ asio::awaitable<BasicResult<bool, error_code>> send_message(HopSession& hop, con
 
 }  // namespace
 
-struct PendingTransaction::Conversation {
-  Conversation(const asio::any_io_executor& executor, const Settings& settings) : socket(executor), hop(socket, settings) {}
+struct HopConnection {
+  HopConnection(const asio::any_io_executor& executor, std::shared_ptr<const Settings> made_with)
+      : settings(std::move(made_with)), socket(executor), hop(socket, *settings) {}
+  std::shared_ptr<const Settings> settings;  // what it was made with, kept alive for `hop`
   TimedSocket socket;
   HopSession hop;
-  bool ended_line = true;  // the message's last line had its CRLF
+  HopReply ehlo;           // what the next hop offers on it
+  bool ended_line = true;  // the message being sent had its last CRLF
 };
 
-PendingTransaction::PendingTransaction(std::unique_ptr<Conversation> conversation) : conversation_(std::move(conversation)) {}
-PendingTransaction::PendingTransaction(PendingTransaction&&) noexcept = default;
-PendingTransaction& PendingTransaction::operator=(PendingTransaction&&) noexcept = default;
-PendingTransaction::~PendingTransaction() = default;
+struct HopConnections::Idle {
+  std::chrono::steady_clock::time_point since;
+  std::unique_ptr<HopConnection> connection;
+};
 
-asio::awaitable<BasicResult<PendingTransaction, HopFailure>> PendingTransaction::open(const Settings& settings,
-                                                                                   const Envelope& envelope,
-                                                                                   const smime::Spool& message) {
-  auto conversation = std::make_unique<Conversation>(co_await asio::this_coro::executor, settings);
+HopConnections::HopConnections() = default;
+HopConnections::~HopConnections() = default;
+
+std::unique_ptr<HopConnection> HopConnections::take(const std::shared_ptr<const Settings>& settings) {
+  const auto now = std::chrono::steady_clock::now();
+  std::vector<Idle> stale;  // closed outside the lock
+  const std::lock_guard lock(mutex_);
+  std::unique_ptr<HopConnection> found;
+  for (auto it = idle_.rbegin(); it != idle_.rend(); ++it) {
+    const bool fresh = it->connection->settings == settings && now - it->since < settings->next_hop_idle;
+    if (fresh && !found) {
+      found = std::move(it->connection);
+    } else if (!fresh) {
+      stale.push_back(std::move(*it));
+    }
+  }
+  std::erase_if(idle_, [](const Idle& i) { return !i.connection; });
+  return found;
+}
+
+void HopConnections::give_back(std::unique_ptr<HopConnection> connection) {
+  constexpr std::size_t most = 64;  // a next hop serves a limited number of clients at once
+  const std::lock_guard lock(mutex_);
+  if (idle_.size() >= most) idle_.erase(idle_.begin());  // the oldest goes
+  idle_.push_back({std::chrono::steady_clock::now(), std::move(connection)});
+}
+
+namespace {
+
+// A new connection to the next hop, greeted.
+asio::awaitable<BasicResult<std::unique_ptr<HopConnection>, HopFailure>> connect(std::shared_ptr<const Settings> settings) {
+  auto connection = std::make_unique<HopConnection>(co_await asio::this_coro::executor, std::move(settings));
+  const Settings& s = *connection->settings;
   error_code ec;
-  const auto address = asio::ip::make_address(settings.next_hop.host, ec);
+  const auto address = asio::ip::make_address(s.next_hop.host, ec);
   if (ec) co_return HopFailure{"next hop address: " + ec.message()};
-  if (auto failed = co_await conversation->socket.connect(tcp::endpoint(address, settings.next_hop.port), settings.next_hop_timeout)) {
-    co_return HopFailure{"next hop " + settings.next_hop.host + ":" + std::to_string(settings.next_hop.port) +
-                         ": connect: " + failed.message()};
+  if (auto failed = co_await connection->socket.connect(tcp::endpoint(address, s.next_hop.port), s.next_hop_timeout)) {
+    co_return HopFailure{"next hop " + s.next_hop.host + ":" + std::to_string(s.next_hop.port) + ": connect: " +
+                         failed.message()};
   }
-  auto& hop = conversation->hop;
-  auto opened = co_await open_transaction(hop, settings, envelope, message.size());
-  if (!opened) {
-    if (opened.error().refused) (void)co_await hop.write("QUIT\r\n");  // polite, and not waited for
-    co_return opened.error();
+  auto ehlo = co_await greet(connection->hop, s);
+  if (!ehlo) {
+    if (ehlo.error().refused) (void)co_await connection->hop.write("QUIT\r\n");  // polite, and not waited for
+    co_return ehlo.error();
   }
+  connection->ehlo = std::move(*ehlo);
+  co_return connection;
+}
+
+// The transaction up to its end of data on `connection`.
+asio::awaitable<BasicResult<Ok, HopFailure>> send_transaction(HopConnection& connection, const Envelope& envelope,
+                                                              const smime::Spool& message) {
+  auto& hop = connection.hop;
+  auto begun = co_await begin_transaction(hop, connection.ehlo, envelope, message.size());
+  if (!begun) co_return begun.error();
   auto data = co_await hop.command("DATA", "DATA");
   if (!data) co_return data.error();
   if (data->code != 354) co_return HopFailure{"next hop refused DATA", *data};
   auto sent = co_await send_message(hop, message);
   if (!sent) co_return HopFailure{"next hop message: " + sent.error().message()};
-  conversation->ended_line = *sent;
-  co_return PendingTransaction(std::move(conversation));
+  connection.ended_line = *sent;
+  co_return Ok{};
+}
+
+}  // namespace
+
+PendingTransaction::PendingTransaction(HopConnections& pool, std::unique_ptr<HopConnection> connection)
+    : pool_(&pool), connection_(std::move(connection)) {}
+PendingTransaction::PendingTransaction(PendingTransaction&&) noexcept = default;
+PendingTransaction& PendingTransaction::operator=(PendingTransaction&&) noexcept = default;
+PendingTransaction::~PendingTransaction() = default;
+
+asio::awaitable<BasicResult<PendingTransaction, HopFailure>> PendingTransaction::open(
+    HopConnections& pool, std::shared_ptr<const Settings> settings, const Envelope& envelope,
+    const smime::Spool& message) {
+  // A kept connection the next hop has closed in the meantime fails before
+  // any reply, or with its 421 for an idle client; one that answers
+  // otherwise, even with a refusal, is believed.
+  if (auto kept = pool.take(settings)) {
+    auto sent = co_await send_transaction(*kept, envelope, message);
+    if (sent) co_return PendingTransaction(pool, std::move(kept));
+    if (sent.error().refused && sent.error().refused->code != 421) {
+      (void)co_await kept->hop.write("QUIT\r\n");
+      co_return sent.error();
+    }
+  }
+  auto connected = co_await connect(std::move(settings));
+  if (!connected) co_return connected.error();
+  auto sent = co_await send_transaction(**connected, envelope, message);
+  if (!sent) {
+    if (sent.error().refused) (void)co_await (*connected)->hop.write("QUIT\r\n");  // polite, and not waited for
+    co_return sent.error();
+  }
+  co_return PendingTransaction(pool, std::move(*connected));
 }
 
 asio::awaitable<BasicResult<HopReply, HopFailure>> PendingTransaction::end() {
-  auto& hop = conversation_->hop;
-  if (auto failed = co_await hop.write(conversation_->ended_line ? ".\r\n" : "\r\n.\r\n")) {
+  auto& hop = connection_->hop;
+  if (auto failed = co_await hop.write(connection_->ended_line ? ".\r\n" : "\r\n.\r\n")) {
     co_return HopFailure{"next hop end of data: " + failed.message()};
   }
   auto accepted = co_await hop.read_reply("end of data");
   if (!accepted) co_return accepted;
   if (accepted->code != 250) co_return HopFailure{"next hop refused the message", *accepted};
   accepted->tls = hop.tls();
-  (void)co_await hop.write("QUIT\r\n");  // the message is taken: what QUIT gets changes nothing
+  // The message is taken: the connection serves the next one, or says QUIT
+  // (what QUIT gets changes nothing).
+  if (connection_->settings->next_hop_idle.count() > 0) {
+    pool_->give_back(std::move(connection_));
+  } else {
+    (void)co_await hop.write("QUIT\r\n");
+  }
   co_return accepted;
 }
 

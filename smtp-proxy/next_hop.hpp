@@ -5,6 +5,7 @@
 
 #include <boost/asio.hpp>
 #include <memory>
+#include <mutex>
 #include <optional>
 #include <string>
 #include <vector>
@@ -47,6 +48,33 @@ struct Envelope {
   Xforward client;
 };
 
+// One open connection to the next hop, greeted (and under TLS, where the
+// settings ask for it).
+struct HopConnection;
+
+// Connections to the next hop whose last transaction it took, kept for the
+// next message, as Postfix's smtp keeps its own: a message then costs no
+// connect, greeting, EHLO or TLS handshake. Shared by every session; each
+// connection serves one at a time, and only sessions with the [proxy]
+// settings it was made with.
+class HopConnections {
+ public:
+  HopConnections();
+  HopConnections(const HopConnections&) = delete;
+  HopConnections& operator=(const HopConnections&) = delete;
+  ~HopConnections();
+
+  // The most recent connection made with `settings` and idle for less than
+  // its next_hop_idle; none if there is no such connection.
+  std::unique_ptr<HopConnection> take(const std::shared_ptr<const Settings>& settings);
+  void give_back(std::unique_ptr<HopConnection> connection);
+
+ private:
+  struct Idle;
+  std::mutex mutex_;
+  std::vector<Idle> idle_;
+};
+
 // One transaction to the next hop, brought up to its end of data and left
 // there. The copies of one message for differently treated recipients are
 // each brought this far before any is ended, so that a next hop refusing
@@ -55,12 +83,15 @@ struct Envelope {
 // 4.1.1.4).
 class PendingTransaction {
  public:
-  // Connects, greets (STARTTLS and XFORWARD as the next hop offers and the
-  // settings ask), says MAIL, every RCPT and DATA, and sends `message`.
-  static boost::asio::awaitable<BasicResult<PendingTransaction, HopFailure>> open(const Settings& settings,
-                                                                                  const Envelope& envelope,
-                                                                                  const smime::Spool& message);
-  // The end of data: the next hop's final reply when it took the message.
+  // On a connection from `pool`, or a new one (connected, greeted, under
+  // STARTTLS as the settings ask): XFORWARD as the next hop offers, MAIL,
+  // every RCPT and DATA, and `message`. A kept connection that turns out
+  // closed is replaced by a new one: nothing was promised on it yet.
+  static boost::asio::awaitable<BasicResult<PendingTransaction, HopFailure>> open(
+      HopConnections& pool, std::shared_ptr<const Settings> settings, const Envelope& envelope,
+      const smime::Spool& message);
+  // The end of data: the next hop's final reply when it took the message;
+  // the connection then goes back to the pool.
   boost::asio::awaitable<BasicResult<HopReply, HopFailure>> end();
 
   PendingTransaction(PendingTransaction&&) noexcept;
@@ -68,9 +99,9 @@ class PendingTransaction {
   ~PendingTransaction();
 
  private:
-  struct Conversation;
-  explicit PendingTransaction(std::unique_ptr<Conversation> conversation);
-  std::unique_ptr<Conversation> conversation_;
+  PendingTransaction(HopConnections& pool, std::unique_ptr<HopConnection> connection);
+  HopConnections* pool_;
+  std::unique_ptr<HopConnection> connection_;
 };
 
 }  // namespace mailkms::proxy

@@ -495,7 +495,7 @@ class Session : public std::enable_shared_from_this<Session> {
     if (copies.empty()) co_return trouble(gateway::FrontEndTrouble::internal, outcome.log + " => no recipient left, deferred");
     std::vector<PendingTransaction> pending;
     for (const auto& [to, body] : copies) {
-      auto opened = co_await PendingTransaction::open(settings(), to, *body);
+      auto opened = co_await PendingTransaction::open(context_.hop_connections, settings_, to, *body);
       if (!opened) co_return hop_failed(outcome, opened.error());
       pending.push_back(std::move(*opened));
     }

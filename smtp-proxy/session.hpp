@@ -16,6 +16,7 @@
 #include <unordered_map>
 
 #include "mailkms/gateway/gateway.hpp"
+#include "next_hop.hpp"
 #include "settings.hpp"
 
 namespace mailkms::proxy {
@@ -37,6 +38,7 @@ struct ServerContext {
   // Where the gateway's calls run: they wait for the keystore and do the
   // cryptography, which would stall every session sharing an I/O thread.
   boost::asio::thread_pool& blocking;
+  HopConnections hop_connections;  // kept for the next message
   std::atomic<unsigned> sessions{0};
   std::atomic<std::uint64_t> sessions_started{0};
   // Sessions per client address, for max_sessions_per_client.

@@ -108,6 +108,13 @@ const std::vector<conf::Key<Settings>>& keys() {
       seconds_key("data_timeout_seconds", &Settings::data_timeout),
       seconds_key("next_hop_timeout_seconds", &Settings::next_hop_timeout),
       seconds_key("shutdown_timeout_seconds", &Settings::shutdown_timeout),
+      {"next_hop_idle_seconds",
+       [](const toml::node& n, Settings& s) -> std::optional<Problem> {
+         const auto* v = n.as_integer();
+         if (v == nullptr || v->get() < 0 || v->get() > 300) return wrong(n, "next_hop_idle_seconds", "0 to 300");
+         s.next_hop_idle = std::chrono::seconds(v->get());
+         return std::nullopt;
+       }},
       conf::user_key<Settings>("proxy"),
       conf::group_key<Settings>("proxy"),
       networks_key("xforward_peers", &Settings::xforward_peers),

@@ -40,6 +40,9 @@ struct Settings {
   std::chrono::seconds command_timeout{300};  // RFC 5321 4.5.3.2.7
   std::chrono::seconds data_timeout{180};     // per read inside DATA, 4.5.3.2.5
   std::chrono::seconds next_hop_timeout{120};  // connecting, and each reply of the next hop
+  // How long a connection whose message the next hop took is kept for the
+  // next message; 0: a connection per message.
+  std::chrono::seconds next_hop_idle{5};
   std::chrono::seconds shutdown_timeout{60};   // after SIGTERM, for messages in flight to finish
   // MTAs whose XFORWARD (the client they served) the proxy believes; none by default.
   std::vector<policy::Locality::Network> xforward_peers;

@@ -7,14 +7,16 @@ Usage: next_hop.py PORT MODE, MODE one of
   refuse     : reads the whole message, then answers 554 5.7.1 with its own text
   rcpt       : refuses every recipient with 550 5.1.1
   rcpt-plain : refuses only recipients at plain.example with 550 5.1.1
+  once       : takes one message a connection, then closes it unasked
   tls        : offers STARTTLS (certificate and key in the PEM files named by
                HOP_CERT and HOP_KEY) and takes the message with 250
   tls-inject : the same, but sends a forged "250" in the clear right behind
                its 220 to STARTTLS, as an attacker on the path would
 Prints "listening" once it listens, then each command it is sent, after
-"TLS" or "CLEAR" (how it came), the message's lines after "DATA| ", and
-"TAKEN" when it took a message or "ABANDONED" when the client left before
-the end of data; serves each connection in its own thread."""
+"TLS" or "CLEAR" (how it came), the message's lines after "DATA| ",
+"CONNECT" for each connection, and "TAKEN" when it took a message or
+"ABANDONED" when the client left before the end of data; serves each
+connection in its own thread."""
 import os
 import socket
 import ssl
@@ -69,6 +71,8 @@ def serve(conn):
             else:
                 print("TAKEN", flush=True)
                 conn.sendall(b"250 2.0.0 Ok: taken by hop.test\r\n")
+                if mode == "once":
+                    return
         elif verb == b"QUIT":
             conn.sendall(b"221 bye\r\n")
             return
@@ -77,6 +81,7 @@ def serve(conn):
 
 
 def handle(conn):
+    print("CONNECT", flush=True)
     try:
         serve(conn)
     except (OSError, ssl.SSLError) as error:

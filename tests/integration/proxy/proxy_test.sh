@@ -79,6 +79,7 @@ next_hop = "127.0.0.1:$SINK_PORT"
 hostname = "proxy.corp.example"
 threads = 2
 next_hop_timeout_seconds = 2
+next_hop_idle_seconds = 60
 command_timeout_seconds = 2
 max_sessions = 3
 max_sessions_per_client = 2
@@ -222,6 +223,19 @@ check "split: the next hop refuses the plain copy's recipient: 451 4.4.1, so bob
 hop_said ABANDONED
 check "split: bob's encrypted copy reached its end of data and was abandoned there: nothing taken" bash -c \
   "grep -qx ABANDONED hop.out && grep -q '^DATA| Content-Type: application/pkcs7-mime' hop.out && ! grep -qx TAKEN hop.out"
+stop_fake_hop
+# A connection whose message the next hop took carries the next message
+# (next_hop_idle_seconds); one the next hop closed meanwhile is replaced,
+# and the message still goes.
+fake_hop ok
+send alice@corp.example partner@plain.example < plain.eml && send alice@corp.example partner@plain.example < plain.eml
+check "two messages, one after the other: both taken, on one connection to the next hop" bash -c \
+  "grep -qx '<-  250 2.0.0 Ok: taken by hop.test' send.out && [ \$(grep -cx TAKEN hop.out) = 2 ] && [ \$(grep -cx CONNECT hop.out) = 1 ]"
+stop_fake_hop
+fake_hop once
+send alice@corp.example partner@plain.example < plain.eml && send alice@corp.example partner@plain.example < plain.eml
+check "a kept connection the next hop closed: the next message goes on a new one, taken all the same" bash -c \
+  "grep -qx '<-  250 2.0.0 Ok: taken by hop.test' send.out && [ \$(grep -cx TAKEN hop.out) = 2 ] && [ \$(grep -cx CONNECT hop.out) = 2 ]"
 stop_fake_hop
 sink_start "$SINK_DIR" "$SINK_PORT" || { echo "FAIL - smtp-sink does not start again"; exit 1; }
 check "nothing reached the sink while it was down" sink_empty

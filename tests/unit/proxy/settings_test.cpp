@@ -31,6 +31,7 @@ max_sessions_per_client = 5
 command_timeout_seconds = 60
 data_timeout_seconds = 30
 next_hop_timeout_seconds = 20
+next_hop_idle_seconds = 0
 shutdown_timeout_seconds = 15
 xforward_peers = ["127.0.0.1", "2001:db8::/32"]
 xclient_peers = ["127.0.0.3"]
@@ -51,6 +52,7 @@ group = "nogroup"
   CHECK(settings->command_timeout == 60s);
   CHECK(settings->data_timeout == 30s);
   CHECK(settings->next_hop_timeout == 20s);
+  CHECK(settings->next_hop_idle == 0s);  // a connection per message
   CHECK(settings->shutdown_timeout == 15s);
   REQUIRE(settings->xforward_peers.size() == 2);
   CHECK(mailkms::policy::network_of(settings->xforward_peers, "127.0.0.1") == "127.0.0.1/32");
@@ -72,6 +74,7 @@ TEST_CASE("Without [proxy], the defaults, and this host's name") {
   CHECK(settings->next_hop.port == 10026);
   CHECK(!settings->hostname.empty());
   CHECK(settings->shutdown_timeout == 60s);
+  CHECK(settings->next_hop_idle == 5s);
   CHECK(settings->max_sessions_per_client == 50);
   CHECK(settings->xforward_peers.empty());  // nobody's XFORWARD is believed
   CHECK(settings->xclient_peers.empty());   // nor XCLIENT
@@ -93,6 +96,8 @@ TEST_CASE("A wrong [proxy] value or an unknown key is refused, naming it") {
              Catch::Contains("proxy.max_sessions_per_client"));
   CHECK_THAT(load(dir, "[proxy]\nnext_hop_timeout_seconds = 0\n").error().message,
              Catch::Contains("proxy.next_hop_timeout_seconds"));
+  CHECK_THAT(load(dir, "[proxy]\nnext_hop_idle_seconds = 301\n").error().message,
+             Catch::Contains("proxy.next_hop_idle_seconds"));
   CHECK_THAT(load(dir, "[proxy]\nxforward_peers = [\"127.0.0.0/33\"]\n").error().message,
              Catch::Contains("proxy.xforward_peers"));
   CHECK_THAT(load(dir, "[proxy]\nxforward_peers = \"127.0.0.1\"\n").error().message,
