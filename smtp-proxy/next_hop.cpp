@@ -298,6 +298,10 @@ asio::awaitable<BasicResult<std::unique_ptr<HopConnection>, HopFailure>> connect
     co_return HopFailure{"next hop " + s.next_hop.host + ":" + std::to_string(s.next_hop.port) + ": connect: " +
                          failed.message()};
   }
+  // Each command leaves in one write, whole. Without this, the end of data
+  // (".", written apart from the message before it) waits for the next
+  // hop's delayed ACK: 40 ms a message on a kept connection.
+  connection->socket.socket().set_option(tcp::no_delay(true), ec);
   auto ehlo = co_await greet(connection->hop, s);
   if (!ehlo) {
     if (ehlo.error().refused) (void)co_await connection->hop.write("QUIT\r\n");  // polite, and not waited for

@@ -609,6 +609,10 @@ asio::awaitable<void> accept_sessions(tcp::acceptor& acceptor, ServerContext& co
       spdlog::warn("accept: {}", ec.message());  // out of descriptors, say: the others go on
       continue;
     }
+    // Each reply leaves in one write, whole: Nagle would only hold it back
+    // for the client's delayed ACK.
+    error_code ignored;
+    socket.set_option(tcp::no_delay(true), ignored);
     auto settings = context.settings();
     const auto& host = settings->hostname;
     if (context.sessions.fetch_add(1) >= settings->max_sessions) {
