@@ -234,12 +234,16 @@ machine() {  # busy and total jiffies, all CPUs
   echo "$((user + nice + system + irq + softirq + steal)) $((user + nice + system + idle + iowait + irq + softirq + steal))"
 }
 status_kb() { awk -v f="$2:" '$1 == f { print $2 }' "/proc/$1/status"; }  # status_kb PID VmRSS|VmHWM
-# quiet: no session open at the proxy or the sinks: a killed load's last
-# messages have gone wherever they go.
+# quiet: no session open at the proxy, nor at the sinks but those the
+# proxy keeps for its next messages (next_hop_idle_seconds): a killed
+# load's last messages have gone wherever they go. The proxy relays only
+# inside a client's session, so with none left nothing is in flight.
 quiet() {
-  local p
-  for p in "$proxy_port" "$sink_port" "$probe_port"; do
-    ss -Htn state established "( sport = :$p )" | grep -q . && return 1
+  ss -Htn state established "( sport = :$proxy_port )" | grep -q . && return 1
+  local p kept
+  for p in "$sink_port" "$probe_port"; do
+    kept=$(ss -Htnp state established "( dport = :$p )" | grep -c '"mailkms-proxy"')
+    [ "$(ss -Htn state established "( sport = :$p )" | wc -l)" -gt "$kept" ] && return 1
   done
   return 0
 }
