@@ -520,6 +520,11 @@ class Session : public std::enable_shared_from_this<Session> {
     if (!client.helo) client.helo = claimed_.helo.value_or(helo_);
     if (!client.proto) client.proto = claimed_.proto.value_or(esmtp_ ? "ESMTP" : "SMTP");
     if (!client.ident) client.ident = message_->transaction.queue_id;
+    // Every attribute is said for every transaction, [UNAVAILABLE] where
+    // unknown: on a kept connection nothing an earlier client's
+    // transaction said may stand for this one's.
+    if (!client.port) client.port = claimed_.port.value_or(std::string());
+    if (!client.source) client.source = std::string();
     return client;
   }
 
