@@ -170,7 +170,7 @@ int run_init(const InitArgs& a) {
   or_fail_keystore(keystore::KeystoreService::initialize(config.database, ctx, record, std::move(master), a.admin,
                                                          admin_password.view(), {}),
                    "cannot create the keystore");
-  std::cout << "keystore created: " << config.database.string() << "\n"
+  std::cout << "keystore created: " << config.database.describe() << "\n"
             << "administrator: " << a.admin << "\n"
             << "sealed with: " << keystore::to_string(record.method) << "\n";
   if (!shares.empty()) {

@@ -12,6 +12,9 @@ packages=(
   # protocol, Boost.Asio for the daemon (1.81: bookworm's 1.74 conflicts),
   # toml++ for mailkms.conf
   libsqlite3-dev nlohmann-json3-dev libboost1.81-dev libtomlplusplus-dev
+  # the keystore on PostgreSQL, for sites that share one keystore between
+  # several hosts: libpq, PostgreSQL's own client library
+  libpq-dev
   # mailkmsctl's and the daemons' command lines
   libcli11-dev
   # the milter: libmilter for the protocol, spdlog for its log lines
@@ -22,6 +25,9 @@ packages=(
   # socket protocol where mailkmsctl has no command (gateway operations),
   # sqlite3 to tamper with the keystore's database as an attacker would
   catch2 postfix swaks miltertest python3 sqlite3
+  # tests: a real PostgreSQL server (private clusters from initdb, never the
+  # system's) and psql, to run the keystore suites on PostgreSQL too
+  postgresql
   # tests: SMTP AUTH in the private Postfix (Cyrus SASL: saslpasswd2 for a
   # sasldb of its own, the PLAIN and LOGIN mechanisms), so that who may
   # sign as whom is tested with a real login

@@ -181,7 +181,8 @@ int serve(int argc, char** argv) {
   chores.start();
   (void)::signal(SIGPIPE, SIG_IGN);
   std::cerr << "mailkms-keystored: serving " << config->socket.string() << " ("
-            << ((*service)->sealed() ? "sealed" : "unsealed") << ")\n";
+            << ((*service)->sealed() ? "sealed" : "unsealed") << "), records in " << config->database.describe()
+            << "\n";
   std::vector<std::thread> threads;
   for (int i = 1; i < config->workers; ++i) threads.emplace_back([&io] { io.run(); });
   io.run();

@@ -71,9 +71,12 @@ keystore::Status check_directories(const std::filesystem::path& directory, std::
 }  // namespace
 
 keystore::Status check_safe_paths(const keystore::Config& config) {
-  const auto database = std::filesystem::absolute(config.database);
-  MAILKMS_CHECK(check_one(database, "the database", false, true));
-  MAILKMS_CHECK(check_directories(database.parent_path(), "the database's directory"));
+  // A database server guards its own files; an SQLite file is ours to check.
+  if (config.database.is_file()) {
+    const auto database = std::filesystem::absolute(config.database.file);
+    MAILKMS_CHECK(check_one(database, "the database", false, true));
+    MAILKMS_CHECK(check_directories(database.parent_path(), "the database's directory"));
+  }
   if (!config.unseal_key_file.empty()) {
     const auto key_file = std::filesystem::absolute(config.unseal_key_file);
     MAILKMS_CHECK(check_one(key_file, "the key file", false, true));

@@ -26,6 +26,15 @@ Status as_path(const toml::node& node, const std::string& key, std::filesystem::
   return mailkms::Ok{};
 }
 
+Status as_database(const toml::node& node, DatabaseLocation& out) {
+  const auto* s = node.as_string();
+  if (s == nullptr) return wrong(node, "database", "a file's path or a PostgreSQL connection string");
+  auto location = DatabaseLocation::parse(s->get());
+  if (!location) return make_error(Errc::invalid_argument, "database at " + conf::where(node) + ": " + location.error().message);
+  out = std::move(location).value();
+  return mailkms::Ok{};
+}
+
 template <class Int>
 Status as_integer(const toml::node& node, const std::string& key, long long low, long long high, Int& out) {
   const auto* v = node.as_integer();
@@ -127,7 +136,7 @@ struct Setting {
 
 const std::vector<Setting>& settings() {
   static const std::vector<Setting> table{
-      {"database", [](const toml::node& n, Config& c) { return as_path(n, "database", c.database); }},
+      {"database", [](const toml::node& n, Config& c) { return as_database(n, c.database); }},
       {"socket", [](const toml::node& n, Config& c) { return as_path(n, "socket", c.socket); }},
       {"socket_mode",
        [](const toml::node& n, Config& c) -> Status {
@@ -265,7 +274,11 @@ Result<Config> load_config(const std::filesystem::path& path) {
                                                     "\"; set it once, in either section");
     }
   }
-  if (config.audit_checkpoint_file.empty()) config.audit_checkpoint_file = config.database.parent_path() / "audit-checkpoints";
+  if (config.audit_checkpoint_file.empty()) {
+    // Beside an SQLite file; in the state directory for a database server.
+    config.audit_checkpoint_file = config.database.is_file() ? config.database.file.parent_path() / "audit-checkpoints"
+                                                             : std::filesystem::path("/var/lib/mailkms/audit-checkpoints");
+  }
   if (config.renewal_window_days >= config.certificate_days) {
     return make_error(Errc::invalid_argument, path.string() +
                                                   ": keystore.renewal_window_days must be shorter than certificate_days");

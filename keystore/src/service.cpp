@@ -120,7 +120,7 @@ std::string describe(const Caller& caller) {
   return "uid " + std::to_string(caller.uid) + " (pid " + std::to_string(caller.pid) + ")";
 }
 
-KeystoreService::KeystoreService(std::unique_ptr<SqliteStorage> storage, smime::CryptoContextPtr ctx,
+KeystoreService::KeystoreService(std::unique_ptr<Storage> storage, smime::CryptoContextPtr ctx,
                                  // cppcheck-suppress passedByValue ; its parts are moved into the members
                                  AccessPolicy access, Policies policies)
     : storage_(std::move(storage)),
@@ -142,10 +142,10 @@ KeystoreService::KeystoreService(std::unique_ptr<SqliteStorage> storage, smime::
       gateway_audit_(audit_),
       clock_(std::move(policies.clock)) {}
 
-Result<std::unique_ptr<KeystoreService>> KeystoreService::open(const std::filesystem::path& database,
+Result<std::unique_ptr<KeystoreService>> KeystoreService::open(const DatabaseLocation& database,
                                                                smime::CryptoContextPtr ctx, AccessPolicy access,
                                                                Policies policies) {
-  MAILKMS_TRY(storage, SqliteStorage::open(database, {}));
+  MAILKMS_TRY(storage, open_storage(database, false));
   std::unique_ptr<KeystoreService> service(
       new KeystoreService(std::move(storage), std::move(ctx), std::move(access), std::move(policies)));
   MAILKMS_TRY(seal, service->seal_record());
@@ -153,18 +153,23 @@ Result<std::unique_ptr<KeystoreService>> KeystoreService::open(const std::filesy
   return service;
 }
 
-Result<std::unique_ptr<KeystoreService>> KeystoreService::initialize(const std::filesystem::path& database,
+Result<std::unique_ptr<KeystoreService>> KeystoreService::initialize(const DatabaseLocation& database,
                                                                      smime::CryptoContextPtr ctx,
                                                                      const SealRecord& seal,
                                                                      smime::SecretBytes master_key,
                                                                      const std::string& first_admin,
                                                                      std::string_view admin_password,
                                                                      AccessPolicy access, Policies policies) {
-  if (std::filesystem::exists(database)) {
-    return make_error(Errc::already_exists, database.string() + " exists: a keystore is never initialized twice");
+  if (database.is_file() && std::filesystem::exists(database.file)) {
+    return make_error(Errc::already_exists, database.describe() + " exists: a keystore is never initialized twice");
   }
   if (!Admins::valid_name(first_admin)) return make_error(Errc::invalid_argument, "not a valid administrator name");
-  MAILKMS_TRY(storage, SqliteStorage::open(database, {.create = true}));
+  MAILKMS_TRY(storage, open_storage(database, true));
+  MAILKMS_TRY(existing, storage->scan("", {}, 1));
+  if (!existing.empty()) {
+    return make_error(Errc::already_exists,
+                      database.describe() + " already holds records: a keystore is never initialized twice");
+  }
   std::unique_ptr<KeystoreService> service(
       new KeystoreService(std::move(storage), std::move(ctx), std::move(access), std::move(policies)));
   MAILKMS_CHECK(service->storage_->put(kSealKey, seal.to_json()));

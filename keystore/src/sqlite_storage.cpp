@@ -1,5 +1,7 @@
 #include "mailkms/keystore/sqlite_storage.hpp"
 #include "mailkms/errno_text.hpp"
+#include "key_range.hpp"
+#include "schema.hpp"
 
 #include <fcntl.h>
 #include <sqlite3.h>
@@ -11,12 +13,6 @@
 
 namespace mailkms::keystore {
 namespace {
-
-// Each entry moves the schema one version up; never edit a released one.
-constexpr std::array kMigrations{
-    // 1: the key-value table everything else is stored in.
-    "CREATE TABLE kv (key TEXT PRIMARY KEY, value BLOB NOT NULL) WITHOUT ROWID;",
-};
 
 Error sqlite_error(sqlite3* db, std::string_view what) {
   const int code = sqlite3_extended_errcode(db);
@@ -70,23 +66,9 @@ class Statement {
   bool owned_;
 };
 
-// The smallest key greater than every key that starts with `prefix`, or
-// nullopt when there is none (a prefix of 0xff bytes).
-std::optional<std::string> prefix_end(std::string prefix) {
-  while (!prefix.empty()) {
-    auto& last = reinterpret_cast<unsigned char&>(prefix.back());
-    if (last != 0xff) {
-      ++last;
-      return prefix;
-    }
-    prefix.pop_back();
-  }
-  return std::nullopt;
-}
-
 }  // namespace
 
-int SqliteStorage::current_schema_version() { return static_cast<int>(kMigrations.size()); }
+int SqliteStorage::current_schema_version() { return schema::kVersion; }
 
 Result<std::unique_ptr<SqliteStorage>> SqliteStorage::open(const std::filesystem::path& path,
                                                            const Options& options) {
@@ -159,7 +141,7 @@ Status SqliteStorage::migrate() {
   }
   for (int version = found; version < current_schema_version(); ++version) {
     MAILKMS_CHECK(transaction([&]() -> Status {
-      MAILKMS_CHECK(execute(kMigrations[static_cast<std::size_t>(version)]));
+      MAILKMS_CHECK(execute(std::string(schema::kMigrations[static_cast<std::size_t>(version)].sqlite).c_str()));
       return execute(("PRAGMA user_version = " + std::to_string(version + 1) + ";").c_str());
     }));
   }

@@ -27,6 +27,7 @@
 #include "mailkms/smime/encrypt.hpp"
 #include "mailkms/smime/open.hpp"
 #include "keystored_process.hpp"
+#include "test_database.hpp"
 #include "test_support.hpp"
 
 using namespace mailkms;
@@ -50,7 +51,7 @@ class Daemon {
       KeystoreService::Policies policies;
       policies.users = {KeyType::rsa2048, KeyType::rsa2048, 365};
       policies.admins.password_kdf = {1 << 10, 8, 1};
-      auto service = must(KeystoreService::initialize(database(), test::context(), record, take_master(), "carol",
+      auto service = must(KeystoreService::initialize(database.location(), test::context(), record, take_master(), "carol",
                                                     kAdminPassword, {}, policies));
       must(service->ca().create_root("root", "Root", KeyType::ec_p384, 3650, "test"));
       must(service->ca().create_issuing("issuing", "root", "Issuing", KeyType::ec_p256, 1825, 1, "test"));
@@ -59,7 +60,7 @@ class Daemon {
       root_pem = must(service->ca().get("root")).certificate->pem();
     }
     test::write_file(dir.path("mailkms.conf"), "[keystore]\n"
-                                               "database = \"" + database().string() + "\"\n"
+                                               "database = " + database.toml() + "\n"
                                                "socket = \"" + socket().string() + "\"\n"
                                                "socket_mode = \"0660\"\n"
                                                "lock_memory = false\n" + extra_config);
@@ -90,11 +91,11 @@ class Daemon {
   int stop() { return process_.stop(); }
 
   KeystoreClient client(std::chrono::milliseconds timeout = 10s) { return KeystoreClient({socket(), timeout, 4}); }
-  std::filesystem::path database() const { return dir.path("keystore.db"); }
   std::filesystem::path socket() const { return dir.path("keystore.sock"); }
   std::string log() const { return process_.log(); }
 
   test::TempDir dir;
+  test::TestDatabase database{dir};
   std::string root_pem;
 
  private:
@@ -626,8 +627,7 @@ TEST_CASE("administration needs a session, and recovery needs the approvals poli
                                    std::string("dave's new p12 password"), carol, erin}) {
     CHECK(records.dump().find(secret) == std::string::npos);
     CHECK(daemon.log().find(secret) == std::string::npos);
-    CHECK(test::read_file(daemon.database()).find(secret) == std::string::npos);
-    CHECK(test::read_file(daemon.database().string() + "-wal").find(secret) == std::string::npos);
+    CHECK(daemon.database.raw_contents().find(secret) == std::string::npos);
   }
 }
 
@@ -786,7 +786,7 @@ TEST_CASE("a user enrolls by mail through the daemon, and the token works once",
   CHECK(again["already_enrolled"] == 1);
   for (const std::string& secret : {std::string(token[1]), password}) {
     CHECK(daemon.log().find(secret) == std::string::npos);
-    CHECK(test::read_file(daemon.database()).find(secret) == std::string::npos);
+    CHECK(daemon.database.raw_contents().find(secret) == std::string::npos);
   }
 
   // SIGHUP: without an enrollment address, enrollment by mail is off.

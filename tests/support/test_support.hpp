@@ -27,7 +27,8 @@ auto must(R result) {
 std::string read_file(const std::filesystem::path& path);
 void write_file(const std::filesystem::path& path, const std::string& data);
 
-// The directory of the test PKI (MAILKMS_TEST_PKI, set by CTest).
+// The directory of the test PKI (MAILKMS_TEST_PKI, set by CTest, or where
+// the build made it).
 std::filesystem::path pki_dir();
 std::string pki_path(const std::string& file);
 

@@ -3,11 +3,15 @@
 # init, unseal, CA, users, enrollment by mail, approvals, recovery,
 # revocation, CRL, trust, harvested certificates, audit.
 # Usage: keystore_cli_test.sh MAILKMS_KEYSTORED MAILKMSCTL TEMPLATES_DIR
+# On SQLite files, or on PostgreSQL when MAILKMS_TEST_POSTGRESQL names the
+# test cluster's conninfo file (tests/integration/postgresql.sh).
 set -uo pipefail
 # shellcheck source=../lib.sh
 . "$(dirname "$(realpath "$0")")/../lib.sh"
 # shellcheck source=../mailkms-daemons.sh
 . "$(dirname "$(realpath "$0")")/../mailkms-daemons.sh"
+# shellcheck source=../postgresql.sh
+. "$(dirname "$(realpath "$0")")/../postgresql.sh"
 keystore_log=daemon.log
 [[ $# == 3 ]] || { echo "usage: keystore_cli_test.sh MAILKMS_KEYSTORED MAILKMSCTL TEMPLATES_DIR" >&2; exit 2; }
 keystored=$(realpath "$1")
@@ -70,6 +74,17 @@ sys.exit(0 if json.loads(answer).get("result", {}).get("ok") is True else 1)
 PY
 }
 
+# database_for NAME: where keystore NAME keeps its records: a file in the
+# current directory, or a database of its own on the test cluster.
+database_for() {
+  if [ -n "${MAILKMS_TEST_POSTGRESQL:-}" ]; then
+    pg_test_database "mailkms_cli_$$_$1"
+  else
+    echo "$PWD/keystore.db"
+  fi
+}
+database=$(database_for main) || exit 1
+
 # The keystore's mails land in outbox/, one file each, named in sending
 # order and by recipient.
 mkdir outbox
@@ -86,7 +101,7 @@ export -f redeem last_mail_to token_to
 
 cat > mailkms.conf <<CONF
 [keystore]
-database = "$work/keystore.db"
+database = "$database"
 socket = "$work/keystore.sock"
 socket_mode = "0600"
 lock_memory = false
@@ -106,7 +121,12 @@ echo "alice's recovery password" > p12.pw
 chmod 600 ./*.pw
 
 check "init creates the keystore" "$ctl" init --admin carol --admin-password-file carol.pw --passphrase-file unseal.pw
-check "the database is private" bash -c "[ \"\$(stat -c %a keystore.db)\" = 600 ]"
+if [ -z "${MAILKMS_TEST_POSTGRESQL:-}" ]; then
+  check "the database is private" bash -c "[ \"\$(stat -c %a keystore.db)\" = 600 ]"
+else
+  seals=$(pg_sql "mailkms_cli_$$_main" "SELECT count(*) FROM kv WHERE key = 'core/seal'")
+  check "the database holds the sealed keystore" test "$seals" = 1
+fi
 check "init never runs twice" bash -c "! '$ctl' init --admin carol --admin-password-file carol.pw --passphrase-file unseal.pw"
 
 check "the daemon starts sealed" start_keystore sealed
@@ -277,7 +297,8 @@ keystore_pid=
 
 # A second keystore, sealed with Shamir shares: any 3 of 5 unseal it.
 mkdir shares && cd shares || exit 2
-sed "s|$work/keystore|$work/shares/keystore|" ../mailkms.conf > mailkms.conf
+db=$(database_for shares) || exit 1
+sed -e "s|$work/keystore|$work/shares/keystore|" -e "s|^database = .*|database = \"$db\"|" ../mailkms.conf > mailkms.conf
 export MAILKMS_CONFIG=$work/shares/mailkms.conf
 "$ctl" init --admin carol --admin-password-file ../carol.pw --shares 5 --threshold 3 > init.out
 grep -o 'mailkms-share-1-[0-9]*-[0-9a-f]*' init.out > all.shares
@@ -296,7 +317,8 @@ cd .. || exit 2
 # A third, sealed with a key file: created 0600 whatever the umask, never
 # through a symbolic link, never over a file that is there.
 mkdir keyfile && cd keyfile || exit 2
-sed "s|$work/keystore|$work/keyfile/keystore|" ../mailkms.conf > mailkms.conf
+db=$(database_for keyfile) || exit 1
+sed -e "s|$work/keystore|$work/keyfile/keystore|" -e "s|^database = .*|database = \"$db\"|" ../mailkms.conf > mailkms.conf
 export MAILKMS_CONFIG=$work/keyfile/mailkms.conf
 ln -s "$work/keyfile/elsewhere.key" link.key
 check "init does not write the key file through a symbolic link" \

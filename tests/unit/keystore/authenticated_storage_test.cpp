@@ -5,7 +5,7 @@
 
 #include "mailkms/keystore/authenticated_storage.hpp"
 #include "mailkms/keystore/seal.hpp"
-#include "mailkms/keystore/sqlite_storage.hpp"
+#include "test_database.hpp"
 #include "test_support.hpp"
 
 using namespace mailkms;
@@ -16,7 +16,8 @@ namespace {
 
 struct Guarded {
   test::TempDir dir;
-  std::unique_ptr<SqliteStorage> raw = must(SqliteStorage::open(dir.path("keystore.db"), {.create = true}));
+  test::TestDatabase database{dir};
+  std::unique_ptr<Storage> raw = database.open();
   AuthenticatedStorage guarded{*raw};
   smime::SecretBytes master = new_master_key();
 

@@ -6,7 +6,7 @@
 
 #include "mailkms/keystore/barrier.hpp"
 #include "mailkms/keystore/seal.hpp"
-#include "mailkms/keystore/sqlite_storage.hpp"
+#include "test_database.hpp"
 #include "keystore_fixture.hpp"
 #include "test_support.hpp"
 
@@ -24,7 +24,8 @@ using Fixture = test::KeystoreFixture;
 
 TEST_CASE("sealed, the barrier refuses everything", "[barrier]") {
   test::TempDir dir;
-  auto storage = must(SqliteStorage::open(dir.path("keystore.db"), {.create = true}));
+  const test::TestDatabase database(dir);
+  auto storage = database.open();
   Barrier barrier(*storage);
   CHECK(barrier.sealed());
   CHECK(barrier.put("keys/alice/1", "secret").error().code == Errc::sealed);

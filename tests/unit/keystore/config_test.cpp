@@ -26,3 +26,24 @@ TEST_CASE("a gateway uid or gid too large for the system is refused, never wrapp
     CHECK(refused.error().message.find("a number from 0 to 4294967295") != std::string::npos);
   }
 }
+
+TEST_CASE("database names an SQLite file or a PostgreSQL database", "[config]") {
+  test::TempDir dir;
+  const auto path = dir.path("mailkms.conf");
+  test::write_file(path, "[keystore]\ndatabase = \"/srv/ks/keystore.db\"\n");
+  const Config file = must(load_config(path));
+  CHECK(file.database == DatabaseLocation::sqlite("/srv/ks/keystore.db"));
+  CHECK(file.audit_checkpoint_file == "/srv/ks/audit-checkpoints");
+
+  test::write_file(path, "[keystore]\ndatabase = \"host=db1,db2 dbname=mailkms target_session_attrs=read-write\"\n");
+  const Config server = must(load_config(path));
+  CHECK(server.database.kind == DatabaseLocation::Kind::postgresql);
+  CHECK(server.database.conninfo == "host=db1,db2 dbname=mailkms target_session_attrs=read-write");
+  CHECK(server.audit_checkpoint_file == "/var/lib/mailkms/audit-checkpoints");
+
+  test::write_file(path, "[keystore]\ndatabase = \"postgresql://db1/mailkms?nosuchoption=1\"\n");
+  const auto refused = load_config(path);
+  REQUIRE_FALSE(refused);
+  CHECK(refused.error().message.find("database at line 2") != std::string::npos);
+  CHECK(refused.error().message.find("not a valid PostgreSQL connection string") != std::string::npos);
+}

@@ -5,6 +5,7 @@
 #include <catch2/catch.hpp>
 
 #include "mailkms/keystore/service.hpp"
+#include "test_database.hpp"
 #include "test_support.hpp"
 
 using namespace mailkms;
@@ -19,6 +20,7 @@ const Caller kRoot{0, 0, 1};
 
 struct Fixture {
   test::TempDir dir;
+  test::TestDatabase database{dir};
   std::unique_ptr<KeystoreService> service;
   std::string session;
 
@@ -27,7 +29,7 @@ struct Fixture {
     const auto seal = must(seal_with_passphrase(master, "a long enough passphrase", {1 << 10, 8, 1}));
     KeystoreService::Policies policies;
     policies.admins.password_kdf = {1 << 10, 8, 1};
-    service = must(KeystoreService::initialize(dir.path("keystore.db"), test::context(), seal, std::move(master), "carol",
+    service = must(KeystoreService::initialize(database.location(), test::context(), seal, std::move(master), "carol",
                                                kAdminPassword, {}, policies));
     must(service->ca().create_root("root", "Our Root", KeyType::ec_p256, 3650, "test"));
     must(service->ca().create_issuing("issuing", "root", "Our Issuing", KeyType::ec_p256, 1825, 1, "test"));

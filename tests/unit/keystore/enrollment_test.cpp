@@ -19,6 +19,7 @@
 #include "mailkms/keystore/service.hpp"
 #include "mailkms/keystore/tokens.hpp"
 #include "keystore_fixture.hpp"
+#include "test_database.hpp"
 #include "test_support.hpp"
 
 using namespace mailkms;
@@ -91,7 +92,7 @@ class Keystore {
     policies.clock = time.clock();
     auto master = new_master_key();
     const auto seal = must(seal_with_passphrase(master, "a long enough passphrase", {1 << 10, 8, 1}));
-    service = must(KeystoreService::initialize(database(), test::context(), seal, std::move(master), "carol",
+    service = must(KeystoreService::initialize(database.location(), test::context(), seal, std::move(master), "carol",
                                                kAdminPassword, {}, policies));
     must(service->ca().create_root("root", "Root", KeyType::ec_p384, 3650, "test"));
     must(service->ca().create_issuing("issuing", "root", "Issuing", KeyType::ec_p256, 1825, 1, "test"));
@@ -164,17 +165,13 @@ class Keystore {
     REQUIRE(it != records.rend());
     return it->event.detail;
   }
-  // Everything storage holds, as the file system sees it.
-  [[nodiscard]] std::string stored_bytes() const {
-    std::string all = test::read_file(database());
-    if (std::filesystem::exists(database().string() + "-wal")) all += test::read_file(database().string() + "-wal");
-    return all;
-  }
+  // Everything storage holds, as a database writer sees it.
+  [[nodiscard]] std::string stored_bytes() const { return database.raw_contents(); }
 
   [[nodiscard]] std::filesystem::path outbox() const { return dir.path("outbox"); }
-  [[nodiscard]] std::filesystem::path database() const { return dir.path("keystore.db"); }
 
   test::TempDir dir;
+  test::TestDatabase database{dir};
   test::ManualClock time;
   EnrollmentSettings settings;
   std::unique_ptr<KeystoreService> service;
@@ -663,7 +660,7 @@ TEST_CASE("only gateways redeem tokens, and not while the keystore is sealed", "
   CHECK(missing.error().code == Errc::invalid_argument);
 
   KeystoreService::Policies policies;
-  auto sealed = must(KeystoreService::open(k.database(), test::context(), {}, policies));
+  auto sealed = must(KeystoreService::open(k.database.location(), test::context(), {}, policies));
   const auto refused = sealed->handle(k.gateway, {1, "redeem-token", {{"from", "alice@example.org"}, {"token", token},
                                                                       {"password", "alice's password"}}});
   REQUIRE_FALSE(refused);

@@ -8,6 +8,7 @@
 #include "mailkms/keystore/protocol.hpp"
 #include "mailkms/keystore/seal.hpp"
 #include "mailkms/keystore/service.hpp"
+#include "test_database.hpp"
 #include "test_support.hpp"
 
 using namespace mailkms;
@@ -26,6 +27,7 @@ std::string pem_of(const std::string& name) { return test::read_file(test::pki_p
 // A keystore with our own CA and one local user, unsealed, carol logged in.
 struct Fixture {
   test::TempDir dir;
+  test::TestDatabase database{dir};
   std::unique_ptr<KeystoreService> service;
   std::string session;
 
@@ -35,7 +37,7 @@ struct Fixture {
     KeystoreService::Policies policies;
     policies.admins.password_kdf = {1 << 10, 8, 1};
     policies.local_domains = std::move(local_domains);
-    service = must(KeystoreService::initialize(dir.path("keystore.db"), test::context(), seal, std::move(master), "carol",
+    service = must(KeystoreService::initialize(database.location(), test::context(), seal, std::move(master), "carol",
                                                kAdminPassword, {}, policies));
     must(service->ca().create_root("root", "Our Root", KeyType::ec_p256, 3650, "test"));
     must(service->ca().create_issuing("issuing", "root", "Our Issuing", KeyType::ec_p256, 1825, 1, "test"));

@@ -1,4 +1,5 @@
-// What every keystore unit test starts from: a fresh SQLite file, the
+// What every keystore unit test starts from: a fresh database (SQLite, or
+// PostgreSQL when the suite runs on it), the
 // barrier unsealed with a new master key, and the audit log; and a clock
 // the test moves.
 #pragma once
@@ -13,7 +14,7 @@
 #include "mailkms/keystore/barrier.hpp"
 #include "mailkms/keystore/clock.hpp"
 #include "mailkms/keystore/seal.hpp"
-#include "mailkms/keystore/sqlite_storage.hpp"
+#include "test_database.hpp"
 #include "test_support.hpp"
 
 namespace mailkms::test {
@@ -36,8 +37,8 @@ class ManualClock {
 
 struct KeystoreFixture {
   TempDir dir;
-  std::unique_ptr<keystore::SqliteStorage> storage =
-      must(keystore::SqliteStorage::open(dir.path("keystore.db"), {.create = true}));
+  TestDatabase database{dir};
+  std::unique_ptr<keystore::Storage> storage = database.open();
   keystore::Barrier barrier{*storage};
   keystore::AuditLog audit{*storage, barrier};
 

@@ -18,7 +18,7 @@
 #include "mailkms/keystore/rotation.hpp"
 #include "mailkms/keystore/seal.hpp"
 #include "mailkms/keystore/service.hpp"
-#include "mailkms/keystore/sqlite_storage.hpp"
+#include "test_database.hpp"
 #include "test_support.hpp"
 
 using namespace mailkms;
@@ -70,12 +70,13 @@ class FailingStorage final : public Storage {
   int depth_ = 0;
 };
 
-// The keystore's layers over one SQLite file, unsealed, with a row of each
+// The keystore's layers over one database, unsealed, with a row of each
 // kind: tracked, authenticated, barrier records with and without a tag.
 struct Keystore {
   test::TempDir dir;
-  std::unique_ptr<SqliteStorage> sqlite = must(SqliteStorage::open(dir.path("keystore.db"), {.create = true}));
-  FailingStorage failing{*sqlite};
+  test::TestDatabase database{dir};
+  std::unique_ptr<Storage> rows_below = database.open();
+  FailingStorage failing{*rows_below};
   AuthenticatedStorage rows{failing};
   Barrier barrier{rows};
   AuditLog audit{rows, barrier};
@@ -99,7 +100,7 @@ struct Keystore {
   // Every row as stored, by key.
   std::map<std::string, std::string> raw() {
     std::map<std::string, std::string> all;
-    for (auto& [key, value] : must(sqlite->scan("", {}, std::numeric_limits<std::size_t>::max()))) all.emplace(std::move(key), std::move(value));
+    for (auto& [key, value] : must(rows_below->scan("", {}, std::numeric_limits<std::size_t>::max()))) all.emplace(std::move(key), std::move(value));
     return all;
   }
   std::string opened(std::string_view key) { return text(must(barrier.get(key)).value()); }
@@ -112,7 +113,7 @@ struct Keystore {
     CHECK(must(audit.verify()).intact);
   }
   Result<RotationOutcome> rotate(const smime::SecretBytes& new_master) {
-    const SealRecord stored = must(SealRecord::from_json(must(sqlite->get("core/seal")).value()));
+    const SealRecord stored = must(SealRecord::from_json(must(rows_below->get("core/seal")).value()));
     const auto seal_key = must(seal_key_from_passphrase(stored, kPassphrase));
     return rotate_master_key(rows, barrier, audit, must(reseal(stored, seal_key, new_master)), new_master,
                              "admin:carol");
@@ -163,7 +164,7 @@ TEST_CASE("a rotation seals and tags everything again under a new key, and copie
     auto master = must(unseal_with_passphrase(stored, kPassphrase));
     CHECK(text(master) == text(new_master));
     CHECK(unseal_with_passphrase(stored, "not the unseal passphrase").error().code == Errc::wrong_secret);
-    AuthenticatedStorage rows{*k.sqlite};
+    AuthenticatedStorage rows{*k.rows_below};
     Barrier barrier{rows};
     must(rows.unlock(master));
     must(barrier.unseal(std::move(master)));
@@ -184,16 +185,16 @@ TEST_CASE("a rotation seals and tags everything again under a new key, and copie
     };
     for (const auto& [key, read_is_refused] : copies) {
       INFO(key);
-      must(k.sqlite->put(key, before.at(key)));
+      must(k.rows_below->put(key, before.at(key)));
       CHECK(read_is_refused());
-      must(k.sqlite->put(key, after.at(key)));
+      must(k.rows_below->put(key, after.at(key)));
     }
     k.check_everything_reads();
   }
   SECTION("the seal from before the rotation opens only the old key, which opens nothing now") {
     const SealRecord old_seal = must(SealRecord::from_json(before.at("core/seal")));
     const auto old_master = must(unseal_with_passphrase(old_seal, kPassphrase));
-    AuthenticatedStorage rows{*k.sqlite};
+    AuthenticatedStorage rows{*k.rows_below};
     Barrier barrier{rows};
     must(rows.unlock(old_master));
     must(barrier.unseal(copy_of(old_master)));
@@ -204,20 +205,20 @@ TEST_CASE("a rotation seals and tags everything again under a new key, and copie
 
 TEST_CASE("rows that failed their check before a rotation are not made valid by it", "[rotation]") {
   Keystore k;
-  const std::string first_session = must(k.sqlite->get("sessions/0123")).value();
+  const std::string first_session = must(k.rows_below->get("sessions/0123")).value();
   must(k.rows.put("sessions/0123", R"({"admin":"carol","ended":true})"));
   // A database writer's work: an inserted session, a changed user, an
   // older copy of a session put back.
-  must(k.sqlite->put("sessions/forged", R"({"admin":"carol"})"));
-  must(k.sqlite->put("users/alice@example.org", R"(mkms-auth-1 0 00 {"address":"mallory@example.org"})"));
-  must(k.sqlite->put("sessions/0123", first_session));
+  must(k.rows_below->put("sessions/forged", R"({"admin":"carol"})"));
+  must(k.rows_below->put("users/alice@example.org", R"(mkms-auth-1 0 00 {"address":"mallory@example.org"})"));
+  must(k.rows_below->put("sessions/0123", first_session));
   (void)k.rows.take_tamper_reports();
 
   const RotationOutcome outcome = must(k.rotate(new_master_key()));
   CHECK(outcome.left == 3);
   CHECK(must(k.audit.read(0, 100)).back().event.detail.ends_with(
       ", 3 row(s) that had failed their check left as they were"));
-  CHECK(k.sqlite->get("sessions/forged").value() == R"({"admin":"carol"})");
+  CHECK(k.rows_below->get("sessions/forged").value() == R"({"admin":"carol"})");
   CHECK_FALSE(must(k.rows.get("sessions/forged")).has_value());
   CHECK(k.rows.get("users/alice@example.org").error().code == Errc::corrupt);
   CHECK(k.rows.get("sessions/0123").error().code == Errc::corrupt);
@@ -264,11 +265,12 @@ TEST_CASE("a storage failure at any write of a rotation, or at its commit, leave
 
 TEST_CASE("rekey needs an administrator's session and the unseal passphrase again", "[rotation]") {
   test::TempDir dir;
+  const test::TestDatabase database(dir);
   KeystoreService::Policies policies;
   policies.admins.password_kdf = kFast;
   auto master = new_master_key();
   const auto seal = must(seal_with_passphrase(master, kPassphrase, kFast));
-  auto service = must(KeystoreService::initialize(dir.path("keystore.db"), test::context(), seal, std::move(master),
+  auto service = must(KeystoreService::initialize(database.location(), test::context(), seal, std::move(master),
                                                   "carol", "carol's long password", {}, policies));
   const Caller administrator{1000, 1000, 1};
   std::uint64_t id = 0;
@@ -307,11 +309,12 @@ TEST_CASE("rekey needs an administrator's session and the unseal passphrase agai
 
 TEST_CASE("a rotation is not starved by requests that never pause", "[rotation]") {
   test::TempDir dir;
+  const test::TestDatabase database(dir);
   KeystoreService::Policies policies;
   policies.admins.password_kdf = kFast;
   auto master = new_master_key();
   const auto seal = must(seal_with_passphrase(master, kPassphrase, kFast));
-  auto service = must(KeystoreService::initialize(dir.path("keystore.db"), test::context(), seal, std::move(master),
+  auto service = must(KeystoreService::initialize(database.location(), test::context(), seal, std::move(master),
                                                   "carol", "carol's long password", {}, policies));
   const Caller administrator{1000, 1000, 1};
   const std::string session =

@@ -1,10 +1,15 @@
-// SqliteStorage against a real SQLite file.
+// The Storage contract against the suite's database (a real SQLite file, or
+// a real PostgreSQL server when the suite runs on it), and what is particular
+// to each backend.
 #include <catch2/catch.hpp>
 
-#include <sqlite3.h>
 #include <sys/stat.h>
 
+#include <thread>
+
+#include "mailkms/keystore/postgres_storage.hpp"
 #include "mailkms/keystore/sqlite_storage.hpp"
+#include "test_database.hpp"
 #include "test_support.hpp"
 
 using namespace mailkms;
@@ -21,9 +26,9 @@ std::unique_ptr<SqliteStorage> open_db(const std::filesystem::path& path) {
 
 TEST_CASE("values go in, come out, and stay after reopening", "[storage]") {
   test::TempDir dir;
-  const auto path = dir.path("keystore.db");
+  const test::TestDatabase database(dir);
   {
-    auto db = open_db(path);
+    auto db = database.open();
     must(db->put("users/alice@example.org", "alice"));
     must(db->put("users/bob@example.org", std::string("b\0b", 3)));
     must(db->put("users/alice@example.org", "alice v2"));
@@ -33,13 +38,12 @@ TEST_CASE("values go in, come out, and stay after reopening", "[storage]") {
     must(db->remove("users/bob@example.org"));
     must(db->remove("users/nobody"));  // not an error
   }
-  auto db = must(SqliteStorage::open(path, {}));
+  auto db = database.open();
   CHECK(*must(db->get("users/alice@example.org")) == "alice v2");
   CHECK_FALSE(must(db->get("users/bob@example.org")));
-  CHECK(db->schema_version() == SqliteStorage::current_schema_version());
 }
 
-TEST_CASE("the database file is created private", "[storage]") {
+TEST_CASE("the database file is created private", "[storage][sqlite]") {
   test::TempDir dir;
   const auto path = dir.path("keystore.db");
   auto db = open_db(path);
@@ -49,7 +53,7 @@ TEST_CASE("the database file is created private", "[storage]") {
   CHECK((st.st_mode & 0777) == 0600);
 }
 
-TEST_CASE("opening a missing database without create fails clearly", "[storage]") {
+TEST_CASE("opening a missing database without create fails clearly", "[storage][sqlite]") {
   test::TempDir dir;
   const auto r = SqliteStorage::open(dir.path("absent.db"), {});
   REQUIRE_FALSE(r);
@@ -58,7 +62,8 @@ TEST_CASE("opening a missing database without create fails clearly", "[storage]"
 
 TEST_CASE("scan lists a prefix in key order, in pages", "[storage]") {
   test::TempDir dir;
-  auto db = open_db(dir.path("keystore.db"));
+  const test::TestDatabase database(dir);
+  auto db = database.open();
   for (const char* key : {"a/1", "a/3", "a/2", "b/1", "a", "a0"}) must(db->put(key, key));
   must(db->put(std::string("\xff\xff", 2), "top"));
   const auto all = must(db->scan("a/", {}, 100));
@@ -74,7 +79,8 @@ TEST_CASE("scan lists a prefix in key order, in pages", "[storage]") {
 
 TEST_CASE("a transaction lands whole or not at all, and nests", "[storage]") {
   test::TempDir dir;
-  auto db = open_db(dir.path("keystore.db"));
+  const test::TestDatabase database(dir);
+  auto db = database.open();
   const Status failed = db->transaction([&]() -> Status {
     must(db->put("x", "1"));
     must(db->put("y", "2"));
@@ -100,7 +106,8 @@ TEST_CASE("a transaction lands whole or not at all, and nests", "[storage]") {
 
 TEST_CASE("a transaction that throws is rolled back, and the next one commits", "[storage]") {
   test::TempDir dir;
-  auto db = open_db(dir.path("keystore.db"));
+  const test::TestDatabase database(dir);
+  auto db = database.open();
   const auto throws_inside = [&](bool nested) {
     return db->transaction([&]() -> Status {
       must(db->put("half", "written"));
@@ -114,21 +121,113 @@ TEST_CASE("a transaction that throws is rolled back, and the next one commits", 
 
   must(db->transaction([&]() -> Status { return db->put("after", "committed"); }));
   // Committed for everyone, not a savepoint inside a transaction left open.
-  auto other = open_db(dir.path("keystore.db"));
+  auto other = database.open();
   CHECK(must(other->get("after")) == std::optional<std::string>("committed"));
   CHECK_FALSE(must(other->get("half")));
 }
 
 TEST_CASE("a database written by a newer mailkms is refused, not damaged", "[storage]") {
   test::TempDir dir;
-  const auto path = dir.path("keystore.db");
-  { auto db = open_db(path); }
-  sqlite3* raw = nullptr;
-  REQUIRE(sqlite3_open(path.c_str(), &raw) == SQLITE_OK);
-  REQUIRE(sqlite3_exec(raw, "PRAGMA user_version = 999", nullptr, nullptr, nullptr) == SQLITE_OK);
-  sqlite3_close(raw);
-  const auto r = SqliteStorage::open(path, {});
+  const test::TestDatabase database(dir);
+  { auto db = database.open(); }
+  database.execute(test::TestDatabase::postgresql() ? "UPDATE mailkms_schema SET version = 999"
+                                                    : "PRAGMA user_version = 999");
+  const auto r = open_storage(database.location(), false);
   REQUIRE_FALSE(r);
   CHECK(r.error().code == Errc::storage_failed);
   CHECK(r.error().message.find("newer") != std::string::npos);
+}
+
+TEST_CASE("the schema is at this build's version after open", "[storage]") {
+  test::TempDir dir;
+  const test::TestDatabase database(dir);
+  auto db = database.open();
+  if (auto* sqlite = dynamic_cast<SqliteStorage*>(db.get())) {
+    CHECK(sqlite->schema_version() == SqliteStorage::current_schema_version());
+  } else {
+    auto* postgresql = dynamic_cast<PostgresStorage*>(db.get());
+    REQUIRE(postgresql != nullptr);
+    CHECK(postgresql->schema_version() == PostgresStorage::current_schema_version());
+  }
+}
+
+TEST_CASE("keys are bytes: any byte, ordered as unsigned bytes", "[storage]") {
+  test::TempDir dir;
+  const test::TestDatabase database(dir);
+  auto db = database.open();
+  const std::string zero("k\0z", 3);
+  const std::string high("k\xc3\x28", 3);  // not UTF-8
+  const std::string top("k\xff", 2);
+  for (const auto& key : {top, high, zero, std::string("kA")}) must(db->put(key, key));
+  const auto all = must(db->scan("k", {}, 10));
+  REQUIRE(all.size() == 4);
+  CHECK(all[0].first == zero);
+  CHECK(all[1].first == "kA");
+  CHECK(all[2].first == high);
+  CHECK(all[3].first == top);
+  CHECK(*must(db->get(high)) == high);
+}
+
+TEST_CASE("transactions of two connections never interleave a read-modify-write", "[storage]") {
+  // What two keystored instances on one database do to the audit chain's
+  // head: read it, write after it. Each transaction must see the other's.
+  test::TempDir dir;
+  const test::TestDatabase database(dir);
+  auto first = database.open();
+  auto second = database.open();
+  must(first->put("counter", "0"));
+  const auto count = [](Storage& db) {
+    for (int i = 0; i < 50; ++i) {
+      must(db.transaction([&]() -> Status {
+        const int seen = std::stoi(must(db.get("counter")).value());
+        return db.put("counter", std::to_string(seen + 1));
+      }));
+    }
+  };
+  std::thread other([&] { count(*second); });
+  count(*first);
+  other.join();
+  CHECK(*must(first->get("counter")) == "100");
+}
+
+TEST_CASE("a connection the server dropped is opened again, and a transaction it cut is undone", "[storage][postgresql]") {
+  test::TempDir dir;
+  const test::TestDatabase database(dir);
+  auto db = database.open();
+  const auto drop_connections = [&] {
+    database.execute(
+        "SELECT pg_terminate_backend(pid) FROM pg_stat_activity"
+        " WHERE datname = current_database() AND application_name = 'mailkms-keystored'");
+  };
+  must(db->put("before", "1"));
+  drop_connections();
+  CHECK(*must(db->get("before")) == "1");  // a read retried on a new connection
+  drop_connections();
+  must(db->put("after", "2"));
+  drop_connections();
+  must(db->transaction([&]() -> Status { return db->put("in a transaction", "3"); }));
+  CHECK(*must(db->get("in a transaction")) == "3");
+
+  const Status cut = db->transaction([&]() -> Status {
+    MAILKMS_CHECK(db->put("half", "written"));
+    drop_connections();
+    return db->put("other half", "lost");
+  });
+  REQUIRE_FALSE(cut);
+  CHECK(cut.error().code == Errc::storage_failed);
+  CHECK_FALSE(must(db->get("half")));
+  CHECK_FALSE(must(db->get("other half")));
+}
+
+TEST_CASE("a PostgreSQL connection string's password is never in what is logged", "[storage][config]") {
+  const auto location = must(DatabaseLocation::parse("postgresql://keystore:s3cret-pw@db1.example.org:5433/mailkms"));
+  CHECK(location.kind == DatabaseLocation::Kind::postgresql);
+  CHECK(location.describe() == "PostgreSQL database mailkms on db1.example.org port 5433");
+  const auto keywords = must(DatabaseLocation::parse("host=db2 dbname=ks password=s3cret-pw"));
+  CHECK(keywords.describe().find("s3cret") == std::string::npos);
+  CHECK(must(DatabaseLocation::parse("/var/lib/mailkms/keystore.db")).is_file());
+  CHECK(must(DatabaseLocation::parse("sqlite:relative.db")).file == "relative.db");
+  const auto bad = DatabaseLocation::parse("postgresql://[::1");
+  REQUIRE_FALSE(bad);
+  CHECK(bad.error().message.find("not a valid PostgreSQL connection string") != std::string::npos);
 }

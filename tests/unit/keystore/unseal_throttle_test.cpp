@@ -17,23 +17,24 @@ namespace {
 constexpr std::string_view kPassphrase = "the keystore's long passphrase";
 
 // A keystore made and closed, then opened sealed on `clock`.
-std::unique_ptr<KeystoreService> sealed_keystore(const test::TempDir& dir, Clock clock) {
+std::unique_ptr<KeystoreService> sealed_keystore(const test::TestDatabase& database, Clock clock) {
   KeystoreService::Policies policies;
   policies.admins.password_kdf = {1 << 10, 8, 1};
   auto master = new_master_key();
   const auto seal = must(seal_with_passphrase(master, kPassphrase, {1 << 10, 8, 1}));
-  must(KeystoreService::initialize(dir.path("keystore.db"), test::context(), seal, std::move(master), "carol",
+  must(KeystoreService::initialize(database.location(), test::context(), seal, std::move(master), "carol",
                                    "carol's long password", {}, policies));
   policies.clock = std::move(clock);
-  return must(KeystoreService::open(dir.path("keystore.db"), test::context(), {}, std::move(policies)));
+  return must(KeystoreService::open(database.location(), test::context(), {}, std::move(policies)));
 }
 
 }  // namespace
 
 TEST_CASE("each wrong unseal secret doubles that peer's wait, and no one else's", "[keystore][seal]") {
   test::TempDir dir;
+  const test::TestDatabase database(dir);
   test::ManualClock time;
-  auto service = sealed_keystore(dir, time.clock());
+  auto service = sealed_keystore(database, time.clock());
   const Caller guesser{4242, 4242, 7};
   const Caller administrator{1000, 1000, 8};
   const auto unseal = [&](const Caller& who, std::string_view passphrase) {

@@ -12,13 +12,14 @@
 #include <vector>
 
 #include "mailkms/keystore/ca.hpp"
+#include "mailkms/keystore/database.hpp"
 #include "mailkms/keystore/enrollment.hpp"
 #include "mailkms/keystore/error.hpp"
 
 namespace mailkms::keystore {
 
 struct Config {
-  std::filesystem::path database = "/var/lib/mailkms/keystore.db";
+  DatabaseLocation database = DatabaseLocation::sqlite("/var/lib/mailkms/keystore.db");
   // The daemon's own runtime directory: no other unit may own or write it.
   std::filesystem::path socket = "/run/mailkms-keystore/keystore.sock";
   mode_t socket_mode = 0660;  // never anything for others: refused
@@ -31,7 +32,8 @@ struct Config {
   unsigned gateway_rate_limit = 1000;  // signatures and unwraps a second per gateway uid; 0: none
   std::filesystem::path unseal_key_file;  // unseal at start with this key file, if set
   // Signed audit checkpoints are appended here (default: audit-checkpoints
-  // beside the database), one whenever the log grew, at most this often.
+  // beside an SQLite database, /var/lib/mailkms/audit-checkpoints beside a
+  // PostgreSQL one), one whenever the log grew, at most this often.
   std::filesystem::path audit_checkpoint_file;
   std::chrono::seconds audit_checkpoint_interval{60};
   std::chrono::seconds idle_timeout{300};  // close a connection silent this long

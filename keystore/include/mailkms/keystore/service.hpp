@@ -28,7 +28,7 @@
 #include "mailkms/keystore/harvest.hpp"
 #include "mailkms/keystore/protocol.hpp"
 #include "mailkms/keystore/seal.hpp"
-#include "mailkms/keystore/sqlite_storage.hpp"
+#include "mailkms/keystore/database.hpp"
 #include "mailkms/keystore/users.hpp"
 #include "mailkms/smime/sign.hpp"
 #include "mailkms/smime/verify.hpp"
@@ -68,14 +68,14 @@ class KeystoreService {
     Clock clock;
   };
 
-  static Result<std::unique_ptr<KeystoreService>> open(const std::filesystem::path& database,
+  static Result<std::unique_ptr<KeystoreService>> open(const DatabaseLocation& database,
                                                        smime::CryptoContextPtr ctx, AccessPolicy access,
                                                        Policies policies = {});
 
   // Creates a keystore: the database, a master key sealed as `seal` says,
   // and the first administrator; left unsealed. Refuses an existing
   // database.
-  static Result<std::unique_ptr<KeystoreService>> initialize(const std::filesystem::path& database,
+  static Result<std::unique_ptr<KeystoreService>> initialize(const DatabaseLocation& database,
                                                              smime::CryptoContextPtr ctx, const SealRecord& seal,
                                                              smime::SecretBytes master_key,
                                                              const std::string& first_admin,
@@ -118,7 +118,7 @@ class KeystoreService {
   void set_integrity_reporter(std::function<void(const std::string&)> report) { report_integrity_ = std::move(report); }
 
  private:
-  KeystoreService(std::unique_ptr<SqliteStorage> storage, smime::CryptoContextPtr ctx, AccessPolicy access,
+  KeystoreService(std::unique_ptr<Storage> storage, smime::CryptoContextPtr ctx, AccessPolicy access,
                   Policies policies);
   [[nodiscard]] bool is_gateway(const Caller& caller) const;
   Result<SealRecord> seal_record();
@@ -219,7 +219,7 @@ class KeystoreService {
   // count of any task.
   Result<int> approvals_for(std::string_view op);
 
-  std::unique_ptr<SqliteStorage> storage_;
+  std::unique_ptr<Storage> storage_;
   AuthenticatedStorage guarded_;  // what every service reads and writes through
   std::function<void(const std::string&)> report_integrity_;
   smime::CryptoContextPtr ctx_;

@@ -1,0 +1,64 @@
+// Storage in a PostgreSQL database, through libpq: the same key-value table
+// and versioned schema as SqliteStorage (bytea keys, so that keys order as
+// bytes on both), migrated at open. One connection, used by one thread at a
+// time as SqliteStorage's is. Every outermost transaction first takes the
+// keystore's advisory lock, so that several keystored instances on one
+// database write one at a time, as SQLite's BEGIN IMMEDIATE makes processes
+// do: a read-modify-write (the audit chain's head, a token's use count) in
+// one transaction is never interleaved with another instance's.
+#pragma once
+
+#include <memory>
+#include <mutex>
+#include <string>
+
+#include "mailkms/keystore/storage.hpp"
+
+struct pg_conn;
+
+namespace mailkms::keystore {
+
+class PostgresStorage final : public Storage {
+ public:
+  // `conninfo`: a postgresql:// URI or a libpq key=value string. The
+  // keystore's own connection defaults (a 5 s connect timeout, TCP keepalives
+  // and a 15 s TCP user timeout, so that a dead server is noticed within
+  // seconds) come first; anything the string names overrides them.
+  static Result<std::unique_ptr<PostgresStorage>> open(const std::string& conninfo);
+  ~PostgresStorage() override;
+  PostgresStorage(const PostgresStorage&) = delete;
+  PostgresStorage& operator=(const PostgresStorage&) = delete;
+
+  Result<std::optional<std::string>> get(std::string_view key) override;
+  Status put(std::string_view key, std::string_view value) override;
+  Status remove(std::string_view key) override;
+  Result<std::vector<std::pair<std::string, std::string>>> scan(std::string_view prefix, std::string_view after,
+                                                               std::size_t limit) override;
+  Status transaction(const std::function<Status()>& work) override;
+
+  static int current_schema_version();
+  [[nodiscard]] int schema_version();  // -1 when it cannot be read
+
+ private:
+  explicit PostgresStorage(pg_conn* conn) : conn_(conn) {}
+  // Outside a transaction: a connection the server dropped (a restart, a
+  // failover) is opened again, to whichever host the string now leads to.
+  Status ensure_connected();
+  Status configure_session();
+  Status command(const std::string& sql);
+  Status begin();
+  Status commit();
+  Status migrate();
+  // get/put/remove/scan outside a transaction are retried once on a fresh
+  // connection when the old one turned out dead: each is idempotent.
+  template <class Work>
+  auto retried(Work&& work) -> decltype(work());
+
+  pg_conn* conn_;
+  std::recursive_mutex mutex_;  // one connection; transactions nest on one thread
+  int depth_ = 0;               // transaction nesting: savepoints inside
+  bool schema_ready_ = false;   // migrated: the statements can be prepared
+  bool session_ready_ = false;  // this connection's settings made, statements prepared
+};
+
+}  // namespace mailkms::keystore
