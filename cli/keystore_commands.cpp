@@ -22,6 +22,7 @@
 #include "mailkms/keystore/protocol.hpp"
 #include "mailkms/keystore/seal.hpp"
 #include "mailkms/keystore/service.hpp"
+#include "mailkms/keystore/storage_copy.hpp"
 #include "prompt.hpp"
 
 namespace mailkms::cli {
@@ -537,6 +538,94 @@ int run_audit_verify(const AuditArgs& a) {
   return 0;
 }
 
+// ---- storage
+
+struct MigrateArgs : UnsealArgs {
+  std::string to;
+  std::string key_file;
+};
+
+// The unseal secret the seal asks for, from the command line (a key file
+// defaults to the configuration's), checked against the seal before
+// anything is copied.
+struct UnsealSecret {
+  std::string key_file;
+  Secret passphrase;
+  std::vector<std::string> shares;
+};
+
+UnsealSecret unseal_secret(const keystore::SealRecord& seal, const MigrateArgs& a, const keystore::Config& config) {
+  UnsealSecret secret;
+  const std::string check = "the secret given";
+  switch (seal.method) {
+    case keystore::SealMethod::key_file:
+      secret.key_file = a.key_file.empty() ? config.unseal_key_file.string() : a.key_file;
+      if (secret.key_file.empty()) throw Failure(exit_usage, "this keystore is sealed with a key file: give it (--key-file)");
+      or_fail_keystore(keystore::unseal_with_key_file(seal, secret.key_file), check);
+      break;
+    case keystore::SealMethod::shares:
+      secret.shares = shares_of(a);
+      if (secret.shares.empty()) {
+        throw Failure(exit_usage, "this keystore is sealed with shares: give enough of them (--share, --shares-file)");
+      }
+      or_fail_keystore(keystore::unseal_with_shares(seal, secret.shares), check);
+      break;
+    case keystore::SealMethod::passphrase:
+      secret.passphrase = secret_from(a.passphrase_file, "unseal passphrase");
+      or_fail_keystore(keystore::unseal_with_passphrase(seal, secret.passphrase.view()), check);
+      break;
+  }
+  return secret;
+}
+
+void unseal_copy(keystore::KeystoreService& service, const UnsealSecret& secret) {
+  if (!secret.key_file.empty()) {
+    or_fail_keystore(service.unseal_with_key_file(secret.key_file), "cannot unseal the copy");
+    return;
+  }
+  json params;
+  if (!secret.shares.empty()) {
+    params["shares"] = secret.shares;
+  } else {
+    params["passphrase"] = std::string(secret.passphrase.view());
+  }
+  const keystore::Caller self{::getuid(), ::getgid(), ::getpid()};
+  or_fail_keystore(service.handle(self, {1, "unseal", params}), "cannot unseal the copy");
+}
+
+keystore::SealRecord seal_of(keystore::Storage& storage, const std::string& name) {
+  const auto stored = or_fail_keystore(storage.get("core/seal"), "cannot read the seal of " + name);
+  if (!stored) throw Failure(exit_failure, name + " is not an initialized keystore (no seal)");
+  return or_fail_keystore(keystore::SealRecord::from_json(*stored), "the seal of " + name);
+}
+
+// Copies the configured database into another (SQLite to PostgreSQL, or
+// back), checks the copy row by row and its audit chain with the master
+// key, and leaves the source as it was: it is opened read-only.
+int run_storage_migrate(const MigrateArgs& a) {
+  const keystore::Config config = load(a.config);
+  const auto target = or_fail_keystore(keystore::DatabaseLocation::parse(a.to), "--to");
+  if (target == config.database) throw Failure(exit_usage, "--to names the database the configuration uses");
+  const std::string source_name = config.database.describe();
+  auto from = or_fail_keystore(keystore::open_storage(config.database, keystore::OpenMode::read_only),
+                               "cannot open " + source_name);
+  const UnsealSecret secret = unseal_secret(seal_of(*from, source_name), a, config);
+  auto to = or_fail_keystore(keystore::open_storage(target, keystore::OpenMode::create), "cannot open " + target.describe());
+  const auto copied = or_fail_keystore(keystore::copy_storage(*from, *to), "cannot copy into " + target.describe());
+  std::cout << "copied " << copied.rows << " rows (" << copied.bytes << " bytes) from " << source_name << " to "
+            << target.describe() << "; each read back equal\n";
+
+  auto ctx = or_fail(smime::CryptoContext::create(), "cannot set up OpenSSL");
+  auto service = or_fail_keystore(keystore::KeystoreService::open(target, ctx, {}), "cannot open the copy");
+  unseal_copy(*service, secret);
+  const auto audit = or_fail_keystore(service->audit().verify(), "cannot verify the copy's audit chain");
+  if (!audit.intact) throw Failure(exit_failure, "the copy's audit chain is broken: " + audit.problem);
+  std::cout << "audit chain intact in the copy: " << audit.records << " records\n"
+            << "the source is unchanged; to serve from the copy, set database in mailkms.conf and restart "
+               "mailkms-keystored\n";
+  return 0;
+}
+
 // ---- harvested certificates
 
 void print_harvested(const json& h) {
@@ -584,6 +673,21 @@ std::vector<Command> add_keystore_commands(CLI::App& app) {
         c.add_option("--shares-file", a.shares_file, "Shares, one per line");
       },
       run_rekey));
+  CLI::App* storage = app.add_subcommand("storage", "The keystore's database");
+  storage->require_subcommand(1);
+  commands.push_back(command<MigrateArgs>(
+      *storage, "migrate",
+      "Copy the keystore's database into another (an empty PostgreSQL database, or an SQLite file), check the copy "
+      "row by row and its audit chain; the source is only read",
+      [](CLI::App& c, MigrateArgs& a) {
+        c.add_option("--to", a.to, "The target: postgresql://…, a libpq key=value string, or a new file's path")
+            ->required();
+        c.add_option("--key-file", a.key_file, "The unseal key file (else the configuration's unseal_key_file)");
+        c.add_option("--passphrase-file", a.passphrase_file, "The unseal passphrase, first line (else asked)");
+        c.add_option("--share", a.shares, "A share (repeat)");
+        c.add_option("--shares-file", a.shares_file, "Shares, one per line");
+      },
+      run_storage_migrate));
   commands.push_back(command<Base>(app, "status", "Say whether the keystore is sealed, and its master key's generation",
                                    [](CLI::App&, Base&) {}, run_status));
   commands.push_back(command<LoginArgs>(

@@ -65,12 +65,13 @@ std::string DatabaseLocation::describe() const {
   return out;
 }
 
-Result<std::unique_ptr<Storage>> open_storage(const DatabaseLocation& location, bool create) {
+Result<std::unique_ptr<Storage>> open_storage(const DatabaseLocation& location, OpenMode mode) {
   if (location.kind == DatabaseLocation::Kind::postgresql) {
-    MAILKMS_TRY(storage, PostgresStorage::open(location.conninfo));
+    MAILKMS_TRY(storage, PostgresStorage::open(location.conninfo, mode == OpenMode::read_only));
     return std::unique_ptr<Storage>(std::move(storage));
   }
-  MAILKMS_TRY(storage, SqliteStorage::open(location.file, {.create = create}));
+  MAILKMS_TRY(storage, SqliteStorage::open(location.file, {.create = mode == OpenMode::create,
+                                                           .read_only = mode == OpenMode::read_only}));
   return std::unique_ptr<Storage>(std::move(storage));
 }
 

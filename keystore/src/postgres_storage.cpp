@@ -107,7 +107,7 @@ std::string column(const PgResult& result, int row, int field) {
 
 int PostgresStorage::current_schema_version() { return schema::kVersion; }
 
-Result<std::unique_ptr<PostgresStorage>> PostgresStorage::open(const std::string& conninfo) {
+Result<std::unique_ptr<PostgresStorage>> PostgresStorage::open(const std::string& conninfo, bool read_only) {
   // Ours first, then "dbname" with the administrator's string expanded in
   // its place: libpq keeps the last value of a repeated keyword.
   const std::array<const char*, 8> keys{"application_name", "connect_timeout",  "keepalives_idle", "keepalives_interval",
@@ -115,12 +115,16 @@ Result<std::unique_ptr<PostgresStorage>> PostgresStorage::open(const std::string
   const std::array<const char*, 8> values{"mailkms-keystored", "5", "10", "5", "3", "15000", conninfo.c_str(), nullptr};
   PGconn* conn = PQconnectdbParams(keys.data(), values.data(), 1);
   if (conn == nullptr) return make_error(Errc::storage_failed, "cannot connect to the database: out of memory");
-  std::unique_ptr<PostgresStorage> storage(new PostgresStorage(conn));
+  std::unique_ptr<PostgresStorage> storage(new PostgresStorage(conn, read_only));
   if (PQstatus(conn) != CONNECTION_OK) return pg_error(conn, nullptr, "cannot connect to the database");
   // Notices ("there is no transaction in progress") are not errors and go
   // nowhere; libpq would print them on stderr.
   PQsetNoticeProcessor(conn, [](void*, const char*) {}, nullptr);
-  MAILKMS_CHECK(storage->migrate());
+  if (read_only) {
+    if (auto refused = schema::refusal(storage->schema_version(), false)) return *refused;
+  } else {
+    MAILKMS_CHECK(storage->migrate());
+  }
   storage->schema_ready_ = true;
   MAILKMS_CHECK(storage->configure_session());
   return storage;
@@ -133,6 +137,7 @@ Status PostgresStorage::configure_session() {
   // transaction left open by a stuck instance must not hold the lock forever.
   MAILKMS_CHECK(command("SET lock_timeout = '10s'"));
   MAILKMS_CHECK(command("SET idle_in_transaction_session_timeout = '60s'"));
+  if (read_only_) MAILKMS_CHECK(command("SET default_transaction_read_only = on"));
   if (!schema_ready_) return Ok{};  // the statements name tables the migration makes
   for (const auto& statement : kPrepared) {
     const PgResult result(PQprepare(conn_, statement.name, statement.sql, statement.params, statement.types.data()));
@@ -215,13 +220,16 @@ Result<std::vector<std::pair<std::string, std::string>>> PostgresStorage::scan(s
 
 Status PostgresStorage::begin() {
   MAILKMS_CHECK(ensure_connected());
-  Status begun = command("BEGIN");
+  // Read-only: one snapshot for the whole transaction, and no write lock.
+  const char* sql = read_only_ ? "BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY" : "BEGIN";
+  Status begun = command(sql);
   if (!begun && PQstatus(conn_) != CONNECTION_OK) {
     // Nothing ran yet: a connection found dead here is safe to replace.
     MAILKMS_CHECK(ensure_connected());
-    begun = command("BEGIN");
+    begun = command(sql);
   }
   MAILKMS_CHECK(begun);
+  if (read_only_) return Ok{};
   if (Status locked = command(kWriteLock); !locked) {
     (void)command("ROLLBACK");
     return locked;
@@ -287,12 +295,7 @@ Status PostgresStorage::migrate() {
     MAILKMS_CHECK(command("CREATE TABLE IF NOT EXISTS mailkms_schema (version integer NOT NULL)"));
     MAILKMS_CHECK(command("INSERT INTO mailkms_schema (version) SELECT 0 WHERE NOT EXISTS (SELECT 1 FROM mailkms_schema)"));
     const int found = schema_version();
-    if (found < 0) return make_error(Errc::storage_failed, "cannot read the schema version (mailkms_schema)");
-    if (found > current_schema_version()) {
-      return make_error(Errc::storage_failed, "the database has schema version " + std::to_string(found) +
-                                                  ", newer than this mailkms understands (" +
-                                                  std::to_string(current_schema_version()) + ")");
-    }
+    if (auto refused = schema::refusal(found, true)) return *refused;
     for (int version = found; version < current_schema_version(); ++version) {
       MAILKMS_CHECK(command(std::string(schema::kMigrations[static_cast<std::size_t>(version)].postgresql)));
     }

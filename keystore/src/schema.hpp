@@ -5,7 +5,11 @@
 #pragma once
 
 #include <array>
+#include <optional>
+#include <string>
 #include <string_view>
+
+#include "mailkms/keystore/error.hpp"
 
 namespace mailkms::keystore::schema {
 
@@ -24,5 +28,18 @@ inline constexpr std::array kMigrations{
 };
 
 inline constexpr int kVersion = static_cast<int>(kMigrations.size());
+
+// Why a database at schema version `found` (-1: unreadable) cannot be used:
+// a newer one never, an older one not where nothing may be migrated.
+inline std::optional<Error> refusal(int found, bool may_migrate) {
+  const std::string versions = "schema version " + std::to_string(found) + ", this mailkms " + std::to_string(kVersion);
+  if (found < 0) return make_error(Errc::storage_failed, "cannot read the database's schema version");
+  if (found > kVersion) return make_error(Errc::storage_failed, "the database is newer than this mailkms understands (" + versions + ")");
+  if (found < kVersion && !may_migrate) {
+    return make_error(Errc::storage_failed, "the database is older than this mailkms (" + versions +
+                                                "): start this version's mailkms-keystored on it once, which migrates it");
+  }
+  return std::nullopt;
+}
 
 }  // namespace mailkms::keystore::schema

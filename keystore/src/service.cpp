@@ -145,7 +145,7 @@ KeystoreService::KeystoreService(std::unique_ptr<Storage> storage, smime::Crypto
 Result<std::unique_ptr<KeystoreService>> KeystoreService::open(const DatabaseLocation& database,
                                                                smime::CryptoContextPtr ctx, AccessPolicy access,
                                                                Policies policies) {
-  MAILKMS_TRY(storage, open_storage(database, false));
+  MAILKMS_TRY(storage, open_storage(database, OpenMode::existing));
   std::unique_ptr<KeystoreService> service(
       new KeystoreService(std::move(storage), std::move(ctx), std::move(access), std::move(policies)));
   MAILKMS_TRY(seal, service->seal_record());
@@ -164,7 +164,7 @@ Result<std::unique_ptr<KeystoreService>> KeystoreService::initialize(const Datab
     return make_error(Errc::already_exists, database.describe() + " exists: a keystore is never initialized twice");
   }
   if (!Admins::valid_name(first_admin)) return make_error(Errc::invalid_argument, "not a valid administrator name");
-  MAILKMS_TRY(storage, open_storage(database, true));
+  MAILKMS_TRY(storage, open_storage(database, OpenMode::create));
   MAILKMS_TRY(existing, storage->scan("", {}, 1));
   if (!existing.empty()) {
     return make_error(Errc::already_exists,

@@ -72,7 +72,7 @@ int SqliteStorage::current_schema_version() { return schema::kVersion; }
 
 Result<std::unique_ptr<SqliteStorage>> SqliteStorage::open(const std::filesystem::path& path,
                                                            const Options& options) {
-  if (options.create) {
+  if (options.create && !options.read_only) {
     // Created here with mode 0600, before SQLite sees it: the file holds
     // wrapped keys and the audit log. SQLite gives its -wal and -shm files
     // the same mode.
@@ -81,22 +81,28 @@ Result<std::unique_ptr<SqliteStorage>> SqliteStorage::open(const std::filesystem
     ::close(fd);
   }
   sqlite3* db = nullptr;
-  const int rc = sqlite3_open_v2(path.c_str(), &db, SQLITE_OPEN_READWRITE | SQLITE_OPEN_NOMUTEX, nullptr);
+  const int rc = sqlite3_open_v2(path.c_str(), &db,
+                                 (options.read_only ? SQLITE_OPEN_READONLY : SQLITE_OPEN_READWRITE) | SQLITE_OPEN_NOMUTEX,
+                                 nullptr);
   if (rc != SQLITE_OK) {
     Error e = db != nullptr ? sqlite_error(db, "cannot open " + path.string())
                             : make_error(Errc::storage_failed, "cannot open " + path.string());
     sqlite3_close(db);
     return e;
   }
-  std::unique_ptr<SqliteStorage> storage(new SqliteStorage(db));
+  std::unique_ptr<SqliteStorage> storage(new SqliteStorage(db, options.read_only));
+  sqlite3_busy_timeout(db, options.busy_timeout_ms);
+  sqlite3_extended_result_codes(db, 1);
+  if (options.read_only) {
+    if (auto refused = schema::refusal(storage->schema_version(), false)) return *refused;
+    return storage;
+  }
   // SQLite quietly opens what it cannot write read-only; a keystore that
   // cannot record what it does must not start.
   if (sqlite3_db_readonly(db, "main") == 1) {
     return make_error(Errc::storage_failed, "the database " + path.string() +
                                                 " is read-only (file system or permissions): it must be writable");
   }
-  sqlite3_busy_timeout(db, options.busy_timeout_ms);
-  sqlite3_extended_result_codes(db, 1);
   MAILKMS_CHECK(storage->execute("PRAGMA journal_mode=WAL; PRAGMA synchronous=FULL; PRAGMA foreign_keys=ON;"));
   MAILKMS_CHECK(storage->migrate());
   return storage;
@@ -133,12 +139,7 @@ int SqliteStorage::schema_version() const {
 
 Status SqliteStorage::migrate() {
   const int found = schema_version();
-  if (found < 0) return sqlite_error(db_, "cannot read the schema version");
-  if (found > current_schema_version()) {
-    return make_error(Errc::storage_failed, "the database has schema version " + std::to_string(found) +
-                                                ", newer than this mailkms understands (" +
-                                                std::to_string(current_schema_version()) + ")");
-  }
+  if (auto refused = schema::refusal(found, true)) return *refused;
   for (int version = found; version < current_schema_version(); ++version) {
     MAILKMS_CHECK(transaction([&]() -> Status {
       MAILKMS_CHECK(execute(std::string(schema::kMigrations[static_cast<std::size_t>(version)].sqlite).c_str()));
@@ -207,7 +208,9 @@ Status SqliteStorage::transaction(const std::function<Status()>& work) {
   const std::lock_guard lock(mutex_);
   const bool outermost = depth_ == 0;
   const std::string name = "s" + std::to_string(depth_);
-  MAILKMS_CHECK(execute(outermost ? "BEGIN IMMEDIATE" : ("SAVEPOINT " + name).c_str()));
+  // Read-only, a deferred transaction: one snapshot, and no write lock.
+  const char* begin = read_only_ ? "BEGIN" : "BEGIN IMMEDIATE";
+  MAILKMS_CHECK(execute(outermost ? begin : ("SAVEPOINT " + name).c_str()));
   // Undone unless committed, however `work` leaves: an exception (a stored
   // row that does not parse) must not leave BEGIN IMMEDIATE open, which
   // would turn every later write, audit included, into a savepoint that

@@ -99,7 +99,7 @@ std::string TestDatabase::toml() const {
   return quoted + "\"";
 }
 
-std::unique_ptr<keystore::Storage> TestDatabase::open() const { return must(keystore::open_storage(location_, true)); }
+std::unique_ptr<keystore::Storage> TestDatabase::open() const { return must(keystore::open_storage(location_, keystore::OpenMode::create)); }
 
 std::string TestDatabase::raw_contents() const {
   if (location_.is_file()) {

@@ -9,6 +9,7 @@
 
 #include "mailkms/keystore/postgres_storage.hpp"
 #include "mailkms/keystore/sqlite_storage.hpp"
+#include "mailkms/keystore/storage_copy.hpp"
 #include "test_database.hpp"
 #include "test_support.hpp"
 
@@ -132,7 +133,7 @@ TEST_CASE("a database written by a newer mailkms is refused, not damaged", "[sto
   { auto db = database.open(); }
   database.execute(test::TestDatabase::postgresql() ? "UPDATE mailkms_schema SET version = 999"
                                                     : "PRAGMA user_version = 999");
-  const auto r = open_storage(database.location(), false);
+  const auto r = open_storage(database.location(), OpenMode::existing);
   REQUIRE_FALSE(r);
   CHECK(r.error().code == Errc::storage_failed);
   CHECK(r.error().message.find("newer") != std::string::npos);
@@ -230,4 +231,33 @@ TEST_CASE("a PostgreSQL connection string's password is never in what is logged"
   const auto bad = DatabaseLocation::parse("postgresql://[::1");
   REQUIRE_FALSE(bad);
   CHECK(bad.error().message.find("not a valid PostgreSQL connection string") != std::string::npos);
+}
+
+TEST_CASE("a keystore's rows copy into an empty database, every byte, from a source opened read-only",
+          "[storage][copy]") {
+  test::TempDir dir;
+  const test::TestDatabase source_database(dir);
+  test::TempDir other_dir;
+  const test::TestDatabase target_database(other_dir);
+  {
+    auto writer = source_database.open();
+    must(writer->transaction([&]() -> Status {
+      for (int i = 0; i < 2500; ++i) {  // more than a page
+        MAILKMS_CHECK(writer->put("rows/" + std::to_string(i), std::string("v\0\xff", 3) + std::to_string(i)));
+      }
+      return Ok{};
+    }));
+  }
+  auto source = must(open_storage(source_database.location(), OpenMode::read_only));
+  CHECK_FALSE(source->put("rows/new", "refused"));
+  auto target = target_database.open();
+  const CopyReport copied = must(copy_storage(*source, *target));
+  CHECK(copied.rows == 2500);
+  const auto all = must(target->scan("", {}, 10000));
+  REQUIRE(all.size() == 2500);
+  CHECK(all == must(source->scan("", {}, 10000)));
+
+  const auto again = copy_storage(*source, *target);
+  REQUIRE_FALSE(again);
+  CHECK(again.error().code == Errc::already_exists);
 }

@@ -30,9 +30,15 @@ struct DatabaseLocation {
   bool operator==(const DatabaseLocation&) const = default;
 };
 
-// Opens the storage at `location`, migrating its schema. `create`: make an
-// SQLite file that is missing (mailkmsctl init); a PostgreSQL database is
-// made by its administrator (createdb) and only ever filled.
-Result<std::unique_ptr<Storage>> open_storage(const DatabaseLocation& location, bool create);
+enum class OpenMode {
+  existing,   // migrated to this build's schema at open
+  create,     // the same, making an SQLite file that is missing (mailkmsctl
+              // init); a PostgreSQL database is made by its administrator
+              // (createdb) and only ever filled
+  read_only,  // never written, nor migrated: the schema must be this build's;
+              // a transaction reads one snapshot (mailkmsctl storage migrate)
+};
+
+Result<std::unique_ptr<Storage>> open_storage(const DatabaseLocation& location, OpenMode mode);
 
 }  // namespace mailkms::keystore

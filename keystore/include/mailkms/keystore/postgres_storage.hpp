@@ -24,7 +24,9 @@ class PostgresStorage final : public Storage {
   // keystore's own connection defaults (a 5 s connect timeout, TCP keepalives
   // and a 15 s TCP user timeout, so that a dead server is noticed within
   // seconds) come first; anything the string names overrides them.
-  static Result<std::unique_ptr<PostgresStorage>> open(const std::string& conninfo);
+  // `read_only`: nothing is written or migrated (the schema must be this
+  // build's), and a transaction reads one snapshot without the write lock.
+  static Result<std::unique_ptr<PostgresStorage>> open(const std::string& conninfo, bool read_only = false);
   ~PostgresStorage() override;
   PostgresStorage(const PostgresStorage&) = delete;
   PostgresStorage& operator=(const PostgresStorage&) = delete;
@@ -40,7 +42,7 @@ class PostgresStorage final : public Storage {
   [[nodiscard]] int schema_version();  // -1 when it cannot be read
 
  private:
-  explicit PostgresStorage(pg_conn* conn) : conn_(conn) {}
+  PostgresStorage(pg_conn* conn, bool read_only) : conn_(conn), read_only_(read_only) {}
   // Outside a transaction: a connection the server dropped (a restart, a
   // failover) is opened again, to whichever host the string now leads to.
   Status ensure_connected();
@@ -55,6 +57,7 @@ class PostgresStorage final : public Storage {
   auto retried(Work&& work) -> decltype(work());
 
   pg_conn* conn_;
+  bool read_only_;
   std::recursive_mutex mutex_;  // one connection; transactions nest on one thread
   int depth_ = 0;               // transaction nesting: savepoints inside
   bool schema_ready_ = false;   // migrated: the statements can be prepared

@@ -19,6 +19,7 @@ class SqliteStorage final : public Storage {
  public:
   struct Options {
     bool create = false;  // create the file if it is missing (mailkmsctl init)
+    bool read_only = false;  // never written nor migrated; transactions read one snapshot
     int busy_timeout_ms = 5000;
   };
 
@@ -37,13 +38,14 @@ class SqliteStorage final : public Storage {
   [[nodiscard]] int schema_version() const;
 
  private:
-  explicit SqliteStorage(sqlite3* db) : db_(db) {}
+  SqliteStorage(sqlite3* db, bool read_only) : db_(db), read_only_(read_only) {}
   Status execute(const char* sql);
   Status migrate();
   // Prepared once per connection and kept: lookups are the hot path.
   sqlite3_stmt* prepared(const char* sql);
 
   sqlite3* db_;
+  bool read_only_;
   std::recursive_mutex mutex_;  // one connection; transactions nest on one thread
   int depth_ = 0;               // transaction nesting: savepoints inside
   std::unordered_map<const char*, sqlite3_stmt*> statements_;  // keyed by the SQL literal
