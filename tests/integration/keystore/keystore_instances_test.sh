@@ -56,18 +56,21 @@ start() {
   eval "pid_$1=$keystore_pid"
 }
 users_on() { on "$1" "$ctl" user list 2> /dev/null | grep -c '@'; }
+export -f on
+export work ctl
 
 head -c 24 /dev/urandom | base64 > admin.pw
 head -c 24 /dev/urandom | base64 > p12.pw
 chmod 600 admin.pw p12.pw
 check "init fills the PostgreSQL database" on a "$ctl" init --admin admin --admin-password-file admin.pw --key-file master.key
 check "init refuses a database that holds a keystore" \
-  bash -c "! MAILKMS_CONFIG=$work/b/mailkms.conf '$ctl' init --admin admin --admin-password-file admin.pw --key-file other.key 2> init.err && grep -q 'already holds records' init.err"
+  bash -c '! on b "$ctl" init --admin admin --admin-password-file admin.pw --key-file other.key 2> init.err && grep -q "already holds records" init.err'
 check "instance a starts and unseals on its own" start a
 check "instance b starts and unseals on its own" start b
 check "an administrator logs in to each" \
-  bash -c "$(declare -f on); work=$work; on a '$ctl' login admin --password-file admin.pw && on b '$ctl' login admin --password-file admin.pw"
-check "a CA made through a" bash -c "MAILKMS_CONFIG=$work/a/mailkms.conf MAILKMS_SESSION_FILE=$work/a/session '$ctl' ca init --id root --name 'Corp Root CA' && MAILKMS_CONFIG=$work/a/mailkms.conf MAILKMS_SESSION_FILE=$work/a/session '$ctl' ca add-subordinate --id issuing --parent root --name 'Corp Issuing CA'"
+  bash -c 'on a "$ctl" login admin --password-file admin.pw && on b "$ctl" login admin --password-file admin.pw'
+check "a CA made through a" bash -c 'on a "$ctl" ca init --id root --name "Corp Root CA" &&
+  on a "$ctl" ca add-subordinate --id issuing --parent root --name "Corp Issuing CA"'
 check "users added through a" on a "$ctl" user add alice@example.org bob@example.org
 check "are listed by b at once" test "$(users_on b)" = 2
 on b "$ctl" user show alice@example.org > alice.b
@@ -82,10 +85,11 @@ check "it is the certificate a issued" grep -qi "$serial" alice.b
 printf 'From: alice@example.org\r\nTo: bob@example.org\r\nSubject: hi\r\n\r\nsigned through b\r\n' > note.eml
 openssl pkcs12 -in alice.p12 -passin file:p12.pw -nokeys -cacerts -out chain.pem 2> /dev/null
 check "b signs as alice, and openssl verifies it" \
-  bash -c "MAILKMS_CONFIG=$work/b/mailkms.conf '$ctl' message sign --as alice@example.org --in note.eml | openssl cms -verify -CAfile chain.pem -purpose smimesign | grep -q 'signed through b'"
-check "bob revoked through a" bash -c "MAILKMS_CONFIG=$work/a/mailkms.conf MAILKMS_SESSION_FILE=$work/a/session '$ctl' revoke bob@example.org --reason keyCompromise | grep -q '^revoked '"
+  bash -c 'on b "$ctl" message sign --as alice@example.org --in note.eml |
+    openssl cms -verify -CAfile chain.pem -purpose smimesign | grep -q "signed through b"'
+check "bob revoked through a" bash -c 'on a "$ctl" revoke bob@example.org --reason keyCompromise | grep -q "^revoked "'
 check "b no longer signs as bob" \
-  bash -c "! MAILKMS_CONFIG=$work/b/mailkms.conf '$ctl' message sign --as bob@example.org --in note.eml > /dev/null"
+  bash -c '! on b "$ctl" message sign --as bob@example.org --in note.eml > /dev/null'
 
 # kill -9 of a in the middle of a bulk add: each user is whole or absent.
 for i in $(seq 1 200); do echo "bulk$i@example.org"; done > bulk.list
@@ -100,18 +104,18 @@ wait "$bulk" 2> /dev/null
 bulk=
 listed=$(users_on b)
 check "a was killed mid-way (2 < $listed users < 202)" test "$listed" -gt 2 -a "$listed" -lt 202
-check "every user b lists is whole: both certificates" bash -c "
-  for u in \$(MAILKMS_CONFIG=$work/b/mailkms.conf MAILKMS_SESSION_FILE=$work/b/session '$ctl' user list | grep -o 'bulk[0-9]*@example.org'); do
-    MAILKMS_CONFIG=$work/b/mailkms.conf MAILKMS_SESSION_FILE=$work/b/session '$ctl' user show \$u > show.out || exit 1
+check "every user b lists is whole: both certificates" bash -c '
+  for u in $(on b "$ctl" user list | grep -o "bulk[0-9]*@example.org"); do
+    on b "$ctl" user show "$u" > show.out || exit 1
     grep -q encryption show.out && grep -q signing show.out || exit 1
-  done"
+  done'
 check "b serves on: a user added through it" on b "$ctl" user add carol@example.org
-check "the audit chain verifies through b" bash -c "MAILKMS_CONFIG=$work/b/mailkms.conf MAILKMS_SESSION_FILE=$work/b/session '$ctl' audit verify | grep -q '^intact'"
+check "the audit chain verifies through b" bash -c 'on b "$ctl" audit verify | grep -q "^intact"'
 check "a starts again" start a
-check "and sees what b did" bash -c "MAILKMS_CONFIG=$work/a/mailkms.conf MAILKMS_SESSION_FILE=$work/a/session '$ctl' user show carol@example.org > /dev/null"
-check "the audit chain verifies through a" bash -c "MAILKMS_CONFIG=$work/a/mailkms.conf MAILKMS_SESSION_FILE=$work/a/session '$ctl' audit verify | grep -q '^intact'"
+check "and sees what b did" on a "$ctl" user show carol@example.org
+check "the audit chain verifies through a" bash -c 'on a "$ctl" audit verify | grep -q "^intact"'
 check "one chain: both instances' records in it" bash -c "
-  MAILKMS_CONFIG=$work/a/mailkms.conf MAILKMS_SESSION_FILE=$work/a/session '$ctl' audit show > audit.out &&
+  on a '$ctl' audit show > audit.out &&
   grep -q 'carol@example.org' audit.out && grep -q 'bob@example.org' audit.out"
 check "the connection string's password is in no log" bash -c "! grep -rqF '$secret' a/keystore.log b/keystore.log recover.out bulk.out"
 check "the log names the database without it" grep -q "records in PostgreSQL database $dbname on 127.0.0.1 port" a/keystore.log
