@@ -15,6 +15,13 @@
 #include <memory>
 #include <sstream>
 
+#include <openssl/evp.h>
+#include <openssl/pem.h>
+#include <openssl/x509.h>
+
+#include <filesystem>
+#include <optional>
+
 #include "failure.hpp"
 #include "io.hpp"
 #include "mailkms/keystore/client.hpp"
@@ -23,6 +30,7 @@
 #include "mailkms/keystore/seal.hpp"
 #include "mailkms/keystore/service.hpp"
 #include "mailkms/keystore/storage_copy.hpp"
+#include "mailkms/smime/ossl.hpp"
 #include "prompt.hpp"
 
 namespace mailkms::cli {
@@ -74,7 +82,7 @@ class Keystore {
 
  private:
   static keystore::ClientOptions options(const keystore::Config& config) {
-    return {config.socket, std::chrono::minutes(5), 1, config.user};
+    return config.client_options(std::chrono::minutes(5), 1);
   }
   keystore::KeystoreClient client_;
 };
@@ -114,11 +122,11 @@ struct InitArgs : Base {
   int threshold = 0;
 };
 
-// Creates `path` 0600 and writes `contents`: never through a symbolic
-// link, never over an existing file, never readable by others for an
-// instant. A file that could not be written whole is removed.
-void write_new_private_file(const std::string& path, std::string_view contents) {
-  const int fd = ::open(path.c_str(), O_CREAT | O_EXCL | O_NOFOLLOW | O_WRONLY | O_CLOEXEC, 0600);
+// Creates `path` with `mode` and writes `contents`: never through a
+// symbolic link, never over an existing file. A file that could not be
+// written whole is removed.
+void write_new_file(const std::string& path, std::string_view contents, mode_t mode) {
+  const int fd = ::open(path.c_str(), O_CREAT | O_EXCL | O_NOFOLLOW | O_WRONLY | O_CLOEXEC, mode);
   if (fd < 0) {
     const int error = errno;
     if (error == EEXIST) throw Failure(exit_usage, path + " exists: choose a new path");
@@ -146,6 +154,9 @@ void write_new_private_file(const std::string& path, std::string_view contents) 
   }
   if (::close(fd) != 0) fail("close", errno);
 }
+
+// The same, 0600 from the start: never readable by others for an instant.
+void write_new_private_file(const std::string& path, std::string_view contents) { write_new_file(path, contents, 0600); }
 
 int run_init(const InitArgs& a) {
   const keystore::Config config = load(a.config);
@@ -251,7 +262,7 @@ int run_status(const Base& a) {
   }
   // What each gateway did with users' keys since the daemon started.
   for (const auto& g : status.value("gateways", json::array())) {
-    std::cout << "gateway uid " << g.value("uid", 0) << ": " << g.value("signed", 0) << " signed, " << g.value("unwrapped", 0)
+    std::cout << "gateway " << g.value("gateway", "") << ": " << g.value("signed", 0) << " signed, " << g.value("unwrapped", 0)
               << " unwrapped, " << g.value("rate_limited", 0) << " refused by the rate limit\n";
   }
   if (const auto counted = status.value("audit_counted", std::uint64_t{0}); counted > 0) {
@@ -640,6 +651,136 @@ void print_harvested(const json& h) {
   for (const auto& c : caps.value("ciphers", json::array())) ciphers += (ciphers.empty() ? "" : ",") + c.get<std::string>();
   std::cout << "ciphers " << (ciphers.empty() ? "none" : ciphers) << (caps.value("rsa_oaep", false) ? "  rsa-oaep" : "")
             << "\n";
+}
+
+// ---- gateways: certificates from the service CA for the keystore's TLS peers
+
+struct GatewayArgs : Base {
+  std::string name;
+  std::string role = "gateway";
+  std::string csr;
+  std::string out = ".";
+  int days = 397;
+};
+
+// A P-256 key made here and a request for it: the key never passes
+// through the keystore, and is written only where the administrator said.
+std::pair<Secret, std::string> new_key_and_request(const std::string& name) {
+  const smime::ossl::Pkey key(EVP_PKEY_Q_keygen(nullptr, nullptr, "EC", "P-256"));
+  const smime::ossl::X509Req request(X509_REQ_new());
+  if (!key || !request || X509_REQ_set_pubkey(request.get(), key.get()) != 1 ||
+      X509_NAME_add_entry_by_txt(X509_REQ_get_subject_name(request.get()), "CN", MBSTRING_UTF8,
+                                 reinterpret_cast<const unsigned char*>(name.c_str()), -1, -1, 0) != 1 ||
+      X509_REQ_sign(request.get(), key.get(), EVP_sha256()) <= 0) {
+    throw Failure(exit_failure, "cannot make a key and a request for " + name);
+  }
+  const smime::ossl::Bio key_out(BIO_new(BIO_s_secmem()));
+  const smime::ossl::Bio request_out(BIO_new(BIO_s_mem()));
+  if (!key_out || !request_out || PEM_write_bio_PrivateKey(key_out.get(), key.get(), nullptr, nullptr, 0, nullptr, nullptr) != 1 ||
+      PEM_write_bio_X509_REQ(request_out.get(), request.get()) != 1) {
+    throw Failure(exit_failure, "cannot write the key and request for " + name);
+  }
+  const auto text = [](BIO* bio) {
+    char* data = nullptr;
+    const long n = BIO_get_mem_data(bio, &data);
+    return std::string(data, static_cast<std::size_t>(n));
+  };
+  return {Secret(text(key_out.get())), text(request_out.get())};
+}
+
+// NAME.pem and service-ca.pem in `dir`; the CA file may be there already,
+// from an earlier host, but only with the same certificate.
+void write_service_certificates(const std::string& dir, const json& issued) {
+  const std::string name = issued.value("name", "");
+  const std::string ca = issued.value("ca", "");
+  const std::string ca_path = dir + "/service-ca.pem";
+  if (std::filesystem::exists(ca_path)) {
+    if (read_input(ca_path) != ca) throw Failure(exit_failure, ca_path + " holds another CA's certificate");
+  } else {
+    write_new_file(ca_path, ca, 0644);
+  }
+  write_new_file(dir + "/" + name + ".pem", issued.value("certificate", ""), 0644);
+  std::cout << name << ": " << issued.value("role", "") << " certificate, serial " << issued.value("serial", "")
+            << ", until " << when(issued.value("not_after", std::time_t{0})) << ", in " << dir << "/" << name
+            << ".pem; service CA in " << ca_path << "\n";
+}
+
+int run_gateway_add(const GatewayArgs& a) {
+  json params{{"name", a.name}, {"role", a.role}, {"days", a.days}};
+  std::optional<Secret> key;
+  if (a.csr.empty()) {
+    auto [made_key, request] = new_key_and_request(a.name);
+    key = std::move(made_key);
+    params["csr"] = std::move(request);
+  } else {
+    params["csr"] = read_input(a.csr);
+  }
+  const json r = Keystore(a.config).admin("gateway-add", params);
+  // Kept whether or not approvals are pending: the request holds its public key.
+  if (key) write_new_private_file(a.out + "/" + a.name + ".key", key->view());
+  if (r.value("status", "") == "pending") {
+    pending_or(r, [] {});
+    std::cout << "then: mailkmsctl gateway fetch " << r.value("request", "") << " --out " << a.out << "\n";
+    return 0;
+  }
+  write_service_certificates(a.out, r);
+  return 0;
+}
+
+void print_gateway(const json& g) {
+  const bool revoked = !g.value("revoked_at", json()).is_null();
+  std::cout << g.value("name", "") << "  " << g.value("role", "") << "  serial " << g.value("serial", "") << "  until "
+            << when(g.value("not_after", std::time_t{0}))
+            << (revoked ? "  revoked " + when(g.value("revoked_at", std::time_t{0})) : std::string("  in force"))
+            << "  by " << g.value("issued_by", "") << "\n";
+}
+
+void add_gateway_commands(CLI::App& app, std::vector<Command>& commands) {
+  CLI::App* gateway = app.add_subcommand("gateway", "Certificates for the keystore's TLS peers: gateways, "
+                                                    "administrators' hosts and keystored instances");
+  gateway->require_subcommand(1);
+  commands.push_back(command<GatewayArgs>(
+      *gateway, "add", "Certify a host for TLS to the keystore: writes NAME.key (made here), NAME.pem, service-ca.pem",
+      [](CLI::App& c, GatewayArgs& a) {
+        c.add_option("name", a.name, "The host's name (as clients dial it, for a keystore) or IP address")->required();
+        c.add_option("--role", a.role, "gateway (a milter or proxy), admin (mailkmsctl) or keystore (keystored)")
+            ->check(CLI::IsMember({"gateway", "admin", "keystore"}))
+            ->capture_default_str();
+        c.add_option("--csr", a.csr, "Certify this PKCS#10 request's key instead of making one here");
+        c.add_option("--out", a.out, "Directory to write the files in")->capture_default_str();
+        c.add_option("--days", a.days, "Validity")->capture_default_str();
+      },
+      run_gateway_add));
+  commands.push_back(command<GatewayArgs>(
+      *gateway, "fetch", "Write the certificate of an approved gateway add",
+      [](CLI::App& c, GatewayArgs& a) {
+        c.add_option("id", a.name, "The request")->required();
+        c.add_option("--out", a.out, "Directory to write the files in")->capture_default_str();
+      },
+      [](const GatewayArgs& a) {
+        write_service_certificates(a.out, Keystore(a.config).admin("request-fetch", {{"id", a.name}}));
+        return 0;
+      }));
+  commands.push_back(command<Base>(*gateway, "list", "List the service certificates", [](CLI::App&, Base&) {},
+                                   [](const Base& a) {
+                                     for (const auto& g : Keystore(a.config).admin("gateway-list")) print_gateway(g);
+                                     return 0;
+                                   }));
+  commands.push_back(command<GatewayArgs>(
+      *gateway, "revoke", "Revoke a host's certificates: refused on every keystored instance within a second",
+      [](CLI::App& c, GatewayArgs& a) { c.add_option("name", a.name, "The host")->required(); },
+      [](const GatewayArgs& a) {
+        const json r = Keystore(a.config).admin("gateway-revoke", {{"name", a.name}});
+        pending_or(r, [&] { std::cout << a.name << ": " << r.value("revoked", 0) << " certificate(s) revoked\n"; });
+        return 0;
+      }));
+  commands.push_back(command<GatewayArgs>(
+      *gateway, "ca", "Write the service CA's certificate (what clients pin, and keystored admits by)",
+      [](CLI::App& c, GatewayArgs& a) { c.add_option("--out", a.csr, "Where (default stdout)"); },
+      [](const GatewayArgs& a) {
+        write_output(a.csr.empty() ? "-" : a.csr, Keystore(a.config).admin("service-ca").value("certificate", ""));
+        return 0;
+      }));
 }
 
 }  // namespace
@@ -1053,6 +1194,7 @@ std::vector<Command> add_keystore_commands(CLI::App& app) {
       [](CLI::App& c, UserArgs& a) { c.add_option("address", a.addresses)->required(); },
       [](const UserArgs& a) { return run_user_simple(a, "harvested-remove", "removed"); }));
 
+  add_gateway_commands(app, commands);
   CLI::App* audit = app.add_subcommand("audit", "The audit log");
   audit->require_subcommand(1);
   commands.push_back(command<AuditArgs>(

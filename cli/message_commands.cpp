@@ -159,7 +159,7 @@ smime::Message read_message(const std::string& path) {
 std::unique_ptr<keystore::KeystoreClient> keystore_client(const std::string& config) {
   auto loaded = keystore::load_config(config);
   if (!loaded) throw Failure(exit_usage, "cannot read " + config + ": " + loaded.error().message);
-  return std::make_unique<keystore::KeystoreClient>(keystore::ClientOptions{loaded->socket, std::chrono::seconds(30), 1, loaded->user});
+  return std::make_unique<keystore::KeystoreClient>(loaded->client_options(std::chrono::seconds(30), 1));
 }
 
 std::string default_config() {

@@ -317,8 +317,7 @@ int run(int argc, char** argv) {
   }
   const auto log_file = start_logging(syslog, foreground, milter_settings->log_file);
   const std::string policy_path = settings->policy.string();
-  auto keystore = std::make_shared<mailkms::gateway::KeystoreAdapter>(mailkms::keystore::ClientOptions{
-      settings->keystore_socket, settings->keystore_timeout, 8, settings->keystore_user});
+  auto keystore = std::make_shared<mailkms::gateway::KeystoreAdapter>(settings->keystore_client(8));
   mailkms::gateway::Gateway gateway(std::move(*settings), std::move(*policy), std::move(*ctx), *mark,
                                     std::move(keystore));
   const bool over_tcp = socket_path(milter_settings->socket).empty();

@@ -139,8 +139,7 @@ struct GatewayParts {
 std::shared_ptr<mailkms::gateway::Gateway> build_gateway(mailkms::gateway::Settings settings,
                                                         std::shared_ptr<const mailkms::policy::Policy> policy,
                                                         const GatewayParts& parts) {
-  auto keystore = std::make_shared<mailkms::gateway::KeystoreAdapter>(mailkms::keystore::ClientOptions{
-      settings.keystore_socket, settings.keystore_timeout, 8, settings.keystore_user});
+  auto keystore = std::make_shared<mailkms::gateway::KeystoreAdapter>(settings.keystore_client(8));
   return std::make_shared<mailkms::gateway::Gateway>(std::move(settings), std::move(policy), parts.ctx, parts.mark,
                                                      std::move(keystore));
 }

@@ -2,7 +2,9 @@
 
 #include <unistd.h>
 
+#include <algorithm>
 #include <functional>
+#include <optional>
 #include <toml++/toml.h>
 
 #include "mailkms/conf_section.hpp"
@@ -140,6 +142,37 @@ std::string host_name() {
   return name;
 }
 
+// [keystore]'s keys for reaching it from another host, as keystored's
+// own configuration reads them (keystore::load_config), which the
+// gateway does not link: the endpoints and the TLS files.
+std::optional<std::string> read_keystore_tls(toml::node_view<toml::node> keystore, Settings& settings,
+                                             const std::filesystem::path& file) {
+  const auto where = [&](const char* key) { return file.string() + ": keystore." + key + " "; };
+  if (const auto* list = keystore["endpoints"].as_array()) {
+    for (const auto& item : *list) {
+      const auto* text = item.as_string();
+      auto endpoint = text != nullptr ? keystore::Endpoint::parse(text->get())
+                                      : keystore::Result<keystore::Endpoint>(keystore::make_error(
+                                            keystore::Errc::invalid_argument, "expected strings"));
+      if (!endpoint) return where("endpoints") + "at " + conf::where(item) + ": " + endpoint.error().message;
+      settings.keystore_endpoints.push_back(std::move(*endpoint));
+    }
+  }
+  const std::pair<const char*, std::filesystem::path*> files[] = {{"client_certificate", &settings.keystore_tls.certificate},
+                                                                  {"client_key", &settings.keystore_tls.key},
+                                                                  {"service_ca", &settings.keystore_tls.service_ca}};
+  for (const auto& [key, path] : files) {
+    if (const auto* text = keystore[key].as_string()) *path = text->get();
+  }
+  const bool tls = std::any_of(settings.keystore_endpoints.begin(), settings.keystore_endpoints.end(),
+                               [](const keystore::Endpoint& e) { return e.kind == keystore::Endpoint::Kind::tls; });
+  const auto& t = settings.keystore_tls;
+  if (tls && (t.certificate.empty() || t.key.empty() || t.service_ca.empty())) {
+    return file.string() + ": a tls:// keystore endpoint needs keystore.client_certificate, client_key and service_ca";
+  }
+  return std::nullopt;
+}
+
 }  // namespace
 
 std::string_view to_string(FailureAction action) noexcept {
@@ -164,6 +197,7 @@ Result<Settings> load_settings(const std::filesystem::path& file) {
   } else if (const auto* uid = (*document)["keystore"]["user"].as_integer(); uid != nullptr) {
     settings.keystore_user = std::to_string(uid->get());
   }
+  if (auto problem = read_keystore_tls((*document)["keystore"], settings, file)) return Error{std::move(*problem)};
   if (auto problem = conf::read_section<Settings>(*document, "gateway", keys(), settings, file)) {
     return Error{std::move(problem->message)};
   }

@@ -180,7 +180,11 @@ int serve(int argc, char** argv) {
   Chores chores(io, **service, server, *config, config_path);
   chores.start();
   (void)::signal(SIGPIPE, SIG_IGN);
-  std::cerr << "mailkms-keystored: serving " << config->socket.string() << " ("
+  std::string tls;
+  for (const auto& [host, port] : config->tls_listen) {
+    tls += (tls.empty() ? " and TLS on " : ", ") + (host.find(':') != std::string::npos ? "[" + host + "]" : host) + ":" + port;
+  }
+  std::cerr << "mailkms-keystored: serving " << config->socket.string() << tls << " ("
             << ((*service)->sealed() ? "sealed" : "unsealed") << "), records in " << config->database.describe()
             << "\n";
   std::vector<std::thread> threads;

@@ -82,6 +82,14 @@ keystore::Status check_safe_paths(const keystore::Config& config) {
     MAILKMS_CHECK(check_one(key_file, "the key file", false, true));
     MAILKMS_CHECK(check_directories(key_file.parent_path(), "the key file's directory"));
   }
+  if (!config.tls_listen.empty()) {
+    // The TLS key is this instance's identity to every client; the service
+    // CA says who may connect (each peer is then checked against its row).
+    const auto key = std::filesystem::absolute(config.tls_key);
+    MAILKMS_CHECK(check_one(key, "the TLS key", false, true));
+    MAILKMS_CHECK(check_directories(key.parent_path(), "the TLS key's directory"));
+    MAILKMS_CHECK(check_one(std::filesystem::absolute(config.service_ca), "the service CA", false, false));
+  }
   return check_directories(std::filesystem::absolute(config.socket).parent_path(), "the socket's directory");
 }
 

@@ -25,6 +25,8 @@ const std::map<std::string, std::string, std::less<>>& tasks() {
       // Importing plants users whose keys the importer holds: as much a
       // matter for several administrators as taking keys out.
       {"users-import", "recover"},
+      // A gateway's certificate lets its host use every user's keys.
+      {"gateway-add", "ca-change"},         {"gateway-revoke", "revoke"},
   };
   return table;
 }
@@ -42,6 +44,7 @@ bool plain_operation(std::string_view op) {
                                                  "audit-show",  "audit-verify", "audit-checkpoint", "audit-key", "approve",     "requests-list", "trust-list",
                                                  "enroll",
                                                  "request-fetch", "harvested-list", "harvested-remove",
+                                                 "gateway-list", "service-ca",
                                                  // Discloses and grants nothing, and needs the unseal secret.
                                                  "rekey"};
   return std::find(ops.begin(), ops.end(), op) != ops.end();
@@ -319,9 +322,57 @@ Result<nlohmann::json> KeystoreService::fetch_request(const std::string& id, con
   return detail::parse_row("request-results/" + id, view(*result));
 }
 
+Result<nlohmann::json> KeystoreService::execute_service_peers(const std::string& op, const nlohmann::json& params,
+                                                              const std::string& actor) {
+  const auto describe_peer = [](const ServicePeer& p) {
+    return nlohmann::json{{"name", p.name},
+                          {"role", std::string(to_string(p.role))},
+                          {"serial", p.serial},
+                          {"fingerprint", p.fingerprint},
+                          {"not_after", p.certificate.not_after()},
+                          {"issued", p.issued},
+                          {"issued_by", p.issued_by},
+                          {"revoked_at", p.revoked_at ? nlohmann::json(*p.revoked_at) : nlohmann::json()}};
+  };
+  if (op == "service-ca") {
+    MAILKMS_TRY(ca, service_ca_.certificate(actor));
+    return nlohmann::json{{"certificate", ca.pem()}};
+  }
+  if (op == "gateway-add") {
+    MAILKMS_TRY(name, text_param(params, "name"));
+    MAILKMS_TRY(role_name, text_param_or(params, "role", "gateway"));
+    MAILKMS_TRY(csr, text_param(params, "csr"));
+    const auto role = parse_peer_role(role_name);
+    if (!role) return make_error(Errc::invalid_argument, "a role is gateway, admin or keystore");
+    MAILKMS_TRY(peer, service_ca_.issue(name, *role, csr, static_cast<int>(int_param(params, "days", 397)), actor));
+    MAILKMS_TRY(ca, service_ca_.certificate(actor));
+    nlohmann::json out = describe_peer(peer);
+    out["certificate"] = peer.certificate.pem();
+    out["ca"] = ca.pem();
+    return out;
+  }
+  if (op == "gateway-list") {
+    MAILKMS_TRY(all, service_ca_.list());
+    nlohmann::json out = nlohmann::json::array();
+    for (const auto& p : all) out.push_back(describe_peer(p));
+    return out;
+  }
+  if (op == "gateway-revoke") {
+    MAILKMS_TRY(name, text_param(params, "name"));
+    MAILKMS_TRY(revoked, service_ca_.revoke(name, actor));
+    {
+      const std::lock_guard lock(peer_cache_mutex_);
+      peer_cache_.clear();  // refused here at once; on other instances within kPeerRecheck
+    }
+    return nlohmann::json{{"revoked", revoked}};
+  }
+  return make_error(Errc::invalid_argument, "unknown operation \"" + op + "\"");
+}
+
 Result<nlohmann::json> KeystoreService::execute(const std::string& op, const nlohmann::json& params,
                                                 const std::string& actor, const std::string& /*admin*/) {
   const nlohmann::json done = nlohmann::json::object();
+  if (op.starts_with("gateway-") || op == "service-ca") return execute_service_peers(op, params, actor);
   if (op == "admin-list") {
     MAILKMS_TRY(all, admins_.list());
     nlohmann::json out = nlohmann::json::array();

@@ -14,56 +14,22 @@
 #include "mailkms/smime/mime.hpp"
 #include "mailkms/smime/ossl.hpp"
 #include "row.hpp"
+#include "x509_build.hpp"
 
 namespace mailkms::keystore {
 namespace {
 
 namespace ossl = smime::ossl;
 
-Error crypto(std::string_view what) {
-  std::string message(what);
-  if (const unsigned long code = ERR_get_error(); code != 0) {
-    message += ": ";
-    message += ERR_reason_error_string(code) != nullptr ? ERR_reason_error_string(code) : "unknown";
-  }
-  ERR_clear_error();
-  return make_error(Errc::crypto_failed, std::move(message));
-}
+Error crypto(std::string_view what) { return detail::crypto_error(what); }
+using detail::add_extension;
+using detail::set_random_serial;
+using detail::sign_with;
+using detail::signing_digest;
 
 bool valid_id(std::string_view id) {
   return !id.empty() && id.size() <= 64 &&
          std::all_of(id.begin(), id.end(), [](char c) { return (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') || c == '-'; });
-}
-
-// The digest a CA key signs with: SHA-384 for P-384, SHA-256 otherwise.
-const char* signing_digest(const EVP_PKEY* key) {
-  return EVP_PKEY_is_a(key, "EC") && EVP_PKEY_get_bits(key) >= 384 ? "SHA384" : "SHA256";
-}
-
-Status add_extension(X509* cert, X509* issuer, int nid, const std::string& value) {
-  X509V3_CTX v3;
-  X509V3_set_ctx_nodb(&v3);
-  X509V3_set_ctx(&v3, issuer, cert, nullptr, nullptr, 0);
-  const ossl::X509Extension ext(X509V3_EXT_conf_nid(nullptr, &v3, nid, value.c_str()));
-  if (!ext) return crypto("cannot make extension " + std::string(OBJ_nid2sn(nid)));
-  if (X509_add_ext(cert, ext.get(), -1) != 1) return crypto("cannot add extension");
-  return Ok{};
-}
-
-// 127 random bits: positive, never zero, unguessable (CA/B BR §7.1).
-Status set_random_serial(X509* cert) {
-  unsigned char bytes[16];
-  if (RAND_bytes(bytes, sizeof bytes) != 1) return crypto("no randomness for a serial");
-  bytes[0] = static_cast<unsigned char>((bytes[0] & 0x7f) | 0x40);
-  const ossl::Bignum bn(BN_bin2bn(bytes, sizeof bytes, nullptr));
-  if (!bn || BN_to_ASN1_INTEGER(bn.get(), X509_get_serialNumber(cert)) == nullptr) return crypto("cannot set the serial");
-  return Ok{};
-}
-
-Status sign_with(const smime::CryptoContext& ctx, X509* cert, EVP_PKEY* key) {
-  ossl::Md md(EVP_MD_fetch(ctx.libctx(), signing_digest(key), nullptr));
-  if (!md || X509_sign(cert, key, md.get()) <= 0) return crypto("cannot sign the certificate");
-  return Ok{};
 }
 
 std::time_t not_after_of(const smime::Certificate& c) { return c.not_after(); }

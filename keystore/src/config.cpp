@@ -223,6 +223,40 @@ const std::vector<Setting>& settings() {
          c.enrollment.pkcs12_profile = *profile;
          return mailkms::Ok{};
        }},
+      {"tls_listen",
+       [](const toml::node& n, Config& c) -> Status {
+         const auto* list = n.as_array();
+         if (list == nullptr) return wrong(n, "tls_listen", "a list of addresses like [\"127.0.0.1:7443\"]");
+         for (const auto& item : *list) {
+           const auto* s = item.as_string();
+           auto parsed = s != nullptr ? parse_host_port(s->get()) : Result<std::pair<std::string, std::string>>(
+                                                                        make_error(Errc::invalid_argument, ""));
+           if (!parsed) return wrong(item, "tls_listen", "IP addresses with ports like \"127.0.0.1:7443\" or \"[::1]:7443\"");
+           c.tls_listen.push_back(std::move(*parsed));
+         }
+         return mailkms::Ok{};
+       }},
+      {"tls_certificate", [](const toml::node& n, Config& c) { return as_path(n, "tls_certificate", c.tls_certificate); }},
+      {"tls_key", [](const toml::node& n, Config& c) { return as_path(n, "tls_key", c.tls_key); }},
+      {"service_ca", [](const toml::node& n, Config& c) { return as_path(n, "service_ca", c.service_ca); }},
+      {"endpoints",
+       [](const toml::node& n, Config& c) -> Status {
+         const auto* list = n.as_array();
+         if (list == nullptr || list->empty()) {
+           return wrong(n, "endpoints", "a list like [\"tls://ks1.example.org:7443\", \"unix:/run/mailkms-keystore/keystore.sock\"]");
+         }
+         for (const auto& item : *list) {
+           const auto* s = item.as_string();
+           if (s == nullptr) return wrong(item, "endpoints", "strings");
+           auto endpoint = Endpoint::parse(s->get());
+           if (!endpoint) return wrong(item, "endpoints", endpoint.error().message);
+           c.endpoints.push_back(std::move(*endpoint));
+         }
+         return mailkms::Ok{};
+       }},
+      {"client_certificate",
+       [](const toml::node& n, Config& c) { return as_path(n, "client_certificate", c.client_certificate); }},
+      {"client_key", [](const toml::node& n, Config& c) { return as_path(n, "client_key", c.client_key); }},
       {"lock_memory",
        [](const toml::node& n, Config& c) -> Status {
          const auto* v = n.as_boolean();
@@ -249,7 +283,33 @@ const std::vector<conf::Key<Config>>& keys() {
   return table;
 }
 
+// The TLS settings come in sets: a listener needs its certificate, key
+// and the service CA; a tls:// endpoint needs this host's certificate,
+// key and the service CA to pin.
+Status check_tls(const Config& config, const std::filesystem::path& path) {
+  if (!config.tls_listen.empty() &&
+      (config.tls_certificate.empty() || config.tls_key.empty() || config.service_ca.empty())) {
+    return make_error(Errc::invalid_argument,
+                      path.string() + ": keystore.tls_listen needs tls_certificate, tls_key and service_ca");
+  }
+  const bool tls_endpoint = std::any_of(config.endpoints.begin(), config.endpoints.end(),
+                                        [](const Endpoint& e) { return e.kind == Endpoint::Kind::tls; });
+  if (tls_endpoint && (config.client_certificate.empty() || config.client_key.empty() || config.service_ca.empty())) {
+    return make_error(Errc::invalid_argument, path.string() +
+                                                  ": a tls:// endpoint needs keystore.client_certificate, client_key "
+                                                  "and service_ca (from mailkmsctl gateway add)");
+  }
+  return mailkms::Ok{};
+}
+
 }  // namespace
+
+ClientOptions Config::client_options(std::chrono::milliseconds timeout, std::size_t pool) const {
+  ClientOptions options{socket, timeout, pool, user};
+  options.endpoints = endpoints;
+  options.tls = {client_certificate, client_key, service_ca};
+  return options;
+}
 
 Result<Config> load_config(const std::filesystem::path& path) {
   auto document = conf::parse_file(path);
@@ -279,6 +339,7 @@ Result<Config> load_config(const std::filesystem::path& path) {
     config.audit_checkpoint_file = config.database.is_file() ? config.database.file.parent_path() / "audit-checkpoints"
                                                              : std::filesystem::path("/var/lib/mailkms/audit-checkpoints");
   }
+  MAILKMS_CHECK(check_tls(config, path));
   if (config.renewal_window_days >= config.certificate_days) {
     return make_error(Errc::invalid_argument, path.string() +
                                                   ": keystore.renewal_window_days must be shorter than certificate_days");

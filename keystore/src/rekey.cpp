@@ -54,7 +54,7 @@ Result<nlohmann::json> KeystoreService::rekey(const Caller& caller, const nlohma
       // unseal secret faster than unseal allows.
       {
         const std::lock_guard lock(unseal_mutex_);
-        count_wrong_secret(caller.uid);
+        count_wrong_secret(caller.principal());
       }
       MAILKMS_CHECK(audit_.append({actor, "rekey", "master key", "refused", seal_key.error().message}));
     }

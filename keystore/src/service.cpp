@@ -117,6 +117,10 @@ std::vector<std::string> chain_pems(const std::vector<smime::Certificate>& chain
 }  // namespace
 
 std::string describe(const Caller& caller) {
+  if (caller.tls) {
+    return "tls " + caller.tls->name + " (" + caller.tls->role + ", serial " + caller.tls->serial + ", from " +
+           caller.tls->address + ")";
+  }
   return "uid " + std::to_string(caller.uid) + " (pid " + std::to_string(caller.pid) + ")";
 }
 
@@ -133,6 +137,7 @@ KeystoreService::KeystoreService(std::unique_ptr<Storage> storage, smime::Crypto
       audit_limiter_(audit_),
       checkpoints_(guarded_, barrier_, audit_, ctx_),
       ca_(guarded_, barrier_, audit_, ctx_),
+      service_ca_(guarded_, barrier_, audit_, ctx_),
       users_(guarded_, barrier_, audit_, ca_, ctx_, policies.users),
       admins_(guarded_, audit_, policies.admins, policies.clock),
       harvested_(guarded_, barrier_, audit_),
@@ -218,10 +223,67 @@ Result<std::optional<std::string>> KeystoreService::served_domain(std::string_vi
 }
 
 bool KeystoreService::is_gateway(const Caller& caller) const {
+  // Admitted already (check_remote): a gateway's certificate, in force.
+  if (caller.tls) return caller.tls->role == to_string(PeerRole::gateway);
   const std::shared_lock lock(access_mutex_);
   return caller.uid == 0 ||
          std::find(access_.gateway_uids.begin(), access_.gateway_uids.end(), caller.uid) != access_.gateway_uids.end() ||
          std::find(access_.gateway_gids.begin(), access_.gateway_gids.end(), caller.gid) != access_.gateway_gids.end();
+}
+
+// How long a TLS peer's admission is taken as read: a certificate revoked
+// through another instance is refused here within this.
+constexpr auto kPeerRecheck = std::chrono::seconds(1);
+
+Status KeystoreService::check_remote(const Caller& caller, const std::string& op, bool gateway_op) {
+  const TlsPeer& peer = *caller.tls;
+  if (op == protocol::op::status) return Ok{};
+  const PeerRole wanted = gateway_op ? PeerRole::gateway : PeerRole::admin;
+  const auto refuse = [&](const std::string& why) -> Status {
+    (void)audit_limiter_.record({describe(caller), op, "", "denied", why});
+    return make_error(Errc::permission_denied, op + " refused to " + describe(caller) + ": " + why);
+  };
+  if (peer.role != to_string(wanted)) {
+    return refuse("its certificate is for the " + peer.role + " role, and " + op + " is for the " +
+                  std::string(to_string(wanted)) + " role");
+  }
+  // Sealed, no row can be read: an administrator's host may unseal (with
+  // the secret, as anyone on the Unix socket may); nothing else passes.
+  if (barrier_.sealed()) {
+    if (op == protocol::op::unseal) return Ok{};
+    return make_error(Errc::sealed, "the keystore is sealed");
+  }
+  if (auto admitted = admit_peer(peer, wanted); !admitted) {
+    if (admitted.error().code != Errc::permission_denied) return admitted;
+    return refuse(admitted.error().message);
+  }
+  return Ok{};
+}
+
+Status KeystoreService::admit_peer(const TlsPeer& peer, PeerRole role) {
+  const auto now = clock_.steady();
+  {
+    const std::lock_guard lock(peer_cache_mutex_);
+    const auto seen = peer_cache_.find(peer.fingerprint);
+    if (seen != peer_cache_.end() && now - seen->second.checked < kPeerRecheck) {
+      if (seen->second.refusal) return *seen->second.refusal;
+      if (seen->second.role == role) return Ok{};
+    }
+  }
+  PeerVerdict verdict{now, std::nullopt, role};
+  auto admitted = service_ca_.admit(peer.serial, peer.fingerprint);
+  if (!admitted) {
+    if (admitted.error().code != Errc::permission_denied) return std::move(admitted).error();  // not remembered
+    verdict.refusal = std::move(admitted).error();
+  } else if (admitted->role != role) {
+    verdict.refusal = make_error(Errc::permission_denied, "its certificate was issued for the " +
+                                                              std::string(to_string(admitted->role)) + " role");
+  }
+  const std::lock_guard lock(peer_cache_mutex_);
+  if (peer_cache_.size() >= 4096) peer_cache_.clear();
+  peer_cache_[peer.fingerprint] = verdict;
+  if (verdict.refusal) return *verdict.refusal;
+  return Ok{};
 }
 
 Result<nlohmann::json> KeystoreService::handle(const Caller& caller, const protocol::Request& request) {
@@ -278,6 +340,11 @@ Result<nlohmann::json> KeystoreService::dispatch_contained(const Caller& caller,
 
 Result<nlohmann::json> KeystoreService::dispatch(const Caller& caller, const protocol::Request& request) {
   namespace op = protocol::op;
+  const bool gateway_op = request.op == op::lookup_certificates || request.op == op::signing_identity ||
+                          request.op == op::sign || request.op == op::unwrap || request.op == "trust-anchors" ||
+                          request.op == "crls" || request.op == op::remember_certificate ||
+                          request.op == op::redeem_token || request.op == op::check_mail_mark;
+  if (caller.tls) MAILKMS_CHECK(check_remote(caller, request.op, gateway_op));
   if (request.op == op::status) return status();
   if (request.op == op::unseal) return unseal(caller, request.params);
   if (request.op == "login") {
@@ -289,10 +356,6 @@ Result<nlohmann::json> KeystoreService::dispatch(const Caller& caller, const pro
     if (!session) return std::move(session).error();
     return nlohmann::json{{"token", session->token}, {"expires", session->expires}};
   }
-  const bool gateway_op = request.op == op::lookup_certificates || request.op == op::signing_identity ||
-                          request.op == op::sign || request.op == op::unwrap || request.op == "trust-anchors" ||
-                          request.op == "crls" || request.op == op::remember_certificate ||
-                          request.op == op::redeem_token || request.op == op::check_mail_mark;
   if (!gateway_op) return administer(caller, request);
   if (!is_gateway(caller)) {
     (void)audit_limiter_.record({describe(caller), request.op, "", "denied", "not a gateway"});
@@ -320,7 +383,7 @@ Status KeystoreService::take_key_use(const Caller& caller) {
   }
   const auto now = clock_.steady();
   const std::lock_guard lock(gateway_use_mutex_);
-  GatewayUse& use = gateway_use_[caller.uid];
+  GatewayUse& use = gateway_use_[caller.principal()];
   if (rate == 0) return Ok{};
   // A token bucket a second deep: bursts up to the rate, then the rate.
   const double elapsed = std::chrono::duration<double>(now - use.refilled).count();
@@ -358,7 +421,7 @@ Result<nlohmann::json> KeystoreService::audited(const Caller& caller, const prot
   MAILKMS_CHECK(gateway_audit_.queue(std::move(event)));
   if (result && (request.op == protocol::op::sign || request.op == protocol::op::unwrap)) {
     const std::lock_guard lock(gateway_use_mutex_);
-    auto& use = gateway_use_[caller.uid];
+    auto& use = gateway_use_[caller.principal()];
     ++(request.op == protocol::op::sign ? use.signed_count : use.unwrapped);
   }
   return result;
@@ -382,8 +445,8 @@ Result<nlohmann::json> KeystoreService::status() {
   nlohmann::json gateways = nlohmann::json::array();
   {
     const std::lock_guard lock(gateway_use_mutex_);
-    for (const auto& [uid, use] : gateway_use_) {
-      gateways.push_back({{"uid", uid},
+    for (const auto& [principal, use] : gateway_use_) {
+      gateways.push_back({{"gateway", principal},
                           {"signed", use.signed_count},
                           {"unwrapped", use.unwrapped},
                           {"rate_limited", use.rate_limited}});
@@ -407,7 +470,7 @@ Result<nlohmann::json> KeystoreService::status() {
 }
 
 Status KeystoreService::finish_unseal(Result<smime::SecretBytes> master, const std::string& actor, const std::string& how,
-                                     std::optional<uid_t> peer) {
+                                     std::optional<std::string> peer) {
   const std::lock_guard lock(unseal_mutex_);
   if (!master) {
     if (peer) count_wrong_secret(*peer);
@@ -478,7 +541,7 @@ void KeystoreService::report_integrity(const std::string& op, const Error* error
   }
 }
 
-void KeystoreService::count_wrong_secret(uid_t peer) {
+void KeystoreService::count_wrong_secret(const std::string& peer) {
   // Each wrong secret doubles the wait before that peer's next attempt
   // (to 60 s). Per peer: anyone who can reach the socket could otherwise
   // keep the administrators from unsealing by guessing all the time.
@@ -491,7 +554,7 @@ void KeystoreService::count_wrong_secret(uid_t peer) {
 Status KeystoreService::check_unseal_throttle(const Caller& caller) {
   const std::lock_guard lock(unseal_mutex_);
   const auto now = clock_.steady();
-  const auto throttle = unseal_throttles_.find(caller.uid);
+  const auto throttle = unseal_throttles_.find(caller.principal());
   if (throttle != unseal_throttles_.end() && now < throttle->second.next) {
     const auto wait = std::chrono::duration_cast<std::chrono::seconds>(throttle->second.next - now).count() + 1;
     return make_error(Errc::permission_denied, "too many wrong attempts from " + describe(caller) + ": try again in " +
@@ -521,7 +584,7 @@ Result<nlohmann::json> KeystoreService::unseal(const Caller& caller, const nlohm
     how = std::to_string(texts.size()) + " shares";
   }
   if (!master && master.error().code == Errc::invalid_argument) return std::move(master).error();
-  MAILKMS_CHECK(finish_unseal(std::move(master), describe(caller), how, caller.uid));
+  MAILKMS_CHECK(finish_unseal(std::move(master), describe(caller), how, caller.principal()));
   return nlohmann::json{{"sealed", false}};
 }
 

@@ -901,7 +901,7 @@ TEST_CASE("a gateway past its rate limit is refused, and counted in the status",
   CHECK(limited >= 20);
   const auto status = must(client.call("status", {}));
   REQUIRE(status["gateways"].size() == 1);
-  CHECK(status["gateways"][0]["uid"] == ::getuid());
+  CHECK(status["gateways"][0]["gateway"] == "uid " + std::to_string(::getuid()));
   CHECK(status["gateways"][0]["rate_limited"] == limited);
   CHECK(status["gateways"][0]["signed"] == 0);
 }

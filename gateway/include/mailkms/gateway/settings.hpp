@@ -10,6 +10,7 @@
 #include <vector>
 
 #include "mailkms/basic_result.hpp"
+#include "mailkms/keystore/client.hpp"
 
 namespace mailkms::gateway {
 
@@ -33,6 +34,10 @@ struct Settings {
   std::filesystem::path policy = "/etc/mailkms/policy.toml";
   std::filesystem::path keystore_socket = "/run/mailkms-keystore/keystore.sock";  // [keystore] socket
   std::string keystore_user = "mailkms-keystore";  // [keystore] user: who must serve that socket
+  // [keystore] endpoints, client_certificate, client_key, service_ca: the
+  // keystore on other hosts, over TLS. Empty: the socket.
+  std::vector<keystore::Endpoint> keystore_endpoints;
+  keystore::ClientTls keystore_tls;
   std::string authserv_id;  // Authentication-Results; default: this host's name
   std::chrono::seconds certificate_ttl{300};          // found certificates cached this long
   std::chrono::seconds missing_certificate_ttl{60};   // "no certificate" cached this long
@@ -57,6 +62,14 @@ struct Settings {
   // came, marked. multipart/signed is verified from the spool at any size.
   // Outbound, larger mail labelled encrypted is not checked: it is encrypted again.
   std::size_t inbound_memory_limit = 32u << 20;
+
+  // How this gateway reaches the keystore, `pool` connections kept.
+  [[nodiscard]] keystore::ClientOptions keystore_client(std::size_t pool) const {
+    keystore::ClientOptions options{keystore_socket, keystore_timeout, pool, keystore_user};
+    options.endpoints = keystore_endpoints;
+    options.tls = keystore_tls;
+    return options;
+  }
 };
 
 // Reads [gateway] (and the socket of [keystore]) from mailkms.conf.

@@ -1,7 +1,8 @@
 // The client side of the keystore protocol, for the gateway and
-// mailkmsctl: connections to mailkms-keystored's Unix socket, reused from
-// a small pool and re-established after a failure, each request bounded
-// by a timeout. RemoteSigner and RemoteKeyUnwrapper implement the S/MIME
+// mailkmsctl: connections to mailkms-keystored's Unix socket or, from
+// other hosts, over TLS with this host's certificate, reused from a small
+// pool and re-established after a failure, spread over the endpoints that
+// are up, each request bounded by a timeout. RemoteSigner and RemoteKeyUnwrapper implement the S/MIME
 // engine's interfaces over it, so private keys stay in the daemon.
 #pragma once
 
@@ -10,6 +11,7 @@
 #include <chrono>
 #include <ctime>
 #include <filesystem>
+#include <memory>
 #include <mutex>
 #include <optional>
 #include <span>
@@ -17,6 +19,7 @@
 #include <vector>
 
 #include <nlohmann/json.hpp>
+#include <openssl/types.h>
 
 #include "mailkms/keystore/error.hpp"
 #include "mailkms/smime/algorithms.hpp"
@@ -25,6 +28,32 @@
 
 namespace mailkms::keystore {
 
+// Where a keystored instance answers: "unix:/run/…/keystore.sock" (or a
+// bare absolute path), or "tls://host:port" ("tls://[::1]:7443").
+struct Endpoint {
+  enum class Kind { unix_socket, tls };
+  Kind kind = Kind::unix_socket;
+  std::filesystem::path socket;  // unix
+  std::string host;              // tls: a name or an IP literal (no brackets)
+  std::string port;              // tls
+
+  static Result<Endpoint> parse(std::string_view text);
+  [[nodiscard]] std::string text() const;
+};
+
+// A "host:port" or "[v6]:port" pair; the host without brackets.
+Result<std::pair<std::string, std::string>> parse_host_port(std::string_view text);
+
+// What a client presents and pins over TLS: its own certificate and key
+// (a gateway's or an administrator's host, from `mailkmsctl gateway add`)
+// and the service CA the keystore's certificate must chain to. Nothing
+// else is trusted: not the system's roots, not the users' CAs.
+struct ClientTls {
+  std::filesystem::path certificate;
+  std::filesystem::path key;
+  std::filesystem::path service_ca;
+};
+
 struct ClientOptions {
   std::filesystem::path socket;
   std::chrono::milliseconds timeout{5000};  // per request, connect included
@@ -32,6 +61,11 @@ struct ClientOptions {
   // Who must serve the socket ([keystore] user): anyone who could put a
   // socket at its path would otherwise collect what clients send.
   std::string server_user = "mailkms-keystore";
+  // Where the keystore answers, in order of preference; empty: `socket`.
+  // Requests go to the first that is up; one that fails to connect or
+  // times out is passed over for a while (see KeystoreClient::call).
+  std::vector<Endpoint> endpoints{};
+  ClientTls tls{};  // for tls:// endpoints
 };
 
 // The uid of `user` (a name or a number), or nullopt if there is no such user.
@@ -39,32 +73,49 @@ std::optional<uid_t> resolve_user(const std::string& user);
 
 class KeystoreClient {
  public:
-  explicit KeystoreClient(ClientOptions options)
-      : options_(std::move(options)), server_uid_(resolve_user(options_.server_user)) {}
+  explicit KeystoreClient(ClientOptions options);
   KeystoreClient(const KeystoreClient&) = delete;
   KeystoreClient& operator=(const KeystoreClient&) = delete;
   ~KeystoreClient();
 
   // One request and its response. Safe from many threads at once. When the
   // daemon cannot be reached, or does not answer in time: Errc::unavailable.
+  // A request that failed after it was sent is sent to another endpoint
+  // only when doing it twice is harmless (see retry_safe).
   Result<nlohmann::json> call(std::string_view op, const nlohmann::json& params);
+
+  // Operations a keystore may be asked twice (reads, signatures, unwraps):
+  // never one that changes what the keystore holds.
+  static bool retry_safe(std::string_view op);
 
  private:
   struct Connection {
     int fd = -1;
-    bool pooled = false;  // opened for an earlier call: the daemon may have closed it since
+    std::shared_ptr<SSL> tls;  // over TLS
+    std::size_t endpoint = 0;
+    bool pooled = false;  // opened for an earlier call
   };
-  Result<Connection> take_connection();
+  // A pooled connection still open to an endpoint not in `tried`, else a
+  // new one to the next such endpoint that is up.
+  Result<Connection> open_connection(std::vector<bool>& tried);
+  std::optional<std::size_t> next_endpoint(const std::vector<bool>& tried);
+  Result<Connection> connect_to(std::size_t endpoint);
+  Result<Connection> connect_unix(std::size_t endpoint);
+  Result<Connection> connect_tls(std::size_t endpoint);
   // Nothing is sent on a connection before this says who serves it is the
   // keystore's user or root.
   Status check_server(int fd) const;
-  void give_back(int fd);
-  void drop_idle();  // closes every pooled connection
+  void give_back(Connection connection);
+  void mark_down(std::size_t endpoint);
 
   ClientOptions options_;
   std::optional<uid_t> server_uid_;  // server_user's, when it exists
+  std::shared_ptr<SSL_CTX> tls_context_;  // when an endpoint is tls://
+  std::optional<Error> tls_problem_;      // why there is none
   std::mutex mutex_;
-  std::vector<int> idle_;
+  std::vector<Connection> idle_;
+  std::vector<std::chrono::steady_clock::time_point> down_until_;  // per endpoint
+  std::size_t next_endpoint_ = 0;
   std::uint64_t next_id_ = 1;
 };
 

@@ -12,6 +12,7 @@
 #include <vector>
 
 #include "mailkms/keystore/ca.hpp"
+#include "mailkms/keystore/client.hpp"
 #include "mailkms/keystore/database.hpp"
 #include "mailkms/keystore/enrollment.hpp"
 #include "mailkms/keystore/error.hpp"
@@ -50,6 +51,25 @@ struct Config {
   // Enrollment and recovery by mail: mail_command, mail_from,
   // enrollment_address, templates, token_lifetime_hours, pkcs12_profile.
   EnrollmentSettings enrollment;
+
+  // Front ends and administrators on other hosts (off by default): TLS 1.3
+  // on these addresses ("127.0.0.1:7443", "[::1]:7443"), with this
+  // instance's certificate (role keystore) and key; peers must present a
+  // certificate from the service CA (`mailkmsctl gateway add`).
+  std::vector<std::pair<std::string, std::string>> tls_listen;  // IP, port
+  std::filesystem::path tls_certificate;
+  std::filesystem::path tls_key;
+  // The service CA's certificate: whom keystored admits, and what clients
+  // pin the keystore's own certificate to.
+  std::filesystem::path service_ca;
+  // Where clients (gateways, mailkmsctl) reach the keystore; empty: the
+  // socket. With a tls:// endpoint, this host's certificate and key.
+  std::vector<Endpoint> endpoints;
+  std::filesystem::path client_certificate;
+  std::filesystem::path client_key;
+
+  // What a client on this host connects with.
+  [[nodiscard]] ClientOptions client_options(std::chrono::milliseconds timeout, std::size_t pool) const;
 };
 
 Result<Config> load_config(const std::filesystem::path& path);

@@ -28,6 +28,7 @@
 #include "mailkms/keystore/harvest.hpp"
 #include "mailkms/keystore/protocol.hpp"
 #include "mailkms/keystore/seal.hpp"
+#include "mailkms/keystore/service_ca.hpp"
 #include "mailkms/keystore/database.hpp"
 #include "mailkms/keystore/users.hpp"
 #include "mailkms/smime/sign.hpp"
@@ -35,11 +36,33 @@
 
 namespace mailkms::keystore {
 
-// Who is asking, from SO_PEERCRED.
+// A peer over TLS, as the client certificate the handshake verified
+// against the service CA names it. What it may do is decided from the
+// keystore's own row for that certificate (ServiceCa::admit), not from
+// these fields alone.
+struct TlsPeer {
+  std::string name;         // the certificate's CN
+  std::string role;         // its OU: "gateway", "admin" or "keystore"
+  std::string serial;       // hex, upper case
+  std::string fingerprint;  // SHA-256 of its DER, hex
+  std::string address;      // where it connected from, for the log
+};
+
+// Who is asking: a local process from SO_PEERCRED, or a TLS peer. A TLS
+// caller's uid, gid and pid mean nothing and are never looked at.
 struct Caller {
   uid_t uid = 0;
   gid_t gid = 0;
   pid_t pid = 0;
+  std::optional<TlsPeer> tls{};
+
+  static Caller remote(TlsPeer peer) {
+    return Caller{static_cast<uid_t>(-1), static_cast<gid_t>(-1), 0, std::move(peer)};
+  }
+  // What rate limits and throttles count by: "uid 1000", "tls mx1.example.org".
+  [[nodiscard]] std::string principal() const {
+    return tls ? "tls " + tls->name : "uid " + std::to_string(uid);
+  }
 };
 
 struct AccessPolicy {
@@ -100,6 +123,7 @@ class KeystoreService {
   Users& users() { return users_; }
   AuditLog& audit() { return audit_; }
   HarvestedCertificates& harvested() { return harvested_; }
+  ServiceCa& service_ca() { return service_ca_; }
   Enrollment& enrollment() { return enrollment_; }
   Storage& storage() { return guarded_; }
   // Where audit checkpoints go (the file; and `log`, the daemon's log) and
@@ -121,11 +145,19 @@ class KeystoreService {
   KeystoreService(std::unique_ptr<Storage> storage, smime::CryptoContextPtr ctx, AccessPolicy access,
                   Policies policies);
   [[nodiscard]] bool is_gateway(const Caller& caller) const;
+  // A TLS caller may do `op` only in the role its certificate has and the
+  // keystore's row for it confirms (see admit_peer); status is for all.
+  Status check_remote(const Caller& caller, const std::string& op, bool gateway_op);
+  // ServiceCa::admit, remembered for kPeerRecheck.
+  Status admit_peer(const TlsPeer& peer, PeerRole role);
+  // Service certificates (gateway-add, -list, -revoke, service-ca).
+  Result<nlohmann::json> execute_service_peers(const std::string& op, const nlohmann::json& params,
+                                               const std::string& actor);
   Result<SealRecord> seal_record();
   // `peer` is whose wrong secret slows their own next attempt; none for
   // the key file read at start.
   Status finish_unseal(Result<smime::SecretBytes> master, const std::string& actor, const std::string& how,
-                       std::optional<uid_t> peer);
+                       std::optional<std::string> peer);
   // Loads the master key into the barrier and the row authentication.
   Status open_barrier(smime::SecretBytes master_key);
   void close_barrier();
@@ -157,7 +189,7 @@ class KeystoreService {
   Result<nlohmann::json> unseal(const Caller& caller, const nlohmann::json& params);
   // A wrong unseal secret from `peer` (unseal or rekey) slows its next try.
   // Called with unseal_mutex_ held.
-  void count_wrong_secret(uid_t peer);
+  void count_wrong_secret(const std::string& peer);
   Status check_unseal_throttle(const Caller& caller);
   // Rotation of the master key (rekey.cpp): the new key wrapped under the
   // seal in use, which the unseal secret given again opens.
@@ -232,6 +264,7 @@ class KeystoreService {
   AuditCheckpoints checkpoints_;
   std::chrono::seconds checkpoint_interval_{60};
   CertificateAuthority ca_;
+  ServiceCa service_ca_;
   Users users_;
   Admins admins_;
   HarvestedCertificates harvested_;
@@ -248,7 +281,7 @@ class KeystoreService {
     std::chrono::steady_clock::time_point refilled{};
   };
   std::mutex gateway_use_mutex_;
-  std::map<uid_t, GatewayUse> gateway_use_;
+  std::map<std::string, GatewayUse> gateway_use_;  // by Caller::principal()
 
   // Signing keys in use, kept unwrapped (this process may hold keys):
   // the gateway signs every outgoing message. Keyed by address, checked
@@ -279,7 +312,17 @@ class KeystoreService {
     int failures = 0;
     std::chrono::steady_clock::time_point next{};
   };
-  std::unordered_map<uid_t, UnsealThrottle> unseal_throttles_;  // by peer uid
+  std::unordered_map<std::string, UnsealThrottle> unseal_throttles_;  // by Caller::principal()
+
+  // TLS peers admitted lately (ServiceCa::admit), by serial: what another
+  // instance revokes is refused here within kPeerRecheck.
+  struct PeerVerdict {
+    std::chrono::steady_clock::time_point checked;
+    std::optional<Error> refusal;
+    PeerRole role = PeerRole::gateway;
+  };
+  std::mutex peer_cache_mutex_;
+  std::unordered_map<std::string, PeerVerdict> peer_cache_;
   Clock clock_;
 };
 
