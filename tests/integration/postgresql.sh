@@ -12,6 +12,20 @@
 # CTest runs beside the cluster (MAILKMS_TEST_POSTGRESQL names its conninfo
 # file): pg_test_database NAME (a new, empty database NAME; prints its
 # connection string) and pg_sql NAME SQL (runs SQL in it, prints the rows).
+# For a failover, beside a cluster started by pg_start:
+#
+#   pg_standby PRIMARY STATE [NAME]  a streaming-replication standby of the
+#                               running cluster PRIMARY (its state directory),
+#                               made by pg_basebackup on loopback and started
+#                               at a port picked here; NAME (default
+#                               "standby") is its application_name in the
+#                               primary's pg_stat_replication and
+#                               synchronous_standby_names. STATE as pg_start's.
+#   pg_promote STATE            promotes the standby; waits until it is one no
+#                               more and takes writes
+#   pg_shutdown STATE [MODE]    stops the cluster (pg_ctl -m MODE, fast by
+#                               default; immediate is a crash) and keeps its
+#                               files: pg_stop still removes them
 #
 # initdb refuses to run as root, so as root the cluster belongs to the
 # postgres user (Debian's postgresql package makes it), and lives under
@@ -36,7 +50,7 @@ pg_as_owner() {
 }
 
 pg_start() {
-  local state=$1 bin cluster port
+  local state=$1 bin cluster
   bin=$(pg_bin) || return 1
   mkdir -p "$state"
   cluster=$(mktemp -d /tmp/mailkms-pg.XXXXXX) || return 1
@@ -45,6 +59,15 @@ pg_start() {
   # Test data only: no fsync, so that each test's CREATE DATABASE is cheap.
   pg_as_owner "$bin/initdb" -D "$cluster/data" -A trust -U postgres -E UTF8 --locale=C --no-sync \
     > "$cluster/initdb.log" 2>&1 || { cat "$cluster/initdb.log" >&2; return 1; }
+  pg_serve "$state"
+}
+
+# pg_serve STATE: starts the cluster in STATE/cluster's data directory on
+# 127.0.0.1 at a free port, and writes STATE/conninfo.
+pg_serve() {
+  local state=$1 bin cluster port
+  bin=$(pg_bin) || return 1
+  cluster=$(cat "$state/cluster") || return 1
   for _ in 1 2 3 4 5; do
     port=$((20000 + RANDOM % 12000))
     (exec 3<> "/dev/tcp/127.0.0.1/$port") 2> /dev/null && continue
@@ -58,6 +81,39 @@ pg_start() {
   echo "postgresql.sh: the cluster in $cluster did not start:" >&2
   tail -n 20 "$cluster/server.log" >&2
   return 1
+}
+
+# The base backup copies the primary's configuration (its
+# postgresql.auto.conf too) and, with -R, writes standby.signal and a
+# primary_conninfo that carries the application_name given in -d.
+pg_standby() {
+  local primary=$1 state=$2 name=${3:-standby} bin cluster port
+  bin=$(pg_bin) || return 1
+  port=$(sed -n 's/.*port=\([0-9]*\).*/\1/p' "$primary/conninfo") || return 1
+  [ -n "$port" ] || { echo "postgresql.sh: no running cluster in $primary" >&2; return 1; }
+  mkdir -p "$state"
+  cluster=$(mktemp -d /tmp/mailkms-pg.XXXXXX) || return 1
+  [ "$(id -u)" -ne 0 ] || chown postgres: "$cluster"
+  echo "$cluster" > "$state/cluster"
+  pg_as_owner "$bin/pg_basebackup" -d "host=127.0.0.1 port=$port user=postgres application_name=$name" \
+    -D "$cluster/data" -R -X stream -c fast --no-sync > "$cluster/basebackup.log" 2>&1 ||
+    { cat "$cluster/basebackup.log" >&2; return 1; }
+  pg_serve "$state"
+}
+
+pg_promote() {
+  local state=$1 bin cluster
+  bin=$(pg_bin) || return 1
+  cluster=$(cat "$state/cluster") || return 1
+  pg_as_owner "$bin/pg_ctl" -D "$cluster/data" -w -t 60 promote > /dev/null ||
+    { tail -n 20 "$cluster/server.log" >&2; return 1; }
+}
+
+pg_shutdown() {
+  local state=$1 mode=${2:-fast} bin cluster
+  bin=$(pg_bin) || return 1
+  cluster=$(cat "$state/cluster") || return 1
+  pg_as_owner "$bin/pg_ctl" -D "$cluster/data" -m "$mode" -w -t 60 stop > /dev/null
 }
 
 pg_stop() {

@@ -196,4 +196,18 @@ check "both gateways signed through the keystore, named by their certificates" b
 check "the audit chain verifies through b" bash -c "MAILKMS_CONFIG='$work/b/mailkms.conf' '$ctl' audit verify | grep -q '^intact'"
 check "a starts again" start a
 check "and the chain verifies through a too" bash -c "'$ctl' audit verify | grep -q '^intact'"
+
+# A gateway revoked through a is refused by b within a second.
+sed "s|^endpoints = .*|endpoints = [\"tls://127.0.0.1:$port_b\"]|" mx2/mailkms.conf > mx2-via-b.conf
+printf 'From: alice@corp.example\r\nTo: bob@corp.example\r\nSubject: x\r\n\r\nx\r\n' > note.eml
+check "mx2 signs through b" bash -c "MAILKMS_CONFIG=mx2-via-b.conf '$ctl' message sign --as alice@corp.example --in note.eml > /dev/null"
+"$ctl" gateway revoke mx2.example.org > /dev/null
+revoked_at=$(date +%s%N)
+until ! MAILKMS_CONFIG=mx2-via-b.conf "$ctl" message sign --as alice@corp.example --in note.eml > /dev/null 2> refused.err &&
+  grep -q "is revoked" refused.err; do
+  [ $(($(date +%s%N) - revoked_at)) -lt 3000000000 ] || break
+done
+elapsed_ms=$((($(date +%s%N) - revoked_at) / 1000000))
+echo "  # the last answer: $(head -c 300 refused.err | tr '\n' ' ')"
+check "revoked through a, mx2 is refused by b within a second or so ($elapsed_ms ms)" test "$elapsed_ms" -lt 2000
 finish
