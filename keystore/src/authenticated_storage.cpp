@@ -23,6 +23,7 @@ constexpr std::array<std::string_view, 13> kTracked{
 constexpr std::array<std::string_view, 2> kAuthenticated{"users/", "certs/"};
 
 constexpr std::string_view kRootKey = "core/manifest";
+constexpr std::string_view kSealKey = "core/seal";
 constexpr std::string_view kCollectionPrefix = "manifest/";
 constexpr std::string_view kMagic = "mkms-auth-1 ";
 constexpr std::string_view kKeyLabel = "mailkms/row-authentication/v1";
@@ -65,14 +66,18 @@ nlohmann::json root_json(std::uint64_t counter, const std::map<std::string, std:
 
 Status AuthenticatedStorage::unlock(const smime::SecretBytes& master_key) {
   MAILKMS_TRY(key, hkdf_sha256(master_key, kKeyLabel));
+  MAILKMS_TRY(seal, inner_.get(kSealKey));
   const std::unique_lock lock(key_mutex_);
   row_key_ = std::move(key);
+  seal_at_unlock_ = seal.value_or("");
+  key_superseded_ = false;
   return Ok{};
 }
 
 void AuthenticatedStorage::lock() {
   const std::unique_lock lock(key_mutex_);
   row_key_.reset();
+  key_superseded_ = false;  // sealed says it all now
 }
 
 namespace {
@@ -139,6 +144,8 @@ void AuthenticatedStorage::report_tamper(std::string_view key, std::string probl
 }
 
 Error AuthenticatedStorage::tampered(std::string_view key, const std::string& problem) {
+  // Every row looks changed to an instance whose key was rotated away.
+  if (Status current = check_key_current(); !current && key_superseded_) return std::move(current).error();
   report_tamper(key, problem);
   return make_error(Errc::corrupt, "integrity check failed: " + std::string(key) + ": " + problem);
 }
@@ -220,13 +227,43 @@ Status AuthenticatedStorage::write_manifest(Root& root, std::string_view collect
   return inner_.put(kRootKey, root_row);
 }
 
+Status AuthenticatedStorage::transaction(const std::function<Status()>& work) {
+  return inner_.transaction([&]() -> Status {
+    MAILKMS_CHECK(check_key_current());
+    return work();
+  });
+}
+
+Status AuthenticatedStorage::check_key_current() {
+  {
+    const std::shared_lock lock(key_mutex_);
+    if (!row_key_) return Ok{};  // sealed: no row can be tagged, nothing guarded written
+  }
+  MAILKMS_TRY(row, inner_.get(kRootKey));
+  if (!row) return Ok{};  // before the manifest exists
+  std::uint64_t version = 0;
+  auto payload = decode(kRootKey, *row, version);
+  if (payload || payload.error().code != Errc::corrupt) return payload ? Status(Ok{}) : Status(std::move(payload).error());
+  // A rotation rewrites the seal. With the seal as it was, a manifest that
+  // fails its check was changed: the reads find and report it.
+  MAILKMS_TRY(seal, inner_.get(kSealKey));
+  {
+    const std::shared_lock lock(key_mutex_);
+    if (seal.value_or("") == seal_at_unlock_) return Ok{};
+  }
+  key_superseded_ = true;
+  return make_error(Errc::sealed,
+                    "the master key this keystored holds was rotated through another instance (the seal and the "
+                    "manifest changed since it unsealed); nothing was written");
+}
+
 Result<std::optional<std::string>> AuthenticatedStorage::get(std::string_view key) {
   const Protection protection = protection_of(key);
   if (protection == Protection::none) return inner_.get(key);
-  // The manifest and the row are read in one transaction: a change made
+  // The manifest and the row are read in one snapshot: a change made
   // between the two reads would look like tampering.
   std::optional<std::string> out;
-  MAILKMS_CHECK(inner_.transaction([&]() -> Status {
+  MAILKMS_CHECK(inner_.read_transaction([&]() -> Status {
     MAILKMS_TRY(found, get_checked(key, static_cast<int>(protection)));
     out = std::move(found);
     return Ok{};
@@ -310,7 +347,7 @@ Result<std::vector<std::pair<std::string, std::string>>> AuthenticatedStorage::s
   }
   if (protection == Protection::none) return inner_.scan(prefix, after, limit);
   std::vector<std::pair<std::string, std::string>> out;
-  MAILKMS_CHECK(inner_.transaction([&]() -> Status {
+  MAILKMS_CHECK(inner_.read_transaction([&]() -> Status {
     MAILKMS_TRY(found, scan_checked(prefix, after, limit, static_cast<int>(protection)));
     out = std::move(found);
     return Ok{};

@@ -3,6 +3,7 @@
 #include <libpq-fe.h>
 
 #include <array>
+#include <charconv>
 #include <cstdint>
 #include <cstring>
 
@@ -218,10 +219,11 @@ Result<std::vector<std::pair<std::string, std::string>>> PostgresStorage::scan(s
   });
 }
 
-Status PostgresStorage::begin() {
+Status PostgresStorage::begin(bool snapshot) {
   MAILKMS_CHECK(ensure_connected());
   // Read-only: one snapshot for the whole transaction, and no write lock.
-  const char* sql = read_only_ ? "BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY" : "BEGIN";
+  snapshot = snapshot || read_only_;
+  const char* sql = snapshot ? "BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY" : "BEGIN";
   Status begun = command(sql);
   if (!begun && PQstatus(conn_) != CONNECTION_OK) {
     // Nothing ran yet: a connection found dead here is safe to replace.
@@ -229,7 +231,7 @@ Status PostgresStorage::begin() {
     begun = command(sql);
   }
   MAILKMS_CHECK(begun);
-  if (read_only_) return Ok{};
+  if (snapshot) return Ok{};
   if (Status locked = command(kWriteLock); !locked) {
     (void)command("ROLLBACK");
     return locked;
@@ -256,7 +258,7 @@ Status PostgresStorage::transaction(const std::function<Status()>& work) {
   const std::lock_guard lock(mutex_);
   const bool outermost = depth_ == 0;
   const std::string name = "s" + std::to_string(depth_);
-  MAILKMS_CHECK(outermost ? begin() : command("SAVEPOINT " + name));
+  MAILKMS_CHECK(outermost ? begin(false) : command("SAVEPOINT " + name));
   // Undone unless committed, however `work` leaves, exceptions included.
   struct Scope {
     PostgresStorage& self;
@@ -282,11 +284,30 @@ Status PostgresStorage::transaction(const std::function<Status()>& work) {
   return committed ? result : committed;
 }
 
+Status PostgresStorage::read_transaction(const std::function<Status()>& work) {
+  const std::lock_guard lock(mutex_);
+  if (depth_ > 0) return work();  // inside a transaction, which sees its own writes
+  MAILKMS_CHECK(begin(true));
+  struct Scope {
+    PostgresStorage& self;
+    ~Scope() {
+      --self.depth_;
+      // Nothing was written: ending the snapshot either way is the same.
+      (void)self.command("ROLLBACK");
+    }
+  } scope{*this};
+  ++depth_;
+  return work();
+}
+
 int PostgresStorage::schema_version() {
   const std::lock_guard lock(mutex_);
   const PgResult result(PQexec(conn_, "SELECT version FROM mailkms_schema"));
   if (!succeeded(result) || PQntuples(result.get()) != 1) return -1;
-  return std::atoi(PQgetvalue(result.get(), 0, 0));
+  const std::string text = column(result, 0, 0);
+  int version = -1;
+  const auto [end, error] = std::from_chars(text.data(), text.data() + text.size(), version);
+  return error == std::errc() && end == text.data() + text.size() ? version : -1;
 }
 
 Status PostgresStorage::migrate() {

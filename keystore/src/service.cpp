@@ -307,9 +307,32 @@ Result<nlohmann::json> KeystoreService::handle(const Caller& caller, const proto
     gate.unlock();
     return handle_locked(caller, request);
   }
-  { const std::lock_guard gate(rotation_gate_); }
-  const std::shared_lock shared(rotation_mutex_);
-  return handle_locked(caller, request);
+  auto result = [&] {
+    { const std::lock_guard gate(rotation_gate_); }
+    const std::shared_lock shared(rotation_mutex_);
+    return handle_locked(caller, request);
+  }();
+  if (guarded_.key_superseded()) reopen_after_rotation_elsewhere();
+  return result;
+}
+
+void KeystoreService::reopen_after_rotation_elsewhere() {
+  // As a rotation here does: with every other request out of the way.
+  std::unique_lock gate(rotation_gate_);
+  const std::unique_lock exclusive(rotation_mutex_);
+  gate.unlock();
+  if (!guarded_.key_superseded()) return;  // another request's thread did it
+  close_barrier();
+  std::string note =
+      "sealed: the master key this instance held is no longer the database's (rotated through another instance)";
+  if (unseal_key_file_.empty()) {
+    note += "; unseal it again";
+  } else if (const Status unsealed = unseal_with_key_file(unseal_key_file_); !unsealed) {
+    note += "; cannot unseal again with " + unseal_key_file_.string() + ": " + unsealed.error().message;
+  } else {
+    note += "; unsealed again with " + unseal_key_file_.string() + ", under the new key";
+  }
+  if (report_integrity_) report_integrity_(note);
 }
 
 Result<std::string> KeystoreService::session_administrator(const Caller& caller, const protocol::Request& request) {

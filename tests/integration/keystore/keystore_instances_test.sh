@@ -117,6 +117,23 @@ check "the audit chain verifies through a" bash -c 'on a "$ctl" audit verify | g
 check "one chain: both instances' records in it" bash -c "
   on a '$ctl' audit show > audit.out &&
   grep -q 'carol@example.org' audit.out && grep -q 'bob@example.org' audit.out"
+# The master key rotated through a: b holds the old one, and must neither
+# write under it (what it wrote would open and authenticate nowhere) nor
+# take the new tags for tampering. It seals itself, and unseals again from
+# its key file (the same secret), under the new key.
+check "the master key rotated through a" bash -c 'on a "$ctl" rekey | grep -q "^master key rotated: generation 2"'
+run bash -c 'on b "$ctl" user add dave@example.org'
+t "b refuses to write under the old key" '[ $rc != 0 ] && grep -q "rotated through another instance" err'
+t "dave was not written" '! on a "$ctl" user show dave@example.org > /dev/null 2>&1'
+t "b says why, and unsealed again with its key file" \
+  'grep -q "no longer the database.s (rotated through another instance); unsealed again with .*master.key, under the new key" b/keystore.log'
+t "b reported no tampering" '! grep -q "integrity check failed" b/keystore.log'
+check "b writes under the new key" on b "$ctl" user add dave@example.org
+check "which a reads: dave's key recovered through a" bash -c '
+  on a "$ctl" recover dave@example.org --out dave.p12 --password-file p12.pw > /dev/null &&
+  openssl pkcs12 -in dave.p12 -passin file:p12.pw -nokeys -clcerts | grep -q "BEGIN CERTIFICATE"'
+check "b's status shows the new generation" bash -c 'on b "$ctl" status | grep -q "^master key generation 2"'
+check "the audit chain verifies after the rotation" bash -c 'on b "$ctl" audit verify | grep -q "^intact"'
 check "the connection string's password is in no log" bash -c "! grep -rqF '$secret' a/keystore.log b/keystore.log recover.out bulk.out"
 check "the log names the database without it" grep -q "records in PostgreSQL database $dbname on 127.0.0.1 port" a/keystore.log
 

@@ -220,6 +220,33 @@ TEST_CASE("a connection the server dropped is opened again, and a transaction it
   CHECK_FALSE(must(db->get("other half")));
 }
 
+TEST_CASE("one instance reads a snapshot while another holds the write lock", "[storage][postgresql]") {
+  // Lookups and signatures read guarded rows (a row and the manifest that
+  // vouches for it) in one snapshot: they must not wait for, or take, the
+  // lock that serializes the instances' writes.
+  test::TempDir dir;
+  const test::TestDatabase database(dir);
+  auto writer = database.open();
+  auto reader = database.open();
+  must(writer->put("row", "committed"));
+  must(writer->transaction([&]() -> Status {
+    MAILKMS_CHECK(writer->put("row", "not yet committed"));
+    std::optional<std::string> seen;
+    const Status read = reader->read_transaction([&]() -> Status {
+      MAILKMS_TRY(value, reader->get("row"));
+      seen = std::move(value);
+      return Ok{};
+    });
+    REQUIRE(read);
+    CHECK(seen == "committed");
+    // And a snapshot is read-only: a write in it is refused by the server.
+    const Status write = reader->read_transaction([&]() -> Status { return reader->put("row", "sneaked"); });
+    CHECK_FALSE(write);
+    return Ok{};
+  }));
+  CHECK(*must(reader->get("row")) == "not yet committed");
+}
+
 TEST_CASE("a PostgreSQL connection string's password is never in what is logged", "[storage][config]") {
   const auto location = must(DatabaseLocation::parse("postgresql://keystore:s3cret-pw@db1.example.org:5433/mailkms"));
   CHECK(location.kind == DatabaseLocation::Kind::postgresql);

@@ -12,6 +12,7 @@
 // refuses the rows it guards.
 #pragma once
 
+#include <atomic>
 #include <cstdint>
 #include <map>
 #include <mutex>
@@ -76,8 +77,19 @@ class AuthenticatedStorage final : public Storage {
   Result<std::vector<std::pair<std::string, std::string>>> scan(
       std::string_view prefix, std::string_view after = {},
       std::size_t limit = std::numeric_limits<std::size_t>::max()) override;
-  Status transaction(const std::function<Status()>& work) override { return inner_.transaction(work); }
+  // Every transaction first checks that the manifest is tagged under the
+  // key this instance holds: after a rotation through another keystored
+  // instance on the same database (the manifest fails its check and the
+  // seal is not the one of unlock()), nothing is written under the old key
+  // (it would open and authenticate nowhere). Then it fails as sealed, and
+  // key_superseded() says so until the next unlock() or lock().
+  Status transaction(const std::function<Status()>& work) override;
+  Status read_transaction(const std::function<Status()>& work) override { return inner_.read_transaction(work); }
   void report_tamper(std::string_view key, std::string problem) override;
+  [[nodiscard]] bool key_superseded() const { return key_superseded_.load(); }
+  // Errc::sealed, and key_superseded() true, when the key held was
+  // rotated away (see transaction()).
+  Status check_key_current();
 
  private:
   // The manifest: a counter every change of a tracked row moves on, and
@@ -113,6 +125,8 @@ class AuthenticatedStorage final : public Storage {
   Storage& inner_;
   mutable std::shared_mutex key_mutex_;
   std::optional<smime::SecretBytes> row_key_;
+  std::string seal_at_unlock_;  // the seal row when the key was given: a rotation rewrites it
+  std::atomic<bool> key_superseded_{false};
   std::mutex reports_mutex_;
   std::vector<TamperReport> reports_;
 };

@@ -5,7 +5,10 @@
 // keystore's advisory lock, so that several keystored instances on one
 // database write one at a time, as SQLite's BEGIN IMMEDIATE makes processes
 // do: a read-modify-write (the audit chain's head, a token's use count) in
-// one transaction is never interleaved with another instance's.
+// one transaction is never interleaved with another instance's. Reads
+// that need one consistent view (a row and the manifest that vouches for it)
+// take a read-only snapshot instead, without the lock: readers on every
+// instance go on while one instance writes.
 #pragma once
 
 #include <memory>
@@ -37,6 +40,7 @@ class PostgresStorage final : public Storage {
   Result<std::vector<std::pair<std::string, std::string>>> scan(std::string_view prefix, std::string_view after,
                                                                std::size_t limit) override;
   Status transaction(const std::function<Status()>& work) override;
+  Status read_transaction(const std::function<Status()>& work) override;
 
   static int current_schema_version();
   [[nodiscard]] int schema_version();  // -1 when it cannot be read
@@ -48,7 +52,8 @@ class PostgresStorage final : public Storage {
   Status ensure_connected();
   Status configure_session();
   Status command(const std::string& sql);
-  Status begin();
+  // `snapshot`: a read-only transaction on one snapshot, without the lock.
+  Status begin(bool snapshot);
   Status commit();
   Status migrate();
   // get/put/remove/scan outside a transaction are retried once on a fresh

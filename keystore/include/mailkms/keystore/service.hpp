@@ -169,6 +169,9 @@ class KeystoreService {
   Result<nlohmann::json> dispatch(const Caller& caller, const protocol::Request& request);
   // handle() once it holds the rotation lock (shared, or for rekey exclusive).
   Result<nlohmann::json> handle_locked(const Caller& caller, const protocol::Request& request);
+  // The master key was rotated through another instance: seals this one,
+  // and unseals it again from its key file, if it has one, under the new key.
+  void reopen_after_rotation_elsewhere();
   Result<nlohmann::json> dispatch_contained(const Caller& caller, const protocol::Request& request);
   // The administrator whose live session the request carries (refusals
   // audited, within the limiter's limits: anyone on the socket can send one).

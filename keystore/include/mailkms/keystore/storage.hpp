@@ -31,6 +31,11 @@ class Storage {
       std::size_t limit = std::numeric_limits<std::size_t>::max()) = 0;
   // Runs `work`; all of its changes land, or none do. Nests.
   virtual Status transaction(const std::function<Status()>& work) = 0;
+  // Runs `work`, which only reads, over one consistent view of the rows.
+  // Inside a transaction it is part of that transaction. A backend shared by
+  // several processes reads a snapshot here without taking the write lock
+  // that `transaction` takes; by default it is a transaction.
+  virtual Status read_transaction(const std::function<Status()>& work) { return transaction(work); }
   // A row a caller found tampered with, for a storage that keeps such
   // reports (AuthenticatedStorage); others forget it.
   // NOLINTNEXTLINE(performance-unnecessary-value-param): a sink, which AuthenticatedStorage keeps
