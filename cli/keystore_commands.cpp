@@ -15,10 +15,6 @@
 #include <memory>
 #include <sstream>
 
-#include <openssl/evp.h>
-#include <openssl/pem.h>
-#include <openssl/x509.h>
-
 #include <filesystem>
 #include <optional>
 
@@ -29,8 +25,8 @@
 #include "mailkms/keystore/protocol.hpp"
 #include "mailkms/keystore/seal.hpp"
 #include "mailkms/keystore/service.hpp"
+#include "mailkms/keystore/service_ca.hpp"
 #include "mailkms/keystore/storage_copy.hpp"
-#include "mailkms/smime/ossl.hpp"
 #include "prompt.hpp"
 
 namespace mailkms::cli {
@@ -663,31 +659,6 @@ struct GatewayArgs : Base {
   int days = 397;
 };
 
-// A P-256 key made here and a request for it: the key never passes
-// through the keystore, and is written only where the administrator said.
-std::pair<Secret, std::string> new_key_and_request(const std::string& name) {
-  const smime::ossl::Pkey key(EVP_PKEY_Q_keygen(nullptr, nullptr, "EC", "P-256"));
-  const smime::ossl::X509Req request(X509_REQ_new());
-  if (!key || !request || X509_REQ_set_pubkey(request.get(), key.get()) != 1 ||
-      X509_NAME_add_entry_by_txt(X509_REQ_get_subject_name(request.get()), "CN", MBSTRING_UTF8,
-                                 reinterpret_cast<const unsigned char*>(name.c_str()), -1, -1, 0) != 1 ||
-      X509_REQ_sign(request.get(), key.get(), EVP_sha256()) <= 0) {
-    throw Failure(exit_failure, "cannot make a key and a request for " + name);
-  }
-  const smime::ossl::Bio key_out(BIO_new(BIO_s_secmem()));
-  const smime::ossl::Bio request_out(BIO_new(BIO_s_mem()));
-  if (!key_out || !request_out || PEM_write_bio_PrivateKey(key_out.get(), key.get(), nullptr, nullptr, 0, nullptr, nullptr) != 1 ||
-      PEM_write_bio_X509_REQ(request_out.get(), request.get()) != 1) {
-    throw Failure(exit_failure, "cannot write the key and request for " + name);
-  }
-  const auto text = [](BIO* bio) {
-    char* data = nullptr;
-    const long n = BIO_get_mem_data(bio, &data);
-    return std::string(data, static_cast<std::size_t>(n));
-  };
-  return {Secret(text(key_out.get())), text(request_out.get())};
-}
-
 // NAME.pem and service-ca.pem in `dir`; the CA file may be there already,
 // from an earlier host, but only with the same certificate.
 void write_service_certificates(const std::string& dir, const json& issued) {
@@ -709,9 +680,12 @@ int run_gateway_add(const GatewayArgs& a) {
   json params{{"name", a.name}, {"role", a.role}, {"days", a.days}};
   std::optional<Secret> key;
   if (a.csr.empty()) {
-    auto [made_key, request] = new_key_and_request(a.name);
-    key = std::move(made_key);
-    params["csr"] = std::move(request);
+    // Made here: the key never passes through the keystore, and is written
+    // only where the administrator said.
+    auto made = keystore::new_service_key_request(a.name);
+    if (!made) throw Failure(exit_failure, made.error().message);
+    key = Secret(std::move(made->key_pem));
+    params["csr"] = std::move(made->request_pem);
   } else {
     params["csr"] = read_input(a.csr);
   }

@@ -1,6 +1,7 @@
 #include "mailkms/keystore/service_ca.hpp"
 
 #include <arpa/inet.h>
+#include <openssl/pem.h>
 #include <openssl/x509v3.h>
 
 #include <algorithm>
@@ -227,6 +228,30 @@ Result<ServicePeer> ServiceCa::admit(const std::string& serial, const std::strin
   }
   if (peer.revoked_at) return make_error(Errc::permission_denied, peer.name + "'s certificate (serial " + serial + ") is revoked");
   return peer;
+}
+
+Result<ServiceKeyRequest> new_service_key_request(const std::string& name) {
+  const smime::ossl::Pkey key(EVP_PKEY_Q_keygen(nullptr, nullptr, "EC", "P-256"));
+  const smime::ossl::X509Req request(X509_REQ_new());
+  if (!key || !request || X509_REQ_set_pubkey(request.get(), key.get()) != 1 ||
+      X509_NAME_add_entry_by_txt(X509_REQ_get_subject_name(request.get()), "CN", MBSTRING_UTF8,
+                                 reinterpret_cast<const unsigned char*>(name.c_str()), -1, -1, 0) != 1 ||
+      X509_REQ_sign(request.get(), key.get(), EVP_sha256()) <= 0) {
+    return detail::crypto_error("cannot make a key and a request for " + name);
+  }
+  const smime::ossl::Bio key_out(BIO_new(BIO_s_secmem()));
+  const smime::ossl::Bio request_out(BIO_new(BIO_s_mem()));
+  if (!key_out || !request_out ||
+      PEM_write_bio_PrivateKey(key_out.get(), key.get(), nullptr, nullptr, 0, nullptr, nullptr) != 1 ||
+      PEM_write_bio_X509_REQ(request_out.get(), request.get()) != 1) {
+    return detail::crypto_error("cannot write the key and request for " + name);
+  }
+  const auto text = [](BIO* bio) {
+    char* data = nullptr;
+    const long n = BIO_get_mem_data(bio, &data);
+    return std::string(data, static_cast<std::size_t>(n));
+  };
+  return ServiceKeyRequest{text(key_out.get()), text(request_out.get())};
 }
 
 }  // namespace mailkms::keystore

@@ -76,4 +76,13 @@ class ServiceCa {
   smime::CryptoContextPtr ctx_;
 };
 
+// A new EC P-256 key for a service peer and a PKCS#10 request for it that
+// names `name`, both PEM: what `mailkmsctl gateway add` makes on the host
+// that keeps the key. `key_pem` is a secret.
+struct ServiceKeyRequest {
+  std::string key_pem;
+  std::string request_pem;
+};
+Result<ServiceKeyRequest> new_service_key_request(const std::string& name);
+
 }  // namespace mailkms::keystore
