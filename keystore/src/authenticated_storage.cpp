@@ -229,7 +229,18 @@ Status AuthenticatedStorage::write_manifest(Root& root, std::string_view collect
 
 Status AuthenticatedStorage::transaction(const std::function<Status()>& work) {
   return inner_.transaction([&]() -> Status {
-    MAILKMS_CHECK(check_key_current());
+    // The inner storage holds its lock for the whole transaction, nested
+    // ones included, so the depth is read and written under it. The key is
+    // checked once, by the outermost transaction: an audit batch nests one
+    // transaction per record and must not read the manifest for each.
+    struct Depth {
+      std::size_t& depth;
+      explicit Depth(std::size_t& d) : depth(++d) {}
+      ~Depth() { --depth; }
+      Depth(const Depth&) = delete;
+      Depth& operator=(const Depth&) = delete;
+    } depth{transaction_depth_};
+    if (transaction_depth_ == 1) MAILKMS_CHECK(check_key_current());
     return work();
   });
 }

@@ -42,8 +42,12 @@ class FailingStorage final : public Storage {
   std::size_t puts = 0;
   std::size_t fail_put = 0;  // fail the put with this number (counting from 1); 0: none
   bool fail_at_commit = false;
+  std::size_t manifest_reads = 0;
 
-  Result<std::optional<std::string>> get(std::string_view key) override { return inner_.get(key); }
+  Result<std::optional<std::string>> get(std::string_view key) override {
+    if (key == "core/manifest") ++manifest_reads;
+    return inner_.get(key);
+  }
   Status put(std::string_view key, std::string_view value) override {
     if (++puts == fail_put) return make_error(Errc::storage_failed, "injected: write " + std::to_string(puts) + " fails");
     return inner_.put(key, value);
@@ -261,6 +265,20 @@ TEST_CASE("a storage failure at any write of a rotation, or at its commit, leave
   c.check_everything_reads();
   const SealRecord stored = must(SealRecord::from_json(c.raw().at("core/seal")));
   CHECK(text(must(unseal_with_passphrase(stored, kPassphrase))) == text(c.master));
+}
+
+TEST_CASE("the key is checked once per outermost transaction, not once per nested one", "[rotation]") {
+  Keystore k;
+  k.failing.manifest_reads = 0;
+  must(k.rows.transaction([&]() -> Status {
+    for (int i = 0; i < 5; ++i) MAILKMS_CHECK(k.rows.transaction([]() -> Status { return Ok{}; }));
+    return Ok{};
+  }));
+  CHECK(k.failing.manifest_reads == 1);
+  // An audit batch is one transaction with one nested transaction a record.
+  k.failing.manifest_reads = 0;
+  must(k.rows.transaction([]() -> Status { return Ok{}; }));
+  CHECK(k.failing.manifest_reads == 1);
 }
 
 TEST_CASE("rekey needs an administrator's session and the unseal passphrase again", "[rotation]") {

@@ -127,6 +127,7 @@ class AuthenticatedStorage final : public Storage {
   std::optional<smime::SecretBytes> row_key_;
   std::string seal_at_unlock_;  // the seal row when the key was given: a rotation rewrites it
   std::atomic<bool> key_superseded_{false};
+  std::size_t transaction_depth_ = 0;  // guarded by the inner storage's transaction lock
   std::mutex reports_mutex_;
   std::vector<TamperReport> reports_;
 };
