@@ -27,6 +27,7 @@
 #include "mailkms/keystore/service.hpp"
 #include "mailkms/keystore/service_ca.hpp"
 #include "mailkms/keystore/storage_copy.hpp"
+#include "mailkms/smime/certificate.hpp"
 #include "prompt.hpp"
 
 namespace mailkms::cli {
@@ -159,7 +160,7 @@ int run_init(const InitArgs& a) {
   const int methods = (a.key_file.empty() ? 0 : 1) + (a.shares > 0 ? 1 : 0);
   if (methods > 1) throw Failure(exit_usage, "choose one: a passphrase, --key-file or --shares");
   auto ctx = or_fail(smime::CryptoContext::create(), "cannot set up OpenSSL");
-  const Secret admin_password = secret_from(a.admin_password_file, "password for administrator " + a.admin, true);
+  const Secret admin_password = secret_from(a.admin_password_file, "password for administrator " + a.admin + " (at least 12 characters)", true);
   auto master = keystore::new_master_key();
   keystore::SealRecord record;
   std::vector<std::string> shares;
@@ -172,7 +173,7 @@ int run_init(const InitArgs& a) {
     record = std::move(sealed);
     shares = std::move(made);
   } else {
-    const Secret passphrase = secret_from(a.passphrase_file, "unseal passphrase", true);
+    const Secret passphrase = secret_from(a.passphrase_file, "unseal passphrase (at least 12 characters)", true);
     record = or_fail_keystore(keystore::seal_with_passphrase(master, passphrase.view()), "cannot seal");
   }
   or_fail_keystore(keystore::KeystoreService::initialize(config.database, ctx, record, std::move(master), a.admin,
@@ -309,6 +310,8 @@ struct CaArgs : Base {
   int priority = 100;
   std::string in;
   std::string out;
+  bool chain = false;  // ca export
+  bool der = false;
 };
 
 // "  for partner.example, .partner.example": a trust anchor's scope, if any.
@@ -323,6 +326,34 @@ void print_ca(const json& ca) {
             << "  priority " << ca.value("priority", 0) << "  " << ca.value("subject", "");
   if (ca.value("not_after", 0) > 0) std::cout << "  until " << when(ca.value("not_after", std::time_t{0}));
   std::cout << "\n";
+}
+
+// What `ca export` writes: PEM, one certificate or the chain; DER, one
+// certificate, or the chain as the PKCS#7 bundle DER needs for more than one.
+std::string ca_export_output(const CaArgs& a, const json& exported) {
+  std::vector<smime::Certificate> chain;
+  for (const auto& pem : exported.value("chain", json::array())) {
+    auto cert = pem.is_string() ? smime::Certificate::from_pem(pem.get_ref<const std::string&>())
+                                : smime::Certificate::from_pem("");
+    if (!cert) throw Failure(exit_failure, "the keystore sent an unreadable certificate for CA " + a.id);
+    chain.push_back(std::move(*cert));
+    if (!a.chain) break;
+  }
+  if (chain.empty()) throw Failure(exit_failure, "the keystore sent no certificate for CA " + a.id);
+  if (!a.der) {
+    std::string pem;
+    for (const auto& cert : chain) pem += cert.pem();
+    return pem;
+  }
+  if (chain.size() == 1 && !a.chain) return chain.front().der();
+  auto bundle = smime::certificates_only_der(chain);
+  if (!bundle) throw Failure(exit_failure, bundle.error().describe());
+  return std::move(*bundle);
+}
+
+int run_ca_export(const CaArgs& a) {
+  write_output(a.out, ca_export_output(a, Keystore(a.config).admin("ca-export", {{"id", a.id}})));
+  return 0;
 }
 
 json ca_params(const CaArgs& a) {
@@ -765,8 +796,8 @@ std::vector<Command> add_keystore_commands(CLI::App& app) {
       app, "init", "Create the keystore database, its sealed master key and the first administrator",
       [](CLI::App& c, InitArgs& a) {
         c.add_option("--admin", a.admin, "Name of the first administrator")->required();
-        c.add_option("--admin-password-file", a.admin_password_file, "Its password, first line (else asked)");
-        c.add_option("--passphrase-file", a.passphrase_file, "Seal with this passphrase, first line (else asked)");
+        c.add_option("--admin-password-file", a.admin_password_file, "Its password (at least 12 characters), first line (else asked)");
+        c.add_option("--passphrase-file", a.passphrase_file, "Seal with this passphrase (at least 12 characters), first line (else asked)");
         c.add_option("--key-file", a.key_file, "Seal with a new key file written here (mode 0600)");
         auto* shares = c.add_option("--shares", a.shares, "Seal with this many Shamir shares");
         c.add_option("--threshold", a.threshold, "How many shares unseal")->needs(shares);
@@ -806,7 +837,7 @@ std::vector<Command> add_keystore_commands(CLI::App& app) {
   commands.push_back(command<Base>(app, "status", "Say whether the keystore is sealed, and its master key's generation",
                                    [](CLI::App&, Base&) {}, run_status));
   commands.push_back(command<LoginArgs>(
-      app, "login", "Start an administrator's session (kept in ~/.mailkms-session, mode 0600)",
+      app, "login", "Start an administrator's session, kept (mode 0600) in $MAILKMS_SESSION_FILE, else ~/.mailkms-session: administrators sharing a Unix account each set their own",
       [](CLI::App& c, LoginArgs& a) {
         c.add_option("name", a.name, "Administrator")->required();
         c.add_option("--password-file", a.password_file, "The password, first line (else asked)");
@@ -872,6 +903,15 @@ std::vector<Command> add_keystore_commands(CLI::App& app) {
     for (const auto& c : Keystore(a.config).admin("ca-list")) print_ca(c);
     return 0;
   }));
+  commands.push_back(command<CaArgs>(
+      *ca, "export", "Write a CA's certificate, or its chain up to the root, for clients, partners and -CAfile",
+      [](CLI::App& c, CaArgs& a) {
+        c.add_option("id", a.id, "CA id")->required();
+        c.add_flag("--chain", a.chain, "The CA's certificate, then each issuer's up to the root");
+        c.add_flag("--der", a.der, "DER instead of PEM; with --chain, a certificates-only PKCS#7 (.p7b)");
+        c.add_option("--out", a.out, "Where (default stdout)");
+      },
+      run_ca_export));
   for (const std::string action : {"enable", "disable"}) {
     commands.push_back(command<CaArgs>(
         *ca, action, action == "enable" ? "Let a CA issue" : "Stop a CA issuing",
@@ -930,7 +970,7 @@ std::vector<Command> add_keystore_commands(CLI::App& app) {
       [](CLI::App& c, RecoverArgs& a) {
         c.add_option("address", a.address, "The user")->required();
         c.add_option("--out", a.out, "The bundle to write")->required();
-        c.add_option("--password-file", a.password_file, "Its password, first line (else asked)");
+        c.add_option("--password-file", a.password_file, "Its password (at least 12 characters), first line (else asked)");
       },
       [](const RecoverArgs& a) {
         const Secret password = secret_from(a.password_file, "password for the bundle", true);
@@ -947,7 +987,7 @@ std::vector<Command> add_keystore_commands(CLI::App& app) {
       *user, "import", "Add the users of a bundle another keystore exported",
       [](CLI::App& c, RecoverArgs& a) {
         c.add_option("bundle", a.address, "The bundle file")->required();
-        c.add_option("--password-file", a.password_file, "Its password, first line (else asked)");
+        c.add_option("--password-file", a.password_file, "Its password (at least 12 characters), first line (else asked)");
       },
       [](const RecoverArgs& a) {
         const Secret password = secret_from(a.password_file, "password for the bundle");
@@ -977,10 +1017,10 @@ std::vector<Command> add_keystore_commands(CLI::App& app) {
         *admin, action, action == "add" ? "Add an administrator" : "Set an administrator's password",
         [](CLI::App& c, NamedArgs& a) {
           c.add_option("name", a.name)->required();
-          c.add_option("--password-file", a.password_file, "The password, first line (else asked)");
+          c.add_option("--password-file", a.password_file, "The password (at least 12 characters), first line (else asked)");
         },
         [action](const NamedArgs& a) {
-          const Secret password = secret_from(a.password_file, "password for " + a.name, true);
+          const Secret password = secret_from(a.password_file, "password for " + a.name + " (at least 12 characters)", true);
           pending_or(Keystore(a.config).admin("admin-" + action, {{"name", a.name}, {"password", std::string(password.view())}}),
                      [&] { std::cout << a.name << ": done\n"; });
           return 0;
@@ -1021,7 +1061,7 @@ std::vector<Command> add_keystore_commands(CLI::App& app) {
       [](CLI::App& c, RecoverArgs& a) {
         c.add_option("address", a.address)->required();
         auto* out = c.add_option("--out", a.out, "The PKCS#12 file to write");
-        auto* password = c.add_option("--password-file", a.password_file, "Its password, first line (else asked)");
+        auto* password = c.add_option("--password-file", a.password_file, "Its password (at least 12 characters), first line (else asked)");
         auto* legacy = c.add_flag("--legacy", a.legacy, "PBE-SHA1-3DES for clients that cannot read the modern profile");
         c.add_flag("--by-mail", a.by_mail,
                    "Mail the user a recovery token instead: they reply with a password of their own and get the PKCS#12")

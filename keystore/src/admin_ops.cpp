@@ -40,7 +40,7 @@ const std::vector<std::string>& approval_tasks() {
 bool plain_operation(std::string_view op) {
   static const std::vector<std::string_view> ops{"logout",      "admin-list",  "approvals-show",
                                                  "ca-list",     "user-add",    "user-list",    "user-show",
-                                                 "user-enable", "user-disable", "user-renew",  "crl",
+                                                 "user-enable", "user-disable", "user-renew",  "crl", "ca-export",
                                                  "audit-show",  "audit-verify", "audit-checkpoint", "audit-key", "approve",     "requests-list", "trust-list",
                                                  "enroll",
                                                  "request-fetch", "harvested-list", "harvested-remove",
@@ -401,7 +401,13 @@ Result<nlohmann::json> KeystoreService::execute(const std::string& op, const nlo
     }
     MAILKMS_TRY(admins, admins_.list());
     if (static_cast<std::size_t>(count) > admins.size()) {
-      return make_error(Errc::invalid_argument, "only " + std::to_string(admins.size()) + " administrators could approve");
+      // One administrator asks and the others approve: a count above the
+      // number of administrators could never be met.
+      const std::string have = std::to_string(admins.size()) + (admins.size() == 1 ? " administrator" : " administrators");
+      return make_error(Errc::invalid_argument,
+                        task + " cannot need " + std::to_string(count) + " approvals with " + have +
+                            ": add administrators first (mailkmsctl admin add NAME), then set the count; once "
+                            "admin-change needs more than one, adding an administrator needs that many too");
     }
     MAILKMS_CHECK(guarded_.transaction([&]() -> Status {
       MAILKMS_TRY(stored, guarded_.get("config/approvals"));
@@ -459,6 +465,11 @@ Result<nlohmann::json> KeystoreService::execute(const std::string& op, const nlo
     nlohmann::json out = nlohmann::json::array();
     for (const auto& ca : all) out.push_back(describe_ca(ca));
     return out;
+  }
+  if (op == "ca-export") {
+    MAILKMS_TRY(id, text_param(params, "id"));
+    MAILKMS_TRY(chain, ca_.chain_pem(id));
+    return nlohmann::json{{"id", id}, {"chain", chain}};
   }
   if (op == "crl") {
     MAILKMS_TRY(id, text_param(params, "ca"));

@@ -1,5 +1,6 @@
 #include "mailkms/smime/certificate.hpp"
 
+#include <openssl/cms.h>
 #include <openssl/pem.h>
 #include <openssl/pkcs12.h>
 
@@ -208,6 +209,22 @@ class DefaultContextScope {
 };
 
 }  // namespace
+
+Result<std::string> certificates_only_der(const std::vector<Certificate>& certs) {
+  if (certs.empty()) return make_error(Errc::invalid_argument, "no certificate to write");
+  ossl::BorrowedX509Stack stack(sk_X509_new_null());
+  if (!stack) return make_error(Errc::internal, "out of memory");
+  for (const auto& cert : certs) {
+    if (sk_X509_push(stack.get(), cert.native()) <= 0) return make_error(Errc::internal, "out of memory");
+  }
+  // No signer and CMS_PARTIAL: a certificates-only SignedData. Detached, it
+  // has no eContent, the form `openssl crl2pkcs7 -nocrl` writes.
+  ossl::Cms cms(CMS_sign(nullptr, nullptr, stack.get(), nullptr, CMS_PARTIAL));
+  if (!cms || CMS_set_detached(cms.get(), 1) != 1) return make_error(Errc::internal, "cannot make a certificates-only CMS");
+  std::string der = ossl::to_der<CMS_ContentInfo>(cms.get(), i2d_CMS_ContentInfo);
+  if (der.empty()) return make_error(Errc::internal, "cannot encode a certificates-only CMS");
+  return der;
+}
 
 Result<KeyBundle> read_pkcs12(const CryptoContext& ctx, std::string_view der, std::string_view password) {
   const DefaultContextScope scope(ctx.libctx());

@@ -146,6 +146,16 @@ check "the session file is private" bash -c "[ \"\$(stat -c %a carol.session)\" 
 check "a root CA" "$ctl" ca init --id root --name "Example Root CA" --key-type ec-p384
 check "an issuing CA under it" "$ctl" ca add-subordinate --id issuing --parent root --key-type ec-p256 --priority 10
 check "both are listed" bash -c "'$ctl' ca list > check.out && grep -q '^root  root' check.out && grep -q '^issuing  issuing' check.out"
+check "ca export writes the root's certificate alone" \
+  bash -c "'$ctl' ca export root --out root.pem && [ \$(grep -c 'BEGIN CERTIFICATE' root.pem) = 1 ] && openssl x509 -in root.pem -noout -subject | grep -q 'CN *= *Example Root CA'"
+check "ca export --chain writes the issuing CA, then the root, and it verifies against the root" \
+  bash -c "'$ctl' ca export issuing --chain --out issuing-chain.pem && [ \$(grep -c 'BEGIN CERTIFICATE' issuing-chain.pem) = 2 ] && openssl x509 -in issuing-chain.pem -noout -subject | grep -q 'CN *= *issuing' && openssl verify -CAfile root.pem issuing-chain.pem | grep -q ': OK'"
+check "ca export --der writes the same certificate in DER" \
+  bash -c "'$ctl' ca export root --der --out root.der && [ \"\$(openssl x509 -inform DER -in root.der -outform PEM)\" = \"\$(openssl x509 -in root.pem -outform PEM)\" ]"
+check "ca export --chain --der writes a PKCS#7 bundle of both" \
+  bash -c "'$ctl' ca export issuing --chain --der --out issuing.p7b && [ \$(openssl pkcs7 -inform DER -in issuing.p7b -print_certs | grep -c '^subject=') = 2 ]"
+check "ca export of an unknown CA fails, naming it" \
+  bash -c "! '$ctl' ca export nosuch > check.out 2> check.err && [ ! -s check.out ] && grep -q 'no CA nosuch' check.err"
 
 check "users added" "$ctl" user add alice@example.org bob@example.org
 printf 'carol@example.org\nnot an address\n# a comment\ndave@example.org\n' > users.txt
@@ -171,6 +181,8 @@ enroll_rc=$?
 check "enroll --file adds new users, mails them and sums up" \
   bash -c "[ $enroll_rc = 1 ] && grep -qx '2 sent, 1 already enrolled, 1 failed' enroll.out && grep -q 'not sent: not an address' enroll.err && [ -n \"\$(token_to frank@example.org)\" ] && '$ctl' user show erin@example.org > /dev/null"
 
+check "two approvals with one administrator are refused, saying what to do" \
+  bash -c "! '$ctl' approvals set recover 2 2> check.err && grep -q 'recover cannot need 2 approvals with 1 administrator: add administrators first (mailkmsctl admin add NAME)' check.err"
 MAILKMS_SESSION_FILE=$work/carol.session check "erin becomes an administrator" "$ctl" admin add erin --password-file erin.pw
 check "recovery needs two approvals" "$ctl" approvals set recover 2
 "$ctl" recover alice@example.org --out alice.p12 --password-file p12.pw > recover.out

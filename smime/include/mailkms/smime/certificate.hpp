@@ -73,6 +73,10 @@ struct KeyBundle {
   std::vector<Certificate> chain;
 };
 
+// The certificates alone, as a CMS SignedData with no signer and no content
+// (RFC 5652 §5; the ".p7b" Windows and macOS import as a chain).
+Result<std::string> certificates_only_der(const std::vector<Certificate>& certs);
+
 Result<KeyBundle> read_pkcs12(const CryptoContext& ctx, std::string_view der, std::string_view password);
 
 // Lower-cases an address for comparison: the domain is case-insensitive by
