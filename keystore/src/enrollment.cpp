@@ -15,6 +15,9 @@ constexpr auto kWindow = std::chrono::hours(1);
 
 void wipe(std::string& s) { OPENSSL_cleanse(s.data(), s.size()); }
 
+// The attached certificate of the nth CA below the root (ca.crt).
+std::string intermediate_file(std::size_t n) { return "ca-intermediate-" + std::to_string(n) + ".crt"; }
+
 // "alice" for alice@example.org, safe as a file name in a MIME header.
 std::string file_stem(std::string_view address) {
   std::string out;
@@ -289,6 +292,9 @@ Result<bool> Enrollment::deliver(const EnrollmentSettings& s, const RedeemReques
   values["p12_file"] = p12_file;
   values["signing_file"] = signing_file;  // empty: its lines are left out
   values["keys"] = std::to_string(entries.size());
+  // The chain runs from the issuing CA up to the root, which is ca.crt.
+  std::string& intermediates = values["intermediate_files"];  // empty: its line is left out
+  for (std::size_t n = 1; n < chain.size(); ++n) intermediates += (n > 1 ? ", " : "") + intermediate_file(n);
   MAILKMS_TRY(text, render_template_file(s.templates / (enrollment ? "certificate.txt" : "recovered.txt"), values));
 
   // Spent in one transaction with what it grants.
@@ -325,8 +331,7 @@ Result<bool> Enrollment::deliver(const EnrollmentSettings& s, const RedeemReques
   if (signing) attachments.push_back({signing_file, "application/pkix-cert", signing->der()});
   for (std::size_t i = chain.size(); i-- > 0;) {
     // The root is the one to trust; intermediates come along for old clients.
-    const std::string name =
-        i + 1 == chain.size() ? "ca.crt" : "ca-intermediate-" + std::to_string(chain.size() - 1 - i) + ".crt";
+    const std::string name = i + 1 == chain.size() ? "ca.crt" : intermediate_file(chain.size() - 1 - i);
     attachments.push_back({name, "application/pkix-cert", chain[i].der()});
   }
   auto message = compose_message(text, address, s.sender(), attachments, marker(address));

@@ -325,6 +325,10 @@ TEST_CASE("an enrolled user replies with the token and gets their key under thei
   }
   CHECK_FALSE(invitation.has("\n#"));  // administrators' notes stay out
   CHECK_FALSE(invitation.has("{{"));
+  // What a reply must hold, and what happens to a second one.
+  CHECK(invitation.has("Quoting this message in your reply is fine"));
+  CHECK(invitation.has("a second reply gets no answer"));
+  CHECK(invitation.has("at most 31 if you will\n   use GnuPG 2.2"));
   const std::string token = token_in(invitation);
   const std::string normalized = *normalize_token(token);
 
@@ -355,6 +359,15 @@ TEST_CASE("an enrolled user replies with the token and gets their key under thei
   CHECK(keys.has("Content-Type: application/pkix-cert; name=\"ca.crt\""));
   CHECK(keys.has("Thunderbird"));
   CHECK_FALSE(keys.has("-signing.crt"));  // no request, no signing certificate: its line is left out
+  // What the mail says is attached is what is: the encryption key alone,
+  // and the issuing CA's certificate, named.
+  CHECK(keys.has("Content-Type: application/pkix-cert; name=\"ca-intermediate-1.crt\""));
+  CHECK(keys.has("  ca-intermediate-1.crt: the authority under the root that issued yours."));
+  CHECK(keys.has("Your signing key is not in the file"));
+  CHECK_FALSE(keys.has("for signing and for encryption"));
+  CHECK(keys.has("If the import fails"));
+  const auto intermediate = must(k.service->ca().get("issuing")).certificate;
+  CHECK(smime::Certificate::from_der(attachment(keys, "ca-intermediate-1.crt")).value() == *intermediate);
   const auto bundle = must(smime::read_pkcs12(*test::context(), attachment(keys, "alice.p12"), password));
   const auto current = current_encryption_certificate(k, "alice@example.org");
   CHECK(bundle.certificate == current);
