@@ -157,6 +157,10 @@ std::vector<TamperReport> AuthenticatedStorage::take_tamper_reports() {
 
 Result<std::optional<AuthenticatedStorage::Root>> AuthenticatedStorage::read_root() {
   MAILKMS_TRY(row, inner_.get(kRootKey));
+  return root_from(row);
+}
+
+Result<std::optional<AuthenticatedStorage::Root>> AuthenticatedStorage::root_from(const std::optional<std::string>& row) {
   if (!row) return std::optional<Root>();
   std::uint64_t version = 0;
   auto payload = decode(kRootKey, *row, version);
@@ -189,9 +193,15 @@ Result<bool> AuthenticatedStorage::has_manifest() {
 
 Result<AuthenticatedStorage::Versions> AuthenticatedStorage::read_collection(const Root& root,
                                                                               std::string_view collection) {
+  MAILKMS_TRY(row, inner_.get(std::string(kCollectionPrefix) + std::string(collection)));
+  return collection_from(root, collection, row);
+}
+
+Result<AuthenticatedStorage::Versions> AuthenticatedStorage::collection_from(const Root& root,
+                                                                              std::string_view collection,
+                                                                              const std::optional<std::string>& row) {
   const std::string key = std::string(kCollectionPrefix) + std::string(collection);
   const auto listed = root.collections.find(collection);
-  MAILKMS_TRY(row, inner_.get(key));
   if (listed == root.collections.end()) {
     if (row) return tampered(key, "a list the manifest does not name");
     return Versions{};
@@ -271,26 +281,27 @@ Status AuthenticatedStorage::check_key_current() {
 Result<std::optional<std::string>> AuthenticatedStorage::get(std::string_view key) {
   const Protection protection = protection_of(key);
   if (protection == Protection::none) return inner_.get(key);
-  // The manifest and the row are read in one snapshot: a change made
-  // between the two reads would look like tampering.
-  std::optional<std::string> out;
-  MAILKMS_CHECK(inner_.read_transaction([&]() -> Status {
-    MAILKMS_TRY(found, get_checked(key, static_cast<int>(protection)));
-    out = std::move(found);
-    return Ok{};
-  }));
-  return out;
+  // An authenticated row carries its own tag: one read.
+  if (protection == Protection::authenticated) {
+    MAILKMS_TRY(row, inner_.get(key));
+    return row_checked(key, std::nullopt, std::move(row));
+  }
+  // A tracked row is read with the manifest and its collection's list, in
+  // one view: a change made between separate reads would look like
+  // tampering. On PostgreSQL that is one statement, one round trip.
+  const std::string collection = collection_of(key);
+  const std::string list_key = std::string(kCollectionPrefix) + collection;
+  const std::array<std::string_view, 3> keys{kRootKey, list_key, key};
+  MAILKMS_TRY(rows, inner_.read_together(keys));
+  MAILKMS_TRY(root, root_from(rows[0]));
+  if (!root) return tampered(kRootKey, "the manifest is missing");
+  MAILKMS_TRY(versions, collection_from(*root, collection, rows[1]));
+  return row_checked(key, std::move(versions), std::move(rows[2]));
 }
 
-Result<std::optional<std::string>> AuthenticatedStorage::get_checked(std::string_view key, int protection_value) {
-  const auto protection = static_cast<Protection>(protection_value);
-  std::optional<Versions> versions;
-  if (protection == Protection::tracked) {
-    MAILKMS_TRY(root, require_root());
-    MAILKMS_TRY(listed, read_collection(root, collection_of(key)));
-    versions = std::move(listed);
-  }
-  MAILKMS_TRY(row, inner_.get(key));
+Result<std::optional<std::string>> AuthenticatedStorage::row_checked(std::string_view key,
+                                                                    const std::optional<Versions>& versions,
+                                                                    std::optional<std::string> row) {
   const auto expected = versions ? versions->find(key) : Versions::const_iterator{};
   if (versions && expected == versions->end()) {
     // Not made here: ignored, as if it were not there.
@@ -357,6 +368,7 @@ Result<std::vector<std::pair<std::string, std::string>>> AuthenticatedStorage::s
     return make_error(Errc::invalid_argument, "a scan of \"" + std::string(prefix) + "\" would mix guarded rows with others");
   }
   if (protection == Protection::none) return inner_.scan(prefix, after, limit);
+  if (protection == Protection::authenticated) return scan_checked(prefix, after, limit, static_cast<int>(protection));
   std::vector<std::pair<std::string, std::string>> out;
   MAILKMS_CHECK(inner_.read_transaction([&]() -> Status {
     MAILKMS_TRY(found, scan_checked(prefix, after, limit, static_cast<int>(protection)));

@@ -40,6 +40,8 @@ constexpr std::array kPrepared{
              "INSERT INTO kv (key, value) VALUES ($1, $2) ON CONFLICT (key) DO UPDATE SET value = excluded.value", 2,
              {kByteaOid, kByteaOid}},
     Prepared{"remove", "DELETE FROM kv WHERE key = $1", 1, {kByteaOid}},
+    Prepared{"get_together", "SELECT key, value FROM kv WHERE key IN ($1, $2, $3)", 3,
+             {kByteaOid, kByteaOid, kByteaOid}},
     Prepared{"scan_from_to", "SELECT key, value FROM kv WHERE key >= $1 AND key < $2 ORDER BY key LIMIT $3", 3,
              {kByteaOid, kByteaOid, kInt8Oid}},
     Prepared{"scan_after_to", "SELECT key, value FROM kv WHERE key > $1 AND key < $2 ORDER BY key LIMIT $3", 3,
@@ -180,6 +182,24 @@ Result<std::optional<std::string>> PostgresStorage::get(std::string_view key) {
     if (!succeeded(result)) return pg_error(conn_, result.get(), "cannot read");
     if (PQntuples(result.get()) == 0) return std::optional<std::string>();
     return std::optional<std::string>(column(result, 0, 0));
+  });
+}
+
+Result<std::vector<std::optional<std::string>>> PostgresStorage::read_together(std::span<const std::string_view> keys) {
+  if (keys.empty() || keys.size() > 3) return Storage::read_together(keys);
+  return retried([&]() -> Result<std::vector<std::optional<std::string>>> {
+    // Fewer than three keys: the last one again fills the statement.
+    const PgResult result = run(conn_, "get_together", {keys[0], keys[std::min<std::size_t>(1, keys.size() - 1)],
+                                                        keys[keys.size() - 1]});
+    if (!succeeded(result)) return pg_error(conn_, result.get(), "cannot read");
+    std::vector<std::optional<std::string>> rows(keys.size());
+    for (int r = 0; r < PQntuples(result.get()); ++r) {
+      const std::string key = column(result, r, 0);
+      for (std::size_t i = 0; i < keys.size(); ++i) {
+        if (keys[i] == key) rows[i] = column(result, r, 1);
+      }
+    }
+    return rows;
   });
 }
 

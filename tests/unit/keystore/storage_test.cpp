@@ -44,6 +44,26 @@ TEST_CASE("values go in, come out, and stay after reopening", "[storage]") {
   CHECK_FALSE(must(db->get("users/bob@example.org")));
 }
 
+TEST_CASE("rows read together come in the order asked, missing ones empty", "[storage]") {
+  test::TempDir dir;
+  const test::TestDatabase database(dir);
+  auto db = database.open();
+  must(db->put("a", "1"));
+  must(db->put("b", std::string("2\0", 2)));
+  using Keys = std::vector<std::string_view>;
+  using Rows = std::vector<std::optional<std::string>>;
+  CHECK(must(db->read_together(Keys{"b", "missing", "a"})) == Rows{std::string("2\0", 2), std::nullopt, "1"});
+  CHECK(must(db->read_together(Keys{"a"})) == Rows{"1"});
+  CHECK(must(db->read_together(Keys{"missing", "b"})) == Rows{std::nullopt, std::string("2\0", 2)});
+  CHECK(must(db->read_together(Keys{"a", "a", "b", "missing"})) == Rows{"1", "1", std::string("2\0", 2), std::nullopt});
+  // Inside a transaction, what it wrote.
+  must(db->transaction([&]() -> Status {
+    MAILKMS_CHECK(db->put("a", "3"));
+    CHECK(must(db->read_together(Keys{"a", "b"})) == Rows{"3", std::string("2\0", 2)});
+    return Ok{};
+  }));
+}
+
 TEST_CASE("the database file is created private", "[storage][sqlite]") {
   test::TempDir dir;
   const auto path = dir.path("keystore.db");

@@ -110,16 +110,21 @@ class AuthenticatedStorage final : public Storage {
   // The payload of a row whose tag is right; the version it claims in `version`.
   Result<std::string> decode(std::string_view key, std::string_view row, std::uint64_t& version) const;
   Error tampered(std::string_view key, const std::string& problem);
-  // get and scan of guarded rows, inside a transaction; `protection` is
-  // the row class (kept out of this header).
-  Result<std::optional<std::string>> get_checked(std::string_view key, int protection);
+  // A guarded row as read, checked: against its tag, and for a tracked row
+  // against the version its collection's list (`versions`) names.
+  Result<std::optional<std::string>> row_checked(std::string_view key, const std::optional<Versions>& versions,
+                                                 std::optional<std::string> row);
+  // scan of guarded rows, inside a transaction; `protection` is the row
+  // class (kept out of this header).
   Result<std::vector<std::pair<std::string, std::string>>> scan_checked(std::string_view prefix,
                                                                        std::string_view after, std::size_t limit,
                                                                        int protection);
 
   Result<std::optional<Root>> read_root();
+  Result<std::optional<Root>> root_from(const std::optional<std::string>& row);
   Result<Root> require_root();
   Result<Versions> read_collection(const Root& root, std::string_view collection);
+  Result<Versions> collection_from(const Root& root, std::string_view collection, const std::optional<std::string>& row);
   Status write_manifest(Root& root, std::string_view collection, const Versions& versions);
 
   Storage& inner_;

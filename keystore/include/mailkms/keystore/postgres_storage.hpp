@@ -41,6 +41,8 @@ class PostgresStorage final : public Storage {
                                                                std::size_t limit) override;
   Status transaction(const std::function<Status()>& work) override;
   Status read_transaction(const std::function<Status()>& work) override;
+  // One statement: one snapshot, one round trip.
+  Result<std::vector<std::optional<std::string>>> read_together(std::span<const std::string_view> keys) override;
 
   static int current_schema_version();
   [[nodiscard]] int schema_version();  // -1 when it cannot be read

@@ -8,6 +8,7 @@
 #include <functional>
 #include <limits>
 #include <optional>
+#include <span>
 #include <string>
 #include <string_view>
 #include <utility>
@@ -36,6 +37,20 @@ class Storage {
   // several processes reads a snapshot here without taking the write lock
   // that `transaction` takes; by default it is a transaction.
   virtual Status read_transaction(const std::function<Status()>& work) { return transaction(work); }
+  // Up to three rows, in the order of `keys`, as one consistent view: a
+  // backend that can reads them in one statement, without a transaction's
+  // extra round trips; by default they are read in a read_transaction.
+  virtual Result<std::vector<std::optional<std::string>>> read_together(std::span<const std::string_view> keys) {
+    std::vector<std::optional<std::string>> rows;
+    MAILKMS_CHECK(read_transaction([&]() -> Status {
+      for (const auto key : keys) {
+        MAILKMS_TRY(row, get(key));
+        rows.push_back(std::move(row));
+      }
+      return Ok{};
+    }));
+    return rows;
+  }
   // A row a caller found tampered with, for a storage that keeps such
   // reports (AuthenticatedStorage); others forget it.
   // NOLINTNEXTLINE(performance-unnecessary-value-param): a sink, which AuthenticatedStorage keeps
