@@ -106,7 +106,18 @@ Command command(CLI::App& parent, const std::string& name, const std::string& he
 
 struct Base {
   std::string config = default_config();
+  bool as_json = false;  // --json, where a command lists or shows
 };
+
+// --json: the keystore's answer as one JSON document, the fields as the
+// README's "Machine-readable output" names them, instead of text.
+void json_option(CLI::App& c, Base& a) { c.add_flag("--json", a.as_json, "Print one JSON document instead of text"); }
+
+bool printed_as_json(const Base& a, const json& answer) {
+  if (!a.as_json) return false;
+  std::cout << answer.dump(2, ' ', false, json::error_handler_t::replace) << "\n";
+  return true;
+}
 
 // ---- init, unseal, status, login
 
@@ -249,6 +260,7 @@ int run_rekey(const UnsealArgs& a) {
 
 int run_status(const Base& a) {
   const json status = Keystore(a.config).call("status");
+  if (printed_as_json(a, status)) return 0;
   std::cout << (status.value("sealed", true) ? "sealed" : "unsealed") << "\n";
   if (status.contains("key_generation")) {
     const auto rotated = status.value("key_rotated", std::time_t{0});
@@ -460,6 +472,7 @@ int run_enroll(const EnrollArgs& a) {
 
 int run_user_list(const UserArgs& a) {
   const json users = Keystore(a.config).admin("user-list", {{"after", a.after}, {"limit", a.limit}});
+  if (printed_as_json(a, users)) return 0;
   for (const auto& u : users) {
     std::cout << u.value("address", "") << (u.value("enabled", true) ? "" : "  (disabled)") << "\n";
   }
@@ -469,6 +482,7 @@ int run_user_list(const UserArgs& a) {
 int run_user_show(const UserArgs& a) {
   if (a.addresses.size() != 1) throw Failure(exit_usage, "give one address");
   const json u = Keystore(a.config).admin("user-show", {{"address", a.addresses.front()}});
+  if (printed_as_json(a, u)) return 0;
   std::cout << "address: " << u.value("address", "") << "\n"
             << "enabled: " << (u.value("enabled", true) ? "yes" : "no") << "\n"
             << "created: " << when(u.value("created", std::time_t{0})) << "\n"
@@ -766,11 +780,12 @@ void add_gateway_commands(CLI::App& app, std::vector<Command>& commands) {
         write_service_certificates(a.out, Keystore(a.config).admin("request-fetch", {{"id", a.name}}));
         return 0;
       }));
-  commands.push_back(command<Base>(*gateway, "list", "List the service certificates", [](CLI::App&, Base&) {},
-                                   [](const Base& a) {
-                                     for (const auto& g : Keystore(a.config).admin("gateway-list")) print_gateway(g);
-                                     return 0;
-                                   }));
+  commands.push_back(command<Base>(*gateway, "list", "List the service certificates", json_option, [](const Base& a) {
+    const json gateways = Keystore(a.config).admin("gateway-list");
+    if (printed_as_json(a, gateways)) return 0;
+    for (const auto& g : gateways) print_gateway(g);
+    return 0;
+  }));
   commands.push_back(command<GatewayArgs>(
       *gateway, "revoke", "Revoke a host's certificates: refused on every keystored instance within a second",
       [](CLI::App& c, GatewayArgs& a) { c.add_option("name", a.name, "The host")->required(); },
@@ -835,7 +850,7 @@ std::vector<Command> add_keystore_commands(CLI::App& app) {
       },
       run_storage_migrate));
   commands.push_back(command<Base>(app, "status", "Say whether the keystore is sealed, and its master key's generation",
-                                   [](CLI::App&, Base&) {}, run_status));
+                                   json_option, run_status));
   commands.push_back(command<LoginArgs>(
       app, "login", "Start an administrator's session, kept (mode 0600) in $MAILKMS_SESSION_FILE, else ~/.mailkms-session: administrators sharing a Unix account each set their own",
       [](CLI::App& c, LoginArgs& a) {
@@ -899,8 +914,10 @@ std::vector<Command> add_keystore_commands(CLI::App& app) {
                    [&] { std::cout << "CA " << a.id << " can issue\n"; });
         return 0;
       }));
-  commands.push_back(command<Base>(*ca, "list", "List the CAs", [](CLI::App&, Base&) {}, [](const Base& a) {
-    for (const auto& c : Keystore(a.config).admin("ca-list")) print_ca(c);
+  commands.push_back(command<Base>(*ca, "list", "List the CAs", json_option, [](const Base& a) {
+    const json cas = Keystore(a.config).admin("ca-list");
+    if (printed_as_json(a, cas)) return 0;
+    for (const auto& c : cas) print_ca(c);
     return 0;
   }));
   commands.push_back(command<CaArgs>(
@@ -952,10 +969,14 @@ std::vector<Command> add_keystore_commands(CLI::App& app) {
       [](CLI::App& c, UserArgs& a) {
         c.add_option("--after", a.after, "Start after this address");
         c.add_option("--limit", a.limit, "At most this many")->capture_default_str();
+        json_option(c, a);
       },
       run_user_list));
   commands.push_back(command<UserArgs>(*user, "show", "Show a user and their certificates",
-                                       [](CLI::App& c, UserArgs& a) { c.add_option("address", a.addresses)->required(); },
+                                       [](CLI::App& c, UserArgs& a) {
+                                         c.add_option("address", a.addresses)->required();
+                                         json_option(c, a);
+                                       },
                                        run_user_show));
   for (const auto& [name, op, said] : std::vector<std::tuple<std::string, std::string, std::string>>{
            {"enable", "user-enable", "enabled"}, {"disable", "user-disable", "disabled"}, {"renew", "user-renew", "renewed"}}) {
@@ -1032,8 +1053,10 @@ std::vector<Command> add_keystore_commands(CLI::App& app) {
         pending_or(Keystore(a.config).admin("admin-remove", {{"name", a.name}}), [&] { std::cout << a.name << ": removed\n"; });
         return 0;
       }));
-  commands.push_back(command<Base>(*admin, "list", "List administrators", [](CLI::App&, Base&) {}, [](const Base& a) {
-    for (const auto& x : Keystore(a.config).admin("admin-list")) std::cout << x.value("name", "") << "\n";
+  commands.push_back(command<Base>(*admin, "list", "List administrators", json_option, [](const Base& a) {
+    const json admins = Keystore(a.config).admin("admin-list");
+    if (printed_as_json(a, admins)) return 0;
+    for (const auto& x : admins) std::cout << x.value("name", "") << "\n";
     return 0;
   }));
 
@@ -1050,8 +1073,10 @@ std::vector<Command> add_keystore_commands(CLI::App& app) {
                    [&] { std::cout << a.name << " now needs " << a.password_file << " approval(s)\n"; });
         return 0;
       }));
-  commands.push_back(command<Base>(*approvals, "show", "Show the policy", [](CLI::App&, Base&) {}, [](const Base& a) {
-    for (const auto& [task, count] : Keystore(a.config).admin("approvals-show").items()) std::cout << task << ": " << count << "\n";
+  commands.push_back(command<Base>(*approvals, "show", "Show the policy", json_option, [](const Base& a) {
+    const json policy = Keystore(a.config).admin("approvals-show");
+    if (printed_as_json(a, policy)) return 0;
+    for (const auto& [task, count] : policy.items()) std::cout << task << ": " << count << "\n";
     return 0;
   }));
 
@@ -1102,8 +1127,10 @@ std::vector<Command> add_keystore_commands(CLI::App& app) {
                                                  << " of " << r.value("required", 0) << ")\n";
                                        return 0;
                                      }));
-  commands.push_back(command<Base>(app, "requests", "List approval requests", [](CLI::App&, Base&) {}, [](const Base& a) {
-    for (const auto& r : Keystore(a.config).admin("requests-list")) {
+  commands.push_back(command<Base>(app, "requests", "List approval requests", json_option, [](const Base& a) {
+    const json requests = Keystore(a.config).admin("requests-list");
+    if (printed_as_json(a, requests)) return 0;
+    for (const auto& r : requests) {
       std::cout << r.value("id", "") << "  " << r.value("op", "") << " " << r.value("subject", "") << "  "
                 << r.value("status", "") << "  by " << r.value("requested_by", "") << "  approvals "
                 << r.value("approvals", json::array()).size() << "/" << r.value("required", 0) << "\n";
@@ -1178,8 +1205,9 @@ std::vector<Command> add_keystore_commands(CLI::App& app) {
         pending_or(Keystore(a.config).admin("trust-system", {{"enabled", a.id == "on"}}), [&] { std::cout << "system roots: " << a.id << "\n"; });
         return 0;
       }));
-  commands.push_back(command<Base>(*trust, "list", "List the trust anchors", [](CLI::App&, Base&) {}, [](const Base& a) {
+  commands.push_back(command<Base>(*trust, "list", "List the trust anchors", json_option, [](const Base& a) {
     const json r = Keystore(a.config).admin("trust-list");
+    if (printed_as_json(a, r)) return 0;
     for (const auto& anchor : r.value("anchors", json::array())) {
       std::cout << anchor.value("source", "") << "  " << anchor.value("subject", "");
       if (anchor.contains("fingerprint")) std::cout << "  sha256 " << anchor.value("fingerprint", "");
@@ -1196,11 +1224,12 @@ std::vector<Command> add_keystore_commands(CLI::App& app) {
       [](CLI::App& c, UserArgs& a) {
         c.add_option("--after", a.after, "Start after this address");
         c.add_option("--limit", a.limit, "At most this many")->capture_default_str();
+        json_option(c, a);
       },
       [](const UserArgs& a) {
-        for (const auto& h : Keystore(a.config).admin("harvested-list", {{"after", a.after}, {"limit", a.limit}})) {
-          print_harvested(h);
-        }
+        const json remembered = Keystore(a.config).admin("harvested-list", {{"after", a.after}, {"limit", a.limit}});
+        if (printed_as_json(a, remembered)) return 0;
+        for (const auto& h : remembered) print_harvested(h);
         return 0;
       }));
   commands.push_back(command<UserArgs>(
@@ -1216,9 +1245,12 @@ std::vector<Command> add_keystore_commands(CLI::App& app) {
       [](CLI::App& c, AuditArgs& a) {
         c.add_option("--after", a.after, "After this sequence number");
         c.add_option("--limit", a.limit, "At most this many")->capture_default_str();
+        json_option(c, a);
       },
       [](const AuditArgs& a) {
-        for (const auto& r : Keystore(a.config).admin("audit-show", {{"after", a.after}, {"limit", a.limit}})) {
+        const json records = Keystore(a.config).admin("audit-show", {{"after", a.after}, {"limit", a.limit}});
+        if (printed_as_json(a, records)) return 0;
+        for (const auto& r : records) {
           std::cout << r.value("sequence", 0) << "  " << when(r.value("time", std::time_t{0})) << "  "
                     << r.value("actor", "") << "  " << r.value("action", "") << "  " << r.value("subject", "") << "  "
                     << r.value("outcome", "") << "  " << r.value("detail", "") << "\n";

@@ -215,6 +215,23 @@ check "bob's certificates are revoked" bash -c "'$ctl' revoke bob@example.org --
 serial=$(sed -n 's/^revoked \(.*\)$/\1/p' check.out | head -n 1)
 check "the CRL lists them" bash -c "'$ctl' crl export --ca issuing --out crl.der && openssl crl -inform DER -in crl.der -noout -text | grep -q '$serial'"
 check "our root is a trust anchor" bash -c "'$ctl' trust list | grep -q '^ours  CN=Example Root CA'"
+# --json: one JSON document per call, read here with Python's parser.
+json_holds() {  # json_holds EXPRESSION COMMAND...: EXPRESSION over the document `d` is true
+  local expression=$1
+  shift
+  "$@" > json.out && python3 -c 'import json, sys; d = json.load(open("json.out")); sys.exit(0 if eval(sys.argv[1]) else 1)' "$expression"
+}
+export -f json_holds
+check "status --json says unsealed" json_holds 'd["sealed"] is False and d["key_generation"] >= 1' "$ctl" status --json
+check "ca list --json names both CAs" json_holds 'sorted(c["id"] for c in d) == ["issuing", "root"] and all("BEGIN CERTIFICATE" in c["certificate"] for c in d)' "$ctl" ca list --json
+check "user list --json lists alice and bob" json_holds '{"alice@example.org", "bob@example.org"} <= {u["address"] for u in d}' "$ctl" user list --json
+check "user show --json shows alice's certificates" json_holds 'd["address"] == "alice@example.org" and {c["profile"] for c in d["certificates"]} >= {"encryption", "signing"}' "$ctl" user show alice@example.org --json
+check "admin list --json names carol and erin" json_holds 'sorted(a["name"] for a in d) == ["carol", "erin"]' "$ctl" admin list --json
+check "approvals show --json has recover at 2" json_holds 'd["recover"] == 2' "$ctl" approvals show --json
+check "requests --json has the approved recovery, without its password" json_holds 'any(r["id"] == "'"$request"'" and r["op"] == "recover" for r in d) and "'"$(cat p12.pw)"'" not in json.dumps(d)' "$ctl" requests --json
+check "trust list --json has our root first" json_holds 'd["anchors"][0]["source"] == "ours" and d["system_roots"] in (True, False)' "$ctl" trust list --json
+check "audit show --json gives records in order" json_holds 'len(d) == 3 and [r["sequence"] for r in d] == sorted(r["sequence"] for r in d) and all("action" in r for r in d)' "$ctl" audit show --limit 3 --json
+check "gateway list and harvested list --json are lists" bash -c "json_holds 'isinstance(d, list)' '$ctl' gateway list --json && json_holds 'isinstance(d, list)' '$ctl' harvested list --json"
 openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -keyout partner.key -out partner.pem \
   -subj "/CN=Partner Root" -days 30 -addext basicConstraints=critical,CA:TRUE 2> /dev/null
 check "a partner's root is added" bash -c "'$ctl' trust add partner.pem | grep -q '^trusted sha256'"
