@@ -258,9 +258,34 @@ int run_rekey(const UnsealArgs& a) {
   return 0;
 }
 
-int run_status(const Base& a) {
-  const json status = Keystore(a.config).call("status");
-  if (printed_as_json(a, status)) return 0;
+// The administrators' part of status: where this keystored is, and what
+// needs doing (requests to approve, certificates to renew, CRLs).
+void print_health(const json& h) {
+  std::cout << "instance: " << h.value("instance", "") << "\n"
+            << "database: " << h.value("database", "") << "\n";
+  const json head = h.value("audit_head", json::object());
+  std::cout << "audit: " << head.value("sequence", std::uint64_t{0}) << " records, head "
+            << head.value("hash", "").substr(0, 16) << "\n"
+            << "pending requests: " << h.value("pending_requests", 0) << "\n";
+  const json expiring = h.value("expiring", json::object());
+  std::cout << "certificates in use expiring within " << expiring.value("within_days", 30)
+            << " days: " << expiring.value("count", 0) << "\n";
+  for (const auto& c : expiring.value("first", json::array())) {
+    std::cout << "  " << c.value("address", "") << "  " << c.value("profile", "") << "  " << c.value("serial", "")
+              << "  until " << when(c.value("not_after", std::time_t{0})) << "\n";
+  }
+  for (const auto& crl : h.value("crls", json::array())) {
+    std::cout << "CRL of " << crl.value("ca", "") << ": ";
+    if (crl.value("made", json()).is_null()) {
+      std::cout << "none made yet (made when a gateway or crl export asks)\n";
+    } else {
+      std::cout << "made " << when(crl.value("made", std::time_t{0})) << ", next update "
+                << when(crl.value("next_update", std::time_t{0})) << "\n";
+    }
+  }
+}
+
+void print_status(const json& status) {
   std::cout << (status.value("sealed", true) ? "sealed" : "unsealed") << "\n";
   if (status.contains("key_generation")) {
     const auto rotated = status.value("key_rotated", std::time_t{0});
@@ -269,6 +294,7 @@ int run_status(const Base& a) {
   } else if (status.contains("key_generation_problem")) {
     std::cout << "master key generation unknown: " << status.value("key_generation_problem", "") << "\n";
   }
+  if (status.contains("health")) print_health(status["health"]);
   // What each gateway did with users' keys since the daemon started.
   for (const auto& g : status.value("gateways", json::array())) {
     std::cout << "gateway " << g.value("gateway", "") << ": " << g.value("signed", 0) << " signed, " << g.value("unwrapped", 0)
@@ -277,6 +303,29 @@ int run_status(const Base& a) {
   if (const auto counted = status.value("audit_counted", std::uint64_t{0}); counted > 0) {
     std::cout << "audit: " << counted << " event(s) anyone can cause counted past their limit, not recorded one by one\n";
   }
+}
+
+int run_status(const Base& a) {
+  Keystore keystore(a.config);
+  json status = keystore.call("status");
+  // The rest is for administrators: with a session, an unsealed keystore
+  // says it too; without one, status says how to see it.
+  std::string why_not;
+  if (status.value("sealed", true)) {
+    why_not = "sealed";
+  } else if (std::ifstream(session_file()).good()) {
+    try {
+      status["health"] = keystore.admin("health");
+    } catch (const Failure& f) {
+      why_not = f.what();
+    }
+  } else {
+    why_not = "not logged in: mailkmsctl login shows the instance, database, audit head, requests, expiring "
+              "certificates and CRLs here";
+  }
+  if (printed_as_json(a, status)) return 0;
+  print_status(status);
+  if (!why_not.empty() && why_not != "sealed") std::cerr << "mailkmsctl: " << why_not << "\n";
   return 0;
 }
 
@@ -849,7 +898,9 @@ std::vector<Command> add_keystore_commands(CLI::App& app) {
         c.add_option("--shares-file", a.shares_file, "Shares, one per line");
       },
       run_storage_migrate));
-  commands.push_back(command<Base>(app, "status", "Say whether the keystore is sealed, and its master key's generation",
+  commands.push_back(command<Base>(app, "status",
+                                   "The keystore on one screen: sealed or not, the master key's generation; after a login, "
+                                   "the instance, database, audit head, pending requests, expiring certificates and CRLs",
                                    json_option, run_status));
   commands.push_back(command<LoginArgs>(
       app, "login", "Start an administrator's session, kept (mode 0600) in $MAILKMS_SESSION_FILE, else ~/.mailkms-session: administrators sharing a Unix account each set their own",

@@ -44,7 +44,7 @@ bool plain_operation(std::string_view op) {
                                                  "audit-show",  "audit-verify", "audit-checkpoint", "audit-key", "approve",     "requests-list", "trust-list",
                                                  "enroll",
                                                  "request-fetch", "harvested-list", "harvested-remove",
-                                                 "gateway-list", "service-ca",
+                                                 "gateway-list", "service-ca", "health",
                                                  // Discloses and grants nothing, and needs the unseal secret.
                                                  "rekey"};
   return std::find(ops.begin(), ops.end(), op) != ops.end();
@@ -418,6 +418,7 @@ Result<nlohmann::json> KeystoreService::execute(const std::string& op, const nlo
     }));
     return done;
   }
+  if (op == "health") return health();
   if (op == "approvals-show") {
     nlohmann::json out = nlohmann::json::object();
     for (const auto& task : approval_tasks()) {

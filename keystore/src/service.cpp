@@ -155,6 +155,7 @@ Result<std::unique_ptr<KeystoreService>> KeystoreService::open(const DatabaseLoc
       new KeystoreService(std::move(storage), std::move(ctx), std::move(access), std::move(policies)));
   MAILKMS_TRY(seal, service->seal_record());
   (void)seal;
+  service->database_ = database.describe();
   return service;
 }
 
@@ -183,6 +184,7 @@ Result<std::unique_ptr<KeystoreService>> KeystoreService::initialize(const Datab
                                         "sealed with " + std::string(to_string(seal.method))}));
   MAILKMS_CHECK(service->adopt_unauthenticated_rows("mailkmsctl init"));
   MAILKMS_CHECK(service->admins_.add(first_admin, admin_password, "mailkmsctl init"));
+  service->database_ = database.describe();
   return service;
 }
 

@@ -223,6 +223,12 @@ json_holds() {  # json_holds EXPRESSION COMMAND...: EXPRESSION over the document
 }
 export -f json_holds
 check "status --json says unsealed" json_holds 'd["sealed"] is False and d["key_generation"] >= 1' "$ctl" status --json
+check "status --json, logged in, has the keystore's health" \
+  json_holds '" pid " in d["health"]["instance"] and d["health"]["audit_head"]["sequence"] > 10 and d["health"]["pending_requests"] == 0 and d["health"]["expiring"]["count"] == 0 and [c["ca"] for c in d["health"]["crls"]] == ["issuing"] and d["health"]["crls"][0]["next_update"] > d["health"]["crls"][0]["made"]' "$ctl" status --json
+check "status shows it on one screen" \
+  bash -c "'$ctl' status > status.out && grep -q '^unsealed$' status.out && grep -q '^database: ' status.out && grep -q '^pending requests: 0$' status.out && grep -q '^certificates in use expiring within 30 days: 0$' status.out && grep -q '^CRL of issuing: made .*, next update ' status.out"
+check "status without a session says how to see the rest" \
+  bash -c "MAILKMS_SESSION_FILE=$work/nobody.session '$ctl' status > status.out 2> status.err && ! grep -q '^database: ' status.out && grep -q 'not logged in: mailkmsctl login shows' status.err"
 check "ca list --json names both CAs" json_holds 'sorted(c["id"] for c in d) == ["issuing", "root"] and all("BEGIN CERTIFICATE" in c["certificate"] for c in d)' "$ctl" ca list --json
 check "user list --json lists alice and bob" json_holds '{"alice@example.org", "bob@example.org"} <= {u["address"] for u in d}' "$ctl" user list --json
 check "user show --json shows alice's certificates" json_holds 'd["address"] == "alice@example.org" and {c["profile"] for c in d["certificates"]} >= {"encryption", "signing"}' "$ctl" user show alice@example.org --json

@@ -777,3 +777,45 @@ TEST_CASE("the keystore's own mail carries a mark that only it confirms, for tha
     return r.event.action == "check-mail-mark" && r.event.outcome == "refused" && r.event.subject == "eve@example.org";
   }));
 }
+
+TEST_CASE("health names the instance, the database, the audit head, requests, expiring certificates and CRLs",
+          "[health]") {
+  Keystore k;
+  must(k.service->users().add("alice@example.org", "test"));
+  must(k.service->users().add("bob@example.org", "test"));
+  must(k.service->users().renew("bob@example.org", "test"));  // bob's first certificates are no longer in use
+  k.admin("admin-add", {{"name", "erin"}, {"password", "erin's long password"}});
+  k.admin("approvals-set", {{"task", "recover"}, {"count", 2}});
+  CHECK(k.admin("recover", {{"address", "alice@example.org"}, {"password", "a recovery password"}})["status"] ==
+        "pending");
+
+  json h = k.admin("health", json::object());
+  CHECK(h["instance"].get<std::string>().find(" pid ") != std::string::npos);
+  CHECK_FALSE(h["database"].get<std::string>().empty());
+  CHECK(h["audit_head"]["sequence"].get<std::uint64_t>() > 5);
+  CHECK(h["audit_head"]["hash"].get<std::string>().size() == 64);
+  CHECK(h["pending_requests"] == 1);
+  CHECK(h["expiring"]["within_days"] == 30);
+  CHECK(h["expiring"]["count"] == 0);
+  CHECK(h["crls"] == json::array({{{"ca", "issuing"}, {"made", nullptr}, {"next_update", nullptr}}}));
+
+  // 340 days on, the certificates in use expire within 30 days: alice's
+  // two and bob's current two, not the two his renewal replaced.
+  k.time.advance(std::chrono::hours(24 * 340));
+  k.session = must(k.call(k.administrator, "login", {{"name", "carol"}, {"password", kAdminPassword}}))["token"];
+  (void)k.admin("crl", {{"ca", "issuing"}});
+  h = k.admin("health", json::object());
+  CHECK(h["expiring"]["count"] == 4);
+  std::multiset<std::string> addresses;
+  for (const auto& c : h["expiring"]["first"]) addresses.insert(c["address"].get<std::string>());
+  CHECK(addresses == std::multiset<std::string>{"alice@example.org", "alice@example.org", "bob@example.org", "bob@example.org"});
+  const auto bob = must(k.service->users().get("bob@example.org"));
+  for (const auto& c : h["expiring"]["first"]) {
+    if (c["address"] == "bob@example.org") {
+      CHECK((c["serial"] == bob.signing_serial || c["serial"] == bob.encryption_serials.back()));
+    }
+  }
+  const auto& crl = h["crls"][0];
+  CHECK(crl["ca"] == "issuing");
+  CHECK(crl["next_update"].get<std::time_t>() > crl["made"].get<std::time_t>());
+}

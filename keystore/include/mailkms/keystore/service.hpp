@@ -178,6 +178,11 @@ class KeystoreService {
   Result<std::string> session_administrator(const Caller& caller, const protocol::Request& request);
 
   Result<nlohmann::json> status();
+  // health: what an administrator checks on one screen (mailkmsctl status):
+  // this instance, its database, the audit head, pending requests,
+  // certificates in use that expire soon, and each CA's CRL.
+  Result<nlohmann::json> health();
+  Result<nlohmann::json> expiring_certificates(std::time_t within);
   // At unseal: the database's chain against the keystore's own checkpoint
   // file (an older copy of the database put back is said loudly), then a
   // checkpoint of where the chain stands.
@@ -285,6 +290,7 @@ class KeystoreService {
   };
   std::mutex gateway_use_mutex_;
   std::map<std::string, GatewayUse> gateway_use_;  // by Caller::principal()
+  std::string database_;  // DatabaseLocation::describe(), for health
 
   // Signing keys in use, kept unwrapped (this process may hold keys):
   // the gateway signs every outgoing message. Keyed by address, checked
