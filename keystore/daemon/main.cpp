@@ -140,6 +140,8 @@ mailkms::BasicResult<std::unique_ptr<mailkms::keystore::KeystoreService>, std::s
   if (!service) return service.error().describe();
   // Guarded rows that fail their checks: a database writer at work.
   (*service)->set_integrity_reporter([](const std::string& message) { warn(message); });
+  // A database lost and found again, and which server after a failover.
+  (*service)->storage().set_events([](const std::string& line) { std::cerr << "mailkms-keystored: " << line << "\n"; });
   (*service)->set_audit_checkpoints(config.audit_checkpoint_file, config.audit_checkpoint_interval,
                                     [](const std::string& line) { std::cerr << "mailkms-keystored: " << line << "\n"; });
   if (!config.unseal_key_file.empty()) {

@@ -150,12 +150,26 @@ Status PostgresStorage::configure_session() {
   return Ok{};
 }
 
+void PostgresStorage::set_events(Events events) {
+  const std::lock_guard lock(mutex_);
+  events_ = std::move(events);
+}
+
 Status PostgresStorage::ensure_connected() {
   if (depth_ > 0) return Ok{};  // mid-transaction: a lost connection fails the transaction
   if (PQstatus(conn_) != CONNECTION_OK) {
+    if (!lost_told_ && events_) events_("lost the connection to the database; opening it again before the next request");
+    lost_told_ = true;
     PQreset(conn_);
     session_ready_ = false;
     if (PQstatus(conn_) != CONNECTION_OK) return pg_error(conn_, nullptr, "cannot reconnect to the database");
+    if (events_) {
+      const char* host = PQhost(conn_);
+      const char* port = PQport(conn_);
+      events_("connected to the database again: " + std::string(host != nullptr ? host : "?") + " port " +
+              std::string(port != nullptr ? port : "?"));
+    }
+    lost_told_ = false;
   }
   return session_ready_ ? Status(Ok{}) : configure_session();
 }

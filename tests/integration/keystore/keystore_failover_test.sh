@@ -110,6 +110,8 @@ else
   show_log
 fi
 check "keystored serves again within 30 s of the promotion" test -n "$served"
+check "its log says it lost the database and which server it reached again" \
+  bash -c "grep -q 'lost the connection to the database; opening it again' keystore.log && grep -q 'connected to the database again: 127.0.0.1 port $p2\$' keystore.log && [ \$(grep -c 'lost the connection to the database' keystore.log) = 1 ]"
 check "keystored never exited" kill -0 "$keystore_pid"
 check "every user acknowledged before the failover is listed" bash -c '
   for user in "$@"; do grep -qF "$user" users.after || { echo "missing: $user"; exit 1; }; done' - "${before[@]}"

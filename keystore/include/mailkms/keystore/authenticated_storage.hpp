@@ -85,6 +85,7 @@ class AuthenticatedStorage final : public Storage {
   // key_superseded() says so until the next unlock() or lock().
   Status transaction(const std::function<Status()>& work) override;
   Status read_transaction(const std::function<Status()>& work) override { return inner_.read_transaction(work); }
+  void set_events(Events events) override { inner_.set_events(std::move(events)); }
   void report_tamper(std::string_view key, std::string problem) override;
   [[nodiscard]] bool key_superseded() const { return key_superseded_.load(); }
   // Errc::sealed, and key_superseded() true, when the key held was

@@ -47,6 +47,12 @@ class PostgresStorage final : public Storage {
   static int current_schema_version();
   [[nodiscard]] int schema_version();  // -1 when it cannot be read
 
+  // Where a connection lost and opened again is told: keystored logs it
+  // (which server it reached matters after a failover); by default nobody.
+  // Each change is told once: not every request that fails while the
+  // server is away.
+  void set_events(Events events) override;
+
  private:
   PostgresStorage(pg_conn* conn, bool read_only) : conn_(conn), read_only_(read_only) {}
   // Outside a transaction: a connection the server dropped (a restart, a
@@ -69,6 +75,8 @@ class PostgresStorage final : public Storage {
   int depth_ = 0;               // transaction nesting: savepoints inside
   bool schema_ready_ = false;   // migrated: the statements can be prepared
   bool session_ready_ = false;  // this connection's settings made, statements prepared
+  bool lost_told_ = false;      // the loss was told; the next reconnection will be
+  Events events_;
 };
 
 }  // namespace mailkms::keystore

@@ -51,6 +51,10 @@ class Storage {
     }));
     return rows;
   }
+  // Where a storage that keeps a connection says it lost and opened it
+  // again (PostgreSQL); a file needs none, and says nothing.
+  using Events = std::function<void(const std::string&)>;
+  virtual void set_events(Events events) { (void)events; }
   // A row a caller found tampered with, for a storage that keeps such
   // reports (AuthenticatedStorage); others forget it.
   // NOLINTNEXTLINE(performance-unnecessary-value-param): a sink, which AuthenticatedStorage keeps
