@@ -54,6 +54,7 @@ class Storage {
   // Where a storage that keeps a connection says it lost and opened it
   // again (PostgreSQL); a file needs none, and says nothing.
   using Events = std::function<void(const std::string&)>;
+  // NOLINTNEXTLINE(performance-unnecessary-value-param): a sink, which PostgresStorage keeps
   virtual void set_events(Events events) { (void)events; }
   // A row a caller found tampered with, for a storage that keeps such
   // reports (AuthenticatedStorage); others forget it.
