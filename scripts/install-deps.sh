@@ -17,6 +17,9 @@ packages=(
   libpq-dev
   # mailkmsctl's and the daemons' command lines
   libcli11-dev
+  # the man pages: scdoc turns man/*.scd into troff at build time; groff
+  # (tests) renders them with every warning on
+  scdoc groff-base
   # the milter: libmilter for the protocol, spdlog for its log lines
   # (stderr under systemd, or syslog), libcurl for outside CAs' CRLs
   libmilter-dev libspdlog-dev libcurl4-openssl-dev
