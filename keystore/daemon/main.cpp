@@ -160,15 +160,24 @@ int serve(int argc, char** argv) {
   CLI::App app{"mailkms-keystored: the mailkms key management daemon"};
   std::string config_path = "/etc/mailkms/mailkms.conf";
   bool foreground = false;
-  app.add_option("-c,--config", config_path, "Configuration file")->capture_default_str();
-  app.add_flag("-f,--foreground", foreground, "Stay in the foreground (for systemd); the only mode for now");
+  bool check = false;
+  app.add_option("-c,--config", config_path, "mailkms.conf to read")->capture_default_str();
+  app.add_flag("-f,--foreground", foreground, "stay in the foreground (for systemd); the only mode for now");
+  app.add_flag("--check", check, "check the configuration and the safety of the paths it names, then exit");
   app.set_version_flag("--version", "mailkms-keystored " MAILKMS_VERSION);
   CLI11_PARSE(app, argc, argv);
 
   auto config = mailkms::keystore::load_config(config_path);
   if (!config) return fatal(config.error().message);
-  if (auto own = mailkms::keystored::check_own_user(*config); !own) return fatal(own.error().message);
+  if (!check) {
+    if (auto own = mailkms::keystored::check_own_user(*config); !own) return fatal(own.error().message);
+  }
   if (auto safe = mailkms::keystored::check_safe_paths(*config); !safe) return fatal(safe.error().message);
+  if (check) {
+    std::cout << config_path << ": OK; database " << config->database.describe() << ", socket "
+              << config->socket.string() << "\n";
+    return 0;
+  }
   harden(config->lock_memory);
 
   auto ctx = mailkms::smime::CryptoContext::create();

@@ -8,7 +8,9 @@
 
 #include <cerrno>
 #include <cstring>
+#include <filesystem>
 #include <string>
+#include <system_error>
 
 #include "mailkms/keystore/client.hpp"
 
@@ -74,6 +76,12 @@ keystore::Status check_safe_paths(const keystore::Config& config) {
   // A database server guards its own files; an SQLite file is ours to check.
   if (config.database.is_file()) {
     const auto database = std::filesystem::absolute(config.database.file);
+    std::error_code ignored;
+    if (!std::filesystem::exists(database, ignored) && !std::filesystem::is_symlink(database, ignored)) {
+      return make_error(Errc::storage_failed, "the database " + database.string() +
+                                                  " does not exist: make it with `mailkmsctl init` as the "
+                                                  "keystore's user");
+    }
     MAILKMS_CHECK(check_one(database, "the database", false, true));
     MAILKMS_CHECK(check_directories(database.parent_path(), "the database's directory"));
   }

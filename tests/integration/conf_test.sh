@@ -1,17 +1,18 @@
 #!/usr/bin/env bash
 # The example files in conf/ are what administrators start from: they must
 # be read without an error by the programs they are for.
-# Usage: conf_test.sh CONF_DIR MAILKMS_MILTER MAILKMSCTL MAILKMS_PROXY
+# Usage: conf_test.sh CONF_DIR MAILKMS_MILTER MAILKMSCTL MAILKMS_PROXY MAILKMS_KEYSTORED
 # Test conditions are single-quoted on purpose: t() evaluates them later.
 # shellcheck disable=SC2016
 set -uo pipefail
 # shellcheck source=lib.sh
 . "$(dirname "$(realpath "$0")")/lib.sh"
-[[ $# == 4 ]] || { echo "usage: conf_test.sh CONF_DIR MAILKMS_MILTER MAILKMSCTL MAILKMS_PROXY" >&2; exit 2; }
+[[ $# == 5 ]] || { echo "usage: conf_test.sh CONF_DIR MAILKMS_MILTER MAILKMSCTL MAILKMS_PROXY MAILKMS_KEYSTORED" >&2; exit 2; }
 conf=$(realpath "$1")
 milter=$(realpath "$2")
 ctl=$(realpath "$3")
 proxy=$(realpath "$4")
+keystored=$(realpath "$5")
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
 cd "$work" || exit 2
@@ -24,6 +25,21 @@ check "mailkms-milter reads the example mailkms.conf and policy.toml" \
 # where a configuration error would exit 2.
 run env MAILKMS_CONFIG="$work/mailkms.conf" "$ctl" status
 t "mailkmsctl reads the example [keystore] table" '[[ $rc == 1 ]] && grep -q "keystore unavailable" err'
+# keystored --check reads [keystore] and checks the paths it names, as at
+# start: the example's database does not exist here, and it says how to make it.
+run "$keystored" --check --config mailkms.conf
+t "mailkms-keystored reads the example [keystore] table, and names the missing database's remedy" \
+  '[[ $rc == 1 ]] && grep -qF "the database /var/lib/mailkms/keystore.db does not exist: make it with \`mailkmsctl init\`" err'
+mkdir -m 0700 state
+install -m 0600 /dev/null state/keystore.db
+printf '[keystore]\ndatabase = "%s/state/keystore.db"\nsocket = "%s/state/keystore.sock"\n' "$work" "$work" > keystore.conf
+run "$keystored" --check --config keystore.conf
+t "mailkms-keystored --check passes a configuration it would start with" \
+  '[[ $rc == 0 ]] && [[ $(cat out) == "keystore.conf: OK; database $work/state/keystore.db, socket $work/state/keystore.sock" ]]'
+chmod 0770 state
+run "$keystored" --check --config keystore.conf
+t "mailkms-keystored --check refuses a database directory others can write" \
+  '[[ $rc == 1 ]] && grep -q "the database.s directory $work/state" err'
 check "mailkms-proxy reads the example mailkms.conf, [proxy] and all" \
   bash -c "'$proxy' --check --config mailkms.conf | grep -q ': OK; policy .*: OK'"
 printf '[proxy]\nnext_hop = "mx.example.org:25"\n' > hop.conf

@@ -90,6 +90,17 @@ Key<Settings> group_key(std::string_view section) {
           }};
 }
 
+// "a, b, c": the keys a section takes, for the error that names an unknown one.
+template <class Settings>
+std::string names_of(std::span<const Key<Settings>> keys) {
+  std::string names;
+  for (const auto& key : keys) {
+    if (!names.empty()) names += ", ";
+    names += key.name;
+  }
+  return names;
+}
+
 // Reads every key of [section] into `settings` (a missing section leaves
 // every default). Keys named in `last` are read after the others, whatever
 // their place in the file.
@@ -107,7 +118,7 @@ std::optional<Problem> read_section(const toml::table& document, std::string_vie
       const auto key = std::find_if(keys.begin(), keys.end(), [&](const Key<Settings>& k) { return k.name == key_name; });
       if (key == keys.end()) {
         return Problem{file.string() + ", " + where(node) + ": unknown key " + std::string(section) + "." +
-                       std::string(name.str())};
+                       std::string(name.str()) + "; expected one of " + names_of(keys)};
       }
       if (auto problem = key->read(node, settings)) return Problem{file.string() + ": " + problem->message};
     }

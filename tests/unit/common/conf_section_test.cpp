@@ -66,7 +66,7 @@ TEST_CASE("unknown keys, wrong values and broken TOML are named with file, line 
   test::TempDir dir;
   const std::string file = dir.path("mailkms.conf").string();
   CHECK(std::get<std::string>(read(dir, "[example]\nfirst = 1\ncolour = \"red\"\n")) ==
-        file + ", line 3, column 10: unknown key example.colour");
+        file + ", line 3, column 10: unknown key example.colour; expected one of size, first, second");
   CHECK(std::get<std::string>(read(dir, "[example]\n\nsize = 0\n")) ==
         file + ": example.size at line 3, column 8: expected a number from 1");
   const std::string broken = std::get<std::string>(read(dir, "[example]\nsize = \n"));
