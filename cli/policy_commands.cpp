@@ -1,6 +1,7 @@
 #include "policy_commands.hpp"
 
 #include <CLI/CLI.hpp>
+#include <nlohmann/json.hpp>
 
 #include <algorithm>
 #include <chrono>
@@ -51,10 +52,51 @@ void print_line(std::string_view indent, std::string_view label, std::size_t wid
 constexpr std::size_t kTopWidth = 14;        // "certificates: "
 constexpr std::size_t kRecipientWidth = 26;  // "  on_missing_certificate: "
 
-void top_line(std::string_view label, const std::string& value) { print_line("", label, kTopWidth, value); }
-void recipient_line(std::string_view label, const std::string& value) {
-  print_line("  ", label, kRecipientWidth, value);
-}
+// What `policy explain` found, said once for both readers: each item as a
+// line of text for people, and as a JSON value under the same name ("cipher
+// used" becomes "cipher_used") for scripts, printed as one document at the
+// end. Recipients are an array of objects, in the order given.
+class Report {
+ public:
+  explicit Report(bool as_json) : as_json_(as_json) {}
+
+  void top(std::string_view label, const std::string& text, nlohmann::json value) {
+    if (as_json_) {
+      document_[name_of(label)] = std::move(value);
+    } else {
+      print_line("", label, kTopWidth, text);
+    }
+  }
+  void recipient(const std::string& address) {
+    if (as_json_) {
+      document_["recipients"].push_back({{"recipient", address}});
+    } else {
+      std::cout << "\nrecipient " << address << "\n";
+    }
+  }
+  // No text: the item is for scripts only (people read its absence).
+  void item(std::string_view label, const std::optional<std::string>& text, nlohmann::json value) {
+    if (as_json_) {
+      document_["recipients"].back()[name_of(label)] = std::move(value);
+    } else if (text) {
+      print_line("  ", label, kRecipientWidth, *text);
+    }
+  }
+  void finish() {
+    if (!as_json_) return;
+    if (!document_.contains("recipients")) document_["recipients"] = nlohmann::json::array();
+    std::cout << document_.dump(2, ' ', false, nlohmann::json::error_handler_t::replace) << "\n";
+  }
+
+ private:
+  static std::string name_of(std::string_view label) {
+    std::string name(label);
+    std::replace(name.begin(), name.end(), ' ', '_');
+    return name;
+  }
+  bool as_json_;
+  nlohmann::json document_ = nlohmann::json::object();
+};
 
 // ---- policy check
 
@@ -100,6 +142,7 @@ struct ExplainArgs {
   std::string author;
   std::string config;
   bool final_hop = false;
+  bool as_json = false;
 };
 
 // The submission as the milter would see it: no --client is local submission.
@@ -175,43 +218,49 @@ const keystore::CertificateLookup::Found* certificate_of(const CertificateReport
   return exact != report.found.end() ? &exact->second : nullptr;
 }
 
-void explain_certificate(const policy::Settings& settings, const std::string& recipient,
-                         const CertificateReport& report) {
+void explain_certificate(Report& report, const policy::Settings& settings, const std::string& recipient,
+                         const CertificateReport& certificates) {
+  using nlohmann::json;
   if (settings.encrypt == policy::Mode::never) {
-    recipient_line("certificate", "not needed (encrypt = never)");
+    report.item("certificate", "not needed (encrypt = never)", {{"status", "not-needed"}});
     return;
   }
-  if (report.failure) {
-    recipient_line("certificate", *report.failure);
+  if (certificates.failure) {
+    report.item("certificate", *certificates.failure, {{"status", "unchecked"}, {"reason", *certificates.failure}});
     return;
   }
-  if (const auto* found = certificate_of(report, recipient)) {
-    recipient_line("certificate", "found (" + found->certificate.subject() + ", valid until " +
-                                      day(found->certificate.not_after()) + ")");
+  if (const auto* found = certificate_of(certificates, recipient)) {
+    const std::string until = day(found->certificate.not_after());
+    report.item("certificate", "found (" + found->certificate.subject() + ", valid until " + until + ")",
+                {{"status", "found"}, {"subject", found->certificate.subject()}, {"not_after", until}});
     return;
   }
-  if (settings.encrypt == policy::Mode::always) {
-    recipient_line("certificate", "none — on_missing_certificate = " +
-                                      std::string(policy::to_string(settings.on_missing_certificate)) + " applies");
-  } else {
-    recipient_line("certificate", "none — not encrypted for this recipient (encrypt = if-possible)");
-  }
+  const bool required = settings.encrypt == policy::Mode::always;
+  const std::string action(policy::to_string(settings.on_missing_certificate));
+  report.item("certificate",
+              required ? "none — on_missing_certificate = " + action + " applies"
+                       : "none — not encrypted for this recipient (encrypt = if-possible)",
+              required ? json{{"status", "none"}, {"on_missing_certificate", action}}
+                       : json{{"status", "none"}, {"encrypted", false}});
 }
 
 // The cipher this recipient's copy gets, as the gateway chooses it: the
 // first of the rule's ciphers they can read, when the keystore knows what
 // that is (from their signed mail), else the rule's first. Recipients who
 // read different ciphers get different copies.
-void explain_cipher(const policy::Settings& settings, const keystore::CertificateLookup::Found& found) {
+void explain_cipher(Report& report, const policy::Settings& settings,
+                    const keystore::CertificateLookup::Found& found) {
   const std::optional<smime::Capabilities> capabilities[] = {found.capabilities};
   const auto chosen = smime::choose_cipher(capabilities, settings.ciphers, settings.ciphers.front());
   if (!chosen) {
-    recipient_line("cipher used", "none: they read none of the allowed ciphers");
+    report.item("cipher used", "none: they read none of the allowed ciphers", nullptr);
     return;
   }
-  recipient_line("cipher used", std::string(smime::name(*chosen)) +
-                                    (found.capabilities ? " — the first allowed one they can read (from their signed mail)"
-                                                        : " — the first allowed: what they can read is not known"));
+  const std::string name(smime::name(*chosen));
+  report.item("cipher used",
+              name + (found.capabilities ? " — the first allowed one they can read (from their signed mail)"
+                                         : " — the first allowed: what they can read is not known"),
+              {{"name", name}, {"capabilities_known", found.capabilities.has_value()}});
 }
 
 policy::DirectionDecision direction_of(const ExplainArgs& args, const policy::Policy& p) {
@@ -222,39 +271,76 @@ policy::DirectionDecision direction_of(const ExplainArgs& args, const policy::Po
 
 // Whom the message would be signed as, and why; with --login, everything
 // that login may sign as.
-void explain_signer(const ExplainArgs& args, const policy::Policy& p) {
+void explain_signer(Report& report, const ExplainArgs& args, const policy::Policy& p) {
   const std::optional<std::string> author = args.author.empty() ? args.from : args.author;
   const auto authorization = policy::authorize_signer(p, connection_of(args), args.from, author);
-  top_line("signer", authorization.authorized
-                         ? authorization.identity + " (" + authorization.reason + ")"
-                         : "none: not authorized to sign as " + authorization.identity + " (" + authorization.reason + ")");
+  report.top("signer",
+             authorization.authorized
+                 ? authorization.identity + " (" + authorization.reason + ")"
+                 : "none: not authorized to sign as " + authorization.identity + " (" + authorization.reason + ")",
+             {{"authorized", authorization.authorized},
+              {"identity", authorization.identity},
+              {"reason", authorization.reason}});
   if (!args.login.empty()) {
     const auto owned = policy::addresses_of_login(p, args.login);
-    top_line("login owns", owned.empty() ? "nothing: it may sign as no one" : join(owned));
+    report.top("login owns", owned.empty() ? "nothing: it may sign as no one" : join(owned), owned);
   }
 }
 
-void explain_settings(policy::Direction direction, const policy::Settings& s, bool decrypts_here) {
+void explain_outbound_settings(Report& report, const policy::Settings& s) {
+  const std::string sign(policy::to_string(s.sign));
+  const std::string encrypt(policy::to_string(s.encrypt));
+  report.item("sign", sign, sign);
+  report.item("encrypt", encrypt, encrypt);
+  std::vector<std::string> ciphers;
+  for (const smime::Cipher c : s.ciphers) ciphers.emplace_back(smime::name(c));
+  report.item("ciphers", join(ciphers), ciphers);
+  report.item("digest", std::string(smime::name(s.digest)), smime::name(s.digest));
+  const std::string on_missing(policy::to_string(s.on_missing_certificate));
+  report.item("on_missing_certificate", on_missing, on_missing);
+  report.item("encrypt_to_sender", yes_no(s.encrypt_to_sender), s.encrypt_to_sender);
+  report.item("exempt_calendar", yes_no(s.exempt_calendar), s.exempt_calendar);
+}
+
+void explain_inbound_settings(Report& report, const policy::Settings& s, bool decrypts_here) {
+  report.item("verify", yes_no(s.verify), s.verify);
+  report.item("decrypt",
+              s.decrypt && !decrypts_here ? "yes, but not in this connection (see decryption)" : yes_no(s.decrypt),
+              {{"policy", s.decrypt}, {"here", s.decrypt && decrypts_here}});
+  if (s.decrypt) {
+    report.item("decrypt_unauthenticated",
+                s.decrypt_unauthenticated ? "yes"
+                                          : "no — CBC-encrypted mail without a signature that passes stays encrypted",
+                s.decrypt_unauthenticated);
+  }
+  report.item("harvest", yes_no(s.harvest), s.harvest);
+}
+
+// One recipient: the rule that decided, and what it says.
+void explain_recipient(Report& report, const ExplainArgs& args, const policy::Policy& p,
+                       const policy::RecipientDecision& d, policy::Direction direction, const policy::Headers& headers,
+                       bool decrypts_here, const std::optional<CertificateReport>& certificates) {
+  report.recipient(d.recipient);
+  report.item("policy", d.reason, {{"rule", d.rule_name()}, {"reason", d.reason}});
+  bool uncertain = false;
+  (void)policy::decide(p, direction, args.from, d.recipient, nullptr, &uncertain);
+  report.item("decided", uncertain ? std::optional<std::string>("at end of message, when the headers are known") : std::nullopt,
+              uncertain ? "end-of-message" : "rcpt");
+  if (d.matched_subject_tag) {
+    const auto subject = headers.find("Subject").value_or("");
+    const auto untagged = policy::remove_subject_tag(subject, *d.rule->subject_tag);
+    report.item("subject", "\"" + untagged + "\" (tag " + *d.rule->subject_tag + " removed)",
+                {{"sent", untagged}, {"tag_removed", *d.rule->subject_tag}});
+  }
   if (direction == policy::Direction::outbound) {
-    recipient_line("sign", std::string(policy::to_string(s.sign)));
-    recipient_line("encrypt", std::string(policy::to_string(s.encrypt)));
-    std::vector<std::string> ciphers;
-    for (const smime::Cipher c : s.ciphers) ciphers.emplace_back(smime::name(c));
-    recipient_line("ciphers", join(ciphers));
-    recipient_line("digest", std::string(smime::name(s.digest)));
-    recipient_line("on_missing_certificate", std::string(policy::to_string(s.on_missing_certificate)));
-    recipient_line("encrypt_to_sender", yes_no(s.encrypt_to_sender));
-    recipient_line("exempt_calendar", yes_no(s.exempt_calendar));
+    explain_outbound_settings(report, *d.settings);
   } else {
-    recipient_line("verify", yes_no(s.verify));
-    recipient_line("decrypt", s.decrypt && !decrypts_here ? "yes, but not in this connection (see decryption)"
-                                                          : yes_no(s.decrypt));
-    if (s.decrypt) {
-      recipient_line("decrypt_unauthenticated",
-                     s.decrypt_unauthenticated ? "yes"
-                                               : "no — CBC-encrypted mail without a signature that passes stays encrypted");
-    }
-    recipient_line("harvest", yes_no(s.harvest));
+    explain_inbound_settings(report, *d.settings, decrypts_here);
+  }
+  if (certificates) {
+    explain_certificate(report, *d.settings, d.recipient, *certificates);
+    const auto* found = certificates->failure ? nullptr : certificate_of(*certificates, d.recipient);
+    if (found != nullptr && d.settings->encrypt != policy::Mode::never) explain_cipher(report, *d.settings, *found);
   }
 }
 
@@ -275,33 +361,25 @@ int run_explain(const ExplainArgs& args, bool subject_given) {
   const auto config = outbound ? keystore_config(args.config) : std::nullopt;
   if (config) certificates = look_up(*config, args.to);
 
-  top_line("policy", args.policy);
-  top_line("sender", args.from);
-  top_line("direction", std::string(policy::to_string(direction.direction)) + " (" + direction.reason + ")");
+  Report report(args.as_json);
+  report.top("policy", args.policy, args.policy);
+  report.top("sender", args.from, args.from);
+  const std::string way(policy::to_string(direction.direction));
+  report.top("direction", way + " (" + direction.reason + ")", {{"value", way}, {"reason", direction.reason}});
   const auto here = policy::decryption_here(p, connection_of(args));
-  if (!outbound) top_line("decryption", (here.allowed ? "here: " : "not here: ") + here.reason);
-  if (outbound) explain_signer(args, p);
-  if (outbound && !config) top_line("certificates", "not checked (no keystore configured)");
-  if (outbound && config) top_line("certificates", "from the keystore of " + *config);
-
-  for (const auto& d : decisions) {
-    std::cout << "\nrecipient " << d.recipient << "\n";
-    recipient_line("policy", d.reason);
-    bool uncertain = false;
-    (void)policy::decide(p, direction.direction, args.from, d.recipient, nullptr, &uncertain);
-    if (uncertain) recipient_line("decided", "at end of message, when the headers are known");
-    if (d.matched_subject_tag) {
-      const auto subject = headers.find("Subject").value_or("");
-      recipient_line("subject", "\"" + policy::remove_subject_tag(subject, *d.rule->subject_tag) + "\" (tag " +
-                                    *d.rule->subject_tag + " removed)");
-    }
-    explain_settings(direction.direction, *d.settings, here.allowed);
-    if (certificates) {
-      explain_certificate(*d.settings, d.recipient, *certificates);
-      const auto* found = certificates->failure ? nullptr : certificate_of(*certificates, d.recipient);
-      if (found != nullptr && d.settings->encrypt != policy::Mode::never) explain_cipher(*d.settings, *found);
-    }
+  if (!outbound) {
+    report.top("decryption", (here.allowed ? "here: " : "not here: ") + here.reason,
+               {{"here", here.allowed}, {"reason", here.reason}});
   }
+  if (outbound) explain_signer(report, args, p);
+  if (outbound && !config) report.top("certificates", "not checked (no keystore configured)", {{"checked", false}});
+  if (outbound && config) {
+    report.top("certificates", "from the keystore of " + *config, {{"checked", true}, {"config", *config}});
+  }
+  for (const auto& d : decisions) {
+    explain_recipient(report, args, p, d, direction.direction, headers, here.allowed, certificates);
+  }
+  report.finish();
   return 0;
 }
 
@@ -330,6 +408,7 @@ Command add_explain(CLI::App& group) {
                   "mailkms.conf, to look up certificates (or $MAILKMS_CONFIG, else /etc/mailkms/mailkms.conf "
                   "if it exists)")
       ->type_name("FILE");
+  cmd->add_flag("--json", args->as_json, "Print one JSON document instead of text");
   return {cmd, [args, subject] { return run_explain(*args, subject->count() > 0); }};
 }
 

@@ -209,6 +209,24 @@ run "$ctl" policy explain --policy policy-anywhere.toml --from friend@gmail.com 
 t "explain: [decryption] at = anywhere decrypts in any connection" '[[ $rc == 0 ]] &&
   line out "decryption:   here: [decryption] at = \"anywhere\"" && line out "  decrypt:                yes"'
 
+# --json: the same findings as one document, values typed for scripts.
+json_holds() {  # json_holds EXPRESSION COMMAND...: EXPRESSION over the document `d` is true
+  local expression=$1
+  shift
+  "$@" > json.out && python3 -c 'import json, sys; d = json.load(open("json.out")); sys.exit(0 if eval(sys.argv[1]) else 1)' "$expression"
+}
+check "explain --json, outbound: direction, signer, and each recipient's rule and settings" json_holds \
+  'd["direction"] == {"value": "outbound", "reason": "sender domain example.org is local and client 10.1.2.3 is in 10.0.0.0/8"} and d["signer"]["authorized"] is False and d["signer"]["identity"] == "alice@example.org" and d["certificates"] == {"checked": False} and [r["recipient"] for r in d["recipients"]] == ["bob@partner.example", "carol@example.org"] and d["recipients"][0]["policy"]["rule"] == "partners" and d["recipients"][0]["encrypt"] == "always" and d["recipients"][0]["ciphers"] == ["aes-256-gcm", "aes-256-cbc"] and d["recipients"][0]["digest"] == "sha384" and d["recipients"][0]["encrypt_to_sender"] is True and d["recipients"][0]["decided"] == "end-of-message" and d["recipients"][1]["policy"]["rule"] == "defaults" and d["recipients"][1]["encrypt"] == "if-possible"' \
+  "$ctl" policy explain --json --policy policy.toml --from alice@example.org --to bob@partner.example carol@example.org --client 10.1.2.3
+check "explain --json, inbound: where decryption happens, and booleans" json_holds \
+  'd["direction"]["value"] == "inbound" and d["decryption"]["here"] is False and "signer" not in d and d["recipients"][0]["verify"] is True and d["recipients"][0]["decrypt"] == {"policy": True, "here": False} and d["recipients"][0]["decrypt_unauthenticated"] is False and d["recipients"][0]["harvest"] is False and d["recipients"][0]["decided"] == "rcpt"' \
+  "$ctl" policy explain --json --policy policy.toml --from friend@gmail.com --to alice@example.org --client 2001:db8::25
+check "explain --json with a subject tag: the subject sent, the tag removed" json_holds \
+  'd["recipients"][0]["policy"]["rule"] == "secure tag" and d["recipients"][0]["subject"] == {"sent": "Plans", "tag_removed": "[secure]"} and d["recipients"][0]["on_missing_certificate"] == "reject" and d["login_owns"] == []' \
+  "$ctl" policy explain --json --policy policy.toml --from alice@example.org --to x@gmail.com --subject "[secure] Plans" --login alice
+run "$ctl" policy explain --json --policy missing.toml --from a@example.org --to b@example.org
+t "explain --json: an unreadable policy is an error on stderr, nothing on stdout" '[[ $rc == 2 ]] && [[ ! -s out ]] && grep -q "missing.toml" err'
+
 run "$ctl" policy explain --policy policy.toml --from alice@example.org --to bob@partner.example --inbound
 t "explain: --inbound overrides the direction" '[[ $rc == 0 ]] && line out "direction:    inbound (given with --inbound)" &&
   line out "  policy:                 rule \"partners\" (line 15): to matches *@partner.example" && line out "  harvest:                yes"'

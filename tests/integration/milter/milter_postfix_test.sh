@@ -410,6 +410,9 @@ check "mail to a harvested correspondent is encrypted to her certificate" \
 check "policy explain shows the cipher chosen from her harvested capabilities" \
   bash -c "'$ctl' policy explain --policy policy.toml --from alice@corp.example --to alice@example.org --client 127.0.0.1 |
            grep -q 'cipher used: *aes-256-cbc — the first allowed one they can read (from their signed mail)'"
+check "policy explain --json names her certificate and the cipher" \
+  bash -c "'$ctl' policy explain --json --policy policy.toml --from alice@corp.example --to alice@example.org --client 127.0.0.1 |
+           python3 -c 'import json, sys; r = json.load(sys.stdin)[\"recipients\"][0]; sys.exit(0 if r[\"certificate\"][\"status\"] == \"found\" and \"alice@example.org\" in r[\"certificate\"][\"subject\"] and r[\"cipher_used\"] == {\"name\": \"aes-256-cbc\", \"capabilities_known\": True} else 1)'"
 
 # Encrypted to bob from outside (AES-GCM, which authenticates it): policy
 # says decrypt for local users.
