@@ -28,6 +28,9 @@ packages=(
   # socket protocol where mailkmsctl has no command (gateway operations),
   # sqlite3 to tamper with the keystore's database as an attacker would
   catch2 postfix swaks miltertest python3 sqlite3
+  # tests: GnuPG's gpgsm, a second S/MIME implementation besides
+  # OpenSSL, reads what mailkms signs as a user's mail program would
+  gpgsm
   # tests: a real PostgreSQL server (private clusters from initdb, never the
   # system's) and psql, to run the keystore suites on PostgreSQL too
   postgresql

@@ -29,9 +29,6 @@ std::string file_stem(std::string_view address) {
   return out.empty() || out.front() == '.' ? "keys" + out : out;
 }
 
-std::map<std::string, std::string> common_values(const EnrollmentSettings& s, const std::string& address) {
-  return {{"address", address}, {"mail_from", s.sender()}, {"enrollment_address", s.enrollment_address}};
-}
 
 std::string_view password_of(const RedeemRequest& request) {
   return {reinterpret_cast<const char*>(request.password.data()), request.password.size()};
@@ -150,13 +147,12 @@ Result<std::time_t> Enrollment::mail_token(const EnrollmentSettings& s, TokenKin
   std::string normalized = normalize_token(token).value();  // new_token() always reads back
   const std::string hash = token_hash(normalized);
   const std::string mark = "token " + AuditLog::fingerprint(normalized);
-  auto values = common_values(s, address);
+  MAILKMS_TRY(values, mail_values(s, address, actor));
   values["token"] = token;
   values["expires"] = readable_time(record.expires);
   auto rendered = render_template_file(s.templates / (kind == TokenKind::enrollment ? "enrollment.txt" : "recovery.txt"),
                                        values);
-  auto message = rendered ? compose_message(*rendered, address, s.sender(), {}, marker(address))
-                          : Result<std::string>(rendered.error());
+  auto message = rendered ? signed_mail(s, *rendered, address) : Result<std::string>(rendered.error());
   wipe(token);
   wipe(normalized);
   wipe(values["token"]);
@@ -191,11 +187,32 @@ MarkMaker Enrollment::marker(const std::string& address) {
   return [this, address](const std::string& message_id) { return mark_.make(address, message_id, clock_.wall()); };
 }
 
-Status Enrollment::mail_refusal(const EnrollmentSettings& s, const std::string& to, const std::string& reason) {
-  auto values = common_values(s, to);
+Result<std::map<std::string, std::string>> Enrollment::mail_values(const EnrollmentSettings& s,
+                                                                   const std::string& address, const std::string& actor) {
+  const UserPolicy& policy = users_.policy();
+  MAILKMS_TRY(signer, signer_.identity(s.sender(), policy.signing_key, policy.validity_days, actor));
+  return std::map<std::string, std::string>{{"address", address},
+                                            {"mail_from", s.sender()},
+                                            {"enrollment_address", s.enrollment_address},
+                                            {"signer", signer.address},
+                                            {"ca_name", signer.root_subject},
+                                            {"ca_fingerprint", signer.root_fingerprint}};
+}
+
+Result<std::string> Enrollment::signed_mail(const EnrollmentSettings& s, std::string_view rendered,
+                                            const std::string& to, std::span<const Attachment> attachments) {
+  MAILKMS_TRY(message, compose_message(rendered, to, s.sender(), attachments, marker(to)));
+  auto signed_message = signer_.sign(message, s.sender());
+  wipe(message);
+  return signed_message;
+}
+
+Status Enrollment::mail_refusal(const EnrollmentSettings& s, const std::string& to, const std::string& reason,
+                                const std::string& actor) {
+  MAILKMS_TRY(values, mail_values(s, to, actor));
   values["reason"] = reason;
   MAILKMS_TRY(rendered, render_template_file(s.templates / "refused.txt", values));
-  MAILKMS_TRY(message, compose_message(rendered, to, s.sender(), {}, marker(to)));
+  MAILKMS_TRY(message, signed_mail(s, rendered, to));
   return send_mail(s.mail_command, s.sender(), to, message);
 }
 
@@ -236,7 +253,7 @@ Result<bool> Enrollment::redeem(const RedeemRequest& request, const std::string&
       detail += "; not answered: no token pending for the address";
       MAILKMS_CHECK(limiter_.record({actor, "redeem-token", from, "refused", detail}));
       return false;
-    } else if (const Status mailed = mail_refusal(*s, from, told); !mailed) {
+    } else if (const Status mailed = mail_refusal(*s, from, told, actor); !mailed) {
       detail += "; the refusal was not mailed: " + mailed.error().message;
     }
     MAILKMS_CHECK(audit_.append({actor, "redeem-token", from, "refused", detail}));
@@ -288,7 +305,7 @@ Result<bool> Enrollment::deliver(const EnrollmentSettings& s, const RedeemReques
   MAILKMS_TRY(p12, make_pkcs12(*ctx_, entries, chain, password_of(request), options));
   const std::string p12_file = file_stem(address) + ".p12";
   const std::string signing_file = enrollment && request.csr ? file_stem(address) + "-signing.crt" : std::string();
-  auto values = common_values(s, address);
+  MAILKMS_TRY(values, mail_values(s, address, actor));
   values["p12_file"] = p12_file;
   values["signing_file"] = signing_file;  // empty: its lines are left out
   values["keys"] = std::to_string(entries.size());
@@ -334,7 +351,7 @@ Result<bool> Enrollment::deliver(const EnrollmentSettings& s, const RedeemReques
     const std::string name = i + 1 == chain.size() ? "ca.crt" : intermediate_file(chain.size() - 1 - i);
     attachments.push_back({name, "application/pkix-cert", chain[i].der()});
   }
-  auto message = compose_message(text, address, s.sender(), attachments, marker(address));
+  auto message = signed_mail(s, text, address, attachments);
   Status sent = message ? send_mail(s.mail_command, s.sender(), address, *message) : Status(message.error());
   if (!sent) {
     // The user may send their reply again: the token works once more.

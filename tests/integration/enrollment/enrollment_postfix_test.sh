@@ -17,6 +17,8 @@ here=$(dirname "$(realpath "$0")")
 . "$here/../postfix/postfix-fixture.sh"
 # shellcheck source=../mailkms-daemons.sh
 . "$here/../mailkms-daemons.sh"
+# shellcheck source=../gpgsm.sh
+. "$here/../gpgsm.sh"
 [[ $# == 4 ]] || { echo "usage: enrollment_postfix_test.sh KEYSTORED MAILKMSCTL MILTER CONF_DIR" >&2; exit 2; }
 keystored=$(realpath "$1")
 ctl=$(realpath "$2")
@@ -28,6 +30,7 @@ chmod 755 "$work"
 cleanup() {
   postfix_stop
   stop_daemons
+  gpgsm_stop
   [ -n "${KEEP_WORK:-}" ] || rm -rf "$work"
 }
 trap cleanup EXIT
@@ -148,6 +151,23 @@ wait_mail alice@corp.example 1
 wait_mail bob@corp.example 1
 check "alice's token mail is in her mailbox, with a token" bash -c "[ -n \"\$(grep -o 'MKMS-[A-Z2-7-]*' alice@corp.example.1.eml)\" ]"
 check "the token mail is not encrypted: she has no key yet" bash -c "! grep -qi 'application/pkcs7-mime' alice@corp.example.1.eml"
+# Signed, so that a user can tell it from a phishing copy: by the sending
+# address's certificate from the keystore's CA, whose root the mail names.
+"$ctl" ca export root --out root.pem > /dev/null
+check "the token mail is signed with a certificate for $enroll_address from the keystore's CA (openssl cms)" \
+  bash -c "openssl cms -verify -purpose smimesign -CAfile root.pem -in alice@corp.example.1.eml -signer token-signer.pem -out /dev/null &&
+           openssl x509 -in token-signer.pem -noout -ext subjectAltName | grep -q 'email:$enroll_address'"
+check "gpgsm takes the root as a user would" gpgsm_home "$work/gnupg" root.pem
+check "gpgsm finds the token mail's signature good, by $enroll_address" gpgsm_verify alice@corp.example.1.eml "$enroll_address"
+check "the mail names the root's SHA-256 fingerprint" \
+  bash -c "grep -qF \"\$(openssl x509 -in root.pem -noout -fingerprint -sha256 | cut -d= -f2)\" alice@corp.example.1.eml"
+sed 's/^Token: MKMS-/Token: MKMS-A/' alice@corp.example.1.eml > forged.eml
+python3 "$gpgsm_split" forged.eml forged.eml.content forged.eml.p7s
+check "a token mail changed on its way fails (openssl cms)" \
+  bash -c "! openssl cms -verify -CAfile root.pem -in forged.eml -out /dev/null"
+check "and fails with gpgsm" bash -c "! gpgsm --batch --status-fd 1 --verify forged.eml.p7s forged.eml.content 2>&1 | grep -q GOODSIG" \
+  < /dev/null
+
 alice_token=$(token_in alice@corp.example.1.eml)
 bob_token=$(token_in bob@corp.example.1.eml)
 check "each user gets a different token" test "$alice_token" != "$bob_token"
@@ -160,6 +180,7 @@ reply bob@corp.example "$bob_token" "$bob_pw"
 wait_mail alice@corp.example 2
 wait_mail bob@corp.example 2
 check "alice's certificate mail carries a PKCS#12" p12_of alice@corp.example.2.eml alice.p12
+check "the keys mail is signed by the same certificate (gpgsm)" gpgsm_verify alice@corp.example.2.eml "$enroll_address"
 check "it opens with her password (openssl pkcs12)" \
   openssl pkcs12 -in alice.p12 -passin "pass:$alice_pw" -nodes -out alice.pem
 p12_of bob@corp.example.2.eml bob.p12

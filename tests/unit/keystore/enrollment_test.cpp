@@ -819,3 +819,68 @@ TEST_CASE("health names the instance, the database, the audit head, requests, ex
   CHECK(crl["ca"] == "issuing");
   CHECK(crl["next_update"].get<std::time_t>() > crl["made"].get<std::time_t>());
 }
+
+TEST_CASE("the keystore's mails are signed by its CA's certificate for their sender, and say how to check it",
+          "[enrollment][signed]") {
+  Keystore k;
+  const std::string token = k.enroll_and_read_token("alice@example.org");
+  const Mail invitation = k.last_to("alice@example.org");
+  CHECK(invitation.text.find('\r') == std::string::npos);  // LF line ends, for sendmail
+  CHECK(invitation.has("\nContent-Type: multipart/signed; protocol=\"application/pkcs7-signature\""));
+
+  // As a user's mail program sees it, with the root it will be given.
+  const auto root = must(k.service->ca().chain("issuing")).back();
+  test::write_file(k.dir.path("root.pem"), root.pem());
+  const auto verified = [&](const Mail& mail, const std::string& name) {
+    test::write_file(k.dir.path(name), mail.text);
+    return test::run("openssl cms -verify -purpose smimesign -CAfile " + k.dir.path("root.pem").string() + " -in " +
+                     k.dir.path(name).string() + " -signer " + k.dir.path(name + ".signer").string() +
+                     " -out /dev/null 2>&1");
+  };
+  const auto token_mail = verified(invitation, "invitation.eml");
+  CHECK(token_mail.exit_code == 0);
+  INFO(token_mail.out);
+  const auto signer = test::run("openssl x509 -noout -subject -ext subjectAltName,extendedKeyUsage -in " +
+                                k.dir.path("invitation.eml.signer").string());
+  CHECK(signer.out.find("email:mailkms@example.org") != std::string::npos);
+  CHECK(signer.out.find("E-mail Protection") != std::string::npos);
+
+  // The fingerprint the mail names is the root's, as OpenSSL prints it.
+  const auto fingerprint = test::run("openssl x509 -noout -fingerprint -sha256 -in " + k.dir.path("root.pem").string());
+  REQUIRE(fingerprint.out.find('=') != std::string::npos);
+  const std::string expected = fingerprint.out.substr(fingerprint.out.find('=') + 1, 95);
+  CHECK(invitation.has("\n  " + expected + "\n"));
+  CHECK(invitation.has("How to tell this message is genuine: it is signed (S/MIME) by\nmailkms@example.org"));
+
+  // The keys mail is signed by the same certificate, made once.
+  REQUIRE(k.redeem("alice@example.org", token, "alice's password"));
+  const auto keys_mail = verified(k.last_to("alice@example.org"), "keys.eml");
+  CHECK(keys_mail.exit_code == 0);
+  CHECK(test::read_file(k.dir.path("keys.eml.signer")) == test::read_file(k.dir.path("invitation.eml.signer")));
+  CHECK(k.last_to("alice@example.org").has("SHA-256 fingerprint is " + expected + "."));
+
+  // Another sender: another certificate, and the old one revoked as superseded.
+  const auto first = smime::Certificate::from_pem(test::read_file(k.dir.path("invitation.eml.signer")));
+  REQUIRE(first);
+  EnrollmentSettings moved = k.settings;
+  moved.mail_from = "keys@example.org";
+  k.service->enrollment().set_settings(moved);
+  k.enroll_and_read_token("bob@example.org");
+  CHECK(verified(k.last_to("bob@example.org"), "bob.eml").exit_code == 0);
+  CHECK(test::run("openssl x509 -noout -ext subjectAltName -in " + k.dir.path("bob.eml.signer").string())
+            .out.find("email:keys@example.org") != std::string::npos);
+  CHECK(must(k.service->ca().certificate(first->serial_hex())).revoked_at.has_value());
+
+  // A restarted keystore signs with the certificate it has, making none.
+  const auto second = smime::Certificate::from_pem(test::read_file(k.dir.path("bob.eml.signer")));
+  REQUIRE(second);
+  KeystoreService::Policies policies;
+  policies.enrollment = moved;
+  auto again = must(KeystoreService::open(k.database.location(), test::context(), {}, policies));
+  must(again->handle(k.administrator, {1, "unseal", {{"passphrase", "a long enough passphrase"}}}));
+  k.service = std::move(again);
+  k.session = must(k.call(k.administrator, "login", {{"name", "carol"}, {"password", kAdminPassword}}))["token"];
+  k.enroll_and_read_token("carol@example.org");
+  CHECK(verified(k.last_to("carol@example.org"), "carol.eml").exit_code == 0);
+  CHECK(test::read_file(k.dir.path("carol.eml.signer")) == test::read_file(k.dir.path("bob.eml.signer")));
+}

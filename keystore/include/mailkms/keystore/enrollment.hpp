@@ -26,6 +26,7 @@
 #include "mailkms/keystore/error.hpp"
 #include "mailkms/keystore/mail_mark.hpp"
 #include "mailkms/keystore/mail_message.hpp"
+#include "mailkms/keystore/mail_signer.hpp"
 #include "mailkms/keystore/pkcs12.hpp"
 #include "mailkms/keystore/storage.hpp"
 #include "mailkms/keystore/tokens.hpp"
@@ -94,6 +95,7 @@ class Enrollment {
         pkcs12_(pkcs12),
         tokens_(storage, barrier),
         mark_(barrier),
+        signer_(barrier, ca, ctx_, clock),
         clock_(std::move(clock)),
         settings_(std::make_shared<const EnrollmentSettings>(std::move(settings))) {}
 
@@ -148,7 +150,16 @@ class Enrollment {
                            const std::string& actor);
   // Marks a mail to `address` as the keystore's own.
   MarkMaker marker(const std::string& address);
-  Status mail_refusal(const EnrollmentSettings& settings, const std::string& to, const std::string& reason);
+  Status mail_refusal(const EnrollmentSettings& settings, const std::string& to, const std::string& reason,
+                      const std::string& actor);
+  // The placeholders every mail has: address, mail_from, enrollment_address,
+  // and who signs it (signer, ca_name, ca_fingerprint), the signing
+  // identity made first if it must be.
+  Result<std::map<std::string, std::string>> mail_values(const EnrollmentSettings& settings, const std::string& address,
+                                                         const std::string& actor);
+  // A rendered template as a message to `to`, marked and signed.
+  Result<std::string> signed_mail(const EnrollmentSettings& settings, std::string_view rendered, const std::string& to,
+                                  std::span<const Attachment> attachments = {});
   // Spends the checked token `hash` and mails `record.address` its keys.
   Result<bool> deliver(const EnrollmentSettings& settings, const RedeemRequest& request, const std::string& hash,
                        const std::string& mark, const TokenRecord& record, const std::string& actor,
@@ -163,6 +174,7 @@ class Enrollment {
   Pkcs12Options pkcs12_;
   TokenStore tokens_;
   MailMark mark_;
+  MailSigner signer_;
   FailureLimits limits_;
   Clock clock_;
   mutable std::mutex settings_mutex_;

@@ -52,6 +52,8 @@ class Users {
         UserPolicy policy = {})
       : storage_(storage), barrier_(barrier), audit_(audit), ca_(ca), ctx_(std::move(ctx)), policy_(policy) {}
 
+  [[nodiscard]] const UserPolicy& policy() const { return policy_; }
+
   // Keys, certificates, escrow and the user record: all in one transaction.
   Result<UserRecord> add(std::string_view address, const std::string& actor);
   // One address at a time, each in its own transaction; a bad one does not
