@@ -25,5 +25,26 @@ gpgsm_verify() {
     grep -qF "aka \"$2\"" "$1.gpgsm" || { cat "$1.gpgsm"; return 1; }
 }
 
+# gpgsm_import_p12 P12 PASSWORD_FILE: a user's keys, imported as they would
+# import them (GnuPG 2.2 reads only the legacy profile, with a password of
+# at most 31 characters); the key stays under that password.
+gpgsm_import_p12() {
+  gpgsm --batch --pinentry-mode loopback --passphrase-fd 0 --import "$1" < "$2" 2>> "$GNUPGHOME/import.log" &&
+    gpgsm --list-secret-keys 2> /dev/null | grep -q 'S/N:'
+}
+
+# gpgsm_decrypt MESSAGE PASSWORD_FILE OUT: MESSAGE's enveloped-data opened
+# with an imported key, the inner message written to OUT.
+gpgsm_decrypt() {
+  python3 -c 'import email, sys
+open(sys.argv[2], "wb").write(email.message_from_binary_file(open(sys.argv[1], "rb")).get_payload(decode=True))' \
+    "$1" "$1.der" || return 1
+  # Judged by its status line, not its exit code: gpgsm also fails when it
+  # cannot name another recipient's certificate (the sender's own copy).
+  gpgsm --batch --status-fd 2 --pinentry-mode loopback --passphrase-fd 0 --output "$3" --decrypt "$1.der" \
+    < "$2" 2> "$1.gpgsm"
+  grep -q '^\[GNUPG:\] DECRYPTION_OKAY' "$1.gpgsm" && [ -s "$3" ] || { cat "$1.gpgsm"; return 1; }
+}
+
 # gpgsm_stop: the agent the home started goes with it.
 gpgsm_stop() { gpgconf --kill all 2> /dev/null || true; }

@@ -15,6 +15,8 @@ here=$(dirname "$(realpath "$0")")
 . "$here/../postfix/postfix-fixture.sh"
 # shellcheck source=../mailkms-daemons.sh
 . "$here/../mailkms-daemons.sh"
+# shellcheck source=../gpgsm.sh
+. "$here/../gpgsm.sh"
 [[ $# == 4 ]] || { echo "usage: milter_postfix_test.sh KEYSTORED MAILKMSCTL MILTER PKI_DIR" >&2; exit 2; }
 keystored=$(realpath "$1")
 ctl=$(realpath "$2")
@@ -25,6 +27,7 @@ work=$(mktemp -d)
 chmod 755 "$work"
 crl_server=
 cleanup() {
+  gpgsm_stop
   [ -n "$crl_server" ] && kill "$crl_server" 2> /dev/null
   postfix_stop
   stop_daemons
@@ -218,6 +221,16 @@ check "alice's signature verifies against our root (openssl cms)" \
 check "the body is the original, byte for byte" bash -c "printf '%s\r\n' '$body' | cmp - <(sed '1,/^\r\?$/d' out-1.txt)"
 check "alice can read her own sent copy" openssl cms -decrypt -in out-1.eml -recip alice.pem -inkey alice.key -out /dev/null
 check "the signer is alice" bash -c "openssl cms -verify -in out-1.signed -CAfile corp-chain.pem -purpose smimesign -signer signer.pem -out /dev/null 2>/dev/null && openssl x509 -in signer.pem -noout -ext subjectAltName | grep -q alice@corp.example"
+# The same message in GnuPG's gpgsm, as bob's mail program: our root
+# trusted, his keys from the legacy PKCS#12 that GnuPG 2.2 reads.
+"$ctl" ca export root --out corp-root.pem > /dev/null
+head -c 18 /dev/urandom | base64 > gpgsm.pw
+"$ctl" recover bob@corp.example --legacy --out bob-legacy.p12 --password-file gpgsm.pw > /dev/null
+check "gpgsm takes our root" gpgsm_home "$work/gnupg" corp-root.pem
+check "gpgsm imports bob's legacy PKCS#12" gpgsm_import_p12 bob-legacy.p12 gpgsm.pw
+check "gpgsm decrypts alice's message to bob" gpgsm_decrypt out-1.eml gpgsm.pw out-1.gpgsm-inner
+check "and finds alice's signature inside good, from our CA" gpgsm_verify out-1.gpgsm-inner alice@corp.example
+check "the body gpgsm read is the original" bash -c "grep -qF '$body' out-1.gpgsm-inner.content"
 
 # ---- Who may sign as whom ----------------------------------------------------
 # send_as_bob FROM TO < message: MAIL FROM FROM, authenticated as bob@corp.example
@@ -410,9 +423,11 @@ check "mail to a harvested correspondent is encrypted to her certificate" \
 check "policy explain shows the cipher chosen from her harvested capabilities" \
   bash -c "'$ctl' policy explain --policy policy.toml --from alice@corp.example --to alice@example.org --client 127.0.0.1 |
            grep -q 'cipher used: *aes-256-cbc — the first allowed one they can read (from their signed mail)'"
-check "policy explain --json names her certificate and the cipher" \
-  bash -c "'$ctl' policy explain --json --policy policy.toml --from alice@corp.example --to alice@example.org --client 127.0.0.1 |
-           python3 -c 'import json, sys; r = json.load(sys.stdin)[\"recipients\"][0]; sys.exit(0 if r[\"certificate\"][\"status\"] == \"found\" and \"alice@example.org\" in r[\"certificate\"][\"subject\"] and r[\"cipher_used\"] == {\"name\": \"aes-256-cbc\", \"capabilities_known\": True} else 1)'"
+"$ctl" policy explain --json --policy policy.toml --from alice@corp.example --to alice@example.org --client 127.0.0.1 \
+  > explain.json
+check "policy explain --json names her certificate and the cipher" python3 -c 'import json, sys
+r = json.load(open("explain.json"))["recipients"][0]
+sys.exit(0 if r["certificate"]["status"] == "found" and r["certificate"]["subject"] == "O=mailkms tests,CN=alice" and r["cipher_used"] == {"name": "aes-256-cbc", "capabilities_known": True} else 1)'
 
 # Encrypted to bob from outside (AES-GCM, which authenticates it): policy
 # says decrypt for local users.
