@@ -34,6 +34,7 @@
 
 #include "mailkms/errno_text.hpp"
 #include "mailkms/guarded_main.hpp"
+#include "mailkms/service_manager.hpp"
 #include "callbacks.hpp"
 #include "mailkms/gateway/gateway.hpp"
 #include "settings.hpp"
@@ -251,9 +252,12 @@ int serve(mailkms::gateway::Gateway& gateway, const std::string& socket, const s
   std::thread serving([&] {
     spdlog::info("serving {} with policy {}", socket, policy_path);
     result = smfi_main();
+    mailkms::service_manager::stopping();
     stopped = true;
     wake();
   });
+  // The socket has listened since smfi_opensocket.
+  mailkms::service_manager::ready("serving " + socket);
   struct sigaction action {};
   action.sa_handler = on_reload_signal;
   action.sa_flags = SA_RESTART;
@@ -266,8 +270,10 @@ int serve(mailkms::gateway::Gateway& gateway, const std::string& socket, const s
     const ssize_t got = ::read(wakeups[0], &byte, 1);
     if (got < 0 && errno == EINTR) continue;
     if (got != 1 || stopped) break;
+    mailkms::service_manager::reloading();
     if (log_file != nullptr) log_file->reopen();
     reload_policy(gateway, policy_path);
+    mailkms::service_manager::ready("serving " + socket);
   }
   serving.join();
   return result;

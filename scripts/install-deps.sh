@@ -17,6 +17,9 @@ packages=(
   libpq-dev
   # mailkmsctl's and the daemons' command lines
   libcli11-dev
+  # the daemons tell systemd when they are ready, reloading or stopping
+  # (Type=notify units): libsystemd's sd_notify
+  libsystemd-dev
   # the man pages: scdoc turns man/*.scd into troff at build time; groff
   # (tests) renders them with every warning on
   scdoc groff-base

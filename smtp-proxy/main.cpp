@@ -27,6 +27,7 @@
 
 #include "mailkms/errno_text.hpp"
 #include "mailkms/guarded_main.hpp"
+#include "mailkms/service_manager.hpp"
 #include "mailkms/gateway/gateway.hpp"
 #include "session.hpp"
 #include "settings.hpp"
@@ -250,7 +251,9 @@ int serve(int argc, char** argv) {
   asio::signal_set hangup(io, SIGHUP);
   std::function<void(const boost::system::error_code&, int)> on_hangup = [&](const boost::system::error_code& ec, int) {
     if (ec) return;
+    mailkms::service_manager::reloading();
     reload(config, context, parts);
+    mailkms::service_manager::ready("serving");
     hangup.async_wait(on_hangup);
   };
   hangup.async_wait(on_hangup);
@@ -262,6 +265,7 @@ int serve(int argc, char** argv) {
     const auto deadline = context.settings()->shutdown_timeout;
     spdlog::info("stopping: no new sessions; {} in flight get up to {} s to finish", context.sessions.load(),
                  deadline.count());
+    mailkms::service_manager::stopping();
     boost::system::error_code ignored;
     acceptor.close(ignored);
     hangup.cancel();
@@ -274,6 +278,7 @@ int serve(int argc, char** argv) {
   asio::co_spawn(io, mailkms::proxy::accept_sessions(acceptor, context), asio::detached);
   spdlog::info("listening on {}:{}, relaying to {}:{}, with policy {}", proxy_settings->listen.host,
                proxy_settings->listen.port, proxy_settings->next_hop.host, proxy_settings->next_hop.port, policy_path);
+  mailkms::service_manager::ready("serving");
   std::vector<std::thread> workers;
   for (unsigned i = 1; i < threads; ++i) workers.emplace_back([&] { io.run(); });
   io.run();

@@ -16,6 +16,7 @@
 #include "mailkms/guarded_main.hpp"
 #include "mailkms/keystore/config.hpp"
 #include "mailkms/keystore/service.hpp"
+#include "mailkms/service_manager.hpp"
 #include "safe_paths.hpp"
 #include "server.hpp"
 
@@ -89,6 +90,7 @@ class Chores {
   // Paths and threads need a restart.
   void reload(boost::system::error_code ec) {
     if (ec) return;
+    mailkms::service_manager::reloading();
     auto fresh = mailkms::keystore::load_config(config_path_);
     if (!fresh) {
       std::cerr << "mailkms-keystored: reload refused, running configuration kept: " << fresh.error().message << "\n";
@@ -101,6 +103,7 @@ class Chores {
       }
       std::cerr << "mailkms-keystored: configuration reloaded\n";
     }
+    mailkms::service_manager::ready(service_.sealed() ? "serving, sealed" : "serving");
     hangups_.async_wait([this](boost::system::error_code next, int) { reload(next); });
   }
 
@@ -108,6 +111,7 @@ class Chores {
   // will not take its answers gets 10 seconds.
   void stop(int signal) {
     std::cerr << "mailkms-keystored: signal " << signal << ", finishing requests in flight\n";
+    mailkms::service_manager::stopping();
     deadline_.expires_after(std::chrono::seconds(10));
     deadline_.async_wait([this](boost::system::error_code ec) {
       if (!ec) io_.stop();
@@ -198,6 +202,8 @@ int serve(int argc, char** argv) {
   std::cerr << "mailkms-keystored: serving " << config->socket.string() << tls << " ("
             << ((*service)->sealed() ? "sealed" : "unsealed") << "), records in " << config->database.describe()
             << "\n";
+  mailkms::service_manager::ready((*service)->sealed() ? "serving, sealed: unseal with mailkmsctl unseal"
+                                                      : "serving");
   std::vector<std::thread> threads;
   for (int i = 1; i < config->workers; ++i) threads.emplace_back([&io] { io.run(); });
   io.run();
