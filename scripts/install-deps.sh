@@ -56,6 +56,9 @@ packages=(
   clang libclang-rt-14-dev
   # static checks (scripts/lint.sh)
   clang-tidy cppcheck
+  # the Debian package (scripts/package.sh): Debian's own tooling to build
+  # it, lintian to check it
+  debhelper dpkg-dev lintian
 )
 
 if [ "$(id -u)" -ne 0 ]; then
