@@ -34,6 +34,9 @@ packages=(
   # tests: GnuPG's gpgsm, a second S/MIME implementation besides
   # OpenSSL, reads what mailkms signs as a user's mail program would
   gpgsm
+  # tests: curl scrapes the metrics endpoints, and prometheus_client's own
+  # parser (Debian's Python) reads what they serve
+  curl python3-prometheus-client
   # tests: a real PostgreSQL server (private clusters from initdb, never the
   # system's) and psql, to run the keystore suites on PostgreSQL too
   postgresql

@@ -16,6 +16,7 @@
 #include "mailkms/guarded_main.hpp"
 #include "mailkms/keystore/config.hpp"
 #include "mailkms/keystore/service.hpp"
+#include "mailkms/metrics_server.hpp"
 #include "mailkms/service_manager.hpp"
 #include "safe_paths.hpp"
 #include "server.hpp"
@@ -49,6 +50,8 @@ class Chores {
          const mailkms::keystore::Config& config, std::string config_path)
       : io_(io), service_(service), server_(server), config_(config), config_path_(std::move(config_path)),
         renewals_(io), upkeep_(io), deadline_(io), hangups_(io, SIGHUP), stops_(io, SIGTERM, SIGINT) {}
+
+  void stop_with(mailkms::metrics::Server& metrics) { metrics_ = &metrics; }
 
   void start() {
     renewals_.expires_after(std::chrono::minutes(1));
@@ -119,6 +122,7 @@ class Chores {
     hangups_.cancel();
     renewals_.cancel();
     upkeep_.cancel();
+    if (metrics_ != nullptr) metrics_->stop();
     server_.stop([this] { io_.stop(); });  // every answer is out
   }
 
@@ -129,6 +133,7 @@ class Chores {
   std::string config_path_;
   boost::asio::steady_timer renewals_, upkeep_, deadline_;
   boost::asio::signal_set hangups_, stops_;
+  mailkms::metrics::Server* metrics_ = nullptr;
 };
 
 // The service over the database, unsealed when a key file is configured;
@@ -193,6 +198,16 @@ int serve(int argc, char** argv) {
   mailkms::keystored::Server server(io, **service, *config);
   if (auto listening = server.listen(); !listening) return fatal(listening.error().message);
   Chores chores(io, **service, server, *config, config_path);
+  mailkms::metrics::Registry registry;
+  mailkms::metrics::Server metrics(io, registry);
+  if (!config->metrics_listen.empty()) {
+    auto& keystore = **service;
+    registry.gauge("mailkms_keystore_sealed", "1 while the keystore is sealed, else 0.",
+                   [&keystore] { return keystore.sealed() ? 1.0 : 0.0; });
+    server.count_in(registry);
+    if (auto failed = metrics.listen(config->metrics_listen)) return fatal(*failed);
+    chores.stop_with(metrics);
+  }
   chores.start();
   (void)::signal(SIGPIPE, SIG_IGN);
   std::string tls;

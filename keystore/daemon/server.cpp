@@ -177,7 +177,10 @@ class Session : public SessionBase, public std::enable_shared_from_this<Session<
 
   std::string answer(const keystore::protocol::Request& request) {
     try {
+      const auto started = std::chrono::steady_clock::now();
       auto result = server_.service_.handle(caller_, request);
+      server_.counted(request.op, result ? std::nullopt : std::optional(result.error()),
+                      std::chrono::steady_clock::now() - started);
       return result ? keystore::protocol::encode_result(request.id, *result)
                     : keystore::protocol::encode_error(request.id, result.error());
     } catch (const std::exception& e) {
@@ -429,6 +432,30 @@ void Server::stop(std::function<void()> drained) {
     drained_ = std::move(drained);
     for (const auto& s : sessions_) s->close();
   });
+}
+
+}  // namespace mailkms::keystored
+
+namespace mailkms::keystored {
+
+void Server::count_in(metrics::Registry& registry) {
+  requests_ = &registry.counter("mailkms_keystore_requests_total",
+                                "Requests answered, by operation and result (ok, or the error's code).",
+                                {"operation", "result"});
+  durations_ = &registry.histogram("mailkms_keystore_request_duration_seconds",
+                                   "Time to answer a request, by operation.", {"operation"},
+                                   metrics::latency_buckets());
+}
+
+void Server::counted(const std::string& op, const std::optional<keystore::Error>& error,
+                     std::chrono::steady_clock::duration took) {
+  if (requests_ == nullptr) return;
+  // An operation no one serves is "unknown": clients choose what they send.
+  const bool unknown = error && error->code == keystore::Errc::invalid_argument &&
+                       error->message.starts_with("unknown operation");
+  const std::string operation = unknown ? "unknown" : op;
+  requests_->add({operation, error ? std::string(keystore::to_string(error->code)) : "ok"});
+  durations_->observe({operation}, std::chrono::duration<double>(took).count());
 }
 
 }  // namespace mailkms::keystored

@@ -19,6 +19,7 @@
 #include <vector>
 
 #include "mailkms/keystore/config.hpp"
+#include "mailkms/metrics.hpp"
 #include "mailkms/keystore/service.hpp"
 
 namespace mailkms::keystored {
@@ -38,6 +39,8 @@ class Server {
   // then io.run() returns.
   // `drained` is called once every connection has finished.
   void stop(std::function<void()> drained);
+  // Requests counted by operation and result, and timed, in `registry`.
+  void count_in(metrics::Registry& registry);
 
  private:
   template <class Stream>
@@ -48,6 +51,8 @@ class Server {
   boost::asio::awaitable<void> tls_accept_loop(boost::asio::ip::tcp::acceptor& acceptor);
   void adopt(const std::shared_ptr<SessionBase>& session);
   void forget(const std::shared_ptr<SessionBase>& session);
+  void counted(const std::string& op, const std::optional<keystore::Error>& error,
+               std::chrono::steady_clock::duration took);
 
   boost::asio::io_context& io_;
   keystore::KeystoreService& service_;
@@ -58,6 +63,8 @@ class Server {
   std::mutex sessions_mutex_;
   std::set<std::shared_ptr<SessionBase>> sessions_;
   std::function<void()> drained_;  // set by stop()
+  metrics::Registry::Counter* requests_ = nullptr;
+  metrics::Registry::Histogram* durations_ = nullptr;
 };
 
 }  // namespace mailkms::keystored

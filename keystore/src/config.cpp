@@ -236,6 +236,15 @@ const std::vector<Setting>& settings() {
          }
          return mailkms::Ok{};
        }},
+      {"metrics_listen",
+       [](const toml::node& n, Config& c) -> Status {
+         const auto* s = n.as_string();
+         if (s == nullptr || !parse_host_port(s->get())) {
+           return wrong(n, "metrics_listen", "an IP address with a port like \"127.0.0.1:9470\" or \"[::1]:9470\"");
+         }
+         c.metrics_listen = s->get();
+         return mailkms::Ok{};
+       }},
       {"tls_certificate", [](const toml::node& n, Config& c) { return as_path(n, "tls_certificate", c.tls_certificate); }},
       {"tls_key", [](const toml::node& n, Config& c) { return as_path(n, "tls_key", c.tls_key); }},
       {"service_ca", [](const toml::node& n, Config& c) { return as_path(n, "service_ca", c.service_ca); }},

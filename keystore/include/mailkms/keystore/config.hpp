@@ -57,6 +57,8 @@ struct Config {
   // instance's certificate (role keystore) and key; peers must present a
   // certificate from the service CA (`mailkmsctl gateway add`).
   std::vector<std::pair<std::string, std::string>> tls_listen;  // IP, port
+  // Prometheus metrics over HTTP on this address ("127.0.0.1:9470"); empty: off.
+  std::string metrics_listen;
   std::filesystem::path tls_certificate;
   std::filesystem::path tls_key;
   // The service CA's certificate: whom keystored admits, and what clients
