@@ -14,6 +14,7 @@
 #include <thread>
 
 #include "mailkms/guarded_main.hpp"
+#include "mailkms/keystore/client.hpp"
 #include "mailkms/keystore/config.hpp"
 #include "mailkms/keystore/service.hpp"
 #include "mailkms/metrics_server.hpp"
@@ -181,7 +182,13 @@ int serve(int argc, char** argv) {
   if (!check) {
     if (auto own = mailkms::keystored::check_own_user(*config); !own) return fatal(own.error().message);
   }
-  if (auto safe = mailkms::keystored::check_safe_paths(*config); !safe) return fatal(safe.error().message);
+  // Checked as its user would find them: root checking for it (--check)
+  // judges the paths by the configured user, as the daemon will run.
+  uid_t owner = ::geteuid();
+  if (const auto configured = mailkms::keystore::resolve_user(config->user); check && owner == 0 && configured) {
+    owner = *configured;
+  }
+  if (auto safe = mailkms::keystored::check_safe_paths(*config, owner); !safe) return fatal(safe.error().message);
   if (check) {
     std::cout << config_path << ": OK; database " << config->database.describe() << ", socket "
               << config->socket.string() << "\n";

@@ -30,7 +30,7 @@ std::string owner_name(uid_t uid) {
 // one that holds our files may be shared if sticky (/tmp): then no one
 // else can rename what is ours inside them.
 keystore::Status check_one(const std::filesystem::path& path, std::string_view what, bool ancestor,
-                           bool private_to_us) {
+                           bool private_to_us, uid_t self) {
   struct stat st {};
   if (::lstat(path.c_str(), &st) != 0) {
     return make_error(Errc::storage_failed, std::string(what) + " " + path.string() + ": " + mailkms::errno_text(errno));
@@ -39,7 +39,6 @@ keystore::Status check_one(const std::filesystem::path& path, std::string_view w
   if (S_ISLNK(st.st_mode)) {
     return make_error(Errc::permission_denied, named + " is a symbolic link: name the real path in mailkms.conf");
   }
-  const uid_t self = ::geteuid();
   if (st.st_uid != self && st.st_uid != 0) {
     return make_error(Errc::permission_denied, named + " belongs to " + owner_name(st.st_uid) +
                                                    ": it must belong to " + owner_name(self) +
@@ -59,20 +58,20 @@ keystore::Status check_one(const std::filesystem::path& path, std::string_view w
 }
 
 // `directory` and every directory above it.
-keystore::Status check_directories(const std::filesystem::path& directory, std::string_view what) {
+keystore::Status check_directories(const std::filesystem::path& directory, std::string_view what, uid_t self) {
   std::filesystem::path at = std::filesystem::absolute(directory).lexically_normal();
   if (at.has_filename() == false && at != at.root_path()) at = at.parent_path();
-  MAILKMS_CHECK(check_one(at, what, false, false));
+  MAILKMS_CHECK(check_one(at, what, false, false, self));
   while (at != at.root_path()) {
     at = at.parent_path();
-    MAILKMS_CHECK(check_one(at, "the directory", true, false));
+    MAILKMS_CHECK(check_one(at, "the directory", true, false, self));
   }
   return keystore::Ok{};
 }
 
 }  // namespace
 
-keystore::Status check_safe_paths(const keystore::Config& config) {
+keystore::Status check_safe_paths(const keystore::Config& config, uid_t self) {
   // A database server guards its own files; an SQLite file is ours to check.
   if (config.database.is_file()) {
     const auto database = std::filesystem::absolute(config.database.file);
@@ -82,23 +81,23 @@ keystore::Status check_safe_paths(const keystore::Config& config) {
                                                   " does not exist: make it with `mailkmsctl init` as the "
                                                   "keystore's user");
     }
-    MAILKMS_CHECK(check_one(database, "the database", false, true));
-    MAILKMS_CHECK(check_directories(database.parent_path(), "the database's directory"));
+    MAILKMS_CHECK(check_one(database, "the database", false, true, self));
+    MAILKMS_CHECK(check_directories(database.parent_path(), "the database's directory", self));
   }
   if (!config.unseal_key_file.empty()) {
     const auto key_file = std::filesystem::absolute(config.unseal_key_file);
-    MAILKMS_CHECK(check_one(key_file, "the key file", false, true));
-    MAILKMS_CHECK(check_directories(key_file.parent_path(), "the key file's directory"));
+    MAILKMS_CHECK(check_one(key_file, "the key file", false, true, self));
+    MAILKMS_CHECK(check_directories(key_file.parent_path(), "the key file's directory", self));
   }
   if (!config.tls_listen.empty()) {
     // The TLS key is this instance's identity to every client; the service
     // CA says who may connect (each peer is then checked against its row).
     const auto key = std::filesystem::absolute(config.tls_key);
-    MAILKMS_CHECK(check_one(key, "the TLS key", false, true));
-    MAILKMS_CHECK(check_directories(key.parent_path(), "the TLS key's directory"));
-    MAILKMS_CHECK(check_one(std::filesystem::absolute(config.service_ca), "the service CA", false, false));
+    MAILKMS_CHECK(check_one(key, "the TLS key", false, true, self));
+    MAILKMS_CHECK(check_directories(key.parent_path(), "the TLS key's directory", self));
+    MAILKMS_CHECK(check_one(std::filesystem::absolute(config.service_ca), "the service CA", false, false, self));
   }
-  return check_directories(std::filesystem::absolute(config.socket).parent_path(), "the socket's directory");
+  return check_directories(std::filesystem::absolute(config.socket).parent_path(), "the socket's directory", self);
 }
 
 keystore::Status check_own_user(const keystore::Config& config) {

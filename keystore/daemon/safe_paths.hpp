@@ -17,8 +17,9 @@ namespace mailkms::keystored {
 // The database (and its directory, where SQLite puts its journal), the
 // unseal key file (readable by no one else either) and the socket's
 // directory, each with every directory above it: an error naming the
-// first that someone else could change, and the fix.
-keystore::Status check_safe_paths(const keystore::Config& config);
+// first that someone else could change, and the fix. `self` is who must
+// own them (besides root): the daemon's user.
+keystore::Status check_safe_paths(const keystore::Config& config, uid_t self);
 
 // That the daemon runs as [keystore] user (or root): clients refuse a
 // socket served by anyone else.

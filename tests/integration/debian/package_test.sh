@@ -114,6 +114,9 @@ run "${as_keystore[@]}" /usr/bin/mailkmsctl init --admin carol --admin-password-
 t "mailkmsctl init, as mailkms-keystore, makes the keystore in /var/lib/mailkms" \
   '[[ $rc == 0 ]] && [ "$(stat -c "%U %a" /var/lib/mailkms/keystore.db)" = "mailkms-keystore 600" ] &&
    [ "$(stat -c "%U %a" /var/lib/mailkms/master.key)" = "mailkms-keystore 600" ]'
+run /usr/sbin/mailkms-keystored --check
+t "mailkms-keystored --check, run by root, judges the layout as mailkms-keystore will find it" \
+  '[[ $rc == 0 ]] && grep -q "^/etc/mailkms/mailkms.conf: OK; database /var/lib/mailkms/keystore.db" out'
 check "mailkms-keystored starts as mailkms-keystore, unsealed by its key file" start_keystore
 check "it runs as mailkms-keystore" bash -c "[ \"\$(ps -o user= -p $keystore_pid)\" = mailkms-keystore ]"
 check "the administrator logs in, makes a CA and adds alice and bob" \
