@@ -454,10 +454,13 @@ std::optional<Outcome> Gateway::passes_as_it_is(const Transaction& tx, const std
 
 // On a failure the settings decide, but a message policy says must be
 // encrypted or signed (a rule saying "always", or a certificate found) is
-// never let out as it came: accept becomes tempfail.
+// never let out as it came: accept becomes tempfail, and so does
+// quarantine, since a held message leaves unchanged when released.
 Outcome Gateway::outbound_failure(bool required, FailureAction action, const std::string& what,
                                   const std::string& reason) const {
-  if (required && action == FailureAction::accept) action = FailureAction::tempfail;
+  if (required && (action == FailureAction::accept || action == FailureAction::quarantine)) {
+    action = FailureAction::tempfail;
+  }
   return failure(action, what, reason);
 }
 

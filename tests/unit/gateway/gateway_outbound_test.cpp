@@ -235,6 +235,19 @@ TEST_CASE("the keystore unreachable with on_keystore_unavailable = accept: a rul
   CHECK(outcome.reply.enhanced == "4.7.1");
 }
 
+TEST_CASE("the keystore unreachable with on_keystore_unavailable = quarantine: mail that must be encrypted is deferred, not held in clear", "[gateway][outbound][keystore]") {
+  // A held message leaves as it is when released: the MTA does not ask the
+  // gateway again, so what policy says to encrypt must not be held plain.
+  GatewayHarness h([](auto& s) { s.on_keystore_unavailable = FailureAction::quarantine; });
+  h.keystore->set_reachable(false);
+  auto tx = h.begin_local("alice@example.org");
+  h.add_all(tx, {"x@tempfail.example"});
+  const auto outcome = h.finish(tx, message_from("alice@example.org", "x@tempfail.example", body));
+  CHECK(outcome.verdict == Outcome::Verdict::tempfail);
+  CHECK_FALSE(outcome.quarantine);
+  CHECK(outcome.reply.code == "451");
+}
+
 TEST_CASE("mixed recipients, defer: the one needing a different copy gets 452 4.5.3 at RCPT", "[gateway][outbound][mixed]") {
   GatewayHarness h;
   auto tx = h.begin("alice@example.org");
