@@ -522,6 +522,14 @@ void KeystoreClient::give_back(Connection connection) {
 }
 
 Result<nlohmann::json> KeystoreClient::call(std::string_view op, const nlohmann::json& params) {
+  if (!options_.observer) return exchange(op, params);
+  const auto started = Clock::now();
+  auto result = exchange(op, params);
+  options_.observer(op, result ? nullptr : &result.error(), Clock::now() - started);
+  return result;
+}
+
+Result<nlohmann::json> KeystoreClient::exchange(std::string_view op, const nlohmann::json& params) {
   std::uint64_t id = 0;
   {
     const std::lock_guard lock(mutex_);

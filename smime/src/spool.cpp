@@ -4,6 +4,7 @@
 #include <fcntl.h>
 #include <unistd.h>
 
+#include <atomic>
 #include <cerrno>
 #include <cstring>
 #include <vector>
@@ -15,7 +16,25 @@ constexpr std::size_t kChunk = std::size_t{64} * 1024;
 
 Error io_error(const std::string& what) { return make_error(Errc::io_error, what + ": " + mailkms::errno_text(errno)); }
 
+std::atomic<std::size_t> memory_total{0};
+std::atomic<std::size_t> file_total{0};
+
 }  // namespace
+
+SpoolUsage Spool::usage() noexcept {
+  return {memory_total.load(std::memory_order_relaxed), file_total.load(std::memory_order_relaxed)};
+}
+
+SpoolUsage Spool::held() const noexcept {
+  if (file_ != nullptr) return {0, size_};
+  return {is_borrowed_ ? 0 : size_, 0};
+}
+
+void Spool::account(const SpoolUsage& before, const SpoolUsage& after) noexcept {
+  // Unsigned wrap-around adds the difference either way.
+  memory_total.fetch_add(after.memory_bytes - before.memory_bytes, std::memory_order_relaxed);
+  file_total.fetch_add(after.file_bytes - before.file_bytes, std::memory_order_relaxed);
+}
 
 Spool::Spool(SpoolOptions options) : options_(std::move(options)) {}
 
@@ -23,6 +42,7 @@ Spool Spool::from(std::string bytes) {
   Spool spool({.memory_limit = static_cast<std::size_t>(-1)});
   spool.size_ = bytes.size();
   spool.memory_ = std::move(bytes);
+  account({}, spool.held());
   return spool;
 }
 
@@ -41,6 +61,7 @@ Spool::Spool(Spool&& other) noexcept
       is_borrowed_(other.is_borrowed_),
       file_(other.file_),
       size_(other.size_) {
+  other.memory_.clear();  // what it held is this one's now: the totals stay
   other.file_ = nullptr;
   other.size_ = 0;
   other.borrowed_ = {};
@@ -48,6 +69,7 @@ Spool::Spool(Spool&& other) noexcept
 
 Spool& Spool::operator=(Spool&& other) noexcept {
   if (this != &other) {
+    account(held(), {});
     if (file_ != nullptr) (void)std::fclose(file_);  // a temporary file: nothing in it is kept
     options_ = std::move(other.options_);
     memory_ = std::move(other.memory_);
@@ -55,6 +77,7 @@ Spool& Spool::operator=(Spool&& other) noexcept {
     is_borrowed_ = other.is_borrowed_;
     file_ = other.file_;
     size_ = other.size_;
+    other.memory_.clear();
     other.file_ = nullptr;
     other.size_ = 0;
     other.borrowed_ = {};
@@ -63,6 +86,7 @@ Spool& Spool::operator=(Spool&& other) noexcept {
 }
 
 Spool::~Spool() {
+  account(held(), {});
   if (file_ != nullptr) (void)std::fclose(file_);  // a temporary file: nothing in it is kept
 }
 
@@ -70,11 +94,13 @@ Status Spool::move_to_file() {
   // O_TMPFILE: the file has no name, so nothing is left behind on a crash.
   const int fd = ::open(options_.directory.c_str(), O_TMPFILE | O_RDWR | O_CLOEXEC, 0600);
   if (fd < 0) return io_error("cannot create a spool file in " + options_.directory.string());
+  const SpoolUsage before = held();
   file_ = ::fdopen(fd, "w+b");
   if (file_ == nullptr) {
     ::close(fd);
     return io_error("cannot open the spool file");
   }
+  account(before, held());  // the bytes count as the file's from now on, written or not
   if (!memory_.empty() && std::fwrite(memory_.data(), 1, memory_.size(), file_) != memory_.size()) {
     return io_error("cannot write the spool file");
   }
@@ -91,6 +117,7 @@ void Spool::reserve(std::size_t bytes) {
 Status Spool::append(std::string_view bytes) {
   if (is_borrowed_) return make_error(Errc::invalid_argument, "a borrowed spool is read-only");
   if (file_ == nullptr && memory_.size() + bytes.size() > options_.memory_limit) MAILKMS_CHECK(move_to_file());
+  const SpoolUsage before = held();
   if (file_ == nullptr) {
     memory_.append(bytes);
   } else {
@@ -99,6 +126,7 @@ Status Spool::append(std::string_view bytes) {
     }
   }
   size_ += bytes.size();
+  account(before, held());
   return Ok{};
 }
 
@@ -134,6 +162,7 @@ Status Spool::for_each_chunk(std::size_t offset, std::size_t length,
 
 Result<std::string> Spool::take_string() {
   if (file_ != nullptr || is_borrowed_) return to_string();
+  account(held(), {});
   size_ = 0;
   return std::move(memory_);
 }

@@ -21,6 +21,34 @@ std::string big_body(std::size_t size) {
 
 }  // namespace
 
+TEST_CASE("the process's spool usage follows what spools hold, in memory and in files", "[spool]") {
+  const SpoolUsage start = Spool::usage();
+  const auto now = [&] {
+    const SpoolUsage u = Spool::usage();
+    return std::pair{u.memory_bytes - start.memory_bytes, u.file_bytes - start.file_bytes};
+  };
+  {
+    Spool spool({.memory_limit = 100});
+    must(spool.append(std::string(60, 'a')));
+    CHECK(now() == std::pair<std::size_t, std::size_t>{60, 0});
+    must(spool.append(std::string(60, 'b')));  // past the limit: all of it to a file
+    CHECK(now() == std::pair<std::size_t, std::size_t>{0, 120});
+    Spool moved(std::move(spool));
+    CHECK(now() == std::pair<std::size_t, std::size_t>{0, 120});
+    Spool small = Spool::from("twelve bytes");
+    CHECK(now() == std::pair<std::size_t, std::size_t>{12, 120});
+    small = std::move(moved);  // the small one's bytes are gone, the file's are kept
+    CHECK(now() == std::pair<std::size_t, std::size_t>{0, 120});
+    const std::string borrowed(500, 'c');
+    const Spool view = Spool::borrow(borrowed);
+    CHECK(now() == std::pair<std::size_t, std::size_t>{0, 120});
+    Spool taken = Spool::from("taken");
+    CHECK(must(taken.take_string()) == "taken");
+    CHECK(now() == std::pair<std::size_t, std::size_t>{0, 120});
+  }
+  CHECK(now() == std::pair<std::size_t, std::size_t>{0, 0});
+}
+
 TEST_CASE("a spool moves to a file past its memory limit and reads back exactly", "[spool]") {
   Spool spool({.memory_limit = 100});
   std::string expected;

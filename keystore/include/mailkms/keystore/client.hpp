@@ -11,6 +11,7 @@
 #include <chrono>
 #include <ctime>
 #include <filesystem>
+#include <functional>
 #include <memory>
 #include <mutex>
 #include <optional>
@@ -66,6 +67,10 @@ struct ClientOptions {
   // times out is passed over for a while (see KeystoreClient::call).
   std::vector<Endpoint> endpoints{};
   ClientTls tls{};  // for tls:// endpoints
+  // Told of each call once it is over: its operation, its error (nullptr
+  // when the keystore answered it), and how long it took. For metrics;
+  // called on the caller's thread, so it must be quick and thread-safe.
+  std::function<void(std::string_view op, const Error* error, std::chrono::steady_clock::duration took)> observer{};
 };
 
 // The uid of `user` (a name or a number), or nullopt if there is no such user.
@@ -89,6 +94,7 @@ class KeystoreClient {
   static bool retry_safe(std::string_view op);
 
  private:
+  Result<nlohmann::json> exchange(std::string_view op, const nlohmann::json& params);
   struct Connection {
     int fd = -1;
     std::shared_ptr<SSL> tls;  // over TLS

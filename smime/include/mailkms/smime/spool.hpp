@@ -14,6 +14,13 @@
 
 namespace mailkms::smime {
 
+// What every spool in this process holds now, for the metrics: bytes in
+// memory and bytes in spool files (borrowed bytes are their owner's).
+struct SpoolUsage {
+  std::size_t memory_bytes = 0;
+  std::size_t file_bytes = 0;
+};
+
 struct SpoolOptions {
   std::size_t memory_limit = 1 << 20;  // bytes kept in memory before moving to a file
   std::filesystem::path directory = std::filesystem::temp_directory_path();
@@ -32,6 +39,8 @@ class Spool {
   Spool(const Spool&) = delete;
   Spool& operator=(const Spool&) = delete;
   ~Spool();
+
+  [[nodiscard]] static SpoolUsage usage() noexcept;
 
   Status append(std::string_view bytes);
   // Room for `bytes` more in memory, when the spool is still in memory.
@@ -52,6 +61,9 @@ class Spool {
 
  private:
   Status move_to_file();
+  // What this spool holds, by place, and the process's totals told of a change.
+  [[nodiscard]] SpoolUsage held() const noexcept;
+  static void account(const SpoolUsage& before, const SpoolUsage& after) noexcept;
   [[nodiscard]] std::string_view contents() const noexcept { return is_borrowed_ ? borrowed_ : memory_; }
 
   SpoolOptions options_;
