@@ -7,6 +7,7 @@
 #include <boost/beast/core.hpp>
 #include <boost/beast/http.hpp>
 
+#include <charconv>
 #include <chrono>
 
 namespace mailkms::metrics {
@@ -58,21 +59,31 @@ asio::awaitable<void> accept(asio::ip::tcp::acceptor& acceptor, const Registry& 
 
 }  // namespace
 
-std::optional<std::string> Server::listen(const std::string& address) {
+std::optional<asio::ip::tcp::endpoint> parse_endpoint(std::string_view address) {
   const auto colon = address.rfind(':');
-  if (colon == std::string::npos) return "metrics address " + address + ": expected IP:PORT or [IPv6]:PORT";
-  std::string host = address.substr(0, colon);
-  if (host.size() > 1 && host.front() == '[' && host.back() == ']') host = host.substr(1, host.size() - 2);
+  if (colon == std::string_view::npos) return std::nullopt;
+  std::string_view host = address.substr(0, colon);
+  const std::string_view port_text = address.substr(colon + 1);
+  if (host.size() > 1 && host.front() == '[' && host.back() == ']') {
+    host = host.substr(1, host.size() - 2);
+  } else if (host.find(':') != std::string_view::npos) {
+    return std::nullopt;  // an IPv6 address goes in brackets
+  }
   beast::error_code ec;
   const auto ip = asio::ip::make_address(host, ec);
-  int port = 0;
-  try {
-    port = std::stoi(address.substr(colon + 1));
-  } catch (const std::exception&) {
-    port = -1;
+  unsigned port = 0;
+  const auto [end, error] = std::from_chars(port_text.data(), port_text.data() + port_text.size(), port);
+  if (ec || error != std::errc() || end != port_text.data() + port_text.size() || port < 1 || port > 65535) {
+    return std::nullopt;
   }
-  if (ec || port < 1 || port > 65535) return "metrics address " + address + ": expected IP:PORT or [IPv6]:PORT";
-  const asio::ip::tcp::endpoint endpoint(ip, static_cast<unsigned short>(port));
+  return asio::ip::tcp::endpoint(ip, static_cast<unsigned short>(port));
+}
+
+std::optional<std::string> Server::listen(const std::string& address) {
+  const auto parsed = parse_endpoint(address);
+  if (!parsed) return "metrics address " + address + ": expected IP:PORT or [IPv6]:PORT";
+  const asio::ip::tcp::endpoint endpoint = *parsed;
+  beast::error_code ec;
   acceptor_ = std::make_unique<asio::ip::tcp::acceptor>(io_);
   if (acceptor_->open(endpoint.protocol(), ec) || acceptor_->set_option(asio::socket_base::reuse_address(true), ec) ||
       acceptor_->bind(endpoint, ec) || acceptor_->listen(asio::socket_base::max_listen_connections, ec)) {

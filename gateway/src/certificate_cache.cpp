@@ -29,6 +29,7 @@ keystore::Result<std::vector<std::optional<RecipientCertificate>>> CertificateCa
       positions.push_back(i);
     }
   }
+  if (counted_) counted_(addresses.size() - wanted.size(), wanted.size());
   if (wanted.empty()) return out;
 
   MAILKMS_TRY(found, keystore_->certificates(wanted));

@@ -37,14 +37,18 @@ Reply routing_refusal(const std::string& recipient, const std::string& why) {
 }  // namespace
 
 Gateway::Gateway(Settings settings, std::shared_ptr<const policy::Policy> policy, smime::CryptoContextPtr ctx,
-                 const ReinjectionMark& mark, std::shared_ptr<KeystorePort> keystore, Clock clock)
+                 const ReinjectionMark& mark, std::shared_ptr<KeystorePort> keystore, Clock clock,
+                 std::shared_ptr<GatewayMetrics> metrics)
     : settings_(std::move(settings)),
       policy_(std::move(policy)),
       ctx_(std::move(ctx)),
       keystore_(std::move(keystore)),
       clock_(std::move(clock)),
-      certificates_(*keystore_, settings_.certificate_ttl, settings_.missing_certificate_ttl, clock_),
-      trust_(*keystore_, settings_.certificate_ttl, clock_),
+      metrics_(metrics ? std::move(metrics) : std::make_shared<GatewayMetrics>()),
+      certificates_(*keystore_, settings_.certificate_ttl, settings_.missing_certificate_ttl, clock_,
+                    [m = metrics_](std::size_t hits, std::size_t misses) { m->cache(Cache::certificate, hits, misses); }),
+      trust_(*keystore_, settings_.certificate_ttl, clock_,
+             [m = metrics_](std::size_t hits, std::size_t misses) { m->cache(Cache::trust, hits, misses); }),
       mark_(mark) {}
 
 void Gateway::replace_policy(std::shared_ptr<const policy::Policy> policy) {
@@ -135,6 +139,7 @@ Outcome Gateway::finish(const Transaction& transaction, const std::vector<smime:
     if (is_our_reinjection(transaction, headers, message)) {
       Outcome outcome;
       outcome.log = "our own re-injected copy, already processed";
+      outcome.action = Action::own_copy;
       int index = 0;
       for (const auto& f : headers) {
         if (iequals(f.name, reinjection_header)) outcome.header_edits.push_back({HeaderEdit::Kind::remove, f.name, {}, ++index});
@@ -146,6 +151,7 @@ Outcome Gateway::finish(const Transaction& transaction, const std::vector<smime:
       Outcome outcome;
       outcome.verdict = Outcome::Verdict::reject;
       outcome.reply = too_big_reply();
+      outcome.failure = FailureClass::too_big;
       outcome.log = "rejected: " + std::to_string(message.size()) + " bytes is over max_message_size";
       return outcome;
     }
@@ -183,7 +189,7 @@ Outcome Gateway::finish(const Transaction& transaction, const std::vector<smime:
     if (transaction.direction.direction == policy::Direction::outbound && action == FailureAction::accept) {
       action = FailureAction::tempfail;
     }
-    return failure(action, "internal error", e.what());
+    return failure(action, FailureClass::internal, "internal error", e.what());
   }
 }
 
@@ -203,6 +209,7 @@ Outcome Gateway::enrollment(const Transaction& transaction, const std::vector<sm
   outcome.log = "enrollment mail to " + settings_.enrollment_address;
   if (enrollment == transaction.recipients.size()) {
     outcome.verdict = Outcome::Verdict::discard;
+    outcome.action = Action::enrollment;
     outcome.removed_recipients.clear();
   }
   constexpr std::size_t largest_reply = 4u << 20;
@@ -221,7 +228,7 @@ Outcome Gateway::enrollment(const Transaction& transaction, const std::vector<sm
   OPENSSL_cleanse(reply.password.data(), reply.password.size());
   if (!answer) {
     if (keystore_down(answer.error())) {
-      return failure(FailureAction::tempfail, outcome.log, answer.error().message);
+      return failure(FailureAction::tempfail, FailureClass::keystore, outcome.log, answer.error().message);
     }
     outcome.log += " taken out of delivery; the keystore did not take the reply from " + from + ": " + answer.error().message;
     return outcome;
@@ -255,26 +262,43 @@ Outcome Gateway::answer_trouble(FrontEndTrouble trouble, std::string log) const 
   outcome.verdict = Outcome::Verdict::tempfail;
   outcome.log = std::move(log);
   switch (trouble) {
-    case FrontEndTrouble::internal: outcome.reply = internal_trouble_reply(); break;
+    case FrontEndTrouble::internal:
+      outcome.reply = internal_trouble_reply();
+      outcome.failure = FailureClass::internal;
+      break;
     case FrontEndTrouble::spool:
       outcome.reply = {"451", "4.3.0", "The S/MIME gateway cannot store the message now; try again later"};
+      outcome.failure = FailureClass::spool;
       break;
     case FrontEndTrouble::too_big:
       outcome.verdict = Outcome::Verdict::reject;
       outcome.reply = too_big_reply();
+      outcome.failure = FailureClass::too_big;
       break;
     case FrontEndTrouble::reinjection:
       outcome.reply = {"451", "4.3.0", "The S/MIME gateway cannot split this message now; try again later"};
+      outcome.failure = FailureClass::reinjection;
       break;
     case FrontEndTrouble::next_hop:
       outcome.reply = {"451", "4.4.1", "The next hop cannot take the message now; try again later"};
+      outcome.failure = FailureClass::next_hop;
       break;
   }
   return outcome;
 }
 
-Outcome Gateway::failure(FailureAction action, const std::string& what, const std::string& reason) const {
+void Gateway::account(const Transaction& transaction, const Disposition& disposition) const noexcept {
+  try {
+    metrics_->message(transaction.direction.direction, disposition);
+  } catch (const std::exception&) {
+    // Out of memory for a label: one count lost, the message answered.
+  }
+}
+
+Outcome Gateway::failure(FailureAction action, FailureClass failure, const std::string& what,
+                         const std::string& reason) const {
   Outcome outcome;
+  outcome.failure = failure;
   switch (action) {
     case FailureAction::accept:
       outcome.log = what + ", delivered unchanged: " + reason;

@@ -117,9 +117,10 @@ Outcome Gateway::annotated(const InboundPlan& plan, std::string log, const std::
 }
 
 // `failure`, delivering (when the action delivers) with `results`.
-Outcome Gateway::inbound_failure(const InboundPlan& plan, FailureAction action, const std::string& what,
-                                 const std::string& reason, const std::vector<SmimeResult>& results) const {
-  Outcome outcome = failure(action, plan.where + ": " + what, reason);
+Outcome Gateway::inbound_failure(const InboundPlan& plan, FailureAction action, FailureClass failure_class,
+                                 const std::string& what, const std::string& reason,
+                                 const std::vector<SmimeResult>& results) const {
+  Outcome outcome = failure(action, failure_class, plan.where + ": " + what, reason);
   if (outcome.verdict == Outcome::Verdict::deliver) outcome.header_edits = results_edits(plan, results);
   return outcome;
 }
@@ -160,6 +161,7 @@ SignatureCheck Gateway::check_signature(const InboundPlan& plan, const policy::P
   auto trust = trust_.get();
   if (!trust) {
     results.push_back({"temperror", "keystore unavailable", ""});
+    metrics_->operation(Operation::verify, "temperror");
     check.results = std::move(results);
     check.log = "; not verified, keystore: " + trust.error().message;
     return check;
@@ -171,6 +173,7 @@ SignatureCheck Gateway::check_signature(const InboundPlan& plan, const policy::P
   options.max_in_memory = settings_.inbound_memory_limit;
   const smime::VerifyResult verified = run(options);
   results.push_back(smime_result(verified, plan.authors));
+  metrics_->operation(Operation::verify, results.back().result);
   check.log = "; signature " + std::string(smime::to_string(verified.status));
   // MIME or CMS that cannot be read is malformed input, not a bad
   // signature; a spool we cannot read back is an internal error.
@@ -178,9 +181,12 @@ SignatureCheck Gateway::check_signature(const InboundPlan& plan, const policy::P
   const FailureAction action = unreadable(verified) ? settings_.on_internal_error
                                : malformed          ? settings_.on_malformed
                                                     : settings_.on_bad_signature;
+  const FailureClass failure_class = unreadable(verified) ? FailureClass::internal
+                                     : malformed          ? FailureClass::malformed
+                                                          : FailureClass::bad_signature;
   if (verified.status != smime::SignatureStatus::pass && verified.status != smime::SignatureStatus::no_signature &&
       action != FailureAction::accept) {
-    check.refused = inbound_failure(plan, action,
+    check.refused = inbound_failure(plan, action, failure_class,
                                     unreadable(verified) ? "spool unreadable"
                                     : malformed          ? "malformed signature"
                                                          : "bad signature",
@@ -219,10 +225,11 @@ std::optional<Outcome> Gateway::left_encrypted(const InboundPlan& plan, const Tr
 // rule says decrypt; an Outcome when it is not to be delivered opened.
 BasicResult<Opened, Outcome> Gateway::open_for_readers(const InboundPlan& plan, const policy::Policy& policy,
                                                        const smime::Spool& message) {
-  MAILKMS_TRY_OR(text, message.to_string(), return failure(settings_.on_internal_error, plan.where, text_result.error().message));
+  MAILKMS_TRY_OR(text, message.to_string(), return failure(settings_.on_internal_error, FailureClass::internal, plan.where,
+                                               text_result.error().message));
   auto parsed = smime::parse_message(text);
   if (!parsed) {
-    return inbound_failure(plan, settings_.on_malformed, "malformed MIME", parsed.error().message,
+    return inbound_failure(plan, settings_.on_malformed, FailureClass::malformed, "malformed MIME", parsed.error().message,
                            {{"permerror", "malformed MIME", ""}});
   }
   std::vector<std::string> local;
@@ -233,7 +240,8 @@ BasicResult<Opened, Outcome> Gateway::open_for_readers(const InboundPlan& plan, 
     normalized.push_back(smime::normalize_address(plan.recipients[i]));
   }
   MAILKMS_TRY_OR(found, certificates_.lookup(normalized),
-                 return failure(settings_.on_keystore_unavailable, plan.where + ": keystore unavailable", found_result.error().message));
+                 return failure(settings_.on_keystore_unavailable, FailureClass::keystore, plan.where + ": keystore unavailable",
+                                found_result.error().message));
   std::vector<std::unique_ptr<smime::KeyUnwrapper>> unwrappers;
   std::vector<smime::KeyUnwrapper*> keys;
   std::vector<std::string> owners;
@@ -246,16 +254,21 @@ BasicResult<Opened, Outcome> Gateway::open_for_readers(const InboundPlan& plan, 
   auto opened = smime::decrypt_entity(*ctx_, parsed->entity, keys);
   if (!opened) {
     const auto code = opened.error().code;
+    metrics_->operation(Operation::decrypt, code == smime::Errc::no_matching_recipient ? "no_key"
+                                            : code == smime::Errc::key_operation_failed ? "keystore"
+                                                                                         : "failed");
     if (code == smime::Errc::no_matching_recipient) {
       return annotated(plan, plan.log + "; encrypted to none of the local recipients' keys, delivered as it came",
                        {{"none", "encrypted; no local key", ""}});
     }
     if (code == smime::Errc::key_operation_failed) {
-      return failure(settings_.on_keystore_unavailable, plan.where + ": keystore could not decrypt", opened.error().message);
+      return failure(settings_.on_keystore_unavailable, FailureClass::keystore, plan.where + ": keystore could not decrypt",
+                     opened.error().message);
     }
-    return inbound_failure(plan, settings_.on_malformed, "cannot decrypt", opened.error().describe(),
+    return inbound_failure(plan, settings_.on_malformed, FailureClass::malformed, "cannot decrypt", opened.error().describe(),
                            {{"permerror", "cannot decrypt: " + std::string(smime::to_string(code)), ""}});
   }
+  metrics_->operation(Operation::decrypt, "ok");
   Opened result;
   for (const std::size_t i : opened->readers) result.readers.push_back(owners[i]);
   result.entity = std::move(opened->content);
@@ -300,7 +313,10 @@ Outcome Gateway::decrypted_copies(const Transaction& tx, const InboundPlan& plan
   others.insert(others.end(), unvouched.begin(), unvouched.end());
   if (!others.empty()) {
     auto copy = copy_for(tx, others, message);
-    if (!copy) return failure(settings_.on_internal_error, plan.where + ": re-injection", copy.error().message);
+    if (!copy) {
+      return failure(settings_.on_internal_error, FailureClass::reinjection, plan.where + ": re-injection",
+                     copy.error().message);
+    }
     outcome.reinjections.push_back({others, std::move(*copy)});
     outcome.removed_recipients = others;
     log += "; " + join(others) + " not among its readers, re-injected as it came";
@@ -315,6 +331,7 @@ Outcome Gateway::decrypted_copies(const Transaction& tx, const InboundPlan& plan
   const auto results_field = results_edits(plan, results);
   outcome.header_edits.insert(outcome.header_edits.end(), results_field.begin(), results_field.end());
   outcome.message = smime::Spool::from(std::move(rebuilt));
+  outcome.action = Action::decrypted;
   outcome.log = std::move(log);
   return outcome;
 }
@@ -338,7 +355,9 @@ Outcome Gateway::inbound(const Transaction& tx, const std::vector<smime::HeaderF
       return smime::verify_message(*ctx_, message, options);
     });
     if (check.refused) return std::move(*check.refused);
-    return annotated(plan, plan.log + check.log, check.results);
+    Outcome outcome = annotated(plan, plan.log + check.log, check.results);
+    if (plan.verify) outcome.action = Action::verified;
+    return outcome;
   }
   if (auto left = left_encrypted(plan, tx, message)) return std::move(*left);
   MAILKMS_TRY_OR(opened, open_for_readers(plan, policy, message), return std::move(opened_result).error());

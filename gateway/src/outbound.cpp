@@ -152,9 +152,11 @@ keystore::Result<std::shared_ptr<smime::Signer>> Gateway::signer_for(const std::
     // keystore at sign time; that failure drops it from here (see below).
     if (it != signers_.end() && it->second.expires > now &&
         it->second.signer->certificate().not_after() > std::time(nullptr)) {
+      metrics_->cache(Cache::signer, 1, 0);
       return it->second.signer;
     }
   }
+  metrics_->cache(Cache::signer, 0, 1);
   MAILKMS_TRY(signer, keystore_->signer(key));
   const std::lock_guard lock(signers_mutex_);
   if (signers_.size() > 10'000) signers_.clear();  // bounded; refilled on demand
@@ -404,6 +406,13 @@ BasicResult<OutboundCopies, Outcome> group_copies(const Transaction& tx, const O
   return copies;
 }
 
+Action action_of(const Treatment& treatment) {
+  if (treatment.sign && treatment.encrypt) return Action::signed_encrypted;
+  if (treatment.sign) return Action::signed_;
+  if (treatment.encrypt) return Action::encrypted;
+  return Action::passed;
+}
+
 }  // namespace
 
 Reply policy_refusal(policy::MissingCertificate action, std::string text) {
@@ -442,6 +451,7 @@ std::optional<Outcome> Gateway::passes_as_it_is(const Transaction& tx, const std
     // before they have their key.
     Outcome outcome;
     outcome.log = direction + ": from the keystore (its mark confirmed), sent as it is";
+    outcome.action = Action::keystore_mail;
     return outcome;
   }
   if (kind == SmimeKind::encrypted) {
@@ -456,19 +466,20 @@ std::optional<Outcome> Gateway::passes_as_it_is(const Transaction& tx, const std
 // encrypted or signed (a rule saying "always", or a certificate found) is
 // never let out as it came: accept becomes tempfail, and so does
 // quarantine, since a held message leaves unchanged when released.
-Outcome Gateway::outbound_failure(bool required, FailureAction action, const std::string& what,
+Outcome Gateway::outbound_failure(bool required, FailureAction action, FailureClass failure, const std::string& what,
                                   const std::string& reason) const {
   if (required && (action == FailureAction::accept || action == FailureAction::quarantine)) {
     action = FailureAction::tempfail;
   }
-  return failure(action, what, reason);
+  return Gateway::failure(action, failure, what, reason);
 }
 
 BasicResult<OutboundKeys, Outcome> Gateway::resolve_keys(const OutboundPlan& plan) {
   // At RCPT TO a recipient that needed the keystore was already deferred;
   // mail taken without SMTP, or a keystore lost since, is decided here.
   const auto unavailable = [&](const std::string& reason) {
-    return outbound_failure(plan.required, settings_.on_keystore_unavailable, plan.where + ": keystore unavailable", reason);
+    return outbound_failure(plan.required, settings_.on_keystore_unavailable, FailureClass::keystore,
+                            plan.where + ": keystore unavailable", reason);
   };
   OutboundKeys keys;
   const std::string& signer_address = plan.authorization.identity;
@@ -519,19 +530,23 @@ Outcome Gateway::transform_failed(const OutboundPlan& plan, bool required, const
       const std::lock_guard lock(signers_mutex_);
       signers_.erase(smime::normalize_address(plan.authorization.identity));  // the retry asks the keystore afresh
     }
-    return outbound_failure(required, settings_.on_keystore_unavailable, plan.where + ": keystore signing failed",
-                            error.message);
+    return outbound_failure(required, settings_.on_keystore_unavailable, FailureClass::keystore,
+                            plan.where + ": keystore signing failed", error.message);
   }
   if (error.code == smime::Errc::malformed_mime || error.code == smime::Errc::limit_exceeded) {
-    if (!encrypting) return outbound_failure(required, settings_.on_malformed, plan.where + ": malformed", error.message);
+    if (!encrypting) {
+      return outbound_failure(required, settings_.on_malformed, FailureClass::malformed, plan.where + ": malformed",
+                              error.message);
+    }
     // Never delivered in the clear when policy wanted it encrypted.
     Outcome refused;
     refused.verdict = Outcome::Verdict::reject;
     refused.reply = {"554", "5.6.0", "The message's MIME structure cannot be signed or encrypted: " + error.message};
     refused.log = plan.where + ": malformed, rejected: " + error.message;
+    refused.failure = FailureClass::malformed;
     return refused;
   }
-  return outbound_failure(required, settings_.on_internal_error,
+  return outbound_failure(required, settings_.on_internal_error, FailureClass::internal,
                           plan.where + ": " + std::string(smime::to_string(error.code)), error.message);
 }
 
@@ -565,13 +580,15 @@ smime::Result<std::optional<smime::Spool>> Gateway::transform(const Treatment& t
       to.push_back({sender->certificate, smime::choose_key_transport(sender->capabilities)});
     }
   }
-  if (t.sign && t.encrypt) {
-    MAILKMS_CHECK(smime::sign_and_encrypt_message(*ctx_, input, out, *keys.signer, sign_options, to, encrypt_options));
-  } else if (t.sign) {
-    MAILKMS_CHECK(smime::sign_message(*ctx_, input, out, *keys.signer, sign_options));
-  } else {
-    MAILKMS_CHECK(smime::encrypt_message(*ctx_, input, out, to, encrypt_options));
-  }
+  const auto made = t.sign && t.encrypt ? smime::sign_and_encrypt_message(*ctx_, input, out, *keys.signer, sign_options, to,
+                                                                          encrypt_options)
+                    : t.sign ? smime::sign_message(*ctx_, input, out, *keys.signer, sign_options)
+                             : smime::encrypt_message(*ctx_, input, out, to, encrypt_options);
+  // Signing and encrypting at once count as both, with the one result.
+  const std::string_view result = made ? "ok" : "failed";
+  if (t.sign) metrics_->operation(Operation::sign, result);
+  if (t.encrypt) metrics_->operation(Operation::encrypt, result);
+  MAILKMS_CHECK(made);
   return std::optional<smime::Spool>(std::move(out));
 }
 
@@ -582,7 +599,7 @@ Outcome Gateway::make_copies(const Transaction& tx, const smime::Spool& message,
   const auto& groups = copies.groups;
   if (groups.empty()) return outcome;
   const auto internal = [&](const std::string& what, const std::string& reason) {
-    return outbound_failure(required, settings_.on_internal_error, plan.where + ": " + what, reason);
+    return outbound_failure(required, settings_.on_internal_error, FailureClass::internal, plan.where + ": " + what, reason);
   };
   MAILKMS_TRY_OR(header, read_header_section(message), return transform_failed(plan, required, header_result.error(), required));
   // The subject tag that selected a rule is not for the recipients' eyes.
@@ -617,6 +634,7 @@ Outcome Gateway::make_copies(const Transaction& tx, const smime::Spool& message,
     outcome.message = std::move(**transformed);
   }
   if (groups.size() > 1) outcome.log += " => split into " + std::to_string(groups.size()) + " copies";
+  outcome.action = groups.size() > 1 ? Action::split : action_of(groups[0].first);
   return outcome;
 }
 

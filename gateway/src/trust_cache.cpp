@@ -38,7 +38,9 @@ keystore::Result<std::shared_ptr<Trust>> fetch(KeystorePort& keystore) {
 keystore::Result<std::shared_ptr<Trust>> TrustCache::get() {
   const std::lock_guard lock(mutex_);
   const auto now = clock_();
-  if (trust_ && now - fetched_ < ttl_) return trust_;
+  const bool hit = trust_ && now - fetched_ < ttl_;
+  if (counted_) counted_(hit ? 1 : 0, hit ? 0 : 1);
+  if (hit) return trust_;
   auto fresh = fetch(*keystore_);
   if (!fresh) {
     // Keep verifying with what we had rather than fail every message for

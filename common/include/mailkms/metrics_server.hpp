@@ -12,10 +12,15 @@
 #include <memory>
 #include <optional>
 #include <string>
+#include <string_view>
 
 #include "mailkms/metrics.hpp"
 
 namespace mailkms::metrics {
+
+// "127.0.0.1:9470" or "[::1]:9470" as an endpoint; nothing for anything
+// else (a host name, a missing or out-of-range port).
+std::optional<boost::asio::ip::tcp::endpoint> parse_endpoint(std::string_view address);
 
 class Server {
  public:

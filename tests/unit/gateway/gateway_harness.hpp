@@ -14,6 +14,7 @@
 #include "in_memory_keystore.hpp"
 #include "mailkms/gateway/gateway.hpp"
 #include "mailkms/smime/decrypt.hpp"
+#include "mailkms/smime/encrypt.hpp"
 #include "mailkms/smime/mime.hpp"
 #include "mailkms/smime/sign.hpp"
 #include "mailkms/smime/verify.hpp"
@@ -96,7 +97,8 @@ struct GatewayHarness {
   explicit GatewayHarness(const std::function<void(gateway::Settings&)>& adjust = {},
                           const std::string& policy_text = gateway_test_policy)
       : keystore(std::make_shared<InMemoryKeystore>()),
-        gateway(make(adjust, policy_text, keystore, spool, [this] { return now; })) {
+        metrics(std::make_shared<gateway::GatewayMetrics>(registry)),
+        gateway(make(adjust, policy_text, keystore, spool, [this] { return now; }, metrics)) {
     keystore->add_user("alice@example.org", "alice");
     keystore->add_user("bob@example.org", "bob");
     keystore->add_user("carol@example.org", "carol");
@@ -153,12 +155,14 @@ struct GatewayHarness {
   TempDir spool;
   std::chrono::steady_clock::time_point now = std::chrono::steady_clock::now();
   std::shared_ptr<InMemoryKeystore> keystore;
+  metrics::Registry registry;  // what the gateway counted, for the metrics tests
+  std::shared_ptr<gateway::GatewayMetrics> metrics;
   gateway::Gateway gateway;
 
  private:
   static gateway::Gateway make(const std::function<void(gateway::Settings&)>& adjust, const std::string& policy_text,
                                std::shared_ptr<InMemoryKeystore> keystore, const TempDir& spool,
-                               gateway::Clock clock) {
+                               gateway::Clock clock, std::shared_ptr<gateway::GatewayMetrics> metrics) {
     gateway::Settings settings;
     settings.authserv_id = "mx.example.org";
     settings.enrollment_address = "mailkms-enroll@example.org";
@@ -171,7 +175,7 @@ struct GatewayHarness {
     auto mark = gateway::ReinjectionMark::create({});
     if (!mark) FAIL(mark.error().message);
     return gateway::Gateway(std::move(settings), std::move(*policy), context(), *mark, std::move(keystore),
-                            std::move(clock));
+                            std::move(clock), std::move(metrics));
   }
 };
 
@@ -194,6 +198,18 @@ inline smime::Entity decrypt_as(const std::string& message, const std::string& u
   auto key = unwrapper(user);
   smime::KeyUnwrapper* keys[] = {&key};
   return must(smime::decrypt_entity(*context(), parsed.entity, keys)).content;
+}
+
+// `message` signed by zoe (a trusted outsider) and encrypted to `users`.
+inline std::string signed_and_encrypted_by_zoe(const std::vector<std::string>& users, smime::Cipher cipher,
+                                               const std::string& message) {
+  auto signer = mailkms::test::signer("zoe");
+  std::vector<smime::Recipient> recipients;
+  recipients.reserve(users.size());
+  for (const auto& u : users) recipients.push_back({cert(u)});
+  smime::EncryptOptions options;
+  options.cipher = cipher;
+  return must(smime::sign_and_encrypt_message(*context(), message, signer, {}, recipients, options));
 }
 
 inline bool opens_for(const std::string& message, const std::string& user) {

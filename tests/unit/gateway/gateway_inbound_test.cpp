@@ -7,7 +7,6 @@
 #include <algorithm>
 
 #include "gateway_harness.hpp"
-#include "mailkms/smime/encrypt.hpp"
 
 using mailkms::gateway::Outcome;
 using namespace mailkms::test;
@@ -32,14 +31,7 @@ mailkms::gateway::Transaction inbound(GatewayHarness& h, const std::vector<std::
 }
 
 std::string encrypted_to(const std::vector<std::string>& users, smime::Cipher cipher, const std::string& to) {
-  auto signer = mailkms::test::signer("zoe");
-  std::vector<smime::Recipient> recipients;
-  recipients.reserve(users.size());
-  for (const auto& u : users) recipients.push_back({cert(u)});
-  smime::EncryptOptions options;
-  options.cipher = cipher;
-  return must(smime::sign_and_encrypt_message(*context(), message_from("zoe@partner.example", to, body), signer, {},
-                                              recipients, options));
+  return signed_and_encrypted_by_zoe(users, cipher, message_from("zoe@partner.example", to, body));
 }
 
 }  // namespace

@@ -25,9 +25,11 @@ struct RecipientCertificate {
 
 class CertificateCache {
  public:
+  // `counted` is told each lookup's hits and misses (addresses answered
+  // from the cache, and asked of the keystore).
   CertificateCache(KeystorePort& keystore, std::chrono::seconds ttl, std::chrono::seconds missing_ttl,
-                   Clock clock = steady_clock())
-      : keystore_(&keystore), ttl_(ttl), missing_ttl_(missing_ttl), clock_(std::move(clock)) {}
+                   Clock clock = steady_clock(), CacheCounter counted = {})
+      : keystore_(&keystore), ttl_(ttl), missing_ttl_(missing_ttl), clock_(std::move(clock)), counted_(std::move(counted)) {}
 
   // The certificate of each address (nullopt: none), in the order asked.
   // One keystore request for all the addresses not cached; its failure is
@@ -46,6 +48,7 @@ class CertificateCache {
   std::chrono::seconds ttl_;
   std::chrono::seconds missing_ttl_;
   Clock clock_;
+  CacheCounter counted_;
   std::mutex mutex_;
   std::unordered_map<std::string, Entry> entries_;
 };

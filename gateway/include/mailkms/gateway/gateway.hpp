@@ -22,6 +22,7 @@
 #include "mailkms/gateway/crl_fetcher.hpp"
 #include "mailkms/gateway/trust_cache.hpp"
 #include "mailkms/gateway/keystore_port.hpp"
+#include "mailkms/gateway/metrics.hpp"
 #include "mailkms/policy/policy.hpp"
 #include "mailkms/smime/crypto_context.hpp"
 
@@ -99,9 +100,10 @@ enum class FrontEndTrouble {
 class Gateway {
  public:
   // `keystore`: a KeystoreAdapter in the daemons; `clock`: what the caches'
-  // TTLs are counted in.
+  // TTLs are counted in; `metrics`: where its counts go (none: nowhere).
   Gateway(Settings settings, std::shared_ptr<const policy::Policy> policy, smime::CryptoContextPtr ctx,
-          const ReinjectionMark& mark, std::shared_ptr<KeystorePort> keystore, Clock clock = steady_clock());
+          const ReinjectionMark& mark, std::shared_ptr<KeystorePort> keystore, Clock clock = steady_clock(),
+          std::shared_ptr<GatewayMetrics> metrics = nullptr);
 
   [[nodiscard]] const Settings& settings() const noexcept { return settings_; }
   [[nodiscard]] std::shared_ptr<const policy::Policy> policy() const { return std::atomic_load(&policy_); }
@@ -133,6 +135,11 @@ class Gateway {
   // The refusal for a front end's trouble, logged as `log`: every reply a
   // front end gives comes from the gateway.
   [[nodiscard]] Outcome answer_trouble(FrontEndTrouble trouble, std::string log) const;
+
+  // Counts a message as its front end answered it at the end of DATA:
+  // once per message, with the outcome it applied (finish's, or a
+  // trouble's that replaced it).
+  void account(const Transaction& transaction, const Disposition& disposition) const noexcept;
 
   [[nodiscard]] bool is_enrollment_address(std::string_view recipient) const;
   // Mail the keystore sent (enrollment tokens, PKCS#12 files), which goes
@@ -168,7 +175,8 @@ class Gateway {
                                                        const OutboundKeys& keys) const;
   Outcome transform_failed(const OutboundPlan& plan, bool required, const smime::Error& error, bool encrypting);
   // `failure`, but never delivering as it came what policy requires protected.
-  Outcome outbound_failure(bool required, FailureAction action, const std::string& what, const std::string& reason) const;
+  Outcome outbound_failure(bool required, FailureAction action, FailureClass failure, const std::string& what,
+                           const std::string& reason) const;
   Outcome inbound(const Transaction& transaction, const std::vector<smime::HeaderField>& headers,
                   const smime::Spool& message, const std::vector<std::string>& skip);
   // The inbound stages: the plan (policy per recipient), the signature
@@ -186,9 +194,10 @@ class Gateway {
                            std::string log) const;
   std::vector<HeaderEdit> results_edits(const InboundPlan& plan, const std::vector<SmimeResult>& results) const;
   Outcome annotated(const InboundPlan& plan, std::string log, const std::vector<SmimeResult>& results) const;
-  Outcome inbound_failure(const InboundPlan& plan, FailureAction action, const std::string& what,
+  Outcome inbound_failure(const InboundPlan& plan, FailureAction action, FailureClass failure, const std::string& what,
                           const std::string& reason, const std::vector<SmimeResult>& results) const;
-  Outcome failure(FailureAction action, const std::string& what, const std::string& reason) const;
+  // What `action` makes of a message that met a failure of this class.
+  Outcome failure(FailureAction action, FailureClass failure, const std::string& what, const std::string& reason) const;
   // A copy of `message` for `recipients` apart from the rest: marked for
   // re-injection, or as it is for a front end that relays copies itself.
   smime::Result<smime::Spool> copy_for(const Transaction& transaction, const std::vector<std::string>& recipients,
@@ -203,6 +212,7 @@ class Gateway {
   smime::CryptoContextPtr ctx_;
   std::shared_ptr<KeystorePort> keystore_;
   Clock clock_;
+  std::shared_ptr<GatewayMetrics> metrics_;  // never null; the caches count into it
   CertificateCache certificates_;
   TrustCache trust_;
   CrlFetcher crls_;  // outside CAs' CRLs, for harvesting

@@ -38,8 +38,46 @@ struct Reinjection {
   smime::Spool message;  // the whole message, already transformed and marked
 };
 
-struct Outcome {
+// What the gateway did to a message it lets go on, for the metrics
+// (GatewayMetrics names each): how it left, never what it said.
+enum class Action {
+  passed,            // as it came: policy asked nothing of it, or let it go after a failure
+  signed_,
+  encrypted,
+  signed_encrypted,
+  split,             // copies treated differently for different recipients
+  verified,          // inbound: a signature checked into Authentication-Results
+  decrypted,
+  enrollment,        // a reply to the enrollment address, handed to the keystore
+  keystore_mail,     // the keystore's own mail to a user, sent as it is
+  own_copy,          // a copy this gateway re-injected, already processed
+};
+
+// Why a message was not treated as policy asked, for the metrics: the
+// failures the on_* settings decide, and the front ends' own trouble.
+enum class FailureClass {
+  none,
+  keystore,       // unreachable, sealed, or refusing a key operation
+  malformed,      // MIME or CMS that cannot be read
+  bad_signature,  // inbound, a signature that does not verify
+  internal,
+  spool,          // the message could not be stored
+  too_big,
+  reinjection,    // a copy for other recipients was not taken
+  next_hop,       // the proxy's next hop could not be reached
+};
+
+// How a front end answered a message, in the terms the metrics count.
+struct Disposition {
   enum class Verdict { deliver, reject, tempfail, discard };
+  Verdict verdict = Verdict::deliver;
+  bool quarantine = false;
+  Action action = Action::passed;
+  FailureClass failure = FailureClass::none;
+};
+
+struct Outcome {
+  using Verdict = Disposition::Verdict;
   Verdict verdict = Verdict::deliver;
   Reply reply;                           // for reject and tempfail
   bool quarantine = false;               // deliver into the MTA's hold queue
@@ -51,6 +89,10 @@ struct Outcome {
   std::vector<std::string> removed_recipients;
   std::vector<Reinjection> reinjections;
   std::string log;  // one line: rule, action and reason, no content
+  Action action = Action::passed;
+  FailureClass failure = FailureClass::none;
+
+  [[nodiscard]] Disposition disposition() const { return {verdict, quarantine, action, failure}; }
 };
 
 // The edits that turn header `before` into `after`: a field of `before`

@@ -32,8 +32,9 @@ struct Trust {
 
 class TrustCache {
  public:
-  TrustCache(KeystorePort& keystore, std::chrono::seconds ttl, Clock clock = steady_clock())
-      : keystore_(&keystore), ttl_(ttl), clock_(std::move(clock)) {}
+  // `counted` is told of each get(): a hit (1, 0) or a fetch (0, 1).
+  TrustCache(KeystorePort& keystore, std::chrono::seconds ttl, Clock clock = steady_clock(), CacheCounter counted = {})
+      : keystore_(&keystore), ttl_(ttl), clock_(std::move(clock)), counted_(std::move(counted)) {}
 
   // The current anchors and CRLs; a stale copy is refreshed first, and kept
   // (for up to ten TTLs) if the keystore cannot be reached.
@@ -46,6 +47,7 @@ class TrustCache {
   KeystorePort* keystore_;
   std::chrono::seconds ttl_;
   Clock clock_;
+  CacheCounter counted_;
   std::mutex mutex_;
   std::shared_ptr<Trust> trust_;
   std::chrono::steady_clock::time_point fetched_{};
