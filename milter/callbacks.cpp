@@ -53,22 +53,32 @@ std::string queue_id(SMFICTX* ctx) {
   return id != nullptr ? id : "NOQUEUE";
 }
 
+// An answer to the MTA, and what it counts as at the end of a message.
+struct Answer {
+  sfsistat status;
+  gateway::Disposition disposition;
+};
+
 // A refusal the gateway decided, answered.
-sfsistat refuse(SMFICTX* ctx, const gateway::Outcome& outcome) {
+Answer refuse(SMFICTX* ctx, const gateway::Outcome& outcome) {
   smfi_setreply(ctx, const_cast<char*>(outcome.reply.code.c_str()), const_cast<char*>(outcome.reply.enhanced.c_str()),
                 const_cast<char*>(outcome.reply.text.c_str()));
-  return outcome.verdict == gateway::Outcome::Verdict::reject ? SMFIS_REJECT : SMFIS_TEMPFAIL;
+  return {outcome.verdict == gateway::Outcome::Verdict::reject ? SMFIS_REJECT : SMFIS_TEMPFAIL, outcome.disposition()};
 }
 
 // The gateway's answer to our own trouble, logged as an error.
-sfsistat answer_trouble(SMFICTX* ctx, gateway::FrontEndTrouble trouble, const std::string& log) {
+Answer answer_trouble(SMFICTX* ctx, gateway::FrontEndTrouble trouble, const std::string& log) {
   const std::string id = queue_id(ctx);
   spdlog::error("{}: {}", id, log);
   return refuse(ctx, the_gateway->answer_trouble(trouble, log));
 }
 
-sfsistat temporary_failure(SMFICTX* ctx, const char* where, const char* what) {
+Answer internal_trouble(SMFICTX* ctx, const char* where, const char* what) {
   return answer_trouble(ctx, gateway::FrontEndTrouble::internal, std::string("internal error in ") + where + ": " + what);
+}
+
+sfsistat temporary_failure(SMFICTX* ctx, const char* where, const char* what) {
+  return internal_trouble(ctx, where, what).status;
 }
 
 // Runs a callback body; anything thrown becomes a temporary failure.
@@ -305,72 +315,88 @@ bool replace_body(SMFICTX* ctx, const smime::Spool& spool, std::size_t offset) {
   return true;
 }
 
+// The end of the message, answered: the gateway's outcome applied, or
+// the trouble that kept it from being applied.
+Answer end_of_message(SMFICTX* ctx, MessageContext& message) {
+  constexpr const char* where = "end of message";
+  const std::string& id = message.transaction.queue_id;
+  switch (message.trouble) {
+    case Trouble::none: break;
+    case Trouble::internal: return internal_trouble(ctx, where, "after an earlier error");
+    case Trouble::spool:
+      return answer_trouble(ctx, gateway::FrontEndTrouble::spool, "could not spool the message (disk full?), deferred");
+    case Trouble::too_big: {
+      const auto refused = the_gateway->answer_trouble(
+          gateway::FrontEndTrouble::too_big,
+          "rejected: over max_message_size (" + std::to_string(the_gateway->settings().max_message_size) + " bytes)");
+      spdlog::info("{}: {}", id, refused.log);
+      return refuse(ctx, refused);
+    }
+  }
+  if (!message.spool) {  // no header at all: an empty message
+    message.spool.emplace();
+    (void)message.spool->append("\r\n");
+  }
+  auto outcome = the_gateway->finish(message.transaction, message.headers, *message.spool);
+  using Verdict = gateway::Outcome::Verdict;
+  if (outcome.verdict == Verdict::reject || outcome.verdict == Verdict::tempfail) {
+    spdlog::info("{}: {} => {} {} {}", id, outcome.log, outcome.reply.code, outcome.reply.enhanced, outcome.reply.text);
+    return refuse(ctx, outcome);
+  }
+  if (outcome.verdict == Verdict::discard) {
+    spdlog::info("{}: {} => discarded", id, outcome.log);
+    return {SMFIS_DISCARD, outcome.disposition()};
+  }
+  // This transaction's edits first: the MTA holds them until our answer and
+  // drops them on a temporary failure. The copies for other recipients go
+  // last, so that no failure after them makes the client retry and the
+  // copies go out twice; if the MTA does not take one, this transaction
+  // fails as a whole and nothing is lost.
+  for (const auto& removed : outcome.removed_recipients) {
+    const auto raw = std::find_if(message.raw_recipients.begin(), message.raw_recipients.end(),
+                                  [&](const std::string& r) { return unbracket(r.c_str()) == removed; });
+    const std::string address = raw != message.raw_recipients.end() ? *raw : "<" + removed + ">";
+    if (smfi_delrcpt(ctx, const_cast<char*>(address.c_str())) != MI_SUCCESS) {
+      return internal_trouble(ctx, where, "smfi_delrcpt failed");
+    }
+  }
+  if (!apply_edits(ctx, outcome.header_edits)) return internal_trouble(ctx, where, "a header edit failed");
+  if (outcome.message && !replace_body(ctx, *outcome.message, outcome.body_offset)) {
+    return internal_trouble(ctx, where, "replacing the body failed");
+  }
+  // Held for an administrator, or not let out at all.
+  if (outcome.quarantine && smfi_quarantine(ctx, const_cast<char*>(outcome.quarantine_reason.c_str())) != MI_SUCCESS) {
+    return internal_trouble(ctx, where, "the MTA did not quarantine the message");
+  }
+  for (const auto& copy : outcome.reinjections) {
+    auto sent = gateway::reinject(the_gateway->settings().reinject_command, message.transaction.sender, copy.recipients,
+                                  copy.message);
+    if (!sent) {
+      return answer_trouble(ctx, gateway::FrontEndTrouble::reinjection,
+                            outcome.log + " => re-injection failed, deferred: " + sent.error().message);
+    }
+  }
+  spdlog::info("{}: {}{}", id, outcome.log, outcome.quarantine ? " => quarantined" : "");
+  return {SMFIS_CONTINUE, outcome.disposition()};
+}
+
+// Every message that reaches its end is counted once, as it was answered.
 sfsistat on_eom(SMFICTX* ctx) {
-  return guarded(ctx, "end of message", [&]() -> sfsistat {
-    auto* connection = connection_of(ctx);
-    if (connection == nullptr || !connection->message) return temporary_failure(ctx, "end of message", "no message context");
-    auto& message = *connection->message;
-    const std::string id = queue_id(ctx);
-    message.transaction.queue_id = id;
-    switch (message.trouble) {
-      case Trouble::none: break;
-      case Trouble::internal: return temporary_failure(ctx, "end of message", "after an earlier error");
-      case Trouble::spool:
-        return answer_trouble(ctx, gateway::FrontEndTrouble::spool, "could not spool the message (disk full?), deferred");
-      case Trouble::too_big: {
-        const auto refused = the_gateway->answer_trouble(
-            gateway::FrontEndTrouble::too_big,
-            "rejected: over max_message_size (" + std::to_string(the_gateway->settings().max_message_size) + " bytes)");
-        spdlog::info("{}: {}", id, refused.log);
-        return refuse(ctx, refused);
-      }
+  auto* connection = connection_of(ctx);
+  if (connection == nullptr || !connection->message) return temporary_failure(ctx, "end of message", "no message context");
+  auto& message = *connection->message;
+  const Answer answer = [&] {
+    try {
+      message.transaction.queue_id = queue_id(ctx);
+      return end_of_message(ctx, message);
+    } catch (const std::exception& e) {
+      return internal_trouble(ctx, "end of message", e.what());
+    } catch (...) {
+      return internal_trouble(ctx, "end of message", "unknown exception");
     }
-    if (!message.spool) {  // no header at all: an empty message
-      message.spool.emplace();
-      (void)message.spool->append("\r\n");
-    }
-    auto outcome = the_gateway->finish(message.transaction, message.headers, *message.spool);
-    using Verdict = gateway::Outcome::Verdict;
-    if (outcome.verdict == Verdict::reject || outcome.verdict == Verdict::tempfail) {
-      spdlog::info("{}: {} => {} {} {}", id, outcome.log, outcome.reply.code, outcome.reply.enhanced, outcome.reply.text);
-      return refuse(ctx, outcome);
-    }
-    if (outcome.verdict == Verdict::discard) {
-      spdlog::info("{}: {} => discarded", id, outcome.log);
-      return SMFIS_DISCARD;
-    }
-    // This transaction's edits first: the MTA holds them until our answer and
-    // drops them on a temporary failure. The copies for other recipients go
-    // last, so that no failure after them makes the client retry and the
-    // copies go out twice; if the MTA does not take one, this transaction
-    // fails as a whole and nothing is lost.
-    for (const auto& removed : outcome.removed_recipients) {
-      const auto raw = std::find_if(message.raw_recipients.begin(), message.raw_recipients.end(),
-                                    [&](const std::string& r) { return unbracket(r.c_str()) == removed; });
-      const std::string address = raw != message.raw_recipients.end() ? *raw : "<" + removed + ">";
-      if (smfi_delrcpt(ctx, const_cast<char*>(address.c_str())) != MI_SUCCESS) {
-        return temporary_failure(ctx, "end of message", "smfi_delrcpt failed");
-      }
-    }
-    if (!apply_edits(ctx, outcome.header_edits)) return temporary_failure(ctx, "end of message", "a header edit failed");
-    if (outcome.message && !replace_body(ctx, *outcome.message, outcome.body_offset)) {
-      return temporary_failure(ctx, "end of message", "replacing the body failed");
-    }
-    // Held for an administrator, or not let out at all.
-    if (outcome.quarantine && smfi_quarantine(ctx, const_cast<char*>(outcome.quarantine_reason.c_str())) != MI_SUCCESS) {
-      return temporary_failure(ctx, "end of message", "the MTA did not quarantine the message");
-    }
-    for (const auto& copy : outcome.reinjections) {
-      auto sent = gateway::reinject(the_gateway->settings().reinject_command, message.transaction.sender, copy.recipients,
-                                    copy.message);
-      if (!sent) {
-        return answer_trouble(ctx, gateway::FrontEndTrouble::reinjection,
-                              outcome.log + " => re-injection failed, deferred: " + sent.error().message);
-      }
-    }
-    spdlog::info("{}: {}{}", id, outcome.log, outcome.quarantine ? " => quarantined" : "");
-    return SMFIS_CONTINUE;
-  });
+  }();
+  the_gateway->account(message.transaction, answer.disposition);
+  return answer.status;
 }
 
 sfsistat on_abort(SMFICTX* ctx) {

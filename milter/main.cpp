@@ -32,8 +32,11 @@
 #include <iostream>
 #include <thread>
 
+#include <boost/asio/io_context.hpp>
+
 #include "mailkms/errno_text.hpp"
 #include "mailkms/guarded_main.hpp"
+#include "mailkms/metrics_server.hpp"
 #include "mailkms/service_manager.hpp"
 #include "callbacks.hpp"
 #include "mailkms/gateway/gateway.hpp"
@@ -207,12 +210,55 @@ void remove_own_socket(const Listener& listener) {
   }
 }
 
+// What the milter counts, and where it serves the counts when [milter]
+// metrics_listen names an address: bound while the milter still runs as
+// root and on its terminal (an address in use is said there), served on a
+// thread of its own once serve() has set the threads' signal masks.
+class MetricsEndpoint {
+ public:
+  MetricsEndpoint() : gateway_(std::make_shared<mailkms::gateway::GatewayMetrics>(registry_)) {}
+  MetricsEndpoint(const MetricsEndpoint&) = delete;
+  MetricsEndpoint& operator=(const MetricsEndpoint&) = delete;
+  ~MetricsEndpoint() { stop(); }
+
+  // What the gateway counts into.
+  [[nodiscard]] const std::shared_ptr<mailkms::gateway::GatewayMetrics>& gateway() const { return gateway_; }
+
+  void listen(const std::string& address) {
+    if (address.empty()) return;
+    if (auto error = server_.listen(address)) fatal(*error);
+    listening_ = true;
+    spdlog::info("metrics on http://{}/metrics", address);
+  }
+  // Around daemon(): the io_context's epoll set is shared with the parent.
+  void before_fork() { io_.notify_fork(boost::asio::io_context::fork_prepare); }
+  void in_child() { io_.notify_fork(boost::asio::io_context::fork_child); }
+  void start() {
+    if (listening_) thread_ = std::thread([this] { io_.run(); });
+  }
+  void stop() {
+    server_.stop();
+    io_.stop();
+    if (thread_.joinable()) thread_.join();
+  }
+
+ private:
+  mailkms::metrics::Registry registry_;
+  boost::asio::io_context io_;
+  mailkms::metrics::Server server_{io_, registry_};
+  std::thread thread_;
+  bool listening_ = false;
+  std::shared_ptr<mailkms::gateway::GatewayMetrics> gateway_;
+};
+
 // Detaches (unless in the foreground), then writes the pid file: the pid
 // it names is the process that serves, not a parent that has exited. Then
 // drops privileges.
-void detach_and_drop_privileges(const mailkms::milter::Settings& settings, bool foreground) {
+void detach_and_drop_privileges(const mailkms::milter::Settings& settings, bool foreground, MetricsEndpoint& metrics) {
   if (!foreground) {
+    metrics.before_fork();
     if (::daemon(0, 0) != 0) fatal(std::string("daemon: ") + mailkms::errno_text(errno));
+    metrics.in_child();
     attached = false;
   }
   if (!settings.pid_file.empty()) {
@@ -236,7 +282,7 @@ void detach_and_drop_privileges(const mailkms::milter::Settings& settings, bool 
 // one that comes while an earlier reload is still being read.
 // Returns libmilter's result once it has stopped.
 int serve(mailkms::gateway::Gateway& gateway, const std::string& socket, const std::string& policy_path,
-          ReopenableFileSink* log_file) {
+          ReopenableFileSink* log_file, MetricsEndpoint& metrics) {
   sigset_t reload;
   sigemptyset(&reload);
   sigaddset(&reload, SIGHUP);
@@ -248,6 +294,7 @@ int serve(mailkms::gateway::Gateway& gateway, const std::string& socket, const s
   if (::pipe2(wakeups, O_CLOEXEC) != 0 || ::fcntl(wakeups[1], F_SETFL, O_NONBLOCK) != 0) {
     fatal(std::string("pipe: ") + mailkms::errno_text(errno));
   }
+  metrics.start();  // its thread inherits the mask
   int result = 0;
   std::thread serving([&] {
     spdlog::info("serving {} with policy {}", socket, policy_path);
@@ -276,6 +323,7 @@ int serve(mailkms::gateway::Gateway& gateway, const std::string& socket, const s
     mailkms::service_manager::ready("serving " + socket);
   }
   serving.join();
+  metrics.stop();
   return result;
 }
 
@@ -323,9 +371,15 @@ int run(int argc, char** argv) {
   }
   const auto log_file = start_logging(syslog, foreground, milter_settings->log_file);
   const std::string policy_path = settings->policy.string();
-  auto keystore = std::make_shared<mailkms::gateway::KeystoreAdapter>(settings->keystore_client(8));
+  MetricsEndpoint metrics;
+  auto client = settings->keystore_client(8);
+  client.observer = [counts = metrics.gateway()](std::string_view op, const mailkms::keystore::Error* error,
+                                               std::chrono::steady_clock::duration took) {
+    counts->keystore_request(op, error, took);
+  };
+  auto keystore = std::make_shared<mailkms::gateway::KeystoreAdapter>(std::move(client));
   mailkms::gateway::Gateway gateway(std::move(*settings), std::move(*policy), std::move(*ctx), *mark,
-                                    std::move(keystore));
+                                    std::move(keystore), mailkms::gateway::steady_clock(), metrics.gateway());
   const bool over_tcp = socket_path(milter_settings->socket).empty();
   mailkms::milter::install(gateway, over_tcp ? mailkms::milter::Transport::tcp : mailkms::milter::Transport::local);
 
@@ -334,9 +388,10 @@ int run(int argc, char** argv) {
 
   auto description = mailkms::milter::description();
   if (smfi_register(description) != MI_SUCCESS) fatal("smfi_register failed");
+  metrics.listen(milter_settings->metrics_listen);  // first: listening once the MTA's socket is
   const Listener listener = open_listener(*milter_settings);
-  detach_and_drop_privileges(*milter_settings, foreground);
-  const int result = serve(gateway, listener.socket, policy_path, log_file.get());
+  detach_and_drop_privileges(*milter_settings, foreground, metrics);
+  const int result = serve(gateway, listener.socket, policy_path, log_file.get(), metrics);
   remove_own_socket(listener);
   if (!milter_settings->pid_file.empty()) ::unlink(milter_settings->pid_file.c_str());
   spdlog::info("stopped");

@@ -7,6 +7,7 @@
 #include <vector>
 
 #include "mailkms/conf_section.hpp"
+#include "mailkms/metrics_conf.hpp"
 
 namespace mailkms::milter {
 namespace {
@@ -82,6 +83,7 @@ const std::vector<conf::Key<Settings>>& keys() {
          s.backlog = static_cast<int>(v->get());
          return std::nullopt;
        }},
+      metrics::listen_key<Settings>("milter"),
   };
   return table;
 }

@@ -23,6 +23,7 @@ struct Settings {
   std::filesystem::path log_file;            // none if empty: stderr in the foreground, else syslog
   int timeout_seconds = 300;                 // silence from the MTA before giving up a connection
   int backlog = 64;
+  std::string metrics_listen;                // "127.0.0.1:9470": serve Prometheus metrics; none if empty
 };
 
 gateway::Result<Settings> load_settings(const std::filesystem::path& path);

@@ -17,6 +17,8 @@ here=$(dirname "$(realpath "$0")")
 . "$here/../mailkms-daemons.sh"
 # shellcheck source=../gpgsm.sh
 . "$here/../gpgsm.sh"
+# shellcheck source=../metrics/metrics.sh
+. "$here/../metrics/metrics.sh"
 [[ $# == 4 ]] || { echo "usage: milter_postfix_test.sh KEYSTORED MAILKMSCTL MILTER PKI_DIR" >&2; exit 2; }
 keystored=$(realpath "$1")
 ctl=$(realpath "$2")
@@ -37,6 +39,7 @@ trap cleanup EXIT
 cd "$work" || exit 2
 
 # ---- The keystore: a fresh CA, alice and bob of corp.example ---------------
+metrics_port=$(free_port)
 cat > mailkms.conf <<CONF
 [keystore]
 database = "$work/keystore.db"
@@ -60,6 +63,7 @@ socket = "unix:$work/milter.sock"
 socket_mode = "0660"
 group = "postfix"
 pid_file = "$work/milter.pid"
+metrics_listen = "127.0.0.1:$metrics_port"
 CONF
 export MAILKMS_CONFIG=$work/mailkms.conf MAILKMS_SESSION_FILE=$work/session
 start_corp_keystore alice@corp.example bob@corp.example carol@corp.example dave@corp.example ceo@corp.example || { echo "FAIL - the keystore cannot be set up"; exit 1; }
@@ -211,8 +215,23 @@ done
 # ---- Outbound ------------------------------------------------------------------
 body="Bob, the figures: revenue up 4 %, costs down 2 %."
 message "Alice <alice@corp.example>" "bob@corp.example" "Figures" "$body" > figures.eml
+metrics_scrape "$metrics_port" m0
 send alice@corp.example bob@corp.example < figures.eml
 check "alice to bob is accepted" grep -q "250 2.0.0 Ok: queued" send.out
+# Counted before the milter answered: no wait for the scrape.
+check "metrics: served on metrics_listen, read by prometheus_client" metrics_scrape "$metrics_port" m1
+check "metrics: one outbound message, signed and encrypted" \
+  metric_moved m0 m1 'mailkms_messages_total{action="signed_encrypted",direction="outbound"}' 1
+check "metrics: one signature and one encryption, both ok" \
+  bash -c "metric_moved m0 m1 'mailkms_smime_operations_total{operation=\"sign\",result=\"ok\"}' 1 &&
+           metric_moved m0 m1 'mailkms_smime_operations_total{operation=\"encrypt\",result=\"ok\"}' 1"
+check "metrics: the keystore signed for it once, and the request was timed" \
+  bash -c "metric_moved m0 m1 'mailkms_gateway_keystore_requests_total{operation=\"sign\",result=\"ok\"}' 1 &&
+           metric_moved m0 m1 'mailkms_gateway_keystore_request_duration_seconds_count{operation=\"sign\"}' 1"
+check "metrics: bob's certificate was looked up (a cache miss)" \
+  bash -c "[ \$(metric_value m1 'mailkms_cache_lookups_total{cache=\"certificate\",result=\"miss\"}') -ge 1 ]"
+check "metrics: what the spools hold is a gauge" grep -q '^mailkms_spool_memory_bytes{} ' m1.samples
+check "metrics: no failure counted" bash -c "! grep -q '^mailkms_failures_total' m1.samples"
 arrived out-1.eml
 check "it arrives encrypted" grep -qi "^Content-Type: application/pkcs7-mime; .*smime-type=enveloped-data" out-1.eml
 check "bob's key decrypts it (openssl cms)" openssl cms -decrypt -in out-1.eml -recip bob.pem -inkey bob.key -out out-1.signed
@@ -275,8 +294,12 @@ check "reject: 550 5.7.1 at RCPT, naming the recipient" grep -q "<\*\* 550 5.7.1
 message "alice@corp.example" "x@tempfail.example" "No certificate" "text" | send alice@corp.example x@tempfail.example
 check "tempfail: 450 4.7.1 at RCPT" grep -q "<\*\* 450 4.7.1 " send.out
 mark=$(log_mark)
+metrics_scrape "$metrics_port" q0
 message "alice@corp.example" "x@hold.example" "No certificate" "held text" | send alice@corp.example x@hold.example
 check "quarantine: accepted" grep -q "250 2.0.0 Ok: queued" send.out
+metrics_scrape "$metrics_port" q1
+check "metrics: the message is counted as quarantined" \
+  metric_moved q0 q1 'mailkms_messages_total{action="quarantined",direction="outbound"}' 1
 check "quarantine: Postfix logs the milter's HOLD" logged_since "$mark" "milter-hold: END-OF-MESSAGE .*to=<x@hold.example>"
 check "quarantine: in Postfix's hold queue, not delivered" \
   bash -c "[ \$(find '$work/postfix/queue/hold' -type f | wc -l) = 1 ] && [ \$(find '$SINK_DIR' -type f | wc -l) = 0 ]"
@@ -397,8 +420,13 @@ check "dave's copy is his alone (and alice's), signed by alice" \
 # An outside party (alice@example.org, under a CA our trust list holds) writes to bob.
 message "Alice Outside <alice@example.org>" "bob@corp.example" "Signed from outside" "Hello from outside." > outside.eml
 "$ctl" message sign --cert "$pki/alice.pem" --key "$pki/alice.key" --chain "$pki/chain.pem" --in outside.eml --out outside-signed.eml
+metrics_scrape "$metrics_port" i0
 send alice@example.org bob@corp.example < outside-signed.eml
+metrics_scrape "$metrics_port" i1
 arrived in-pass.eml
+check "metrics: one inbound message verified, its signature passing" \
+  bash -c "metric_moved i0 i1 'mailkms_messages_total{action=\"verified\",direction=\"inbound\"}' 1 &&
+           metric_moved i0 i1 'mailkms_smime_operations_total{operation=\"verify\",result=\"pass\"}' 1"
 check "inbound signed mail arrives with smime=pass and the signer" \
   bash -c "tr -d '\r' < in-pass.eml | sed -n '/^Authentication-Results: mx.corp.example;/,/^[^ \t]/p' | tr -d '\n\t' | grep -q 'smime=pass.*body.smime-identifier=alice@example.org'"
 check "the signed message itself is untouched and still verifies (openssl)" \
@@ -439,8 +467,14 @@ openssl cms -encrypt -aes-256-gcm -in secret-inner.eml -recip bob.pem -out secre
 { echo "X-Mailkms-Decrypted: mx.corp.example; cipher=forged"
   tr -d '\r' < secret.eml | sed -n '1,/^$/p' | grep -v -i '^\(MIME-Version\|Content-\)' | grep -v '^$'
   tr -d '\r' < secret-encrypted.eml; } | sed 's/$/\r/' > secret-mail.eml
+metrics_scrape "$metrics_port" d0
 send carol@example.org bob@corp.example < secret-mail.eml
+metrics_scrape "$metrics_port" d1
 arrived in-decrypted.eml
+check "metrics: one inbound message decrypted, with the keystore's unwrap" \
+  bash -c "metric_moved d0 d1 'mailkms_messages_total{action=\"decrypted\",direction=\"inbound\"}' 1 &&
+           metric_moved d0 d1 'mailkms_smime_operations_total{operation=\"decrypt\",result=\"ok\"}' 1 &&
+           metric_moved d0 d1 'mailkms_gateway_keystore_requests_total{operation=\"unwrap\",result=\"ok\"}' 1"
 check "inbound mail encrypted to bob arrives decrypted" grep -q "^The secret is 42" in-decrypted.eml
 check "a header records that the gateway decrypted it" grep -q "^X-Mailkms-Decrypted: mx.corp.example; cipher=aes-256-gcm" in-decrypted.eml
 check "the original subject and sender are kept" bash -c "grep -q '^Subject: For your eyes' in-decrypted.eml && grep -q '^From: carol@example.org' in-decrypted.eml"
@@ -716,6 +750,10 @@ mark=$(log_mark)
 sendmail -C "$work/postfix/conf" -f alice@corp.example bob@corp.example < down.eml
 check "submitted locally, Postfix logs the milter's temporary refusal" \
   logged_since "$mark" "milter-reject: END-OF-MESSAGE .*4\.7\.1.*to=<bob@corp.example>"
+metrics_scrape "$metrics_port" k1
+check "metrics: the deferral is counted, as a keystore failure" \
+  bash -c "[ \$(metric_value k1 'mailkms_messages_total{action=\"deferred\",direction=\"outbound\"}') -ge 1 ] &&
+           [ \$(metric_value k1 'mailkms_failures_total{class=\"keystore\"}') -ge 1 ]"
 check "nothing was delivered meanwhile" bash -c "[ \$(find '$SINK_DIR' -type f | wc -l) = 0 ]"
 start_keystore || { echo "FAIL - the keystore does not restart"; exit 1; }
 postkick -c "$work/postfix/conf" public pickup W 2> /dev/null
