@@ -27,6 +27,7 @@
 
 #include "mailkms/errno_text.hpp"
 #include "mailkms/guarded_main.hpp"
+#include "mailkms/metrics_server.hpp"
 #include "mailkms/service_manager.hpp"
 #include "mailkms/gateway/gateway.hpp"
 #include "session.hpp"
@@ -118,31 +119,54 @@ std::vector<std::string> keep_for_restart(mailkms::proxy::Settings& fresh, const
   if (fresh.user != running.user || fresh.group != running.group) kept.emplace_back("user/group");
   if (fresh.pid_file != running.pid_file) kept.emplace_back("pid_file");
   if (fresh.log_file != running.log_file) kept.emplace_back("log_file");
+  if (fresh.metrics_listen != running.metrics_listen) kept.emplace_back("metrics_listen");
   fresh.listen = running.listen;
   fresh.threads = running.threads;
   fresh.user = running.user;
   fresh.group = running.group;
   fresh.pid_file = running.pid_file;
   fresh.log_file = running.log_file;
+  fresh.metrics_listen = running.metrics_listen;
   return kept;
 }
 
 // What a gateway is built from besides its settings and policy. The
 // re-injection key is kept while reinject_key_file names the same file:
 // without one it is the process's own, and marks made with it must go on
-// checking.
+// checking. Every gateway counts into the same metrics, across reloads.
 struct GatewayParts {
   mailkms::smime::CryptoContextPtr ctx;
   mailkms::gateway::ReinjectionMark mark;
   std::filesystem::path mark_file;
+  std::shared_ptr<mailkms::gateway::GatewayMetrics> metrics;
 };
 
 std::shared_ptr<mailkms::gateway::Gateway> build_gateway(mailkms::gateway::Settings settings,
                                                         std::shared_ptr<const mailkms::policy::Policy> policy,
                                                         const GatewayParts& parts) {
-  auto keystore = std::make_shared<mailkms::gateway::KeystoreAdapter>(settings.keystore_client(8));
+  auto client = settings.keystore_client(8);
+  client.observer = [counts = parts.metrics](std::string_view op, const mailkms::keystore::Error* error,
+                                             std::chrono::steady_clock::duration took) {
+    counts->keystore_request(op, error, took);
+  };
+  auto keystore = std::make_shared<mailkms::gateway::KeystoreAdapter>(std::move(client));
   return std::make_shared<mailkms::gateway::Gateway>(std::move(settings), std::move(policy), parts.ctx, parts.mark,
-                                                     std::move(keystore));
+                                                     std::move(keystore), mailkms::gateway::steady_clock(), parts.metrics);
+}
+
+// SIGTERM: no new sessions; those in flight finish their message, within
+// shutdown_timeout; then the I/O stops, cutting any left.
+void stop_gracefully(asio::io_context& io, mailkms::proxy::ServerContext& context,
+                     const std::function<void()>& stop_listening) {
+  const auto deadline = context.settings()->shutdown_timeout;
+  spdlog::info("stopping: no new sessions; {} in flight get up to {} s to finish", context.sessions.load(),
+               deadline.count());
+  mailkms::service_manager::stopping();
+  stop_listening();
+  asio::co_spawn(io, mailkms::proxy::drain(context, deadline), [&io](const std::exception_ptr&, unsigned left) {
+    if (left != 0) spdlog::warn("{} session(s) still open at shutdown_timeout: cut, nothing answered", left);
+    io.stop();
+  });
 }
 
 // SIGHUP, for [gateway] and the policy: a new gateway from the file as it
@@ -198,6 +222,26 @@ void reload(const std::string& config, mailkms::proxy::ServerContext& context, G
   spdlog::info("proxy settings reloaded from {}", config);
 }
 
+// Each SIGHUP, reload() while `hangup` is not cancelled.
+void reload_on_hangup(asio::signal_set& hangup, const std::string& config, mailkms::proxy::ServerContext& context,
+                      GatewayParts& parts) {
+  hangup.async_wait([&hangup, &config, &context, &parts](const boost::system::error_code& ec, int) {
+    if (ec) return;
+    mailkms::service_manager::reloading();
+    reload(config, context, parts);
+    mailkms::service_manager::ready("serving");
+    reload_on_hangup(hangup, config, context, parts);
+  });
+}
+
+// io.run() on `threads` threads, this one among them, until it stops.
+void run_on_threads(asio::io_context& io, unsigned threads) {
+  std::vector<std::thread> workers;
+  for (unsigned i = 1; i < threads; ++i) workers.emplace_back([&io] { io.run(); });
+  io.run();
+  for (auto& worker : workers) worker.join();
+}
+
 }  // namespace
 
 namespace {
@@ -237,9 +281,15 @@ int serve(int argc, char** argv) {
 
   asio::io_context io;
   auto acceptor = open_listener(io, *proxy_settings);
+  mailkms::metrics::Registry registry;
+  mailkms::metrics::Server metrics(io, registry);
+  if (!proxy_settings->metrics_listen.empty()) {
+    if (auto error = metrics.listen(proxy_settings->metrics_listen)) fatal(*error);
+  }
   detach_and_drop_privileges(io, *proxy_settings, foreground);
 
-  GatewayParts parts{std::move(*ctx), *mark, settings->reinject_key_file};
+  GatewayParts parts{std::move(*ctx), *mark, settings->reinject_key_file,
+                     std::make_shared<mailkms::gateway::GatewayMetrics>(registry)};
   const std::string policy_path = settings->policy.string();
   auto gateway = build_gateway(std::move(*settings), std::move(*policy), parts);
   const unsigned threads = proxy_settings->threads != 0 ? proxy_settings->threads
@@ -247,42 +297,27 @@ int serve(int argc, char** argv) {
   asio::thread_pool blocking(threads + 8);  // the keystore client keeps 8 connections
   mailkms::proxy::ServerContext context{std::make_shared<const mailkms::proxy::Settings>(*proxy_settings), std::move(gateway),
                                         blocking};
+  registry.gauge("mailkms_proxy_sessions", "SMTP sessions open now.",
+                 [&context] { return static_cast<double>(context.sessions.load()); });
 
   asio::signal_set hangup(io, SIGHUP);
-  std::function<void(const boost::system::error_code&, int)> on_hangup = [&](const boost::system::error_code& ec, int) {
-    if (ec) return;
-    mailkms::service_manager::reloading();
-    reload(config, context, parts);
-    mailkms::service_manager::ready("serving");
-    hangup.async_wait(on_hangup);
-  };
-  hangup.async_wait(on_hangup);
-  // SIGTERM: no new sessions; those in flight finish their message, within
-  // shutdown_timeout; then the I/O stops, cutting any left.
+  reload_on_hangup(hangup, config, context, parts);
   asio::signal_set stop(io, SIGTERM, SIGINT);
   stop.async_wait([&](const boost::system::error_code& ec, int) {
     if (ec) return;
-    const auto deadline = context.settings()->shutdown_timeout;
-    spdlog::info("stopping: no new sessions; {} in flight get up to {} s to finish", context.sessions.load(),
-                 deadline.count());
-    mailkms::service_manager::stopping();
-    boost::system::error_code ignored;
-    acceptor.close(ignored);
-    hangup.cancel();
-    asio::co_spawn(io, mailkms::proxy::drain(context, deadline),
-                   [&](const std::exception_ptr&, unsigned left) {
-                     if (left != 0) spdlog::warn("{} session(s) still open at shutdown_timeout: cut, nothing answered", left);
-                     io.stop();
-                   });
+    stop_gracefully(io, context, [&] {
+      boost::system::error_code ignored;
+      acceptor.close(ignored);
+      metrics.stop();
+      hangup.cancel();
+    });
   });
   asio::co_spawn(io, mailkms::proxy::accept_sessions(acceptor, context), asio::detached);
-  spdlog::info("listening on {}:{}, relaying to {}:{}, with policy {}", proxy_settings->listen.host,
-               proxy_settings->listen.port, proxy_settings->next_hop.host, proxy_settings->next_hop.port, policy_path);
+  spdlog::info("listening on {}:{}, relaying to {}:{}, with policy {}{}", proxy_settings->listen.host,
+               proxy_settings->listen.port, proxy_settings->next_hop.host, proxy_settings->next_hop.port, policy_path,
+               proxy_settings->metrics_listen.empty() ? "" : "; metrics on http://" + proxy_settings->metrics_listen + "/metrics");
   mailkms::service_manager::ready("serving");
-  std::vector<std::thread> workers;
-  for (unsigned i = 1; i < threads; ++i) workers.emplace_back([&] { io.run(); });
-  io.run();
-  for (auto& worker : workers) worker.join();
+  run_on_threads(io, threads);
   blocking.join();
   if (!proxy_settings->pid_file.empty()) ::unlink(proxy_settings->pid_file.c_str());
   spdlog::info("stopped");

@@ -32,6 +32,14 @@ std::string reply_lines(const HopReply& reply) {
 // What a command did to the session.
 enum class Step { next, data, starttls, quit };
 
+// The reply to the end of data, and what it counts as in the metrics.
+struct Answer {
+  std::string reply;
+  gateway::Disposition disposition;
+};
+
+Answer answer(const gateway::Outcome& outcome) { return {reply_line(outcome.reply), outcome.disposition()}; }
+
 struct OpenTransaction {
   gateway::Transaction transaction;
   bool eight_bit_mime = false;
@@ -429,19 +437,23 @@ class Session : public std::enable_shared_from_this<Session> {
       }
     }
     intake.finish();
-    out_ += co_await answer_message(intake, reader.line_too_long());
+    const Answer answered = co_await answer_message(intake, reader.line_too_long());
+    gateway().account(transaction, answered.disposition);
+    out_ += answered.reply;
     end_transaction();
     co_return true;
   }
 
   // The answer to the end of data: the gateway's refusal, or the next hop's
   // reply once it has taken the message.
-  asio::awaitable<std::string> answer_message(const MessageIntake& intake, bool line_too_long) {
+  asio::awaitable<Answer> answer_message(const MessageIntake& intake, bool line_too_long) {
     const auto& transaction = message_->transaction;
     const auto& id = transaction.queue_id;
+    using Verdict = gateway::Outcome::Verdict;
     if (line_too_long) {
       spdlog::info("{}: rejected: a line longer than {} octets", id, max_text_line);
-      co_return "552 5.3.4 Error: a message line is longer than 1000 octets (RFC 5321 4.5.3.1.6)\r\n";
+      co_return Answer{"552 5.3.4 Error: a message line is longer than 1000 octets (RFC 5321 4.5.3.1.6)\r\n",
+                       {Verdict::reject, false, gateway::Action::passed, gateway::FailureClass::malformed}};
     }
     if (intake.trouble() != MessageIntake::Trouble::none) {
       const bool too_big = intake.trouble() == MessageIntake::Trouble::too_big;
@@ -450,17 +462,16 @@ class Session : public std::enable_shared_from_this<Session> {
           too_big ? "rejected: over max_message_size (" + std::to_string(gateway().settings().max_message_size) + " bytes)"
                   : "could not spool the message (disk full?), deferred");
       spdlog::info("{}: {}", id, refused.log);
-      co_return reply_line(refused.reply);
+      co_return answer(refused);
     }
     auto outcome = co_await blocking([&] { return gateway().finish(transaction, intake.headers(), intake.spool()); });
-    using Verdict = gateway::Outcome::Verdict;
     if (outcome.verdict == Verdict::reject || outcome.verdict == Verdict::tempfail) {
       spdlog::info("{}: {} => {} {} {}", id, outcome.log, outcome.reply.code, outcome.reply.enhanced, outcome.reply.text);
-      co_return reply_line(outcome.reply);
+      co_return answer(outcome);
     }
     if (outcome.verdict == Verdict::discard) {
       spdlog::info("{}: {} => discarded", id, outcome.log);
-      co_return "250 2.0.0 Ok\r\n";
+      co_return Answer{"250 2.0.0 Ok\r\n", outcome.disposition()};
     }
     if (outcome.quarantine) {  // the proxy has no hold queue to put it in
       co_return trouble(gateway::FrontEndTrouble::internal, outcome.log + " => no hold queue behind the proxy, deferred");
@@ -473,7 +484,7 @@ class Session : public std::enable_shared_from_this<Session> {
   // then delivers none. Ended in turn, one taken and a later one not would
   // have the client try them all again: some recipients may get it twice,
   // none loses it.
-  asio::awaitable<std::string> relay_outcome(const MessageIntake& intake, const gateway::Outcome& outcome) {
+  asio::awaitable<Answer> relay_outcome(const MessageIntake& intake, const gateway::Outcome& outcome) {
     const auto& transaction = message_->transaction;
     const auto& gateway_settings = gateway().settings();
     const smime::SpoolOptions options{gateway_settings.spool_memory_limit, gateway_settings.spool_directory};
@@ -508,7 +519,7 @@ class Session : public std::enable_shared_from_this<Session> {
     const std::string split = pending.size() > 1 ? " (and " + std::to_string(pending.size() - 1) + " more)" : "";
     spdlog::info("{}: {} => relayed: {}{}{}", transaction.queue_id, outcome.log, taken->lines.back(), split,
                  taken->tls.empty() ? std::string() : " (" + taken->tls + ")");
-    co_return reply_lines(*taken);
+    co_return Answer{reply_lines(*taken), outcome.disposition()};
   }
 
   // Who the client was, for a next hop that takes XFORWARD: what an MTA in
@@ -532,20 +543,24 @@ class Session : public std::enable_shared_from_this<Session> {
   // that could not be asked is the gateway's temporary failure. `taken`:
   // copies the next hop already took, whose recipients the client's next
   // try reaches again.
-  std::string hop_failed(const gateway::Outcome& outcome, const HopFailure& failure, std::size_t taken = 0) {
+  // A refusal is counted as the client sees it, rejected or deferred, and
+  // as no failure of the gateway's.
+  Answer hop_failed(const gateway::Outcome& outcome, const HopFailure& failure, std::size_t taken = 0) {
     const std::string again = taken > 0 ? " (" + std::to_string(taken) + " copy(ies) already taken will be sent again)" : "";
     if (failure.refused) {
       spdlog::info("{}: {} => {}: {}{}", message_->transaction.queue_id, outcome.log, failure.what, failure.refused->lines.back(),
                    again);
-      return reply_lines(*failure.refused);
+      gateway::Disposition refused = outcome.disposition();
+      refused.verdict = failure.refused->code >= 500 ? gateway::Outcome::Verdict::reject : gateway::Outcome::Verdict::tempfail;
+      return {reply_lines(*failure.refused), refused};
     }
     return trouble(gateway::FrontEndTrouble::next_hop, outcome.log + " => " + failure.what + again + ", deferred");
   }
 
-  std::string trouble(gateway::FrontEndTrouble kind, std::string log) {
+  Answer trouble(gateway::FrontEndTrouble kind, std::string log) {
     const auto refused = gateway().answer_trouble(kind, std::move(log));
     spdlog::error("{}: {}", message_->transaction.queue_id, refused.log);
-    return reply_line(refused.reply);
+    return answer(refused);
   }
 
   TimedSocket socket_;

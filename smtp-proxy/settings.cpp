@@ -10,6 +10,7 @@
 #include <vector>
 
 #include "mailkms/conf_section.hpp"
+#include "mailkms/metrics_conf.hpp"
 
 namespace mailkms::proxy {
 namespace {
@@ -144,6 +145,7 @@ const std::vector<conf::Key<Settings>>& keys() {
       path_key("tls_key", &Settings::tls_key),
       path_key("pid_file", &Settings::pid_file),
       path_key("log_file", &Settings::log_file),
+      metrics::listen_key<Settings>("proxy"),
   };
   return table;
 }

@@ -63,6 +63,7 @@ struct Settings {
   std::optional<gid_t> group;
   std::filesystem::path pid_file;
   std::filesystem::path log_file;
+  std::string metrics_listen;  // "127.0.0.1:9471": serve Prometheus metrics; none if empty
 };
 
 gateway::Result<Settings> load_settings(const std::filesystem::path& path);

@@ -37,6 +37,7 @@ xforward_peers = ["127.0.0.1", "2001:db8::/32"]
 xclient_peers = ["127.0.0.3"]
 pid_file = "/run/p.pid"
 log_file = "/var/log/p.log"
+metrics_listen = "[::1]:9471"
 user = "nobody"
 group = "nogroup"
 )");
@@ -62,6 +63,7 @@ group = "nogroup"
   CHECK(mailkms::policy::network_of(settings->xclient_peers, "127.0.0.3") == "127.0.0.3/32");
   CHECK(settings->pid_file == "/run/p.pid");
   CHECK(settings->log_file == "/var/log/p.log");
+  CHECK(settings->metrics_listen == "[::1]:9471");
   CHECK(settings->user == 65534u);   // Debian's nobody
   CHECK(settings->group == 65534u);  // and nogroup
 }
@@ -82,6 +84,7 @@ TEST_CASE("Without [proxy], the defaults, and this host's name") {
   CHECK(settings->next_hop_tls_context);
   CHECK(settings->next_hop_tls_name == "127.0.0.1");  // the next hop's address, when verify is chosen
   CHECK_FALSE(settings->user);
+  CHECK(settings->metrics_listen.empty());  // no metrics served
 }
 
 TEST_CASE("A wrong [proxy] value or an unknown key is refused, naming it") {
@@ -110,6 +113,11 @@ TEST_CASE("A wrong [proxy] value or an unknown key is refused, naming it") {
              Catch::Contains("proxy.user at line 2, column 8: expected the name of an existing user"));
   CHECK_THAT(load(dir, "[proxy]\ngroup = \"no-such-group-here\"\n").error().message,
              Catch::Contains("proxy.group at line 2, column 9: expected the name of an existing group"));
+  for (const char* address : {"localhost:9471", "127.0.0.1", "::1:9471", "127.0.0.1:0", "[::1]:65536"}) {
+    INFO(address);
+    CHECK_THAT(load(dir, std::string("[proxy]\nmetrics_listen = \"") + address + "\"\n").error().message,
+               Catch::Contains("proxy.metrics_listen at line 2, column 18: expected an IP address with a port"));
+  }
   CHECK_THAT(load(dir, "[proxy]\nlisten_on = \"127.0.0.1:25\"\n").error().message,
              Catch::Contains("unknown key proxy.listen_on"));
 }
