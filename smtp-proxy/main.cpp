@@ -280,12 +280,12 @@ int serve(int argc, char** argv) {
   (void)::signal(SIGPIPE, SIG_IGN);  // a peer gone mid-write is an error code, not the end of the process
 
   asio::io_context io;
-  auto acceptor = open_listener(io, *proxy_settings);
   mailkms::metrics::Registry registry;
   mailkms::metrics::Server metrics(io, registry);
-  if (!proxy_settings->metrics_listen.empty()) {
+  if (!proxy_settings->metrics_listen.empty()) {  // first: serving once the SMTP port listens
     if (auto error = metrics.listen(proxy_settings->metrics_listen)) fatal(*error);
   }
+  auto acceptor = open_listener(io, *proxy_settings);
   detach_and_drop_privileges(io, *proxy_settings, foreground);
 
   GatewayParts parts{std::move(*ctx), *mark, settings->reinject_key_file,

@@ -23,6 +23,8 @@ here=$(dirname "$(realpath "$0")")
 . "$here/../postfix/postfix-fixture.sh"
 # shellcheck source=../mailkms-daemons.sh
 . "$here/../mailkms-daemons.sh"
+# shellcheck source=../metrics/metrics.sh
+. "$here/../metrics/metrics.sh"
 # shellcheck source=../opendkim.sh
 . "$here/../opendkim.sh"
 [[ $# == 4 ]] || { echo "usage: proxy_postfix_test.sh KEYSTORED MAILKMSCTL PROXY CONF_DIR" >&2; exit 2; }
@@ -55,6 +57,8 @@ openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -days 2 -su
 PROXY_PORT=$(free_port) || exit 2
 REINJECT_PORT=$(free_port) || exit 2
 while [ "$REINJECT_PORT" = "$PROXY_PORT" ]; do REINJECT_PORT=$(free_port) || exit 2; done
+METRICS_PORT=$(free_port) || exit 2
+while [ "$METRICS_PORT" = "$PROXY_PORT" ] || [ "$METRICS_PORT" = "$REINJECT_PORT" ]; do METRICS_PORT=$(free_port) || exit 2; done
 cat > mailkms.conf <<CONF
 [keystore]
 database = "$work/keystore.db"
@@ -81,6 +85,7 @@ next_hop_tls_ca = "$work/reinject-ca.crt"
 next_hop_tls_name = "reinject.corp.example"
 # Postfix's smtp client on this host, whose XFORWARD names the real client.
 xforward_peers = ["127.0.0.1"]
+metrics_listen = "127.0.0.1:$METRICS_PORT"
 CONF
 # 127.0.0.1 is the internal network; 127.0.0.2 stands for the Internet.
 cat > policy.toml <<'POLICY'
@@ -164,9 +169,18 @@ arrived() {
 queued() { postqueue -c "$work/postfix/conf" -j 2> /dev/null; }
 
 # ---- From an internal client: signed by alice, encrypted to bob ------------------------
+metrics_scrape "$METRICS_PORT" m0
 message alice@corp.example bob@corp.example "From inside" "inside" | send 127.0.0.1 alice@corp.example bob@corp.example
 check "Postfix queues the message (250 at the end of data)" grep -q '<-  250 2.0.0 Ok: queued as' send.out
 arrived inside.eml
+# The proxy counts a message before its 250, which Postfix's smtp client logs.
+check "Postfix logs the proxy's 250" logged_since 0 "relay=[^ ]*\[127\.0\.0\.1\]:$PROXY_PORT, .*status=sent"
+check "metrics: the proxy serves them on metrics_listen" metrics_scrape "$METRICS_PORT" m1
+check "metrics: one outbound message, signed and encrypted, with one signature and one encryption" \
+  bash -c "metric_moved m0 m1 'mailkms_messages_total{action=\"signed_encrypted\",direction=\"outbound\"}' 1 &&
+           metric_moved m0 m1 'mailkms_smime_operations_total{operation=\"sign\",result=\"ok\"}' 1 &&
+           metric_moved m0 m1 'mailkms_smime_operations_total{operation=\"encrypt\",result=\"ok\"}' 1"
+check "metrics: the proxy's open sessions are a gauge" grep -q '^mailkms_proxy_sessions{} ' m1.samples
 check "through the proxy and back: nothing in clear, bob's key opens it, alice's signature verifies (openssl cms)" \
   signed_for_bob inside.eml inside
 check "the proxy handed it back under TLS, having verified the smtpd's certificate" \
