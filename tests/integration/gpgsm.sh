@@ -30,7 +30,7 @@ gpgsm_verify() {
 # at most 31 characters); the key stays under that password.
 gpgsm_import_p12() {
   gpgsm --batch --pinentry-mode loopback --passphrase-fd 0 --import "$1" < "$2" 2>> "$GNUPGHOME/import.log" &&
-    gpgsm --list-secret-keys 2> /dev/null | grep -q 'S/N:'
+    gpgsm --list-secret-keys 2> /dev/null | grep -q 'S/N:' || { cat "$GNUPGHOME/import.log"; return 1; }
 }
 
 # gpgsm_decrypt MESSAGE PASSWORD_FILE OUT: MESSAGE's enveloped-data opened

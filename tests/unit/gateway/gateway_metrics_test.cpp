@@ -66,7 +66,7 @@ TEST_CASE("an outbound message signed and encrypted counts once, with one signat
   CHECK(sample(h.registry, R"(mailkms_failures_total{class="keystore"})") == 0);
 }
 
-TEST_CASE("outbound signed alone counts as signed; treated apart per recipient, as split", "[gateway][metrics]") {
+TEST_CASE("outbound signed alone counts as signed, and treated apart per recipient as split", "[gateway][metrics]") {
   GatewayHarness h;
   auto tx = h.begin("alice@example.org");
   h.add_all(tx, {"x@signonly.example"});
