@@ -372,12 +372,8 @@ int run(int argc, char** argv) {
   const auto log_file = start_logging(syslog, foreground, milter_settings->log_file);
   const std::string policy_path = settings->policy.string();
   MetricsEndpoint metrics;
-  auto client = settings->keystore_client(8);
-  client.observer = [counts = metrics.gateway()](std::string_view op, const mailkms::keystore::Error* error,
-                                               std::chrono::steady_clock::duration took) {
-    counts->keystore_request(op, error, took);
-  };
-  auto keystore = std::make_shared<mailkms::gateway::KeystoreAdapter>(std::move(client));
+  auto keystore = std::make_shared<mailkms::gateway::KeystoreAdapter>(
+      mailkms::gateway::GatewayMetrics::observed(settings->keystore_client(8), metrics.gateway()));
   mailkms::gateway::Gateway gateway(std::move(*settings), std::move(*policy), std::move(*ctx), *mark,
                                     std::move(keystore), mailkms::gateway::steady_clock(), metrics.gateway());
   const bool over_tcp = socket_path(milter_settings->socket).empty();

@@ -144,12 +144,8 @@ struct GatewayParts {
 std::shared_ptr<mailkms::gateway::Gateway> build_gateway(mailkms::gateway::Settings settings,
                                                         std::shared_ptr<const mailkms::policy::Policy> policy,
                                                         const GatewayParts& parts) {
-  auto client = settings.keystore_client(8);
-  client.observer = [counts = parts.metrics](std::string_view op, const mailkms::keystore::Error* error,
-                                             std::chrono::steady_clock::duration took) {
-    counts->keystore_request(op, error, took);
-  };
-  auto keystore = std::make_shared<mailkms::gateway::KeystoreAdapter>(std::move(client));
+  auto keystore = std::make_shared<mailkms::gateway::KeystoreAdapter>(
+      mailkms::gateway::GatewayMetrics::observed(settings.keystore_client(8), parts.metrics));
   return std::make_shared<mailkms::gateway::Gateway>(std::move(settings), std::move(policy), parts.ctx, parts.mark,
                                                      std::move(keystore), mailkms::gateway::steady_clock(), parts.metrics);
 }

@@ -177,20 +177,18 @@ SignatureCheck Gateway::check_signature(const InboundPlan& plan, const policy::P
   check.log = "; signature " + std::string(smime::to_string(verified.status));
   // MIME or CMS that cannot be read is malformed input, not a bad
   // signature; a spool we cannot read back is an internal error.
-  const bool malformed = verified.status == smime::SignatureStatus::malformed;
-  const FailureAction action = unreadable(verified) ? settings_.on_internal_error
-                               : malformed          ? settings_.on_malformed
-                                                    : settings_.on_bad_signature;
-  const FailureClass failure_class = unreadable(verified) ? FailureClass::internal
-                                     : malformed          ? FailureClass::malformed
-                                                          : FailureClass::bad_signature;
+  struct Failed {
+    FailureAction action;
+    FailureClass failure;
+    const char* what;
+  };
+  const Failed failed = unreadable(verified) ? Failed{settings_.on_internal_error, FailureClass::internal, "spool unreadable"}
+                        : verified.status == smime::SignatureStatus::malformed
+                            ? Failed{settings_.on_malformed, FailureClass::malformed, "malformed signature"}
+                            : Failed{settings_.on_bad_signature, FailureClass::bad_signature, "bad signature"};
   if (verified.status != smime::SignatureStatus::pass && verified.status != smime::SignatureStatus::no_signature &&
-      action != FailureAction::accept) {
-    check.refused = inbound_failure(plan, action, failure_class,
-                                    unreadable(verified) ? "spool unreadable"
-                                    : malformed          ? "malformed signature"
-                                                         : "bad signature",
-                                    verified.reason, results);
+      failed.action != FailureAction::accept) {
+    check.refused = inbound_failure(plan, failed.action, failed.failure, failed.what, verified.reason, results);
   } else if (plan.harvest && verified.status == smime::SignatureStatus::pass) {
     check.log += harvest(plan, policy, verified);
   }
@@ -254,17 +252,17 @@ BasicResult<Opened, Outcome> Gateway::open_for_readers(const InboundPlan& plan, 
   auto opened = smime::decrypt_entity(*ctx_, parsed->entity, keys);
   if (!opened) {
     const auto code = opened.error().code;
-    metrics_->operation(Operation::decrypt, code == smime::Errc::no_matching_recipient ? "no_key"
-                                            : code == smime::Errc::key_operation_failed ? "keystore"
-                                                                                         : "failed");
     if (code == smime::Errc::no_matching_recipient) {
+      metrics_->operation(Operation::decrypt, "no_key");
       return annotated(plan, plan.log + "; encrypted to none of the local recipients' keys, delivered as it came",
                        {{"none", "encrypted; no local key", ""}});
     }
     if (code == smime::Errc::key_operation_failed) {
+      metrics_->operation(Operation::decrypt, "keystore");
       return failure(settings_.on_keystore_unavailable, FailureClass::keystore, plan.where + ": keystore could not decrypt",
                      opened.error().message);
     }
+    metrics_->operation(Operation::decrypt, "failed");
     return inbound_failure(plan, settings_.on_malformed, FailureClass::malformed, "cannot decrypt", opened.error().describe(),
                            {{"permerror", "cannot decrypt: " + std::string(smime::to_string(code)), ""}});
   }

@@ -108,6 +108,15 @@ void GatewayMetrics::cache(Cache cache, std::size_t hits, std::size_t misses) {
   if (misses != 0) caches_->add({std::string(name(cache)), "miss"}, misses);
 }
 
+keystore::ClientOptions GatewayMetrics::observed(keystore::ClientOptions client,
+                                                std::shared_ptr<GatewayMetrics> metrics) {
+  client.observer = [metrics = std::move(metrics)](std::string_view op, const keystore::Error* error,
+                                                   std::chrono::steady_clock::duration took) {
+    metrics->keystore_request(op, error, took);
+  };
+  return client;
+}
+
 void GatewayMetrics::keystore_request(std::string_view op, const keystore::Error* error,
                                       std::chrono::steady_clock::duration took) {
   if (requests_ == nullptr) return;

@@ -11,9 +11,11 @@
 
 #include <chrono>
 #include <cstddef>
+#include <memory>
 #include <string_view>
 
 #include "mailkms/gateway/outcome.hpp"
+#include "mailkms/keystore/client.hpp"
 #include "mailkms/keystore/error.hpp"
 #include "mailkms/metrics.hpp"
 #include "mailkms/policy/policy.hpp"
@@ -47,6 +49,8 @@ class GatewayMetrics {
   void cache(Cache cache, std::size_t hits, std::size_t misses);
   // A keystore request over: the shape of keystore::ClientOptions::observer.
   void keystore_request(std::string_view op, const keystore::Error* error, std::chrono::steady_clock::duration took);
+  // `client` with its requests counted into `metrics`, which it keeps.
+  static keystore::ClientOptions observed(keystore::ClientOptions client, std::shared_ptr<GatewayMetrics> metrics);
 
  private:
   metrics::Registry::Counter* messages_ = nullptr;
